@@ -1,0 +1,2 @@
+// activations: see kernels.h
+#include "kernels.h"

@@ -1,0 +1,256 @@
+// Every kernel of the C++ core: prototypes, shapes and exact semantics.
+// fastmlp/reference.py mirrors each one in NumPy under the same name and argument order.
+//
+// Conventions (DESIGN.md): row-major; arguments run outputs, inputs, weights, then int64_t
+// sizes; a backward kernel takes (d_inputs..., d_params..., d_out, saved..., sizes).
+// Kernels never check, allocate, throw or print; the bindings validate.
+// Each is templated on T in {float, double} and explicitly instantiated for both.
+#pragma once
+
+#include <cstdint>
+
+namespace fastmlp {
+
+// ---------------------------------------------------------------------------------------
+// Threads (threads.cpp)
+// ---------------------------------------------------------------------------------------
+
+// The number of OpenMP threads every parallel region of fastmlp uses. Defaults to
+// omp_get_max_threads() at load (which honours OMP_NUM_THREADS).
+int num_threads();
+void set_num_threads(int n);
+// Threads worth using for `work` multiply-adds: 1 below a threshold (a fork/join costs
+// about 1.5 microseconds), num_threads() above it.
+int threads_for(double work);
+
+// ---------------------------------------------------------------------------------------
+// GEMM (gemm.cpp; the AVX2/FMA micro-kernels in gemm_avx2.cpp)
+// ---------------------------------------------------------------------------------------
+
+// c = op(a) @ op(b), or c += op(a) @ op(b) when accumulate.
+//   c is (M, N)
+//   a is (M, K), or (K, M) stored row-major when transpose_a
+//   b is (K, N), or (N, K) stored row-major when transpose_b
+// Every element of c is summed over k in the same order whatever the thread count, so the
+// result is bitwise the same at any number of threads. K == 0 gives c = 0 (or c unchanged).
+template <typename T>
+void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool transpose_a,
+          bool transpose_b, bool accumulate);
+
+// Which micro-kernel gemm uses: "avx2" or "portable". The choice is made once at load from
+// the CPU's features; force_portable_gemm(true) selects the portable one (tests, and
+// the FASTMLP_FORCE_PORTABLE=1 environment variable at load).
+const char* gemm_kernel_name();
+void force_portable_gemm(bool force);
+
+// ---------------------------------------------------------------------------------------
+// Activations (activations.cpp)
+// ---------------------------------------------------------------------------------------
+
+enum class Activation : int {
+    identity = 0,
+    sigmoid = 1,     // 1 / (1 + exp(-x)), evaluated without overflow for any sign
+    tanh = 2,
+    relu = 3,        // max(x, 0); derivative 0 at x == 0 (as torch)
+    leaky_relu = 4,  // x if x > 0 else slope * x; derivative 1 if x > 0 else slope
+    gelu = 5,        // exact: 0.5 * x * (1 + erf(x / sqrt(2))); derivative Phi(x) + x * phi(x)
+    step = 6,        // 1 if x >= 0 else 0; forward only (perceptron); derivative taken as 0
+};
+
+// y = act(x). y may alias x.
+//   y, x are (n)
+template <typename T>
+void activation_forward(T* y, const T* x, int64_t n, Activation act, T slope);
+
+// dx = dy * act'(x). dx may alias dy.
+//   dx, dy are (n)
+//   x is (n): the pre-activation; read only by gelu (may be null for the others)
+//   y is (n): act(x); read by sigmoid (y(1-y)), tanh (1-y^2), relu and leaky_relu (y > 0)
+template <typename T>
+void activation_backward(T* dx, const T* dy, const T* x, const T* y, int64_t n, Activation act,
+                         T slope);
+
+// ---------------------------------------------------------------------------------------
+// Losses (losses.cpp). Every loss is a mean, as torch's default reduction; sums over the
+// batch are accumulated in double, in index order (deterministic at any thread count).
+// ---------------------------------------------------------------------------------------
+
+// Row-wise softmax, stable: exp(x - max(x)) / sum.
+//   probs, logits are (B, C)
+template <typename T>
+void softmax_forward(T* probs, const T* logits, int64_t B, int64_t C);
+
+// Fused softmax + cross-entropy on integer labels, as torch.nn.CrossEntropyLoss(weight,
+// label_smoothing=eps, reduction="mean"):
+//   logp = log_softmax(logits);  w = class_weights (all ones when null);  W = sum_i w[y_i]
+//   loss = (1 - eps) * sum_i w[y_i] * -logp[i, y_i] / W
+//        + (eps / C) * sum_i sum_c w[c] * -logp[i, c] / W
+//   loss is (1); probs is (B, C) = softmax(logits), saved for the backward
+//   logits is (B, C); labels is (B), each in [0, C); class_weights is (C) or null
+template <typename T>
+void softmax_xent_forward(T* loss, T* probs, const T* logits, const int64_t* labels,
+                          const T* class_weights, T label_smoothing, int64_t B, int64_t C);
+
+// Gradient of that loss with respect to the logits:
+//   dlogits[i, k] = ((1 - eps) * w[y_i] * (p[i, k] - [k == y_i])
+//                    + (eps / C) * (p[i, k] * sum_c w[c] - w[k])) / W
+//   dlogits, probs are (B, C); labels is (B); class_weights is (C) or null
+template <typename T>
+void softmax_xent_backward(T* dlogits, const T* probs, const int64_t* labels,
+                           const T* class_weights, T label_smoothing, int64_t B, int64_t C);
+
+// Cross-entropy against soft targets (rows of `targets` sum to 1; mixup):
+//   loss = mean_i sum_c -targets[i, c] * logp[i, c];  dlogits = (p - targets) / B
+//   loss is (1); probs, logits, targets are (B, C)
+template <typename T>
+void softmax_xent_soft_forward(T* loss, T* probs, const T* logits, const T* targets, int64_t B,
+                               int64_t C);
+//   dlogits, probs, targets are (B, C)
+template <typename T>
+void softmax_xent_soft_backward(T* dlogits, const T* probs, const T* targets, int64_t B,
+                                int64_t C);
+
+// Mean squared error over all n elements: loss = mean((pred - target)^2).
+//   loss is (1); pred, target are (n)
+template <typename T>
+void mse_forward(T* loss, const T* pred, const T* target, int64_t n);
+//   dpred = 2 * (pred - target) / n;  dpred, pred, target are (n)
+template <typename T>
+void mse_backward(T* dpred, const T* pred, const T* target, int64_t n);
+
+// Binary cross-entropy with logits, mean over all n elements (binary and multi-label):
+//   loss = mean(max(z, 0) - z * t + log1p(exp(-|z|)))
+//   loss is (1); logits, target are (n), target in [0, 1]
+template <typename T>
+void bce_logits_forward(T* loss, const T* logits, const T* target, int64_t n);
+//   dlogits = (sigmoid(z) - t) / n;  dlogits, logits, target are (n)
+template <typename T>
+void bce_logits_backward(T* dlogits, const T* logits, const T* target, int64_t n);
+
+// Gaussian negative log-likelihood (constant dropped). The network's output row holds D
+// means then D log-variances: out[i, :D] = mean, out[i, D:] = log_var.
+//   loss = mean over (i, j) of 0.5 * (log_var + (t - mean)^2 * exp(-log_var))
+// With log_var == 0 it is half the squared error ("MLE = MSE").
+//   loss is (1); out is (B, 2 * D); target is (B, D)
+template <typename T>
+void gaussian_nll_forward(T* loss, const T* out, const T* target, int64_t B, int64_t D);
+//   dout[i, j]     = -(t - mean) * exp(-log_var) / (B * D)
+//   dout[i, D + j] = 0.5 * (1 - (t - mean)^2 * exp(-log_var)) / (B * D)
+//   dout, out are (B, 2 * D); target is (B, D)
+template <typename T>
+void gaussian_nll_backward(T* dout, const T* out, const T* target, int64_t B, int64_t D);
+
+// ---------------------------------------------------------------------------------------
+// Layers (layers.cpp)
+// ---------------------------------------------------------------------------------------
+
+// Dense layer: z = x @ w + b, y = act(z), in one pass over the output.
+//   z is (B, OUT), the pre-activation; may be null unless act is gelu (see activation_backward)
+//   y is (B, OUT); may equal z when act is identity
+//   x is (B, IN); w is (IN, OUT); b is (OUT)
+template <typename T>
+void dense_forward(T* z, T* y, const T* x, const T* w, const T* b, int64_t B, int64_t IN,
+                   int64_t OUT, Activation act, T slope);
+
+// Dense layer backward:
+//   dz = dy * act'(z)         written into dz (B, OUT); dz may alias dy
+//   dw = x^T @ dz             (IN, OUT), overwritten
+//   db = sum over rows of dz  (OUT), overwritten; summed in row order
+//   dx = dz @ w^T             (B, IN), overwritten; skipped when dx is null (first layer)
+//   dy is (B, OUT); x is (B, IN); w is (IN, OUT); z, y are (B, OUT) as saved by forward
+template <typename T>
+void dense_backward(T* dx, T* dw, T* db, T* dz, const T* dy, const T* x, const T* w, const T* z,
+                    const T* y, int64_t B, int64_t IN, int64_t OUT, Activation act, T slope);
+
+// Counter-based random bits, the same at any thread count (splitmix64's finaliser):
+//   mix(z): z += 0x9E3779B97F4A7C15; z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;
+//           z = (z ^ (z >> 27)) * 0x94D049BB133111EB; return z ^ (z >> 31)   (mod 2^64)
+//   random_bits(seed, counter, index) = mix(mix(mix(seed) ^ counter) ^ index)
+//   random_uniform(seed, counter, index) = (random_bits(...) >> 11) * 2^-53, in [0, 1)
+uint64_t random_bits(uint64_t seed, uint64_t counter, uint64_t index);
+double random_uniform(uint64_t seed, uint64_t counter, uint64_t index);
+
+// Inverted dropout: element i is kept when random_uniform(seed, counter, i) >= p.
+//   mask[i] = keep ? 1 / (1 - p) : 0;  y = x * mask.  y may alias x.
+//   y, mask, x are (n); 0 <= p < 1
+template <typename T>
+void dropout_forward(T* y, T* mask, const T* x, int64_t n, T p, uint64_t seed, uint64_t counter);
+//   dx = dy * mask; dx may alias dy;  dx, dy, mask are (n)
+template <typename T>
+void dropout_backward(T* dx, const T* dy, const T* mask, int64_t n);
+
+// Batch normalisation in training, as torch.nn.BatchNorm1d (B > 1):
+//   mean = mean over rows; var = biased variance over rows; invstd = 1 / sqrt(var + eps)
+//   xhat = (x - mean) * invstd;  y = gamma * xhat + beta
+//   running_mean = (1 - momentum) * running_mean + momentum * mean
+//   running_var  = (1 - momentum) * running_var  + momentum * var * B / (B - 1)
+//   y, xhat, x are (B, F); mean, invstd are (F), saved; running_mean, running_var are (F),
+//   updated in place; gamma, beta are (F)
+template <typename T>
+void batchnorm_forward_train(T* y, T* xhat, T* mean, T* invstd, T* running_mean, T* running_var,
+                             const T* x, const T* gamma, const T* beta, int64_t B, int64_t F,
+                             T momentum, T eps);
+// Evaluation: y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta
+//   y, x are (B, F); gamma, beta, running_mean, running_var are (F)
+template <typename T>
+void batchnorm_forward_eval(T* y, const T* x, const T* gamma, const T* beta,
+                            const T* running_mean, const T* running_var, int64_t B, int64_t F,
+                            T eps);
+//   dbeta = sum_i dy;  dgamma = sum_i dy * xhat
+//   dx = gamma * invstd / B * (B * dy - dbeta - xhat * dgamma)
+//   dx, dy, xhat are (B, F); dgamma, dbeta, gamma, invstd are (F); dx may alias dy
+template <typename T>
+void batchnorm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* xhat, const T* gamma,
+                        const T* invstd, int64_t B, int64_t F);
+
+// ---------------------------------------------------------------------------------------
+// Optimizers (optim.cpp): one update of the flat parameter buffer, torch.optim's formulas.
+// Every state buffer has the layout of params. `step` counts from 1 (the step being made).
+// Weight decay (L2, g += weight_decay * p) applies to every element, as torch does.
+// ---------------------------------------------------------------------------------------
+
+// torch.optim.SGD: g += wd * p; if momentum != 0: buf = g at step 1, else
+// buf = momentum * buf + (1 - dampening) * g; g = nesterov ? g + momentum * buf : buf.
+// p -= lr * g.
+//   params, momentum_buffer, grads are (n); momentum_buffer unused when momentum == 0
+template <typename T>
+void sgd_update(T* params, T* momentum_buffer, const T* grads, int64_t n, T lr, T momentum,
+                T dampening, bool nesterov, T weight_decay, int64_t step);
+
+// torch.optim.Adagrad: clr = lr / (1 + (step - 1) * lr_decay); g += wd * p;
+// state_sum += g^2; p -= clr * g / (sqrt(state_sum) + eps).
+//   params, state_sum (starts at initial_accumulator_value), grads are (n)
+template <typename T>
+void adagrad_update(T* params, T* state_sum, const T* grads, int64_t n, T lr, T lr_decay,
+                    T weight_decay, T eps, int64_t step);
+
+// torch.optim.Adadelta: g += wd * p; square_avg = rho * square_avg + (1 - rho) * g^2;
+// delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g;
+// acc_delta = rho * acc_delta + (1 - rho) * delta^2; p -= lr * delta.
+//   params, square_avg, acc_delta, grads are (n)
+template <typename T>
+void adadelta_update(T* params, T* square_avg, T* acc_delta, const T* grads, int64_t n, T lr,
+                     T rho, T eps, T weight_decay);
+
+// torch.optim.RMSprop: g += wd * p; square_avg = alpha * square_avg + (1 - alpha) * g^2;
+// centered: grad_avg = alpha * grad_avg + (1 - alpha) * g, avg = sqrt(square_avg - grad_avg^2) + eps;
+// else avg = sqrt(square_avg) + eps. momentum > 0: buf = momentum * buf + g / avg, p -= lr * buf;
+// else p -= lr * g / avg.
+//   params, square_avg, grad_avg (used when centered), momentum_buffer (used when
+//   momentum > 0), grads are (n)
+template <typename T>
+void rmsprop_update(T* params, T* square_avg, T* grad_avg, T* momentum_buffer, const T* grads,
+                    int64_t n, T lr, T alpha, T eps, T weight_decay, T momentum, bool centered);
+
+// torch.optim.Adam / AdamW. decoupled_weight_decay (AdamW): p *= 1 - lr * wd first, and g is
+// left alone; else (Adam) g += wd * p. Then m = b1 * m + (1 - b1) * g;
+// v = b2 * v + (1 - b2) * g^2; bc1 = 1 - b1^step; bc2 = 1 - b2^step;
+// amsgrad: v_max = max(v_max, v) and v_max replaces v below;
+// p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps).
+//   params, exp_avg, exp_avg_sq, max_exp_avg_sq (used when amsgrad), grads are (n)
+template <typename T>
+void adam_update(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const T* grads,
+                 int64_t n, T lr, T beta1, T beta2, T eps, T weight_decay, bool amsgrad,
+                 bool decoupled_weight_decay, int64_t step);
+
+}  // namespace fastmlp

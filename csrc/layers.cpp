@@ -1,0 +1,2 @@
+// layers: see kernels.h
+#include "kernels.h"

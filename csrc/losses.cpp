@@ -1,0 +1,2 @@
+// losses: see kernels.h
+#include "kernels.h"

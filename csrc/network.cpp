@@ -1,0 +1,2 @@
+// network: see kernels.h
+#include "kernels.h"

@@ -1,0 +1,2 @@
+// optim: see kernels.h
+#include "kernels.h"
