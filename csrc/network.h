@@ -1,0 +1,138 @@
+// The model in C++: size table, flat parameter/gradient/optimizer buffers, workspace, and
+// forward / backward / step / whole runs of batches, each one call with the GIL released.
+// fastmlp.reference.ReferenceMLP mirrors these semantics exactly.
+//
+// Semantics
+// ---------
+// sizes s_0 .. s_L give L dense layers; layer l maps s_l -> s_{l+1}. For gaussian_nll the
+// last width is 2 * D (D means, then D log-variances).
+// Flat parameter layout, layer by layer: W_l (s_l x s_{l+1}, row-major), b_l (s_{l+1}), then
+// for a hidden layer with batch norm gamma_l (s_{l+1}), beta_l (s_{l+1}).
+// Hidden layer l, training: z = x W_l + b_l; if batch_norm: z = BN_train(z); a = act_l(z);
+//   if dropout > 0: a = dropout(a, seed, counter = step * 1024 + l), where step is the
+//   1-based number of the optimizer step being computed.
+// Hidden layer l, evaluation: batch norm uses the running statistics; no dropout.
+// Output layer: logits = x W_{L-1} + b_{L-1} (no activation); the loss takes the logits.
+// One optimizer step: gradients of the batch's mean loss over the whole flat buffer, then
+// the optimizer kernel over the whole flat buffer with step = step + 1.
+// Batch norm's running statistics are updated by every training forward (not by gradient
+// checks, which restore them).
+// predict applies the loss's link to the logits: softmax (cross_entropy), sigmoid (bce),
+// identity (mse, gaussian_nll: [mean, log_var] per row).
+// Accuracy counts: cross_entropy, argmax(logits) == label (first maximum wins); bce, every
+// (logit > 0) == (target >= 0.5) in the row; none for mse and gaussian_nll.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+
+namespace fastmlp {
+
+enum class Loss : int { cross_entropy = 0, mse = 1, bce = 2, gaussian_nll = 3 };
+enum class OptimizerKind : int { sgd = 0, adagrad = 1, adadelta = 2, rmsprop = 3, adam = 4, adamw = 5 };
+
+// torch.optim's option names; defaults are set by the Python layer per optimizer.
+struct OptimizerOptions {
+    OptimizerKind kind = OptimizerKind::adam;
+    double lr = 1e-3;
+    double weight_decay = 0;
+    double momentum = 0, dampening = 0;         // sgd; rmsprop uses momentum too
+    bool nesterov = false;                      // sgd
+    double lr_decay = 0;                        // adagrad
+    double initial_accumulator_value = 0;       // adagrad
+    double rho = 0.9;                           // adadelta
+    double alpha = 0.99;                        // rmsprop
+    bool centered = false;                      // rmsprop
+    double beta1 = 0.9, beta2 = 0.999;          // adam, adamw
+    bool amsgrad = false;                       // adam, adamw
+    double eps = 1e-8;
+};
+
+struct NetworkOptions {
+    std::vector<int64_t> sizes;             // s_0 .. s_L, network units
+    std::vector<Activation> activations;    // one per hidden layer (L - 1 of them)
+    double slope = 0.01;                    // leaky_relu's negative slope
+    Loss loss = Loss::cross_entropy;
+    double dropout = 0;                     // probability of zeroing a hidden activation
+    bool batch_norm = false;
+    double batch_norm_momentum = 0.1, batch_norm_eps = 1e-5;
+    std::vector<double> class_weights;      // cross_entropy only; empty means all ones
+    double label_smoothing = 0;             // cross_entropy only
+    uint64_t seed = 0;                      // dropout masks
+    OptimizerOptions optimizer;
+};
+
+// Where one layer's tensors live in the flat parameter buffer.
+struct LayerSlices {
+    int64_t weight = 0, bias = 0, gamma = -1, beta = -1;  // offsets; -1 when absent
+    int64_t fan_in = 0, fan_out = 0;
+};
+
+// Targets of a batch: integer labels (cross_entropy) or values (the other losses).
+template <typename T>
+struct Targets {
+    const int64_t* labels = nullptr;  // (N)
+    const T* values = nullptr;        // (N, target width)
+};
+
+// Loss and accuracy summed over rows: loss_sum = sum over batches of (mean loss * rows).
+struct RunTotals {
+    double loss_sum = 0;
+    int64_t correct = 0;
+    int64_t rows = 0;
+};
+
+template <typename T>
+class Network {
+public:
+    explicit Network(const NetworkOptions& options);
+
+    const NetworkOptions& options() const { return options_; }
+    OptimizerOptions& optimizer_options() { return options_.optimizer; }
+    const std::vector<LayerSlices>& layers() const { return layers_; }
+    int64_t input_width() const { return options_.sizes.front(); }
+    int64_t output_width() const { return options_.sizes.back(); }
+    // Columns of a target row: 1 label (cross_entropy), D (gaussian_nll), else output width.
+    int64_t target_width() const;
+    const std::vector<std::string>& optimizer_state_names() const { return state_names_; }
+
+    std::vector<T> params, grads;
+    std::vector<std::vector<T>> optimizer_state;  // one buffer per name, params' layout
+    std::vector<T> running_mean, running_var;     // hidden widths concatenated (batch norm)
+    int64_t step = 0;                             // optimizer steps taken
+
+    // One optimizer step on one batch x (B, s_0). Returns the batch's totals.
+    RunTotals train_step(const T* x, Targets<T> targets, int64_t B);
+    // Batches [first_batch, first_batch + n_batches) of an epoch: batch k is the rows
+    // order[k * batch_size ...] of X (N, s_0). With batch norm a trailing batch of a single
+    // row is skipped (batch statistics need two rows).
+    RunTotals train_batches(const T* X, Targets<T> targets, const int64_t* order, int64_t N,
+                            int64_t batch_size, int64_t first_batch, int64_t n_batches);
+    // Gradients of the batch's mean loss into grads, no step; training-mode forward when
+    // `training` (dropout counter of step + 1), running statistics left unchanged.
+    RunTotals compute_gradients(const T* x, Targets<T> targets, int64_t B, bool training);
+    // Evaluation mode, in chunks: out is (N, s_L) after the loss's link.
+    void predict(T* out, const T* X, int64_t N);
+    RunTotals evaluate(const T* X, Targets<T> targets, int64_t N);
+
+private:
+    struct Workspace;  // per-layer activations, masks and gradient buffers, sized by rows
+    void ensure_workspace(int64_t rows);
+    const T* forward(const T* x, int64_t B, bool training, bool update_running_stats);
+    RunTotals loss_forward_backward(Targets<T> targets, int64_t B, bool backward);
+    void backward(const T* x, int64_t B);
+    void optimizer_step();
+
+    NetworkOptions options_;
+    std::vector<LayerSlices> layers_;
+    std::vector<std::string> state_names_;
+    std::vector<int64_t> running_offsets_;  // per hidden layer into running_mean/var
+    std::vector<std::vector<T>> z_, y_, xhat_, mean_, invstd_, mask_;  // per layer
+    std::vector<T> grad_a_, grad_b_, loss_out_;  // ping-pong gradient rows, loss gradient
+    int64_t workspace_rows_ = 0;
+};
+
+}  // namespace fastmlp
