@@ -6,6 +6,7 @@
 namespace py = pybind11;
 
 void bind_kernels(py::module_& m);
+void bind_gemm(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "fastmlp's compiled core";
@@ -13,4 +14,5 @@ PYBIND11_MODULE(_core, m) {
     m.def("get_num_threads", &fastmlp::num_threads);
     py::module_ kernels = m.def_submodule("kernels", "individual kernels, for testing");
     bind_kernels(kernels);
+    bind_gemm(kernels);
 }
