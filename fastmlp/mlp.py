@@ -107,11 +107,11 @@ def _as_labels(y: Any, name: str, n_rows: int, n_classes: int) -> np.ndarray:
         if not np.isfinite(labels).all():
             raise ValueError(f"{name} contains NaN or infinity")
         if not np.all(labels == np.round(labels)):
-            bad = labels[labels != np.round(labels)][0]
+            bad = labels[labels != np.round(labels)][0].item()
             raise ValueError(f"{name} must hold integer class labels, got {bad!r}")
     bad = (labels < 0) | (labels >= n_classes)
     if bad.any():
-        raise ValueError(f"{name} holds label {labels[bad][0]!r}, outside [0, {n_classes}) "
+        raise ValueError(f"{name} holds label {labels[bad][0].item()!r}, outside [0, {n_classes}) "
                          f"for a model with {n_classes} outputs")
     return np.ascontiguousarray(labels, dtype=np.int64)
 
@@ -667,6 +667,17 @@ def _load_array(path: str, archive: Any, name: str, expected: np.ndarray) -> np.
     return array
 
 
+def _implied_parameter_count(header: Dict[str, Any]) -> int:
+    """Parameters the header's sizes imply, computed before anything is allocated."""
+    sizes = [int(size) for size in header["layer_sizes"]]
+    if header["loss"] == "gaussian_nll":
+        sizes[-1] *= 2
+    count = sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
+    if header["batch_norm"]:
+        count += 2 * sum(sizes[1:-1])
+    return count
+
+
 def load(path: Union[str, os.PathLike]) -> MLP:
     """Read a model written by ``MLP.save``. Never unpickles; every array is checked against
     the header before it is used."""
@@ -682,6 +693,13 @@ def load(path: Union[str, os.PathLike]) -> MLP:
     with archive:
         try:
             header = _read_header(path, archive)
+            if "params" not in archive.files:
+                raise _model_file_error(path, "the array 'params' is missing")
+            stored = archive["params"].size
+            if _implied_parameter_count(header) != stored:
+                raise _model_file_error(path, f"the header's layer sizes imply "
+                                        f"{_implied_parameter_count(header)} parameters, the file "
+                                        f"holds {stored}")
             model = MLP(header["layer_sizes"], header["activations"], header["loss"],
                         make_optimizer(header["optimizer"]), dropout=header["dropout"],
                         batch_norm=header["batch_norm"], dtype=header["dtype"], seed=header["seed"],
