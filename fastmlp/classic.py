@@ -350,9 +350,11 @@ class HebbianLayer:
     def fit(self, X, epochs=20):
         """Run `epochs` passes of the rule over the rows of X (n_samples, n_inputs).
 
-        Calling fit again continues from the current weights (unless n_inputs or
-        n_outputs changed, which starts afresh). If the plain Hebb rule
-        overflows, training stops at the last finite weights with a RuntimeWarning.
+        Calling fit again continues from the current weights, and weights_ of shape
+        (n_inputs, n_outputs) set before the first fit are used as the starting point
+        (otherwise they are drawn from a normal distribution with std 0.1). If the plain
+        Hebb rule overflows, training stops at the last finite weights with a
+        RuntimeWarning.
         """
         n_inputs = _check_positive_int("n_inputs", self.n_inputs)
         n_outputs = _check_positive_int("n_outputs", self.n_outputs)
@@ -361,9 +363,13 @@ class HebbianLayer:
         if self.rule not in self._RULES:
             raise ValueError(f"rule must be one of {self._RULES}, got {self.rule!r}")
         X = _check_X(X, n_inputs)
-        if getattr(self, "weights_", np.empty(0)).shape != (n_inputs, n_outputs):
+        if not hasattr(self, "_rng"):
             self._rng = np.random.default_rng(_check_seed(self.seed))
+        if np.shape(getattr(self, "weights_", None)) != (n_inputs, n_outputs):
             self.weights_ = self._rng.normal(0.0, 0.1, size=(n_inputs, n_outputs))
+            self.weight_norm_curve_ = []
+        self.weights_ = np.array(self.weights_, dtype=np.float64)
+        if not hasattr(self, "weight_norm_curve_"):
             self.weight_norm_curve_ = []
         update = {"hebb": self._hebb_update, "oja": self._oja_update,
                   "sanger": self._sanger_update}[self.rule]
