@@ -1,2 +1,118 @@
-// optim: see kernels.h
+// One update kernel per optimizer over the flat parameter buffer, torch.optim's formulas
+// (kernels.h gives each one). Every element is independent, so the loops split freely.
+#include <algorithm>
+#include <cmath>
+
 #include "kernels.h"
+
+namespace fastmlp {
+
+namespace {
+inline int update_threads(int64_t n) { return threads_for(static_cast<double>(n) * 16.0); }
+}  // namespace
+
+template <typename T>
+void sgd_update(T* params, T* momentum_buffer, const T* grads, int64_t n, T lr, T momentum,
+                T dampening, bool nesterov, T weight_decay, int64_t step) {
+    const bool first_step = step <= 1;
+#pragma omp parallel for schedule(static) num_threads(update_threads(n)) if (n > 32768)
+    for (int64_t i = 0; i < n; ++i) {
+        T g = grads[i] + weight_decay * params[i];
+        if (momentum != 0) {
+            T& buf = momentum_buffer[i];
+            buf = first_step ? g : momentum * buf + (T(1) - dampening) * g;
+            g = nesterov ? g + momentum * buf : buf;
+        }
+        params[i] -= lr * g;
+    }
+}
+
+template <typename T>
+void adagrad_update(T* params, T* state_sum, const T* grads, int64_t n, T lr, T lr_decay,
+                    T weight_decay, T eps, int64_t step) {
+    const T clr = lr / (T(1) + static_cast<T>(step - 1) * lr_decay);
+#pragma omp parallel for schedule(static) num_threads(update_threads(n)) if (n > 32768)
+    for (int64_t i = 0; i < n; ++i) {
+        const T g = grads[i] + weight_decay * params[i];
+        state_sum[i] += g * g;
+        params[i] -= clr * g / (std::sqrt(state_sum[i]) + eps);
+    }
+}
+
+template <typename T>
+void adadelta_update(T* params, T* square_avg, T* acc_delta, const T* grads, int64_t n, T lr,
+                     T rho, T eps, T weight_decay) {
+#pragma omp parallel for schedule(static) num_threads(update_threads(n)) if (n > 32768)
+    for (int64_t i = 0; i < n; ++i) {
+        const T g = grads[i] + weight_decay * params[i];
+        square_avg[i] = rho * square_avg[i] + (T(1) - rho) * g * g;
+        const T delta = std::sqrt(acc_delta[i] + eps) / std::sqrt(square_avg[i] + eps) * g;
+        acc_delta[i] = rho * acc_delta[i] + (T(1) - rho) * delta * delta;
+        params[i] -= lr * delta;
+    }
+}
+
+template <typename T>
+void rmsprop_update(T* params, T* square_avg, T* grad_avg, T* momentum_buffer, const T* grads,
+                    int64_t n, T lr, T alpha, T eps, T weight_decay, T momentum, bool centered) {
+#pragma omp parallel for schedule(static) num_threads(update_threads(n)) if (n > 32768)
+    for (int64_t i = 0; i < n; ++i) {
+        const T g = grads[i] + weight_decay * params[i];
+        square_avg[i] = alpha * square_avg[i] + (T(1) - alpha) * g * g;
+        T avg;
+        if (centered) {
+            grad_avg[i] = alpha * grad_avg[i] + (T(1) - alpha) * g;
+            avg = std::sqrt(square_avg[i] - grad_avg[i] * grad_avg[i]) + eps;
+        } else {
+            avg = std::sqrt(square_avg[i]) + eps;
+        }
+        if (momentum > 0) {
+            momentum_buffer[i] = momentum * momentum_buffer[i] + g / avg;
+            params[i] -= lr * momentum_buffer[i];
+        } else {
+            params[i] -= lr * g / avg;
+        }
+    }
+}
+
+template <typename T>
+void adam_update(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const T* grads,
+                 int64_t n, T lr, T beta1, T beta2, T eps, T weight_decay, bool amsgrad,
+                 bool decoupled_weight_decay, int64_t step) {
+    // Bias corrections in double: beta^step underflows gracefully and stays exact longer.
+    const double bias_correction1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
+    const double bias_correction2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
+    const T step_size = static_cast<T>(lr / bias_correction1);
+    const T sqrt_bias_correction2 = static_cast<T>(std::sqrt(bias_correction2));
+    const T decay_factor = T(1) - lr * weight_decay;
+#pragma omp parallel for schedule(static) num_threads(update_threads(n)) if (n > 32768)
+    for (int64_t i = 0; i < n; ++i) {
+        T g = grads[i];
+        if (decoupled_weight_decay)
+            params[i] *= decay_factor;
+        else
+            g += weight_decay * params[i];
+        exp_avg[i] = beta1 * exp_avg[i] + (T(1) - beta1) * g;
+        exp_avg_sq[i] = beta2 * exp_avg_sq[i] + (T(1) - beta2) * g * g;
+        T second_moment = exp_avg_sq[i];
+        if (amsgrad) {
+            max_exp_avg_sq[i] = std::max(max_exp_avg_sq[i], exp_avg_sq[i]);
+            second_moment = max_exp_avg_sq[i];
+        }
+        const T denom = std::sqrt(second_moment) / sqrt_bias_correction2 + eps;
+        params[i] -= step_size * exp_avg[i] / denom;
+    }
+}
+
+#define FASTMLP_INSTANTIATE(T)                                                                \
+    template void sgd_update<T>(T*, T*, const T*, int64_t, T, T, T, bool, T, int64_t);         \
+    template void adagrad_update<T>(T*, T*, const T*, int64_t, T, T, T, T, int64_t);           \
+    template void adadelta_update<T>(T*, T*, T*, const T*, int64_t, T, T, T, T);               \
+    template void rmsprop_update<T>(T*, T*, T*, T*, const T*, int64_t, T, T, T, T, T, bool);   \
+    template void adam_update<T>(T*, T*, T*, T*, const T*, int64_t, T, T, T, T, T, bool, bool, \
+                                 int64_t);
+FASTMLP_INSTANTIATE(float)
+FASTMLP_INSTANTIATE(double)
+#undef FASTMLP_INSTANTIATE
+
+}  // namespace fastmlp
