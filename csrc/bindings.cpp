@@ -1,17 +1,394 @@
-// The Python module fastmlp._core: thread control, build information and the network.
+// The Python module fastmlp._core: thread control, build information and the network
+// (NetworkFloat32 / NetworkFloat64). Every entry point checks dtypes and shapes itself, so
+// no input reachable from Python can crash the interpreter, and releases the GIL.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <mutex>
+#include <sstream>
+#include <string>
 
 #include "kernels.h"
+#include "network.h"
+
+#ifndef FASTMLP_VERSION
+#define FASTMLP_VERSION "dev"
+#endif
 
 namespace py = pybind11;
+using namespace fastmlp;
 
 void bind_kernels(py::module_& m);
 void bind_gemm(py::module_& m);
 
+namespace {
+
+// ---- argument checks --------------------------------------------------------------------------
+
+std::string shape_string(const py::array& array) {
+    std::ostringstream out;
+    out << "(";
+    for (py::ssize_t d = 0; d < array.ndim(); ++d) out << (d ? ", " : "") << array.shape(d);
+    out << (array.ndim() == 1 ? ",)" : ")");
+    return out.str();
+}
+
+// A C-contiguous array of exactly dtype T and the given rank (a copy when the input is
+// not contiguous; never a silent dtype conversion).
+template <typename T>
+py::array_t<T, py::array::c_style> as_contiguous(const py::handle& object, const char* name, int ndim) {
+    if (!py::isinstance<py::array>(object))
+        throw py::type_error(std::string(name) + " must be a NumPy array");
+    py::array array = py::reinterpret_borrow<py::array>(object);
+    if (!array.dtype().is(py::dtype::of<T>()))
+        throw py::type_error(std::string(name) + " must have dtype " +
+                             std::string(py::str(py::dtype::of<T>())) + ", got " +
+                             std::string(py::str(array.dtype())));
+    if (array.ndim() != ndim)
+        throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) +
+                              "-D, got shape " + shape_string(array));
+    return py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(array);
+}
+
+template <typename T>
+py::array_t<T, py::array::c_style> input_rows(const py::handle& object, const char* name,
+                                              int64_t width) {
+    auto array = as_contiguous<T>(object, name, 2);
+    if (array.shape(1) != width)
+        throw py::value_error(std::string(name) + " must have " + std::to_string(width) +
+                              " columns, got shape " + shape_string(array));
+    if (array.shape(0) < 1) throw py::value_error(std::string(name) + " has no rows");
+    return array;
+}
+
+// Keeps the targets' arrays alive while their pointers are in use.
+template <typename T>
+struct CheckedTargets {
+    py::array_t<int64_t, py::array::c_style> labels;
+    py::array_t<T, py::array::c_style> values;
+    Targets<T> pointers() const {
+        Targets<T> targets;
+        if (labels) targets.labels = labels.data();
+        if (values) targets.values = values.data();
+        return targets;
+    }
+};
+
+template <typename T>
+CheckedTargets<T> check_targets(const Network<T>& network, const py::handle& object, int64_t rows) {
+    CheckedTargets<T> checked;
+    if (network.options().loss == Loss::cross_entropy) {
+        checked.labels = as_contiguous<int64_t>(object, "y", 1);
+        if (checked.labels.shape(0) != rows)
+            throw py::value_error("y must have " + std::to_string(rows) + " labels, got " +
+                                  std::to_string(checked.labels.shape(0)));
+        const int64_t classes = network.output_width();
+        const int64_t* labels = checked.labels.data();
+        for (int64_t i = 0; i < rows; ++i)
+            if (labels[i] < 0 || labels[i] >= classes)
+                throw py::value_error("y[" + std::to_string(i) + "] = " + std::to_string(labels[i]) +
+                                      " is not a class in [0, " + std::to_string(classes) + ")");
+    } else {
+        checked.values = as_contiguous<T>(object, "y", 2);
+        if (checked.values.shape(0) != rows || checked.values.shape(1) != network.target_width())
+            throw py::value_error("y must have shape (" + std::to_string(rows) + ", " +
+                                  std::to_string(network.target_width()) + "), got " +
+                                  shape_string(checked.values));
+    }
+    return checked;
+}
+
+py::tuple totals_tuple(const RunTotals& totals) {
+    return py::make_tuple(totals.loss_sum, totals.correct, totals.rows);
+}
+
+// ---- the network --------------------------------------------------------------------------------
+
+Activation activation_from_name(const std::string& name) {
+    static const std::pair<const char*, Activation> table[] = {
+        {"identity", Activation::identity}, {"sigmoid", Activation::sigmoid},
+        {"tanh", Activation::tanh},         {"relu", Activation::relu},
+        {"leaky_relu", Activation::leaky_relu}, {"gelu", Activation::gelu},
+        {"step", Activation::step}};
+    for (const auto& entry : table)
+        if (name == entry.first) return entry.second;
+    throw py::value_error("unknown activation '" + name +
+                          "'; valid: identity, sigmoid, tanh, relu, leaky_relu, gelu, step");
+}
+
+template <typename E>
+E enum_from_name(const std::string& what, const std::string& name,
+                 std::initializer_list<std::pair<const char*, E>> table) {
+    std::string valid;
+    for (const auto& entry : table) {
+        if (name == entry.first) return entry.second;
+        valid += (valid.empty() ? "" : ", ") + std::string(entry.first);
+    }
+    throw py::value_error("unknown " + what + " '" + name + "'; valid: " + valid);
+}
+
+OptimizerOptions optimizer_from_dict(const py::dict& options) {
+    OptimizerOptions o;
+    for (auto item : options) {
+        const std::string key = py::str(item.first);
+        const py::handle value = item.second;
+        if (key == "name")
+            o.kind = enum_from_name<OptimizerKind>(
+                "optimizer", value.cast<std::string>(),
+                {{"sgd", OptimizerKind::sgd}, {"adagrad", OptimizerKind::adagrad},
+                 {"adadelta", OptimizerKind::adadelta}, {"rmsprop", OptimizerKind::rmsprop},
+                 {"adam", OptimizerKind::adam}, {"adamw", OptimizerKind::adamw}});
+        else if (key == "lr") o.lr = value.cast<double>();
+        else if (key == "weight_decay") o.weight_decay = value.cast<double>();
+        else if (key == "momentum") o.momentum = value.cast<double>();
+        else if (key == "dampening") o.dampening = value.cast<double>();
+        else if (key == "nesterov") o.nesterov = value.cast<bool>();
+        else if (key == "lr_decay") o.lr_decay = value.cast<double>();
+        else if (key == "initial_accumulator_value") o.initial_accumulator_value = value.cast<double>();
+        else if (key == "rho") o.rho = value.cast<double>();
+        else if (key == "alpha") o.alpha = value.cast<double>();
+        else if (key == "centered") o.centered = value.cast<bool>();
+        else if (key == "beta1") o.beta1 = value.cast<double>();
+        else if (key == "beta2") o.beta2 = value.cast<double>();
+        else if (key == "amsgrad") o.amsgrad = value.cast<bool>();
+        else if (key == "eps") o.eps = value.cast<double>();
+        else throw py::value_error("unknown optimizer option '" + key + "'");
+    }
+    return o;
+}
+
+NetworkOptions network_options(const std::vector<int64_t>& sizes,
+                               const std::vector<std::string>& activations,
+                               const std::string& loss, const py::dict& optimizer, double dropout,
+                               bool batch_norm, uint64_t seed,
+                               const std::vector<double>& class_weights, double label_smoothing,
+                               double slope, double batch_norm_momentum, double batch_norm_eps) {
+    NetworkOptions o;
+    if (sizes.size() < 2) throw py::value_error("sizes needs at least an input and an output width");
+    for (int64_t size : sizes)
+        if (size < 1) throw py::value_error("every layer size must be >= 1, got " + std::to_string(size));
+    if (activations.size() != sizes.size() - 2)
+        throw py::value_error("need one activation per hidden layer (" +
+                              std::to_string(sizes.size() - 2) + "), got " +
+                              std::to_string(activations.size()));
+    o.sizes = sizes;
+    for (const auto& name : activations) o.activations.push_back(activation_from_name(name));
+    o.loss = enum_from_name<Loss>("loss", loss,
+                                  {{"cross_entropy", Loss::cross_entropy}, {"mse", Loss::mse},
+                                   {"bce", Loss::bce}, {"gaussian_nll", Loss::gaussian_nll}});
+    if (o.loss == Loss::gaussian_nll && sizes.back() % 2 != 0)
+        throw py::value_error("gaussian_nll needs an even output width (means and log-variances)");
+    if (!(dropout >= 0 && dropout < 1))
+        throw py::value_error("dropout must be in [0, 1), got " + std::to_string(dropout));
+    if (!class_weights.empty() && static_cast<int64_t>(class_weights.size()) != sizes.back())
+        throw py::value_error("class_weights needs one weight per class");
+    o.optimizer = optimizer_from_dict(optimizer);
+    o.dropout = dropout;
+    o.batch_norm = batch_norm;
+    o.seed = seed;
+    o.class_weights = class_weights;
+    o.label_smoothing = label_smoothing;
+    o.slope = slope;
+    o.batch_norm_momentum = batch_norm_momentum;
+    o.batch_norm_eps = batch_norm_eps;
+    return o;
+}
+
+// The Python-facing model: the C++ network plus a mutex, so that calls from several Python
+// threads on one model run one at a time instead of sharing the workspace.
+template <typename T>
+struct PyNetwork {
+    explicit PyNetwork(const NetworkOptions& options) : network(options) {}
+    Network<T> network;
+    std::mutex mutex;
+};
+
+// A NumPy view of a buffer owned by the model (kept alive by the view's base).
+template <typename T>
+py::array_t<T> view_of(std::vector<T>& buffer, py::handle owner) {
+    return py::array_t<T>({static_cast<py::ssize_t>(buffer.size())}, {sizeof(T)}, buffer.data(), owner);
+}
+
+template <typename T>
+void bind_network(py::module_& m, const char* name) {
+    using Model = PyNetwork<T>;
+    py::class_<Model>(m, name, "An MLP's flat buffers, workspace and training loop in C++")
+        .def(py::init([](const std::vector<int64_t>& sizes, const std::vector<std::string>& activations,
+                         const std::string& loss, const py::dict& optimizer, double dropout,
+                         bool batch_norm, uint64_t seed, const std::vector<double>& class_weights,
+                         double label_smoothing, double slope, double batch_norm_momentum,
+                         double batch_norm_eps) {
+                 return new Model(network_options(sizes, activations, loss, optimizer, dropout,
+                                                  batch_norm, seed, class_weights, label_smoothing,
+                                                  slope, batch_norm_momentum, batch_norm_eps));
+             }),
+             py::arg("sizes"), py::arg("activations"), py::arg("loss"), py::arg("optimizer"),
+             py::arg("dropout") = 0.0, py::arg("batch_norm") = false, py::arg("seed") = 0,
+             py::arg("class_weights") = std::vector<double>{}, py::arg("label_smoothing") = 0.0,
+             py::arg("slope") = 0.01, py::arg("batch_norm_momentum") = 0.1,
+             py::arg("batch_norm_eps") = 1e-5)
+        .def_property_readonly("params", [](py::object self) {
+            return view_of(self.cast<Model&>().network.params, self); },
+            "the flat parameter buffer (a writable view)")
+        .def_property_readonly("grads", [](py::object self) {
+            return view_of(self.cast<Model&>().network.grads, self); },
+            "the flat gradient buffer of the last backward (a view)")
+        .def_property_readonly("running_mean", [](py::object self) {
+            return view_of(self.cast<Model&>().network.running_mean, self); })
+        .def_property_readonly("running_var", [](py::object self) {
+            return view_of(self.cast<Model&>().network.running_var, self); })
+        .def_property_readonly("optimizer_state", [](py::object self) {
+            Model& model = self.cast<Model&>();
+            py::dict state;
+            const auto& names = model.network.optimizer_state_names();
+            for (size_t k = 0; k < names.size(); ++k)
+                state[py::str(names[k])] = view_of(model.network.optimizer_state[k], self);
+            return state; }, "name -> flat buffer (views), the layout of params")
+        .def_property("step", [](Model& model) { return model.network.step; },
+                      [](Model& model, int64_t step) {
+                          if (step < 0) throw py::value_error("step must be >= 0");
+                          model.network.step = step; })
+        .def_property("lr", [](Model& model) { return model.network.optimizer_options().lr; },
+                      [](Model& model, double lr) {
+                          if (!(lr >= 0)) throw py::value_error("lr must be >= 0");
+                          std::lock_guard<std::mutex> lock(model.mutex);
+                          model.network.optimizer_options().lr = lr; })
+        .def_property_readonly("layers", [](Model& model) {
+            py::list layers;
+            for (const auto& s : model.network.layers()) {
+                py::dict layer;
+                layer["weight"] = s.weight; layer["bias"] = s.bias;
+                layer["gamma"] = s.gamma; layer["beta"] = s.beta;
+                layer["fan_in"] = s.fan_in; layer["fan_out"] = s.fan_out;
+                layers.append(layer);
+            }
+            return layers; }, "per layer: offsets into params and fan_in/fan_out")
+        .def("train_step", [](Model& model, const py::handle& x, const py::handle& y) {
+            auto xs = input_rows<T>(x, "x", model.network.input_width());
+            const int64_t rows = xs.shape(0);
+            if (rows == 1 && model.network.options().batch_norm)
+                throw py::value_error("batch norm needs at least 2 rows per training batch");
+            auto targets = check_targets(model.network, y, rows);
+            RunTotals totals;
+            {
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(model.mutex);
+                totals = model.network.train_step(xs.data(), targets.pointers(), rows);
+            }
+            return totals_tuple(totals);
+        }, py::arg("x"), py::arg("y"), "one optimizer step on one batch -> (loss_sum, correct, rows)")
+        .def("train_batches", [](Model& model, const py::handle& X, const py::handle& y,
+                                 const py::handle& order, int64_t batch_size, int64_t first_batch,
+                                 int64_t n_batches) {
+            auto xs = input_rows<T>(X, "X", model.network.input_width());
+            const int64_t rows = xs.shape(0);
+            auto targets = check_targets(model.network, y, rows);
+            auto permutation = as_contiguous<int64_t>(order, "order", 1);
+            if (permutation.shape(0) != rows)
+                throw py::value_error("order must have one index per row of X");
+            for (int64_t i = 0; i < rows; ++i)
+                if (permutation.data()[i] < 0 || permutation.data()[i] >= rows)
+                    throw py::value_error("order[" + std::to_string(i) + "] is not a row of X");
+            if (batch_size < 1) throw py::value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
+            if (first_batch < 0 || n_batches < 0) throw py::value_error("first_batch and n_batches must be >= 0");
+            RunTotals totals;
+            {
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(model.mutex);
+                totals = model.network.train_batches(xs.data(), targets.pointers(), permutation.data(),
+                                                     rows, batch_size, first_batch, n_batches);
+            }
+            return totals_tuple(totals);
+        }, py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
+           py::arg("first_batch"), py::arg("n_batches"),
+           "optimizer steps over batches [first_batch, first_batch + n_batches) of X[order]")
+        .def("compute_gradients", [](Model& model, const py::handle& x, const py::handle& y, bool training) {
+            auto xs = input_rows<T>(x, "x", model.network.input_width());
+            const int64_t rows = xs.shape(0);
+            if (training && rows == 1 && model.network.options().batch_norm)
+                throw py::value_error("batch norm needs at least 2 rows in training mode");
+            auto targets = check_targets(model.network, y, rows);
+            RunTotals totals;
+            {
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(model.mutex);
+                totals = model.network.compute_gradients(xs.data(), targets.pointers(), rows, training);
+            }
+            return totals_tuple(totals);
+        }, py::arg("x"), py::arg("y"), py::arg("training") = false,
+           "gradients of the batch's mean loss into grads, no step -> (loss_sum, correct, rows)")
+        .def("predict", [](Model& model, const py::handle& X) {
+            auto xs = input_rows<T>(X, "X", model.network.input_width());
+            const int64_t rows = xs.shape(0);
+            py::array_t<T> out({static_cast<py::ssize_t>(rows),
+                                static_cast<py::ssize_t>(model.network.output_width())});
+            T* out_data = out.mutable_data();
+            {
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(model.mutex);
+                model.network.predict(out_data, xs.data(), rows);
+            }
+            return out;
+        }, py::arg("X"), "outputs after the loss's link, evaluation mode")
+        .def("evaluate", [](Model& model, const py::handle& X, const py::handle& y) {
+            auto xs = input_rows<T>(X, "X", model.network.input_width());
+            const int64_t rows = xs.shape(0);
+            auto targets = check_targets(model.network, y, rows);
+            RunTotals totals;
+            {
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(model.mutex);
+                totals = model.network.evaluate(xs.data(), targets.pointers(), rows);
+            }
+            return totals_tuple(totals);
+        }, py::arg("X"), py::arg("y"), "evaluation mode -> (loss_sum, correct, rows)");
+}
+
+py::dict build_info() {
+    py::dict info;
+    info["version"] = FASTMLP_VERSION;
+#if defined(__clang__)
+    info["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+    info["compiler"] = std::string("gcc ") + __VERSION__;
+#else
+    info["compiler"] = "unknown";
+#endif
+#ifdef _OPENMP
+    info["openmp"] = true;
+    info["openmp_version"] = _OPENMP;
+#else
+    info["openmp"] = false;
+    info["openmp_version"] = py::none();
+#endif
+    py::list compiled;
+    compiled.append("portable");
+#if defined(__x86_64__) || defined(__i386__)
+    compiled.append("avx2");
+    __builtin_cpu_init();
+    info["cpu_avx2_fma"] = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    info["cpu_avx2_fma"] = false;
+#endif
+    info["simd_compiled"] = compiled;
+    info["gemm_kernel"] = gemm_kernel_name();
+    info["num_threads"] = num_threads();
+    return info;
+}
+
+}  // namespace
+
 PYBIND11_MODULE(_core, m) {
     m.doc() = "fastmlp's compiled core";
-    m.def("set_num_threads", &fastmlp::set_num_threads);
-    m.def("get_num_threads", &fastmlp::num_threads);
+    m.def("set_num_threads", [](int n) {
+        if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
+        set_num_threads(n);
+    }, py::arg("n"), "set the number of OpenMP threads fastmlp uses");
+    m.def("get_num_threads", &num_threads, "the number of OpenMP threads fastmlp uses");
+    m.def("build_info", &build_info, "compiler, OpenMP and SIMD paths of this build");
+    bind_network<float>(m, "NetworkFloat32");
+    bind_network<double>(m, "NetworkFloat64");
     py::module_ kernels = m.def_submodule("kernels", "individual kernels, for testing");
     bind_kernels(kernels);
     bind_gemm(kernels);

@@ -1,2 +1,403 @@
-// network: see kernels.h
-#include "kernels.h"
+// The model (network.h): forward, loss, backward and optimizer step over the flat buffers,
+// and whole runs of batches gathered from the training set, all without allocation per step.
+#include "network.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace fastmlp {
+
+namespace {
+
+// Rows evaluated per chunk by predict/evaluate: large enough for GEMM efficiency, small
+// enough that the workspace stays in the tens of MB for wide networks.
+constexpr int64_t kEvalChunkRows = 1024;
+
+std::vector<std::string> state_names_for(OptimizerKind kind) {
+    switch (kind) {
+        case OptimizerKind::sgd: return {"momentum_buffer"};
+        case OptimizerKind::adagrad: return {"sum"};
+        case OptimizerKind::adadelta: return {"square_avg", "acc_delta"};
+        case OptimizerKind::rmsprop: return {"square_avg", "grad_avg", "momentum_buffer"};
+        case OptimizerKind::adam:
+        case OptimizerKind::adamw: return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+    }
+    return {};
+}
+
+template <typename T>
+void resize_rows(std::vector<T>& buffer, int64_t rows, int64_t width) {
+    buffer.assign(static_cast<size_t>(rows * width), T(0));
+}
+
+}  // namespace
+
+template <typename T>
+Network<T>::Network(const NetworkOptions& options) : options_(options) {
+    const auto& sizes = options_.sizes;
+    const int64_t L = static_cast<int64_t>(sizes.size()) - 1;
+    int64_t offset = 0, running_offset = 0;
+    for (int64_t l = 0; l < L; ++l) {
+        LayerSlices slices;
+        slices.fan_in = sizes[l];
+        slices.fan_out = sizes[l + 1];
+        slices.weight = offset;
+        offset += slices.fan_in * slices.fan_out;
+        slices.bias = offset;
+        offset += slices.fan_out;
+        const bool hidden = l < L - 1;
+        if (hidden && options_.batch_norm) {
+            slices.gamma = offset;
+            offset += slices.fan_out;
+            slices.beta = offset;
+            offset += slices.fan_out;
+            running_offsets_.push_back(running_offset);
+            running_offset += slices.fan_out;
+        }
+        layers_.push_back(slices);
+    }
+    class_weights_.assign(options_.class_weights.begin(), options_.class_weights.end());
+    params.assign(static_cast<size_t>(offset), T(0));
+    for (const auto& slices : layers_)
+        if (slices.gamma >= 0)
+            std::fill(params.begin() + slices.gamma, params.begin() + slices.gamma + slices.fan_out, T(1));
+    grads.assign(params.size(), T(0));
+    running_mean.assign(static_cast<size_t>(running_offset), T(0));
+    running_var.assign(static_cast<size_t>(running_offset), T(1));
+
+    state_names_ = state_names_for(options_.optimizer.kind);
+    const T initial = options_.optimizer.kind == OptimizerKind::adagrad
+                          ? static_cast<T>(options_.optimizer.initial_accumulator_value)
+                          : T(0);
+    optimizer_state.assign(state_names_.size(), std::vector<T>(params.size(), T(0)));
+    if (!optimizer_state.empty()) std::fill(optimizer_state[0].begin(), optimizer_state[0].end(), initial);
+}
+
+template <typename T>
+int64_t Network<T>::target_width() const {
+    switch (options_.loss) {
+        case Loss::cross_entropy: return 1;
+        case Loss::gaussian_nll: return output_width() / 2;
+        default: return output_width();
+    }
+}
+
+// ---- workspace ---------------------------------------------------------------------------------
+
+// Per layer l (width OUT = s_{l+1}), each (rows, OUT): z_ the dense output x W + b; normed_
+// batch norm's output and xhat_ its normalised input (mean_/invstd_ per feature); y_ the
+// activation's output (the logits for the output layer); mask_ and dropped_ dropout's mask
+// and output. Plus the ping-pong gradient buffers, the loss gradient and a gathered batch.
+template <typename T>
+void Network<T>::ensure_workspace(int64_t rows) {
+    if (rows <= workspace_rows_) return;
+    const int64_t L = static_cast<int64_t>(layers_.size());
+    for (auto* buffers : {&z_, &y_, &xhat_, &normed_, &mean_, &invstd_, &mask_, &dropped_})
+        buffers->resize(L);
+    int64_t widest = 0;
+    for (int64_t l = 0; l < L; ++l) {
+        const int64_t width = layers_[l].fan_out;
+        widest = std::max({widest, width, layers_[l].fan_in});
+        resize_rows(z_[l], rows, width);
+        resize_rows(y_[l], rows, width);
+        if (layers_[l].gamma >= 0) {
+            resize_rows(xhat_[l], rows, width);
+            resize_rows(normed_[l], rows, width);
+            resize_rows(mean_[l], 1, width);
+            resize_rows(invstd_[l], 1, width);
+        }
+        if (options_.dropout > 0 && l < L - 1) {
+            resize_rows(mask_[l], rows, width);
+            resize_rows(dropped_[l], rows, width);
+        }
+    }
+    resize_rows(grad_a_, rows, widest);
+    resize_rows(grad_b_, rows, widest);
+    resize_rows(loss_out_, rows, output_width());
+    resize_rows(batch_x_, rows, input_width());
+    resize_rows(batch_values_, rows, target_width());
+    batch_labels_.assign(static_cast<size_t>(rows), 0);
+    workspace_rows_ = rows;
+}
+
+// ---- forward -------------------------------------------------------------------------------------
+
+template <typename T>
+const T* Network<T>::layer_output(int64_t l) const {
+    const bool hidden = l + 1 < static_cast<int64_t>(layers_.size());
+    if (hidden && options_.dropout > 0 && training_forward_) return dropped_[l].data();
+    return y_[l].data();
+}
+
+template <typename T>
+const T* Network<T>::forward(const T* x, int64_t B, bool training, bool update_running_stats) {
+    training_forward_ = training;
+    const int64_t L = static_cast<int64_t>(layers_.size());
+    const T slope = static_cast<T>(options_.slope);
+    const T* input = x;
+    for (int64_t l = 0; l < L; ++l) {
+        const LayerSlices& s = layers_[l];
+        const T* w = params.data() + s.weight;
+        const T* b = params.data() + s.bias;
+        const bool hidden = l < L - 1;
+        const Activation act = hidden ? options_.activations[l] : Activation::identity;
+        if (s.gamma < 0) {
+            dense_forward(z_[l].data(), y_[l].data(), input, w, b, B, s.fan_in, s.fan_out, act, slope);
+        } else {
+            dense_forward<T>(nullptr, z_[l].data(), input, w, b, B, s.fan_in, s.fan_out,
+                             Activation::identity, slope);
+            batch_norm_forward(l, B, training, update_running_stats);
+            activation_forward(y_[l].data(), normed_[l].data(), B * s.fan_out, act, slope);
+        }
+        if (hidden && training && options_.dropout > 0) {
+            const uint64_t counter = static_cast<uint64_t>(step + 1) * 1024u + static_cast<uint64_t>(l);
+            dropout_forward(dropped_[l].data(), mask_[l].data(), y_[l].data(), B * s.fan_out,
+                            static_cast<T>(options_.dropout), options_.seed, counter);
+        }
+        input = layer_output(l);
+    }
+    return y_[L - 1].data();
+}
+
+template <typename T>
+void Network<T>::batch_norm_forward(int64_t l, int64_t B, bool training, bool update_running_stats) {
+    const LayerSlices& s = layers_[l];
+    const T* gamma = params.data() + s.gamma;
+    const T* beta = params.data() + s.beta;
+    T* run_mean = running_mean.data() + running_offsets_[l];
+    T* run_var = running_var.data() + running_offsets_[l];
+    const T eps = static_cast<T>(options_.batch_norm_eps);
+    if (!training) {
+        batchnorm_forward_eval(normed_[l].data(), z_[l].data(), gamma, beta, run_mean, run_var, B,
+                               s.fan_out, eps);
+        return;
+    }
+    // Gradient checks must not move the running statistics: update a copy then.
+    std::vector<T> scratch_mean, scratch_var;
+    if (!update_running_stats) {
+        scratch_mean.assign(run_mean, run_mean + s.fan_out);
+        scratch_var.assign(run_var, run_var + s.fan_out);
+        run_mean = scratch_mean.data();
+        run_var = scratch_var.data();
+    }
+    batchnorm_forward_train(normed_[l].data(), xhat_[l].data(), mean_[l].data(), invstd_[l].data(),
+                            run_mean, run_var, z_[l].data(), gamma, beta, B, s.fan_out,
+                            static_cast<T>(options_.batch_norm_momentum), eps);
+}
+
+// ---- loss --------------------------------------------------------------------------------------------
+
+template <typename T>
+RunTotals Network<T>::loss_forward_backward(Targets<T> targets, int64_t B, bool backward) {
+    const T* logits = y_.back().data();
+    const int64_t C = output_width();
+    T* d_logits = loss_out_.data();
+    T loss = 0;
+    switch (options_.loss) {
+        case Loss::cross_entropy: {
+            const T* weights = class_weights_.empty() ? nullptr : class_weights_.data();
+            const T smoothing = static_cast<T>(options_.label_smoothing);
+            // The probabilities are written into d_logits and turned into the gradient there.
+            softmax_xent_forward(&loss, d_logits, logits, targets.labels, weights, smoothing, B, C);
+            if (backward)
+                softmax_xent_backward(d_logits, d_logits, targets.labels, weights, smoothing, B, C);
+            break;
+        }
+        case Loss::mse:
+            mse_forward(&loss, logits, targets.values, B * C);
+            if (backward) mse_backward(d_logits, logits, targets.values, B * C);
+            break;
+        case Loss::bce:
+            bce_logits_forward(&loss, logits, targets.values, B * C);
+            if (backward) bce_logits_backward(d_logits, logits, targets.values, B * C);
+            break;
+        case Loss::gaussian_nll:
+            gaussian_nll_forward(&loss, logits, targets.values, B, C / 2);
+            if (backward) gaussian_nll_backward(d_logits, logits, targets.values, B, C / 2);
+            break;
+    }
+    RunTotals totals;
+    totals.loss_sum = static_cast<double>(loss) * static_cast<double>(B);
+    totals.rows = B;
+    totals.correct = count_correct(logits, targets, B);
+    return totals;
+}
+
+template <typename T>
+int64_t Network<T>::count_correct(const T* logits, Targets<T> targets, int64_t B) const {
+    const int64_t C = output_width();
+    int64_t correct = 0;
+    if (options_.loss == Loss::cross_entropy) {
+        for (int64_t i = 0; i < B; ++i) {
+            const T* row = logits + i * C;
+            const int64_t predicted = std::max_element(row, row + C) - row;
+            correct += predicted == targets.labels[i];
+        }
+    } else if (options_.loss == Loss::bce) {
+        for (int64_t i = 0; i < B; ++i) {
+            bool all = true;
+            for (int64_t c = 0; c < C; ++c)
+                all = all && ((logits[i * C + c] > 0) == (targets.values[i * C + c] >= T(0.5)));
+            correct += all;
+        }
+    }
+    return correct;
+}
+
+// ---- backward and step ---------------------------------------------------------------------------------
+
+template <typename T>
+void Network<T>::backward(const T* x, int64_t B) {
+    const int64_t L = static_cast<int64_t>(layers_.size());
+    const T slope = static_cast<T>(options_.slope);
+    T* gradient = loss_out_.data();  // with respect to the current layer's output
+    for (int64_t l = L - 1; l >= 0; --l) {
+        const LayerSlices& s = layers_[l];
+        const bool hidden = l < L - 1;
+        const T* input = l > 0 ? layer_output(l - 1) : x;
+        // The input gradient goes to whichever ping-pong buffer does not hold `gradient`;
+        // the first layer never needs its input's gradient.
+        T* dx = l == 0 ? nullptr : (gradient == grad_a_.data() ? grad_b_.data() : grad_a_.data());
+        T* dw = grads.data() + s.weight;
+        T* db = grads.data() + s.bias;
+        const T* w = params.data() + s.weight;
+        const int64_t n = B * s.fan_out;
+        if (hidden && options_.dropout > 0) dropout_backward(gradient, gradient, mask_[l].data(), n);
+        const Activation act = hidden ? options_.activations[l] : Activation::identity;
+        if (s.gamma < 0) {
+            dense_backward(dx, dw, db, gradient, gradient, input, w, z_[l].data(), y_[l].data(), B,
+                           s.fan_in, s.fan_out, act, slope);
+        } else {
+            activation_backward(gradient, gradient, normed_[l].data(), y_[l].data(), n, act, slope);
+            batchnorm_backward(gradient, grads.data() + s.gamma, grads.data() + s.beta, gradient,
+                               xhat_[l].data(), params.data() + s.gamma, invstd_[l].data(), B,
+                               s.fan_out);
+            dense_backward<T>(dx, dw, db, gradient, gradient, input, w, nullptr, nullptr, B, s.fan_in,
+                              s.fan_out, Activation::identity, slope);
+        }
+        gradient = dx;
+    }
+}
+
+template <typename T>
+void Network<T>::optimizer_step() {
+    ++step;
+    const OptimizerOptions& o = options_.optimizer;
+    const int64_t n = static_cast<int64_t>(params.size());
+    T* p = params.data();
+    const T* g = grads.data();
+    auto state = [this](size_t k) { return optimizer_state[k].data(); };
+    const T lr = static_cast<T>(o.lr), wd = static_cast<T>(o.weight_decay), eps = static_cast<T>(o.eps);
+    switch (o.kind) {
+        case OptimizerKind::sgd:
+            sgd_update(p, state(0), g, n, lr, T(o.momentum), T(o.dampening), o.nesterov, wd, step);
+            break;
+        case OptimizerKind::adagrad:
+            adagrad_update(p, state(0), g, n, lr, T(o.lr_decay), wd, eps, step);
+            break;
+        case OptimizerKind::adadelta:
+            adadelta_update(p, state(0), state(1), g, n, lr, T(o.rho), eps, wd);
+            break;
+        case OptimizerKind::rmsprop:
+            rmsprop_update(p, state(0), state(1), state(2), g, n, lr, T(o.alpha), eps, wd,
+                           T(o.momentum), o.centered);
+            break;
+        case OptimizerKind::adam:
+        case OptimizerKind::adamw:
+            adam_update(p, state(0), state(1), state(2), g, n, lr, T(o.beta1), T(o.beta2), eps, wd,
+                        o.amsgrad, o.kind == OptimizerKind::adamw, step);
+            break;
+    }
+}
+
+// ---- public entry points -------------------------------------------------------------------------------------
+
+template <typename T>
+RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
+    ensure_workspace(B);
+    forward(x, B, /*training=*/true, /*update_running_stats=*/true);
+    RunTotals totals = loss_forward_backward(targets, B, /*backward=*/true);
+    backward(x, B);
+    optimizer_step();
+    return totals;
+}
+
+template <typename T>
+RunTotals Network<T>::train_batches(const T* X, Targets<T> targets, const int64_t* order, int64_t N,
+                                    int64_t batch_size, int64_t first_batch, int64_t n_batches) {
+    ensure_workspace(std::min(batch_size, N));
+    const int64_t in = input_width(), tw = target_width();
+    RunTotals totals;
+    for (int64_t k = first_batch; k < first_batch + n_batches; ++k) {
+        const int64_t start = k * batch_size;
+        const int64_t B = std::min(batch_size, N - start);
+        if (B <= 0) break;
+        if (B == 1 && options_.batch_norm) continue;  // batch statistics need two rows
+        // Gather the batch's rows into contiguous buffers.
+        for (int64_t i = 0; i < B; ++i) {
+            const int64_t row = order[start + i];
+            std::memcpy(batch_x_.data() + i * in, X + row * in, sizeof(T) * static_cast<size_t>(in));
+            if (targets.labels) batch_labels_[i] = targets.labels[row];
+            if (targets.values)
+                std::memcpy(batch_values_.data() + i * tw, targets.values + row * tw,
+                            sizeof(T) * static_cast<size_t>(tw));
+        }
+        Targets<T> batch_targets;
+        if (targets.labels) batch_targets.labels = batch_labels_.data();
+        if (targets.values) batch_targets.values = batch_values_.data();
+        const RunTotals batch = train_step(batch_x_.data(), batch_targets, B);
+        totals.loss_sum += batch.loss_sum;
+        totals.correct += batch.correct;
+        totals.rows += batch.rows;
+    }
+    return totals;
+}
+
+template <typename T>
+RunTotals Network<T>::compute_gradients(const T* x, Targets<T> targets, int64_t B, bool training) {
+    ensure_workspace(B);
+    forward(x, B, training, /*update_running_stats=*/false);
+    RunTotals totals = loss_forward_backward(targets, B, /*backward=*/true);
+    backward(x, B);
+    return totals;
+}
+
+template <typename T>
+void Network<T>::predict(T* out, const T* X, int64_t N) {
+    const int64_t C = output_width();
+    ensure_workspace(std::min(N, kEvalChunkRows));
+    for (int64_t start = 0; start < N; start += kEvalChunkRows) {
+        const int64_t B = std::min(kEvalChunkRows, N - start);
+        const T* logits = forward(X + start * input_width(), B, /*training=*/false, false);
+        T* rows_out = out + start * C;
+        switch (options_.loss) {
+            case Loss::cross_entropy: softmax_forward(rows_out, logits, B, C); break;
+            case Loss::bce: activation_forward(rows_out, logits, B * C, Activation::sigmoid, T(0)); break;
+            default: std::memcpy(rows_out, logits, sizeof(T) * static_cast<size_t>(B * C)); break;
+        }
+    }
+}
+
+template <typename T>
+RunTotals Network<T>::evaluate(const T* X, Targets<T> targets, int64_t N) {
+    ensure_workspace(std::min(N, kEvalChunkRows));
+    const int64_t tw = target_width();
+    RunTotals totals;
+    for (int64_t start = 0; start < N; start += kEvalChunkRows) {
+        const int64_t B = std::min(kEvalChunkRows, N - start);
+        forward(X + start * input_width(), B, /*training=*/false, false);
+        Targets<T> chunk;
+        if (targets.labels) chunk.labels = targets.labels + start;
+        if (targets.values) chunk.values = targets.values + start * tw;
+        const RunTotals part = loss_forward_backward(chunk, B, /*backward=*/false);
+        totals.loss_sum += part.loss_sum;
+        totals.correct += part.correct;
+        totals.rows += part.rows;
+    }
+    return totals;
+}
+
+template class Network<float>;
+template class Network<double>;
+
+}  // namespace fastmlp

@@ -119,10 +119,13 @@ public:
     RunTotals evaluate(const T* X, Targets<T> targets, int64_t N);
 
 private:
-    struct Workspace;  // per-layer activations, masks and gradient buffers, sized by rows
     void ensure_workspace(int64_t rows);
     const T* forward(const T* x, int64_t B, bool training, bool update_running_stats);
+    void batch_norm_forward(int64_t l, int64_t B, bool training, bool update_running_stats);
+    // What layer l hands to layer l + 1 (after dropout in a training forward).
+    const T* layer_output(int64_t l) const;
     RunTotals loss_forward_backward(Targets<T> targets, int64_t B, bool backward);
+    int64_t count_correct(const T* logits, Targets<T> targets, int64_t B) const;
     void backward(const T* x, int64_t B);
     void optimizer_step();
 
@@ -130,9 +133,13 @@ private:
     std::vector<LayerSlices> layers_;
     std::vector<std::string> state_names_;
     std::vector<int64_t> running_offsets_;  // per hidden layer into running_mean/var
-    std::vector<std::vector<T>> z_, y_, xhat_, mean_, invstd_, mask_;  // per layer
-    std::vector<T> grad_a_, grad_b_, loss_out_;  // ping-pong gradient rows, loss gradient
+    std::vector<T> class_weights_;
+    // Workspace, sized for workspace_rows_ rows (network.cpp: ensure_workspace).
+    std::vector<std::vector<T>> z_, y_, xhat_, normed_, mean_, invstd_, mask_, dropped_;
+    std::vector<T> grad_a_, grad_b_, loss_out_, batch_x_, batch_values_;
+    std::vector<int64_t> batch_labels_;
     int64_t workspace_rows_ = 0;
+    bool training_forward_ = false;
 };
 
 }  // namespace fastmlp

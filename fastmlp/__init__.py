@@ -1,4 +1,32 @@
-"""fastmlp: multi-layer perceptrons with a C++17/OpenMP core verified against NumPy."""
-from . import _core
+"""fastmlp: multi-layer perceptrons with a C++17/OpenMP core verified against a NumPy reference.
+
+    model = fastmlp.MLP([784, 256, 10], activation="relu", loss="cross_entropy",
+                        optimizer=fastmlp.optim.Adam(lr=1e-3), seed=0)
+    history = model.fit(X, y, epochs=10, batch_size=128, validation_data=(Xv, yv))
+"""
+from typing import Any, Dict
+
+from . import _core, optim
+from .mlp import MLP, History, NotFittedError, load
 
 __version__ = "0.1.0"
+__all__ = ["MLP", "History", "NotFittedError", "load", "optim", "set_num_threads",
+           "get_num_threads", "build_info", "__version__"]
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of OpenMP threads fastmlp's kernels use (default: OMP_NUM_THREADS or
+    the number of cores)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of OpenMP threads fastmlp's kernels use."""
+    return int(_core.get_num_threads())
+
+
+def build_info() -> Dict[str, Any]:
+    """Compiler, OpenMP on/off and version, SIMD paths compiled and selected, threads."""
+    return dict(_core.build_info())

@@ -1,0 +1,726 @@
+"""fastmlp.MLP: the public model. Validation, initialisation, fit/predict/evaluate, history,
+save/load. Every number crunched here is crunched in C++ (fastmlp._core), one call per run of
+batches with the GIL released.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _core
+from .optim import Optimizer, make_optimizer
+
+__all__ = ["MLP", "History", "NotFittedError", "load", "ACTIVATIONS", "LOSSES"]
+
+ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "gelu")
+LOSSES = ("cross_entropy", "mse", "bce", "gaussian_nll")
+CLASSIFICATION_LOSSES = ("cross_entropy", "bce")
+RELU_LIKE = ("relu", "leaky_relu", "gelu")
+FORMAT_NAME = "fastmlp-model"
+FORMAT_VERSION = 1
+
+# Batches per C++ call when nothing is shown: often enough for Ctrl-C to be honoured within a
+# fraction of a second, rarely enough that the Python overhead is nil.
+_SILENT_CALLS_PER_EPOCH = 10
+_PROGRESS_CALLS_PER_EPOCH = 30
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when a model is used for prediction before it was fitted or given weights."""
+
+
+class History:
+    """Per-epoch records of a fit: ``history["loss"]``, ``history["val_accuracy"]`` ...
+
+    Keys: loss, accuracy (classification), val_loss, val_accuracy (with validation data),
+    seconds, samples_per_second. ``epoch`` lists the epoch numbers (counting across fits).
+    """
+
+    def __init__(self) -> None:
+        self.history: Dict[str, List[float]] = {}
+        self.epoch: List[int] = []
+        self.stopped_early = False
+        self.interrupted = False
+
+    def append(self, epoch: int, logs: Dict[str, float]) -> None:
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+    def __getitem__(self, key: str) -> List[float]:
+        return self.history[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.history
+
+    def keys(self):  # noqa: D102 - dict-like
+        return self.history.keys()
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def __repr__(self) -> str:
+        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+
+# ---- input checks ------------------------------------------------------------------------------------
+
+
+def _as_float_matrix(X: Any, name: str, dtype: np.dtype, width: Optional[int] = None) -> np.ndarray:
+    """X as a C-contiguous (n, width) array of dtype, converted once; rejects what is not numeric."""
+    array = np.asarray(X)
+    if array.dtype == object or array.dtype.kind in "cUSVMm":
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    if array.ndim == 1 and width == 1:
+        array = array.reshape(-1, 1)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {array.shape}")
+    if array.shape[0] == 0:
+        raise ValueError(f"{name} is empty: shape {array.shape}")
+    if width is not None and array.shape[1] != width:
+        raise ValueError(f"{name} must have {width} columns (the model's input width), "
+                         f"got shape {array.shape}")
+    array = np.ascontiguousarray(array, dtype=dtype)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return array
+
+
+def _as_labels(y: Any, name: str, n_rows: int, n_classes: int) -> np.ndarray:
+    labels = np.asarray(y)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must be 1-D class labels, got shape {labels.shape}")
+    if labels.shape[0] != n_rows:
+        raise ValueError(f"{name} has {labels.shape[0]} labels but X has {n_rows} rows")
+    if labels.dtype.kind == "b" or labels.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold integer class labels, got dtype {labels.dtype}")
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all():
+            raise ValueError(f"{name} contains NaN or infinity")
+        if not np.all(labels == np.round(labels)):
+            bad = labels[labels != np.round(labels)][0].item()
+            raise ValueError(f"{name} must hold integer class labels, got {bad!r}")
+    bad = (labels < 0) | (labels >= n_classes)
+    if bad.any():
+        raise ValueError(f"{name} holds label {labels[bad][0].item()!r}, outside [0, {n_classes}) "
+                         f"for a model with {n_classes} outputs")
+    return np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def _check_choice(name: str, value: Any, valid: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    return value
+
+
+def _check_dtype(dtype: Any) -> np.dtype:
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    return resolved
+
+
+def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_fraction(name: str, value: Any, allow_zero: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) \
+            or not (0 <= value < 1) or (not allow_zero and value == 0):
+        low = "[0" if allow_zero else "(0"
+        raise ValueError(f"{name} must be in {low}, 1), got {value!r}")
+    return float(value)
+
+
+# ---- the model ----------------------------------------------------------------------------------------
+
+
+class MLP:
+    """A multi-layer perceptron trained by the C++ core.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        Input width, hidden widths, output width, e.g. ``[784, 256, 10]``. For
+        ``loss="gaussian_nll"`` the output width is the number of targets; the network then
+        has twice as many output units (a mean and a log-variance per target).
+    activation : str or sequence of str
+        Hidden activation, one for all hidden layers or one per hidden layer:
+        identity, sigmoid, tanh, relu, leaky_relu, gelu.
+    loss : str
+        cross_entropy (integer labels, softmax outputs), mse, bce (binary / multi-label
+        targets, sigmoid outputs), gaussian_nll (mean and variance per target).
+    optimizer : str or fastmlp.optim.Optimizer
+        A name (sgd, adagrad, adadelta, rmsprop, adam, adamw) with torch's defaults, or an
+        object such as ``fastmlp.optim.Adam(lr=1e-3)``.
+    weight_decay : float, optional
+        Overrides the optimizer's weight_decay (L2 for all but AdamW, decoupled for AdamW).
+    dropout : float
+        Probability of zeroing each hidden activation in training (inverted dropout).
+    batch_norm : bool
+        Batch normalisation after each hidden dense layer, before its activation.
+    dtype : float32 (default, fast) or float64.
+    seed : int, optional
+        Seeds initialisation, shuffling and dropout. None draws one (kept in ``seed``).
+    class_weights : sequence of float, optional
+        Per-class weights of the cross-entropy (torch's ``weight``).
+    label_smoothing : float
+        Cross-entropy label smoothing in [0, 1).
+    leaky_relu_slope : float
+        Negative slope of leaky_relu.
+    """
+
+    def __init__(self, layer_sizes: Sequence[int], activation: Union[str, Sequence[str]] = "relu",
+                 loss: str = "cross_entropy", optimizer: Union[str, Optimizer] = "adam", *,
+                 weight_decay: Optional[float] = None, dropout: float = 0.0,
+                 batch_norm: bool = False, dtype: Any = "float32", seed: Optional[int] = None,
+                 class_weights: Optional[Sequence[float]] = None, label_smoothing: float = 0.0,
+                 leaky_relu_slope: float = 0.01) -> None:
+        self.layer_sizes = self._check_layer_sizes(layer_sizes)
+        self.loss = _check_choice("loss", loss, LOSSES)
+        self.activations = self._check_activations(activation, len(self.layer_sizes) - 2)
+        self.optimizer = make_optimizer(optimizer)
+        if weight_decay is not None:
+            options = dict(self.optimizer.options)
+            options["weight_decay"] = weight_decay
+            self.optimizer = type(self.optimizer)(**options)
+        self.dropout = _check_fraction("dropout", dropout)
+        if not isinstance(batch_norm, (bool, np.bool_)):
+            raise TypeError(f"batch_norm must be True or False, got {batch_norm!r}")
+        self.batch_norm = bool(batch_norm)
+        self.dtype = _check_dtype(dtype)
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        self.seed = _check_positive_int("seed", seed, minimum=0)
+        self.class_weights = self._check_class_weights(class_weights)
+        self.label_smoothing = _check_fraction("label_smoothing", label_smoothing)
+        if isinstance(leaky_relu_slope, bool) or not isinstance(leaky_relu_slope, (int, float)) \
+                or not math.isfinite(leaky_relu_slope):
+            raise ValueError(f"leaky_relu_slope must be a finite number, got {leaky_relu_slope!r}")
+        self.leaky_relu_slope = float(leaky_relu_slope)
+        self._network = self._new_network()
+        self._initialise_parameters()
+        self._shuffle_rng = np.random.default_rng([self.seed, 1])
+        self.epochs_trained = 0
+        self.fitted = False
+
+    # ---- construction helpers ----
+
+    @staticmethod
+    def _check_layer_sizes(layer_sizes: Any) -> List[int]:
+        if isinstance(layer_sizes, (str, bytes)) or not hasattr(layer_sizes, "__len__"):
+            raise TypeError(f"layer_sizes must be a sequence of ints, got {layer_sizes!r}")
+        if len(layer_sizes) < 2:
+            raise ValueError(f"layer_sizes needs at least an input and an output width, "
+                             f"got {list(layer_sizes)!r}")
+        return [_check_positive_int(f"layer_sizes[{i}]", size) for i, size in enumerate(layer_sizes)]
+
+    @staticmethod
+    def _check_activations(activation: Any, n_hidden: int) -> List[str]:
+        names = [activation] * n_hidden if isinstance(activation, str) else list(activation)
+        if len(names) != n_hidden:
+            raise ValueError(f"activation needs one name per hidden layer ({n_hidden}), "
+                             f"got {activation!r}")
+        for name in names:
+            if name == "step":
+                raise ValueError("activation 'step' has no gradient and cannot be trained by "
+                                 "backpropagation; use fastmlp.classic.Perceptron")
+            _check_choice("activation", name, ACTIVATIONS)
+        return names
+
+    def _check_class_weights(self, class_weights: Any) -> Optional[List[float]]:
+        if class_weights is None:
+            return None
+        if self.loss != "cross_entropy":
+            raise ValueError("class_weights applies to loss='cross_entropy' only")
+        weights = np.asarray(class_weights, dtype=np.float64)
+        if weights.shape != (self.layer_sizes[-1],) or not np.all(np.isfinite(weights)) \
+                or np.any(weights < 0):
+            raise ValueError(f"class_weights must be {self.layer_sizes[-1]} finite non-negative "
+                             f"numbers, got {class_weights!r}")
+        return weights.tolist()
+
+    @property
+    def _network_sizes(self) -> List[int]:
+        sizes = list(self.layer_sizes)
+        if self.loss == "gaussian_nll":
+            sizes[-1] *= 2
+        return sizes
+
+    def _new_network(self) -> Any:
+        network_class = _core.NetworkFloat32 if self.dtype == np.float32 else _core.NetworkFloat64
+        return network_class(self._network_sizes, self.activations, self.loss,
+                             self.optimizer.core_options(), dropout=self.dropout,
+                             batch_norm=self.batch_norm, seed=self.seed,
+                             class_weights=self.class_weights or [],
+                             label_smoothing=self.label_smoothing, slope=self.leaky_relu_slope)
+
+    def _initialise_parameters(self) -> None:
+        """He-normal before relu-like activations, Glorot-uniform otherwise; zero biases."""
+        rng = np.random.default_rng([self.seed, 0])
+        params = self._network.params
+        following = self.activations + ["identity"]
+        for layer, activation in zip(self._network.layers, following):
+            fan_in, fan_out = layer["fan_in"], layer["fan_out"]
+            if activation in RELU_LIKE:
+                weights = rng.normal(0.0, math.sqrt(2.0 / fan_in), size=(fan_in, fan_out))
+            else:
+                limit = math.sqrt(6.0 / (fan_in + fan_out))
+                weights = rng.uniform(-limit, limit, size=(fan_in, fan_out))
+            params[layer["weight"]:layer["weight"] + weights.size] = weights.ravel()
+
+    # ---- parameters ----
+
+    def _slice(self, buffer: np.ndarray, offset: int, shape: Tuple[int, ...]) -> np.ndarray:
+        return buffer[offset:offset + int(np.prod(shape))].reshape(shape).copy()
+
+    @property
+    def weights(self) -> List[np.ndarray]:
+        """Copies of the weight matrices, W of shape (fan_in, fan_out)."""
+        params = self._network.params
+        return [self._slice(params, layer["weight"], (layer["fan_in"], layer["fan_out"]))
+                for layer in self._network.layers]
+
+    @property
+    def biases(self) -> List[np.ndarray]:
+        """Copies of the bias vectors, b of shape (fan_out,)."""
+        params = self._network.params
+        return [self._slice(params, layer["bias"], (layer["fan_out"],))
+                for layer in self._network.layers]
+
+    @property
+    def flat_parameters(self) -> np.ndarray:
+        """A copy of every parameter in the core's flat layout (W_l, b_l, [gamma_l, beta_l])."""
+        return self._network.params.copy()
+
+    @property
+    def n_parameters(self) -> int:
+        return int(self._network.params.size)
+
+    def set_weights(self, weights: Sequence[Any], biases: Sequence[Any]) -> "MLP":
+        """Replace every weight matrix (fan_in, fan_out) and bias vector (fan_out,)."""
+        layers = self._network.layers
+        if len(weights) != len(layers) or len(biases) != len(layers):
+            raise ValueError(f"set_weights needs {len(layers)} weight matrices and bias vectors, "
+                             f"got {len(weights)} and {len(biases)}")
+        checked = []
+        for index, (layer, w, b) in enumerate(zip(layers, weights, biases)):
+            expected_w, expected_b = (layer["fan_in"], layer["fan_out"]), (layer["fan_out"],)
+            w, b = np.asarray(w), np.asarray(b)
+            if w.shape != expected_w:
+                raise ValueError(f"weights[{index}] must have shape {expected_w}, got {w.shape}")
+            if b.shape != expected_b:
+                raise ValueError(f"biases[{index}] must have shape {expected_b}, got {b.shape}")
+            for name, array in ((f"weights[{index}]", w), (f"biases[{index}]", b)):
+                if array.dtype.kind not in "iuf" or not np.all(np.isfinite(array)):
+                    raise ValueError(f"{name} must hold finite real numbers")
+            checked.append((layer, w, b))
+        params = self._network.params
+        for layer, w, b in checked:
+            params[layer["weight"]:layer["weight"] + w.size] = w.ravel()
+            params[layer["bias"]:layer["bias"] + b.size] = b
+        self.fitted = True
+        return self
+
+    # ---- training ----
+
+    def _targets(self, y: Any, n_rows: int, name: str = "y") -> np.ndarray:
+        if self.loss == "cross_entropy":
+            return _as_labels(y, name, n_rows, self.layer_sizes[-1])
+        width = self.layer_sizes[-1]
+        values = np.asarray(y)
+        if values.dtype == object or values.dtype.kind in "cUSVMm":
+            raise TypeError(f"{name} must hold real numbers, got dtype {values.dtype}")
+        if values.ndim == 1 and width == 1:
+            values = values.reshape(-1, 1)
+        if values.ndim != 2 or values.shape != (n_rows, width):
+            raise ValueError(f"{name} must have shape ({n_rows}, {width}), got {values.shape}")
+        values = np.ascontiguousarray(values, dtype=self.dtype)
+        if not np.isfinite(values).all():
+            raise ValueError(f"{name} contains NaN or infinity")
+        if self.loss == "bce" and (np.any(values < 0) or np.any(values > 1)):
+            raise ValueError(f"{name} must lie in [0, 1] for loss='bce'")
+        return values
+
+    def _prepare(self, X: Any, y: Any, name_x: str = "X", name_y: str = "y") -> Tuple[np.ndarray, np.ndarray]:
+        X = _as_float_matrix(X, name_x, self.dtype, self.layer_sizes[0])
+        return X, self._targets(y, X.shape[0], name_y)
+
+    def train_step(self, x: Any, y: Any) -> float:
+        """One optimizer step on one batch; returns the batch's mean loss (before the step)."""
+        x, y = self._prepare(x, y, "x", "y")
+        loss_sum, _, rows = self._network.train_step(x, y)
+        self.fitted = True
+        return loss_sum / rows
+
+    def gradients(self, x: Any, y: Any, training: bool = False) -> Tuple[float, np.ndarray]:
+        """The batch's mean loss and its gradient over the flat parameters (no step).
+
+        ``training=True`` uses a training-mode forward (batch statistics, dropout of the next
+        step) without moving batch norm's running statistics.
+        """
+        x, y = self._prepare(x, y, "x", "y")
+        loss_sum, _, rows = self._network.compute_gradients(x, y, bool(training))
+        return loss_sum / rows, self._network.grads.copy()
+
+    @property
+    def learning_rate(self) -> float:
+        """The optimizer's current learning rate (settable, e.g. by a schedule)."""
+        return float(self._network.lr)
+
+    @learning_rate.setter
+    def learning_rate(self, lr: float) -> None:
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr >= 0 or not math.isfinite(lr):
+            raise ValueError(f"learning_rate must be a finite number >= 0, got {lr!r}")
+        self._network.lr = float(lr)
+
+    def fit(self, X: Any, y: Any, epochs: int = 10, batch_size: int = 32, *,
+            validation_data: Optional[Tuple[Any, Any]] = None, validation_split: float = 0.0,
+            shuffle: bool = True, early_stopping: bool = False, patience: int = 5,
+            min_delta: float = 0.0, restore_best_weights: bool = True, verbose: int = 0,
+            callbacks: Optional[Sequence[Callable[[int, Dict[str, float]], Any]]] = None) -> History:
+        """Train for ``epochs`` passes over (X, y); calling fit again continues training.
+
+        Parameters
+        ----------
+        X : array (n_samples, n_features)
+        y : labels (n_samples,) for cross_entropy; targets (n_samples, n_outputs) otherwise.
+        epochs, batch_size : int
+        validation_data : (X_val, y_val), optional
+        validation_split : float
+            Fraction of (X, y) held out (a seeded random choice) when no validation_data.
+        shuffle : bool
+            Reshuffle every epoch from the model's seed.
+        early_stopping : bool
+            Stop when the monitored loss (val_loss if validation data, else loss) has not
+            improved by more than ``min_delta`` for ``patience`` epochs; with
+            ``restore_best_weights`` the best epoch's parameters are put back.
+        verbose : 0 silent, 1 progress bar and a line per epoch, 2 a line per epoch.
+        callbacks : callables ``f(epoch, logs)``; returning False stops training.
+
+        Returns
+        -------
+        History of this call's epochs.
+        """
+        epochs = _check_positive_int("epochs", epochs)
+        batch_size = _check_positive_int("batch_size", batch_size)
+        patience = _check_positive_int("patience", patience)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        if not isinstance(min_delta, (int, float)) or not min_delta >= 0:
+            raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
+        X, y = self._prepare(X, y)
+        if validation_data is not None:
+            if validation_split:
+                raise ValueError("give validation_data or validation_split, not both")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            X_val, y_val = self._prepare(validation_data[0], validation_data[1], "X_val", "y_val")
+        elif validation_split:
+            X, y, X_val, y_val = self._split(X, y, _check_fraction("validation_split", validation_split))
+        else:
+            X_val = y_val = None
+        if self.batch_norm and X.shape[0] < 2:
+            raise ValueError("batch_norm needs at least 2 training rows")
+
+        history = History()
+        best = (math.inf, None)  # (monitored loss, saved state)
+        epochs_without_improvement = 0
+        for _ in range(epochs):
+            self.epochs_trained += 1
+            try:
+                logs = self._train_epoch(X, y, batch_size, shuffle, verbose)
+            except KeyboardInterrupt:
+                history.interrupted = True
+                if verbose:
+                    print("\ninterrupted: the model keeps the steps taken so far", file=sys.stderr)
+                break
+            if X_val is not None:
+                logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_"))
+            history.append(self.epochs_trained, logs)
+            if verbose:
+                print(self._epoch_line(logs, epochs))
+            stop = any(callback(self.epochs_trained, dict(logs)) is False for callback in callbacks or ())
+            if early_stopping:
+                monitored = logs.get("val_loss", logs["loss"])
+                if monitored < best[0] - min_delta:
+                    best = (monitored, self._snapshot() if restore_best_weights else None)
+                    epochs_without_improvement = 0
+                else:
+                    epochs_without_improvement += 1
+                    if epochs_without_improvement >= patience:
+                        history.stopped_early = stop = True
+            if stop:
+                break
+        if early_stopping and restore_best_weights and best[1] is not None:
+            self._restore(best[1])
+        return history
+
+    def _split(self, X: np.ndarray, y: np.ndarray, fraction: float):
+        n_val = int(round(X.shape[0] * fraction))
+        if n_val < 1 or n_val >= X.shape[0]:
+            raise ValueError(f"validation_split={fraction!r} leaves no rows for training or validation "
+                             f"out of {X.shape[0]}")
+        order = np.random.default_rng([self.seed, 2]).permutation(X.shape[0])
+        train, val = np.sort(order[n_val:]), np.sort(order[:n_val])
+        return X[train], y[train], X[val], y[val]
+
+    def _train_epoch(self, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
+                     verbose: int) -> Dict[str, float]:
+        n = X.shape[0]
+        order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
+        order = order.astype(np.int64)
+        n_batches = (n + batch_size - 1) // batch_size
+        calls = _PROGRESS_CALLS_PER_EPOCH if verbose == 1 else _SILENT_CALLS_PER_EPOCH
+        per_call = max(1, -(-n_batches // calls))
+        started = time.perf_counter()
+        loss_sum, correct, rows = 0.0, 0, 0
+        for first in range(0, n_batches, per_call):
+            count = min(per_call, n_batches - first)
+            part = self._network.train_batches(X, y, order, batch_size, first, count)
+            loss_sum, correct, rows = loss_sum + part[0], correct + part[1], rows + part[2]
+            self.fitted = True
+            if verbose == 1:
+                _progress_bar(first + count, n_batches, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        if rows == 0:
+            raise ValueError("no batch could be trained (batch_norm needs batches of 2+ rows)")
+        loss = loss_sum / rows
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"the training loss became {loss} in epoch {self.epochs_trained}; "
+                                     "lower the learning rate or check the data")
+        logs = {"loss": loss}
+        if self.loss in CLASSIFICATION_LOSSES:
+            logs["accuracy"] = correct / rows
+        logs["seconds"] = seconds
+        logs["samples_per_second"] = rows / seconds if seconds > 0 else math.inf
+        return logs
+
+    def _epoch_line(self, logs: Dict[str, float], epochs: int) -> str:
+        parts = [f"epoch {self.epochs_trained}", f"{logs['seconds']:.2f}s"]
+        parts += [f"{key}: {logs[key]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+                  if key in logs]
+        return " - ".join(parts)
+
+    def _snapshot(self) -> Dict[str, np.ndarray]:
+        return {"params": self._network.params.copy(),
+                "running_mean": self._network.running_mean.copy(),
+                "running_var": self._network.running_var.copy()}
+
+    def _restore(self, snapshot: Dict[str, np.ndarray]) -> None:
+        self._network.params[:] = snapshot["params"]
+        self._network.running_mean[:] = snapshot["running_mean"]
+        self._network.running_var[:] = snapshot["running_var"]
+
+    # ---- inference ----
+
+    def _check_fitted(self) -> None:
+        if not self.fitted:
+            raise NotFittedError("this MLP is not fitted yet: call fit, train_step or set_weights "
+                                 "before predicting")
+
+    def _outputs(self, X: Any) -> np.ndarray:
+        self._check_fitted()
+        return self._network.predict(_as_float_matrix(X, "X", self.dtype, self.layer_sizes[0]))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class labels (cross_entropy), 0/1 indicators (bce), or predicted values (means for
+        gaussian_nll); a single regression output comes back as shape (n,)."""
+        outputs = self._outputs(X)
+        if self.loss == "cross_entropy":
+            return np.argmax(outputs, axis=1)
+        if self.loss == "bce":
+            return (outputs >= 0.5).astype(np.int64)
+        means = outputs[:, : self.layer_sizes[-1]]
+        return means[:, 0].copy() if means.shape[1] == 1 else means
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities: softmax rows (cross_entropy) or sigmoids (bce)."""
+        if self.loss not in CLASSIFICATION_LOSSES:
+            raise ValueError(f"predict_proba needs loss cross_entropy or bce, this model uses {self.loss!r}")
+        return self._outputs(X)
+
+    def predict_distribution(self, X: Any) -> Tuple[np.ndarray, np.ndarray]:
+        """(mean, variance), each (n, targets), of a gaussian_nll model."""
+        if self.loss != "gaussian_nll":
+            raise ValueError(f"predict_distribution needs loss 'gaussian_nll', this model uses {self.loss!r}")
+        outputs = self._outputs(X)
+        d = self.layer_sizes[-1]
+        return outputs[:, :d].copy(), np.exp(outputs[:, d:])
+
+    def evaluate(self, X: Any, y: Any) -> Dict[str, float]:
+        """{'loss': mean loss, 'accuracy': fraction correct (classification losses)}."""
+        self._check_fitted()
+        X, y = self._prepare(X, y)
+        return self._evaluate_arrays(X, y)
+
+    def _evaluate_arrays(self, X: np.ndarray, y: np.ndarray, prefix: str = "") -> Dict[str, float]:
+        loss_sum, correct, rows = self._network.evaluate(X, y)
+        result = {prefix + "loss": loss_sum / rows}
+        if self.loss in CLASSIFICATION_LOSSES:
+            result[prefix + "accuracy"] = correct / rows
+        return result
+
+    def score(self, X: Any, y: Any) -> float:
+        """Accuracy for classification losses, else the negative mean loss."""
+        result = self.evaluate(X, y)
+        return result.get("accuracy", -result["loss"])
+
+    # ---- persistence ----
+
+    def _header(self) -> Dict[str, Any]:
+        return {
+            "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+            "layer_sizes": self.layer_sizes, "activations": self.activations, "loss": self.loss,
+            "dtype": self.dtype.name, "optimizer": self.optimizer.to_config(),
+            "learning_rate": self.learning_rate, "step": int(self._network.step),
+            "dropout": self.dropout, "batch_norm": self.batch_norm, "seed": self.seed,
+            "class_weights": self.class_weights, "label_smoothing": self.label_smoothing,
+            "leaky_relu_slope": self.leaky_relu_slope, "epochs_trained": self.epochs_trained,
+            "fitted": self.fitted, "shuffle_state": self._shuffle_rng.bit_generator.state,
+            "optimizer_state": sorted(self._network.optimizer_state),
+        }
+
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Write the model (parameters, optimizer state, RNG state) to an .npz file.
+
+        The file is written beside its destination and renamed into place, so an existing
+        file is never left half-written.
+        """
+        path = os.fspath(path)
+        arrays = {"header": np.frombuffer(json.dumps(self._header()).encode("utf-8"), dtype=np.uint8),
+                  "params": self._network.params, "running_mean": self._network.running_mean,
+                  "running_var": self._network.running_var}
+        for name, buffer in self._network.optimizer_state.items():
+            arrays["optimizer_" + name] = buffer
+        directory = os.path.dirname(os.path.abspath(path))
+        handle, temporary = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(handle, "wb") as file:
+                np.savez(file, **arrays)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+
+    def __repr__(self) -> str:
+        return (f"MLP({self.layer_sizes}, activation={self.activations!r}, loss={self.loss!r}, "
+                f"optimizer={self.optimizer!r}, dtype={self.dtype.name})")
+
+
+def _progress_bar(done: int, total: int, seconds: float, width: int = 30) -> None:
+    filled = int(width * done / total)
+    bar = "=" * filled + "." * (width - filled)
+    end = "\n" if done == total else ""
+    print(f"\r{done}/{total} [{bar}] {seconds:.1f}s", end=end, file=sys.stderr, flush=True)
+
+
+# ---- loading -----------------------------------------------------------------------------------------
+
+
+def _model_file_error(path: str, reason: str) -> ValueError:
+    return ValueError(f"{path!r} is not a valid fastmlp model file: {reason}")
+
+
+def _read_header(path: str, archive: Any) -> Dict[str, Any]:
+    if "header" not in archive.files:
+        raise _model_file_error(path, "no header")
+    raw = archive["header"]
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise _model_file_error(path, "the header is not JSON bytes")
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _model_file_error(path, f"the header is not JSON ({error})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise _model_file_error(path, "the header does not name the fastmlp format")
+    if header.get("format_version") != FORMAT_VERSION:
+        raise _model_file_error(path, f"format version {header.get('format_version')!r} is not "
+                                f"{FORMAT_VERSION}, the one this fastmlp reads")
+    return header
+
+
+def _load_array(path: str, archive: Any, name: str, expected: np.ndarray) -> np.ndarray:
+    if name not in archive.files:
+        raise _model_file_error(path, f"the array {name!r} is missing")
+    array = archive[name]
+    if array.shape != expected.shape or array.dtype != expected.dtype:
+        raise _model_file_error(path, f"the array {name!r} has shape {array.shape} and dtype "
+                                f"{array.dtype}; the header implies {expected.shape} {expected.dtype}")
+    return array
+
+
+def _implied_parameter_count(header: Dict[str, Any]) -> int:
+    """Parameters the header's sizes imply, computed before anything is allocated."""
+    sizes = [int(size) for size in header["layer_sizes"]]
+    if header["loss"] == "gaussian_nll":
+        sizes[-1] *= 2
+    count = sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
+    if header["batch_norm"]:
+        count += 2 * sum(sizes[1:-1])
+    return count
+
+
+def load(path: Union[str, os.PathLike]) -> MLP:
+    """Read a model written by ``MLP.save``. Never unpickles; every array is checked against
+    the header before it is used."""
+    path = os.fspath(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # zipfile, OSError, ValueError from a damaged file
+        raise _model_file_error(path, f"cannot be read as .npz ({type(error).__name__}: {error})") from None
+    if not hasattr(archive, "files"):
+        raise _model_file_error(path, "it holds a single array, not an .npz archive")
+    with archive:
+        try:
+            header = _read_header(path, archive)
+            if "params" not in archive.files:
+                raise _model_file_error(path, "the array 'params' is missing")
+            stored = archive["params"].size
+            if _implied_parameter_count(header) != stored:
+                raise _model_file_error(path, f"the header's layer sizes imply "
+                                        f"{_implied_parameter_count(header)} parameters, the file "
+                                        f"holds {stored}")
+            model = MLP(header["layer_sizes"], header["activations"], header["loss"],
+                        make_optimizer(header["optimizer"]), dropout=header["dropout"],
+                        batch_norm=header["batch_norm"], dtype=header["dtype"], seed=header["seed"],
+                        class_weights=header["class_weights"],
+                        label_smoothing=header["label_smoothing"],
+                        leaky_relu_slope=header["leaky_relu_slope"])
+            network = model._network
+            network.params[:] = _load_array(path, archive, "params", network.params)
+            network.running_mean[:] = _load_array(path, archive, "running_mean", network.running_mean)
+            network.running_var[:] = _load_array(path, archive, "running_var", network.running_var)
+            for name, buffer in network.optimizer_state.items():
+                buffer[:] = _load_array(path, archive, "optimizer_" + name, buffer)
+            network.step = int(header["step"])
+            model.learning_rate = float(header["learning_rate"])
+            model.epochs_trained = int(header["epochs_trained"])
+            model.fitted = bool(header["fitted"])
+            model._shuffle_rng.bit_generator.state = header["shuffle_state"]
+        except (KeyError, TypeError, ValueError, OverflowError) as error:
+            if isinstance(error, ValueError) and "not a valid fastmlp model file" in str(error):
+                raise
+            raise _model_file_error(path, f"bad header field ({type(error).__name__}: {error})") from None
+        except Exception as error:  # a damaged member raises zipfile/zlib errors on access
+            raise _model_file_error(path, f"damaged contents ({type(error).__name__}: {error})") from None
+    return model

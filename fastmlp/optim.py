@@ -1,0 +1,176 @@
+"""Optimizer configurations with torch.optim's option names, defaults and checks.
+
+Each object only describes the optimizer; the update itself is one C++ kernel over the
+model's flat parameter buffer (csrc/optim.cpp).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Tuple, Union
+
+__all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
+           "OPTIMIZERS", "make_optimizer"]
+
+
+def _check_number(name: str, value: Any, low: float = 0.0, high: float = math.inf,
+                  high_inclusive: bool = True) -> float:
+    """Return value as a float if low <= value <= high (or < high), else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    above_high = value > high if high_inclusive else value >= high
+    if math.isnan(value) or value < low or above_high:
+        bracket = "]" if high_inclusive else ")"
+        raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value!r}")
+    return value
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+class Optimizer:
+    """Base class: a name and a dict of options in torch.optim's vocabulary."""
+
+    name = ""
+
+    def __init__(self, **options: Any) -> None:
+        self.options: Dict[str, Any] = options
+
+    @property
+    def lr(self) -> float:
+        return float(self.options["lr"])
+
+    def core_options(self) -> Dict[str, Any]:
+        """The options as the C++ core takes them (betas split into beta1, beta2)."""
+        options = {"name": self.name}
+        for key, value in self.options.items():
+            if key == "betas":
+                options["beta1"], options["beta2"] = value
+            else:
+                options[key] = value
+        return options
+
+    def to_config(self) -> Dict[str, Any]:
+        """A JSON-friendly description, as saved in model files."""
+        config = dict(self.options)
+        if "betas" in config:
+            config["betas"] = list(config["betas"])
+        return {"name": self.name, "options": config}
+
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self.options.items())
+        return f"{type(self).__name__}({arguments})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.options == other.options  # type: ignore[attr-defined]
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum, as torch.optim.SGD."""
+
+    name = "sgd"
+
+    def __init__(self, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False) -> None:
+        momentum = _check_number("momentum", momentum)
+        dampening = _check_number("dampening", dampening)
+        nesterov = _check_flag("nesterov", nesterov)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("nesterov=True requires momentum > 0 and dampening == 0, got "
+                             f"momentum={momentum!r}, dampening={dampening!r}")
+        super().__init__(lr=_check_number("lr", lr), momentum=momentum, dampening=dampening,
+                         weight_decay=_check_number("weight_decay", weight_decay),
+                         nesterov=nesterov)
+
+
+class Adagrad(Optimizer):
+    """Adagrad, as torch.optim.Adagrad."""
+
+    name = "adagrad"
+
+    def __init__(self, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> None:
+        super().__init__(lr=_check_number("lr", lr), lr_decay=_check_number("lr_decay", lr_decay),
+                         weight_decay=_check_number("weight_decay", weight_decay),
+                         initial_accumulator_value=_check_number(
+                             "initial_accumulator_value", initial_accumulator_value),
+                         eps=_check_number("eps", eps))
+
+
+class Adadelta(Optimizer):
+    """Adadelta, as torch.optim.Adadelta."""
+
+    name = "adadelta"
+
+    def __init__(self, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(lr=_check_number("lr", lr), rho=_check_number("rho", rho, 0.0, 1.0),
+                         eps=_check_number("eps", eps),
+                         weight_decay=_check_number("weight_decay", weight_decay))
+
+
+class RMSprop(Optimizer):
+    """RMSprop with optional momentum and centering, as torch.optim.RMSprop."""
+
+    name = "rmsprop"
+
+    def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False) -> None:
+        super().__init__(lr=_check_number("lr", lr), alpha=_check_number("alpha", alpha),
+                         eps=_check_number("eps", eps),
+                         weight_decay=_check_number("weight_decay", weight_decay),
+                         momentum=_check_number("momentum", momentum),
+                         centered=_check_flag("centered", centered))
+
+
+def _check_betas(betas: Any) -> Tuple[float, float]:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    return (_check_number("betas[0]", betas[0], 0.0, 1.0, high_inclusive=False),
+            _check_number("betas[1]", betas[1], 0.0, 1.0, high_inclusive=False))
+
+
+class Adam(Optimizer):
+    """Adam (optionally AMSGrad), as torch.optim.Adam; weight_decay is an L2 term."""
+
+    name = "adam"
+
+    def __init__(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False) -> None:
+        super().__init__(lr=_check_number("lr", lr), betas=_check_betas(betas),
+                         eps=_check_number("eps", eps),
+                         weight_decay=_check_number("weight_decay", weight_decay),
+                         amsgrad=_check_flag("amsgrad", amsgrad))
+
+
+class AdamW(Adam):
+    """AdamW, as torch.optim.AdamW: weight decay decoupled from the gradient."""
+
+    name = "adamw"
+
+    def __init__(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
+        super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW)}
+
+
+def make_optimizer(spec: Union[str, Optimizer, Dict[str, Any]]) -> Optimizer:
+    """An Optimizer from a name ("adam"), an Optimizer, or a saved config dict."""
+    if isinstance(spec, Optimizer):
+        return spec
+    if isinstance(spec, str):
+        name, options = spec.lower(), {}
+    elif isinstance(spec, dict) and "name" in spec:
+        name, options = str(spec["name"]), dict(spec.get("options", {}))
+        if "betas" in options:
+            options["betas"] = tuple(options["betas"])
+    else:
+        raise TypeError(f"optimizer must be a name or a fastmlp.optim object, got {spec!r}")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](**options)
