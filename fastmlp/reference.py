@@ -1,0 +1,700 @@
+"""Plain NumPy mirror of every C++ kernel (csrc/kernels.h) and of the model (csrc/network.h).
+
+Written for reading, not speed: the tests hold the compiled core against these functions.
+Each kernel has the C++ name and argument order minus the outputs, which are returned.
+"""
+import math
+
+import numpy as np
+
+# Activation names, in the order of the C++ enum class Activation.
+ACTIVATIONS = {
+    "identity": 0,
+    "sigmoid": 1,
+    "tanh": 2,
+    "relu": 3,
+    "leaky_relu": 4,
+    "gelu": 5,
+    "step": 6,
+}
+
+LOSSES = ("cross_entropy", "mse", "bce", "gaussian_nll")
+
+MASK64 = (1 << 64) - 1
+
+
+def _activation_name(act):
+    """Accept a name or the enum's integer value; return the name."""
+    if isinstance(act, str):
+        if act not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {act!r}")
+        return act
+    for name, value in ACTIVATIONS.items():
+        if value == act:
+            return name
+    raise ValueError(f"unknown activation {act!r}")
+
+
+def _cast(value, like):
+    """A scalar in the dtype of `like`, so float32 arithmetic stays float32 as in C++."""
+    return like.dtype.type(value)
+
+
+# ---- activations ---------------------------------------------------------------------------
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _sigmoid(x):
+    # Two branches so exp never overflows: exp(-x) for x >= 0, exp(x) otherwise.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+
+
+def _gelu(x):
+    cdf = 0.5 * (1 + _erf(x.astype(np.float64) / math.sqrt(2)))
+    return (x * cdf).astype(x.dtype)
+
+
+def _gelu_derivative(x):
+    x64 = x.astype(np.float64)
+    cdf = 0.5 * (1 + _erf(x64 / math.sqrt(2)))
+    pdf = np.exp(-0.5 * x64 * x64) / math.sqrt(2 * math.pi)
+    return (cdf + x64 * pdf).astype(x.dtype)
+
+
+def activation_forward(x, act, slope=0.01):
+    """y = act(x)."""
+    x = np.asarray(x)
+    name = _activation_name(act)
+    slope = _cast(slope, x)
+    if name == "identity":
+        return x.copy()
+    if name == "sigmoid":
+        return _sigmoid(x)
+    if name == "tanh":
+        return np.tanh(x)
+    if name == "relu":
+        return np.where(x > 0, x, 0).astype(x.dtype)
+    if name == "leaky_relu":
+        return np.where(x > 0, x, slope * x).astype(x.dtype)
+    if name == "gelu":
+        return _gelu(x)
+    return np.where(x >= 0, 1, 0).astype(x.dtype)  # step
+
+
+def activation_backward(dy, x, y, act, slope=0.01):
+    """dx = dy * act'(x); x is the pre-activation, y = act(x) (each derivative reads one)."""
+    dy = np.asarray(dy)
+    name = _activation_name(act)
+    slope = _cast(slope, dy)
+    if name == "identity":
+        return dy.copy()
+    if name == "sigmoid":
+        return dy * y * (1 - y)
+    if name == "tanh":
+        return dy * (1 - y * y)
+    if name == "relu":
+        # Derivative 0 at 0, as torch.
+        return np.where(y > 0, dy, 0).astype(dy.dtype)
+    if name == "leaky_relu":
+        return np.where(y > 0, dy, slope * dy).astype(dy.dtype)
+    if name == "gelu":
+        return dy * _gelu_derivative(x)
+    return np.zeros_like(dy)  # step: treated as having no gradient
+
+
+# ---- losses -------------------------------------------------------------------------------------
+# Every loss is a mean; sums are taken in float64 (as the kernels do) and the loss is
+# returned in the input's dtype.
+
+
+def _log_softmax64(logits):
+    z = logits.astype(np.float64)
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax_forward(logits):
+    """Row-wise softmax, stable: exp(x - max(x)) / sum."""
+    logits = np.asarray(logits)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return (e / e.sum(axis=1, keepdims=True)).astype(logits.dtype)
+
+
+def _class_weights64(class_weights, C):
+    if class_weights is None:
+        return np.ones(C)
+    return np.asarray(class_weights, dtype=np.float64)
+
+
+def softmax_xent_forward(logits, labels, class_weights=None, label_smoothing=0.0):
+    """torch.nn.CrossEntropyLoss(weight, label_smoothing, reduction="mean"). -> (loss, probs)"""
+    logits = np.asarray(logits)
+    labels = np.asarray(labels, dtype=np.int64)
+    B, C = logits.shape
+    eps = float(label_smoothing)
+    w = _class_weights64(class_weights, C)
+    logp = _log_softmax64(logits)
+    rows = np.arange(B)
+    label_weight_total = w[labels].sum()
+    hard = (w[labels] * -logp[rows, labels]).sum()
+    smooth = (w[None, :] * -logp).sum()
+    loss = ((1 - eps) * hard + eps / C * smooth) / label_weight_total
+    return logits.dtype.type(loss), softmax_forward(logits)
+
+
+def softmax_xent_backward(probs, labels, class_weights=None, label_smoothing=0.0):
+    """Gradient of softmax_xent_forward's loss with respect to the logits."""
+    probs = np.asarray(probs)
+    labels = np.asarray(labels, dtype=np.int64)
+    B, C = probs.shape
+    eps = float(label_smoothing)
+    w = _class_weights64(class_weights, C)
+    p = probs.astype(np.float64)
+    one_hot = np.zeros((B, C))
+    one_hot[np.arange(B), labels] = 1
+    hard = (1 - eps) * w[labels][:, None] * (p - one_hot)
+    smooth = eps / C * (p * w.sum() - w[None, :])
+    return ((hard + smooth) / w[labels].sum()).astype(probs.dtype)
+
+
+def softmax_xent_soft_forward(logits, targets):
+    """Cross-entropy against soft targets (rows sum to 1). -> (loss, probs)"""
+    logits = np.asarray(logits)
+    t = np.asarray(targets, dtype=np.float64)
+    loss = (-t * _log_softmax64(logits)).sum() / logits.shape[0]
+    return logits.dtype.type(loss), softmax_forward(logits)
+
+
+def softmax_xent_soft_backward(probs, targets):
+    probs = np.asarray(probs)
+    B = probs.shape[0]
+    return ((probs.astype(np.float64) - targets) / B).astype(probs.dtype)
+
+
+def mse_forward(pred, target):
+    """mean((pred - target)^2) over all elements."""
+    pred = np.asarray(pred)
+    diff = pred.astype(np.float64) - np.asarray(target, dtype=np.float64)
+    return pred.dtype.type(np.mean(diff * diff))
+
+
+def mse_backward(pred, target):
+    pred = np.asarray(pred)
+    diff = pred.astype(np.float64) - np.asarray(target, dtype=np.float64)
+    return (2 * diff / pred.size).astype(pred.dtype)
+
+
+def bce_logits_forward(logits, target):
+    """Binary cross-entropy with logits: mean(max(z, 0) - z t + log1p(exp(-|z|)))."""
+    logits = np.asarray(logits)
+    z = logits.astype(np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    return logits.dtype.type(np.mean(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))))
+
+
+def bce_logits_backward(logits, target):
+    logits = np.asarray(logits)
+    z = logits.astype(np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    return ((_sigmoid(z) - t) / logits.size).astype(logits.dtype)
+
+
+def _split_gaussian(out, target):
+    out = np.asarray(out)
+    D = out.shape[1] // 2
+    mean = out[:, :D].astype(np.float64)
+    log_var = out[:, D:].astype(np.float64)
+    diff = np.asarray(target, dtype=np.float64) - mean
+    return diff, log_var
+
+
+def gaussian_nll_forward(out, target):
+    """out rows are [D means, D log-variances]; mean of 0.5 (log_var + (t - mean)^2 / var)."""
+    out = np.asarray(out)
+    diff, log_var = _split_gaussian(out, target)
+    return out.dtype.type(np.mean(0.5 * (log_var + diff * diff * np.exp(-log_var))))
+
+
+def gaussian_nll_backward(out, target):
+    out = np.asarray(out)
+    diff, log_var = _split_gaussian(out, target)
+    n = diff.size
+    precision = np.exp(-log_var)
+    d_mean = -diff * precision / n
+    d_log_var = 0.5 * (1 - diff * diff * precision) / n
+    return np.concatenate([d_mean, d_log_var], axis=1).astype(out.dtype)
+
+
+# ---- dense layer ---------------------------------------------------------------------------
+
+
+def dense_forward(x, w, b, act, slope=0.01):
+    """z = x @ w + b; y = act(z). -> (z, y)"""
+    z = x @ w + b
+    return z, activation_forward(z, act, slope)
+
+
+def dense_backward(dy, x, w, z, y, act, slope=0.01, need_dx=True):
+    """-> (dx or None, dw, db), with dz = dy * act'(z)."""
+    dz = activation_backward(dy, z, y, act, slope)
+    dw = x.T @ dz
+    db = dz.sum(axis=0)
+    dx = dz @ w.T if need_dx else None
+    return dx, dw, db
+
+
+# ---- counter-based random numbers and dropout ----------------------------------------------
+
+
+def _mix(z):
+    """splitmix64's finaliser, mod 2^64. z is a Python int or a uint64 array."""
+    z = (z + 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def random_bits(seed, counter, index):
+    """mix(mix(mix(seed) ^ counter) ^ index); index may be an int or an integer array."""
+    stream = _mix(_mix(int(seed) & MASK64) ^ (int(counter) & MASK64))
+    if np.ndim(index) == 0:
+        return _mix(stream ^ (int(index) & MASK64))
+    return _mix(np.uint64(stream) ^ np.asarray(index).astype(np.uint64))
+
+
+def random_uniform(seed, counter, index):
+    """The top 53 bits of random_bits as a double in [0, 1)."""
+    bits = random_bits(seed, counter, index)
+    if np.ndim(bits) == 0:
+        return (bits >> 11) * 2.0**-53
+    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def dropout_forward(x, p, seed, counter):
+    """Inverted dropout: element i kept when random_uniform(seed, counter, i) >= p. -> (y, mask)"""
+    x = np.asarray(x)
+    p = _cast(p, x)  # the kernel compares against p in the array's precision
+    u = random_uniform(seed, counter, np.arange(x.size)).reshape(x.shape)
+    keep_scale = _cast(1, x) / (_cast(1, x) - p)
+    mask = np.where(u >= float(p), keep_scale, 0).astype(x.dtype)
+    return x * mask, mask
+
+
+def dropout_backward(dy, mask):
+    return dy * mask
+
+
+# ---- batch normalisation ---------------------------------------------------------------------
+
+
+def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps):
+    """torch.nn.BatchNorm1d in training (B > 1).
+    -> (y, xhat, mean, invstd, new running_mean, new running_var)"""
+    B = x.shape[0]
+    momentum, eps = _cast(momentum, x), _cast(eps, x)
+    mean = x.mean(axis=0)
+    var = ((x - mean) ** 2).mean(axis=0)  # biased, for normalising
+    invstd = 1 / np.sqrt(var + eps)
+    xhat = (x - mean) * invstd
+    y = gamma * xhat + beta
+    unbiased_var = var * _cast(B / (B - 1), x)  # running statistics use the unbiased one
+    new_running_mean = (1 - momentum) * running_mean + momentum * mean
+    new_running_var = (1 - momentum) * running_var + momentum * unbiased_var
+    return y, xhat, mean, invstd, new_running_mean, new_running_var
+
+
+def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps):
+    return gamma * (x - running_mean) / np.sqrt(running_var + _cast(eps, x)) + beta
+
+
+def batchnorm_backward(dy, xhat, gamma, invstd):
+    """-> (dx, dgamma, dbeta)"""
+    B = dy.shape[0]
+    dbeta = dy.sum(axis=0)
+    dgamma = (dy * xhat).sum(axis=0)
+    dx = gamma * invstd / B * (B * dy - dbeta - xhat * dgamma)
+    return dx, dgamma, dbeta
+
+
+# ---- optimizers: torch.optim's update rules over a flat buffer; new arrays returned -------
+
+
+def sgd_update(params, momentum_buffer, grads, lr, momentum, dampening, nesterov, weight_decay,
+               step):
+    """-> (params, momentum_buffer)"""
+    g = grads + weight_decay * params
+    buf = momentum_buffer.copy()
+    if momentum != 0:
+        buf = g.copy() if step <= 1 else momentum * buf + (1 - dampening) * g
+        g = g + momentum * buf if nesterov else buf
+    return params - lr * g, buf
+
+
+def adagrad_update(params, state_sum, grads, lr, lr_decay, weight_decay, eps, step):
+    """-> (params, state_sum)"""
+    clr = lr / (1 + (step - 1) * lr_decay)
+    g = grads + weight_decay * params
+    state_sum = state_sum + g * g
+    return params - clr * g / (np.sqrt(state_sum) + eps), state_sum
+
+
+def adadelta_update(params, square_avg, acc_delta, grads, lr, rho, eps, weight_decay):
+    """-> (params, square_avg, acc_delta)"""
+    g = grads + weight_decay * params
+    square_avg = rho * square_avg + (1 - rho) * g * g
+    delta = np.sqrt(acc_delta + eps) / np.sqrt(square_avg + eps) * g
+    acc_delta = rho * acc_delta + (1 - rho) * delta * delta
+    return params - lr * delta, square_avg, acc_delta
+
+
+def rmsprop_update(params, square_avg, grad_avg, momentum_buffer, grads, lr, alpha, eps,
+                   weight_decay, momentum, centered):
+    """-> (params, square_avg, grad_avg, momentum_buffer)"""
+    g = grads + weight_decay * params
+    square_avg = alpha * square_avg + (1 - alpha) * g * g
+    grad_avg = grad_avg.copy()
+    if centered:
+        grad_avg = alpha * grad_avg + (1 - alpha) * g
+        avg = np.sqrt(square_avg - grad_avg * grad_avg) + eps
+    else:
+        avg = np.sqrt(square_avg) + eps
+    momentum_buffer = momentum_buffer.copy()
+    if momentum > 0:
+        momentum_buffer = momentum * momentum_buffer + g / avg
+        params = params - lr * momentum_buffer
+    else:
+        params = params - lr * g / avg
+    return params, square_avg, grad_avg, momentum_buffer
+
+
+def adam_update(params, exp_avg, exp_avg_sq, max_exp_avg_sq, grads, lr, beta1, beta2, eps,
+                weight_decay, amsgrad, decoupled_weight_decay, step):
+    """Adam, or AdamW when decoupled_weight_decay.
+    -> (params, exp_avg, exp_avg_sq, max_exp_avg_sq)"""
+    g = grads
+    if decoupled_weight_decay:
+        params = params * (1 - lr * weight_decay)
+    else:
+        g = g + weight_decay * params
+    exp_avg = beta1 * exp_avg + (1 - beta1) * g
+    exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    max_exp_avg_sq = max_exp_avg_sq.copy()
+    second_moment = exp_avg_sq
+    if amsgrad:
+        max_exp_avg_sq = np.maximum(max_exp_avg_sq, exp_avg_sq)
+        second_moment = max_exp_avg_sq
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    denom = np.sqrt(second_moment) / math.sqrt(bias_correction2) + eps
+    params = params - (lr / bias_correction1) * exp_avg / denom
+    return params, exp_avg, exp_avg_sq, max_exp_avg_sq
+
+
+# torch.optim's defaults, per optimizer.
+OPTIMIZER_DEFAULTS = {
+    "sgd": dict(lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0),
+    "adagrad": dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+                    eps=1e-10),
+    "adadelta": dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0),
+    "rmsprop": dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                    centered=False),
+    "adam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False),
+    "adamw": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False),
+}
+
+# The state buffers each optimizer keeps, all with the flat parameter layout.
+OPTIMIZER_STATE = {
+    "sgd": ("momentum_buffer",),
+    "adagrad": ("state_sum",),
+    "adadelta": ("square_avg", "acc_delta"),
+    "rmsprop": ("square_avg", "grad_avg", "momentum_buffer"),
+    "adam": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    "adamw": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+}
+
+
+def optimizer_options_with_defaults(optimizer, options=None):
+    """torch's defaults for `optimizer`, overridden by `options` (unknown names rejected)."""
+    if optimizer not in OPTIMIZER_DEFAULTS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_DEFAULTS)}, got {optimizer!r}")
+    merged = dict(OPTIMIZER_DEFAULTS[optimizer])
+    for name, value in (options or {}).items():
+        if name not in merged:
+            raise ValueError(f"{optimizer} has no option {name!r}; its options: {sorted(merged)}")
+        merged[name] = value
+    return merged
+
+
+def optimizer_step(optimizer, options, params, state, grads, step):
+    """One update of the flat buffer by `optimizer`; returns (params, state) as new arrays."""
+    o = options
+    if optimizer == "sgd":
+        params, buf = sgd_update(params, state["momentum_buffer"], grads, o["lr"], o["momentum"],
+                                 o["dampening"], o["nesterov"], o["weight_decay"], step)
+        return params, {"momentum_buffer": buf}
+    if optimizer == "adagrad":
+        params, state_sum = adagrad_update(params, state["state_sum"], grads, o["lr"],
+                                           o["lr_decay"], o["weight_decay"], o["eps"], step)
+        return params, {"state_sum": state_sum}
+    if optimizer == "adadelta":
+        params, square_avg, acc_delta = adadelta_update(
+            params, state["square_avg"], state["acc_delta"], grads, o["lr"], o["rho"], o["eps"],
+            o["weight_decay"])
+        return params, {"square_avg": square_avg, "acc_delta": acc_delta}
+    if optimizer == "rmsprop":
+        new = rmsprop_update(params, state["square_avg"], state["grad_avg"],
+                             state["momentum_buffer"], grads, o["lr"], o["alpha"], o["eps"],
+                             o["weight_decay"], o["momentum"], o["centered"])
+        return new[0], dict(zip(OPTIMIZER_STATE["rmsprop"], new[1:]))
+    beta1, beta2 = o["betas"]
+    new = adam_update(params, state["exp_avg"], state["exp_avg_sq"], state["max_exp_avg_sq"],
+                      grads, o["lr"], beta1, beta2, o["eps"], o["weight_decay"], o["amsgrad"],
+                      optimizer == "adamw", step)
+    return new[0], dict(zip(OPTIMIZER_STATE["adam"], new[1:]))
+
+
+# ---- the model -----------------------------------------------------------------------------
+
+
+class ReferenceMLP:
+    """The model of csrc/network.h in NumPy: the same flat layout, layer order, dropout
+    counters, output links, accuracy rule and optimizer semantics, step for step."""
+
+    def __init__(self, sizes, activations, loss="cross_entropy", optimizer="adam",
+                 optimizer_options=None, dropout=0.0, batch_norm=False, seed=0,
+                 class_weights=None, label_smoothing=0.0, slope=0.01, dtype=np.float64,
+                 batch_norm_momentum=0.1, batch_norm_eps=1e-5):
+        self.sizes = [int(s) for s in sizes]
+        if len(self.sizes) < 2:
+            raise ValueError(f"sizes needs at least an input and an output width, got {sizes}")
+        hidden = len(self.sizes) - 2
+        if isinstance(activations, str):
+            activations = [activations] * hidden
+        if len(activations) != hidden:
+            raise ValueError(f"need {hidden} activations (one per hidden layer), got {activations}")
+        self.activations = [_activation_name(a) for a in activations]
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        self.loss = loss
+        self.optimizer = optimizer
+        self.optimizer_options = optimizer_options_with_defaults(optimizer, optimizer_options)
+        self.dropout = float(dropout)
+        self.batch_norm = bool(batch_norm)
+        self.seed = int(seed)
+        self.dtype = np.dtype(dtype)
+        self.class_weights = None if class_weights is None else np.asarray(class_weights, self.dtype)
+        self.label_smoothing = float(label_smoothing)
+        self.slope = float(slope)
+        self.batch_norm_momentum = float(batch_norm_momentum)
+        self.batch_norm_eps = float(batch_norm_eps)
+        self.step = 0
+        self._build_layout()
+        self._initialise(np.random.default_rng(seed))
+        self.optimizer_state = {name: np.zeros_like(self.params)
+                                for name in OPTIMIZER_STATE[optimizer]}
+        if optimizer == "adagrad":
+            self.optimizer_state["state_sum"][:] = self.optimizer_options["initial_accumulator_value"]
+
+    # -- layout ---------------------------------------------------------------------------
+
+    @property
+    def n_layers(self):
+        return len(self.sizes) - 1
+
+    def _is_hidden(self, layer):
+        return layer < self.n_layers - 1
+
+    def _build_layout(self):
+        """Offsets of W_l, b_l, [gamma_l, beta_l] in the flat buffer, layer by layer."""
+        self._slices = []
+        offset = 0
+        for layer in range(self.n_layers):
+            fan_in, fan_out = self.sizes[layer], self.sizes[layer + 1]
+            entry = {"weight": (offset, (fan_in, fan_out))}
+            offset += fan_in * fan_out
+            entry["bias"] = (offset, (fan_out,))
+            offset += fan_out
+            if self.batch_norm and self._is_hidden(layer):
+                entry["gamma"] = (offset, (fan_out,))
+                offset += fan_out
+                entry["beta"] = (offset, (fan_out,))
+                offset += fan_out
+            self._slices.append(entry)
+        self.params = np.zeros(offset, self.dtype)
+        hidden_widths = self.sizes[1:-1]
+        self.running_mean = [np.zeros(w, self.dtype) for w in hidden_widths]
+        self.running_var = [np.ones(w, self.dtype) for w in hidden_widths]
+
+    def _view(self, flat, layer, name):
+        start, shape = self._slices[layer][name]
+        return flat[start:start + int(np.prod(shape))].reshape(shape)
+
+    def _initialise(self, rng):
+        # Glorot-uniform weights, zero biases, gamma 1 and beta 0 (tests overwrite these).
+        for layer in range(self.n_layers):
+            fan_in, fan_out = self.sizes[layer], self.sizes[layer + 1]
+            limit = math.sqrt(6 / (fan_in + fan_out))
+            self._view(self.params, layer, "weight")[:] = rng.uniform(-limit, limit, (fan_in, fan_out))
+            if "gamma" in self._slices[layer]:
+                self._view(self.params, layer, "gamma")[:] = 1
+
+    @property
+    def weights(self):
+        return [self._view(self.params, l, "weight") for l in range(self.n_layers)]
+
+    @property
+    def biases(self):
+        return [self._view(self.params, l, "bias") for l in range(self.n_layers)]
+
+    def set_flat_params(self, flat):
+        flat = np.asarray(flat, self.dtype)
+        if flat.shape != self.params.shape:
+            raise ValueError(f"flat params must have shape {self.params.shape}, got {flat.shape}")
+        self.params[:] = flat
+
+    # -- forward and backward -------------------------------------------------------------
+
+    def _forward(self, x, training, update_running_stats, params=None):
+        """Logits, plus what the backward needs per layer."""
+        params = self.params if params is None else params
+        saved = []
+        a = np.asarray(x, self.dtype)
+        for layer in range(self.n_layers):
+            w = self._view(params, layer, "weight")
+            b = self._view(params, layer, "bias")
+            record = {"input": a}
+            if not self._is_hidden(layer):
+                z, logits = dense_forward(a, w, b, "identity", self.slope)
+                saved.append(record)
+                return logits, saved
+            act = self.activations[layer]
+            if self.batch_norm:
+                dense_out, _ = dense_forward(a, w, b, "identity", self.slope)
+                record["dense_out"] = dense_out
+                z = self._batch_norm_forward(dense_out, layer, params, training,
+                                             update_running_stats, record)
+            else:
+                z, _ = dense_forward(a, w, b, "identity", self.slope)
+            a = activation_forward(z, act, self.slope)
+            record["z"], record["y"] = z, a
+            if training and self.dropout > 0:
+                counter = (self.step + 1) * 1024 + layer
+                a, record["mask"] = dropout_forward(a, self.dropout, self.seed, counter)
+            saved.append(record)
+        raise AssertionError("unreachable")
+
+    def _batch_norm_forward(self, z, layer, params, training, update_running_stats, record):
+        gamma = self._view(params, layer, "gamma")
+        beta = self._view(params, layer, "beta")
+        if not training:
+            return batchnorm_forward_eval(z, gamma, beta, self.running_mean[layer],
+                                          self.running_var[layer], self.batch_norm_eps)
+        y, xhat, _, invstd, new_mean, new_var = batchnorm_forward_train(
+            z, gamma, beta, self.running_mean[layer], self.running_var[layer],
+            self.batch_norm_momentum, self.batch_norm_eps)
+        if update_running_stats:
+            self.running_mean[layer], self.running_var[layer] = new_mean, new_var
+        record["xhat"], record["invstd"] = xhat, invstd
+        return y
+
+    def _loss(self, logits, targets):
+        """(mean loss, d loss / d logits)."""
+        if self.loss == "cross_entropy":
+            loss, probs = softmax_xent_forward(logits, targets, self.class_weights,
+                                               self.label_smoothing)
+            return loss, softmax_xent_backward(probs, targets, self.class_weights,
+                                               self.label_smoothing)
+        targets = np.asarray(targets, self.dtype)
+        if self.loss == "mse":
+            return mse_forward(logits, targets), mse_backward(logits, targets)
+        if self.loss == "bce":
+            return bce_logits_forward(logits, targets), bce_logits_backward(logits, targets)
+        return gaussian_nll_forward(logits, targets), gaussian_nll_backward(logits, targets)
+
+    def _backward(self, dlogits, saved, params, training):
+        """Flat gradients of the loss, from d loss / d logits and the forward's records."""
+        grads = np.zeros_like(params)
+        d = dlogits
+        for layer in reversed(range(self.n_layers)):
+            record = saved[layer]
+            w = self._view(params, layer, "weight")
+            if self._is_hidden(layer):
+                if "mask" in record:
+                    d = dropout_backward(d, record["mask"])
+                d = activation_backward(d, record["z"], record["y"], self.activations[layer],
+                                        self.slope)
+                if self.batch_norm:
+                    d = self._batch_norm_backward(d, layer, record, params, grads, training)
+            dz = d  # gradient with respect to this layer's dense output
+            dx, dw, db = dense_backward(dz, record["input"], w, dz, dz, "identity", self.slope,
+                                        need_dx=layer > 0)
+            self._view(grads, layer, "weight")[:] = dw
+            self._view(grads, layer, "bias")[:] = db
+            d = dx
+        return grads
+
+    def _batch_norm_backward(self, d, layer, record, params, grads, training):
+        gamma = self._view(params, layer, "gamma")
+        if training:
+            dx, dgamma, dbeta = batchnorm_backward(d, record["xhat"], gamma, record["invstd"])
+        else:
+            # Evaluation mode is affine in the input: y = gamma * (x - mean) * s + beta.
+            scale = 1 / np.sqrt(self.running_var[layer] + self.dtype.type(self.batch_norm_eps))
+            xhat = (record["dense_out"] - self.running_mean[layer]) * scale
+            dgamma, dbeta = (d * xhat).sum(axis=0), d.sum(axis=0)
+            dx = d * gamma * scale
+        self._view(grads, layer, "gamma")[:] = dgamma
+        self._view(grads, layer, "beta")[:] = dbeta
+        return dx
+
+    # -- the public surface --------------------------------------------------------------
+
+    def compute_gradients(self, x, targets, training=False):
+        """(mean loss, flat gradients); running statistics are left unchanged."""
+        logits, saved = self._forward(x, training, update_running_stats=False)
+        loss, dlogits = self._loss(logits, targets)
+        return loss, self._backward(dlogits, saved, self.params, training)
+
+    def loss_at(self, flat_params, x, targets, training=False):
+        """The mean loss with `flat_params` in place of the parameters (finite differences)."""
+        logits, _ = self._forward(x, training, update_running_stats=False,
+                                  params=np.asarray(flat_params, self.dtype))
+        return self._loss(logits, targets)[0]
+
+    def train_step(self, x, targets):
+        """One optimizer step on one batch; returns the batch's mean loss before the step."""
+        logits, saved = self._forward(x, training=True, update_running_stats=True)
+        loss, dlogits = self._loss(logits, targets)
+        grads = self._backward(dlogits, saved, self.params, training=True)
+        self.step += 1
+        new_params, self.optimizer_state = optimizer_step(
+            self.optimizer, self.optimizer_options, self.params, self.optimizer_state, grads,
+            self.step)
+        self.params[:] = new_params  # keep the buffer (and the views into it)
+        return loss
+
+    def predict(self, X):
+        """Evaluation-mode outputs after the loss's link."""
+        logits, _ = self._forward(X, training=False, update_running_stats=False)
+        if self.loss == "cross_entropy":
+            return softmax_forward(logits)
+        if self.loss == "bce":
+            return _sigmoid(logits)
+        return logits
+
+    def evaluate(self, X, targets):
+        """(mean loss, accuracy) in evaluation mode; accuracy is None for mse and gaussian_nll."""
+        logits, _ = self._forward(X, training=False, update_running_stats=False)
+        loss, _ = self._loss(logits, targets)
+        return float(loss), self._accuracy(logits, targets)
+
+    def _accuracy(self, logits, targets):
+        if self.loss == "cross_entropy":
+            return float(np.mean(np.argmax(logits, axis=1) == np.asarray(targets)))
+        if self.loss == "bce":
+            row_correct = ((logits > 0) == (np.asarray(targets) >= 0.5)).all(axis=1)
+            return float(np.mean(row_correct))
+        return None
