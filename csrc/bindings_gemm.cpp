@@ -3,8 +3,111 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <string>
+
+#include "gemm_internal.h"
 #include "kernels.h"
 
 namespace py = pybind11;
 
-void bind_gemm(py::module_& m) { (void)m; }
+namespace {
+
+std::string shape_string(const py::array& x) {
+    std::string s = "(";
+    for (py::ssize_t d = 0; d < x.ndim(); ++d) s += (d ? ", " : "") + std::to_string(x.shape(d));
+    return s + (x.ndim() == 1 ? ",)" : ")");
+}
+
+void require_matrix(const py::array& x, const char* name) {
+    if (x.ndim() != 2)
+        throw py::value_error(std::string("gemm: ") + name + " must be 2-D, got shape " +
+                              shape_string(x));
+}
+
+template <typename T>
+py::array typed_gemm(const py::array& a_in, const py::array& b_in, bool transpose_a,
+                     bool transpose_b, const py::object& c_obj, bool accumulate) {
+    using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
+    // Non-contiguous inputs become contiguous copies (the dtype already matches: no cast).
+    const Array a = Array::ensure(a_in), b = Array::ensure(b_in);
+    const int64_t M = transpose_a ? a.shape(1) : a.shape(0);
+    const int64_t K = transpose_a ? a.shape(0) : a.shape(1);
+    const int64_t N = transpose_b ? b.shape(0) : b.shape(1);
+    const int64_t K_b = transpose_b ? b.shape(1) : b.shape(0);
+    if (K != K_b)
+        throw py::value_error("gemm: inner dimensions differ: a" + std::string(transpose_a ? ".T" : "") +
+                              " has shape (" + std::to_string(M) + ", " + std::to_string(K) +
+                              "), b" + (transpose_b ? ".T" : "") + " has shape (" +
+                              std::to_string(K_b) + ", " + std::to_string(N) + ")");
+    Array c;
+    if (!c_obj.is_none()) {
+        if (!py::isinstance<py::array>(c_obj))
+            throw py::type_error("gemm: c must be a numpy array or None");
+        const auto c_in = py::reinterpret_borrow<py::array>(c_obj);
+        if (!py::isinstance<py::array_t<T>>(c_in) || c_in.dtype().num() != a.dtype().num())
+            throw py::type_error("gemm: c must have the dtype of a and b (" +
+                                 std::string(py::str(a.dtype())) + "), got " +
+                                 std::string(py::str(c_in.dtype())));
+        require_matrix(c_in, "c");
+        if (c_in.shape(0) != M || c_in.shape(1) != N)
+            throw py::value_error("gemm: c must have shape (" + std::to_string(M) + ", " +
+                                  std::to_string(N) + "), got " + shape_string(c_in));
+        if (!(c_in.flags() & py::array::c_style) || !c_in.writeable())
+            throw py::value_error("gemm: c must be a writeable C-contiguous array");
+        c = py::reinterpret_borrow<Array>(c_in);
+    } else {
+        if (accumulate) throw py::value_error("gemm: accumulate=True needs an output array c");
+        c = Array({M, N});
+    }
+    const T* a_ptr = a.data();
+    const T* b_ptr = b.data();
+    T* c_ptr = c.mutable_data();
+    {
+        py::gil_scoped_release release;
+        fastmlp::gemm<T>(c_ptr, a_ptr, b_ptr, M, N, K, transpose_a, transpose_b, accumulate);
+    }
+    return std::move(c);
+}
+
+py::array gemm_binding(const py::array& a, const py::array& b, bool transpose_a,
+                       bool transpose_b, const py::object& c, bool accumulate) {
+    require_matrix(a, "a");
+    require_matrix(b, "b");
+    const auto float32 = py::dtype::of<float>(), float64 = py::dtype::of<double>();
+    if (!a.dtype().is(b.dtype()) && a.dtype().num() != b.dtype().num())
+        throw py::type_error("gemm: a and b must have the same dtype, got " +
+                             std::string(py::str(a.dtype())) + " and " +
+                             std::string(py::str(b.dtype())));
+    if (a.dtype().num() == float32.num())
+        return typed_gemm<float>(a, b, transpose_a, transpose_b, c, accumulate);
+    if (a.dtype().num() == float64.num())
+        return typed_gemm<double>(a, b, transpose_a, transpose_b, c, accumulate);
+    throw py::type_error("gemm: a and b must be float32 or float64, got " +
+                         std::string(py::str(a.dtype())));
+}
+
+}  // namespace
+
+void bind_gemm(py::module_& m) {
+    m.def("gemm", &gemm_binding, py::arg("a"), py::arg("b"), py::arg("transpose_a") = false,
+          py::arg("transpose_b") = false, py::arg("c") = py::none(),
+          py::arg("accumulate") = false,
+          R"doc(c = op(a) @ op(b) (or c += ... when accumulate), op = transpose when asked.
+
+a, b (and c if given) must share a dtype, float32 or float64. c, if given, must be a
+writeable C-contiguous (M, N) array and is returned. The GIL is released during the call.)doc");
+    m.def("force_portable_gemm", &fastmlp::force_portable_gemm, py::arg("flag"),
+          "Use the portable micro-kernel (True) or the CPU's best one (False).");
+    m.def("gemm_kernel_name", &fastmlp::gemm_kernel_name,
+          "The active micro-kernel: 'avx2' or 'portable'.");
+    m.def(
+        "fma_peak_gflops",
+        [](double seconds) {
+            if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
+                throw std::runtime_error("fma_peak_gflops needs a CPU with AVX2 and FMA");
+            py::gil_scoped_release release;
+            return fastmlp::gemm_detail::avx2_fma_peak_gflops(seconds);
+        },
+        py::arg("seconds") = 0.2,
+        "Single-thread fp32 AVX2 FMA throughput (GFLOP/s) of a register-only loop.");
+}
