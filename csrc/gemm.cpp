@@ -372,6 +372,8 @@ GemmPath choose_path(int64_t M, int64_t N, int64_t K, bool transpose_a, bool tra
 
 }  // namespace
 
+bool gemm_detail::avx2_kernels_active() { return use_avx2(); }
+
 const char* gemm_kernel_name() { return use_avx2() ? "avx2" : "portable"; }
 void force_portable_gemm(bool force) { g_force_portable.store(force); }
 

@@ -53,6 +53,10 @@ struct KernelSet {
 const KernelSet<float>& avx2_kernels_float();
 const KernelSet<double>& avx2_kernels_double();
 
+// True when the AVX2/FMA kernels are in use: the CPU has both and the portable kernels are
+// not forced (force_portable_gemm, FASTMLP_FORCE_PORTABLE=1). The optimizer loops follow it.
+bool avx2_kernels_active();
+
 // Single-thread fp32 FMA throughput of an AVX2 register-only loop run for about `seconds`,
 // in GFLOP/s (2 flops per lane per FMA). For the benchmark's "peak" line.
 double avx2_fma_peak_gflops(double seconds);

@@ -3,7 +3,11 @@
 #include <algorithm>
 #include <cmath>
 
+#include <omp.h>
+
+#include "gemm_internal.h"
 #include "kernels.h"
+#include "optim_loops.h"
 
 namespace fastmlp {
 
@@ -75,6 +79,19 @@ void rmsprop_update(T* params, T* square_avg, T* grad_avg, T* momentum_buffer, c
     }
 }
 
+namespace {
+
+const optim_detail::AdamLoops<float>& active_adam_loops(float) {
+    static const auto portable = optim_detail::adam_loops_of_this_isa<float>();
+    return gemm_detail::avx2_kernels_active() ? optim_detail::avx2_adam_loops_float() : portable;
+}
+const optim_detail::AdamLoops<double>& active_adam_loops(double) {
+    static const auto portable = optim_detail::adam_loops_of_this_isa<double>();
+    return gemm_detail::avx2_kernels_active() ? optim_detail::avx2_adam_loops_double() : portable;
+}
+
+}  // namespace
+
 template <typename T>
 void adam_update(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const T* grads,
                  int64_t n, T lr, T beta1, T beta2, T eps, T weight_decay, bool amsgrad,
@@ -82,25 +99,26 @@ void adam_update(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const 
     // Bias corrections in double: beta^step underflows gracefully and stays exact longer.
     const double bias_correction1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
     const double bias_correction2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
-    const T step_size = static_cast<T>(lr / bias_correction1);
-    const T sqrt_bias_correction2 = static_cast<T>(std::sqrt(bias_correction2));
-    const T decay_factor = T(1) - lr * weight_decay;
-#pragma omp parallel for schedule(static) num_threads(update_threads(n)) if (n > 32768)
-    for (int64_t i = 0; i < n; ++i) {
-        T g = grads[i];
-        if (decoupled_weight_decay)
-            params[i] *= decay_factor;
-        else
-            g += weight_decay * params[i];
-        exp_avg[i] = beta1 * exp_avg[i] + (T(1) - beta1) * g;
-        exp_avg_sq[i] = beta2 * exp_avg_sq[i] + (T(1) - beta2) * g * g;
-        T second_moment = exp_avg_sq[i];
-        if (amsgrad) {
-            max_exp_avg_sq[i] = std::max(max_exp_avg_sq[i], exp_avg_sq[i]);
-            second_moment = max_exp_avg_sq[i];
-        }
-        const T denom = std::sqrt(second_moment) / sqrt_bias_correction2 + eps;
-        params[i] -= step_size * exp_avg[i] / denom;
+    const optim_detail::AdamStep<T> s{beta1, beta2, eps, weight_decay,
+                                      static_cast<T>(lr / bias_correction1),
+                                      static_cast<T>(std::sqrt(bias_correction2)),
+                                      T(1) - lr * weight_decay};
+    const optim_detail::AdamLoop<T> loop = active_adam_loops(T())
+                                               .variant[amsgrad][decoupled_weight_decay];
+    const int threads = n > 32768 ? update_threads(n) : 1;
+    if (threads <= 1) return loop(params, exp_avg, exp_avg_sq, max_exp_avg_sq, grads, n, s);
+#pragma omp parallel num_threads(threads)
+    {
+        // Shares in whole cache lines; every element is independent, so the split does not
+        // change any bits.
+        constexpr int64_t LINE = 64 / sizeof(T);
+        const int64_t lines = (n + LINE - 1) / LINE, parts = omp_get_num_threads();
+        const int64_t part = omp_get_thread_num();
+        const int64_t begin = std::min(n, lines * part / parts * LINE);
+        const int64_t end = std::min(n, lines * (part + 1) / parts * LINE);
+        if (end > begin)
+            loop(params + begin, exp_avg + begin, exp_avg_sq + begin,
+                 max_exp_avg_sq ? max_exp_avg_sq + begin : nullptr, grads + begin, end - begin, s);
     }
 }
 
