@@ -1,34 +1,19 @@
 // Element-wise activations, forward and backward side by side (kernels.h: Activation).
 #include <cmath>
 
+#include "activation_math.h"
 #include "kernels.h"
 
 namespace fastmlp {
 
 namespace {
 
+using activation_math::gelu;
+using activation_math::gelu_derivative;
+using activation_math::sigmoid;
+
 // Element-wise loops are memory bound; threads pay off only on large arrays.
 inline int elementwise_threads(int64_t n) { return threads_for(static_cast<double>(n) * 8.0); }
-
-template <typename T>
-inline T sigmoid(T x) {
-    // Two branches so exp never overflows: exp(-x) for x >= 0, exp(x) otherwise.
-    if (x >= 0) return T(1) / (T(1) + std::exp(-x));
-    const T e = std::exp(x);
-    return e / (T(1) + e);
-}
-
-template <typename T>
-inline T gelu(T x) {
-    return T(0.5) * x * (T(1) + std::erf(x * T(M_SQRT1_2)));
-}
-
-template <typename T>
-inline T gelu_derivative(T x) {
-    const T cdf = T(0.5) * (T(1) + std::erf(x * T(M_SQRT1_2)));
-    const T pdf = std::exp(T(-0.5) * x * x) * T(0.5 * M_2_SQRTPI * M_SQRT1_2);  // 1/sqrt(2 pi)
-    return cdf + x * pdf;
-}
 
 template <typename T, typename F>
 void map_unary(T* y, const T* x, int64_t n, F f) {

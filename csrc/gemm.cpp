@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "activation_math.h"
 #include "gemm_internal.h"
 #include "kernels.h"
 
@@ -151,7 +152,40 @@ struct Operands {
     const T* b;
     int64_t M, N, K;
     bool transpose_a, transpose_b, accumulate;
+    const GemmEpilogue<T>& epilogue;
 };
+
+// ---------------------------------------------------------------------------------------
+// The epilogue, applied to a finished block of c (a tile just stored, still in L1).
+// ---------------------------------------------------------------------------------------
+
+// Rows [i, i + rows) x columns [j, j + cols) of c get the epilogue.
+template <typename T>
+void finish_block(const Operands<T>& p, int64_t i, int64_t j, int64_t rows, int64_t cols) {
+    const GemmEpilogue<T>& e = p.epilogue;
+    for (int64_t r = i; r < i + rows; ++r) {
+        T* c_row = p.c + r * p.N + j;
+        const int64_t at = r * p.N + j;
+        if (e.kind == GemmEpilogueKind::bias_activation)
+            activation_math::bias_activation_row(c_row, e.pre_activation ? e.pre_activation + at : nullptr,
+                                                 c_row, e.bias + j, cols, e.activation, e.slope);
+        else if (e.kind == GemmEpilogueKind::activation_derivative)
+            activation_math::activation_derivative_row(c_row, c_row, e.x ? e.x + at : nullptr,
+                                                       e.y ? e.y + at : nullptr, cols, e.activation,
+                                                       e.slope);
+    }
+}
+
+// b_column_sums for the unpacked paths, which never read b in k order: one pass in k order
+// (the packed path sums while packing, in the same order).
+template <typename T>
+void sum_b_columns(const Operands<T>& p) {
+    T* sums = p.epilogue.b_column_sums;
+    if (!sums) return;
+    std::fill(sums, sums + p.N, T(0));
+    for (int64_t k = 0; k < p.K; ++k)
+        for (int64_t j = 0; j < p.N; ++j) sums[j] += p.transpose_b ? p.b[j * p.K + k] : p.b[k * p.N + j];
+}
 
 // ---------------------------------------------------------------------------------------
 // Packing. A block rows [i0, i0 + mc) x k [k0, k0 + kc) becomes MR-row slivers, each stored
@@ -181,14 +215,19 @@ void pack_a_sliver(T* dst, const Operands<T>& p, int64_t i0, int64_t k0, int64_t
     }
 }
 
+// Also adds the sliver's columns to sums[0, cols) in k order when sums is not null (the
+// first K block starts them at zero).
 template <typename T>
-void pack_b_sliver(T* dst, const Operands<T>& p, int64_t j0, int64_t k0, int64_t kc) {
+void pack_b_sliver(T* dst, const Operands<T>& p, int64_t j0, int64_t k0, int64_t kc, T* sums) {
     constexpr int64_t NR = Blocking<T>::NR;
     const int64_t cols = std::min(NR, p.N - j0);
+    if (sums && k0 == 0) std::fill(sums, sums + cols, T(0));
     if (p.transpose_b) {  // b is (N, K): gather one element from each of NR rows per k
         for (int64_t j = 0; j < cols; ++j) {
             const T* src = p.b + (j0 + j) * p.K + k0;
             for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = src[k];
+            if (sums)
+                for (int64_t k = 0; k < kc; ++k) sums[j] += src[k];
         }
         for (int64_t j = cols; j < NR; ++j)
             for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = 0;
@@ -198,6 +237,8 @@ void pack_b_sliver(T* dst, const Operands<T>& p, int64_t j0, int64_t k0, int64_t
             T* out = dst + k * NR;
             for (int64_t j = 0; j < cols; ++j) out[j] = src[j];
             for (int64_t j = cols; j < NR; ++j) out[j] = 0;
+            if (sums)
+                for (int64_t j = 0; j < cols; ++j) sums[j] += src[j];
         }
     }
 }
@@ -241,7 +282,8 @@ void store_edge_tile(T* c, int64_t ldc, const T* tile, int64_t rows, int64_t col
 template <typename T>
 void macro_kernel(const KernelSet<T>& kernels, const Operands<T>& p, const T* a_block,
                   const T* b_panel, int64_t i0, int64_t mc, int64_t j0, int64_t s0, int64_t s1,
-                  int64_t kc, bool load_c) {
+                  int64_t kc, bool load_c, bool last_k_block) {
+    const bool finish = last_k_block && p.epilogue.kind != GemmEpilogueKind::none;
     constexpr int64_t MR = Blocking<T>::MR, NR = Blocking<T>::NR;
     alignas(64) T edge_tile[MR * NR];
     for (int64_t s = s0; s < s1; ++s) {
@@ -257,14 +299,18 @@ void macro_kernel(const KernelSet<T>& kernels, const Operands<T>& p, const T* a_
                 kernels.micro_tile(kc, a_sliver, b_sliver, edge_tile, NR, false);
                 store_edge_tile(c_tile, p.N, edge_tile, rows, cols, load_c);
             }
+            if (finish) finish_block(p, i, j, rows, cols);
         }
     }
 }
 
 // One thread's share of the five loops. Every thread of the team runs this; the B panel is
-// packed by all of them together and is read by all of them.
+// packed by all of them together and is read by all of them. Two panel buffers alternate,
+// so one barrier per K block suffices: a thread can only be packing panel n + 2 (into the
+// buffer of panel n) once every thread has reached the barrier after packing panel n + 1,
+// that is, has finished computing with panel n.
 template <typename T>
-void packed_gemm_member(const KernelSet<T>& kernels, const Operands<T>& p, T* b_panel,
+void packed_gemm_member(const KernelSet<T>& kernels, const Operands<T>& p, T* const b_panels[2],
                         int thread, int threads) {
     constexpr int64_t MR = Blocking<T>::MR, NR = Blocking<T>::NR, MC = Blocking<T>::MC,
                       NC = Blocking<T>::NC;
@@ -274,6 +320,8 @@ void packed_gemm_member(const KernelSet<T>& kernels, const Operands<T>& p, T* b_
     const Range my_row_tiles = split(ceil_div(p.M, MR), row_part, grid.row_parts);
     const int64_t my_i0 = my_row_tiles.begin * MR, my_i1 = std::min(p.M, my_row_tiles.end * MR);
     T* a_block = t_packed_a.get<T>(std::min(MC, ceil_div(p.M, MR) * MR) * kb.size);
+    T* sums = p.epilogue.b_column_sums;
+    int64_t panels_packed = 0;
 
     for (int64_t j0 = 0; j0 < p.N; j0 += NC) {
         const int64_t nc = std::min(NC, p.N - j0), slivers = ceil_div(nc, NR);
@@ -282,18 +330,21 @@ void packed_gemm_member(const KernelSet<T>& kernels, const Operands<T>& p, T* b_
         for (int64_t block = 0; block < kb.count; ++block) {
             const int64_t k0 = block * kb.size, kc = std::min(kb.size, p.K - k0);
             const bool load_c = p.accumulate || block > 0;
-            for (int64_t s = my_pack.begin; s < my_pack.end; ++s)
-                pack_b_sliver(b_panel + s * NR * kc, p, j0 + s * NR, k0, kc);
+            T* b_panel = b_panels[panels_packed++ % 2];
+            for (int64_t s = my_pack.begin; s < my_pack.end; ++s) {
+                const int64_t j = j0 + s * NR;
+                pack_b_sliver(b_panel + s * NR * kc, p, j, k0, kc, sums ? sums + j : nullptr);
+            }
+            if (threads > 1) {
 #pragma omp barrier
+            }
             for (int64_t i0 = my_i0; i0 < my_i1; i0 += MC) {
                 const int64_t mc = std::min(MC, my_i1 - i0);
                 for (int64_t r = 0; r * MR < mc; ++r)
                     pack_a_sliver(a_block + r * MR * kc, p, i0 + r * MR, k0, kc);
                 macro_kernel(kernels, p, a_block, b_panel, i0, mc, j0, my_slivers.begin,
-                             my_slivers.end, kc, load_c);
+                             my_slivers.end, kc, load_c, block == kb.count - 1);
             }
-            // Nobody repacks the panel while another thread still reads it.
-#pragma omp barrier
         }
     }
 }
@@ -302,13 +353,18 @@ template <typename T>
 void packed_gemm(const KernelSet<T>& kernels, const Operands<T>& p, int threads) {
     constexpr int64_t NR = Blocking<T>::NR, NC = Blocking<T>::NC;
     const KBlocking<T> kb(p.K);
-    T* b_panel = t_shared_b.get<T>(kb.size * ceil_div(std::min(NC, p.N), NR) * NR);
+    const int64_t panel_size = kb.size * ceil_div(std::min(NC, p.N), NR) * NR;
+    // Panels start on 64-byte boundaries (the micro-kernel's aligned loads of B).
+    const int64_t stride = (panel_size * static_cast<int64_t>(sizeof(T)) + 63) / 64 * 64 /
+                           static_cast<int64_t>(sizeof(T));
+    T* buffer = t_shared_b.get<T>(2 * stride);
+    T* const b_panels[2] = {buffer, buffer + stride};
     if (threads <= 1) {
-        packed_gemm_member(kernels, p, b_panel, 0, 1);
+        packed_gemm_member(kernels, p, b_panels, 0, 1);
         return;
     }
 #pragma omp parallel num_threads(threads)
-    packed_gemm_member(kernels, p, b_panel, omp_get_thread_num(), omp_get_num_threads());
+    packed_gemm_member(kernels, p, b_panels, omp_get_thread_num(), omp_get_num_threads());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -320,6 +376,7 @@ void packed_gemm(const KernelSet<T>& kernels, const Operands<T>& p, int threads)
 // when transpose_b; otherwise b has few columns (N <= 16) and is transposed into scratch.
 template <typename T>
 void dot_gemm(const KernelSet<T>& kernels, const Operands<T>& p, int threads) {
+    sum_b_columns(p);
     const T* bt = p.b;
     if (!p.transpose_b) {
         T* copy = t_shared_b.get<T>(p.N * p.K);
@@ -335,6 +392,8 @@ void dot_gemm(const KernelSet<T>& kernels, const Operands<T>& p, int threads) {
             kernels.dot_block(p.c + rows.begin * p.N + cols.begin, p.N, p.a + rows.begin * p.K,
                               p.K, bt + cols.begin * p.K, p.K, rows.end - rows.begin,
                               cols.end - cols.begin, p.K, p.accumulate);
+        if (rows.end > rows.begin && cols.end > cols.begin)
+            finish_block(p, rows.begin, cols.begin, rows.end - rows.begin, cols.end - cols.begin);
     };
     if (threads <= 1) return run(0, 1);
 #pragma omp parallel num_threads(threads)
@@ -344,14 +403,17 @@ void dot_gemm(const KernelSet<T>& kernels, const Operands<T>& p, int threads) {
 // The row path (M == 1, b not transposed): c[0, :] = a @ b, streaming b once.
 template <typename T>
 void row_gemm(const KernelSet<T>& kernels, const Operands<T>& p, int threads) {
+    sum_b_columns(p);
     // Column shares in multiples of 64 so every thread's register chunks stay whole.
     constexpr int64_t QUANTUM = 64;
     const int64_t quanta = ceil_div(p.N, QUANTUM);
     auto run = [&](int thread, int team) {
         const Range share = split(quanta, thread, team);
         const int64_t j0 = share.begin * QUANTUM, j1 = std::min(p.N, share.end * QUANTUM);
-        if (j1 > j0)
+        if (j1 > j0) {
             kernels.row_times_matrix(p.c + j0, p.a, p.b + j0, p.N, j1 - j0, p.K, p.accumulate);
+            finish_block(p, 0, j0, 1, j1 - j0);
+        }
     };
     if (threads <= 1) return run(0, 1);
 #pragma omp parallel num_threads(threads)
@@ -378,14 +440,16 @@ const char* gemm_kernel_name() { return use_avx2() ? "avx2" : "portable"; }
 void force_portable_gemm(bool force) { g_force_portable.store(force); }
 
 template <typename T>
-void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool transpose_a,
-          bool transpose_b, bool accumulate) {
+void gemm_fused(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool transpose_a,
+                bool transpose_b, bool accumulate, const GemmEpilogue<T>& epilogue) {
     if (M <= 0 || N <= 0) return;
+    const Operands<T> p{c, a, b, M, N, K, transpose_a, transpose_b, accumulate, epilogue};
     if (K <= 0) {
         if (!accumulate) std::memset(c, 0, sizeof(T) * static_cast<size_t>(M * N));
+        if (epilogue.b_column_sums) std::fill(epilogue.b_column_sums, epilogue.b_column_sums + N, T(0));
+        finish_block(p, 0, 0, M, N);
         return;
     }
-    const Operands<T> p{c, a, b, M, N, K, transpose_a, transpose_b, accumulate};
     const KernelSet<T>& kernels = active_kernels<T>();
     const int threads = threads_for(static_cast<double>(M) * N * K);
     switch (choose_path(M, N, K, transpose_a, transpose_b)) {
@@ -395,9 +459,19 @@ void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool tr
     }
 }
 
+template <typename T>
+void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool transpose_a,
+          bool transpose_b, bool accumulate) {
+    gemm_fused(c, a, b, M, N, K, transpose_a, transpose_b, accumulate, GemmEpilogue<T>{});
+}
+
 template void gemm<float>(float*, const float*, const float*, int64_t, int64_t, int64_t, bool,
                           bool, bool);
 template void gemm<double>(double*, const double*, const double*, int64_t, int64_t, int64_t,
                            bool, bool, bool);
+template void gemm_fused<float>(float*, const float*, const float*, int64_t, int64_t, int64_t,
+                                bool, bool, bool, const GemmEpilogue<float>&);
+template void gemm_fused<double>(double*, const double*, const double*, int64_t, int64_t,
+                                 int64_t, bool, bool, bool, const GemmEpilogue<double>&);
 
 }  // namespace fastmlp

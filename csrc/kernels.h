@@ -71,6 +71,35 @@ void activation_backward(T* dx, const T* dy, const T* x, const T* y, int64_t n, 
                          T slope);
 
 // ---------------------------------------------------------------------------------------
+// Fused GEMM (gemm.cpp): what a plain BLAS cannot do, done while a tile of c is still in
+// registers/L1 and while op(b) is read for packing anyway.
+// ---------------------------------------------------------------------------------------
+
+enum class GemmEpilogueKind : int {
+    none = 0,
+    bias_activation = 1,        // c = act(c + bias); pre_activation, if set, gets c + bias
+    activation_derivative = 2,  // c = c * act'(x, y), activation_backward's rule
+};
+
+template <typename T>
+struct GemmEpilogue {
+    GemmEpilogueKind kind = GemmEpilogueKind::none;
+    Activation activation = Activation::identity;
+    T slope = 0;                   // leaky_relu
+    const T* bias = nullptr;       // (N), bias_activation
+    T* pre_activation = nullptr;   // (M, N) or null, bias_activation
+    const T* x = nullptr;          // (M, N) pre-activation (gelu), activation_derivative
+    const T* y = nullptr;          // (M, N) act(x), activation_derivative
+    T* b_column_sums = nullptr;    // (N) or null: sum over k of op(b)[k, j], in k order
+};
+
+// gemm (same arguments, same bits for c before the epilogue), then the epilogue applied to
+// every element of c, and b_column_sums filled (a dense layer's bias gradient when b is dz).
+template <typename T>
+void gemm_fused(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool transpose_a,
+                bool transpose_b, bool accumulate, const GemmEpilogue<T>& epilogue);
+
+// ---------------------------------------------------------------------------------------
 // Losses (losses.cpp). Every loss is a mean, as torch's default reduction; sums over the
 // batch are accumulated in double, in index order (deterministic at any thread count).
 // ---------------------------------------------------------------------------------------

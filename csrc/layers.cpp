@@ -11,28 +11,24 @@ namespace fastmlp {
 template <typename T>
 void dense_forward(T* z, T* y, const T* x, const T* w, const T* b, int64_t B, int64_t IN,
                    int64_t OUT, Activation act, T slope) {
-    // The GEMM writes the pre-activation where it is kept (z, or y when z is not needed);
-    // bias and activation then follow in a single pass over each output row.
-    T* pre = z ? z : y;
-    gemm(pre, x, w, B, OUT, IN, false, false, false);
-    for (int64_t i = 0; i < B; ++i) {
-        T* row = pre + i * OUT;
-        for (int64_t j = 0; j < OUT; ++j) row[j] += b[j];
-        activation_forward(y + i * OUT, row, OUT, act, slope);
-    }
+    // Bias and activation are applied to each tile of x @ w as the GEMM finishes it.
+    GemmEpilogue<T> epilogue;
+    epilogue.kind = GemmEpilogueKind::bias_activation;
+    epilogue.activation = act;
+    epilogue.slope = slope;
+    epilogue.bias = b;
+    epilogue.pre_activation = z != y ? z : nullptr;
+    gemm_fused(y, x, w, B, OUT, IN, false, false, false, epilogue);
 }
 
 template <typename T>
 void dense_backward(T* dx, T* dw, T* db, T* dz, const T* dy, const T* x, const T* w, const T* z,
                     const T* y, int64_t B, int64_t IN, int64_t OUT, Activation act, T slope) {
     activation_backward(dz, dy, z, y, B * OUT, act, slope);
-    gemm(dw, x, dz, IN, OUT, B, /*transpose_a=*/true, false, false);
-    // Column sums in row order: the same bits at any thread count.
-    for (int64_t j = 0; j < OUT; ++j) db[j] = 0;
-    for (int64_t i = 0; i < B; ++i) {
-        const T* row = dz + i * OUT;
-        for (int64_t j = 0; j < OUT; ++j) db[j] += row[j];
-    }
+    // db is summed over the rows of dz in row order while dz is packed for dw = x^T dz.
+    GemmEpilogue<T> with_bias_gradient;
+    with_bias_gradient.b_column_sums = db;
+    gemm_fused(dw, x, dz, IN, OUT, B, /*transpose_a=*/true, false, false, with_bias_gradient);
     if (dx) gemm(dx, dz, w, B, IN, OUT, false, /*transpose_b=*/true, false);
 }
 

@@ -142,7 +142,9 @@ const T* Network<T>::forward(const T* x, int64_t B, bool training, bool update_r
         const bool hidden = l < L - 1;
         const Activation act = hidden ? options_.activations[l] : Activation::identity;
         if (s.gamma < 0) {
-            dense_forward(z_[l].data(), y_[l].data(), input, w, b, B, s.fan_in, s.fan_out, act, slope);
+            // Only gelu's derivative reads the pre-activation; the others skip storing it.
+            T* z = act == Activation::gelu ? z_[l].data() : nullptr;
+            dense_forward(z, y_[l].data(), input, w, b, B, s.fan_in, s.fan_out, act, slope);
         } else {
             dense_forward<T>(nullptr, z_[l].data(), input, w, b, B, s.fan_in, s.fan_out,
                              Activation::identity, slope);
@@ -246,36 +248,64 @@ int64_t Network<T>::count_correct(const T* logits, Targets<T> targets, int64_t B
 
 // ---- backward and step ---------------------------------------------------------------------------------
 
+// Turns the gradient with respect to hidden layer l's output (what layer l + 1 read) into
+// the gradient with respect to its dense pre-activation, in place: dropout, activation and
+// batch norm backward.
+template <typename T>
+void Network<T>::to_pre_activation_gradient(int64_t l, T* gradient, int64_t B) {
+    const LayerSlices& s = layers_[l];
+    const int64_t n = B * s.fan_out;
+    const Activation act = options_.activations[l];
+    const T slope = static_cast<T>(options_.slope);
+    if (options_.dropout > 0) dropout_backward(gradient, gradient, mask_[l].data(), n);
+    if (s.gamma < 0) {
+        activation_backward(gradient, gradient, z_[l].data(), y_[l].data(), n, act, slope);
+    } else {
+        activation_backward(gradient, gradient, normed_[l].data(), y_[l].data(), n, act, slope);
+        batchnorm_backward(gradient, grads.data() + s.gamma, grads.data() + s.beta, gradient,
+                           xhat_[l].data(), params.data() + s.gamma, invstd_[l].data(), B,
+                           s.fan_out);
+    }
+}
+
+// True when hidden layer l's activation derivative can be applied by the GEMM that computes
+// the gradient of its output (no dropout or batch norm in between).
+template <typename T>
+bool Network<T>::derivative_fuses_into_gemm(int64_t l) const {
+    return options_.dropout == 0 && layers_[l].gamma < 0;
+}
+
 template <typename T>
 void Network<T>::backward(const T* x, int64_t B) {
     const int64_t L = static_cast<int64_t>(layers_.size());
-    const T slope = static_cast<T>(options_.slope);
-    T* gradient = loss_out_.data();  // with respect to the current layer's output
+    // dz: gradient with respect to layer l's dense pre-activation. For the output layer the
+    // loss gives it directly (no activation).
+    T* dz = loss_out_.data();
     for (int64_t l = L - 1; l >= 0; --l) {
         const LayerSlices& s = layers_[l];
-        const bool hidden = l < L - 1;
         const T* input = l > 0 ? layer_output(l - 1) : x;
-        // The input gradient goes to whichever ping-pong buffer does not hold `gradient`;
-        // the first layer never needs its input's gradient.
-        T* dx = l == 0 ? nullptr : (gradient == grad_a_.data() ? grad_b_.data() : grad_a_.data());
-        T* dw = grads.data() + s.weight;
-        T* db = grads.data() + s.bias;
-        const T* w = params.data() + s.weight;
-        const int64_t n = B * s.fan_out;
-        if (hidden && options_.dropout > 0) dropout_backward(gradient, gradient, mask_[l].data(), n);
-        const Activation act = hidden ? options_.activations[l] : Activation::identity;
-        if (s.gamma < 0) {
-            dense_backward(dx, dw, db, gradient, gradient, input, w, z_[l].data(), y_[l].data(), B,
-                           s.fan_in, s.fan_out, act, slope);
-        } else {
-            activation_backward(gradient, gradient, normed_[l].data(), y_[l].data(), n, act, slope);
-            batchnorm_backward(gradient, grads.data() + s.gamma, grads.data() + s.beta, gradient,
-                               xhat_[l].data(), params.data() + s.gamma, invstd_[l].data(), B,
-                               s.fan_out);
-            dense_backward<T>(dx, dw, db, gradient, gradient, input, w, nullptr, nullptr, B, s.fan_in,
-                              s.fan_out, Activation::identity, slope);
+        // dw = input^T dz, with db summed while dz is packed.
+        GemmEpilogue<T> bias_gradient;
+        bias_gradient.b_column_sums = grads.data() + s.bias;
+        gemm_fused(grads.data() + s.weight, input, dz, s.fan_in, s.fan_out, B,
+                   /*transpose_a=*/true, false, false, bias_gradient);
+        if (l == 0) break;  // the first layer never needs its input's gradient
+        // dx = dz w^T into whichever ping-pong buffer does not hold dz; when layer l - 1 is
+        // plain, its activation derivative is applied to each tile as it is finished.
+        T* dx = dz == grad_a_.data() ? grad_b_.data() : grad_a_.data();
+        GemmEpilogue<T> derivative;
+        const bool fused = derivative_fuses_into_gemm(l - 1);
+        if (fused) {
+            derivative.kind = GemmEpilogueKind::activation_derivative;
+            derivative.activation = options_.activations[l - 1];
+            derivative.slope = static_cast<T>(options_.slope);
+            derivative.x = z_[l - 1].data();
+            derivative.y = y_[l - 1].data();
         }
-        gradient = dx;
+        gemm_fused(dx, dz, params.data() + s.weight, B, s.fan_in, s.fan_out, false,
+                   /*transpose_b=*/true, false, derivative);
+        if (!fused) to_pre_activation_gradient(l - 1, dx, B);
+        dz = dx;
     }
 }
 

@@ -127,6 +127,8 @@ private:
     RunTotals loss_forward_backward(Targets<T> targets, int64_t B, bool backward);
     int64_t count_correct(const T* logits, Targets<T> targets, int64_t B) const;
     void backward(const T* x, int64_t B);
+    void to_pre_activation_gradient(int64_t l, T* gradient, int64_t B);
+    bool derivative_fuses_into_gemm(int64_t l) const;
     void optimizer_step();
 
     NetworkOptions options_;

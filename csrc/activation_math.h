@@ -1,0 +1,104 @@
+// Element-wise activation formulas, shared by the activation kernels (activations.cpp) and
+// the GEMM epilogue (gemm.cpp), so fused and unfused paths give the same bits.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "kernels.h"
+
+namespace fastmlp {
+namespace activation_math {
+
+template <typename T>
+inline T sigmoid(T x) {
+    // Two branches so exp never overflows: exp(-x) for x >= 0, exp(x) otherwise.
+    if (x >= 0) return T(1) / (T(1) + std::exp(-x));
+    const T e = std::exp(x);
+    return e / (T(1) + e);
+}
+
+template <typename T>
+inline T gelu(T x) {
+    return T(0.5) * x * (T(1) + std::erf(x * T(M_SQRT1_2)));
+}
+
+template <typename T>
+inline T gelu_derivative(T x) {
+    const T cdf = T(0.5) * (T(1) + std::erf(x * T(M_SQRT1_2)));
+    const T pdf = std::exp(T(-0.5) * x * x) * T(0.5 * M_2_SQRTPI * M_SQRT1_2);  // 1/sqrt(2 pi)
+    return cdf + x * pdf;
+}
+
+// y[j] = act(x[j] + bias[j]) for j < n; pre[j] = x[j] + bias[j] when pre is not null.
+// y may alias x. One switch per row, so each case is a plain loop that vectorises.
+//   y, x, bias, pre are (n)
+template <typename T>
+inline void bias_activation_row(T* y, T* pre, const T* x, const T* bias, int64_t n,
+                                Activation act, T slope) {
+    if (pre)
+        for (int64_t j = 0; j < n; ++j) pre[j] = x[j] + bias[j];
+    switch (act) {
+        case Activation::identity:
+            for (int64_t j = 0; j < n; ++j) y[j] = x[j] + bias[j];
+            break;
+        case Activation::relu:
+            for (int64_t j = 0; j < n; ++j) {
+                const T v = x[j] + bias[j];
+                y[j] = v > 0 ? v : T(0);
+            }
+            break;
+        case Activation::leaky_relu:
+            for (int64_t j = 0; j < n; ++j) {
+                const T v = x[j] + bias[j];
+                y[j] = v > 0 ? v : slope * v;
+            }
+            break;
+        case Activation::sigmoid:
+            for (int64_t j = 0; j < n; ++j) y[j] = sigmoid(x[j] + bias[j]);
+            break;
+        case Activation::tanh:
+            for (int64_t j = 0; j < n; ++j) y[j] = std::tanh(x[j] + bias[j]);
+            break;
+        case Activation::gelu:
+            for (int64_t j = 0; j < n; ++j) y[j] = gelu(x[j] + bias[j]);
+            break;
+        case Activation::step:
+            for (int64_t j = 0; j < n; ++j) y[j] = x[j] + bias[j] >= 0 ? T(1) : T(0);
+            break;
+    }
+}
+
+// dx[j] = dy[j] * act'(x[j]) with act' from the saved pre-activation x (gelu) or output y
+// (the others), exactly as activation_backward. dx may alias dy.
+//   dx, dy, x, y are (n)
+template <typename T>
+inline void activation_derivative_row(T* dx, const T* dy, const T* x, const T* y, int64_t n,
+                                      Activation act, T slope) {
+    switch (act) {
+        case Activation::identity:
+            for (int64_t j = 0; j < n; ++j) dx[j] = dy[j];
+            break;
+        case Activation::relu:
+            for (int64_t j = 0; j < n; ++j) dx[j] = y[j] > 0 ? dy[j] : T(0);
+            break;
+        case Activation::leaky_relu:
+            for (int64_t j = 0; j < n; ++j) dx[j] = y[j] > 0 ? dy[j] : slope * dy[j];
+            break;
+        case Activation::sigmoid:
+            for (int64_t j = 0; j < n; ++j) dx[j] = dy[j] * y[j] * (T(1) - y[j]);
+            break;
+        case Activation::tanh:
+            for (int64_t j = 0; j < n; ++j) dx[j] = dy[j] * (T(1) - y[j] * y[j]);
+            break;
+        case Activation::gelu:
+            for (int64_t j = 0; j < n; ++j) dx[j] = dy[j] * gelu_derivative(x[j]);
+            break;
+        case Activation::step:
+            for (int64_t j = 0; j < n; ++j) dx[j] = T(0);
+            break;
+    }
+}
+
+}  // namespace activation_math
+}  // namespace fastmlp
