@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -60,6 +61,17 @@ py::array_t<T, py::array::c_style> input_rows(const py::handle& object, const ch
                               " columns, got shape " + shape_string(array));
     if (array.shape(0) < 1) throw py::value_error(std::string(name) + " has no rows");
     return array;
+}
+
+// The Python layer's message for non-finite input, checked here on the fast paths that
+// skip the Python checks.
+template <typename T>
+void require_finite(const py::array_t<T, py::array::c_style>& array, const char* name) {
+    const T* data = array.data();
+    const int64_t n = static_cast<int64_t>(array.size());
+    bool finite = true;
+    for (int64_t i = 0; i < n; ++i) finite &= std::isfinite(data[i]);
+    if (!finite) throw py::value_error(std::string(name) + " contains NaN or infinity");
 }
 
 // Keeps the targets' arrays alive while their pointers are in use.
@@ -318,8 +330,9 @@ void bind_network(py::module_& m, const char* name) {
             return totals_tuple(totals);
         }, py::arg("x"), py::arg("y"), py::arg("training") = false,
            "gradients of the batch's mean loss into grads, no step -> (loss_sum, correct, rows)")
-        .def("predict", [](Model& model, const py::handle& X) {
+        .def("predict", [](Model& model, const py::handle& X, bool check_finite) {
             auto xs = input_rows<T>(X, "X", model.network.input_width());
+            if (check_finite) require_finite(xs, "X");
             const int64_t rows = xs.shape(0);
             py::array_t<T> out({static_cast<py::ssize_t>(rows),
                                 static_cast<py::ssize_t>(model.network.output_width())});
@@ -330,7 +343,24 @@ void bind_network(py::module_& m, const char* name) {
                 model.network.predict(out_data, xs.data(), rows);
             }
             return out;
-        }, py::arg("X"), "outputs after the loss's link, evaluation mode")
+        }, py::arg("X"), py::arg("check_finite") = false,
+           "outputs after the loss's link, evaluation mode; check_finite rejects NaN/inf in X")
+        .def("predict_labels", [](Model& model, const py::handle& X, bool check_finite) {
+            if (model.network.options().loss != Loss::cross_entropy)
+                throw py::value_error("predict_labels needs loss cross_entropy");
+            auto xs = input_rows<T>(X, "X", model.network.input_width());
+            if (check_finite) require_finite(xs, "X");
+            const int64_t rows = xs.shape(0);
+            py::array_t<int64_t> labels(static_cast<py::ssize_t>(rows));
+            int64_t* labels_data = labels.mutable_data();
+            {
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(model.mutex);
+                model.network.predict_labels(labels_data, xs.data(), rows);
+            }
+            return labels;
+        }, py::arg("X"), py::arg("check_finite") = false,
+           "class labels (argmax of predict's rows), cross_entropy only; the one-call path of MLP.predict")
         .def("evaluate", [](Model& model, const py::handle& X, const py::handle& y) {
             auto xs = input_rows<T>(X, "X", model.network.input_width());
             const int64_t rows = xs.shape(0);

@@ -363,7 +363,10 @@ RunTotals Network<T>::train_batches(const T* X, Targets<T> targets, const int64_
         const int64_t B = std::min(batch_size, N - start);
         if (B <= 0) break;
         if (B == 1 && options_.batch_norm) continue;  // batch statistics need two rows
-        // Gather the batch's rows into contiguous buffers.
+        // Gather the batch's rows into contiguous buffers: scattered rows of a large X come
+        // from memory, so both cores fetch (a copy: any split gives the same bits).
+        const int threads = threads_for(static_cast<double>(B) * static_cast<double>(in));
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
         for (int64_t i = 0; i < B; ++i) {
             const int64_t row = order[start + i];
             std::memcpy(batch_x_.data() + i * in, X + row * in, sizeof(T) * static_cast<size_t>(in));
@@ -404,6 +407,24 @@ void Network<T>::predict(T* out, const T* X, int64_t N) {
             case Loss::cross_entropy: softmax_forward(rows_out, logits, B, C); break;
             case Loss::bce: activation_forward(rows_out, logits, B * C, Activation::sigmoid, T(0)); break;
             default: std::memcpy(rows_out, logits, sizeof(T) * static_cast<size_t>(B * C)); break;
+        }
+    }
+}
+
+template <typename T>
+void Network<T>::predict_labels(int64_t* labels, const T* X, int64_t N) {
+    const int64_t C = output_width();
+    ensure_workspace(std::min(N, kEvalChunkRows));
+    T* probs = loss_out_.data();
+    for (int64_t start = 0; start < N; start += kEvalChunkRows) {
+        const int64_t B = std::min(kEvalChunkRows, N - start);
+        const T* logits = forward(X + start * input_width(), B, /*training=*/false, false);
+        // The argmax of the probabilities, not of the logits: predict's rows then give the
+        // same labels even where rounding makes two probabilities equal.
+        softmax_forward(probs, logits, B, C);
+        for (int64_t i = 0; i < B; ++i) {
+            const T* row = probs + i * C;
+            labels[start + i] = std::max_element(row, row + C) - row;
         }
     }
 }

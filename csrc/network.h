@@ -116,6 +116,9 @@ public:
     RunTotals compute_gradients(const T* x, Targets<T> targets, int64_t B, bool training);
     // Evaluation mode, in chunks: out is (N, s_L) after the loss's link.
     void predict(T* out, const T* X, int64_t N);
+    // Cross-entropy only: labels[i] = argmax of predict's row i (the first maximum wins).
+    //   labels is (N); X is (N, s_0)
+    void predict_labels(int64_t* labels, const T* X, int64_t N);
     RunTotals evaluate(const T* X, Targets<T> targets, int64_t N);
 
 private:
