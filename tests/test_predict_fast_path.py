@@ -1,0 +1,48 @@
+"""MLP.predict / predict_proba on input the core takes as is (C-contiguous, the model's
+dtype) go straight to C++; they must agree with the converting path and keep its checks."""
+import numpy as np
+import pytest
+
+import fastmlp
+
+
+@pytest.fixture(scope="module", params=[np.float32, np.float64])
+def fitted(request):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 12)).astype(request.param)
+    y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0)
+    model = fastmlp.MLP([12, 16, 3], seed=1, dtype=request.param)
+    model.fit(X, y, epochs=3, batch_size=32)
+    return model, X
+
+
+def test_ready_input_predicts_as_converted_input(fitted):
+    model, X = fitted
+    other_dtype = np.float64 if X.dtype == np.float32 else np.float32
+    converted = np.asfortranarray(X)  # not C-contiguous: takes the converting path
+    np.testing.assert_array_equal(model.predict(X), model.predict(converted))
+    np.testing.assert_array_equal(model.predict_proba(X), model.predict_proba(converted))
+    np.testing.assert_array_equal(model.predict(X), model.predict_proba(X).argmax(axis=1))
+    assert model.predict(X).dtype == np.int64
+    # Other dtypes, lists and single rows are converted and give the same labels.
+    np.testing.assert_array_equal(model.predict(X.astype(other_dtype)).shape, (300,))
+    np.testing.assert_array_equal(model.predict(X[:5].tolist()), model.predict(X[:5]))
+    for i in (0, 7, 299):
+        assert model.predict(X[i:i + 1])[0] == model.predict(X)[i]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_ready_input_with_non_finite_values_is_refused(fitted, bad):
+    model, X = fitted
+    x = X[:4].copy()
+    x[2, 5] = bad
+    with pytest.raises(ValueError, match="X contains NaN or infinity"):
+        model.predict(x)
+    with pytest.raises(ValueError, match="X contains NaN or infinity"):
+        model.predict_proba(x)
+
+
+def test_ready_input_of_the_wrong_width_names_the_width(fitted):
+    model, X = fitted
+    with pytest.raises(ValueError, match="X must have 12 columns"):
+        model.predict(np.ascontiguousarray(X[:, :11]))
