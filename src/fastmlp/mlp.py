@@ -266,6 +266,16 @@ class MLP:
 
     def _new_network(self) -> Any:
         network_class = _core.NetworkFloat32 if self.dtype == np.float32 else _core.NetworkFloat64
+        try:
+            return self._construct_network(network_class)
+        except MemoryError:
+            sizes = self._network_sizes
+            count = sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
+            raise MemoryError(f"layer_sizes={self.layer_sizes!r} need {count:,} parameters "
+                              f"({count * self.dtype.itemsize / 2**30:,.1f} GiB each for the "
+                              "parameters, gradients and optimizer state): not enough memory") from None
+
+    def _construct_network(self, network_class: Any) -> Any:
         return network_class(self._network_sizes, self.activations, self.loss,
                              self.optimizer.core_options(), dropout=self.dropout,
                              batch_norm=self.batch_norm, seed=self.seed,
@@ -629,6 +639,10 @@ class MLP:
         for name, buffer in self._network.optimizer_state.items():
             arrays["optimizer_" + name] = buffer
         directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"cannot save to {path!r}: it is a directory")
         handle, temporary = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=directory)
         try:
             with os.fdopen(handle, "wb") as file:
