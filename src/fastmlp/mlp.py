@@ -42,7 +42,8 @@ class History:
     """Per-epoch records of a fit: ``history["loss"]``, ``history["val_accuracy"]`` ...
 
     Keys: loss, accuracy (classification), val_loss, val_accuracy (with validation data),
-    lr (the learning rate the epoch used), seconds, samples_per_second. ``epoch`` lists the epoch numbers (counting across fits).
+    lr (the learning rate the epoch used), seconds, samples_per_second. ``epoch`` lists the
+    epoch numbers (counting across fits).
     """
 
     def __init__(self) -> None:
