@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -202,6 +203,8 @@ struct PyNetwork {
     explicit PyNetwork(const NetworkOptions& options) : network(options) {}
     Network<T> network;
     std::mutex mutex;
+    int num_threads = 0;  // this model's own thread count for its calls; 0: the process's
+    int last_call_threads = 0;  // the thread count its last call ran with (for inspection)
 };
 
 // A NumPy view of a buffer owned by the model (kept alive by the view's base).
@@ -254,6 +257,13 @@ void bind_network(py::module_& m, const char* name) {
                           if (!(lr >= 0)) throw py::value_error("lr must be >= 0");
                           std::lock_guard<std::mutex> lock(model.mutex);
                           model.network.optimizer_options().lr = lr; })
+        .def_property("num_threads", [](Model& model) { return model.num_threads; },
+                      [](Model& model, int n) {
+                          if (n < 0) throw py::value_error("num_threads must be >= 0, got " + std::to_string(n));
+                          model.num_threads = n; },
+                      "threads for this model's calls (applied per call); 0 follows the process setting")
+        .def_property_readonly("last_call_threads", [](Model& model) { return model.last_call_threads; },
+                               "the thread count the model's last training or prediction call used")
         .def_property_readonly("layers", [](Model& model) {
             py::list layers;
             for (const auto& s : model.network.layers()) {
@@ -274,6 +284,8 @@ void bind_network(py::module_& m, const char* name) {
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(model.mutex);
+                ScopedCallThreads threads(model.num_threads);
+                model.last_call_threads = num_threads();
                 totals = model.network.train_step(xs.data(), targets.pointers(), rows);
             }
             return totals_tuple(totals);
@@ -296,6 +308,8 @@ void bind_network(py::module_& m, const char* name) {
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(model.mutex);
+                ScopedCallThreads threads(model.num_threads);
+                model.last_call_threads = num_threads();
                 totals = model.network.train_batches(xs.data(), targets.pointers(), permutation.data(),
                                                      rows, batch_size, first_batch, n_batches);
             }
@@ -313,6 +327,8 @@ void bind_network(py::module_& m, const char* name) {
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(model.mutex);
+                ScopedCallThreads threads(model.num_threads);
+                model.last_call_threads = num_threads();
                 totals = model.network.compute_gradients(xs.data(), targets.pointers(), rows, training);
             }
             return totals_tuple(totals);
@@ -327,6 +343,8 @@ void bind_network(py::module_& m, const char* name) {
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(model.mutex);
+                ScopedCallThreads threads(model.num_threads);
+                model.last_call_threads = num_threads();
                 model.network.predict(out_data, xs.data(), rows);
             }
             return out;
@@ -339,6 +357,8 @@ void bind_network(py::module_& m, const char* name) {
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(model.mutex);
+                ScopedCallThreads threads(model.num_threads);
+                model.last_call_threads = num_threads();
                 totals = model.network.evaluate(xs.data(), targets.pointers(), rows);
             }
             return totals_tuple(totals);
@@ -381,11 +401,16 @@ py::dict build_info() {
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "fastmlp's compiled core";
-    m.def("set_num_threads", [](int n) {
-        if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
-        set_num_threads(n);
-    }, py::arg("n"), "set the number of OpenMP threads fastmlp uses");
+    m.def("set_num_threads", [](std::optional<int> n) {
+        if (n && *n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(*n));
+        set_num_threads(n ? *n : 0);
+    }, py::arg("n"), "set the number of OpenMP threads fastmlp uses; None follows OpenMP again");
     m.def("get_num_threads", &num_threads, "the number of OpenMP threads fastmlp uses");
+    m.def("num_threads_is_set", &num_threads_is_set, "whether set_num_threads fixed the count");
+    m.def("set_default_thread_cap", [](int n) { set_default_thread_cap(n); }, py::arg("n"),
+          "cap the OpenMP-derived default thread count (n <= 0: no cap)");
+    m.def("single_thread_after_fork", &single_thread_after_fork,
+          "whether this is a child forked after fastmlp ran multithreaded (held to one thread)");
     m.def("build_info", &build_info, "compiler, OpenMP and SIMD paths of this build");
     bind_network<float>(m, "NetworkFloat32");
     bind_network<double>(m, "NetworkFloat64");

@@ -182,6 +182,10 @@ class MLP:
         Cross-entropy label smoothing in [0, 1).
     leaky_relu_slope : float
         Negative slope of leaky_relu.
+    n_threads : int, optional
+        OpenMP threads for this model's training and prediction calls, applied per call
+        without changing fastmlp's process-wide setting. None uses that setting
+        (``fastmlp.set_num_threads``, else OMP_NUM_THREADS / threadpoolctl limits).
     """
 
     def __init__(self, layer_sizes: Sequence[int], activation: Union[str, Sequence[str]] = "relu",
@@ -189,7 +193,7 @@ class MLP:
                  weight_decay: Optional[float] = None, dropout: float = 0.0,
                  batch_norm: bool = False, dtype: Any = "float32", seed: Optional[int] = None,
                  class_weights: Optional[Sequence[float]] = None, label_smoothing: float = 0.0,
-                 leaky_relu_slope: float = 0.01) -> None:
+                 leaky_relu_slope: float = 0.01, n_threads: Optional[int] = None) -> None:
         self.layer_sizes = self._check_layer_sizes(layer_sizes)
         self.loss = _check_choice("loss", loss, LOSSES)
         self.activations = self._check_activations(activation, len(self.layer_sizes) - 2)
@@ -213,6 +217,7 @@ class MLP:
             raise ValueError(f"leaky_relu_slope must be a finite number, got {leaky_relu_slope!r}")
         self.leaky_relu_slope = float(leaky_relu_slope)
         self._network = self._new_network()
+        self.n_threads = n_threads
         self._initialise_parameters()
         self._shuffle_rng = np.random.default_rng([self.seed, 1])
         self.epochs_trained = 0
@@ -282,6 +287,15 @@ class MLP:
                 limit = math.sqrt(6.0 / (fan_in + fan_out))
                 weights = rng.uniform(-limit, limit, size=(fan_in, fan_out))
             params[layer["weight"]:layer["weight"] + weights.size] = weights.ravel()
+
+    @property
+    def n_threads(self) -> Optional[int]:
+        """This model's own thread count, or None to use the process-wide one."""
+        return self._network.num_threads or None
+
+    @n_threads.setter
+    def n_threads(self, n: Optional[int]) -> None:
+        self._network.num_threads = 0 if n is None else _check_positive_int("n_threads", n)
 
     # ---- parameters ----
 
