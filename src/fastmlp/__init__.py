@@ -6,13 +6,16 @@
 """
 from typing import Any, Dict, Optional
 
-from . import _core, optim
+from . import _core, optim, schedules
 from ._threads import limit_threads_in_worker_processes
+from .ensemble import Ensemble
 from .mlp import MLP, History, NotFittedError, load
+from .model_selection import cross_validate
 
 __version__ = "0.1.0"
-__all__ = ["MLP", "History", "NotFittedError", "load", "optim", "set_num_threads",
-           "get_num_threads", "build_info", "__version__", "MLPClassifier", "MLPRegressor"]
+__all__ = ["MLP", "History", "NotFittedError", "load", "optim", "schedules", "Ensemble",
+           "cross_validate", "set_num_threads", "get_num_threads", "build_info", "__version__",
+           "MLPClassifier", "MLPRegressor"]
 
 # The scikit-learn estimators import scikit-learn, which fastmlp itself never needs: they are
 # loaded on first access to fastmlp.MLPClassifier / fastmlp.MLPRegressor.
