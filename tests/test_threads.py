@@ -162,29 +162,25 @@ WORKER_SETUP = """
 """
 
 
-def test_fork_after_multithreaded_training_does_not_hang():
+@pytest.mark.parametrize("parent_trains_first, expected", [
     # libgomp deadlocks in a forked child's first parallel region once the parent's team has
-    # started; fastmlp holds such a child to one thread, even when it asks for more.
-    code = WORKER_SETUP + """
+    # started: fastmlp holds such a child to one thread, even when it asks for more.
+    (True, ["1", "1", "1", "1"]),
+    # The parent never ran a parallel region: the child defaults to one thread, and may use
+    # more safely when it asks.
+    (False, ["1", "1", "2", "2"]),
+])
+def test_forked_pool_workers_do_not_hang_or_oversubscribe(parent_trains_first, expected):
+    code = WORKER_SETUP + f"""
     if __name__ == "__main__":
-        fastmlp.set_num_threads(2)
-        assert train() == (2, 2)
+        if {parent_trains_first}:
+            fastmlp.set_num_threads(2)
+            assert train() == (2, 2)
         with multiprocessing.get_context("fork").Pool(2, maxtasksperchild=1) as pool:
             results = pool.map(train, [None, 2])
         print(*[count for pair in results for count in pair])
     """
-    assert run_python(code) == ["1", "1", "1", "1"]
-
-
-def test_forked_workers_default_to_one_thread_but_may_ask_for_more():
-    # The parent never ran a parallel region, so a child may use several threads safely.
-    code = WORKER_SETUP + """
-    if __name__ == "__main__":
-        with multiprocessing.get_context("fork").Pool(2, maxtasksperchild=1) as pool:
-            results = pool.map(train, [None, 2])
-        print(*[count for pair in results for count in pair])
-    """
-    assert run_python(code) == ["1", "1", "2", "2"]
+    assert run_python(code) == expected
 
 
 def test_forked_workers_follow_omp_num_threads_when_set():
