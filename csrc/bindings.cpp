@@ -467,8 +467,6 @@ PYBIND11_MODULE(_core, m) {
     m.def("num_threads_is_set", &num_threads_is_set, "whether set_num_threads fixed the count");
     m.def("set_default_thread_cap", [](int n) { set_default_thread_cap(n); }, py::arg("n"),
           "cap the OpenMP-derived default thread count (n <= 0: no cap)");
-    m.def("single_thread_after_fork", &single_thread_after_fork,
-          "whether this is a child forked after fastmlp ran multithreaded (held to one thread)");
     m.def("build_info", &build_info, "compiler, OpenMP and SIMD paths of this build");
     bind_network<float>(m, "NetworkFloat32");
     bind_network<double>(m, "NetworkFloat64");

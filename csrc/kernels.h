@@ -25,7 +25,6 @@ void set_num_threads(int n);
 bool num_threads_is_set();
 // An upper bound on the OpenMP-derived default (n <= 0: none); set to 1 in forked children.
 void set_default_thread_cap(int n);
-bool single_thread_after_fork();
 // A model's own thread count (n >= 1), in force on the calling thread while this lives.
 class ScopedCallThreads {
 public:

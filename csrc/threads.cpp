@@ -71,8 +71,6 @@ bool num_threads_is_set() { return g_user_threads.load(std::memory_order_relaxed
 
 void set_default_thread_cap(int n) { g_default_cap.store(n < 1 ? 0 : n, std::memory_order_relaxed); }
 
-bool single_thread_after_fork() { return g_single_thread_only.load(std::memory_order_relaxed); }
-
 ScopedCallThreads::ScopedCallThreads(int n) : saved_(t_call_threads) { t_call_threads = n < 1 ? 0 : n; }
 
 ScopedCallThreads::~ScopedCallThreads() { t_call_threads = saved_; }

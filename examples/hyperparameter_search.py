@@ -115,7 +115,7 @@ def search_with_optuna(args, train, validation):
 
 def search_with_random_search(args, train, validation):
     """RandomizedSearchCV with the validation subset as its single split."""
-    from scipy.stats import loguniform, randint, uniform
+    from scipy.stats import loguniform, uniform
 
     (X_train, y_train), (X_val, y_val) = train, validation
     X = np.concatenate([X_train, X_val])

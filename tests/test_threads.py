@@ -147,7 +147,7 @@ def test_an_explicit_setting_wins_over_threadpool_limits(restore_threads):
 # ---- worker processes ----------------------------------------------------------------------------
 
 WORKER_SETUP = """
-    import multiprocessing, sys
+    import multiprocessing
     import numpy as np
     import fastmlp
     X = np.random.default_rng(0).normal(size=(400, 200)).astype(np.float32)
