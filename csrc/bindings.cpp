@@ -5,6 +5,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
+#include <chrono>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -204,6 +206,35 @@ struct PyNetwork {
     std::mutex mutex;
 };
 
+// How often a long run of batches looks for a pending signal (Ctrl-C). Python runs signal
+// handlers only when it holds the GIL, so a run that released it checks by itself, between
+// steps: the cost is one GIL round trip per interval, the delay at most an interval plus a
+// step. Tests set 0 (check after every step) through _core._set_signal_check_interval.
+std::atomic<int64_t> signal_check_interval_us{100000};
+
+// Network::train_batches one batch at a time, checking for signals between steps (called
+// with the GIL released and the model locked). Returns true when a signal handler raised,
+// with the error left pending for the caller; `totals` then covers the steps taken.
+template <typename T>
+bool train_batches_interruptibly(Network<T>& network, RunTotals& totals, const T* X,
+                                 Targets<T> targets, const int64_t* order, int64_t rows,
+                                 int64_t batch_size, int64_t first_batch, int64_t n_batches) {
+    const auto interval = std::chrono::microseconds(signal_check_interval_us.load());
+    auto last_check = std::chrono::steady_clock::now();
+    for (int64_t k = first_batch; k < first_batch + n_batches; ++k) {
+        const RunTotals batch = network.train_batches(X, targets, order, rows, batch_size, k, 1);
+        totals.loss_sum += batch.loss_sum;
+        totals.correct += batch.correct;
+        totals.rows += batch.rows;
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_check < interval) continue;
+        last_check = now;
+        py::gil_scoped_acquire acquire;
+        if (PyErr_CheckSignals() != 0) return true;
+    }
+    return false;
+}
+
 // A NumPy view of a buffer owned by the model (kept alive by the view's base).
 template <typename T>
 py::array_t<T> view_of(std::vector<T>& buffer, py::handle owner) {
@@ -293,12 +324,17 @@ void bind_network(py::module_& m, const char* name) {
             if (batch_size < 1) throw py::value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
             if (first_batch < 0 || n_batches < 0) throw py::value_error("first_batch and n_batches must be >= 0");
             RunTotals totals;
+            bool interrupted = false;
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(model.mutex);
-                totals = model.network.train_batches(xs.data(), targets.pointers(), permutation.data(),
-                                                     rows, batch_size, first_batch, n_batches);
+                interrupted = train_batches_interruptibly(model.network, totals, xs.data(),
+                                                          targets.pointers(), permutation.data(), rows,
+                                                          batch_size, first_batch, n_batches);
             }
+            // The signal handler's exception (KeyboardInterrupt for Ctrl-C) is still pending
+            // in this thread; the steps taken so far stay in the model.
+            if (interrupted) throw py::error_already_set();
             return totals_tuple(totals);
         }, py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
            py::arg("first_batch"), py::arg("n_batches"),
@@ -386,6 +422,11 @@ PYBIND11_MODULE(_core, m) {
         set_num_threads(n);
     }, py::arg("n"), "set the number of OpenMP threads fastmlp uses");
     m.def("get_num_threads", &num_threads, "the number of OpenMP threads fastmlp uses");
+    m.def("_set_signal_check_interval", [](double seconds) {
+        if (!(seconds >= 0 && seconds <= 10))
+            throw py::value_error("seconds must be in [0, 10], got " + std::to_string(seconds));
+        signal_check_interval_us = static_cast<int64_t>(seconds * 1e6);
+    }, py::arg("seconds"), "how often training looks for Ctrl-C between steps (a test hook)");
     m.def("build_info", &build_info, "compiler, OpenMP and SIMD paths of this build");
     bind_network<float>(m, "NetworkFloat32");
     bind_network<double>(m, "NetworkFloat64");

@@ -7,10 +7,11 @@
 from typing import Any, Dict
 
 from . import _core, optim
+from .feedback import Callback
 from .mlp import MLP, History, NotFittedError, load
 
 __version__ = "0.1.0"
-__all__ = ["MLP", "History", "NotFittedError", "load", "optim", "set_num_threads",
+__all__ = ["MLP", "History", "Callback", "NotFittedError", "load", "optim", "set_num_threads",
            "get_num_threads", "build_info", "__version__"]
 
 

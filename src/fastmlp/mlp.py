@@ -10,14 +10,20 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
+from ._files import PathLike, write_atomically
+from .feedback import Callback, CallbackLike, epoch_ends, epoch_line, check_callbacks, \
+    plot_history, progress_bar, train_begins, train_ends
 from .optim import Optimizer, make_optimizer
 
-__all__ = ["MLP", "History", "NotFittedError", "load", "ACTIVATIONS", "LOSSES"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["MLP", "History", "Callback", "NotFittedError", "load", "ACTIVATIONS", "LOSSES"]
 
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "gelu")
 LOSSES = ("cross_entropy", "mse", "bce", "gaussian_nll")
@@ -68,6 +74,30 @@ class History:
 
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+    def plot(self, path: PathLike) -> "Figure":
+        """Draw the loss curves (loss, val_loss) and, for classifiers, the accuracy curves
+        (accuracy, val_accuracy) per epoch into an image file.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination; the format follows the extension (PNG when there is none). The
+            file is written beside its destination and renamed into place.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure drawn (no pyplot state is touched, so this works without a display).
+
+        Raises
+        ------
+        ImportError
+            When matplotlib is not installed (it is optional: ``pip install matplotlib``).
+        ValueError
+            When the history is empty or the extension is not an image format.
+        """
+        return plot_history(self, path)
 
 
 # ---- input checks ------------------------------------------------------------------------------------
@@ -392,7 +422,7 @@ class MLP:
             validation_data: Optional[Tuple[Any, Any]] = None, validation_split: float = 0.0,
             shuffle: bool = True, early_stopping: bool = False, patience: int = 5,
             min_delta: float = 0.0, restore_best_weights: bool = True, verbose: int = 0,
-            callbacks: Optional[Sequence[Callable[[int, Dict[str, float]], Any]]] = None) -> History:
+            callbacks: Optional[Sequence[CallbackLike]] = None) -> History:
         """Train for ``epochs`` passes over (X, y); calling fit again continues training.
 
         Parameters
@@ -409,8 +439,17 @@ class MLP:
             Stop when the monitored loss (val_loss if validation data, else loss) has not
             improved by more than ``min_delta`` for ``patience`` epochs; with
             ``restore_best_weights`` the best epoch's parameters are put back.
-        verbose : 0 silent, 1 progress bar and a line per epoch, 2 a line per epoch.
-        callbacks : callables ``f(epoch, logs)``; returning False stops training.
+        verbose : {0, 1, 2}
+            Keras' meanings: 0 silent; 1 a progress bar per epoch (tqdm if installed, else a
+            one-line bar on stderr) and a line per epoch (``Epoch 3/10 - 1.24s - loss: ...``
+            on stdout); 2 the line per epoch only.
+        callbacks : list of fastmlp.Callback or callables ``f(epoch, logs)``
+            Called after every epoch (a Callback's ``on_epoch_end`` also gets the history so
+            far); returning False stops training.
+
+        Ctrl-C (KeyboardInterrupt) stops training within about 0.1 s, after the step in
+        progress: the model keeps every step taken, the returned history the finished epochs,
+        with ``history.interrupted`` set.
 
         Returns
         -------
@@ -419,7 +458,7 @@ class MLP:
         epochs = _check_positive_int("epochs", epochs)
         batch_size = _check_positive_int("batch_size", batch_size)
         patience = _check_positive_int("patience", patience)
-        if verbose not in (0, 1, 2):
+        if isinstance(verbose, bool) or verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         if not isinstance(min_delta, (int, float)) or not min_delta >= 0:
             raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
@@ -437,24 +476,25 @@ class MLP:
         if self.batch_norm and X.shape[0] < 2:
             raise ValueError("batch_norm needs at least 2 training rows")
 
+        callbacks = check_callbacks(callbacks)
         history = History()
         best = (math.inf, None)  # (monitored loss, saved state)
         epochs_without_improvement = 0
+        last_epoch = self.epochs_trained + epochs
+        train_begins(callbacks, self)
         for _ in range(epochs):
             self.epochs_trained += 1
             try:
-                logs = self._train_epoch(X, y, batch_size, shuffle, verbose)
+                logs = self._train_epoch(X, y, batch_size, shuffle, verbose, last_epoch)
             except KeyboardInterrupt:
-                history.interrupted = True
-                if verbose:
-                    print("\ninterrupted: the model keeps the steps taken so far", file=sys.stderr)
+                self._interrupted(history, verbose)
                 break
             if X_val is not None:
                 logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_"))
             history.append(self.epochs_trained, logs)
             if verbose:
-                print(self._epoch_line(logs, epochs))
-            stop = any(callback(self.epochs_trained, dict(logs)) is False for callback in callbacks or ())
+                print(epoch_line(self.epochs_trained, last_epoch, logs), flush=True)
+            stop = epoch_ends(callbacks, self.epochs_trained, logs, history)
             if early_stopping:
                 monitored = logs.get("val_loss", logs["loss"])
                 if monitored < best[0] - min_delta:
@@ -468,7 +508,16 @@ class MLP:
                 break
         if early_stopping and restore_best_weights and best[1] is not None:
             self._restore(best[1])
+        train_ends(callbacks, history)
         return history
+
+    def _interrupted(self, history: History, verbose: int) -> None:
+        """After Ctrl-C: the steps the core took are kept, so the model counts as fitted."""
+        history.interrupted = True
+        self.fitted = self.fitted or self._network.step > 0
+        if verbose:
+            print(f"\ninterrupted in epoch {self.epochs_trained}: the model keeps the "
+                  f"{self._network.step} steps taken so far", file=sys.stderr, flush=True)
 
     def _split(self, X: np.ndarray, y: np.ndarray, fraction: float):
         n_val = int(round(X.shape[0] * fraction))
@@ -480,7 +529,7 @@ class MLP:
         return X[train], y[train], X[val], y[val]
 
     def _train_epoch(self, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
-                     verbose: int) -> Dict[str, float]:
+                     verbose: int, last_epoch: int) -> Dict[str, float]:
         n = X.shape[0]
         order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
         order = order.astype(np.int64)
@@ -489,13 +538,18 @@ class MLP:
         per_call = max(1, -(-n_batches // calls))
         started = time.perf_counter()
         loss_sum, correct, rows = 0.0, 0, 0
-        for first in range(0, n_batches, per_call):
-            count = min(per_call, n_batches - first)
-            part = self._network.train_batches(X, y, order, batch_size, first, count)
-            loss_sum, correct, rows = loss_sum + part[0], correct + part[1], rows + part[2]
-            self.fitted = True
-            if verbose == 1:
-                _progress_bar(first + count, n_batches, time.perf_counter() - started)
+        bar = progress_bar(n_batches, f"Epoch {self.epochs_trained}/{last_epoch}") if verbose == 1 else None
+        try:
+            for first in range(0, n_batches, per_call):
+                count = min(per_call, n_batches - first)
+                part = self._network.train_batches(X, y, order, batch_size, first, count)
+                loss_sum, correct, rows = loss_sum + part[0], correct + part[1], rows + part[2]
+                self.fitted = True
+                if bar is not None:
+                    bar.update(first + count, loss_sum / max(rows, 1))
+        finally:
+            if bar is not None:
+                bar.close()
         seconds = time.perf_counter() - started
         if rows == 0:
             raise ValueError("no batch could be trained (batch_norm needs batches of 2+ rows)")
@@ -509,12 +563,6 @@ class MLP:
         logs["seconds"] = seconds
         logs["samples_per_second"] = rows / seconds if seconds > 0 else math.inf
         return logs
-
-    def _epoch_line(self, logs: Dict[str, float], epochs: int) -> str:
-        parts = [f"epoch {self.epochs_trained}", f"{logs['seconds']:.2f}s"]
-        parts += [f"{key}: {logs[key]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy")
-                  if key in logs]
-        return " - ".join(parts)
 
     def _snapshot(self) -> Dict[str, np.ndarray]:
         return {"params": self._network.params.copy(),
@@ -607,29 +655,11 @@ class MLP:
                   "running_var": self._network.running_var}
         for name, buffer in self._network.optimizer_state.items():
             arrays["optimizer_" + name] = buffer
-        directory = os.path.dirname(os.path.abspath(path))
-        handle, temporary = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(file, **arrays)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
+        write_atomically(path, lambda file: np.savez(file, **arrays))
 
     def __repr__(self) -> str:
         return (f"MLP({self.layer_sizes}, activation={self.activations!r}, loss={self.loss!r}, "
                 f"optimizer={self.optimizer!r}, dtype={self.dtype.name})")
-
-
-def _progress_bar(done: int, total: int, seconds: float, width: int = 30) -> None:
-    filled = int(width * done / total)
-    bar = "=" * filled + "." * (width - filled)
-    end = "\n" if done == total else ""
-    print(f"\r{done}/{total} [{bar}] {seconds:.1f}s", end=end, file=sys.stderr, flush=True)
 
 
 # ---- loading -----------------------------------------------------------------------------------------
