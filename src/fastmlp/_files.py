@@ -22,10 +22,14 @@ def write_atomically(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
 
     Raises
     ------
+    TypeError
+        When ``path`` is not a str or os.PathLike.
     OSError
         When the destination's directory is missing or not writable (the message names
         the path); nothing is left behind.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {path!r}")
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):

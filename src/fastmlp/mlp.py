@@ -657,6 +657,41 @@ class MLP:
             arrays["optimizer_" + name] = buffer
         write_atomically(path, lambda file: np.savez(file, **arrays))
 
+    def to_onnx(self, path: PathLike) -> None:
+        """Write the model, in evaluation mode, as an ONNX graph.
+
+        Needs the optional ``onnx`` package (``pip install fastmlp[onnx]``). The graph takes
+        ``X`` (N, n_features) in the model's dtype; hidden layers are Gemm nodes followed by
+        their activation (GELU exactly, through Erf), batch norm folded into the Gemm with the
+        running statistics, dropout left out. Outputs, by loss: ``label`` and
+        ``probabilities`` (cross_entropy: ArgMax and Softmax; bce: threshold 0.5 and
+        Sigmoid), ``predictions`` (mse), ``mean`` and ``variance`` (gaussian_nll).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination (``.onnx`` by convention). Written beside it and renamed into place,
+            so an existing file is never left half-written.
+
+        Raises
+        ------
+        NotFittedError
+            When the model has not been fitted.
+        ImportError
+            When the onnx package is not installed.
+        OSError
+            When ``path`` cannot be written (the message names it).
+
+        Examples
+        --------
+        >>> model.to_onnx("model.onnx")
+        >>> import onnxruntime
+        >>> session = onnxruntime.InferenceSession("model.onnx")
+        >>> label, probabilities = session.run(None, {"X": X_test.astype("float32")})
+        """
+        from .onnx_export import to_onnx
+        to_onnx(self, path)
+
     def __repr__(self) -> str:
         return (f"MLP({self.layer_sizes}, activation={self.activations!r}, loss={self.loss!r}, "
                 f"optimizer={self.optimizer!r}, dtype={self.dtype.name})")
