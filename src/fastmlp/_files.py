@@ -10,7 +10,7 @@ from typing import BinaryIO, Callable, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def write_atomically(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
+def write_atomically(path: PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
 
     Parameters

@@ -3,6 +3,7 @@ the Keras-like per-epoch line, user callbacks, and drawing a history's curves wi
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import time
@@ -178,11 +179,10 @@ class TqdmProgressBar:
 
 def tqdm_class() -> Any:
     """tqdm.auto.tqdm when tqdm is installed, else None (then the plain bar is used)."""
-    try:
-        from tqdm.auto import tqdm
+    try:  # imported by name: tqdm ships no type information, and none is needed here
+        return importlib.import_module("tqdm.auto").tqdm
     except ImportError:
         return None
-    return tqdm
 
 
 def progress_bar(total: int, label: str) -> ProgressBar:

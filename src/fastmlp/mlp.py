@@ -10,7 +10,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, KeysView, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -56,6 +56,15 @@ class History:
         self.interrupted = False
 
     def append(self, epoch: int, logs: Dict[str, float]) -> None:
+        """Record one epoch.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch's number.
+        logs : dict of str to float
+            Its values; a key seen for the first time starts a new list.
+        """
         self.epoch.append(epoch)
         for key, value in logs.items():
             self.history.setdefault(key, []).append(value)
@@ -66,7 +75,15 @@ class History:
     def __contains__(self, key: object) -> bool:
         return key in self.history
 
-    def keys(self):  # noqa: D102 - dict-like
+    def keys(self) -> KeysView[str]:
+        """The recorded quantities.
+
+        Returns
+        -------
+        KeysView of str
+            loss, accuracy, val_loss, val_accuracy, seconds, samples_per_second: those
+            recorded.
+        """
         return self.history.keys()
 
     def __len__(self) -> int:
@@ -154,10 +171,10 @@ def _check_choice(name: str, value: Any, valid: Sequence[str]) -> str:
 
 def _check_dtype(dtype: Any) -> np.dtype:
     try:
-        resolved = np.dtype(dtype)
+        resolved: Optional[np.dtype] = np.dtype(dtype)
     except TypeError:
         resolved = None
-    if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
+    if resolved is None or resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     return resolved
 
@@ -282,7 +299,7 @@ class MLP:
                 or np.any(weights < 0):
             raise ValueError(f"class_weights must be {self.layer_sizes[-1]} finite non-negative "
                              f"numbers, got {class_weights!r}")
-        return weights.tolist()
+        return [float(weight) for weight in weights]
 
     @property
     def _network_sizes(self) -> List[int]:
@@ -291,7 +308,7 @@ class MLP:
             sizes[-1] *= 2
         return sizes
 
-    def _new_network(self) -> Any:
+    def _new_network(self) -> Union[_core.NetworkFloat32, _core.NetworkFloat64]:
         network_class = _core.NetworkFloat32 if self.dtype == np.float32 else _core.NetworkFloat64
         return network_class(self._network_sizes, self.activations, self.loss,
                              self.optimizer.core_options(), dropout=self.dropout,
@@ -339,10 +356,29 @@ class MLP:
 
     @property
     def n_parameters(self) -> int:
+        """The number of trainable parameters (weights, biases, batch norm's gamma and beta)."""
         return int(self._network.params.size)
 
     def set_weights(self, weights: Sequence[Any], biases: Sequence[Any]) -> "MLP":
-        """Replace every weight matrix (fan_in, fan_out) and bias vector (fan_out,)."""
+        """Replace every weight matrix and bias vector; the model then counts as fitted.
+
+        Parameters
+        ----------
+        weights : sequence of array-like
+            One (fan_in, fan_out) matrix per layer, finite real numbers.
+        biases : sequence of array-like
+            One (fan_out,) vector per layer.
+
+        Returns
+        -------
+        MLP
+            The model itself.
+
+        Raises
+        ------
+        ValueError
+            When a count, a shape or a value does not fit (the message names it).
+        """
         layers = self._network.layers
         if len(weights) != len(layers) or len(biases) != len(layers):
             raise ValueError(f"set_weights needs {len(layers)} weight matrices and bias vectors, "
@@ -391,17 +427,41 @@ class MLP:
         return X, self._targets(y, X.shape[0], name_y)
 
     def train_step(self, x: Any, y: Any) -> float:
-        """One optimizer step on one batch; returns the batch's mean loss (before the step)."""
+        """One optimizer step on one batch, for custom training loops.
+
+        Parameters
+        ----------
+        x : array-like of shape (batch, n_features)
+        y : array-like
+            Labels (batch,) for cross_entropy, targets (batch, n_outputs) otherwise.
+
+        Returns
+        -------
+        float
+            The batch's mean loss before the step.
+        """
         x, y = self._prepare(x, y, "x", "y")
         loss_sum, _, rows = self._network.train_step(x, y)
         self.fitted = True
-        return loss_sum / rows
+        return float(loss_sum / rows)
 
     def gradients(self, x: Any, y: Any, training: bool = False) -> Tuple[float, np.ndarray]:
         """The batch's mean loss and its gradient over the flat parameters (no step).
 
-        ``training=True`` uses a training-mode forward (batch statistics, dropout of the next
-        step) without moving batch norm's running statistics.
+        Parameters
+        ----------
+        x : array-like of shape (batch, n_features)
+        y : array-like
+            Labels (batch,) for cross_entropy, targets (batch, n_outputs) otherwise.
+        training : bool
+            Use a training-mode forward (batch statistics, the dropout of the next step)
+            without moving batch norm's running statistics.
+
+        Returns
+        -------
+        loss : float
+        gradient : ndarray
+            In the layout of ``flat_parameters``.
         """
         x, y = self._prepare(x, y, "x", "y")
         loss_sum, _, rows = self._network.compute_gradients(x, y, bool(training))
@@ -463,6 +523,8 @@ class MLP:
         if not isinstance(min_delta, (int, float)) or not min_delta >= 0:
             raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
         X, y = self._prepare(X, y)
+        X_val: Optional[np.ndarray]
+        y_val: Optional[np.ndarray]
         if validation_data is not None:
             if validation_split:
                 raise ValueError("give validation_data or validation_split, not both")
@@ -478,7 +540,7 @@ class MLP:
 
         callbacks = check_callbacks(callbacks)
         history = History()
-        best = (math.inf, None)  # (monitored loss, saved state)
+        best: Tuple[float, Optional[Dict[str, np.ndarray]]] = (math.inf, None)  # (monitored loss, saved state)
         epochs_without_improvement = 0
         last_epoch = self.epochs_trained + epochs
         train_begins(callbacks, self)
@@ -489,7 +551,7 @@ class MLP:
             except KeyboardInterrupt:
                 self._interrupted(history, verbose)
                 break
-            if X_val is not None:
+            if X_val is not None and y_val is not None:
                 logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_"))
             history.append(self.epochs_trained, logs)
             if verbose:
@@ -519,7 +581,8 @@ class MLP:
             print(f"\ninterrupted in epoch {self.epochs_trained}: the model keeps the "
                   f"{self._network.step} steps taken so far", file=sys.stderr, flush=True)
 
-    def _split(self, X: np.ndarray, y: np.ndarray, fraction: float):
+    def _split(self, X: np.ndarray, y: np.ndarray,
+               fraction: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         n_val = int(round(X.shape[0] * fraction))
         if n_val < 1 or n_val >= X.shape[0]:
             raise ValueError(f"validation_split={fraction!r} leaves no rows for training or validation "
@@ -586,24 +649,54 @@ class MLP:
         return self._network.predict(_as_float_matrix(X, "X", self.dtype, self.layer_sizes[0]))
 
     def predict(self, X: Any) -> np.ndarray:
-        """Class labels (cross_entropy), 0/1 indicators (bce), or predicted values (means for
-        gaussian_nll); a single regression output comes back as shape (n,)."""
+        """Predictions for the rows of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+
+        Returns
+        -------
+        ndarray
+            Class labels (n,) for cross_entropy, 0/1 indicators (n, n_outputs) for bce, or
+            predicted values (means for gaussian_nll); a single regression output comes
+            back as shape (n,).
+        """
         outputs = self._outputs(X)
         if self.loss == "cross_entropy":
-            return np.argmax(outputs, axis=1)
+            return np.asarray(np.argmax(outputs, axis=1))
         if self.loss == "bce":
             return (outputs >= 0.5).astype(np.int64)
         means = outputs[:, : self.layer_sizes[-1]]
         return means[:, 0].copy() if means.shape[1] == 1 else means
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities: softmax rows (cross_entropy) or sigmoids (bce)."""
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n, n_outputs)
+            Softmax rows (cross_entropy) or independent sigmoids (bce).
+        """
         if self.loss not in CLASSIFICATION_LOSSES:
             raise ValueError(f"predict_proba needs loss cross_entropy or bce, this model uses {self.loss!r}")
         return self._outputs(X)
 
     def predict_distribution(self, X: Any) -> Tuple[np.ndarray, np.ndarray]:
-        """(mean, variance), each (n, targets), of a gaussian_nll model."""
+        """The predicted Gaussian of a gaussian_nll model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+
+        Returns
+        -------
+        mean, variance : ndarray of shape (n, n_targets)
+        """
         if self.loss != "gaussian_nll":
             raise ValueError(f"predict_distribution needs loss 'gaussian_nll', this model uses {self.loss!r}")
         outputs = self._outputs(X)
@@ -611,7 +704,20 @@ class MLP:
         return outputs[:, :d].copy(), np.exp(outputs[:, d:])
 
     def evaluate(self, X: Any, y: Any) -> Dict[str, float]:
-        """{'loss': mean loss, 'accuracy': fraction correct (classification losses)}."""
+        """Loss and accuracy in evaluation mode (no dropout, batch norm's running statistics).
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+        y : array-like
+            Labels (n,) for cross_entropy, targets (n, n_outputs) otherwise.
+
+        Returns
+        -------
+        dict
+            ``{"loss": mean loss}``, plus ``"accuracy"`` (fraction correct) for
+            classification losses.
+        """
         self._check_fitted()
         X, y = self._prepare(X, y)
         return self._evaluate_arrays(X, y)
@@ -624,7 +730,19 @@ class MLP:
         return result
 
     def score(self, X: Any, y: Any) -> float:
-        """Accuracy for classification losses, else the negative mean loss."""
+        """A single score, higher is better.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+        y : array-like
+            Labels or targets, as for ``evaluate``.
+
+        Returns
+        -------
+        float
+            Accuracy for classification losses, else the negative mean loss.
+        """
         result = self.evaluate(X, y)
         return result.get("accuracy", -result["loss"])
 
@@ -643,14 +761,17 @@ class MLP:
             "optimizer_state": sorted(self._network.optimizer_state),
         }
 
-    def save(self, path: Union[str, os.PathLike]) -> None:
+    def save(self, path: PathLike) -> None:
         """Write the model (parameters, optimizer state, RNG state) to an .npz file.
 
-        The file is written beside its destination and renamed into place, so an existing
-        file is never left half-written.
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination. The file is written beside it and renamed into place, so an
+            existing file is never left half-written.
         """
         path = os.fspath(path)
-        arrays = {"header": np.frombuffer(json.dumps(self._header()).encode("utf-8"), dtype=np.uint8),
+        arrays: Dict[str, Any] = {"header": np.frombuffer(json.dumps(self._header()).encode("utf-8"), dtype=np.uint8),
                   "params": self._network.params, "running_mean": self._network.running_mean,
                   "running_var": self._network.running_var}
         for name, buffer in self._network.optimizer_state.items():
@@ -725,7 +846,7 @@ def _read_header(path: str, archive: Any) -> Dict[str, Any]:
 def _load_array(path: str, archive: Any, name: str, expected: np.ndarray) -> np.ndarray:
     if name not in archive.files:
         raise _model_file_error(path, f"the array {name!r} is missing")
-    array = archive[name]
+    array: np.ndarray = archive[name]
     if array.shape != expected.shape or array.dtype != expected.dtype:
         raise _model_file_error(path, f"the array {name!r} has shape {array.shape} and dtype "
                                 f"{array.dtype}; the header implies {expected.shape} {expected.dtype}")
@@ -743,9 +864,27 @@ def _implied_parameter_count(header: Dict[str, Any]) -> int:
     return count
 
 
-def load(path: Union[str, os.PathLike]) -> MLP:
-    """Read a model written by ``MLP.save``. Never unpickles; every array is checked against
-    the header before it is used."""
+def load(path: PathLike) -> MLP:
+    """Read a model written by ``MLP.save``.
+
+    Never unpickles; every array is checked against the header before it is used.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    MLP
+        The model, ready to predict or to continue training exactly where it stopped.
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is no such file.
+    ValueError
+        When the file is not a valid fastmlp model file (the message says why).
+    """
     path = os.fspath(path)
     try:
         archive = np.load(path, allow_pickle=False)
