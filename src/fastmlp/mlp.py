@@ -8,9 +8,8 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
-from typing import TYPE_CHECKING, Any, Dict, KeysView, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, KeysView, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
@@ -310,6 +309,17 @@ class MLP:
 
     def _new_network(self) -> Union[_core.NetworkFloat32, _core.NetworkFloat64]:
         network_class = _core.NetworkFloat32 if self.dtype == np.float32 else _core.NetworkFloat64
+        try:
+            return self._construct_network(network_class)
+        except MemoryError:
+            sizes = self._network_sizes
+            count = sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
+            raise MemoryError(f"layer_sizes={self.layer_sizes!r} need {count:,} parameters "
+                              f"({count * self.dtype.itemsize / 2**30:,.1f} GiB each for the "
+                              "parameters, gradients and optimizer state): not enough memory") from None
+
+    def _construct_network(self, network_class: Union[Type[_core.NetworkFloat32], Type[_core.NetworkFloat64]]
+                           ) -> Union[_core.NetworkFloat32, _core.NetworkFloat64]:
         return network_class(self._network_sizes, self.activations, self.loss,
                              self.optimizer.core_options(), dropout=self.dropout,
                              batch_norm=self.batch_norm, seed=self.seed,
@@ -776,6 +786,11 @@ class MLP:
                   "running_var": self._network.running_var}
         for name, buffer in self._network.optimizer_state.items():
             arrays["optimizer_" + name] = buffer
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"cannot save to {path!r}: it is a directory")
         write_atomically(path, lambda file: np.savez(file, **arrays))
 
     def to_onnx(self, path: PathLike) -> None:
