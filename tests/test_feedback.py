@@ -168,6 +168,24 @@ def test_bad_callbacks_are_rejected_before_training(rng, callbacks, message):
     assert model.epochs_trained == 0 and not model.fitted
 
 
+def test_ctrl_c_in_a_callback_ends_fit_with_the_finished_epochs(rng):
+    X, y = blobs(rng)
+    model = small_model()
+    ended = []
+
+    class Interrupter(fastmlp.Callback):
+        def on_epoch_end(self, epoch, logs, history):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+        def on_train_end(self, history):
+            ended.append(history)
+
+    history = model.fit(X, y, epochs=5, callbacks=[Interrupter()])
+    assert history.interrupted and history.epoch == [1, 2] and ended == [history]
+    assert model.fitted and model.score(X, y) > 0
+
+
 # ---- History.plot ----------------------------------------------------------------------------------
 
 

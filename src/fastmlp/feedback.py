@@ -66,7 +66,7 @@ class Callback:
         return None
 
     def on_train_end(self, history: "History") -> None:
-        """Called once when ``fit`` ends, however it ends (also after Ctrl-C).
+        """Called once when ``fit`` returns (also after Ctrl-C or early stopping).
 
         Parameters
         ----------

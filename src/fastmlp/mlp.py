@@ -15,14 +15,14 @@ import numpy as np
 
 from . import _core
 from ._files import PathLike, write_atomically
-from .feedback import Callback, CallbackLike, epoch_ends, epoch_line, check_callbacks, \
-    plot_history, progress_bar, train_begins, train_ends
+from .feedback import CallbackLike, check_callbacks, epoch_ends, epoch_line, plot_history, \
+    progress_bar, train_begins, train_ends
 from .optim import Optimizer, make_optimizer
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["MLP", "History", "Callback", "NotFittedError", "load", "ACTIVATIONS", "LOSSES"]
+__all__ = ["MLP", "History", "NotFittedError", "load", "ACTIVATIONS", "LOSSES"]
 
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "gelu")
 LOSSES = ("cross_entropy", "mse", "bce", "gaussian_nll")
@@ -556,17 +556,17 @@ class MLP:
         train_begins(callbacks, self)
         for _ in range(epochs):
             self.epochs_trained += 1
-            try:
+            try:  # Ctrl-C anywhere in the epoch, validation and callbacks included
                 logs = self._train_epoch(X, y, batch_size, shuffle, verbose, last_epoch)
+                if X_val is not None and y_val is not None:
+                    logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_"))
+                history.append(self.epochs_trained, logs)
+                if verbose:
+                    print(epoch_line(self.epochs_trained, last_epoch, logs), flush=True)
+                stop = epoch_ends(callbacks, self.epochs_trained, logs, history)
             except KeyboardInterrupt:
                 self._interrupted(history, verbose)
                 break
-            if X_val is not None and y_val is not None:
-                logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_"))
-            history.append(self.epochs_trained, logs)
-            if verbose:
-                print(epoch_line(self.epochs_trained, last_epoch, logs), flush=True)
-            stop = epoch_ends(callbacks, self.epochs_trained, logs, history)
             if early_stopping:
                 monitored = logs.get("val_loss", logs["loss"])
                 if monitored < best[0] - min_delta:
