@@ -212,27 +212,21 @@ struct PyNetwork {
 // step. Tests set 0 (check after every step) through _core._set_signal_check_interval.
 std::atomic<int64_t> signal_check_interval_us{100000};
 
-// Network::train_batches one batch at a time, checking for signals between steps (called
-// with the GIL released and the model locked). Returns true when a signal handler raised,
-// with the error left pending for the caller; `totals` then covers the steps taken.
+// Network::train_batches one batch at a time, from batch `next` until batch `end` or until
+// `interval` has passed (at least one batch). Adds to `totals`; returns the next batch.
 template <typename T>
-bool train_batches_interruptibly(Network<T>& network, RunTotals& totals, const T* X,
-                                 Targets<T> targets, const int64_t* order, int64_t rows,
-                                 int64_t batch_size, int64_t first_batch, int64_t n_batches) {
-    const auto interval = std::chrono::microseconds(signal_check_interval_us.load());
-    auto last_check = std::chrono::steady_clock::now();
-    for (int64_t k = first_batch; k < first_batch + n_batches; ++k) {
-        const RunTotals batch = network.train_batches(X, targets, order, rows, batch_size, k, 1);
+int64_t train_batches_for(Network<T>& network, RunTotals& totals, const T* X, Targets<T> targets,
+                          const int64_t* order, int64_t rows, int64_t batch_size, int64_t next,
+                          int64_t end, std::chrono::microseconds interval) {
+    const auto started = std::chrono::steady_clock::now();
+    do {
+        const RunTotals batch = network.train_batches(X, targets, order, rows, batch_size, next, 1);
         totals.loss_sum += batch.loss_sum;
         totals.correct += batch.correct;
         totals.rows += batch.rows;
-        const auto now = std::chrono::steady_clock::now();
-        if (now - last_check < interval) continue;
-        last_check = now;
-        py::gil_scoped_acquire acquire;
-        if (PyErr_CheckSignals() != 0) return true;
-    }
-    return false;
+        ++next;
+    } while (next < end && std::chrono::steady_clock::now() - started < interval);
+    return next;
 }
 
 // A NumPy view of a buffer owned by the model (kept alive by the view's base).
@@ -324,17 +318,19 @@ void bind_network(py::module_& m, const char* name) {
             if (batch_size < 1) throw py::value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
             if (first_batch < 0 || n_batches < 0) throw py::value_error("first_batch and n_batches must be >= 0");
             RunTotals totals;
-            bool interrupted = false;
-            {
-                py::gil_scoped_release release;
-                std::lock_guard<std::mutex> lock(model.mutex);
-                interrupted = train_batches_interruptibly(model.network, totals, xs.data(),
-                                                          targets.pointers(), permutation.data(), rows,
-                                                          batch_size, first_batch, n_batches);
+            const auto interval = std::chrono::microseconds(signal_check_interval_us.load());
+            const int64_t end = first_batch + n_batches;
+            for (int64_t next = first_batch; next < end;) {
+                {
+                    py::gil_scoped_release release;
+                    std::lock_guard<std::mutex> lock(model.mutex);
+                    next = train_batches_for(model.network, totals, xs.data(), targets.pointers(),
+                                             permutation.data(), rows, batch_size, next, end, interval);
+                }
+                // With the GIL and without the model's lock, so that a handler may use the
+                // model; its exception (KeyboardInterrupt for Ctrl-C) leaves the steps taken.
+                if (next < end && PyErr_CheckSignals() != 0) throw py::error_already_set();
             }
-            // The signal handler's exception (KeyboardInterrupt for Ctrl-C) is still pending
-            // in this thread; the steps taken so far stay in the model.
-            if (interrupted) throw py::error_already_set();
             return totals_tuple(totals);
         }, py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
            py::arg("first_batch"), py::arg("n_batches"),
