@@ -64,15 +64,17 @@ py::array_t<T, py::array::c_style> input_rows(const py::handle& object, const ch
     return array;
 }
 
-// Keeps the targets' arrays alive while their pointers are in use.
+// Keeps the targets' arrays alive while their pointers are in use. (A default-constructed
+// py::array_t is an empty array, not a null handle, hence the explicit flags.)
 template <typename T>
 struct CheckedTargets {
     py::array_t<int64_t, py::array::c_style> labels;
     py::array_t<T, py::array::c_style> values;
+    bool has_labels = false, has_values = false;
     Targets<T> pointers() const {
         Targets<T> targets;
-        if (labels) targets.labels = labels.data();
-        if (values) targets.values = values.data();
+        if (has_labels) targets.labels = labels.data();
+        if (has_values) targets.values = values.data();
         return targets;
     }
 };
@@ -82,6 +84,7 @@ CheckedTargets<T> check_targets(const Network<T>& network, const py::handle& obj
     CheckedTargets<T> checked;
     if (network.options().loss == Loss::cross_entropy) {
         checked.labels = as_contiguous<int64_t>(object, "y", 1);
+        checked.has_labels = true;
         if (checked.labels.shape(0) != rows)
             throw py::value_error("y must have " + std::to_string(rows) + " labels, got " +
                                   std::to_string(checked.labels.shape(0)));
@@ -93,10 +96,64 @@ CheckedTargets<T> check_targets(const Network<T>& network, const py::handle& obj
                                       " is not a class in [0, " + std::to_string(classes) + ")");
     } else {
         checked.values = as_contiguous<T>(object, "y", 2);
+        checked.has_values = true;
         if (checked.values.shape(0) != rows || checked.values.shape(1) != network.target_width())
             throw py::value_error("y must have shape (" + std::to_string(rows) + ", " +
                                   std::to_string(network.target_width()) + "), got " +
                                   shape_string(checked.values));
+    }
+    return checked;
+}
+
+// A 1-D int64 array of `rows` indices, each a row of X.
+py::array_t<int64_t, py::array::c_style> row_indices(const py::handle& object, const char* name,
+                                                     int64_t rows) {
+    auto indices = as_contiguous<int64_t>(object, name, 1);
+    if (indices.shape(0) != rows)
+        throw py::value_error(std::string(name) + " must have one index per row of X");
+    for (int64_t i = 0; i < rows; ++i)
+        if (indices.data()[i] < 0 || indices.data()[i] >= rows)
+            throw py::value_error(std::string(name) + "[" + std::to_string(i) + "] is not a row of X");
+    return indices;
+}
+
+// Keeps a mixup plan's arrays alive while their pointers are in use; empty when not mixing.
+template <typename T>
+struct CheckedMixup {
+    py::array_t<int64_t, py::array::c_style> partners;
+    py::array_t<T, py::array::c_style> lambdas;
+    bool active = false;
+    MixupPlan<T> plan() const {
+        MixupPlan<T> mixup;
+        if (active) {
+            mixup.partners = partners.data();
+            mixup.lambdas = lambdas.data();
+        }
+        return mixup;
+    }
+};
+
+template <typename T>
+CheckedMixup<T> check_mixup(const Network<T>& network, const py::handle& partners,
+                            const py::handle& lambdas, int64_t rows, int64_t batch_size) {
+    CheckedMixup<T> checked;
+    if (partners.is_none() && lambdas.is_none()) return checked;
+    if (partners.is_none() || lambdas.is_none())
+        throw py::value_error("mixup needs both partners and lambdas");
+    if (!network.options().class_weights.empty())
+        throw py::value_error("mixup cannot be combined with class_weights");
+    checked.partners = row_indices(partners, "partners", rows);
+    checked.active = true;
+    checked.lambdas = as_contiguous<T>(lambdas, "lambdas", 1);
+    const int64_t batches = (rows + batch_size - 1) / batch_size;
+    if (checked.lambdas.shape(0) != batches)
+        throw py::value_error("lambdas must have one value per batch of the epoch (" +
+                              std::to_string(batches) + "), got " + shape_string(checked.lambdas));
+    for (int64_t k = 0; k < batches; ++k) {
+        const T lambda = checked.lambdas.data()[k];
+        if (!(lambda >= 0 && lambda <= 1))
+            throw py::value_error("lambdas[" + std::to_string(k) + "] = " + std::to_string(lambda) +
+                                  " is not in [0, 1]");
     }
     return checked;
 }
@@ -217,10 +274,10 @@ std::atomic<int64_t> signal_check_interval_us{100000};
 template <typename T>
 int64_t train_batches_for(Network<T>& network, RunTotals& totals, const T* X, Targets<T> targets,
                           const int64_t* order, int64_t rows, int64_t batch_size, int64_t next,
-                          int64_t end, std::chrono::microseconds interval) {
+                          int64_t end, std::chrono::microseconds interval, MixupPlan<T> mixup) {
     const auto started = std::chrono::steady_clock::now();
     do {
-        const RunTotals batch = network.train_batches(X, targets, order, rows, batch_size, next, 1);
+        const RunTotals batch = network.train_batches(X, targets, order, rows, batch_size, next, 1, mixup);
         totals.loss_sum += batch.loss_sum;
         totals.correct += batch.correct;
         totals.rows += batch.rows;
@@ -305,18 +362,15 @@ void bind_network(py::module_& m, const char* name) {
         }, py::arg("x"), py::arg("y"), "one optimizer step on one batch -> (loss_sum, correct, rows)")
         .def("train_batches", [](Model& model, const py::handle& X, const py::handle& y,
                                  const py::handle& order, int64_t batch_size, int64_t first_batch,
-                                 int64_t n_batches) {
+                                 int64_t n_batches, const py::handle& partners,
+                                 const py::handle& lambdas) {
             auto xs = input_rows<T>(X, "X", model.network.input_width());
             const int64_t rows = xs.shape(0);
             auto targets = check_targets(model.network, y, rows);
-            auto permutation = as_contiguous<int64_t>(order, "order", 1);
-            if (permutation.shape(0) != rows)
-                throw py::value_error("order must have one index per row of X");
-            for (int64_t i = 0; i < rows; ++i)
-                if (permutation.data()[i] < 0 || permutation.data()[i] >= rows)
-                    throw py::value_error("order[" + std::to_string(i) + "] is not a row of X");
+            auto permutation = row_indices(order, "order", rows);
             if (batch_size < 1) throw py::value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
             if (first_batch < 0 || n_batches < 0) throw py::value_error("first_batch and n_batches must be >= 0");
+            CheckedMixup<T> mixup = check_mixup<T>(model.network, partners, lambdas, rows, batch_size);
             RunTotals totals;
             const auto interval = std::chrono::microseconds(signal_check_interval_us.load());
             const int64_t end = first_batch + n_batches;
@@ -325,7 +379,8 @@ void bind_network(py::module_& m, const char* name) {
                     py::gil_scoped_release release;
                     std::lock_guard<std::mutex> lock(model.mutex);
                     next = train_batches_for(model.network, totals, xs.data(), targets.pointers(),
-                                             permutation.data(), rows, batch_size, next, end, interval);
+                                             permutation.data(), rows, batch_size, next, end, interval,
+                                             mixup.plan());
                 }
                 // With the GIL and without the model's lock, so that a handler may use the
                 // model; its exception (KeyboardInterrupt for Ctrl-C) leaves the steps taken.
@@ -333,8 +388,11 @@ void bind_network(py::module_& m, const char* name) {
             }
             return totals_tuple(totals);
         }, py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
-           py::arg("first_batch"), py::arg("n_batches"),
-           "optimizer steps over batches [first_batch, first_batch + n_batches) of X[order]")
+           py::arg("first_batch"), py::arg("n_batches"), py::arg("partners") = py::none(),
+           py::arg("lambdas") = py::none(),
+           "optimizer steps over batches [first_batch, first_batch + n_batches) of X[order]; with "
+           "partners (one row per position of order) and lambdas (one per batch of the epoch), "
+           "each batch is mixed (mixup) first")
         .def("compute_gradients", [](Model& model, const py::handle& x, const py::handle& y, bool training) {
             auto xs = input_rows<T>(x, "x", model.network.input_width());
             const int64_t rows = xs.shape(0);

@@ -142,7 +142,7 @@ def test_callback_objects_and_plain_callables_mix_and_all_run_in_the_stopping_ep
         lambda epoch, logs: calls.append((epoch, sorted(logs))) or epoch < 2, recorder])
     assert len(history) == 2
     assert [epoch for epoch, _ in calls] == [1, 2] and recorder.epochs == [1, 2]
-    assert calls[0][1] == ["accuracy", "loss", "samples_per_second", "seconds"]
+    assert calls[0][1] == ["accuracy", "loss", "lr", "samples_per_second", "seconds"]
 
 
 def test_base_callback_changes_nothing(rng):

@@ -17,7 +17,9 @@ from . import _core
 from ._files import PathLike, write_atomically
 from .feedback import CallbackLike, check_callbacks, epoch_ends, epoch_line, plot_history, \
     progress_bar, train_begins, train_ends
+from .mixup import check_mixup_alpha, mixup_plan
 from .optim import Optimizer, make_optimizer
+from .schedules import LRSchedule, check_schedule, step_schedule
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -45,7 +47,8 @@ class History:
     """Per-epoch records of a fit: ``history["loss"]``, ``history["val_accuracy"]`` ...
 
     Keys: loss, accuracy (classification), val_loss, val_accuracy (with validation data),
-    seconds, samples_per_second. ``epoch`` lists the epoch numbers (counting across fits).
+    lr (the learning rate the epoch used), seconds, samples_per_second. ``epoch`` lists the
+    epoch numbers (counting across fits).
     """
 
     def __init__(self) -> None:
@@ -80,8 +83,8 @@ class History:
         Returns
         -------
         KeysView of str
-            loss, accuracy, val_loss, val_accuracy, seconds, samples_per_second: those
-            recorded.
+            loss, accuracy, val_loss, val_accuracy, lr, seconds, samples_per_second:
+            those recorded.
         """
         return self.history.keys()
 
@@ -261,6 +264,7 @@ class MLP:
         self._network = self._new_network()
         self._initialise_parameters()
         self._shuffle_rng = np.random.default_rng([self.seed, 1])
+        self._mixup_rng = np.random.default_rng([self.seed, 3])
         self.epochs_trained = 0
         self.fitted = False
 
@@ -492,7 +496,8 @@ class MLP:
             validation_data: Optional[Tuple[Any, Any]] = None, validation_split: float = 0.0,
             shuffle: bool = True, early_stopping: bool = False, patience: int = 5,
             min_delta: float = 0.0, restore_best_weights: bool = True, verbose: int = 0,
-            callbacks: Optional[Sequence[CallbackLike]] = None) -> History:
+            callbacks: Optional[Sequence[CallbackLike]] = None,
+            mixup: float = 0.0, lr_schedule: Optional[LRSchedule] = None) -> History:
         """Train for ``epochs`` passes over (X, y); calling fit again continues training.
 
         Parameters
@@ -516,6 +521,13 @@ class MLP:
         callbacks : list of fastmlp.Callback or callables ``f(epoch, logs)``
             Called after every epoch (a Callback's ``on_epoch_end`` also gets the history so
             far); returning False stops training.
+        mixup : float
+            alpha > 0 trains on mixup batches (fastmlp.mixup): each batch blended with a
+            permutation of itself by lambda ~ Beta(alpha, alpha), targets too (soft
+            cross-entropy for class labels). 0 (default) is off.
+        lr_schedule : fastmlp.schedules schedule, optional
+            Sets the learning rate of every epoch (torch.optim.lr_scheduler semantics);
+            ``history["lr"]`` records the rate each epoch used.
 
         Ctrl-C (KeyboardInterrupt) stops training within about 0.1 s, after the step in
         progress: the model keeps every step taken, the returned history the finished epochs,
@@ -532,6 +544,8 @@ class MLP:
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         if not isinstance(min_delta, (int, float)) or not min_delta >= 0:
             raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
+        mixup = check_mixup_alpha(mixup, self.class_weights)
+        lr_schedule = check_schedule(lr_schedule)
         X, y = self._prepare(X, y)
         X_val: Optional[np.ndarray]
         y_val: Optional[np.ndarray]
@@ -554,13 +568,19 @@ class MLP:
         epochs_without_improvement = 0
         last_epoch = self.epochs_trained + epochs
         train_begins(callbacks, self)
+        if lr_schedule is not None:
+            self.learning_rate = lr_schedule.start(self.learning_rate, owner=self)
         for _ in range(epochs):
             self.epochs_trained += 1
+            epoch_lr = self.learning_rate
             try:  # Ctrl-C anywhere in the epoch, validation and callbacks included
-                logs = self._train_epoch(X, y, batch_size, shuffle, verbose, last_epoch)
+                logs = self._train_epoch(X, y, batch_size, shuffle, verbose, last_epoch, mixup)
                 if X_val is not None and y_val is not None:
                     logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_"))
+                logs["lr"] = epoch_lr
                 history.append(self.epochs_trained, logs)
+                if lr_schedule is not None:
+                    self.learning_rate = step_schedule(lr_schedule, logs)
                 if verbose:
                     print(epoch_line(self.epochs_trained, last_epoch, logs), flush=True)
                 stop = epoch_ends(callbacks, self.epochs_trained, logs, history)
@@ -602,10 +622,11 @@ class MLP:
         return X[train], y[train], X[val], y[val]
 
     def _train_epoch(self, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
-                     verbose: int, last_epoch: int) -> Dict[str, float]:
+                     verbose: int, last_epoch: int, mixup: float = 0.0) -> Dict[str, float]:
         n = X.shape[0]
         order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
         order = order.astype(np.int64)
+        mixing = mixup_plan(self._mixup_rng, order, batch_size, mixup, self.dtype) if mixup else ()
         n_batches = (n + batch_size - 1) // batch_size
         calls = _PROGRESS_CALLS_PER_EPOCH if verbose == 1 else _SILENT_CALLS_PER_EPOCH
         per_call = max(1, -(-n_batches // calls))
@@ -615,7 +636,7 @@ class MLP:
         try:
             for first in range(0, n_batches, per_call):
                 count = min(per_call, n_batches - first)
-                part = self._network.train_batches(X, y, order, batch_size, first, count)
+                part = self._network.train_batches(X, y, order, batch_size, first, count, *mixing)
                 loss_sum, correct, rows = loss_sum + part[0], correct + part[1], rows + part[2]
                 self.fitted = True
                 if bar is not None:
@@ -768,6 +789,7 @@ class MLP:
             "class_weights": self.class_weights, "label_smoothing": self.label_smoothing,
             "leaky_relu_slope": self.leaky_relu_slope, "epochs_trained": self.epochs_trained,
             "fitted": self.fitted, "shuffle_state": self._shuffle_rng.bit_generator.state,
+            "mixup_state": self._mixup_rng.bit_generator.state,
             "optimizer_state": sorted(self._network.optimizer_state),
         }
 
@@ -936,6 +958,8 @@ def load(path: PathLike) -> MLP:
             model.epochs_trained = int(header["epochs_trained"])
             model.fitted = bool(header["fitted"])
             model._shuffle_rng.bit_generator.state = header["shuffle_state"]
+            if "mixup_state" in header:  # files written before mixup existed lack it
+                model._mixup_rng.bit_generator.state = header["mixup_state"]
         except (KeyError, TypeError, ValueError, OverflowError) as error:
             if isinstance(error, ValueError) and "not a valid fastmlp model file" in str(error):
                 raise

@@ -183,6 +183,27 @@ def softmax_xent_soft_backward(probs: ArrayLike, targets: ArrayLike) -> Array:
     return np.asarray(((probs.astype(np.float64) - np.asarray(targets, dtype=np.float64)) / B).astype(probs.dtype))
 
 
+def mixup_batch(X: ArrayLike, targets: ArrayLike, rows: ArrayLike, partner_rows: ArrayLike, lam: Any,
+                n_classes: Optional[int] = None, label_smoothing: float = 0.0) -> Tuple[Array, Array]:
+    """Network::gather_mixed_batch: the mixup batch blending rows with partner_rows.
+
+    x = lam * X[rows] + (1 - lam) * X[partner_rows]; value targets are blended the same way;
+    integer labels (give n_classes) become soft targets
+    eps / C + (1 - eps) * (lam * onehot(a) + (1 - lam) * onehot(b)). -> (x, targets)
+    """
+    X = np.asarray(X)
+    rows, partner_rows = np.asarray(rows, dtype=np.int64), np.asarray(partner_rows, dtype=np.int64)
+    lam = X.dtype.type(lam)
+    x = lam * X[rows] + (1 - lam) * X[partner_rows]
+    targets = np.asarray(targets)
+    if n_classes is None:
+        return x, lam * targets[rows] + (1 - lam) * targets[partner_rows]
+    eye = np.eye(n_classes, dtype=X.dtype)
+    blend = lam * eye[targets[rows]] + (1 - lam) * eye[targets[partner_rows]]
+    eps = X.dtype.type(label_smoothing)
+    return x, eps / n_classes + (1 - eps) * blend
+
+
 def mse_forward(pred: ArrayLike, target: ArrayLike) -> Any:
     """mean((pred - target)^2) over all elements."""
     pred = np.asarray(pred)
@@ -635,7 +656,11 @@ class ReferenceMLP:
         return y
 
     def _loss(self, logits: Array, targets: ArrayLike) -> Tuple[Any, Array]:
-        """(mean loss, d loss / d logits)."""
+        """(mean loss, d loss / d logits). cross_entropy takes labels (B,) or soft targets
+        (B, C), the latter being what a mixup batch trains on."""
+        if self.loss == "cross_entropy" and np.asarray(targets).ndim == 2:  # soft (mixup)
+            loss, probs = softmax_xent_soft_forward(logits, targets)
+            return loss, softmax_xent_soft_backward(probs, targets)
         if self.loss == "cross_entropy":
             loss, probs = softmax_xent_forward(logits, targets, self.class_weights,
                                                self.label_smoothing)
