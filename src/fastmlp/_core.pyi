@@ -62,9 +62,12 @@ class _Network(Generic[_F]):
     def train_step(self, x: NDArray[_F], y: _Targets) -> _Totals:
         """One optimizer step on one batch."""
     def train_batches(self, X: NDArray[_F], y: _Targets, order: NDArray[np.int64], batch_size: int,
-                      first_batch: int, n_batches: int) -> _Totals:
+                      first_batch: int, n_batches: int, partners: Optional[NDArray[np.int64]] = None,
+                      lambdas: Optional[NDArray[_F]] = None) -> _Totals:
         """Optimizer steps over batches [first_batch, first_batch + n_batches) of X[order];
-        a pending signal (Ctrl-C) raises its exception between steps."""
+        with partners (one row per position of order) and lambdas (one per batch of the
+        epoch) each batch is mixed (mixup) first. A pending signal (Ctrl-C) raises its
+        exception between steps."""
     def compute_gradients(self, x: NDArray[_F], y: _Targets, training: bool = False) -> _Totals:
         """Gradients of the batch's mean loss into grads, no step."""
     def predict(self, X: NDArray[_F]) -> NDArray[_F]:
