@@ -8,20 +8,20 @@ import os
 import tempfile
 import warnings
 from numbers import Integral, Real
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 import numpy as np
 
 try:
-    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin  # type: ignore[import-untyped]
 except ImportError as error:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("fastmlp.MLPClassifier and fastmlp.MLPRegressor need scikit-learn: "
                       "pip install scikit-learn") from error
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
+from sklearn.model_selection import train_test_split  # type: ignore[import-untyped]
+from sklearn.utils import check_random_state  # type: ignore[import-untyped]
+from sklearn.utils.multiclass import check_classification_targets, type_of_target  # type: ignore[import-untyped]
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data  # type: ignore[import-untyped]
 
 from . import optim
 from .mlp import MLP, load
@@ -63,7 +63,7 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
 
 def _check_real(name: str, value: Any, low: float, high: float = np.inf, *,
                 low_open: bool = False, high_open: bool = True) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, Real) and not np.isnan(value)
+    ok = not isinstance(value, bool) and isinstance(value, Real) and not np.isnan(float(value))
     ok = ok and (value > low if low_open else value >= low)
     ok = ok and (value < high if high_open else value <= high)
     if not ok:
@@ -92,17 +92,20 @@ def _check_flag(name: str, value: Any) -> bool:
 # ---- the shared estimator ------------------------------------------------------------------
 
 
-class _BaseMLP(BaseEstimator):
+class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type hints
     """What MLPClassifier and MLPRegressor share: parameters, the training loop with
     scikit-learn's stopping rules, warm starts, partial_fit, fitted attributes, pickling."""
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=0.0001, batch_size="auto", learning_rate_init=0.001, max_iter=200,
-                 shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
-                 momentum=0.9, nesterovs_momentum=True, early_stopping=False,
-                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, dropout=0.0, batch_norm=False, weight_decay=0.0,
-                 dtype="float32", n_threads=None):
+    def __init__(self, hidden_layer_sizes: Any = (100,), activation: str = "relu", *,
+                 solver: str = "adam", alpha: float = 0.0001, batch_size: Any = "auto",
+                 learning_rate_init: float = 0.001, max_iter: int = 200, shuffle: bool = True,
+                 random_state: Any = None, tol: float = 1e-4, verbose: bool = False,
+                 warm_start: bool = False, momentum: float = 0.9, nesterovs_momentum: bool = True,
+                 early_stopping: bool = False, validation_fraction: float = 0.1,
+                 beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8,
+                 n_iter_no_change: int = 10, dropout: float = 0.0, batch_norm: bool = False,
+                 weight_decay: float = 0.0, dtype: Any = "float32",
+                 n_threads: Optional[int] = None) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -153,10 +156,11 @@ class _BaseMLP(BaseEstimator):
             raise _bad("solver", self.solver, f"one of {', '.join(SOLVERS)}")
         if self.activation not in ACTIVATIONS:
             raise _bad("activation", self.activation, f"one of {', '.join(ACTIVATIONS)}")
-        if not (self.batch_size == "auto" or (isinstance(self.batch_size, Integral)
-                                              and not isinstance(self.batch_size, bool)
-                                              and self.batch_size >= 1)):
-            raise _bad("batch_size", self.batch_size, "'auto' or an integer >= 1")
+        if self.batch_size != "auto":
+            try:
+                _check_int("batch_size", self.batch_size, 1)
+            except ValueError:
+                raise _bad("batch_size", self.batch_size, "'auto' or an integer >= 1") from None
         if self.dtype not in ("float32", "float64", np.float32, np.float64):
             raise _bad("dtype", self.dtype, "'float32' or 'float64'")
         if self.n_threads is not None:
@@ -184,7 +188,7 @@ class _BaseMLP(BaseEstimator):
     def _batch_size(self, n_samples: int) -> int:
         if self.batch_size == "auto":
             return min(200, n_samples)
-        if self.batch_size > n_samples:
+        if int(self.batch_size) > n_samples:
             warnings.warn(f"Got batch_size={self.batch_size} larger than the {n_samples} "
                           "samples; it is clipped to the sample count", UserWarning)
         return min(int(self.batch_size), n_samples)
@@ -202,6 +206,16 @@ class _BaseMLP(BaseEstimator):
         return optim.OPTIMIZERS[self.solver](lr=lr, weight_decay=decay)
 
     # -- fitting --
+
+    # Set by the first fit: the architecture it used, the random state every later draw comes
+    # from, the fastmlp model, and the output layout.
+    _config: Dict[str, Any]
+    _random_state: np.random.RandomState
+    _model: MLP
+    _n_outputs: int
+    _network_outputs: int
+    _loss: str
+    _loss_scale: float
 
     def _fit(self, X: Any, y: Any, incremental: bool, classes: Any = None) -> "_BaseMLP":
         config = self._check_params()
@@ -263,7 +277,8 @@ class _BaseMLP(BaseEstimator):
             self.best_validation_score_ = None
             self.best_loss_ = np.inf
 
-    def _split_validation(self, X: np.ndarray, targets: np.ndarray, y: np.ndarray):
+    def _split_validation(self, X: np.ndarray, targets: np.ndarray,
+                          y: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         X_train, X_val, t_train, _, _, y_val = train_test_split(
             X, targets, y, random_state=self._random_state, test_size=self.validation_fraction,
             stratify=self._stratify(y))
@@ -317,20 +332,22 @@ class _BaseMLP(BaseEstimator):
     def _update_no_improvement(self, validation: Optional[Tuple[np.ndarray, np.ndarray]]) -> bool:
         """scikit-learn's stopping rule; True when this epoch is the best so far (early stopping)."""
         if validation is None:
-            last = self.loss_curve_[-1]
-            if last > self.best_loss_ - self.tol:
+            last, best = self.loss_curve_[-1], float(self.best_loss_)  # type: ignore[arg-type]
+            if last > best - self.tol:
                 self._no_improvement_count += 1
             else:
                 self._no_improvement_count = 0
-            self.best_loss_ = min(self.best_loss_, last)
+            self.best_loss_ = min(best, last)
             return False
         score = float(self.score(*validation))  # accuracy or R^2, as scikit-learn
+        best = float(self.best_validation_score_)  # type: ignore[arg-type]
+        assert self.validation_scores_ is not None
         self.validation_scores_.append(score)
-        if score < self.best_validation_score_ + self.tol:
+        if score < best + self.tol:
             self._no_improvement_count += 1
         else:
             self._no_improvement_count = 0
-        if score > self.best_validation_score_:
+        if score > best:
             self.best_validation_score_ = score
             return True
         return False
@@ -346,12 +363,12 @@ class _BaseMLP(BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "_model")
 
-    def _forward(self, X: Any) -> Tuple[np.ndarray, np.dtype]:
+    def _forward(self, X: Any) -> np.ndarray:
         """The network's outputs (after the loss's link) in the input's float dtype."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
         self._model.n_threads = self.n_threads
-        return self._model._outputs(X).astype(X.dtype, copy=False), X.dtype
+        return self._model._outputs(X).astype(X.dtype, copy=False)
 
     # -- pickling: the compiled model travels as fastmlp's own .npz file --
 
@@ -379,43 +396,150 @@ class _BaseMLP(BaseEstimator):
 
 # ---- the classifier --------------------------------------------------------------------------
 
+_SHARED_PARAMETERS = """
+    Parameters
+    ----------
+    hidden_layer_sizes : int or sequence of int, default (100,)
+        Width of each hidden layer.
+    activation : str, default "relu"
+        Hidden activation: "identity", "logistic", "tanh", "relu" (scikit-learn's), or
+        fastmlp's "leaky_relu", "gelu".
+    solver : str, default "adam"
+        "sgd" or "adam" (scikit-learn's), or fastmlp's "adamw", "rmsprop", "adagrad",
+        "adadelta" (with torch's defaults beyond the learning rate). "lbfgs" is not available.
+    alpha : float, default 1e-4
+        L2 penalty scaled as scikit-learn does, 0.5 * alpha * ||W||^2 / batch_size per batch:
+        a weight decay of alpha / batch_size (fastmlp applies it to biases too).
+    batch_size : int or "auto", default "auto"
+        Rows per step; "auto" is min(200, n_samples); larger values are clipped with a warning.
+    learning_rate_init : float, default 1e-3
+        The solver's (constant) learning rate.
+    max_iter : int, default 200
+        Epochs at most (per fit).
+    shuffle : bool, default True
+        Reshuffle the samples every epoch.
+    random_state : int, RandomState or None, default None
+        Seeds initialisation, shuffling, dropout and the validation split.
+    tol : float, default 1e-4
+        Training stops after more than n_iter_no_change epochs in a row whose loss (or, with
+        early_stopping, validation score) did not improve on the best by tol.
+    verbose : bool, default False
+        Print the loss of every epoch.
+    warm_start : bool, default False
+        fit starts from the previous solution (with a new optimizer, as scikit-learn).
+    momentum : float, default 0.9
+        Momentum of "sgd".
+    nesterovs_momentum : bool, default True
+        Nesterov momentum for "sgd" (when momentum > 0).
+    early_stopping : bool, default False
+        Hold out validation_fraction of the data (stratified for single-label
+        classification), stop on its score, keep the best epoch's weights.
+    validation_fraction : float, default 0.1
+        Share of the data held out by early_stopping.
+    beta_1, beta_2, epsilon : float, default 0.9, 0.999, 1e-8
+        Adam's (and AdamW's) moment decays and epsilon.
+    n_iter_no_change : int, default 10
+        Epochs without improvement tolerated (see tol).
+    dropout : float, default 0.0
+        fastmlp: probability of zeroing each hidden unit while training.
+    batch_norm : bool, default False
+        fastmlp: batch normalisation after each hidden dense layer.
+    weight_decay : float, default 0.0
+        fastmlp: added to the decay that alpha implies (decoupled for "adamw").
+    dtype : "float32" or "float64", default "float32"
+        fastmlp: the precision the network trains and predicts in.
+    n_threads : int or None, default None
+        fastmlp: OpenMP threads for this estimator's calls; None uses fastmlp's setting.
+"""
 
-class MLPClassifier(ClassifierMixin, _BaseMLP):
-    """A multi-layer perceptron classifier with scikit-learn's interface, trained by fastmlp.
+_SHARED_ATTRIBUTES = """
+    coefs_ : list of ndarray
+        Copies of the weight matrices, coefs_[i] of shape (fan_in, fan_out), in the model's dtype.
+    intercepts_ : list of ndarray
+        Copies of the bias vectors.
+    loss_ : float
+        The last epoch's loss as scikit-learn defines it (see the class description),
+        plus the L2 penalty.
+    loss_curve_ : list of float
+        loss_ of every epoch.
+    best_loss_ : float or None
+        The lowest loss_ (None with early_stopping).
+    validation_scores_ : list of float or None
+        The held-out score of every epoch with early_stopping (else None).
+    best_validation_score_ : float or None
+        Their best.
+    n_iter_ : int
+        Epochs trained.
+    t_ : int
+        Training samples seen.
+    n_features_in_ : int
+        Input width; feature_names_in_ too when X had string column names.
+    n_layers_ : int
+        Layers, input and output included.
+    n_outputs_ : int
+        Output units.
+    out_activation_ : str
+        The output activation.
+"""
 
-    Parameters follow ``sklearn.neural_network.MLPClassifier`` where they overlap:
-    hidden_layer_sizes, activation ('identity', 'logistic', 'tanh', 'relu', and fastmlp's
-    'leaky_relu', 'gelu'), solver ('sgd', 'adam', and fastmlp's 'adamw', 'rmsprop',
-    'adagrad', 'adadelta'; 'lbfgs' is not available), alpha (L2 penalty, scaled by the batch
-    size as scikit-learn does), batch_size ('auto' = min(200, n_samples)),
-    learning_rate_init, max_iter (epochs), shuffle, random_state, tol, verbose, warm_start,
-    momentum, nesterovs_momentum (sgd), early_stopping, validation_fraction,
-    n_iter_no_change, beta_1, beta_2, epsilon (adam).
+_X_DOC = """X : array-like of shape (n_samples, n_features)
+            Input samples."""
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
-    fastmlp's own: dropout (hidden units), batch_norm, weight_decay (added to the decay
-    that alpha implies; decoupled for 'adamw'), dtype ('float32' default, or 'float64'),
-    n_threads (OpenMP threads for this estimator's calls; None: fastmlp's setting).
 
-    Labels may be of any type (strings, non-contiguous integers); a 2-D 0/1 indicator
-    matrix trains a multi-label model. Two classes use one logistic output, as scikit-learn.
+def _fill_doc(method: _Method) -> _Method:
+    """Put the shared description of X into the method's docstring."""
+    method.__doc__ = (method.__doc__ or "").replace("{X}", _X_DOC)
+    return method
 
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
+    __doc__ = """A multi-layer perceptron classifier with scikit-learn's interface, trained by fastmlp.
+
+    It minimises the log-loss: softmax outputs for 3+ classes, a single logistic output for
+    two (as scikit-learn), logistic outputs for a multi-label indicator matrix. Labels may be
+    of any type (strings, non-contiguous integers).
+""" + _SHARED_PARAMETERS + """
     Attributes
     ----------
-    classes_, coefs_, intercepts_, loss_, loss_curve_, best_loss_, validation_scores_,
-    best_validation_score_, n_iter_, t_, n_features_in_, feature_names_in_, n_layers_,
-    n_outputs_, out_activation_ : as in scikit-learn. coefs_ and intercepts_ are copies
-    of the trained weights in the model's dtype; loss_ is the mean log-loss (summed over
-    labels for multi-label) plus the L2 penalty, as scikit-learn reports it.
-    """
+    classes_ : ndarray
+        The class labels (for multi-label, 0..n_labels-1).""" + _SHARED_ATTRIBUTES + """
+    loss_ is the mean log-loss (summed over labels for multi-label), as scikit-learn reports it.
+"""
 
+    @_fill_doc
     def fit(self, X: Any, y: Any) -> "MLPClassifier":
-        """Train on (X, y) for up to max_iter epochs; with warm_start, from the last weights."""
+        """Train for up to max_iter epochs (with warm_start, from the last weights).
+
+        Parameters
+        ----------
+        {X}
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Class labels, or a 0/1 indicator matrix for multi-label classification.
+
+        Returns
+        -------
+        MLPClassifier
+            self.
+        """
         return self._fit(X, y, incremental=False)
 
+    @_fill_doc
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> "MLPClassifier":
         """One epoch over (X, y), continuing the current model and optimizer state.
 
-        ``classes`` (every label that will ever be seen) is required on the first call.
+        Parameters
+        ----------
+        {X}
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Class labels, or a 0/1 indicator matrix.
+        classes : array-like, optional
+            Every label that will ever be seen; required on the first call.
+
+        Returns
+        -------
+        MLPClassifier
+            self.
         """
         return self._fit(X, y, incremental=True, classes=classes)
 
@@ -441,10 +565,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return indices
 
     def _set_classes(self, y: np.ndarray, incremental: bool, classes: Any) -> None:
-        kind = type_of_target(y)
-        if kind == "multilabel-indicator":
+        """The label layout: multi-label, binary (one logistic output) or multi-class."""
+        if type_of_target(y) == "multilabel-indicator":
             self._layout, self.classes_ = "multilabel", np.arange(y.shape[1])
             self._n_outputs = self._network_outputs = y.shape[1]
+            # fastmlp's bce averages over labels too; scikit-learn sums them.
+            self._loss, self._loss_scale = "bce", float(y.shape[1])
             self.out_activation_ = "logistic"
             return
         if classes is None and incremental:
@@ -459,16 +585,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         binary = len(self.classes_) == 2
         self._layout = "binary" if binary else "multiclass"
         self._n_outputs = self._network_outputs = 1 if binary else len(self.classes_)
+        self._loss, self._loss_scale = ("bce" if binary else "cross_entropy"), 1.0
         self.out_activation_ = "logistic" if binary else "softmax"
-
-    @property
-    def _loss(self) -> str:
-        return "cross_entropy" if self._layout == "multiclass" else "bce"
-
-    @property
-    def _loss_scale(self) -> float:
-        # fastmlp's bce averages over labels too; scikit-learn sums them.
-        return float(self._n_outputs) if self._layout == "multilabel" else 1.0
 
     def _check_y(self, y: np.ndarray) -> np.ndarray:
         if y.ndim == 2 and y.shape[1] == 1:
@@ -479,29 +597,62 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _stratify(self, y: np.ndarray) -> Optional[np.ndarray]:
         return y if self._layout != "multilabel" else None
 
+    @_fill_doc
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities, (n_samples, n_classes) in the order of classes_ (for
-        multi-label, each label's probability)."""
-        outputs, _ = self._forward(X)
+        """Class probabilities.
+
+        Parameters
+        ----------
+        {X}
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            Probabilities in the order of classes_ (multi-label: each label's), in X's
+            float dtype.
+        """
+        outputs = self._forward(X)
         if self._layout == "binary":
             return np.hstack([1 - outputs, outputs])
         return outputs
 
+    @_fill_doc
     def predict_log_proba(self, X: Any) -> np.ndarray:
-        """The log of predict_proba."""
-        with np.errstate(divide="ignore"):
-            return np.log(self.predict_proba(X))
+        """Logarithms of the class probabilities.
 
+        Parameters
+        ----------
+        {X}
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            log(predict_proba(X)).
+        """
+        with np.errstate(divide="ignore"):
+            return np.asarray(np.log(self.predict_proba(X)))
+
+    @_fill_doc
     def predict(self, X: Any) -> np.ndarray:
-        """The most probable class of each sample (for multi-label, a 0/1 matrix)."""
-        outputs, _ = self._forward(X)
+        """The most probable class of each sample.
+
+        Parameters
+        ----------
+        {X}
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_labels)
+            Labels from classes_ (multi-label: a 0/1 matrix).
+        """
+        outputs = self._forward(X)
         if self._layout == "multilabel":
             return (outputs > 0.5).astype(np.int64)
         if self._layout == "binary":
-            return self.classes_[(outputs[:, 0] > 0.5).astype(np.intp)]
-        return self.classes_[np.argmax(outputs, axis=1)]
+            return np.asarray(self.classes_[(outputs[:, 0] > 0.5).astype(np.intp)])
+        return np.asarray(self.classes_[np.argmax(outputs, axis=1)])
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
         return tags
@@ -510,30 +661,52 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 # ---- the regressor ---------------------------------------------------------------------------
 
 
-class MLPRegressor(RegressorMixin, _BaseMLP):
-    """A multi-layer perceptron regressor with scikit-learn's interface, trained by fastmlp.
+class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
+    __doc__ = """A multi-layer perceptron regressor with scikit-learn's interface, trained by fastmlp.
 
-    Parameters: as ``MLPClassifier`` (scikit-learn's names plus fastmlp's dropout,
-    batch_norm, weight_decay, dtype, n_threads). It minimises the mean squared error with an
-    identity output layer; y may be 1-D or (n_samples, n_outputs) for multi-output regression.
-
+    It minimises the mean squared error with an identity output layer; y may be 1-D or
+    (n_samples, n_outputs) for multi-output regression.
+""" + _SHARED_PARAMETERS + """
     Attributes
-    ----------
-    coefs_, intercepts_, loss_, loss_curve_, best_loss_, validation_scores_ (R^2),
-    best_validation_score_, n_iter_, t_, n_features_in_, feature_names_in_, n_layers_,
-    n_outputs_, out_activation_ ('identity'): as in scikit-learn; loss_ is half the mean
-    squared error plus the L2 penalty, scikit-learn's definition.
-    """
+    ----------""" + _SHARED_ATTRIBUTES + """
+    loss_ is half the mean squared error, scikit-learn's definition; validation_scores_ are R^2.
+"""
 
     _loss = "mse"
     _loss_scale = 0.5  # scikit-learn's squared loss is half the mean squared error
 
+    @_fill_doc
     def fit(self, X: Any, y: Any) -> "MLPRegressor":
-        """Train on (X, y) for up to max_iter epochs; with warm_start, from the last weights."""
+        """Train for up to max_iter epochs (with warm_start, from the last weights).
+
+        Parameters
+        ----------
+        {X}
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets.
+
+        Returns
+        -------
+        MLPRegressor
+            self.
+        """
         return self._fit(X, y, incremental=False)
 
+    @_fill_doc
     def partial_fit(self, X: Any, y: Any) -> "MLPRegressor":
-        """One epoch over (X, y), continuing the current model and optimizer state."""
+        """One epoch over (X, y), continuing the current model and optimizer state.
+
+        Parameters
+        ----------
+        {X}
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets.
+
+        Returns
+        -------
+        MLPRegressor
+            self.
+        """
         return self._fit(X, y, incremental=True)
 
     def _encode_targets(self, y: np.ndarray, first: bool, incremental: bool,
@@ -547,12 +720,23 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                              f"{self._n_outputs}")
         return targets
 
+    @_fill_doc
     def predict(self, X: Any) -> np.ndarray:
-        """Predicted values: (n_samples,) for one output, else (n_samples, n_outputs)."""
-        outputs, _ = self._forward(X)
+        """Predicted values.
+
+        Parameters
+        ----------
+        {X}
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            One column per output (1-D for one output), in X's float dtype.
+        """
+        outputs = self._forward(X)
         return outputs[:, 0].copy() if outputs.shape[1] == 1 else outputs
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
