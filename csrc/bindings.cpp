@@ -5,9 +5,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -281,7 +284,32 @@ struct PyNetwork {
     explicit PyNetwork(const NetworkOptions& options) : network(options) {}
     Network<T> network;
     std::mutex mutex;
+    int num_threads = 0;  // this model's own thread count for its calls; 0: the process's
+    int last_call_threads = 0;  // the thread count its last call ran with (for inspection)
 };
+
+// How often a long run of batches looks for a pending signal (Ctrl-C). Python runs signal
+// handlers only when it holds the GIL, so a run that released it checks by itself, between
+// steps: the cost is one GIL round trip per interval, the delay at most an interval plus a
+// step. Tests set 0 (check after every step) through _core._set_signal_check_interval.
+std::atomic<int64_t> signal_check_interval_us{100000};
+
+// Network::train_batches one batch at a time, from batch `next` until batch `end` or until
+// `interval` has passed (at least one batch). Adds to `totals`; returns the next batch.
+template <typename T>
+int64_t train_batches_for(Network<T>& network, RunTotals& totals, const T* X, Targets<T> targets,
+                          const int64_t* order, int64_t rows, int64_t batch_size, int64_t next,
+                          int64_t end, std::chrono::microseconds interval, MixupPlan<T> mixup) {
+    const auto started = std::chrono::steady_clock::now();
+    do {
+        const RunTotals batch = network.train_batches(X, targets, order, rows, batch_size, next, 1, mixup);
+        totals.loss_sum += batch.loss_sum;
+        totals.correct += batch.correct;
+        totals.rows += batch.rows;
+        ++next;
+    } while (next < end && std::chrono::steady_clock::now() - started < interval);
+    return next;
+}
 
 // A NumPy view of a buffer owned by the model (kept alive by the view's base).
 template <typename T>
@@ -333,6 +361,13 @@ void bind_network(py::module_& m, const char* name) {
                           if (!(lr >= 0)) throw py::value_error("lr must be >= 0");
                           std::lock_guard<std::mutex> lock(model.mutex);
                           model.network.optimizer_options().lr = lr; })
+        .def_property("num_threads", [](Model& model) { return model.num_threads; },
+                      [](Model& model, int n) {
+                          if (n < 0) throw py::value_error("num_threads must be >= 0, got " + std::to_string(n));
+                          model.num_threads = n; },
+                      "threads for this model's calls (applied per call); 0 follows the process setting")
+        .def_property_readonly("last_call_threads", [](Model& model) { return model.last_call_threads; },
+                               "the thread count the model's last training or prediction call used")
         .def_property_readonly("layers", [](Model& model) {
             py::list layers;
             for (const auto& s : model.network.layers()) {
@@ -353,6 +388,8 @@ void bind_network(py::module_& m, const char* name) {
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(model.mutex);
+                ScopedCallThreads threads(model.num_threads);
+                model.last_call_threads = num_threads();
                 totals = model.network.train_step(xs.data(), targets.pointers(), rows);
             }
             return totals_tuple(totals);
@@ -369,12 +406,21 @@ void bind_network(py::module_& m, const char* name) {
             if (first_batch < 0 || n_batches < 0) throw py::value_error("first_batch and n_batches must be >= 0");
             CheckedMixup<T> mixup = check_mixup<T>(model.network, partners, lambdas, rows, batch_size);
             RunTotals totals;
-            {
-                py::gil_scoped_release release;
-                std::lock_guard<std::mutex> lock(model.mutex);
-                totals = model.network.train_batches(xs.data(), targets.pointers(), permutation.data(),
-                                                     rows, batch_size, first_batch, n_batches,
-                                                     mixup.plan());
+            const auto interval = std::chrono::microseconds(signal_check_interval_us.load());
+            const int64_t end = first_batch + n_batches;
+            for (int64_t next = first_batch; next < end;) {
+                {
+                    py::gil_scoped_release release;
+                    std::lock_guard<std::mutex> lock(model.mutex);
+                    ScopedCallThreads threads(model.num_threads);
+                    model.last_call_threads = num_threads();
+                    next = train_batches_for(model.network, totals, xs.data(), targets.pointers(),
+                                             permutation.data(), rows, batch_size, next, end, interval,
+                                             mixup.plan());
+                }
+                // With the GIL and without the model's lock, so that a handler may use the
+                // model; its exception (KeyboardInterrupt for Ctrl-C) leaves the steps taken.
+                if (next < end && PyErr_CheckSignals() != 0) throw py::error_already_set();
             }
             return totals_tuple(totals);
         }, py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
@@ -393,6 +439,8 @@ void bind_network(py::module_& m, const char* name) {
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(model.mutex);
+                ScopedCallThreads threads(model.num_threads);
+                model.last_call_threads = num_threads();
                 totals = model.network.compute_gradients(xs.data(), targets.pointers(), rows, training);
             }
             return totals_tuple(totals);
@@ -408,6 +456,8 @@ void bind_network(py::module_& m, const char* name) {
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(model.mutex);
+                ScopedCallThreads threads(model.num_threads);
+                model.last_call_threads = num_threads();
                 model.network.predict(out_data, xs.data(), rows);
             }
             return out;
@@ -424,6 +474,8 @@ void bind_network(py::module_& m, const char* name) {
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(model.mutex);
+                ScopedCallThreads threads(model.num_threads);
+                model.last_call_threads = num_threads();
                 model.network.predict_labels(labels_data, xs.data(), rows);
             }
             return labels;
@@ -437,6 +489,8 @@ void bind_network(py::module_& m, const char* name) {
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(model.mutex);
+                ScopedCallThreads threads(model.num_threads);
+                model.last_call_threads = num_threads();
                 totals = model.network.evaluate(xs.data(), targets.pointers(), rows);
             }
             return totals_tuple(totals);
@@ -479,11 +533,19 @@ py::dict build_info() {
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "fastmlp's compiled core";
-    m.def("set_num_threads", [](int n) {
-        if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
-        set_num_threads(n);
-    }, py::arg("n"), "set the number of OpenMP threads fastmlp uses");
+    m.def("set_num_threads", [](std::optional<int> n) {
+        if (n && *n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(*n));
+        set_num_threads(n ? *n : 0);
+    }, py::arg("n"), "set the number of OpenMP threads fastmlp uses; None follows OpenMP again");
     m.def("get_num_threads", &num_threads, "the number of OpenMP threads fastmlp uses");
+    m.def("num_threads_is_set", &num_threads_is_set, "whether set_num_threads fixed the count");
+    m.def("set_default_thread_cap", [](int n) { set_default_thread_cap(n); }, py::arg("n"),
+          "cap the OpenMP-derived default thread count (n <= 0: no cap)");
+    m.def("_set_signal_check_interval", [](double seconds) {
+        if (!(seconds >= 0 && seconds <= 10))
+            throw py::value_error("seconds must be in [0, 10], got " + std::to_string(seconds));
+        signal_check_interval_us = static_cast<int64_t>(seconds * 1e6);
+    }, py::arg("seconds"), "how often training looks for Ctrl-C between steps (a test hook)");
     m.def("build_info", &build_info, "compiler, OpenMP and SIMD paths of this build");
     bind_network<float>(m, "NetworkFloat32");
     bind_network<double>(m, "NetworkFloat64");

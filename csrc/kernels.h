@@ -15,10 +15,26 @@ namespace fastmlp {
 // Threads (threads.cpp)
 // ---------------------------------------------------------------------------------------
 
-// The number of OpenMP threads every parallel region of fastmlp uses. Defaults to
-// omp_get_max_threads() at load (which honours OMP_NUM_THREADS).
+// The number of OpenMP threads every parallel region of fastmlp uses, for the calling
+// thread: a ScopedCallThreads in force on it, else set_num_threads(n), else
+// omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl), capped by set_default_thread_cap.
+// Always 1 in a child forked after fastmlp ran multithreaded (libgomp would deadlock).
 int num_threads();
+// n >= 1 fixes the count process-wide; n <= 0 goes back to following OpenMP.
 void set_num_threads(int n);
+bool num_threads_is_set();
+// An upper bound on the OpenMP-derived default (n <= 0: none); set to 1 in forked children.
+void set_default_thread_cap(int n);
+// A model's own thread count (n >= 1), in force on the calling thread while this lives.
+class ScopedCallThreads {
+public:
+    explicit ScopedCallThreads(int n);
+    ~ScopedCallThreads();
+    ScopedCallThreads(const ScopedCallThreads&) = delete;
+    ScopedCallThreads& operator=(const ScopedCallThreads&) = delete;
+private:
+    int saved_;
+};
 // Threads worth using for `work` multiply-adds: 1 below a threshold (a fork/join costs
 // about 1.5 microseconds), num_threads() above it.
 int threads_for(double work);

@@ -30,7 +30,7 @@ def one_thread(restore_threads):
 
 def test_every_example_is_tested():
     tested = {"logic_gates", "linear_regression", "hebbian", "xor_mlp", "fashion_mnist_mlp",
-              "losses", "regularisation", "optimizers"}
+              "losses", "regularisation", "optimizers", "hyperparameter_search"}
     assert {path.stem for path in EXAMPLES.glob("*.py")} == tested
 
 
@@ -120,3 +120,29 @@ def test_optimizers_curves_and_plot(tmp_path):
         assert result["plot"] is None and not png.exists()
     else:
         assert result["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def check_search_result(result, method):
+    from_example = {"hidden": (32, 512), "learning_rate_init": (1e-4, 3e-2), "dropout": (0.0, 0.5)}
+    assert result["method"] == method
+    for name, (low, high) in from_example.items():
+        assert low <= result["best_params"][name] <= high, name
+    # Ten classes: chance is 0.1; a few epochs on a small subset reach about 0.7.
+    assert result["validation_accuracy"] > 0.4 and result["test_accuracy"] > 0.4
+
+
+def test_hyperparameter_search_with_optuna(capsys):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("optuna")
+    result = run_example("hyperparameter_search", "--quick")
+    check_search_result(result, "optuna")
+    out = capsys.readouterr().out
+    assert out.count("trial ") == 3 and "best: hidden=" in out
+
+
+def test_hyperparameter_search_with_randomized_search_cv(capsys):
+    pytest.importorskip("sklearn")
+    result = run_example("hyperparameter_search", "--quick", "--method", "random", "--trials", "2",
+                         "--epochs", "2", "--train-size", "600")
+    check_search_result(result, "random")
+    assert "search: random, 2 trials" in capsys.readouterr().out

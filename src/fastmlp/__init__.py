@@ -4,32 +4,69 @@
                         optimizer=fastmlp.optim.Adam(lr=1e-3), seed=0)
     history = model.fit(X, y, epochs=10, batch_size=128, validation_data=(Xv, yv))
 """
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from . import _core, optim, schedules
+from ._threads import limit_threads_in_worker_processes
 from .ensemble import Ensemble
+from .feedback import Callback
 from .mlp import MLP, History, NotFittedError, load
 from .model_selection import cross_validate
 
 __version__ = "0.1.0"
-__all__ = ["MLP", "History", "NotFittedError", "load", "optim", "schedules", "Ensemble",
-           "cross_validate", "set_num_threads",
-           "get_num_threads", "build_info", "__version__"]
+__all__ = ["MLP", "History", "Callback", "NotFittedError", "load", "optim", "schedules", "Ensemble",
+           "cross_validate", "set_num_threads", "get_num_threads", "build_info", "__version__",
+           "MLPClassifier", "MLPRegressor"]
+
+# The scikit-learn estimators import scikit-learn, which fastmlp itself never needs: they are
+# loaded on first access to fastmlp.MLPClassifier / fastmlp.MLPRegressor.
+_SKLEARN_ESTIMATORS = ("MLPClassifier", "MLPRegressor")
 
 
-def set_num_threads(n: int) -> None:
-    """Set the number of OpenMP threads fastmlp's kernels use (default: OMP_NUM_THREADS or
-    the number of cores)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+def __getattr__(name: str) -> Any:
+    """fastmlp.MLPClassifier and fastmlp.MLPRegressor, imported from fastmlp.sklearn on first use."""
+    if name in _SKLEARN_ESTIMATORS:
+        from . import sklearn as estimators
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")
+
+
+def set_num_threads(n: Optional[int]) -> None:
+    """Set the number of OpenMP threads fastmlp's kernels use, process-wide.
+
+    Parameters
+    ----------
+    n : int or None
+        Threads, >= 1. None (the default state) follows OpenMP again: OMP_NUM_THREADS, else
+        the number of cores, and threadpoolctl's threadpool_limits; one thread in
+        multiprocessing workers unless OMP_NUM_THREADS is set. A model's own ``n_threads``
+        overrides this for that model's calls.
+    """
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be an integer >= 1 or None, got {n!r}")
     _core.set_num_threads(n)
 
 
 def get_num_threads() -> int:
-    """The number of OpenMP threads fastmlp's kernels use."""
+    """The number of OpenMP threads fastmlp's kernels use.
+
+    Returns
+    -------
+    int
+    """
     return int(_core.get_num_threads())
 
 
 def build_info() -> Dict[str, Any]:
-    """Compiler, OpenMP on/off and version, SIMD paths compiled and selected, threads."""
+    """How this copy of fastmlp was built.
+
+    Returns
+    -------
+    dict
+        version, compiler, openmp and openmp_version, simd_compiled, cpu_avx2_fma,
+        gemm_kernel (the GEMM path in use) and num_threads.
+    """
     return dict(_core.build_info())
+
+
+limit_threads_in_worker_processes()

@@ -8,16 +8,21 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, KeysView, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
 from . import _core
+from ._files import PathLike, write_atomically
+from .feedback import CallbackLike, check_callbacks, epoch_ends, epoch_line, plot_history, \
+    progress_bar, train_begins, train_ends
 from .mixup import check_mixup_alpha, mixup_plan
 from .optim import Optimizer, make_optimizer
 from .schedules import LRSchedule, check_schedule, step_schedule
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["MLP", "History", "NotFittedError", "load", "ACTIVATIONS", "LOSSES"]
 
@@ -53,6 +58,15 @@ class History:
         self.interrupted = False
 
     def append(self, epoch: int, logs: Dict[str, float]) -> None:
+        """Record one epoch.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch's number.
+        logs : dict of str to float
+            Its values; a key seen for the first time starts a new list.
+        """
         self.epoch.append(epoch)
         for key, value in logs.items():
             self.history.setdefault(key, []).append(value)
@@ -63,7 +77,15 @@ class History:
     def __contains__(self, key: object) -> bool:
         return key in self.history
 
-    def keys(self):  # noqa: D102 - dict-like
+    def keys(self) -> KeysView[str]:
+        """The recorded quantities.
+
+        Returns
+        -------
+        KeysView of str
+            loss, accuracy, val_loss, val_accuracy, lr, seconds, samples_per_second:
+            those recorded.
+        """
         return self.history.keys()
 
     def __len__(self) -> int:
@@ -71,6 +93,30 @@ class History:
 
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+    def plot(self, path: PathLike) -> "Figure":
+        """Draw the loss curves (loss, val_loss) and, for classifiers, the accuracy curves
+        (accuracy, val_accuracy) per epoch into an image file.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination; the format follows the extension (PNG when there is none). The
+            file is written beside its destination and renamed into place.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure drawn (no pyplot state is touched, so this works without a display).
+
+        Raises
+        ------
+        ImportError
+            When matplotlib is not installed (it is optional: ``pip install matplotlib``).
+        ValueError
+            When the history is empty or the extension is not an image format.
+        """
+        return plot_history(self, path)
 
 
 # ---- input checks ------------------------------------------------------------------------------------
@@ -127,10 +173,10 @@ def _check_choice(name: str, value: Any, valid: Sequence[str]) -> str:
 
 def _check_dtype(dtype: Any) -> np.dtype:
     try:
-        resolved = np.dtype(dtype)
+        resolved: Optional[np.dtype] = np.dtype(dtype)
     except TypeError:
         resolved = None
-    if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
+    if resolved is None or resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     return resolved
 
@@ -185,6 +231,10 @@ class MLP:
         Cross-entropy label smoothing in [0, 1).
     leaky_relu_slope : float
         Negative slope of leaky_relu.
+    n_threads : int, optional
+        OpenMP threads for this model's training and prediction calls, applied per call
+        without changing fastmlp's process-wide setting. None uses that setting
+        (``fastmlp.set_num_threads``, else OMP_NUM_THREADS / threadpoolctl limits).
     """
 
     def __init__(self, layer_sizes: Sequence[int], activation: Union[str, Sequence[str]] = "relu",
@@ -192,7 +242,7 @@ class MLP:
                  weight_decay: Optional[float] = None, dropout: float = 0.0,
                  batch_norm: bool = False, dtype: Any = "float32", seed: Optional[int] = None,
                  class_weights: Optional[Sequence[float]] = None, label_smoothing: float = 0.0,
-                 leaky_relu_slope: float = 0.01) -> None:
+                 leaky_relu_slope: float = 0.01, n_threads: Optional[int] = None) -> None:
         self.layer_sizes = self._check_layer_sizes(layer_sizes)
         self.loss = _check_choice("loss", loss, LOSSES)
         self.activations = self._check_activations(activation, len(self.layer_sizes) - 2)
@@ -216,6 +266,7 @@ class MLP:
             raise ValueError(f"leaky_relu_slope must be a finite number, got {leaky_relu_slope!r}")
         self.leaky_relu_slope = float(leaky_relu_slope)
         self._network = self._new_network()
+        self.n_threads = n_threads
         self._initialise_parameters()
         self._shuffle_rng = np.random.default_rng([self.seed, 1])
         self._mixup_rng = np.random.default_rng([self.seed, 3])
@@ -256,7 +307,7 @@ class MLP:
                 or np.any(weights < 0):
             raise ValueError(f"class_weights must be {self.layer_sizes[-1]} finite non-negative "
                              f"numbers, got {class_weights!r}")
-        return weights.tolist()
+        return [float(weight) for weight in weights]
 
     @property
     def _network_sizes(self) -> List[int]:
@@ -265,7 +316,7 @@ class MLP:
             sizes[-1] *= 2
         return sizes
 
-    def _new_network(self) -> Any:
+    def _new_network(self) -> Union[_core.NetworkFloat32, _core.NetworkFloat64]:
         network_class = _core.NetworkFloat32 if self.dtype == np.float32 else _core.NetworkFloat64
         try:
             return self._construct_network(network_class)
@@ -276,7 +327,8 @@ class MLP:
                               f"({count * self.dtype.itemsize / 2**30:,.1f} GiB each for the "
                               "parameters, gradients and optimizer state): not enough memory") from None
 
-    def _construct_network(self, network_class: Any) -> Any:
+    def _construct_network(self, network_class: Union[Type[_core.NetworkFloat32], Type[_core.NetworkFloat64]]
+                           ) -> Union[_core.NetworkFloat32, _core.NetworkFloat64]:
         return network_class(self._network_sizes, self.activations, self.loss,
                              self.optimizer.core_options(), dropout=self.dropout,
                              batch_norm=self.batch_norm, seed=self.seed,
@@ -296,6 +348,15 @@ class MLP:
                 limit = math.sqrt(6.0 / (fan_in + fan_out))
                 weights = rng.uniform(-limit, limit, size=(fan_in, fan_out))
             params[layer["weight"]:layer["weight"] + weights.size] = weights.ravel()
+
+    @property
+    def n_threads(self) -> Optional[int]:
+        """This model's own thread count, or None to use the process-wide one."""
+        return self._network.num_threads or None
+
+    @n_threads.setter
+    def n_threads(self, n: Optional[int]) -> None:
+        self._network.num_threads = 0 if n is None else _check_positive_int("n_threads", n)
 
     # ---- parameters ----
 
@@ -323,10 +384,29 @@ class MLP:
 
     @property
     def n_parameters(self) -> int:
+        """The number of trainable parameters (weights, biases, batch norm's gamma and beta)."""
         return int(self._network.params.size)
 
     def set_weights(self, weights: Sequence[Any], biases: Sequence[Any]) -> "MLP":
-        """Replace every weight matrix (fan_in, fan_out) and bias vector (fan_out,)."""
+        """Replace every weight matrix and bias vector; the model then counts as fitted.
+
+        Parameters
+        ----------
+        weights : sequence of array-like
+            One (fan_in, fan_out) matrix per layer, finite real numbers.
+        biases : sequence of array-like
+            One (fan_out,) vector per layer.
+
+        Returns
+        -------
+        MLP
+            The model itself.
+
+        Raises
+        ------
+        ValueError
+            When a count, a shape or a value does not fit (the message names it).
+        """
         layers = self._network.layers
         if len(weights) != len(layers) or len(biases) != len(layers):
             raise ValueError(f"set_weights needs {len(layers)} weight matrices and bias vectors, "
@@ -375,17 +455,41 @@ class MLP:
         return X, self._targets(y, X.shape[0], name_y)
 
     def train_step(self, x: Any, y: Any) -> float:
-        """One optimizer step on one batch; returns the batch's mean loss (before the step)."""
+        """One optimizer step on one batch, for custom training loops.
+
+        Parameters
+        ----------
+        x : array-like of shape (batch, n_features)
+        y : array-like
+            Labels (batch,) for cross_entropy, targets (batch, n_outputs) otherwise.
+
+        Returns
+        -------
+        float
+            The batch's mean loss before the step.
+        """
         x, y = self._prepare(x, y, "x", "y")
         loss_sum, _, rows = self._network.train_step(x, y)
         self.fitted = True
-        return loss_sum / rows
+        return float(loss_sum / rows)
 
     def gradients(self, x: Any, y: Any, training: bool = False) -> Tuple[float, np.ndarray]:
         """The batch's mean loss and its gradient over the flat parameters (no step).
 
-        ``training=True`` uses a training-mode forward (batch statistics, dropout of the next
-        step) without moving batch norm's running statistics.
+        Parameters
+        ----------
+        x : array-like of shape (batch, n_features)
+        y : array-like
+            Labels (batch,) for cross_entropy, targets (batch, n_outputs) otherwise.
+        training : bool
+            Use a training-mode forward (batch statistics, the dropout of the next step)
+            without moving batch norm's running statistics.
+
+        Returns
+        -------
+        loss : float
+        gradient : ndarray
+            In the layout of ``flat_parameters``.
         """
         x, y = self._prepare(x, y, "x", "y")
         loss_sum, _, rows = self._network.compute_gradients(x, y, bool(training))
@@ -406,7 +510,7 @@ class MLP:
             validation_data: Optional[Tuple[Any, Any]] = None, validation_split: float = 0.0,
             shuffle: bool = True, early_stopping: bool = False, patience: int = 5,
             min_delta: float = 0.0, restore_best_weights: bool = True, verbose: int = 0,
-            callbacks: Optional[Sequence[Callable[[int, Dict[str, float]], Any]]] = None,
+            callbacks: Optional[Sequence[CallbackLike]] = None,
             mixup: float = 0.0, lr_schedule: Optional[LRSchedule] = None) -> History:
         """Train for ``epochs`` passes over (X, y); calling fit again continues training.
 
@@ -424,8 +528,13 @@ class MLP:
             Stop when the monitored loss (val_loss if validation data, else loss) has not
             improved by more than ``min_delta`` for ``patience`` epochs; with
             ``restore_best_weights`` the best epoch's parameters are put back.
-        verbose : 0 silent, 1 progress bar and a line per epoch, 2 a line per epoch.
-        callbacks : callables ``f(epoch, logs)``; returning False stops training.
+        verbose : {0, 1, 2}
+            Keras' meanings: 0 silent; 1 a progress bar per epoch (tqdm if installed, else a
+            one-line bar on stderr) and a line per epoch (``Epoch 3/10 - 1.24s - loss: ...``
+            on stdout); 2 the line per epoch only.
+        callbacks : list of fastmlp.Callback or callables ``f(epoch, logs)``
+            Called after every epoch (a Callback's ``on_epoch_end`` also gets the history so
+            far); returning False stops training.
         mixup : float
             alpha > 0 trains on mixup batches (fastmlp.mixup): each batch blended with a
             permutation of itself by lambda ~ Beta(alpha, alpha), targets too (soft
@@ -434,6 +543,10 @@ class MLP:
             Sets the learning rate of every epoch (torch.optim.lr_scheduler semantics);
             ``history["lr"]`` records the rate each epoch used.
 
+        Ctrl-C (KeyboardInterrupt) stops training within about 0.1 s, after the step in
+        progress: the model keeps every step taken, the returned history the finished epochs,
+        with ``history.interrupted`` set.
+
         Returns
         -------
         History of this call's epochs.
@@ -441,13 +554,15 @@ class MLP:
         epochs = _check_positive_int("epochs", epochs)
         batch_size = _check_positive_int("batch_size", batch_size)
         patience = _check_positive_int("patience", patience)
-        if verbose not in (0, 1, 2):
+        if isinstance(verbose, bool) or verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         if not isinstance(min_delta, (int, float)) or not min_delta >= 0:
             raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
         mixup = check_mixup_alpha(mixup, self.class_weights)
         lr_schedule = check_schedule(lr_schedule)
         X, y = self._prepare(X, y)
+        X_val: Optional[np.ndarray]
+        y_val: Optional[np.ndarray]
         if validation_data is not None:
             if validation_split:
                 raise ValueError("give validation_data or validation_split, not both")
@@ -461,30 +576,31 @@ class MLP:
         if self.batch_norm and X.shape[0] < 2:
             raise ValueError("batch_norm needs at least 2 training rows")
 
+        callbacks = check_callbacks(callbacks)
         history = History()
-        best = (math.inf, None)  # (monitored loss, saved state)
+        best: Tuple[float, Optional[Dict[str, np.ndarray]]] = (math.inf, None)  # (monitored loss, saved state)
         epochs_without_improvement = 0
+        last_epoch = self.epochs_trained + epochs
+        train_begins(callbacks, self)
         if lr_schedule is not None:
             self.learning_rate = lr_schedule.start(self.learning_rate, owner=self)
         for _ in range(epochs):
             self.epochs_trained += 1
             epoch_lr = self.learning_rate
-            try:
-                logs = self._train_epoch(X, y, batch_size, shuffle, verbose, mixup)
-            except KeyboardInterrupt:
-                history.interrupted = True
+            try:  # Ctrl-C anywhere in the epoch, validation and callbacks included
+                logs = self._train_epoch(X, y, batch_size, shuffle, verbose, last_epoch, mixup)
+                if X_val is not None and y_val is not None:
+                    logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_"))
+                logs["lr"] = epoch_lr
+                history.append(self.epochs_trained, logs)
+                if lr_schedule is not None:
+                    self.learning_rate = step_schedule(lr_schedule, logs)
                 if verbose:
-                    print("\ninterrupted: the model keeps the steps taken so far", file=sys.stderr)
+                    print(epoch_line(self.epochs_trained, last_epoch, logs), flush=True)
+                stop = epoch_ends(callbacks, self.epochs_trained, logs, history)
+            except KeyboardInterrupt:
+                self._interrupted(history, verbose)
                 break
-            if X_val is not None:
-                logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_"))
-            logs["lr"] = epoch_lr
-            history.append(self.epochs_trained, logs)
-            if lr_schedule is not None:
-                self.learning_rate = step_schedule(lr_schedule, logs)
-            if verbose:
-                print(self._epoch_line(logs, epochs))
-            stop = any(callback(self.epochs_trained, dict(logs)) is False for callback in callbacks or ())
             if early_stopping:
                 monitored = logs.get("val_loss", logs["loss"])
                 if monitored < best[0] - min_delta:
@@ -498,9 +614,19 @@ class MLP:
                 break
         if early_stopping and restore_best_weights and best[1] is not None:
             self._restore(best[1])
+        train_ends(callbacks, history)
         return history
 
-    def _split(self, X: np.ndarray, y: np.ndarray, fraction: float):
+    def _interrupted(self, history: History, verbose: int) -> None:
+        """After Ctrl-C: the steps the core took are kept, so the model counts as fitted."""
+        history.interrupted = True
+        self.fitted = self.fitted or self._network.step > 0
+        if verbose:
+            print(f"\ninterrupted in epoch {self.epochs_trained}: the model keeps the "
+                  f"{self._network.step} steps taken so far", file=sys.stderr, flush=True)
+
+    def _split(self, X: np.ndarray, y: np.ndarray,
+               fraction: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         n_val = int(round(X.shape[0] * fraction))
         if n_val < 1 or n_val >= X.shape[0]:
             raise ValueError(f"validation_split={fraction!r} leaves no rows for training or validation "
@@ -510,7 +636,7 @@ class MLP:
         return X[train], y[train], X[val], y[val]
 
     def _train_epoch(self, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
-                     verbose: int, mixup: float = 0.0) -> Dict[str, float]:
+                     verbose: int, last_epoch: int, mixup: float = 0.0) -> Dict[str, float]:
         n = X.shape[0]
         order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
         order = order.astype(np.int64)
@@ -520,13 +646,18 @@ class MLP:
         per_call = max(1, -(-n_batches // calls))
         started = time.perf_counter()
         loss_sum, correct, rows = 0.0, 0, 0
-        for first in range(0, n_batches, per_call):
-            count = min(per_call, n_batches - first)
-            part = self._network.train_batches(X, y, order, batch_size, first, count, *mixing)
-            loss_sum, correct, rows = loss_sum + part[0], correct + part[1], rows + part[2]
-            self.fitted = True
-            if verbose == 1:
-                _progress_bar(first + count, n_batches, time.perf_counter() - started)
+        bar = progress_bar(n_batches, f"Epoch {self.epochs_trained}/{last_epoch}") if verbose == 1 else None
+        try:
+            for first in range(0, n_batches, per_call):
+                count = min(per_call, n_batches - first)
+                part = self._network.train_batches(X, y, order, batch_size, first, count, *mixing)
+                loss_sum, correct, rows = loss_sum + part[0], correct + part[1], rows + part[2]
+                self.fitted = True
+                if bar is not None:
+                    bar.update(first + count, loss_sum / max(rows, 1))
+        finally:
+            if bar is not None:
+                bar.close()
         seconds = time.perf_counter() - started
         if rows == 0:
             raise ValueError("no batch could be trained (batch_norm needs batches of 2+ rows)")
@@ -540,12 +671,6 @@ class MLP:
         logs["seconds"] = seconds
         logs["samples_per_second"] = rows / seconds if seconds > 0 else math.inf
         return logs
-
-    def _epoch_line(self, logs: Dict[str, float], epochs: int) -> str:
-        parts = [f"epoch {self.epochs_trained}", f"{logs['seconds']:.2f}s"]
-        parts += [f"{key}: {logs[key]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy")
-                  if key in logs]
-        return " - ".join(parts)
 
     def _snapshot(self) -> Dict[str, np.ndarray]:
         return {"params": self._network.params.copy(),
@@ -581,29 +706,59 @@ class MLP:
         return self._network.predict(_as_float_matrix(X, "X", self.dtype, self.layer_sizes[0]))
 
     def predict(self, X: Any) -> np.ndarray:
-        """Class labels (cross_entropy), 0/1 indicators (bce), or predicted values (means for
-        gaussian_nll); a single regression output comes back as shape (n,)."""
+        """Predictions for the rows of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+
+        Returns
+        -------
+        ndarray
+            Class labels (n,) for cross_entropy, 0/1 indicators (n, n_outputs) for bce, or
+            predicted values (means for gaussian_nll); a single regression output comes
+            back as shape (n,).
+        """
         if self.loss == "cross_entropy" and self.fitted:
             # One call into the core (argmax there): the latency of one-sample predict.
             ready = self._ready_rows(X)
             if ready is not None:
-                return self._network.predict_labels(ready, True)
+                return np.asarray(self._network.predict_labels(ready, True))
         outputs = self._outputs(X)
         if self.loss == "cross_entropy":
-            return np.argmax(outputs, axis=1)
+            return np.asarray(np.argmax(outputs, axis=1))
         if self.loss == "bce":
             return (outputs >= 0.5).astype(np.int64)
         means = outputs[:, : self.layer_sizes[-1]]
         return means[:, 0].copy() if means.shape[1] == 1 else means
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities: softmax rows (cross_entropy) or sigmoids (bce)."""
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n, n_outputs)
+            Softmax rows (cross_entropy) or independent sigmoids (bce).
+        """
         if self.loss not in CLASSIFICATION_LOSSES:
             raise ValueError(f"predict_proba needs loss cross_entropy or bce, this model uses {self.loss!r}")
         return self._outputs(X)
 
     def predict_distribution(self, X: Any) -> Tuple[np.ndarray, np.ndarray]:
-        """(mean, variance), each (n, targets), of a gaussian_nll model."""
+        """The predicted Gaussian of a gaussian_nll model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+
+        Returns
+        -------
+        mean, variance : ndarray of shape (n, n_targets)
+        """
         if self.loss != "gaussian_nll":
             raise ValueError(f"predict_distribution needs loss 'gaussian_nll', this model uses {self.loss!r}")
         outputs = self._outputs(X)
@@ -611,7 +766,20 @@ class MLP:
         return outputs[:, :d].copy(), np.exp(outputs[:, d:])
 
     def evaluate(self, X: Any, y: Any) -> Dict[str, float]:
-        """{'loss': mean loss, 'accuracy': fraction correct (classification losses)}."""
+        """Loss and accuracy in evaluation mode (no dropout, batch norm's running statistics).
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+        y : array-like
+            Labels (n,) for cross_entropy, targets (n, n_outputs) otherwise.
+
+        Returns
+        -------
+        dict
+            ``{"loss": mean loss}``, plus ``"accuracy"`` (fraction correct) for
+            classification losses.
+        """
         self._check_fitted()
         X, y = self._prepare(X, y)
         return self._evaluate_arrays(X, y)
@@ -624,7 +792,19 @@ class MLP:
         return result
 
     def score(self, X: Any, y: Any) -> float:
-        """Accuracy for classification losses, else the negative mean loss."""
+        """A single score, higher is better.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+        y : array-like
+            Labels or targets, as for ``evaluate``.
+
+        Returns
+        -------
+        float
+            Accuracy for classification losses, else the negative mean loss.
+        """
         result = self.evaluate(X, y)
         return result.get("accuracy", -result["loss"])
 
@@ -644,14 +824,17 @@ class MLP:
             "optimizer_state": sorted(self._network.optimizer_state),
         }
 
-    def save(self, path: Union[str, os.PathLike]) -> None:
+    def save(self, path: PathLike) -> None:
         """Write the model (parameters, optimizer state, RNG state) to an .npz file.
 
-        The file is written beside its destination and renamed into place, so an existing
-        file is never left half-written.
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination. The file is written beside it and renamed into place, so an
+            existing file is never left half-written.
         """
         path = os.fspath(path)
-        arrays = {"header": np.frombuffer(json.dumps(self._header()).encode("utf-8"), dtype=np.uint8),
+        arrays: Dict[str, Any] = {"header": np.frombuffer(json.dumps(self._header()).encode("utf-8"), dtype=np.uint8),
                   "params": self._network.params, "running_mean": self._network.running_mean,
                   "running_var": self._network.running_var}
         for name, buffer in self._network.optimizer_state.items():
@@ -661,28 +844,46 @@ class MLP:
             raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
         if os.path.isdir(path):
             raise IsADirectoryError(f"cannot save to {path!r}: it is a directory")
-        handle, temporary = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(file, **arrays)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
+        write_atomically(path, lambda file: np.savez(file, **arrays))
+
+    def to_onnx(self, path: PathLike) -> None:
+        """Write the model, in evaluation mode, as an ONNX graph.
+
+        Needs the optional ``onnx`` package (``pip install fastmlp[onnx]``). The graph takes
+        ``X`` (N, n_features) in the model's dtype; hidden layers are Gemm nodes followed by
+        their activation (GELU exactly, through Erf), batch norm folded into the Gemm with the
+        running statistics, dropout left out. Outputs, by loss: ``label`` and
+        ``probabilities`` (cross_entropy: ArgMax and Softmax; bce: threshold 0.5 and
+        Sigmoid), ``predictions`` (mse), ``mean`` and ``variance`` (gaussian_nll).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination (``.onnx`` by convention). Written beside it and renamed into place,
+            so an existing file is never left half-written.
+
+        Raises
+        ------
+        NotFittedError
+            When the model has not been fitted.
+        ImportError
+            When the onnx package is not installed.
+        OSError
+            When ``path`` cannot be written (the message names it).
+
+        Examples
+        --------
+        >>> model.to_onnx("model.onnx")
+        >>> import onnxruntime
+        >>> session = onnxruntime.InferenceSession("model.onnx")
+        >>> label, probabilities = session.run(None, {"X": X_test.astype("float32")})
+        """
+        from .onnx_export import to_onnx
+        to_onnx(self, path)
 
     def __repr__(self) -> str:
         return (f"MLP({self.layer_sizes}, activation={self.activations!r}, loss={self.loss!r}, "
                 f"optimizer={self.optimizer!r}, dtype={self.dtype.name})")
-
-
-def _progress_bar(done: int, total: int, seconds: float, width: int = 30) -> None:
-    filled = int(width * done / total)
-    bar = "=" * filled + "." * (width - filled)
-    end = "\n" if done == total else ""
-    print(f"\r{done}/{total} [{bar}] {seconds:.1f}s", end=end, file=sys.stderr, flush=True)
 
 
 # ---- loading -----------------------------------------------------------------------------------------
@@ -713,7 +914,7 @@ def _read_header(path: str, archive: Any) -> Dict[str, Any]:
 def _load_array(path: str, archive: Any, name: str, expected: np.ndarray) -> np.ndarray:
     if name not in archive.files:
         raise _model_file_error(path, f"the array {name!r} is missing")
-    array = archive[name]
+    array: np.ndarray = archive[name]
     if array.shape != expected.shape or array.dtype != expected.dtype:
         raise _model_file_error(path, f"the array {name!r} has shape {array.shape} and dtype "
                                 f"{array.dtype}; the header implies {expected.shape} {expected.dtype}")
@@ -731,9 +932,27 @@ def _implied_parameter_count(header: Dict[str, Any]) -> int:
     return count
 
 
-def load(path: Union[str, os.PathLike]) -> MLP:
-    """Read a model written by ``MLP.save``. Never unpickles; every array is checked against
-    the header before it is used."""
+def load(path: PathLike) -> MLP:
+    """Read a model written by ``MLP.save``.
+
+    Never unpickles; every array is checked against the header before it is used.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    MLP
+        The model, ready to predict or to continue training exactly where it stopped.
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is no such file.
+    ValueError
+        When the file is not a valid fastmlp model file (the message says why).
+    """
     path = os.fspath(path)
     try:
         archive = np.load(path, allow_pickle=False)

@@ -1,0 +1,317 @@
+"""fastmlp.MLPClassifier / MLPRegressor as scikit-learn estimators: check_estimator, the
+model-selection tools, scikit-learn's attributes and stopping rules, compared with
+scikit-learn's own MLP where that is meaningful."""
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn.base import clone  # noqa: E402
+from sklearn.datasets import load_digits, make_classification, make_regression  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split  # noqa: E402
+from sklearn.neural_network import MLPClassifier as SklearnMLPClassifier  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import (  # noqa: E402
+    check_methods_sample_order_invariance, check_methods_subset_invariance,
+    parametrize_with_checks)
+
+import fastmlp  # noqa: E402
+from fastmlp.sklearn import MLPClassifier, MLPRegressor, expected_failed_checks  # noqa: E402
+
+# One thread: these fits are tiny, and on a busy 2-core machine a fork/join per kernel
+# costs more than it saves.
+FAST = dict(hidden_layer_sizes=(16,), max_iter=60, learning_rate_init=0.01, n_threads=1)
+
+
+# The checks that fail by design come with their reason from fastmlp.sklearn (scikit-learn
+# >= 1.6 takes them through expected_failed_checks, the successor of the _xfail_checks tag).
+@parametrize_with_checks([MLPClassifier(**FAST), MLPRegressor(**FAST)],
+                         expected_failed_checks=expected_failed_checks)
+def test_scikit_learn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+@pytest.mark.parametrize("estimator", [MLPClassifier, MLPRegressor])
+def test_float64_predictions_do_not_depend_on_the_batch(estimator):
+    # The one expected failure above is float32 rounding; in float64 the check passes.
+    model = estimator(**FAST, dtype="float64")
+    assert expected_failed_checks(model) == {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check_methods_subset_invariance(estimator.__name__, model)
+        check_methods_sample_order_invariance(estimator.__name__, model)
+
+
+# ---- data --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X / 16.0, y, test_size=0.3, random_state=0, stratify=y)
+
+
+def blobs(n=240, classes=3, features=6, seed=0):
+    X, y = make_classification(n_samples=n, n_features=features, n_informative=4,
+                               n_classes=classes, n_clusters_per_class=1, class_sep=2.0,
+                               random_state=seed)
+    return X, y
+
+
+# ---- import laziness ------------------------------------------------------------------------------
+
+
+def test_importing_fastmlp_does_not_import_sklearn():
+    code = ("import sys, fastmlp; assert 'sklearn' not in sys.modules; "
+            "fastmlp.MLPClassifier; assert 'sklearn' in sys.modules; "
+            "assert fastmlp.MLPRegressor is __import__('fastmlp.sklearn').sklearn.MLPRegressor")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_unknown_attribute_still_raises():
+    with pytest.raises(AttributeError, match="no attribute 'MLPClassifer'"):
+        fastmlp.MLPClassifer  # noqa: B018
+
+
+# ---- compared with scikit-learn's MLP ------------------------------------------------------------
+
+
+def test_accuracy_and_attributes_match_scikit_learns_mlp(digits):
+    X_train, X_test, y_train, y_test = digits
+    ours = MLPClassifier(hidden_layer_sizes=(64,), max_iter=40, random_state=0, n_threads=1)
+    theirs = SklearnMLPClassifier(hidden_layer_sizes=(64,), max_iter=40, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours.fit(X_train, y_train)
+        theirs.fit(X_train, y_train)
+    accuracy, reference = ours.score(X_test, y_test), theirs.score(X_test, y_test)
+    assert accuracy > 0.95 and abs(accuracy - reference) < 0.03, (accuracy, reference)
+    for name in ("n_layers_", "n_outputs_", "n_iter_", "out_activation_", "n_features_in_", "t_"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    np.testing.assert_array_equal(ours.classes_, theirs.classes_)
+    assert [w.shape for w in ours.coefs_] == [w.shape for w in theirs.coefs_]
+    assert [b.shape for b in ours.intercepts_] == [b.shape for b in theirs.intercepts_]
+    assert len(ours.loss_curve_) == len(theirs.loss_curve_) == 40
+    # Same loss definition: both end within a factor of two of each other, well below log(10).
+    assert 0.5 < ours.loss_ / theirs.loss_ < 2 and ours.loss_ < 0.5
+    assert ours.predict_proba(X_test).shape == theirs.predict_proba(X_test).shape
+
+
+def test_binary_problem_has_one_logistic_output_like_scikit_learn():
+    X, y = blobs(classes=2)
+    labels = np.where(y == 1, "spam", "ham")
+    ours = MLPClassifier(**FAST, random_state=0).fit(X, labels)
+    theirs = SklearnMLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        theirs.fit(X, labels)
+    assert ours.out_activation_ == theirs.out_activation_ == "logistic"
+    assert ours.n_outputs_ == theirs.n_outputs_ == 1
+    assert [w.shape for w in ours.coefs_] == [w.shape for w in theirs.coefs_]
+    probabilities = ours.predict_proba(X)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    predicted = ours.predict(X)
+    np.testing.assert_array_equal(predicted, ours.classes_[probabilities.argmax(axis=1)])
+    assert ours.score(X, labels) > 0.9
+
+
+# ---- labels, outputs, dtypes ------------------------------------------------------------------------
+
+
+def test_any_label_type_comes_back_unchanged():
+    X, y = blobs()
+    for labels in (np.array(["cat", "dog", "emu"])[y], np.array([-7, 3, 40])[y],
+                   np.array([1.0, 3.0, 7.0])[y]):
+        model = MLPClassifier(**FAST, random_state=0).fit(X, labels)
+        np.testing.assert_array_equal(model.classes_, np.unique(labels))
+        assert model.predict(X).dtype == labels.dtype
+        assert model.score(X, labels) > 0.9
+
+
+def test_multilabel_indicator_targets():
+    X, y = blobs()
+    Y = np.stack([y == 0, y != 1, y == 2], axis=1).astype(int)
+    model = MLPClassifier(**FAST, random_state=0).fit(X, Y)
+    assert model.out_activation_ == "logistic" and model.n_outputs_ == 3
+    assert model.predict(X).shape == (X.shape[0], 3) and set(np.unique(model.predict(X))) <= {0, 1}
+    assert model.predict_proba(X).shape == (X.shape[0], 3)
+    assert model.score(X, Y) > 0.8  # subset accuracy
+
+
+def test_multi_output_regression_against_a_linear_target():
+    X, Y = make_regression(n_samples=300, n_features=5, n_targets=3, noise=0.0, random_state=0)
+    Y = Y / Y.std(axis=0)
+    model = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(32,), max_iter=200,
+                                                         random_state=0, n_threads=1,
+                                                         learning_rate_init=0.01))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, Y)
+    regressor = model[-1]
+    assert regressor.n_outputs_ == 3 and regressor.out_activation_ == "identity"
+    assert model.predict(X).shape == (300, 3)
+    assert model.score(X, Y) > 0.98  # R^2 averaged over the outputs
+    # loss_ is scikit-learn's: half the mean squared error (+ a small L2 term).
+    half_mse = 0.5 * np.mean((model.predict(X) - Y) ** 2)
+    assert regressor.loss_ == pytest.approx(half_mse, rel=0.5, abs=5e-3)
+
+
+def test_predictions_follow_the_input_dtype_and_dtype_parameter():
+    X, y = blobs()
+    model = MLPRegressor(**FAST, random_state=0).fit(X, y.astype(float))
+    assert model.predict(X).dtype == np.float64
+    assert model.predict(X.astype(np.float32)).dtype == np.float32
+    assert model.coefs_[0].dtype == np.float32
+    model64 = MLPRegressor(**FAST, random_state=0, dtype="float64").fit(X, y.astype(float))
+    assert model64.coefs_[0].dtype == np.float64
+
+
+# ---- scikit-learn's training semantics ------------------------------------------------------------
+
+
+def test_batch_size_auto_is_min_200_n_and_t_counts_samples():
+    X, y = blobs(n=250)
+    model = MLPClassifier(**FAST, random_state=0).fit(X, y)
+    assert model._model.optimizer.options["weight_decay"] == pytest.approx(1e-4 / 200)
+    assert model.t_ == 250 * model.n_iter_
+    with pytest.warns(UserWarning, match="batch_size=1000 larger than the 250 samples"):
+        MLPClassifier(**FAST, batch_size=1000, random_state=0).fit(X, y)
+
+
+def test_stops_when_the_training_loss_stalls_as_scikit_learn_defines_it():
+    X, y = blobs()
+    model = MLPClassifier(hidden_layer_sizes=(16,), max_iter=500, tol=1e-2, n_iter_no_change=3,
+                          random_state=0, n_threads=1).fit(X, y)
+    assert model.n_iter_ < 500
+    curve = np.array(model.loss_curve_)
+    # The rule: an epoch "does not improve" when its loss > best so far - tol; stop after
+    # n_iter_no_change + 1 such epochs in a row.
+    best, count = np.inf, 0
+    for loss in curve:
+        count = count + 1 if loss > best - 1e-2 else 0
+        best = min(best, loss)
+    assert count == 4 and model.best_loss_ == curve.min()
+    assert model.validation_scores_ is None
+
+
+def test_early_stopping_keeps_the_best_validation_epoch():
+    X, y = blobs(n=400)
+    model = MLPClassifier(hidden_layer_sizes=(16,), max_iter=300, early_stopping=True,
+                          validation_fraction=0.2, n_iter_no_change=4, tol=1e-3,
+                          learning_rate_init=0.01,
+                          random_state=0, n_threads=1).fit(X, y)
+    assert model.best_loss_ is None and len(model.validation_scores_) == model.n_iter_
+    assert model.best_validation_score_ == max(model.validation_scores_)
+    assert model.n_iter_ < 300
+    assert model.score(X, y) > 0.9
+
+
+def test_partial_fit_needs_classes_first_then_learns():
+    X, y = blobs()
+    labels = np.array(["a", "b", "c"])[y]
+    model = MLPClassifier(**FAST, random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed on the first call to partial_fit"):
+        model.partial_fit(X, labels)
+    model.partial_fit(X[:100], labels[:100], classes=["a", "b", "c"])
+    first = model.score(X, labels)
+    for _ in range(30):
+        model.partial_fit(X, labels)
+    assert model.n_iter_ == 31 and model.score(X, labels) > max(first, 0.9)
+    with pytest.raises(ValueError, match=r"y has classes \['z'\] not seen"):
+        model.partial_fit(X[:3], np.array(["a", "b", "z"]))
+    with pytest.raises(ValueError, match="partial_fit does not support early_stopping=True"):
+        MLPRegressor(early_stopping=True).partial_fit(X, y.astype(float))
+
+
+def test_warm_start_continues_from_the_previous_weights():
+    X, y = blobs()
+    model = MLPClassifier(**dict(FAST, max_iter=1), random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        first = model.fit(X, y).coefs_[0]
+        assert np.array_equal(model.fit(X, y).coefs_[0], first)  # cold: the same fresh start
+        model.set_params(warm_start=True)
+        second = model.fit(X, y).coefs_[0]
+    # One more Adam epoch (2 batches, lr 1e-2) moves each weight by about 2e-2 at most.
+    assert 0 < np.abs(second - first).max() < 0.03
+    assert model.n_iter_ == 2 and len(model.loss_curve_) == 2
+    with pytest.raises(ValueError, match="hidden_layer_sizes changed"):
+        model.set_params(hidden_layer_sizes=(8,)).fit(X, y)
+
+
+def test_solvers_and_fastmlp_extras_train():
+    X, y = blobs()
+    for solver in ("sgd", "adam", "adamw", "rmsprop", "adagrad"):
+        model = MLPClassifier(**FAST, solver=solver, random_state=0)
+        assert model.fit(X, y).score(X, y) > 0.85, solver
+    extras = MLPClassifier(**FAST, dropout=0.1, batch_norm=True, weight_decay=1e-4,
+                           activation="logistic", random_state=0).fit(X, y)
+    assert extras.score(X, y) > 0.85
+    sgd = MLPClassifier(solver="sgd", momentum=0.5, nesterovs_momentum=True).fit(X, y)
+    assert sgd._model.optimizer.options["nesterov"] and sgd._model.optimizer.options["momentum"] == 0.5
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"solver": "lbfgs"}, "solver='lbfgs' is not supported"),
+    ({"solver": "newton"}, "solver must be one of"),
+    ({"activation": "softplus"}, "activation must be one of"),
+    ({"hidden_layer_sizes": (10, 0)}, r"hidden_layer_sizes must be .* got \(10, 0\)"),
+    ({"batch_size": 0}, "batch_size must be 'auto' or an integer >= 1, got 0"),
+    ({"learning_rate_init": 0.0}, "learning_rate_init must be a number in"),
+    ({"validation_fraction": 1.0}, "validation_fraction must be a number in"),
+    ({"max_iter": 0}, "max_iter must be an integer >= 1, got 0"),
+    ({"dropout": 1.0}, "dropout must be a number in"),
+    ({"dtype": "int8"}, "dtype must be 'float32' or 'float64', got 'int8'"),
+    ({"n_threads": 0}, "n_threads must be an integer >= 1, got 0"),
+])
+def test_bad_parameters_are_named_at_fit(params, message):
+    X, y = blobs(n=30)
+    model = MLPClassifier(**params)  # __init__ only stores, as scikit-learn requires
+    with pytest.raises(ValueError, match=message):
+        model.fit(X, y)
+
+
+def test_unfitted_and_one_class_errors():
+    X, y = blobs(n=30)
+    with pytest.raises(NotFittedError):
+        MLPClassifier().predict(X)
+    with pytest.raises(ValueError, match="at least 2 classes; got 1 class"):
+        MLPClassifier().fit(X, np.zeros(30))
+
+
+# ---- in scikit-learn's tools --------------------------------------------------------------------
+
+
+def test_pipeline_grid_search_and_cross_val_score(digits):
+    X_train, X_test, y_train, y_test = digits
+    pipeline = make_pipeline(StandardScaler(), MLPClassifier(max_iter=15, random_state=0,
+                                                             learning_rate_init=0.01,
+                                                             n_threads=1))
+    search = GridSearchCV(pipeline, {"mlpclassifier__hidden_layer_sizes": [(8,), (64,)],
+                                     "mlpclassifier__alpha": [1e-4, 1e-2]}, cv=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(X_train, y_train)
+        scores = cross_val_score(clone(pipeline), X_train, y_train, cv=3)
+    assert search.best_params_["mlpclassifier__hidden_layer_sizes"] == (64,)
+    assert search.score(X_test, y_test) > 0.93
+    assert scores.shape == (3,) and scores.min() > 0.9
+
+
+def test_fitted_estimator_pickles_and_clones():
+    X, y = blobs()
+    model = MLPClassifier(**FAST, random_state=0).fit(X, y)
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.predict_proba(X), model.predict_proba(X))
+    restored.partial_fit(X, y)  # the optimizer state travelled too
+    assert restored.n_iter_ == model.n_iter_ + 1
+    assert clone(model).get_params() == model.get_params()
+    assert not hasattr(clone(model), "coefs_")

@@ -1,0 +1,206 @@
+"""Thread control: a model's own n_threads, OMP_NUM_THREADS, threadpoolctl limits, and
+worker processes (fork after multithreaded work must not hang; pools must not oversubscribe)."""
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastmlp
+
+# Generous: the CI machine is small and shared; a hang shows up as TimeoutExpired.
+SUBPROCESS_TIMEOUT = 120
+
+
+@pytest.fixture
+def default_threads():
+    """Run with fastmlp following OpenMP (no set_num_threads), then put the setting back."""
+    from fastmlp import _core
+
+    saved = _core.get_num_threads() if _core.num_threads_is_set() else None
+    fastmlp.set_num_threads(None)
+    yield
+    fastmlp.set_num_threads(saved)
+
+
+def data(n=600, features=200, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, features)).astype(np.float32)
+    return X, rng.integers(0, classes, size=n)
+
+
+def wide_model(**kwargs):
+    """Big enough that its GEMMs are above the one-thread work threshold."""
+    return fastmlp.MLP([200, 256, 4], seed=3, **kwargs)
+
+
+def run_python(code, **env):
+    """Run code in a fresh interpreter from a file (spawned workers re-import it) with
+    OMP_NUM_THREADS only if given; return its output's words."""
+    environment = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    environment.update(env)
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "script.py")
+        with open(path, "w") as file:
+            file.write(textwrap.dedent(code))
+        result = subprocess.run([sys.executable, path], capture_output=True, text=True,
+                                timeout=SUBPROCESS_TIMEOUT, env=environment)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+# ---- a model's own thread count ----------------------------------------------------------------
+
+
+def test_n_threads_applies_to_the_models_calls_only(restore_threads):
+    X, y = data()
+    fastmlp.set_num_threads(2)
+    own = wide_model(n_threads=1)
+    own.fit(X, y, epochs=1, batch_size=200)
+    assert own._network.last_call_threads == 1
+    own.predict(X)
+    assert own._network.last_call_threads == 1
+    assert fastmlp.get_num_threads() == 2  # the process-wide setting is untouched
+    shared = wide_model()
+    shared.fit(X, y, epochs=1, batch_size=200)
+    assert shared.n_threads is None and shared._network.last_call_threads == 2
+    own.n_threads = 3
+    own.predict(X)
+    assert own._network.last_call_threads == 3
+
+
+def test_n_threads_does_not_change_the_result():
+    X, y = data()
+    one, two = wide_model(n_threads=1, dropout=0.1), wide_model(n_threads=2, dropout=0.1)
+    one.fit(X, y, epochs=2, batch_size=100)
+    two.fit(X, y, epochs=2, batch_size=100)
+    np.testing.assert_array_equal(one.flat_parameters, two.flat_parameters)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_bad_n_threads_is_rejected(bad):
+    with pytest.raises(ValueError, match=f"n_threads must be an integer >= 1, got {bad!r}"):
+        fastmlp.MLP([2, 3, 2], n_threads=bad)
+
+
+def test_set_num_threads_none_follows_openmp_again(default_threads):
+    from fastmlp import _core
+
+    fastmlp.set_num_threads(1)
+    assert _core.num_threads_is_set() and fastmlp.get_num_threads() == 1
+    fastmlp.set_num_threads(None)
+    assert not _core.num_threads_is_set()
+
+
+# ---- OMP_NUM_THREADS and threadpoolctl ------------------------------------------------------------
+
+
+def test_omp_num_threads_sets_the_default_for_training():
+    code = """
+        import numpy as np, fastmlp
+        X = np.random.default_rng(0).normal(size=(400, 200)).astype(np.float32)
+        model = fastmlp.MLP([200, 256, 4], seed=0)
+        model.fit(X, np.arange(400) % 4, epochs=1, batch_size=200)
+        print(fastmlp.get_num_threads(), model._network.last_call_threads)
+    """
+    assert run_python(code, OMP_NUM_THREADS="3") == ["3", "3"]
+
+
+def test_threadpoolctl_sees_the_openmp_runtime_fastmlp_loads():
+    code = """
+        import numpy, threadpoolctl
+        def openmp():
+            return sorted(info["filepath"] for info in threadpoolctl.threadpool_info()
+                          if info["user_api"] == "openmp")
+        before = openmp()
+        import fastmlp
+        print(len(before), len(openmp()))
+    """
+    assert run_python(code) == ["0", "1"]
+
+
+def test_threadpool_limits_limits_fastmlp(default_threads):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    X, y = data()
+    model = wide_model()
+    unlimited = fastmlp.get_num_threads()
+    with threadpoolctl.threadpool_limits(limits=1):
+        assert fastmlp.get_num_threads() == 1
+        model.fit(X, y, epochs=1, batch_size=200)
+        assert model._network.last_call_threads == 1
+    with threadpoolctl.threadpool_limits(limits=3, user_api="openmp"):
+        model.predict(X)
+        assert model._network.last_call_threads == 3
+    assert fastmlp.get_num_threads() == unlimited
+
+
+def test_an_explicit_setting_wins_over_threadpool_limits(restore_threads):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    fastmlp.set_num_threads(2)
+    with threadpoolctl.threadpool_limits(limits=1):
+        assert fastmlp.get_num_threads() == 2
+
+
+# ---- worker processes ----------------------------------------------------------------------------
+
+WORKER_SETUP = """
+    import multiprocessing
+    import numpy as np
+    import fastmlp
+    X = np.random.default_rng(0).normal(size=(400, 200)).astype(np.float32)
+    y = np.arange(400) % 4
+
+    def train(threads=None):
+        if threads is not None:
+            fastmlp.set_num_threads(threads)
+        model = fastmlp.MLP([200, 256, 4], seed=0)
+        model.fit(X, y, epochs=1, batch_size=200)
+        return fastmlp.get_num_threads(), model._network.last_call_threads
+"""
+
+
+@pytest.mark.parametrize("parent_trains_first, expected", [
+    # libgomp deadlocks in a forked child's first parallel region once the parent's team has
+    # started: fastmlp holds such a child to one thread, even when it asks for more.
+    (True, ["1", "1", "1", "1"]),
+    # The parent never ran a parallel region: the child defaults to one thread, and may use
+    # more safely when it asks.
+    (False, ["1", "1", "2", "2"]),
+])
+def test_forked_pool_workers_do_not_hang_or_oversubscribe(parent_trains_first, expected):
+    code = WORKER_SETUP + f"""
+    if __name__ == "__main__":
+        if {parent_trains_first}:
+            fastmlp.set_num_threads(2)
+            assert train() == (2, 2)
+        with multiprocessing.get_context("fork").Pool(2, maxtasksperchild=1) as pool:
+            results = pool.map(train, [None, 2])
+        print(*[count for pair in results for count in pair])
+    """
+    assert run_python(code) == expected
+
+
+def test_forked_workers_follow_omp_num_threads_when_set():
+    code = WORKER_SETUP + """
+    if __name__ == "__main__":
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            print(*pool.apply(train))
+    """
+    assert run_python(code, OMP_NUM_THREADS="2") == ["2", "2"]
+
+
+@pytest.mark.parametrize("omp_num_threads, expected", [(None, ["1", "1"]), ("2", ["2", "2"])])
+def test_spawned_workers_default_to_one_thread_unless_omp_num_threads(omp_num_threads, expected):
+    code = WORKER_SETUP + """
+    if __name__ == "__main__":
+        from concurrent.futures import ProcessPoolExecutor
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            print(*pool.submit(train).result())
+    """
+    env = {"OMP_NUM_THREADS": omp_num_threads} if omp_num_threads else {}
+    assert run_python(code, **env) == expected
+
