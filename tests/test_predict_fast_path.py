@@ -1,5 +1,7 @@
 """MLP.predict / predict_proba on input the core takes as is (C-contiguous, the model's
 dtype) go straight to C++; they must agree with the converting path and keep its checks."""
+import pickle
+
 import numpy as np
 import pytest
 
@@ -46,3 +48,14 @@ def test_ready_input_of_the_wrong_width_names_the_width(fitted):
     model, X = fitted
     with pytest.raises(ValueError, match="X must have 12 columns"):
         model.predict(np.ascontiguousarray(X[:, :11]))
+
+
+def test_an_equal_but_not_canonical_dtype_takes_the_converting_path(fitted):
+    # An unpickled dtype (joblib's memmaps carry one) equals the model's but is another
+    # object, which the core's strict dtype check refuses: predict must convert it.
+    model, X = fitted
+    twin = pickle.loads(pickle.dumps(X.dtype))
+    assert twin == X.dtype and twin is not X.dtype
+    rows = X[:20].astype(twin)
+    np.testing.assert_array_equal(model.predict(rows), model.predict(X[:20]))
+    np.testing.assert_array_equal(model.predict_proba(rows), model.predict_proba(X[:20]))

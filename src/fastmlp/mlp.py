@@ -693,7 +693,9 @@ class MLP:
         """X itself when it already is what the core takes (a C-contiguous (n >= 1, width)
         array of the model's dtype), so predict can skip the Python-side conversion and
         checks (the core then checks finiteness); None otherwise."""
-        if (type(X) is np.ndarray and X.dtype == self.dtype and X.ndim == 2 and X.shape[0] > 0
+        # `is`: the core takes only the canonical dtype object; an equal one (from a memmap's
+        # header, say) goes through the converting path.
+        if (type(X) is np.ndarray and X.dtype is self.dtype and X.ndim == 2 and X.shape[0] > 0
                 and X.shape[1] == self.layer_sizes[0] and X.flags.c_contiguous):
             return X
         return None
