@@ -288,6 +288,26 @@ struct PyNetwork {
     int last_call_threads = 0;  // the thread count its last call ran with (for inspection)
 };
 
+// The rows a prediction entry point takes: X checked for dtype and width, and for NaN/inf
+// when asked (MLP.predict's fast path skips the Python-side checks).
+template <typename T>
+py::array_t<T, py::array::c_style> prediction_rows(PyNetwork<T>& model, const py::handle& X,
+                                                   bool check_finite) {
+    auto xs = input_rows<T>(X, "X", model.network.input_width());
+    if (check_finite) require_finite(xs, "X");
+    return xs;
+}
+
+// Runs a prediction with the GIL released, the model locked and its per-call threads.
+template <typename T, typename Run>
+void run_prediction(PyNetwork<T>& model, Run run) {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(model.mutex);
+    ScopedCallThreads threads(model.num_threads);
+    model.last_call_threads = num_threads();
+    run();
+}
+
 // How often a long run of batches looks for a pending signal (Ctrl-C). Python runs signal
 // handlers only when it holds the GIL, so a run that released it checks by itself, between
 // steps: the cost is one GIL round trip per interval, the delay at most an interval plus a
@@ -447,37 +467,23 @@ void bind_network(py::module_& m, const char* name) {
         }, py::arg("x"), py::arg("y"), py::arg("training") = false,
            "gradients of the batch's mean loss into grads, no step -> (loss_sum, correct, rows)")
         .def("predict", [](Model& model, const py::handle& X, bool check_finite) {
-            auto xs = input_rows<T>(X, "X", model.network.input_width());
-            if (check_finite) require_finite(xs, "X");
+            auto xs = prediction_rows(model, X, check_finite);
             const int64_t rows = xs.shape(0);
             py::array_t<T> out({static_cast<py::ssize_t>(rows),
                                 static_cast<py::ssize_t>(model.network.output_width())});
             T* out_data = out.mutable_data();
-            {
-                py::gil_scoped_release release;
-                std::lock_guard<std::mutex> lock(model.mutex);
-                ScopedCallThreads threads(model.num_threads);
-                model.last_call_threads = num_threads();
-                model.network.predict(out_data, xs.data(), rows);
-            }
+            run_prediction(model, [&] { model.network.predict(out_data, xs.data(), rows); });
             return out;
         }, py::arg("X"), py::arg("check_finite") = false,
            "outputs after the loss's link, evaluation mode; check_finite rejects NaN/inf in X")
         .def("predict_labels", [](Model& model, const py::handle& X, bool check_finite) {
             if (model.network.options().loss != Loss::cross_entropy)
                 throw py::value_error("predict_labels needs loss cross_entropy");
-            auto xs = input_rows<T>(X, "X", model.network.input_width());
-            if (check_finite) require_finite(xs, "X");
+            auto xs = prediction_rows(model, X, check_finite);
             const int64_t rows = xs.shape(0);
             py::array_t<int64_t> labels(static_cast<py::ssize_t>(rows));
             int64_t* labels_data = labels.mutable_data();
-            {
-                py::gil_scoped_release release;
-                std::lock_guard<std::mutex> lock(model.mutex);
-                ScopedCallThreads threads(model.num_threads);
-                model.last_call_threads = num_threads();
-                model.network.predict_labels(labels_data, xs.data(), rows);
-            }
+            run_prediction(model, [&] { model.network.predict_labels(labels_data, xs.data(), rows); });
             return labels;
         }, py::arg("X"), py::arg("check_finite") = false,
            "class labels (argmax of predict's rows), cross_entropy only; the one-call path of MLP.predict")
