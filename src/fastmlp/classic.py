@@ -107,7 +107,60 @@ def _step(net_input: Floats) -> Labels:
 # --------------------------------------------------------------------------- perceptron
 
 
-class Perceptron:
+class _ThresholdUnit:
+    """What Perceptron and Adaline share once trained: the net input ``w0 + w . x`` with the
+    bias as weight w0 on a constant input, thresholded at 0 into the labels 0 and 1."""
+
+    weights_: Floats
+    n_features_in_: int
+
+    def decision_function(self, X: ArrayLike) -> Floats:
+        """Net input ``w0 + w . x`` for each row of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        _check_fitted(self, "weights_")
+        X = _check_X(X, self.n_features_in_)
+        return _with_bias_input(X) @ self.weights_
+
+    def predict(self, X: ArrayLike) -> Labels:
+        """Predicted labels: 1 where the net input is >= 0, else 0.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,), int64
+        """
+        return _step(self.decision_function(X))
+
+    def score(self, X: ArrayLike, y: ArrayLike) -> float:
+        """Fraction of rows of X whose predicted label equals y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Labels 0 and 1.
+
+        Returns
+        -------
+        float
+        """
+        predictions = self.predict(X)
+        y = _check_binary_labels(y, predictions.shape[0])
+        return float(np.mean(predictions == y))
+
+
+class Perceptron(_ThresholdUnit):
     """Rosenblatt's perceptron: a step unit trained by the perceptron learning rule.
 
     The output is ``step(w0 + w1 x1 + ... + wn xn)`` with ``step(z) = 1 if z >= 0 else 0``;
@@ -188,56 +241,11 @@ class Perceptron:
         self.converged_ = bool(np.all(self.predict(X) == y))
         return self
 
-    def decision_function(self, X: ArrayLike) -> Floats:
-        """Net input ``w0 + w . x`` for each row of X.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        ndarray of shape (n_samples,)
-        """
-        _check_fitted(self, "weights_")
-        X = _check_X(X, self.n_features_in_)
-        return _with_bias_input(X) @ self.weights_
-
-    def predict(self, X: ArrayLike) -> Labels:
-        """Predicted labels (0 or 1) for each row of X.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        ndarray of shape (n_samples,), int64
-        """
-        return _step(self.decision_function(X))
-
-    def score(self, X: ArrayLike, y: ArrayLike) -> float:
-        """Fraction of rows of X whose predicted label equals y.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
-            Labels 0 and 1.
-
-        Returns
-        -------
-        float
-        """
-        predictions = self.predict(X)
-        y = _check_binary_labels(y, predictions.shape[0])
-        return float(np.mean(predictions == y))
-
 
 # --------------------------------------------------------------------------- Adaline
 
 
-class Adaline:
+class Adaline(_ThresholdUnit):
     """Adaline: a linear unit trained by the delta rule (Widrow-Hoff / LMS).
 
     Labels 0 and 1 are mapped to the targets -1 and +1. Training is gradient descent on
@@ -340,51 +348,6 @@ class Adaline:
             error = targets[i] - inputs[i] @ weights
             weights += lr * 2.0 * error * inputs[i]
         return weights
-
-    def decision_function(self, X: ArrayLike) -> Floats:
-        """Net input ``w0 + w . x`` for each row of X.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        ndarray of shape (n_samples,)
-        """
-        _check_fitted(self, "weights_")
-        X = _check_X(X, self.n_features_in_)
-        return _with_bias_input(X) @ self.weights_
-
-    def predict(self, X: ArrayLike) -> Labels:
-        """Predicted labels: 1 where the net input is >= 0, else 0.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        ndarray of shape (n_samples,), int64
-        """
-        return _step(self.decision_function(X))
-
-    def score(self, X: ArrayLike, y: ArrayLike) -> float:
-        """Fraction of rows of X whose predicted label equals y.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
-            Labels 0 and 1.
-
-        Returns
-        -------
-        float
-        """
-        predictions = self.predict(X)
-        y = _check_binary_labels(y, predictions.shape[0])
-        return float(np.mean(predictions == y))
 
 
 # --------------------------------------------------------------------------- Hebbian learning
