@@ -62,15 +62,18 @@ py::array_t<T, py::array::c_style> input_rows(const py::handle& object, const ch
     return array;
 }
 
-// Keeps the targets' arrays alive while their pointers are in use.
+// Keeps the targets' arrays alive while their pointers are in use. Which one is in use is
+// kept apart: a default-constructed py::array_t is not null but an empty (0,) array, so
+// testing the arrays themselves would hand the network a pointer to zero elements.
 template <typename T>
 struct CheckedTargets {
     py::array_t<int64_t, py::array::c_style> labels;
     py::array_t<T, py::array::c_style> values;
+    bool has_labels = false, has_values = false;
     Targets<T> pointers() const {
         Targets<T> targets;
-        if (labels) targets.labels = labels.data();
-        if (values) targets.values = values.data();
+        if (has_labels) targets.labels = labels.data();
+        if (has_values) targets.values = values.data();
         return targets;
     }
 };
@@ -80,6 +83,7 @@ CheckedTargets<T> check_targets(const Network<T>& network, const py::handle& obj
     CheckedTargets<T> checked;
     if (network.options().loss == Loss::cross_entropy) {
         checked.labels = as_contiguous<int64_t>(object, "y", 1);
+        checked.has_labels = true;
         if (checked.labels.shape(0) != rows)
             throw py::value_error("y must have " + std::to_string(rows) + " labels, got " +
                                   std::to_string(checked.labels.shape(0)));
@@ -91,6 +95,7 @@ CheckedTargets<T> check_targets(const Network<T>& network, const py::handle& obj
                                       " is not a class in [0, " + std::to_string(classes) + ")");
     } else {
         checked.values = as_contiguous<T>(object, "y", 2);
+        checked.has_values = true;
         if (checked.values.shape(0) != rows || checked.values.shape(1) != network.target_width())
             throw py::value_error("y must have shape (" + std::to_string(rows) + ", " +
                                   std::to_string(network.target_width()) + "), got " +
@@ -277,7 +282,8 @@ void bind_network(py::module_& m, const char* name) {
                 totals = model.network.train_step(xs.data(), targets.pointers(), rows);
             }
             return totals_tuple(totals);
-        }, py::arg("x"), py::arg("y"), "one optimizer step on one batch -> (loss_sum, correct, rows)")
+        }, py::arg("x"), py::arg("y"), "one optimizer step on one batch -> (loss_sum, correct, rows); not applied (step "
+           "unchanged) when the loss or a gradient is NaN/inf")
         .def("train_batches", [](Model& model, const py::handle& X, const py::handle& y,
                                  const py::handle& order, int64_t batch_size, int64_t first_batch,
                                  int64_t n_batches) {
@@ -299,10 +305,12 @@ void bind_network(py::module_& m, const char* name) {
                 totals = model.network.train_batches(xs.data(), targets.pointers(), permutation.data(),
                                                      rows, batch_size, first_batch, n_batches);
             }
-            return totals_tuple(totals);
+            return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch);
         }, py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
            py::arg("first_batch"), py::arg("n_batches"),
-           "optimizer steps over batches [first_batch, first_batch + n_batches) of X[order]")
+           "optimizer steps over batches [first_batch, first_batch + n_batches) of X[order] -> "
+           "(loss_sum, correct, rows, nonfinite_batch): the run stops before applying the first step "
+           "whose loss or gradient is NaN/inf, and names that batch (else -1)")
         .def("compute_gradients", [](Model& model, const py::handle& x, const py::handle& y, bool training) {
             auto xs = input_rows<T>(x, "x", model.network.input_width());
             const int64_t rows = xs.shape(0);

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# CI stage 2: build fastmlp._core a second time with AddressSanitizer + UndefinedBehaviorSanitizer
+# (CMake option FASTMLP_SANITIZE) in its own venv, and run every test that calls into C++ -
+# kernels, gradients, GEMM, the network, the public API and the fuzz tests - against it with
+# the ASan runtime preloaded into Python. Any sanitizer report (memory error, leak from the
+# extension, undefined behaviour) ends the run with a non-zero status.
+#
+# Usage: .ci/sanitize.sh [extra pytest arguments]. SANITIZE_BUILD_DIR keeps the CMake build
+# between local runs (default: a fresh directory under $TMPDIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$SECONDS
+
+venv="${TMPDIR:-/tmp}/fastmlp-ci-asan-venv"
+build_dir="${SANITIZE_BUILD_DIR:-${TMPDIR:-/tmp}/fastmlp-ci-asan-build}"
+rm -rf "$venv"
+python3 -m venv "$venv"
+# shellcheck disable=SC1091
+. "$venv/bin/activate"
+python -m pip install -q --upgrade pip
+pip install -q scikit-build-core pybind11 ninja numpy pytest hypothesis
+
+echo "== building the sanitized extension (FASTMLP_SANITIZE=ON)"
+# RelWithDebInfo: optimised like the real build, with line numbers in the reports.
+pip install -q --no-build-isolation --no-deps -Cbuild-dir="$build_dir" \
+  -Ccmake.build-type=RelWithDebInfo -Ccmake.define.FASTMLP_SANITIZE=ON .
+built=$SECONDS
+
+core=$(cd /tmp && python -c 'import fastmlp._core as c; print(c.__file__)')
+if ! ldd "$core" | grep -q libasan; then
+  echo "error: $core is not linked against libasan; the sanitizer build did not take" >&2
+  exit 1
+fi
+
+asan_runtime=$(g++ -print-file-name=libasan.so)
+if [ ! -e "$asan_runtime" ]; then
+  echo "error: g++ does not know libasan.so ($asan_runtime)" >&2
+  exit 1
+fi
+
+echo "== pytest under ASan + UBSan ($asan_runtime)"
+# detect_leaks: leaks are reported at exit; .ci/lsan.supp silences those of CPython, NumPy and
+# the OpenMP runtime, so what remains was allocated by the extension.
+# allocator_may_return_null: tests ask for absurd sizes and expect MemoryError, not an abort.
+# detect_odr_violation=0: pybind11 modules legitimately repeat some globals.
+export ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=1:detect_odr_violation=0:abort_on_error=0:exitcode=86"
+export LSAN_OPTIONS="suppressions=$PWD/.ci/lsan.supp:print_suppressions=0:exitcode=87"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=88"
+export FASTMLP_SANITIZED=1   # tests whose measurements the sanitizer distorts (RSS, 16 GiB) skip
+status=0
+LD_PRELOAD="$asan_runtime" pytest -q -p no:cacheprovider \
+  tests/test_kernels.py tests/test_gemm.py tests/test_mlp.py tests/test_fuzz.py \
+  tests/test_hardening.py "$@" || status=$?
+echo "== sanitizer stage: build $((built - started)) s, tests $((SECONDS - built)) s, status $status"
+exit $status
