@@ -62,9 +62,8 @@ py::array_t<T, py::array::c_style> input_rows(const py::handle& object, const ch
     return array;
 }
 
-// Keeps the targets' arrays alive while their pointers are in use. Which one is in use is
-// kept apart: a default-constructed py::array_t is not null but an empty (0,) array, so
-// testing the arrays themselves would hand the network a pointer to zero elements.
+// Keeps the targets' arrays alive while their pointers are in use. (A default-constructed
+// py::array_t is an empty array, not a null handle, hence the explicit flags.)
 template <typename T>
 struct CheckedTargets {
     py::array_t<int64_t, py::array::c_style> labels;
@@ -100,6 +99,59 @@ CheckedTargets<T> check_targets(const Network<T>& network, const py::handle& obj
             throw py::value_error("y must have shape (" + std::to_string(rows) + ", " +
                                   std::to_string(network.target_width()) + "), got " +
                                   shape_string(checked.values));
+    }
+    return checked;
+}
+
+// A 1-D int64 array of `rows` indices, each a row of X.
+py::array_t<int64_t, py::array::c_style> row_indices(const py::handle& object, const char* name,
+                                                     int64_t rows) {
+    auto indices = as_contiguous<int64_t>(object, name, 1);
+    if (indices.shape(0) != rows)
+        throw py::value_error(std::string(name) + " must have one index per row of X");
+    for (int64_t i = 0; i < rows; ++i)
+        if (indices.data()[i] < 0 || indices.data()[i] >= rows)
+            throw py::value_error(std::string(name) + "[" + std::to_string(i) + "] is not a row of X");
+    return indices;
+}
+
+// Keeps a mixup plan's arrays alive while their pointers are in use; empty when not mixing.
+template <typename T>
+struct CheckedMixup {
+    py::array_t<int64_t, py::array::c_style> partners;
+    py::array_t<T, py::array::c_style> lambdas;
+    bool active = false;
+    MixupPlan<T> plan() const {
+        MixupPlan<T> mixup;
+        if (active) {
+            mixup.partners = partners.data();
+            mixup.lambdas = lambdas.data();
+        }
+        return mixup;
+    }
+};
+
+template <typename T>
+CheckedMixup<T> check_mixup(const Network<T>& network, const py::handle& partners,
+                            const py::handle& lambdas, int64_t rows, int64_t batch_size) {
+    CheckedMixup<T> checked;
+    if (partners.is_none() && lambdas.is_none()) return checked;
+    if (partners.is_none() || lambdas.is_none())
+        throw py::value_error("mixup needs both partners and lambdas");
+    if (!network.options().class_weights.empty())
+        throw py::value_error("mixup cannot be combined with class_weights");
+    checked.partners = row_indices(partners, "partners", rows);
+    checked.active = true;
+    checked.lambdas = as_contiguous<T>(lambdas, "lambdas", 1);
+    const int64_t batches = (rows + batch_size - 1) / batch_size;
+    if (checked.lambdas.shape(0) != batches)
+        throw py::value_error("lambdas must have one value per batch of the epoch (" +
+                              std::to_string(batches) + "), got " + shape_string(checked.lambdas));
+    for (int64_t k = 0; k < batches; ++k) {
+        const T lambda = checked.lambdas.data()[k];
+        if (!(lambda >= 0 && lambda <= 1))
+            throw py::value_error("lambdas[" + std::to_string(k) + "] = " + std::to_string(lambda) +
+                                  " is not in [0, 1]");
     }
     return checked;
 }
@@ -286,31 +338,32 @@ void bind_network(py::module_& m, const char* name) {
            "unchanged) when the loss or a gradient is NaN/inf")
         .def("train_batches", [](Model& model, const py::handle& X, const py::handle& y,
                                  const py::handle& order, int64_t batch_size, int64_t first_batch,
-                                 int64_t n_batches) {
+                                 int64_t n_batches, const py::handle& partners,
+                                 const py::handle& lambdas) {
             auto xs = input_rows<T>(X, "X", model.network.input_width());
             const int64_t rows = xs.shape(0);
             auto targets = check_targets(model.network, y, rows);
-            auto permutation = as_contiguous<int64_t>(order, "order", 1);
-            if (permutation.shape(0) != rows)
-                throw py::value_error("order must have one index per row of X");
-            for (int64_t i = 0; i < rows; ++i)
-                if (permutation.data()[i] < 0 || permutation.data()[i] >= rows)
-                    throw py::value_error("order[" + std::to_string(i) + "] is not a row of X");
+            auto permutation = row_indices(order, "order", rows);
             if (batch_size < 1) throw py::value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
             if (first_batch < 0 || n_batches < 0) throw py::value_error("first_batch and n_batches must be >= 0");
+            CheckedMixup<T> mixup = check_mixup<T>(model.network, partners, lambdas, rows, batch_size);
             RunTotals totals;
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(model.mutex);
                 totals = model.network.train_batches(xs.data(), targets.pointers(), permutation.data(),
-                                                     rows, batch_size, first_batch, n_batches);
+                                                     rows, batch_size, first_batch, n_batches,
+                                                     mixup.plan());
             }
             return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch);
         }, py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
-           py::arg("first_batch"), py::arg("n_batches"),
+           py::arg("first_batch"), py::arg("n_batches"), py::arg("partners") = py::none(),
+           py::arg("lambdas") = py::none(),
            "optimizer steps over batches [first_batch, first_batch + n_batches) of X[order] -> "
-           "(loss_sum, correct, rows, nonfinite_batch): the run stops before applying the first step "
-           "whose loss or gradient is NaN/inf, and names that batch (else -1)")
+           "(loss_sum, correct, rows, nonfinite_batch); with partners (one row per position of "
+           "order) and lambdas (one per batch of the epoch), each batch is mixed (mixup) first. "
+           "The run stops before applying the first step whose loss or gradient is NaN/inf, and "
+           "names that batch (else -1)")
         .def("compute_gradients", [](Model& model, const py::handle& x, const py::handle& y, bool training) {
             auto xs = input_rows<T>(x, "x", model.network.input_width());
             const int64_t rows = xs.shape(0);

@@ -124,6 +124,7 @@ void Network<T>::ensure_workspace(int64_t rows) {
     resize_rows(loss_out_, rows, output_width());
     resize_rows(batch_x_, rows, input_width());
     resize_rows(batch_values_, rows, target_width());
+    if (options_.loss == Loss::cross_entropy) resize_rows(batch_probabilities_, rows, output_width());
     batch_labels_.assign(static_cast<size_t>(rows), 0);
     workspace_rows_ = rows;
 }
@@ -206,6 +207,11 @@ RunTotals Network<T>::loss_forward_backward(Targets<T> targets, int64_t B, bool 
             const T* weights = class_weights_.empty() ? nullptr : class_weights_.data();
             const T smoothing = static_cast<T>(options_.label_smoothing);
             // The probabilities are written into d_logits and turned into the gradient there.
+            if (targets.probabilities) {
+                softmax_xent_soft_forward(&loss, d_logits, logits, targets.probabilities, B, C);
+                if (backward) softmax_xent_soft_backward(d_logits, d_logits, targets.probabilities, B, C);
+                break;
+            }
             softmax_xent_forward(&loss, d_logits, logits, targets.labels, weights, smoothing, B, C);
             if (backward)
                 softmax_xent_backward(d_logits, d_logits, targets.labels, weights, smoothing, B, C);
@@ -239,7 +245,14 @@ int64_t Network<T>::count_correct(const T* logits, Targets<T> targets, int64_t B
         for (int64_t i = 0; i < B; ++i) {
             const T* row = logits + i * C;
             const int64_t predicted = std::max_element(row, row + C) - row;
-            correct += predicted == targets.labels[i];
+            int64_t expected;
+            if (targets.probabilities) {
+                const T* target_row = targets.probabilities + i * C;
+                expected = std::max_element(target_row, target_row + C) - target_row;
+            } else {
+                expected = targets.labels[i];
+            }
+            correct += predicted == expected;
         }
     } else if (options_.loss == Loss::bce) {
         for (int64_t i = 0; i < B; ++i) {
@@ -332,28 +345,67 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
 }
 
 template <typename T>
-RunTotals Network<T>::train_batches(const T* X, Targets<T> targets, const int64_t* order, int64_t N,
-                                    int64_t batch_size, int64_t first_batch, int64_t n_batches) {
-    ensure_workspace(std::min(batch_size, N));
+Targets<T> Network<T>::gather_batch(const T* X, Targets<T> targets, const int64_t* order,
+                                    int64_t start, int64_t B) {
     const int64_t in = input_width(), tw = target_width();
+    for (int64_t i = 0; i < B; ++i) {
+        const int64_t row = order[start + i];
+        std::memcpy(batch_x_.data() + i * in, X + row * in, sizeof(T) * static_cast<size_t>(in));
+        if (targets.labels) batch_labels_[i] = targets.labels[row];
+        if (targets.values)
+            std::memcpy(batch_values_.data() + i * tw, targets.values + row * tw,
+                        sizeof(T) * static_cast<size_t>(tw));
+    }
+    Targets<T> batch;
+    if (targets.labels) batch.labels = batch_labels_.data();
+    if (targets.values) batch.values = batch_values_.data();
+    return batch;
+}
+
+template <typename T>
+Targets<T> Network<T>::gather_mixed_batch(const T* X, Targets<T> targets, const int64_t* order,
+                                          const int64_t* partners, T lambda, int64_t start,
+                                          int64_t B) {
+    const int64_t in = input_width(), tw = target_width(), C = output_width();
+    const T other = T(1) - lambda;
+    Targets<T> batch;
+    for (int64_t i = 0; i < B; ++i) {
+        const int64_t a = order[start + i], b = partners[start + i];
+        T* x = batch_x_.data() + i * in;
+        for (int64_t j = 0; j < in; ++j) x[j] = lambda * X[a * in + j] + other * X[b * in + j];
+        if (targets.values) {
+            T* t = batch_values_.data() + i * tw;
+            for (int64_t j = 0; j < tw; ++j)
+                t[j] = lambda * targets.values[a * tw + j] + other * targets.values[b * tw + j];
+        }
+        if (targets.labels) {
+            // One-hot blend, then label smoothing: (1 - eps) * t + eps / C.
+            const T eps = static_cast<T>(options_.label_smoothing);
+            T* t = batch_probabilities_.data() + i * C;
+            std::fill(t, t + C, eps / static_cast<T>(C));
+            t[targets.labels[a]] += (T(1) - eps) * lambda;
+            t[targets.labels[b]] += (T(1) - eps) * other;
+        }
+    }
+    if (targets.values) batch.values = batch_values_.data();
+    if (targets.labels) batch.probabilities = batch_probabilities_.data();
+    return batch;
+}
+
+template <typename T>
+RunTotals Network<T>::train_batches(const T* X, Targets<T> targets, const int64_t* order, int64_t N,
+                                    int64_t batch_size, int64_t first_batch, int64_t n_batches,
+                                    MixupPlan<T> mixup) {
+    ensure_workspace(std::min(batch_size, N));
     RunTotals totals;
     for (int64_t k = first_batch; k < first_batch + n_batches; ++k) {
         const int64_t start = k * batch_size;
         const int64_t B = std::min(batch_size, N - start);
         if (B <= 0) break;
         if (B == 1 && options_.batch_norm) continue;  // batch statistics need two rows
-        // Gather the batch's rows into contiguous buffers.
-        for (int64_t i = 0; i < B; ++i) {
-            const int64_t row = order[start + i];
-            std::memcpy(batch_x_.data() + i * in, X + row * in, sizeof(T) * static_cast<size_t>(in));
-            if (targets.labels) batch_labels_[i] = targets.labels[row];
-            if (targets.values)
-                std::memcpy(batch_values_.data() + i * tw, targets.values + row * tw,
-                            sizeof(T) * static_cast<size_t>(tw));
-        }
-        Targets<T> batch_targets;
-        if (targets.labels) batch_targets.labels = batch_labels_.data();
-        if (targets.values) batch_targets.values = batch_values_.data();
+        const Targets<T> batch_targets =
+            mixup.partners ? gather_mixed_batch(X, targets, order, mixup.partners, mixup.lambdas[k], start, B)
+                           : gather_batch(X, targets, order, start, B);
         const RunTotals batch = train_step(batch_x_.data(), batch_targets, B);
         if (!batch.finite) {
             totals.nonfinite_batch = k;

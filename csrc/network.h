@@ -19,8 +19,13 @@
 // checks, which restore them).
 // predict applies the loss's link to the logits: softmax (cross_entropy), sigmoid (bce),
 // identity (mse, gaussian_nll: [mean, log_var] per row).
-// Accuracy counts: cross_entropy, argmax(logits) == label (first maximum wins); bce, every
-// (logit > 0) == (target >= 0.5) in the row; none for mse and gaussian_nll.
+// Accuracy counts: cross_entropy, argmax(logits) == label (first maximum wins; with soft
+// targets, the targets' first maximum); bce, every (logit > 0) == (target >= 0.5) in the row;
+// none for mse and gaussian_nll.
+// Mixup (MixupPlan): a batch's inputs and targets are blended before the training step; for
+// cross_entropy the one-hot rows are blended, label smoothing applied to the blend
+// ((1 - eps) * t + eps / C, as torch does for probability targets), and the loss is the
+// soft-target cross-entropy.
 #pragma once
 
 #include <cstdint>
@@ -72,10 +77,21 @@ struct LayerSlices {
 };
 
 // Targets of a batch: integer labels (cross_entropy) or values (the other losses).
+// `probabilities` replaces the labels of cross_entropy with soft targets (mixup).
 template <typename T>
 struct Targets {
-    const int64_t* labels = nullptr;  // (N)
-    const T* values = nullptr;        // (N, target width)
+    const int64_t* labels = nullptr;         // (N)
+    const T* values = nullptr;               // (N, target width)
+    const T* probabilities = nullptr;        // (N, C), rows summing to 1
+};
+
+// Mixup (Zhang et al. 2018) for a run of batches: position k of the epoch's order is mixed
+// with row partners[k] as lambda * X[order[k]] + (1 - lambda) * X[partners[k]], and so are
+// its targets (labels as one-hot rows, then label smoothing), with lambda = lambdas[batch].
+template <typename T>
+struct MixupPlan {
+    const int64_t* partners = nullptr;  // (N), rows of X; null: no mixup
+    const T* lambdas = nullptr;         // (number of batches in the epoch)
 };
 
 // Loss and accuracy summed over rows: loss_sum = sum over batches of (mean loss * rows).
@@ -114,10 +130,12 @@ public:
     RunTotals train_step(const T* x, Targets<T> targets, int64_t B);
     // Batches [first_batch, first_batch + n_batches) of an epoch: batch k is the rows
     // order[k * batch_size ...] of X (N, s_0). With batch norm a trailing batch of a single
-    // row is skipped (batch statistics need two rows). Stops at the first batch whose step is
-    // not finite (totals.nonfinite_batch = k; the totals cover the batches before it).
+    // row is skipped (batch statistics need two rows). With a mixup plan each batch is
+    // blended first (see MixupPlan). Stops at the first batch whose step is not finite
+    // (totals.nonfinite_batch = k; the totals cover the batches before it).
     RunTotals train_batches(const T* X, Targets<T> targets, const int64_t* order, int64_t N,
-                            int64_t batch_size, int64_t first_batch, int64_t n_batches);
+                            int64_t batch_size, int64_t first_batch, int64_t n_batches,
+                            MixupPlan<T> mixup = {});
     // Gradients of the batch's mean loss into grads, no step; training-mode forward when
     // `training` (dropout counter of step + 1), running statistics left unchanged.
     RunTotals compute_gradients(const T* x, Targets<T> targets, int64_t B, bool training);
@@ -127,6 +145,11 @@ public:
 
 private:
     void ensure_workspace(int64_t rows);
+    // Copy (or, with mixup, blend) the B rows at order[start...] into the batch buffers.
+    Targets<T> gather_batch(const T* X, Targets<T> targets, const int64_t* order, int64_t start,
+                            int64_t B);
+    Targets<T> gather_mixed_batch(const T* X, Targets<T> targets, const int64_t* order,
+                                  const int64_t* partners, T lambda, int64_t start, int64_t B);
     const T* forward(const T* x, int64_t B, bool training, bool update_running_stats);
     void batch_norm_forward(int64_t l, int64_t B, bool training, bool update_running_stats);
     // What layer l hands to layer l + 1 (after dropout in a training forward).
@@ -143,7 +166,7 @@ private:
     std::vector<T> class_weights_;
     // Workspace, sized for workspace_rows_ rows (network.cpp: ensure_workspace).
     std::vector<std::vector<T>> z_, y_, xhat_, normed_, mean_, invstd_, mask_, dropped_;
-    std::vector<T> grad_a_, grad_b_, loss_out_, batch_x_, batch_values_;
+    std::vector<T> grad_a_, grad_b_, loss_out_, batch_x_, batch_values_, batch_probabilities_;
     std::vector<int64_t> batch_labels_;
     int64_t workspace_rows_ = 0;
     bool training_forward_ = false;

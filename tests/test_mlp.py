@@ -278,6 +278,21 @@ def test_load_missing_file():
         fastmlp.load("/nonexistent/model.npz")
 
 
+def test_save_to_a_bad_place_names_the_path(tmp_path):
+    model = fastmlp.MLP([3, 2], seed=0)
+    missing = tmp_path / "no" / "m.npz"
+    with pytest.raises(FileNotFoundError, match=f"cannot save to '{missing}'.*does not exist"):
+        model.save(missing)
+    with pytest.raises(IsADirectoryError, match="it is a directory"):
+        model.save(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no temporary left behind
+
+
+def test_a_network_too_large_for_memory_says_so():
+    with pytest.raises(MemoryError, match=r"layer_sizes=\[1000000, 1000000, 3\] need 1,000,004,000,003 parameters"):
+        fastmlp.MLP([10**6, 10**6, 3], seed=0)
+
+
 # ---- bad inputs --------------------------------------------------------------------------------------------
 
 

@@ -6,11 +6,14 @@
 """
 from typing import Any, Dict
 
-from . import _core, optim
+from . import _core, optim, schedules
+from .ensemble import Ensemble
 from .mlp import MLP, History, NotFittedError, load
+from .model_selection import cross_validate
 
 __version__ = "0.1.0"
-__all__ = ["MLP", "History", "NotFittedError", "load", "optim", "set_num_threads",
+__all__ = ["MLP", "History", "NotFittedError", "load", "optim", "schedules", "Ensemble",
+           "cross_validate", "set_num_threads",
            "get_num_threads", "build_info", "__version__"]
 
 

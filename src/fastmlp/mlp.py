@@ -18,7 +18,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _core
+from .mixup import check_mixup_alpha, mixup_plan
 from .optim import Optimizer, make_optimizer
+from .schedules import LRSchedule, check_schedule, step_schedule
 
 __all__ = ["MLP", "History", "NotFittedError", "load", "ACTIVATIONS", "LOSSES"]
 
@@ -44,7 +46,8 @@ class History:
     """Per-epoch records of a fit: ``history["loss"]``, ``history["val_accuracy"]`` ...
 
     Keys: loss, accuracy (classification), val_loss, val_accuracy (with validation data),
-    seconds, samples_per_second. ``epoch`` lists the epoch numbers (counting across fits).
+    lr (the learning rate the epoch used), seconds, samples_per_second. ``epoch`` lists the
+    epoch numbers (counting across fits).
     """
 
     def __init__(self) -> None:
@@ -248,6 +251,7 @@ class MLP:
         self._network = self._new_network()
         self._initialise_parameters()
         self._shuffle_rng = np.random.default_rng([self.seed, 1])
+        self._mixup_rng = np.random.default_rng([self.seed, 3])
         self.epochs_trained = 0
         self.fitted = False
 
@@ -296,6 +300,16 @@ class MLP:
 
     def _new_network(self) -> Any:
         network_class = _core.NetworkFloat32 if self.dtype == np.float32 else _core.NetworkFloat64
+        try:
+            return self._construct_network(network_class)
+        except MemoryError:
+            sizes = self._network_sizes
+            count = sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
+            raise MemoryError(f"layer_sizes={self.layer_sizes!r} need {count:,} parameters "
+                              f"({count * self.dtype.itemsize / 2**30:,.1f} GiB each for the "
+                              "parameters, gradients and optimizer state): not enough memory") from None
+
+    def _construct_network(self, network_class: Any) -> Any:
         return network_class(self._network_sizes, self.activations, self.loss,
                              self.optimizer.core_options(), dropout=self.dropout,
                              batch_norm=self.batch_norm, seed=self.seed,
@@ -437,6 +451,7 @@ class MLP:
             shuffle: bool = True, early_stopping: bool = False, patience: int = 5,
             min_delta: float = 0.0, restore_best_weights: bool = True, verbose: int = 0,
             callbacks: Optional[Sequence[Callable[[int, Dict[str, float]], Any]]] = None,
+            mixup: float = 0.0, lr_schedule: Optional[LRSchedule] = None,
             on_nan: str = "raise") -> History:
         """Train for ``epochs`` passes over (X, y); calling fit again continues training.
 
@@ -456,6 +471,13 @@ class MLP:
             ``restore_best_weights`` the best epoch's parameters are put back.
         verbose : 0 silent, 1 progress bar and a line per epoch, 2 a line per epoch.
         callbacks : callables ``f(epoch, logs)``; returning False stops training.
+        mixup : float
+            alpha > 0 trains on mixup batches (fastmlp.mixup): each batch blended with a
+            permutation of itself by lambda ~ Beta(alpha, alpha), targets too (soft
+            cross-entropy for class labels). 0 (default) is off.
+        lr_schedule : fastmlp.schedules schedule, optional
+            Sets the learning rate of every epoch (torch.optim.lr_scheduler semantics);
+            ``history["lr"]`` records the rate each epoch used.
         on_nan : "raise" (default) or "restore"
             A step whose loss or gradient is NaN or infinite is never applied and training
             stops there. "raise": FloatingPointError naming the epoch and the step. "restore":
@@ -475,6 +497,8 @@ class MLP:
         on_nan = _check_choice("on_nan", on_nan, ON_NAN)
         if not isinstance(min_delta, (int, float)) or not min_delta >= 0:
             raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
+        mixup = check_mixup_alpha(mixup, self.class_weights)
+        lr_schedule = check_schedule(lr_schedule)
         X, y = self._prepare(X, y)
         if validation_data is not None:
             if validation_split:
@@ -492,10 +516,13 @@ class MLP:
         history = History()
         best = (math.inf, None)  # (monitored loss, saved state)
         epochs_without_improvement = 0
+        if lr_schedule is not None:
+            self.learning_rate = lr_schedule.start(self.learning_rate, owner=self)
         for _ in range(epochs):
             self.epochs_trained += 1
+            epoch_lr = self.learning_rate
             try:
-                logs = self._train_epoch(X, y, batch_size, shuffle, verbose, on_nan)
+                logs = self._train_epoch(X, y, batch_size, shuffle, verbose, mixup, on_nan)
             except KeyboardInterrupt:
                 history.interrupted = True
                 # Ctrl-C may land between a run of batches and the bookkeeping after it.
@@ -509,7 +536,10 @@ class MLP:
                 break
             if X_val is not None:
                 logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_"))
+            logs["lr"] = epoch_lr
             history.append(self.epochs_trained, logs)
+            if lr_schedule is not None:
+                self.learning_rate = step_schedule(lr_schedule, logs)
             if verbose:
                 print(self._epoch_line(logs, epochs))
             stop = any(callback(self.epochs_trained, dict(logs)) is False for callback in callbacks or ())
@@ -538,10 +568,11 @@ class MLP:
         return X[train], y[train], X[val], y[val]
 
     def _train_epoch(self, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
-                     verbose: int, on_nan: str = "raise") -> Dict[str, float]:
+                     verbose: int, mixup: float = 0.0, on_nan: str = "raise") -> Dict[str, float]:
         n = X.shape[0]
         order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
         order = order.astype(np.int64)
+        mixing = mixup_plan(self._mixup_rng, order, batch_size, mixup, self.dtype) if mixup else ()
         n_batches = (n + batch_size - 1) // batch_size
         calls = _PROGRESS_CALLS_PER_EPOCH if verbose == 1 else _SILENT_CALLS_PER_EPOCH
         per_call = max(1, -(-n_batches // calls))
@@ -550,7 +581,7 @@ class MLP:
         for first in range(0, n_batches, per_call):
             count = min(per_call, n_batches - first)
             last_good = self._training_state() if on_nan == "restore" else None
-            part = self._network.train_batches(X, y, order, batch_size, first, count)
+            part = self._network.train_batches(X, y, order, batch_size, first, count, *mixing)
             loss_sum, correct, rows = loss_sum + part[0], correct + part[1], rows + part[2]
             if part[3] >= 0:
                 self._stop_at_non_finite_step(part[3], n_batches, last_good)
@@ -579,12 +610,12 @@ class MLP:
                  f"(batch {batch + 1} of {n_batches} of the epoch)")
         if last_good is None:
             raise FloatingPointError(
-                f"the training loss or its gradient became NaN or infinite {where}; that step was "
+                f"the training loss became NaN or infinite (or a gradient did) {where}; that step was "
                 "not applied and training stopped. Lower the learning rate or check the data; "
                 "fit(..., on_nan='restore') puts back the last good weights instead of raising")
         self._set_training_state(last_good)
         raise _RestoredAfterNonFinite(
-            f"the training loss or its gradient became NaN or infinite {where}; training stopped "
+            f"the training loss became NaN or infinite (or a gradient did) {where}; training stopped "
             f"and the weights after step {last_good['step']} were restored")
 
     def _training_state(self) -> Dict[str, Any]:
@@ -696,6 +727,7 @@ class MLP:
             "class_weights": self.class_weights, "label_smoothing": self.label_smoothing,
             "leaky_relu_slope": self.leaky_relu_slope, "epochs_trained": self.epochs_trained,
             "fitted": self.fitted, "shuffle_state": self._shuffle_rng.bit_generator.state,
+            "mixup_state": self._mixup_rng.bit_generator.state,
             "optimizer_state": sorted(self._network.optimizer_state),
         }
 
@@ -713,6 +745,10 @@ class MLP:
         for name, buffer in self._network.optimizer_state.items():
             arrays["optimizer_" + name] = buffer
         directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"cannot save to {path!r}: it is a directory")
         handle, temporary = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=directory)
         try:
             with os.fdopen(handle, "wb") as file:
@@ -859,6 +895,8 @@ def load(path: Union[str, os.PathLike]) -> MLP:
             model.epochs_trained = int(header["epochs_trained"])
             model.fitted = bool(header["fitted"])
             model._shuffle_rng.bit_generator.state = header["shuffle_state"]
+            if "mixup_state" in header:  # files written before mixup existed lack it
+                model._mixup_rng.bit_generator.state = header["mixup_state"]
         except (KeyError, TypeError, ValueError, OverflowError) as error:
             if isinstance(error, ValueError) and "not a valid fastmlp model file" in str(error):
                 raise

@@ -174,6 +174,25 @@ def softmax_xent_soft_backward(probs, targets):
     return ((probs.astype(np.float64) - targets) / B).astype(probs.dtype)
 
 
+def mixup_batch(X, targets, rows, partner_rows, lam, n_classes=None, label_smoothing=0.0):
+    """Network::gather_mixed_batch: the mixup batch blending rows with partner_rows.
+
+    x = lam * X[rows] + (1 - lam) * X[partner_rows]; value targets are blended the same way;
+    integer labels (give n_classes) become soft targets
+    eps / C + (1 - eps) * (lam * onehot(a) + (1 - lam) * onehot(b)). -> (x, targets)
+    """
+    X = np.asarray(X)
+    lam = X.dtype.type(lam)
+    x = lam * X[rows] + (1 - lam) * X[partner_rows]
+    targets = np.asarray(targets)
+    if n_classes is None:
+        return x, lam * targets[rows] + (1 - lam) * targets[partner_rows]
+    eye = np.eye(n_classes, dtype=X.dtype)
+    blend = lam * eye[targets[rows]] + (1 - lam) * eye[targets[partner_rows]]
+    eps = X.dtype.type(label_smoothing)
+    return x, eps / n_classes + (1 - eps) * blend
+
+
 def mse_forward(pred, target):
     """mean((pred - target)^2) over all elements."""
     pred = np.asarray(pred)
@@ -601,7 +620,11 @@ class ReferenceMLP:
         return y
 
     def _loss(self, logits, targets):
-        """(mean loss, d loss / d logits)."""
+        """(mean loss, d loss / d logits). cross_entropy takes labels (B,) or soft targets
+        (B, C), the latter being what a mixup batch trains on."""
+        if self.loss == "cross_entropy" and np.asarray(targets).ndim == 2:  # soft (mixup)
+            loss, probs = softmax_xent_soft_forward(logits, targets)
+            return loss, softmax_xent_soft_backward(probs, targets)
         if self.loss == "cross_entropy":
             loss, probs = softmax_xent_forward(logits, targets, self.class_weights,
                                                self.label_smoothing)
