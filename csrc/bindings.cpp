@@ -5,6 +5,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
+#include <chrono>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -261,6 +263,34 @@ struct PyNetwork {
     std::mutex mutex;
 };
 
+// How often a long run of batches looks for a pending signal (Ctrl-C). Python runs signal
+// handlers only when it holds the GIL, so a run that released it checks by itself, between
+// steps: the cost is one GIL round trip per interval, the delay at most an interval plus a
+// step. Tests set 0 (check after every step) through _core._set_signal_check_interval.
+std::atomic<int64_t> signal_check_interval_us{100000};
+
+// Network::train_batches one batch at a time, from batch `next` until batch `end` or until
+// `interval` has passed (at least one batch). Adds to `totals`; returns the next batch (`end`
+// after a step refused as NaN/inf, whose batch totals.nonfinite_batch names).
+template <typename T>
+int64_t train_batches_for(Network<T>& network, RunTotals& totals, const T* X, Targets<T> targets,
+                          const int64_t* order, int64_t rows, int64_t batch_size, int64_t next,
+                          int64_t end, std::chrono::microseconds interval, MixupPlan<T> mixup) {
+    const auto started = std::chrono::steady_clock::now();
+    do {
+        const RunTotals batch = network.train_batches(X, targets, order, rows, batch_size, next, 1, mixup);
+        totals.loss_sum += batch.loss_sum;
+        totals.correct += batch.correct;
+        totals.rows += batch.rows;
+        if (batch.nonfinite_batch >= 0) {  // the step was refused: the run ends here
+            totals.nonfinite_batch = batch.nonfinite_batch;
+            return end;
+        }
+        ++next;
+    } while (next < end && std::chrono::steady_clock::now() - started < interval);
+    return next;
+}
+
 // A NumPy view of a buffer owned by the model (kept alive by the view's base).
 template <typename T>
 py::array_t<T> view_of(std::vector<T>& buffer, py::handle owner) {
@@ -348,12 +378,19 @@ void bind_network(py::module_& m, const char* name) {
             if (first_batch < 0 || n_batches < 0) throw py::value_error("first_batch and n_batches must be >= 0");
             CheckedMixup<T> mixup = check_mixup<T>(model.network, partners, lambdas, rows, batch_size);
             RunTotals totals;
-            {
-                py::gil_scoped_release release;
-                std::lock_guard<std::mutex> lock(model.mutex);
-                totals = model.network.train_batches(xs.data(), targets.pointers(), permutation.data(),
-                                                     rows, batch_size, first_batch, n_batches,
-                                                     mixup.plan());
+            const auto interval = std::chrono::microseconds(signal_check_interval_us.load());
+            const int64_t end = first_batch + n_batches;
+            for (int64_t next = first_batch; next < end;) {
+                {
+                    py::gil_scoped_release release;
+                    std::lock_guard<std::mutex> lock(model.mutex);
+                    next = train_batches_for(model.network, totals, xs.data(), targets.pointers(),
+                                             permutation.data(), rows, batch_size, next, end, interval,
+                                             mixup.plan());
+                }
+                // With the GIL and without the model's lock, so that a handler may use the
+                // model; its exception (KeyboardInterrupt for Ctrl-C) leaves the steps taken.
+                if (next < end && PyErr_CheckSignals() != 0) throw py::error_already_set();
             }
             return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch);
         }, py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
@@ -447,6 +484,11 @@ PYBIND11_MODULE(_core, m) {
         set_num_threads(n);
     }, py::arg("n"), "set the number of OpenMP threads fastmlp uses");
     m.def("get_num_threads", &num_threads, "the number of OpenMP threads fastmlp uses");
+    m.def("_set_signal_check_interval", [](double seconds) {
+        if (!(seconds >= 0 && seconds <= 10))
+            throw py::value_error("seconds must be in [0, 10], got " + std::to_string(seconds));
+        signal_check_interval_us = static_cast<int64_t>(seconds * 1e6);
+    }, py::arg("seconds"), "how often training looks for Ctrl-C between steps (a test hook)");
     m.def("build_info", &build_info, "compiler, OpenMP and SIMD paths of this build");
     bind_network<float>(m, "NetworkFloat32");
     bind_network<double>(m, "NetworkFloat64");

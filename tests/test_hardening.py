@@ -20,19 +20,13 @@ import pytest
 import fastmlp
 from fastmlp import _core, optim
 from fastmlp import reference as R
+from test_mlp import blobs
 
 K = _core.kernels
 # Set by .ci/sanitize.sh: ASan's quarantine and shadow memory distort RSS, and shadowing a
 # 16 GiB array would itself need gigabytes.
 SANITIZED = os.environ.get("FASTMLP_SANITIZED") == "1"
 not_under_sanitizer = pytest.mark.skipif(SANITIZED, reason="RSS and huge arrays are meaningless under ASan")
-
-
-def blobs(n=200, features=5, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 3, size=(classes, features))
-    y = rng.integers(0, classes, size=n)
-    return (centres[y] + rng.normal(size=(n, features))).astype(np.float32), y
 
 
 def small_model(**kwargs):

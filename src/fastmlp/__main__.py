@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import time
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -63,8 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_data(data_dir: str, limit: Optional[int], seed: int):
+def _load_data(data_dir: str, limit: Optional[int],
+               seed: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """(X, y, X_test, y_test, description): real IDX files if present, else a generated problem."""
+    X: np.ndarray
+    X_test: np.ndarray
     if datasets.find_mnist_files(data_dir) is not None:
         X, y, X_test, y_test = datasets.load_fashion_mnist(data_dir)
         description = f"IDX files in {data_dir} ({X.shape[0]} train / {X_test.shape[0]} test rows)"
@@ -99,7 +102,7 @@ def train(args: argparse.Namespace) -> int:
     _print_row(TABLE_COLUMNS)
     _print_row(["-" * 12] * len(TABLE_COLUMNS))
 
-    def print_epoch(epoch: int, logs: dict) -> None:
+    def print_epoch(epoch: int, logs: Dict[str, float]) -> None:
         _print_row([str(epoch), f"{logs['loss']:.4f}", f"{logs['accuracy']:.4f}",
                     f"{logs['val_accuracy']:.4f}", f"{logs['seconds']:.2f}",
                     f"{logs['samples_per_second']:.0f}"])

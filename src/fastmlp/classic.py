@@ -2,8 +2,13 @@
 Hoff's Adaline (delta rule), Hebbian learning (plain Hebb, Oja, Sanger) and 1-D linear
 regression by gradient descent."""
 import warnings
+from typing import Any, List, Optional
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+Floats = NDArray[np.floating[Any]]
+Labels = NDArray[np.int64]
 
 __all__ = ["Perceptron", "Adaline", "HebbianLayer", "LinearRegressionGD"]
 
@@ -11,7 +16,7 @@ __all__ = ["Perceptron", "Adaline", "HebbianLayer", "LinearRegressionGD"]
 # --------------------------------------------------------------------------- argument checks
 
 
-def _check_positive_float(name, value):
+def _check_positive_float(name: str, value: Any) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
                                                                      np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}: {value!r}")
@@ -20,7 +25,7 @@ def _check_positive_float(name, value):
     return float(value)
 
 
-def _check_positive_int(name, value):
+def _check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
     if value < 1:
@@ -28,20 +33,20 @@ def _check_positive_int(name, value):
     return int(value)
 
 
-def _check_bool(name, value):
+def _check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}: {value!r}")
     return bool(value)
 
 
-def _check_seed(seed):
+def _check_seed(seed: Any) -> Optional[int]:
     if seed is not None and (isinstance(seed, (bool, np.bool_))
                              or not isinstance(seed, (int, np.integer)) or seed < 0):
         raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
-    return seed
+    return None if seed is None else int(seed)
 
 
-def _check_X(X, n_features=None, name="X"):
+def _check_X(X: ArrayLike, n_features: Optional[int] = None, name: str = "X") -> Floats:
     """Return X as a finite 2-D float64 array, with n_features columns if given."""
     try:
         X = np.asarray(X, dtype=np.float64)
@@ -60,7 +65,7 @@ def _check_X(X, n_features=None, name="X"):
     return X
 
 
-def _check_targets(y, n_samples, name="y"):
+def _check_targets(y: ArrayLike, n_samples: int, name: str = "y") -> Floats:
     """Return y as a finite 1-D float64 array with one value per sample."""
     try:
         y = np.asarray(y, dtype=np.float64)
@@ -75,7 +80,7 @@ def _check_targets(y, n_samples, name="y"):
     return y
 
 
-def _check_binary_labels(y, n_samples):
+def _check_binary_labels(y: ArrayLike, n_samples: int) -> Labels:
     """Return y as an int64 array of 0/1 labels."""
     y = _check_targets(y, n_samples)
     bad = np.setdiff1d(np.unique(y), [0.0, 1.0])
@@ -84,17 +89,17 @@ def _check_binary_labels(y, n_samples):
     return y.astype(np.int64)
 
 
-def _check_fitted(model, attribute):
+def _check_fitted(model: object, attribute: str) -> None:
     if not hasattr(model, attribute):
         raise RuntimeError(f"this {type(model).__name__} is not fitted yet; call fit first")
 
 
-def _with_bias_input(X):
+def _with_bias_input(X: Floats) -> Floats:
     """Prepend the constant input 1 whose weight w0 plays the role of the bias."""
     return np.column_stack([np.ones(X.shape[0]), X])
 
 
-def _step(net_input):
+def _step(net_input: Floats) -> Labels:
     """Heaviside step: 1 where the net input is >= 0, else 0."""
     return (net_input >= 0).astype(np.int64)
 
@@ -137,14 +142,26 @@ class Perceptron:
         Number of updates made in each epoch.
     """
 
-    def __init__(self, lr=1.0, max_epochs=100, shuffle=False, seed=None):
+    def __init__(self, lr: float = 1.0, max_epochs: int = 100, shuffle: bool = False,
+                 seed: Optional[int] = None) -> None:
         self.lr = lr
         self.max_epochs = max_epochs
         self.shuffle = shuffle
         self.seed = seed
 
-    def fit(self, X, y):
-        """Train on X of shape (n_samples, n_features) and labels y in {0, 1}."""
+    def fit(self, X: ArrayLike, y: ArrayLike) -> "Perceptron":
+        """Train on X and labels y in {0, 1}.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Labels 0 and 1.
+
+        Returns
+        -------
+        self
+        """
         lr = _check_positive_float("lr", self.lr)
         max_epochs = _check_positive_int("max_epochs", self.max_epochs)
         shuffle = _check_bool("shuffle", self.shuffle)
@@ -171,18 +188,47 @@ class Perceptron:
         self.converged_ = bool(np.all(self.predict(X) == y))
         return self
 
-    def decision_function(self, X):
-        """Net input ``w0 + w . x`` for each row of X."""
+    def decision_function(self, X: ArrayLike) -> Floats:
+        """Net input ``w0 + w . x`` for each row of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
         _check_fitted(self, "weights_")
         X = _check_X(X, self.n_features_in_)
         return _with_bias_input(X) @ self.weights_
 
-    def predict(self, X):
-        """Predicted labels (0 or 1) for each row of X."""
+    def predict(self, X: ArrayLike) -> Labels:
+        """Predicted labels (0 or 1) for each row of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,), int64
+        """
         return _step(self.decision_function(X))
 
-    def score(self, X, y):
-        """Fraction of rows of X whose predicted label equals y."""
+    def score(self, X: ArrayLike, y: ArrayLike) -> float:
+        """Fraction of rows of X whose predicted label equals y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Labels 0 and 1.
+
+        Returns
+        -------
+        float
+        """
         predictions = self.predict(X)
         y = _check_binary_labels(y, predictions.shape[0])
         return float(np.mean(predictions == y))
@@ -228,15 +274,27 @@ class Adaline:
         Whether the `tol` criterion was met before `max_epochs`.
     """
 
-    def __init__(self, lr=0.01, max_epochs=1000, mode="batch", tol=1e-6, seed=None):
+    def __init__(self, lr: float = 0.01, max_epochs: int = 1000, mode: str = "batch",
+                 tol: float = 1e-6, seed: Optional[int] = None) -> None:
         self.lr = lr
         self.max_epochs = max_epochs
         self.mode = mode
         self.tol = tol
         self.seed = seed
 
-    def fit(self, X, y):
-        """Train on X of shape (n_samples, n_features) and labels y in {0, 1}."""
+    def fit(self, X: ArrayLike, y: ArrayLike) -> "Adaline":
+        """Train on X and labels y in {0, 1}.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Labels 0 and 1.
+
+        Returns
+        -------
+        self
+        """
         lr = _check_positive_float("lr", self.lr)
         max_epochs = _check_positive_int("max_epochs", self.max_epochs)
         tol = _check_positive_float("tol", self.tol)
@@ -246,7 +304,7 @@ class Adaline:
         X = _check_X(X)
         targets = 2.0 * _check_binary_labels(y, X.shape[0]) - 1.0
         inputs = _with_bias_input(X)
-        weights = np.zeros(inputs.shape[1])
+        weights: Floats = np.zeros(inputs.shape[1])
         epoch_step = self._batch_epoch if self.mode == "batch" else self._online_epoch
         self.loss_curve_ = []
         self.converged_ = False
@@ -268,31 +326,62 @@ class Adaline:
         return self
 
     @staticmethod
-    def _batch_epoch(weights, inputs, targets, lr, rng):
+    def _batch_epoch(weights: Floats, inputs: Floats, targets: Floats, lr: float,
+                     rng: np.random.Generator) -> Floats:
         errors = targets - inputs @ weights
         gradient = -2.0 / len(targets) * (inputs.T @ errors)
         return weights - lr * gradient
 
     @staticmethod
-    def _online_epoch(weights, inputs, targets, lr, rng):
+    def _online_epoch(weights: Floats, inputs: Floats, targets: Floats, lr: float,
+                      rng: np.random.Generator) -> Floats:
         weights = weights.copy()
         for i in rng.permutation(len(targets)):
             error = targets[i] - inputs[i] @ weights
             weights += lr * 2.0 * error * inputs[i]
         return weights
 
-    def decision_function(self, X):
-        """Net input ``w0 + w . x`` for each row of X."""
+    def decision_function(self, X: ArrayLike) -> Floats:
+        """Net input ``w0 + w . x`` for each row of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
         _check_fitted(self, "weights_")
         X = _check_X(X, self.n_features_in_)
         return _with_bias_input(X) @ self.weights_
 
-    def predict(self, X):
-        """Predicted labels: 1 where the net input is >= 0, else 0."""
+    def predict(self, X: ArrayLike) -> Labels:
+        """Predicted labels: 1 where the net input is >= 0, else 0.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,), int64
+        """
         return _step(self.decision_function(X))
 
-    def score(self, X, y):
-        """Fraction of rows of X whose predicted label equals y."""
+    def score(self, X: ArrayLike, y: ArrayLike) -> float:
+        """Fraction of rows of X whose predicted label equals y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Labels 0 and 1.
+
+        Returns
+        -------
+        float
+        """
         predictions = self.predict(X)
         y = _check_binary_labels(y, predictions.shape[0])
         return float(np.mean(predictions == y))
@@ -340,16 +429,29 @@ class HebbianLayer:
 
     _RULES = ("hebb", "oja", "sanger")
 
-    def __init__(self, n_inputs, n_outputs=1, lr=0.01, rule="oja", seed=None):
+    def __init__(self, n_inputs: int, n_outputs: int = 1, lr: float = 0.01, rule: str = "oja",
+                 seed: Optional[int] = None) -> None:
         self.n_inputs = n_inputs
         self.n_outputs = n_outputs
         self.lr = lr
         self.rule = rule
         self.seed = seed
 
-    def fit(self, X, epochs=20):
-        """Run `epochs` passes of the rule over the rows of X (n_samples, n_inputs).
+    def fit(self, X: ArrayLike, epochs: int = 20) -> "HebbianLayer":
+        """Run `epochs` passes of the rule over the rows of X.
 
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+        epochs : int
+            Passes over X, each in a new random order.
+
+        Returns
+        -------
+        self
+
+        Notes
+        -----
         Calling fit again continues from the current weights, and weights_ of shape
         (n_inputs, n_outputs) set before the first fit are used as the starting point
         (otherwise they are drawn from a normal distribution with std 0.1). If the plain
@@ -365,9 +467,10 @@ class HebbianLayer:
         X = _check_X(X, n_inputs)
         if not hasattr(self, "_rng"):
             self._rng = np.random.default_rng(_check_seed(self.seed))
-        if np.shape(getattr(self, "weights_", None)) != (n_inputs, n_outputs):
+        initial = getattr(self, "weights_", None)
+        if initial is None or np.shape(initial) != (n_inputs, n_outputs):
             self.weights_ = self._rng.normal(0.0, 0.1, size=(n_inputs, n_outputs))
-            self.weight_norm_curve_ = []
+            self.weight_norm_curve_: List[float] = []
         self.weights_ = np.array(self.weights_, dtype=np.float64)
         if not hasattr(self, "weight_norm_curve_"):
             self.weight_norm_curve_ = []
@@ -388,24 +491,33 @@ class HebbianLayer:
         return self
 
     @staticmethod
-    def _hebb_update(weights, x, y, lr):
+    def _hebb_update(weights: Floats, x: Floats, y: Floats, lr: float) -> None:
         weights += lr * np.outer(x, y)
 
     @staticmethod
-    def _oja_update(weights, x, y, lr):
+    def _oja_update(weights: Floats, x: Floats, y: Floats, lr: float) -> None:
         # The subtracted term is the input reconstructed from the outputs: each unit
         # learns from what the layer does not explain yet, which bounds the weights.
         weights += lr * np.outer(x - weights @ y, y)
 
     @staticmethod
-    def _sanger_update(weights, x, y, lr):
+    def _sanger_update(weights: Floats, x: Floats, y: Floats, lr: float) -> None:
         # Unit j only subtracts the reconstruction by units 0..j, so unit 0 runs plain
         # Oja and each later unit learns the leading direction of what is left over.
         reconstruction = np.cumsum(weights * y, axis=1)
         weights += lr * (x[:, None] - reconstruction) * y
 
-    def transform(self, X):
-        """Outputs ``X @ weights_`` of shape (n_samples, n_outputs)."""
+    def transform(self, X: ArrayLike) -> Floats:
+        """The layer's outputs ``X @ weights_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_inputs)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_outputs)
+        """
         _check_fitted(self, "weights_")
         return _check_X(X, self.weights_.shape[0]) @ self.weights_
 
@@ -439,12 +551,12 @@ class LinearRegressionGD:
         The MSE after each step (one value per epoch).
     """
 
-    def __init__(self, lr=0.1, epochs=1000):
+    def __init__(self, lr: float = 0.1, epochs: int = 1000) -> None:
         self.lr = lr
         self.epochs = epochs
 
     @staticmethod
-    def _check_x(x):
+    def _check_x(x: ArrayLike) -> Floats:
         x = np.asarray(x)
         if x.ndim == 2 and x.shape[1] == 1:
             x = x[:, 0]
@@ -453,8 +565,18 @@ class LinearRegressionGD:
                              f"{x.shape}")
         return _check_X(x.reshape(-1, 1))[:, 0]
 
-    def fit(self, X, y):
-        """Fit on x of shape (n_samples,) or (n_samples, 1) and targets y (n_samples,)."""
+    def fit(self, X: ArrayLike, y: ArrayLike) -> "LinearRegressionGD":
+        """Fit the line by gradient descent on the mean squared error.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self
+        """
         lr = _check_positive_float("lr", self.lr)
         epochs = _check_positive_int("epochs", self.epochs)
         x = self._check_x(X)
@@ -464,8 +586,8 @@ class LinearRegressionGD:
         with np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(epochs):
                 residual = y - slope * x - intercept
-                slope -= lr * (-2.0 * np.mean(residual * x))
-                intercept -= lr * (-2.0 * np.mean(residual))
+                slope -= lr * (-2.0 * float(np.mean(residual * x)))
+                intercept -= lr * (-2.0 * float(np.mean(residual)))
                 loss = float(np.mean((y - slope * x - intercept) ** 2))
                 if not np.isfinite(loss):
                     raise ValueError(f"lr={self.lr!r} is too large: the loss diverged at "
@@ -475,13 +597,33 @@ class LinearRegressionGD:
         self.intercept_ = float(intercept)
         return self
 
-    def predict(self, X):
-        """``coef_ * x + intercept_`` for x of shape (n_samples,) or (n_samples, 1)."""
+    def predict(self, X: ArrayLike) -> Floats:
+        """``coef_ * x + intercept_`` for each x.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
         _check_fitted(self, "coef_")
         return self.coef_ * self._check_x(X) + self.intercept_
 
-    def score(self, X, y):
-        """Coefficient of determination R^2 of the predictions."""
+    def score(self, X: ArrayLike, y: ArrayLike) -> float:
+        """Coefficient of determination R^2 of the predictions.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples,) or (n_samples, 1)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        float
+            R^2, NaN when y is constant.
+        """
         predictions = self.predict(X)
         y = _check_targets(y, predictions.shape[0])
         total = np.sum((y - y.mean()) ** 2)

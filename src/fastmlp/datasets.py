@@ -1,10 +1,17 @@
 """Data for fastmlp: an IDX reader for (Fashion-)MNIST files and small seeded problems
 (logic gates, XOR, spirals, 1-D regression, Gaussian clusters) for examples and tests."""
 import gzip
+import io
 import os
 import zlib
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
+from numpy.typing import NDArray
+
+PathLike = Union[str, "os.PathLike[str]"]
+# (X_train, y_train, X_test, y_test): float32 images scaled to [0, 1], int64 labels.
+Split = Tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32], NDArray[np.int64]]
 
 __all__ = [
     "load_idx",
@@ -22,7 +29,7 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist/"
 MNIST_DIR = "/usr/share/datasets/mnist/"
 
 # IDX type code -> big-endian NumPy dtype (the format stores every number big-endian).
-_IDX_DTYPES = {
+_IDX_DTYPES: Dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -53,18 +60,18 @@ _FASHION_HINT = (
 # --------------------------------------------------------------------------- IDX files
 
 
-def _check_path(path, name="path"):
+def _check_path(path: Any, name: str = "path") -> str:
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}: {path!r}")
-    return os.fspath(path)
+    return os.fsdecode(os.fspath(path))
 
 
-def _is_gzip(path):
+def _is_gzip(path: str) -> bool:
     with open(path, "rb") as f:
         return f.read(2) == _GZIP_MAGIC
 
 
-def _read_exactly(stream, n_bytes, path):
+def _read_exactly(stream: io.BufferedIOBase, n_bytes: int, path: str) -> bytes:
     """Read up to n_bytes + 1 bytes in bounded chunks (the extra byte reveals trailing data)."""
     chunks = []
     remaining = n_bytes + 1
@@ -77,7 +84,7 @@ def _read_exactly(stream, n_bytes, path):
     return b"".join(chunks)
 
 
-def _parse_header(stream, path):
+def _parse_header(stream: io.BufferedIOBase, path: str) -> Tuple[np.dtype, Tuple[int, ...]]:
     """Return (dtype, shape) from an IDX header, checking the magic number and type code."""
     magic = stream.read(4)
     if len(magic) < 4:
@@ -102,7 +109,7 @@ def _parse_header(stream, path):
     return _IDX_DTYPES[type_code], shape
 
 
-def load_idx(path):
+def load_idx(path: PathLike) -> NDArray[Any]:
     """Read an IDX file (the MNIST format), gzip-compressed or raw.
 
     Compression is detected from the gzip magic bytes, not from the file name.
@@ -165,7 +172,7 @@ def load_idx(path):
 # --------------------------------------------------------------------------- MNIST-format data sets
 
 
-def _find_file(directory, base_name):
+def _find_file(directory: str, base_name: str) -> Optional[str]:
     for candidate in (base_name, base_name + ".gz"):
         full_path = os.path.join(directory, candidate)
         if os.path.isfile(full_path):
@@ -173,7 +180,7 @@ def _find_file(directory, base_name):
     return None
 
 
-def find_mnist_files(data_dir):
+def find_mnist_files(data_dir: PathLike) -> Optional[Dict[str, str]]:
     """Locate the four standard MNIST-format files in a directory.
 
     Parameters
@@ -191,25 +198,27 @@ def find_mnist_files(data_dir):
     if not os.path.isdir(data_dir):
         return None
     found = {role: _find_file(data_dir, name) for role, name in _MNIST_FILE_NAMES.items()}
-    return None if any(path is None for path in found.values()) else found
+    paths = {role: path for role, path in found.items() if path is not None}
+    return paths if len(paths) == len(found) else None
 
 
-def _require_mnist_files(data_dir, dataset_name):
+def _require_mnist_files(data_dir: PathLike, dataset_name: str) -> Dict[str, str]:
     data_dir = _check_path(data_dir, "data_dir")
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(f"{dataset_name} directory not found: data_dir={data_dir!r}; "
                                 f"{_FASHION_HINT}")
     files = {}
     for role, name in _MNIST_FILE_NAMES.items():
-        files[role] = _find_file(data_dir, name)
-        if files[role] is None:
+        path = _find_file(data_dir, name)
+        if path is None:
             raise FileNotFoundError(
                 f"{dataset_name} file {name!r} (or {name + '.gz'!r}) not found in "
                 f"data_dir={data_dir!r}; {_FASHION_HINT}")
+        files[role] = path
     return files
 
 
-def _images_and_labels(images_path, labels_path):
+def _images_and_labels(images_path: str, labels_path: str) -> Tuple[NDArray[np.float32], NDArray[np.int64]]:
     images = load_idx(images_path)
     labels = load_idx(labels_path)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
@@ -225,14 +234,14 @@ def _images_and_labels(images_path, labels_path):
     return X, labels.astype(np.int64)
 
 
-def _load_mnist_format(data_dir, dataset_name):
+def _load_mnist_format(data_dir: PathLike, dataset_name: str) -> Split:
     files = _require_mnist_files(data_dir, dataset_name)
     X_train, y_train = _images_and_labels(files["train_images"], files["train_labels"])
     X_test, y_test = _images_and_labels(files["test_images"], files["test_labels"])
     return X_train, y_train, X_test, y_test
 
 
-def load_fashion_mnist(data_dir=None):
+def load_fashion_mnist(data_dir: Optional[PathLike] = None) -> Split:
     """Load Fashion-MNIST from its four IDX files.
 
     Parameters
@@ -261,11 +270,18 @@ def load_fashion_mnist(data_dir=None):
                               "Fashion-MNIST")
 
 
-def load_mnist(data_dir=None):
+def load_mnist(data_dir: Optional[PathLike] = None) -> Split:
     """Load MNIST (handwritten digits) from its four IDX files.
 
-    Same files, return values and errors as :func:`load_fashion_mnist`; the default
-    directory is ``/usr/share/datasets/mnist/``.
+    Parameters
+    ----------
+    data_dir : str or os.PathLike, optional
+        Directory of the files; default ``/usr/share/datasets/mnist/``.
+
+    Returns
+    -------
+    X_train, y_train, X_test, y_test
+        As :func:`load_fashion_mnist` returns them, with the same errors.
     """
     return _load_mnist_format(MNIST_DIR if data_dir is None else data_dir, "MNIST")
 
@@ -273,7 +289,7 @@ def load_mnist(data_dir=None):
 # --------------------------------------------------------------------------- argument checks
 
 
-def _check_int(name, value, minimum):
+def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
     if value < minimum:
@@ -281,7 +297,7 @@ def _check_int(name, value, minimum):
     return int(value)
 
 
-def _check_nonnegative_float(name, value):
+def _check_nonnegative_float(name: str, value: Any) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
                                                                      np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}: {value!r}")
@@ -290,7 +306,7 @@ def _check_nonnegative_float(name, value):
     return float(value)
 
 
-def _check_seed(seed):
+def _check_seed(seed: Optional[int]) -> np.random.Generator:
     if seed is not None and (isinstance(seed, (bool, np.bool_))
                              or not isinstance(seed, (int, np.integer))):
         raise TypeError(f"seed must be None or an int, got {type(seed).__name__}: {seed!r}")
@@ -310,7 +326,7 @@ _LOGIC_GATES = {
 }
 
 
-def logic_gate(name):
+def logic_gate(name: str) -> Tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Truth table of a two-input logic gate.
 
     Parameters
@@ -334,13 +350,20 @@ def logic_gate(name):
     return X, y
 
 
-def make_xor():
-    """The XOR truth table: ``logic_gate("xor")``, the classic problem that is not
-    linearly separable. Returns X (4, 2) float64 and y (4,) int64."""
+def make_xor() -> Tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """The XOR truth table, ``logic_gate("xor")``: the classic problem that is not
+    linearly separable.
+
+    Returns
+    -------
+    X : ndarray of shape (4, 2), float64
+    y : ndarray of shape (4,), int64
+    """
     return logic_gate("xor")
 
 
-def make_spirals(n_samples=200, noise=0.1, seed=None):
+def make_spirals(n_samples: int = 200, noise: float = 0.1,
+                 seed: Optional[int] = None) -> Tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Two interleaved spirals in the plane, one per class.
 
     Each spiral turns 1.75 times around the origin with a radius growing linearly
@@ -376,7 +399,8 @@ def make_spirals(n_samples=200, noise=0.1, seed=None):
     return np.concatenate(X_parts)[order], np.concatenate(y_parts)[order]
 
 
-def make_regression(n_samples=200, noise=0.1, seed=None, heteroscedastic=False):
+def make_regression(n_samples: int = 200, noise: float = 0.1, seed: Optional[int] = None,
+                    heteroscedastic: bool = False) -> Tuple[NDArray[np.float64], NDArray[np.float64]]:
     """A 1-D noisy regression problem: ``y = sin(2 x) + 0.5 x + noise``.
 
     x is drawn uniformly from [-3, 3]. The noise is Gaussian with standard deviation
@@ -412,8 +436,9 @@ def make_regression(n_samples=200, noise=0.1, seed=None, heteroscedastic=False):
     return x.reshape(-1, 1), y
 
 
-def make_classification(n_samples=1000, n_features=20, n_classes=2, seed=None,
-                        class_sep=3.0):
+def make_classification(n_samples: int = 1000, n_features: int = 20, n_classes: int = 2,
+                        seed: Optional[int] = None,
+                        class_sep: float = 3.0) -> Tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Gaussian clusters: one isotropic unit-variance cluster per class.
 
     Class centres are drawn from a normal distribution scaled by

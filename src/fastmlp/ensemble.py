@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .mlp import CLASSIFICATION_LOSSES, MLP
+from .mlp import CLASSIFICATION_LOSSES, MLP, History
 
 __all__ = ["Ensemble"]
 
@@ -24,6 +24,11 @@ class Ensemble:
     ``predict`` takes the argmax / 0.5 threshold of the average; for mse it averages the
     outputs; for gaussian_nll ``predict_distribution`` gives the mixture's mean and
     variance. ``evaluate`` scores the averaged prediction with the members' loss.
+
+    Parameters
+    ----------
+    models : sequence of MLP
+        The fitted members, all with the same loss, input width and output width.
     """
 
     def __init__(self, models: Sequence[MLP]) -> None:
@@ -56,7 +61,8 @@ class Ensemble:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         if not callable(make_model):
             raise TypeError(f"make_model must be a callable taking a seed, got {make_model!r}")
-        models, histories = [], []
+        models: List[MLP] = []
+        histories: List[History] = []
         for member in range(int(n_members)):
             model = make_model(int(seed) + member)
             if not isinstance(model, MLP):
@@ -74,15 +80,33 @@ class Ensemble:
         return len(self.models)
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """The members' class probabilities, averaged: (n, classes)."""
+        """The members' class probabilities, averaged.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n, n_outputs)
+        """
         if self.loss not in CLASSIFICATION_LOSSES:
             raise ValueError(f"predict_proba needs loss cross_entropy or bce, these models use "
                              f"{self.loss!r}")
-        return np.mean([model.predict_proba(X) for model in self.models], axis=0)
+        return np.asarray(np.mean([model.predict_proba(X) for model in self.models], axis=0))
 
     def predict_distribution(self, X: Any) -> Tuple[np.ndarray, np.ndarray]:
-        """(mean, variance) of the equal-weight mixture of the members' Gaussians
-        (gaussian_nll): mean of the means; mean of (variance + mean^2) minus mean^2."""
+        """Mean and variance of the equal-weight mixture of the members' Gaussians
+        (gaussian_nll): mean of the means; mean of (variance + mean^2) minus mean^2.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+
+        Returns
+        -------
+        mean, variance : ndarray of shape (n, n_targets)
+        """
         if self.loss != "gaussian_nll":
             raise ValueError(f"predict_distribution needs loss 'gaussian_nll', these models use "
                              f"{self.loss!r}")
@@ -97,24 +121,45 @@ class Ensemble:
             return self.predict_proba(X)
         if self.loss == "gaussian_nll":
             return self.predict_distribution(X)[0]
-        return np.mean([model._outputs(X) for model in self.models], axis=0)
+        return np.asarray(np.mean([model._outputs(X) for model in self.models], axis=0))
 
     def predict(self, X: Any) -> np.ndarray:
-        """Labels (argmax of the averaged probabilities; bce: averaged probability >= 0.5) or
-        averaged outputs (a single regression output as shape (n,))."""
+        """The ensemble's predictions.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+
+        Returns
+        -------
+        ndarray
+            Labels (argmax of the averaged probabilities; bce: averaged probability >= 0.5)
+            or averaged outputs (a single regression output as shape (n,)).
+        """
         outputs = self._averaged_outputs(X)
         if self.loss == "cross_entropy":
-            return np.argmax(outputs, axis=1)
+            return np.asarray(np.argmax(outputs, axis=1))
         if self.loss == "bce":
             return (outputs >= 0.5).astype(np.int64)
         return outputs[:, 0].copy() if outputs.shape[1] == 1 else outputs
 
     def evaluate(self, X: Any, y: Any) -> Dict[str, float]:
-        """{'loss': the members' loss on the averaged prediction, 'accuracy' (classification)}.
+        """The members' loss on the averaged prediction, and accuracy for classifiers.
 
         cross_entropy: mean -log of the averaged probability of the true class; bce: binary
         cross-entropy of the averaged probabilities; mse: squared error of the averaged
         outputs; gaussian_nll: 0.5 * (log var + (y - mean)^2 / var) of the mixture's moments.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+        y : array-like
+            Labels or targets, as for ``MLP.evaluate``.
+
+        Returns
+        -------
+        dict
+            ``{"loss": ...}``, plus ``"accuracy"`` for classification losses.
         """
         X, y = self.models[0]._prepare(X, y)
         if self.loss == "cross_entropy":
@@ -133,7 +178,18 @@ class Ensemble:
         return {"loss": float(np.mean((self._averaged_outputs(X) - y) ** 2))}
 
     def score(self, X: Any, y: Any) -> float:
-        """Accuracy for classification losses, else the negative loss (as MLP.score)."""
+        """Accuracy for classification losses, else the negative loss (as MLP.score).
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+        y : array-like
+            Labels or targets, as for ``MLP.evaluate``.
+
+        Returns
+        -------
+        float
+        """
         result = self.evaluate(X, y)
         return result.get("accuracy", -result["loss"])
 

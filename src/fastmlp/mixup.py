@@ -34,6 +34,6 @@ def mixup_plan(rng: np.random.Generator, order: np.ndarray, batch_size: int,
     lambdas = rng.beta(alpha, alpha, size=n_batches).astype(dtype)
     batch_of_position = np.arange(n) // batch_size
     # Sorting by (batch, random key) shuffles positions within each batch only.
-    within_batch = np.lexsort((rng.random(n), batch_of_position))
+    within_batch = np.lexsort(np.stack([rng.random(n), batch_of_position]))
     partners = np.ascontiguousarray(order[within_batch], dtype=np.int64)
     return partners, lambdas

@@ -9,18 +9,23 @@ import json
 import math
 import os
 import sys
-import tempfile
 import threading
 import time
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, KeysView, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
 from . import _core
+from ._files import PathLike, write_atomically
+from .feedback import CallbackLike, check_callbacks, epoch_ends, epoch_line, plot_history, \
+    progress_bar, train_begins, train_ends
 from .mixup import check_mixup_alpha, mixup_plan
 from .optim import Optimizer, make_optimizer
 from .schedules import LRSchedule, check_schedule, step_schedule
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["MLP", "History", "NotFittedError", "load", "ACTIVATIONS", "LOSSES"]
 
@@ -58,6 +63,15 @@ class History:
         self.interrupted = False
 
     def append(self, epoch: int, logs: Dict[str, float]) -> None:
+        """Record one epoch.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch's number.
+        logs : dict of str to float
+            Its values; a key seen for the first time starts a new list.
+        """
         self.epoch.append(epoch)
         for key, value in logs.items():
             self.history.setdefault(key, []).append(value)
@@ -68,7 +82,15 @@ class History:
     def __contains__(self, key: object) -> bool:
         return key in self.history
 
-    def keys(self):  # noqa: D102 - dict-like
+    def keys(self) -> KeysView[str]:
+        """The recorded quantities.
+
+        Returns
+        -------
+        KeysView of str
+            loss, accuracy, val_loss, val_accuracy, lr, seconds, samples_per_second:
+            those recorded.
+        """
         return self.history.keys()
 
     def __len__(self) -> int:
@@ -76,6 +98,30 @@ class History:
 
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+    def plot(self, path: PathLike) -> "Figure":
+        """Draw the loss curves (loss, val_loss) and, for classifiers, the accuracy curves
+        (accuracy, val_accuracy) per epoch into an image file.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination; the format follows the extension (PNG when there is none). The
+            file is written beside its destination and renamed into place.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure drawn (no pyplot state is touched, so this works without a display).
+
+        Raises
+        ------
+        ImportError
+            When matplotlib is not installed (it is optional: ``pip install matplotlib``).
+        ValueError
+            When the history is empty or the extension is not an image format.
+        """
+        return plot_history(self, path)
 
 
 class _RestoredAfterNonFinite(FloatingPointError):
@@ -160,10 +206,10 @@ def _check_choice(name: str, value: Any, valid: Sequence[str]) -> str:
 
 def _check_dtype(dtype: Any) -> np.dtype:
     try:
-        resolved = np.dtype(dtype)
+        resolved: Optional[np.dtype] = np.dtype(dtype)
     except TypeError:
         resolved = None
-    if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
+    if resolved is None or resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     return resolved
 
@@ -289,7 +335,7 @@ class MLP:
                 or np.any(weights < 0):
             raise ValueError(f"class_weights must be {self.layer_sizes[-1]} finite non-negative "
                              f"numbers, got {class_weights!r}")
-        return weights.tolist()
+        return [float(weight) for weight in weights]
 
     @property
     def _network_sizes(self) -> List[int]:
@@ -298,7 +344,7 @@ class MLP:
             sizes[-1] *= 2
         return sizes
 
-    def _new_network(self) -> Any:
+    def _new_network(self) -> Union[_core.NetworkFloat32, _core.NetworkFloat64]:
         network_class = _core.NetworkFloat32 if self.dtype == np.float32 else _core.NetworkFloat64
         try:
             return self._construct_network(network_class)
@@ -309,7 +355,8 @@ class MLP:
                               f"({count * self.dtype.itemsize / 2**30:,.1f} GiB each for the "
                               "parameters, gradients and optimizer state): not enough memory") from None
 
-    def _construct_network(self, network_class: Any) -> Any:
+    def _construct_network(self, network_class: Union[Type[_core.NetworkFloat32], Type[_core.NetworkFloat64]]
+                           ) -> Union[_core.NetworkFloat32, _core.NetworkFloat64]:
         return network_class(self._network_sizes, self.activations, self.loss,
                              self.optimizer.core_options(), dropout=self.dropout,
                              batch_norm=self.batch_norm, seed=self.seed,
@@ -356,11 +403,30 @@ class MLP:
 
     @property
     def n_parameters(self) -> int:
+        """The number of trainable parameters (weights, biases, batch norm's gamma and beta)."""
         return int(self._network.params.size)
 
     @_holding_model_lock
     def set_weights(self, weights: Sequence[Any], biases: Sequence[Any]) -> "MLP":
-        """Replace every weight matrix (fan_in, fan_out) and bias vector (fan_out,)."""
+        """Replace every weight matrix and bias vector; the model then counts as fitted.
+
+        Parameters
+        ----------
+        weights : sequence of array-like
+            One (fan_in, fan_out) matrix per layer, finite real numbers.
+        biases : sequence of array-like
+            One (fan_out,) vector per layer.
+
+        Returns
+        -------
+        MLP
+            The model itself.
+
+        Raises
+        ------
+        ValueError
+            When a count, a shape or a value does not fit (the message names it).
+        """
         layers = self._network.layers
         if len(weights) != len(layers) or len(biases) != len(layers):
             raise ValueError(f"set_weights needs {len(layers)} weight matrices and bias vectors, "
@@ -410,10 +476,23 @@ class MLP:
 
     @_holding_model_lock
     def train_step(self, x: Any, y: Any) -> float:
-        """One optimizer step on one batch; returns the batch's mean loss (before the step).
+        """One optimizer step on one batch, for custom training loops.
 
-        Raises FloatingPointError, without applying the step, when the loss or a gradient is
-        NaN or infinite.
+        Parameters
+        ----------
+        x : array-like of shape (batch, n_features)
+        y : array-like
+            Labels (batch,) for cross_entropy, targets (batch, n_outputs) otherwise.
+
+        Returns
+        -------
+        float
+            The batch's mean loss before the step.
+
+        Raises
+        ------
+        FloatingPointError
+            When the loss or a gradient is NaN or infinite; the step is then not applied.
         """
         x, y = self._prepare(x, y, "x", "y")
         step = self._network.step
@@ -422,13 +501,25 @@ class MLP:
             raise FloatingPointError(f"the loss ({loss_sum / rows}) or its gradient is NaN or infinite "
                                      f"at step {step + 1}; the step was not applied")
         self.fitted = True
-        return loss_sum / rows
+        return float(loss_sum / rows)
 
     def gradients(self, x: Any, y: Any, training: bool = False) -> Tuple[float, np.ndarray]:
         """The batch's mean loss and its gradient over the flat parameters (no step).
 
-        ``training=True`` uses a training-mode forward (batch statistics, dropout of the next
-        step) without moving batch norm's running statistics.
+        Parameters
+        ----------
+        x : array-like of shape (batch, n_features)
+        y : array-like
+            Labels (batch,) for cross_entropy, targets (batch, n_outputs) otherwise.
+        training : bool
+            Use a training-mode forward (batch statistics, the dropout of the next step)
+            without moving batch norm's running statistics.
+
+        Returns
+        -------
+        loss : float
+        gradient : ndarray
+            In the layout of ``flat_parameters``.
         """
         x, y = self._prepare(x, y, "x", "y")
         loss_sum, _, rows = self._network.compute_gradients(x, y, bool(training))
@@ -450,7 +541,7 @@ class MLP:
             validation_data: Optional[Tuple[Any, Any]] = None, validation_split: float = 0.0,
             shuffle: bool = True, early_stopping: bool = False, patience: int = 5,
             min_delta: float = 0.0, restore_best_weights: bool = True, verbose: int = 0,
-            callbacks: Optional[Sequence[Callable[[int, Dict[str, float]], Any]]] = None,
+            callbacks: Optional[Sequence[CallbackLike]] = None,
             mixup: float = 0.0, lr_schedule: Optional[LRSchedule] = None,
             on_nan: str = "raise") -> History:
         """Train for ``epochs`` passes over (X, y); calling fit again continues training.
@@ -469,8 +560,13 @@ class MLP:
             Stop when the monitored loss (val_loss if validation data, else loss) has not
             improved by more than ``min_delta`` for ``patience`` epochs; with
             ``restore_best_weights`` the best epoch's parameters are put back.
-        verbose : 0 silent, 1 progress bar and a line per epoch, 2 a line per epoch.
-        callbacks : callables ``f(epoch, logs)``; returning False stops training.
+        verbose : {0, 1, 2}
+            Keras' meanings: 0 silent; 1 a progress bar per epoch (tqdm if installed, else a
+            one-line bar on stderr) and a line per epoch (``Epoch 3/10 - 1.24s - loss: ...``
+            on stdout); 2 the line per epoch only.
+        callbacks : list of fastmlp.Callback or callables ``f(epoch, logs)``
+            Called after every epoch (a Callback's ``on_epoch_end`` also gets the history so
+            far); returning False stops training.
         mixup : float
             alpha > 0 trains on mixup batches (fastmlp.mixup): each batch blended with a
             permutation of itself by lambda ~ Beta(alpha, alpha), targets too (soft
@@ -485,6 +581,10 @@ class MLP:
             (at most a tenth of an epoch before the failure) are put back, a RuntimeWarning
             names the step, and the history so far is returned (``stopped_on_nan`` is True).
 
+        Ctrl-C (KeyboardInterrupt) stops training within about 0.1 s, after the step in
+        progress: the model keeps every step taken, the returned history the finished epochs,
+        with ``history.interrupted`` set.
+
         Returns
         -------
         History of this call's epochs.
@@ -492,7 +592,7 @@ class MLP:
         epochs = _check_positive_int("epochs", epochs)
         batch_size = _check_positive_int("batch_size", batch_size)
         patience = _check_positive_int("patience", patience)
-        if verbose not in (0, 1, 2):
+        if isinstance(verbose, bool) or verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         on_nan = _check_choice("on_nan", on_nan, ON_NAN)
         if not isinstance(min_delta, (int, float)) or not min_delta >= 0:
@@ -500,6 +600,8 @@ class MLP:
         mixup = check_mixup_alpha(mixup, self.class_weights)
         lr_schedule = check_schedule(lr_schedule)
         X, y = self._prepare(X, y)
+        X_val: Optional[np.ndarray]
+        y_val: Optional[np.ndarray]
         if validation_data is not None:
             if validation_split:
                 raise ValueError("give validation_data or validation_split, not both")
@@ -513,36 +615,35 @@ class MLP:
         if self.batch_norm and X.shape[0] < 2:
             raise ValueError("batch_norm needs at least 2 training rows")
 
+        callbacks = check_callbacks(callbacks)
         history = History()
-        best = (math.inf, None)  # (monitored loss, saved state)
+        best: Tuple[float, Optional[Dict[str, np.ndarray]]] = (math.inf, None)  # (monitored loss, saved state)
         epochs_without_improvement = 0
+        last_epoch = self.epochs_trained + epochs
+        train_begins(callbacks, self)
         if lr_schedule is not None:
             self.learning_rate = lr_schedule.start(self.learning_rate, owner=self)
         for _ in range(epochs):
             self.epochs_trained += 1
             epoch_lr = self.learning_rate
-            try:
-                logs = self._train_epoch(X, y, batch_size, shuffle, verbose, mixup, on_nan)
-            except KeyboardInterrupt:
-                history.interrupted = True
-                # Ctrl-C may land between a run of batches and the bookkeeping after it.
-                self.fitted = self.fitted or self._network.step > 0
+            try:  # Ctrl-C anywhere in the epoch, validation and callbacks included
+                logs = self._train_epoch(X, y, batch_size, shuffle, verbose, last_epoch, mixup, on_nan)
+                if X_val is not None and y_val is not None:
+                    logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_"))
+                logs["lr"] = epoch_lr
+                history.append(self.epochs_trained, logs)
+                if lr_schedule is not None:
+                    self.learning_rate = step_schedule(lr_schedule, logs)
                 if verbose:
-                    print("\ninterrupted: the model keeps the steps taken so far", file=sys.stderr)
+                    print(epoch_line(self.epochs_trained, last_epoch, logs), flush=True)
+                stop = epoch_ends(callbacks, self.epochs_trained, logs, history)
+            except KeyboardInterrupt:
+                self._interrupted(history, verbose)
                 break
             except _RestoredAfterNonFinite as failure:
                 history.stopped_on_nan = True
                 warnings.warn(str(failure), RuntimeWarning, stacklevel=3)
                 break
-            if X_val is not None:
-                logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_"))
-            logs["lr"] = epoch_lr
-            history.append(self.epochs_trained, logs)
-            if lr_schedule is not None:
-                self.learning_rate = step_schedule(lr_schedule, logs)
-            if verbose:
-                print(self._epoch_line(logs, epochs))
-            stop = any(callback(self.epochs_trained, dict(logs)) is False for callback in callbacks or ())
             if early_stopping:
                 monitored = logs.get("val_loss", logs["loss"])
                 if monitored < best[0] - min_delta:
@@ -556,9 +657,19 @@ class MLP:
                 break
         if early_stopping and restore_best_weights and best[1] is not None:
             self._restore(best[1])
+        train_ends(callbacks, history)
         return history
 
-    def _split(self, X: np.ndarray, y: np.ndarray, fraction: float):
+    def _interrupted(self, history: History, verbose: int) -> None:
+        """After Ctrl-C: the steps the core took are kept, so the model counts as fitted."""
+        history.interrupted = True
+        self.fitted = self.fitted or self._network.step > 0
+        if verbose:
+            print(f"\ninterrupted in epoch {self.epochs_trained}: the model keeps the "
+                  f"{self._network.step} steps taken so far", file=sys.stderr, flush=True)
+
+    def _split(self, X: np.ndarray, y: np.ndarray,
+               fraction: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         n_val = int(round(X.shape[0] * fraction))
         if n_val < 1 or n_val >= X.shape[0]:
             raise ValueError(f"validation_split={fraction!r} leaves no rows for training or validation "
@@ -568,7 +679,8 @@ class MLP:
         return X[train], y[train], X[val], y[val]
 
     def _train_epoch(self, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
-                     verbose: int, mixup: float = 0.0, on_nan: str = "raise") -> Dict[str, float]:
+                     verbose: int, last_epoch: int, mixup: float = 0.0,
+                     on_nan: str = "raise") -> Dict[str, float]:
         n = X.shape[0]
         order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
         order = order.astype(np.int64)
@@ -578,16 +690,21 @@ class MLP:
         per_call = max(1, -(-n_batches // calls))
         started = time.perf_counter()
         loss_sum, correct, rows = 0.0, 0, 0
-        for first in range(0, n_batches, per_call):
-            count = min(per_call, n_batches - first)
-            last_good = self._training_state() if on_nan == "restore" else None
-            part = self._network.train_batches(X, y, order, batch_size, first, count, *mixing)
-            loss_sum, correct, rows = loss_sum + part[0], correct + part[1], rows + part[2]
-            if part[3] >= 0:
-                self._stop_at_non_finite_step(part[3], n_batches, last_good)
-            self.fitted = True
-            if verbose == 1:
-                _progress_bar(first + count, n_batches, time.perf_counter() - started)
+        bar = progress_bar(n_batches, f"Epoch {self.epochs_trained}/{last_epoch}") if verbose == 1 else None
+        try:
+            for first in range(0, n_batches, per_call):
+                count = min(per_call, n_batches - first)
+                last_good = self._training_state() if on_nan == "restore" else None
+                part = self._network.train_batches(X, y, order, batch_size, first, count, *mixing)
+                loss_sum, correct, rows = loss_sum + part[0], correct + part[1], rows + part[2]
+                if part[3] >= 0:
+                    self._stop_at_non_finite_step(part[3], n_batches, last_good)
+                self.fitted = True
+                if bar is not None:
+                    bar.update(first + count, loss_sum / max(rows, 1))
+        finally:
+            if bar is not None:
+                bar.close()
         seconds = time.perf_counter() - started
         if rows == 0:
             raise ValueError("no batch could be trained (batch_norm needs batches of 2+ rows)")
@@ -645,12 +762,6 @@ class MLP:
             lock = self.__dict__.setdefault("_lock", threading.RLock())
         return lock
 
-    def _epoch_line(self, logs: Dict[str, float], epochs: int) -> str:
-        parts = [f"epoch {self.epochs_trained}", f"{logs['seconds']:.2f}s"]
-        parts += [f"{key}: {logs[key]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy")
-                  if key in logs]
-        return " - ".join(parts)
-
     def _snapshot(self) -> Dict[str, np.ndarray]:
         return {"params": self._network.params.copy(),
                 "running_mean": self._network.running_mean.copy(),
@@ -673,24 +784,54 @@ class MLP:
         return self._network.predict(_as_float_matrix(X, "X", self.dtype, self.layer_sizes[0]))
 
     def predict(self, X: Any) -> np.ndarray:
-        """Class labels (cross_entropy), 0/1 indicators (bce), or predicted values (means for
-        gaussian_nll); a single regression output comes back as shape (n,)."""
+        """Predictions for the rows of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+
+        Returns
+        -------
+        ndarray
+            Class labels (n,) for cross_entropy, 0/1 indicators (n, n_outputs) for bce, or
+            predicted values (means for gaussian_nll); a single regression output comes
+            back as shape (n,).
+        """
         outputs = self._outputs(X)
         if self.loss == "cross_entropy":
-            return np.argmax(outputs, axis=1)
+            return np.asarray(np.argmax(outputs, axis=1))
         if self.loss == "bce":
             return (outputs >= 0.5).astype(np.int64)
         means = outputs[:, : self.layer_sizes[-1]]
         return means[:, 0].copy() if means.shape[1] == 1 else means
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities: softmax rows (cross_entropy) or sigmoids (bce)."""
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n, n_outputs)
+            Softmax rows (cross_entropy) or independent sigmoids (bce).
+        """
         if self.loss not in CLASSIFICATION_LOSSES:
             raise ValueError(f"predict_proba needs loss cross_entropy or bce, this model uses {self.loss!r}")
         return self._outputs(X)
 
     def predict_distribution(self, X: Any) -> Tuple[np.ndarray, np.ndarray]:
-        """(mean, variance), each (n, targets), of a gaussian_nll model."""
+        """The predicted Gaussian of a gaussian_nll model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+
+        Returns
+        -------
+        mean, variance : ndarray of shape (n, n_targets)
+        """
         if self.loss != "gaussian_nll":
             raise ValueError(f"predict_distribution needs loss 'gaussian_nll', this model uses {self.loss!r}")
         outputs = self._outputs(X)
@@ -698,7 +839,20 @@ class MLP:
         return outputs[:, :d].copy(), np.exp(outputs[:, d:])
 
     def evaluate(self, X: Any, y: Any) -> Dict[str, float]:
-        """{'loss': mean loss, 'accuracy': fraction correct (classification losses)}."""
+        """Loss and accuracy in evaluation mode (no dropout, batch norm's running statistics).
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+        y : array-like
+            Labels (n,) for cross_entropy, targets (n, n_outputs) otherwise.
+
+        Returns
+        -------
+        dict
+            ``{"loss": mean loss}``, plus ``"accuracy"`` (fraction correct) for
+            classification losses.
+        """
         self._check_fitted()
         X, y = self._prepare(X, y)
         return self._evaluate_arrays(X, y)
@@ -711,7 +865,19 @@ class MLP:
         return result
 
     def score(self, X: Any, y: Any) -> float:
-        """Accuracy for classification losses, else the negative mean loss."""
+        """A single score, higher is better.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+        y : array-like
+            Labels or targets, as for ``evaluate``.
+
+        Returns
+        -------
+        float
+            Accuracy for classification losses, else the negative mean loss.
+        """
         result = self.evaluate(X, y)
         return result.get("accuracy", -result["loss"])
 
@@ -732,14 +898,17 @@ class MLP:
         }
 
     @_holding_model_lock
-    def save(self, path: Union[str, os.PathLike]) -> None:
+    def save(self, path: PathLike) -> None:
         """Write the model (parameters, optimizer state, RNG state) to an .npz file.
 
-        The file is written beside its destination and renamed into place, so an existing
-        file is never left half-written.
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination. The file is written beside it and renamed into place, so an
+            existing file is never left half-written.
         """
         path = os.fspath(path)
-        arrays = {"header": np.frombuffer(json.dumps(self._header()).encode("utf-8"), dtype=np.uint8),
+        arrays: Dict[str, Any] = {"header": np.frombuffer(json.dumps(self._header()).encode("utf-8"), dtype=np.uint8),
                   "params": self._network.params, "running_mean": self._network.running_mean,
                   "running_var": self._network.running_var}
         for name, buffer in self._network.optimizer_state.items():
@@ -749,28 +918,46 @@ class MLP:
             raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
         if os.path.isdir(path):
             raise IsADirectoryError(f"cannot save to {path!r}: it is a directory")
-        handle, temporary = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(file, **arrays)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
+        write_atomically(path, lambda file: np.savez(file, **arrays))
+
+    def to_onnx(self, path: PathLike) -> None:
+        """Write the model, in evaluation mode, as an ONNX graph.
+
+        Needs the optional ``onnx`` package (``pip install fastmlp[onnx]``). The graph takes
+        ``X`` (N, n_features) in the model's dtype; hidden layers are Gemm nodes followed by
+        their activation (GELU exactly, through Erf), batch norm folded into the Gemm with the
+        running statistics, dropout left out. Outputs, by loss: ``label`` and
+        ``probabilities`` (cross_entropy: ArgMax and Softmax; bce: threshold 0.5 and
+        Sigmoid), ``predictions`` (mse), ``mean`` and ``variance`` (gaussian_nll).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination (``.onnx`` by convention). Written beside it and renamed into place,
+            so an existing file is never left half-written.
+
+        Raises
+        ------
+        NotFittedError
+            When the model has not been fitted.
+        ImportError
+            When the onnx package is not installed.
+        OSError
+            When ``path`` cannot be written (the message names it).
+
+        Examples
+        --------
+        >>> model.to_onnx("model.onnx")
+        >>> import onnxruntime
+        >>> session = onnxruntime.InferenceSession("model.onnx")
+        >>> label, probabilities = session.run(None, {"X": X_test.astype("float32")})
+        """
+        from .onnx_export import to_onnx
+        to_onnx(self, path)
 
     def __repr__(self) -> str:
         return (f"MLP({self.layer_sizes}, activation={self.activations!r}, loss={self.loss!r}, "
                 f"optimizer={self.optimizer!r}, dtype={self.dtype.name})")
-
-
-def _progress_bar(done: int, total: int, seconds: float, width: int = 30) -> None:
-    filled = int(width * done / total)
-    bar = "=" * filled + "." * (width - filled)
-    end = "\n" if done == total else ""
-    print(f"\r{done}/{total} [{bar}] {seconds:.1f}s", end=end, file=sys.stderr, flush=True)
 
 
 # ---- loading -----------------------------------------------------------------------------------------
@@ -858,9 +1045,27 @@ def _implied_parameter_count(header: Dict[str, Any]) -> int:
     return count
 
 
-def load(path: Union[str, os.PathLike]) -> MLP:
-    """Read a model written by ``MLP.save``. Never unpickles; every array is checked against
-    the header before it is used."""
+def load(path: PathLike) -> MLP:
+    """Read a model written by ``MLP.save``.
+
+    Never unpickles; every array is checked against the header before it is used.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    MLP
+        The model, ready to predict or to continue training exactly where it stopped.
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is no such file.
+    ValueError
+        When the file is not a valid fastmlp model file (the message says why).
+    """
     path = os.fspath(path)
     try:
         archive = np.load(path, allow_pickle=False)

@@ -22,7 +22,7 @@ def _check_number(name: str, value: Any, low: float = 0.0, high: float = math.in
     if math.isnan(value) or value < low or above_high:
         bracket = "]" if high_inclusive else ")"
         raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value!r}")
-    return value
+    return float(value)
 
 
 def _check_flag(name: str, value: Any) -> bool:
@@ -32,7 +32,14 @@ def _check_flag(name: str, value: Any) -> bool:
 
 
 class Optimizer:
-    """Base class: a name and a dict of options in torch.optim's vocabulary."""
+    """Base class: a name and a dict of options in torch.optim's vocabulary.
+
+    Parameters
+    ----------
+    **options
+        The optimizer's options under torch.optim's names (lr, weight_decay, ...), already
+        checked by the subclass.
+    """
 
     name = ""
 
@@ -41,10 +48,17 @@ class Optimizer:
 
     @property
     def lr(self) -> float:
+        """The initial learning rate."""
         return float(self.options["lr"])
 
     def core_options(self) -> Dict[str, Any]:
-        """The options as the C++ core takes them (betas split into beta1, beta2)."""
+        """The options as the C++ core takes them.
+
+        Returns
+        -------
+        dict
+            ``name`` and every option, with ``betas`` split into ``beta1`` and ``beta2``.
+        """
         options = {"name": self.name}
         for key, value in self.options.items():
             if key == "betas":
@@ -54,7 +68,14 @@ class Optimizer:
         return options
 
     def to_config(self) -> Dict[str, Any]:
-        """A JSON-friendly description, as saved in model files."""
+        """A JSON-friendly description, as saved in model files.
+
+        Returns
+        -------
+        dict
+            ``{"name": ..., "options": {...}}``, which ``make_optimizer`` turns back into
+            an equal optimizer.
+        """
         config = dict(self.options)
         if "betas" in config:
             config["betas"] = list(config["betas"])
@@ -65,11 +86,25 @@ class Optimizer:
         return f"{type(self).__name__}({arguments})"
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.options == other.options  # type: ignore[attr-defined]
+        return isinstance(other, Optimizer) and type(self) is type(other) and self.options == other.options
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with optional (Nesterov) momentum, as torch.optim.SGD."""
+    """Stochastic gradient descent with optional (Nesterov) momentum, as torch.optim.SGD.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate.
+    momentum : float
+        Momentum factor; 0 is plain SGD.
+    dampening : float
+        Dampening of the momentum's new gradient term.
+    weight_decay : float
+        L2 penalty added to the gradient (torch's coupled weight decay).
+    nesterov : bool
+        Nesterov momentum (needs momentum > 0 and dampening 0).
+    """
 
     name = "sgd"
 
@@ -87,7 +122,21 @@ class SGD(Optimizer):
 
 
 class Adagrad(Optimizer):
-    """Adagrad, as torch.optim.Adagrad."""
+    """Adagrad, as torch.optim.Adagrad.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate.
+    lr_decay : float
+        The learning rate at step t is ``lr / (1 + (t - 1) * lr_decay)``.
+    weight_decay : float
+        L2 penalty added to the gradient (torch's coupled weight decay).
+    initial_accumulator_value : float
+        Starting value of the sum of squared gradients.
+    eps : float
+        Added to the denominator for numerical stability.
+    """
 
     name = "adagrad"
 
@@ -101,7 +150,19 @@ class Adagrad(Optimizer):
 
 
 class Adadelta(Optimizer):
-    """Adadelta, as torch.optim.Adadelta."""
+    """Adadelta, as torch.optim.Adadelta.
+
+    Parameters
+    ----------
+    lr : float
+        Scale of the update.
+    rho : float
+        Decay of the running averages of squared gradients and updates, in [0, 1].
+    eps : float
+        Added inside the square roots for numerical stability.
+    weight_decay : float
+        L2 penalty added to the gradient (torch's coupled weight decay).
+    """
 
     name = "adadelta"
 
@@ -113,7 +174,23 @@ class Adadelta(Optimizer):
 
 
 class RMSprop(Optimizer):
-    """RMSprop with optional momentum and centering, as torch.optim.RMSprop."""
+    """RMSprop with optional momentum and centering, as torch.optim.RMSprop.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate.
+    alpha : float
+        Smoothing constant of the running average of squared gradients.
+    eps : float
+        Added to the denominator for numerical stability.
+    weight_decay : float
+        L2 penalty added to the gradient (torch's coupled weight decay).
+    momentum : float
+        Momentum factor.
+    centered : bool
+        Normalise by the gradient's estimated variance instead of its second moment.
+    """
 
     name = "rmsprop"
 
@@ -134,7 +211,21 @@ def _check_betas(betas: Any) -> Tuple[float, float]:
 
 
 class Adam(Optimizer):
-    """Adam (optionally AMSGrad), as torch.optim.Adam; weight_decay is an L2 term."""
+    """Adam (optionally AMSGrad), as torch.optim.Adam; weight_decay is an L2 term.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate.
+    betas : (float, float)
+        Decay rates of the first and second moment estimates, each in [0, 1).
+    eps : float
+        Added to the denominator for numerical stability.
+    weight_decay : float
+        L2 penalty added to the gradient.
+    amsgrad : bool
+        Use the maximum of past second moments (AMSGrad).
+    """
 
     name = "adam"
 
@@ -147,7 +238,21 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """AdamW, as torch.optim.AdamW: weight decay decoupled from the gradient."""
+    """AdamW, as torch.optim.AdamW: weight decay decoupled from the gradient.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate.
+    betas : (float, float)
+        Decay rates of the first and second moment estimates, each in [0, 1).
+    eps : float
+        Added to the denominator for numerical stability.
+    weight_decay : float
+        Decoupled decay: parameters shrink by ``lr * weight_decay`` every step.
+    amsgrad : bool
+        Use the maximum of past second moments (AMSGrad).
+    """
 
     name = "adamw"
 
@@ -160,7 +265,25 @@ OPTIMIZERS = {cls.name: cls for cls in (SGD, Adagrad, Adadelta, RMSprop, Adam, A
 
 
 def make_optimizer(spec: Union[str, Optimizer, Dict[str, Any]]) -> Optimizer:
-    """An Optimizer from a name ("adam"), an Optimizer, or a saved config dict."""
+    """An Optimizer from a name, an Optimizer, or a saved config dict.
+
+    Parameters
+    ----------
+    spec : str, Optimizer or dict
+        A name (sgd, adagrad, adadelta, rmsprop, adam, adamw: torch's defaults), an
+        Optimizer (returned as is), or the dict ``Optimizer.to_config`` writes.
+
+    Returns
+    -------
+    Optimizer
+
+    Raises
+    ------
+    TypeError
+        When spec is none of these.
+    ValueError
+        For an unknown name or option.
+    """
     if isinstance(spec, Optimizer):
         return spec
     if isinstance(spec, str):

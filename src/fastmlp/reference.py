@@ -1,11 +1,16 @@
 """Plain NumPy mirror of every C++ kernel (csrc/kernels.h) and of the model (csrc/network.h).
 
 Written for reading, not speed: the tests hold the compiled core against these functions.
-Each kernel has the C++ name and argument order minus the outputs, which are returned.
+Each kernel has the C++ name and argument order minus the outputs, which are returned; the
+shape of every argument is given in csrc/kernels.h, so docstrings here stay one-liners.
 """
 import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+Array = NDArray[Any]
 
 # Activation names, in the order of the C++ enum class Activation.
 ACTIVATIONS = {
@@ -23,7 +28,7 @@ LOSSES = ("cross_entropy", "mse", "bce", "gaussian_nll")
 MASK64 = (1 << 64) - 1
 
 
-def _activation_name(act):
+def _activation_name(act: Union[str, int]) -> str:
     """Accept a name or the enum's integer value; return the name."""
     if isinstance(act, str):
         if act not in ACTIVATIONS:
@@ -35,7 +40,7 @@ def _activation_name(act):
     raise ValueError(f"unknown activation {act!r}")
 
 
-def _cast(value, like):
+def _cast(value: float, like: Array) -> Any:
     """A scalar in the dtype of `like`, so float32 arithmetic stays float32 as in C++."""
     return like.dtype.type(value)
 
@@ -45,25 +50,25 @@ def _cast(value, like):
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
-def _sigmoid(x):
+def _sigmoid(x: Array) -> Array:
     # Two branches so exp never overflows: exp(-x) for x >= 0, exp(x) otherwise.
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
 
 
-def _gelu(x):
+def _gelu(x: Array) -> Array:
     cdf = 0.5 * (1 + _erf(x.astype(np.float64) / math.sqrt(2)))
-    return (x * cdf).astype(x.dtype)
+    return np.asarray((x * cdf).astype(x.dtype))
 
 
-def _gelu_derivative(x):
+def _gelu_derivative(x: Array) -> Array:
     x64 = x.astype(np.float64)
     cdf = 0.5 * (1 + _erf(x64 / math.sqrt(2)))
     pdf = np.exp(-0.5 * x64 * x64) / math.sqrt(2 * math.pi)
-    return (cdf + x64 * pdf).astype(x.dtype)
+    return np.asarray((cdf + x64 * pdf).astype(x.dtype))
 
 
-def activation_forward(x, act, slope=0.01):
+def activation_forward(x: ArrayLike, act: Union[str, int], slope: float = 0.01) -> Array:
     """y = act(x)."""
     x = np.asarray(x)
     name = _activation_name(act)
@@ -73,7 +78,7 @@ def activation_forward(x, act, slope=0.01):
     if name == "sigmoid":
         return _sigmoid(x)
     if name == "tanh":
-        return np.tanh(x)
+        return np.asarray(np.tanh(x))
     if name == "relu":
         return np.where(x > 0, x, 0).astype(x.dtype)
     if name == "leaky_relu":
@@ -83,7 +88,8 @@ def activation_forward(x, act, slope=0.01):
     return np.where(x >= 0, 1, 0).astype(x.dtype)  # step
 
 
-def activation_backward(dy, x, y, act, slope=0.01):
+def activation_backward(dy: ArrayLike, x: Array, y: Array, act: Union[str, int],
+                        slope: float = 0.01) -> Array:
     """dx = dy * act'(x); x is the pre-activation, y = act(x) (each derivative reads one)."""
     dy = np.asarray(dy)
     name = _activation_name(act)
@@ -91,9 +97,9 @@ def activation_backward(dy, x, y, act, slope=0.01):
     if name == "identity":
         return dy.copy()
     if name == "sigmoid":
-        return dy * y * (1 - y)
+        return np.asarray(dy * y * (1 - y))
     if name == "tanh":
-        return dy * (1 - y * y)
+        return np.asarray(dy * (1 - y * y))
     if name == "relu":
         # Derivative 0 at 0, as torch.
         return np.where(y > 0, dy, 0).astype(dy.dtype)
@@ -109,27 +115,28 @@ def activation_backward(dy, x, y, act, slope=0.01):
 # returned in the input's dtype.
 
 
-def _log_softmax64(logits):
+def _log_softmax64(logits: Array) -> Array:
     z = logits.astype(np.float64)
     shifted = z - z.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return np.asarray(shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)))
 
 
-def softmax_forward(logits):
+def softmax_forward(logits: ArrayLike) -> Array:
     """Row-wise softmax, stable: exp(x - max(x)) / sum."""
     logits = np.asarray(logits)
     shifted = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(shifted)
-    return (e / e.sum(axis=1, keepdims=True)).astype(logits.dtype)
+    return np.asarray((e / e.sum(axis=1, keepdims=True)).astype(logits.dtype))
 
 
-def _class_weights64(class_weights, C):
+def _class_weights64(class_weights: Optional[ArrayLike], C: int) -> Array:
     if class_weights is None:
         return np.ones(C)
     return np.asarray(class_weights, dtype=np.float64)
 
 
-def softmax_xent_forward(logits, labels, class_weights=None, label_smoothing=0.0):
+def softmax_xent_forward(logits: ArrayLike, labels: ArrayLike, class_weights: Optional[ArrayLike] = None,
+                         label_smoothing: float = 0.0) -> Tuple[Any, Array]:
     """torch.nn.CrossEntropyLoss(weight, label_smoothing, reduction="mean"). -> (loss, probs)"""
     logits = np.asarray(logits)
     labels = np.asarray(labels, dtype=np.int64)
@@ -145,7 +152,8 @@ def softmax_xent_forward(logits, labels, class_weights=None, label_smoothing=0.0
     return logits.dtype.type(loss), softmax_forward(logits)
 
 
-def softmax_xent_backward(probs, labels, class_weights=None, label_smoothing=0.0):
+def softmax_xent_backward(probs: ArrayLike, labels: ArrayLike, class_weights: Optional[ArrayLike] = None,
+                          label_smoothing: float = 0.0) -> Array:
     """Gradient of softmax_xent_forward's loss with respect to the logits."""
     probs = np.asarray(probs)
     labels = np.asarray(labels, dtype=np.int64)
@@ -157,10 +165,10 @@ def softmax_xent_backward(probs, labels, class_weights=None, label_smoothing=0.0
     one_hot[np.arange(B), labels] = 1
     hard = (1 - eps) * w[labels][:, None] * (p - one_hot)
     smooth = eps / C * (p * w.sum() - w[None, :])
-    return ((hard + smooth) / w[labels].sum()).astype(probs.dtype)
+    return np.asarray(((hard + smooth) / w[labels].sum()).astype(probs.dtype))
 
 
-def softmax_xent_soft_forward(logits, targets):
+def softmax_xent_soft_forward(logits: ArrayLike, targets: ArrayLike) -> Tuple[Any, Array]:
     """Cross-entropy against soft targets (rows sum to 1). -> (loss, probs)"""
     logits = np.asarray(logits)
     t = np.asarray(targets, dtype=np.float64)
@@ -168,13 +176,15 @@ def softmax_xent_soft_forward(logits, targets):
     return logits.dtype.type(loss), softmax_forward(logits)
 
 
-def softmax_xent_soft_backward(probs, targets):
+def softmax_xent_soft_backward(probs: ArrayLike, targets: ArrayLike) -> Array:
+    """Gradient of softmax_xent_soft_forward's loss with respect to the logits."""
     probs = np.asarray(probs)
     B = probs.shape[0]
-    return ((probs.astype(np.float64) - targets) / B).astype(probs.dtype)
+    return np.asarray(((probs.astype(np.float64) - np.asarray(targets, dtype=np.float64)) / B).astype(probs.dtype))
 
 
-def mixup_batch(X, targets, rows, partner_rows, lam, n_classes=None, label_smoothing=0.0):
+def mixup_batch(X: ArrayLike, targets: ArrayLike, rows: ArrayLike, partner_rows: ArrayLike, lam: Any,
+                n_classes: Optional[int] = None, label_smoothing: float = 0.0) -> Tuple[Array, Array]:
     """Network::gather_mixed_batch: the mixup batch blending rows with partner_rows.
 
     x = lam * X[rows] + (1 - lam) * X[partner_rows]; value targets are blended the same way;
@@ -182,6 +192,7 @@ def mixup_batch(X, targets, rows, partner_rows, lam, n_classes=None, label_smoot
     eps / C + (1 - eps) * (lam * onehot(a) + (1 - lam) * onehot(b)). -> (x, targets)
     """
     X = np.asarray(X)
+    rows, partner_rows = np.asarray(rows, dtype=np.int64), np.asarray(partner_rows, dtype=np.int64)
     lam = X.dtype.type(lam)
     x = lam * X[rows] + (1 - lam) * X[partner_rows]
     targets = np.asarray(targets)
@@ -193,20 +204,21 @@ def mixup_batch(X, targets, rows, partner_rows, lam, n_classes=None, label_smoot
     return x, eps / n_classes + (1 - eps) * blend
 
 
-def mse_forward(pred, target):
+def mse_forward(pred: ArrayLike, target: ArrayLike) -> Any:
     """mean((pred - target)^2) over all elements."""
     pred = np.asarray(pred)
     diff = pred.astype(np.float64) - np.asarray(target, dtype=np.float64)
     return pred.dtype.type(np.mean(diff * diff))
 
 
-def mse_backward(pred, target):
+def mse_backward(pred: ArrayLike, target: ArrayLike) -> Array:
+    """Gradient of mse_forward's loss with respect to pred."""
     pred = np.asarray(pred)
     diff = pred.astype(np.float64) - np.asarray(target, dtype=np.float64)
     return (2 * diff / pred.size).astype(pred.dtype)
 
 
-def bce_logits_forward(logits, target):
+def bce_logits_forward(logits: ArrayLike, target: ArrayLike) -> Any:
     """Binary cross-entropy with logits: mean(max(z, 0) - z t + log1p(exp(-|z|)))."""
     logits = np.asarray(logits)
     z = logits.astype(np.float64)
@@ -214,14 +226,15 @@ def bce_logits_forward(logits, target):
     return logits.dtype.type(np.mean(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))))
 
 
-def bce_logits_backward(logits, target):
+def bce_logits_backward(logits: ArrayLike, target: ArrayLike) -> Array:
+    """Gradient of bce_logits_forward's loss with respect to the logits."""
     logits = np.asarray(logits)
     z = logits.astype(np.float64)
     t = np.asarray(target, dtype=np.float64)
     return ((_sigmoid(z) - t) / logits.size).astype(logits.dtype)
 
 
-def _split_gaussian(out, target):
+def _split_gaussian(out: Array, target: ArrayLike) -> Tuple[Array, Array]:
     out = np.asarray(out)
     D = out.shape[1] // 2
     mean = out[:, :D].astype(np.float64)
@@ -230,14 +243,15 @@ def _split_gaussian(out, target):
     return diff, log_var
 
 
-def gaussian_nll_forward(out, target):
+def gaussian_nll_forward(out: ArrayLike, target: ArrayLike) -> Any:
     """out rows are [D means, D log-variances]; mean of 0.5 (log_var + (t - mean)^2 / var)."""
     out = np.asarray(out)
     diff, log_var = _split_gaussian(out, target)
     return out.dtype.type(np.mean(0.5 * (log_var + diff * diff * np.exp(-log_var))))
 
 
-def gaussian_nll_backward(out, target):
+def gaussian_nll_backward(out: ArrayLike, target: ArrayLike) -> Array:
+    """Gradient of gaussian_nll_forward's loss with respect to out (means, log-variances)."""
     out = np.asarray(out)
     diff, log_var = _split_gaussian(out, target)
     n = diff.size
@@ -250,13 +264,15 @@ def gaussian_nll_backward(out, target):
 # ---- dense layer ---------------------------------------------------------------------------
 
 
-def dense_forward(x, w, b, act, slope=0.01):
+def dense_forward(x: Array, w: Array, b: Array, act: Union[str, int],
+                  slope: float = 0.01) -> Tuple[Array, Array]:
     """z = x @ w + b; y = act(z). -> (z, y)"""
     z = x @ w + b
     return z, activation_forward(z, act, slope)
 
 
-def dense_backward(dy, x, w, z, y, act, slope=0.01, need_dx=True):
+def dense_backward(dy: Array, x: Array, w: Array, z: Array, y: Array, act: Union[str, int],
+                   slope: float = 0.01, need_dx: bool = True) -> Tuple[Optional[Array], Array, Array]:
     """-> (dx or None, dw, db), with dz = dy * act'(z)."""
     dz = activation_backward(dy, z, y, act, slope)
     dw = x.T @ dz
@@ -268,7 +284,7 @@ def dense_backward(dy, x, w, z, y, act, slope=0.01, need_dx=True):
 # ---- counter-based random numbers and dropout ----------------------------------------------
 
 
-def _mix(z):
+def _mix(z: Any) -> Any:
     """splitmix64's finaliser, mod 2^64. z is a Python int or a uint64 array."""
     z = (z + 0x9E3779B97F4A7C15) & MASK64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
@@ -276,15 +292,15 @@ def _mix(z):
     return z ^ (z >> 31)
 
 
-def random_bits(seed, counter, index):
+def random_bits(seed: int, counter: int, index: Union[int, ArrayLike]) -> Any:
     """mix(mix(mix(seed) ^ counter) ^ index); index may be an int or an integer array."""
     stream = _mix(_mix(int(seed) & MASK64) ^ (int(counter) & MASK64))
     if np.ndim(index) == 0:
-        return _mix(stream ^ (int(index) & MASK64))
+        return _mix(stream ^ (int(np.asarray(index)) & MASK64))
     return _mix(np.uint64(stream) ^ np.asarray(index).astype(np.uint64))
 
 
-def random_uniform(seed, counter, index):
+def random_uniform(seed: int, counter: int, index: Union[int, ArrayLike]) -> Any:
     """The top 53 bits of random_bits as a double in [0, 1)."""
     bits = random_bits(seed, counter, index)
     if np.ndim(bits) == 0:
@@ -292,7 +308,7 @@ def random_uniform(seed, counter, index):
     return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
-def dropout_forward(x, p, seed, counter):
+def dropout_forward(x: ArrayLike, p: float, seed: int, counter: int) -> Tuple[Array, Array]:
     """Inverted dropout: element i kept when random_uniform(seed, counter, i) >= p. -> (y, mask)"""
     x = np.asarray(x)
     p = _cast(p, x)  # the kernel compares against p in the array's precision
@@ -302,14 +318,17 @@ def dropout_forward(x, p, seed, counter):
     return x * mask, mask
 
 
-def dropout_backward(dy, mask):
+def dropout_backward(dy: Array, mask: Array) -> Array:
+    """dx = dy * mask (the mask holds 0 or 1 / (1 - p))."""
     return dy * mask
 
 
 # ---- batch normalisation ---------------------------------------------------------------------
 
 
-def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps):
+def batchnorm_forward_train(x: Array, gamma: Array, beta: Array, running_mean: Array,
+                            running_var: Array, momentum: float, eps: float
+                            ) -> Tuple[Array, Array, Array, Array, Array, Array]:
     """torch.nn.BatchNorm1d in training (B > 1).
     -> (y, xhat, mean, invstd, new running_mean, new running_var)"""
     B = x.shape[0]
@@ -325,11 +344,13 @@ def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum,
     return y, xhat, mean, invstd, new_running_mean, new_running_var
 
 
-def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps):
-    return gamma * (x - running_mean) / np.sqrt(running_var + _cast(eps, x)) + beta
+def batchnorm_forward_eval(x: Array, gamma: Array, beta: Array, running_mean: Array,
+                           running_var: Array, eps: float) -> Array:
+    """torch.nn.BatchNorm1d in evaluation: normalise by the running statistics."""
+    return np.asarray(gamma * (x - running_mean) / np.sqrt(running_var + _cast(eps, x)) + beta)
 
 
-def batchnorm_backward(dy, xhat, gamma, invstd):
+def batchnorm_backward(dy: Array, xhat: Array, gamma: Array, invstd: Array) -> Tuple[Array, Array, Array]:
     """-> (dx, dgamma, dbeta)"""
     B = dy.shape[0]
     dbeta = dy.sum(axis=0)
@@ -341,8 +362,8 @@ def batchnorm_backward(dy, xhat, gamma, invstd):
 # ---- optimizers: torch.optim's update rules over a flat buffer; new arrays returned -------
 
 
-def sgd_update(params, momentum_buffer, grads, lr, momentum, dampening, nesterov, weight_decay,
-               step):
+def sgd_update(params: Array, momentum_buffer: Array, grads: Array, lr: float, momentum: float,
+               dampening: float, nesterov: bool, weight_decay: float, step: int) -> Tuple[Array, Array]:
     """-> (params, momentum_buffer)"""
     g = grads + weight_decay * params
     buf = momentum_buffer.copy()
@@ -352,7 +373,8 @@ def sgd_update(params, momentum_buffer, grads, lr, momentum, dampening, nesterov
     return params - lr * g, buf
 
 
-def adagrad_update(params, state_sum, grads, lr, lr_decay, weight_decay, eps, step):
+def adagrad_update(params: Array, state_sum: Array, grads: Array, lr: float, lr_decay: float,
+                   weight_decay: float, eps: float, step: int) -> Tuple[Array, Array]:
     """-> (params, state_sum)"""
     clr = lr / (1 + (step - 1) * lr_decay)
     g = grads + weight_decay * params
@@ -360,7 +382,8 @@ def adagrad_update(params, state_sum, grads, lr, lr_decay, weight_decay, eps, st
     return params - clr * g / (np.sqrt(state_sum) + eps), state_sum
 
 
-def adadelta_update(params, square_avg, acc_delta, grads, lr, rho, eps, weight_decay):
+def adadelta_update(params: Array, square_avg: Array, acc_delta: Array, grads: Array, lr: float,
+                    rho: float, eps: float, weight_decay: float) -> Tuple[Array, Array, Array]:
     """-> (params, square_avg, acc_delta)"""
     g = grads + weight_decay * params
     square_avg = rho * square_avg + (1 - rho) * g * g
@@ -369,8 +392,9 @@ def adadelta_update(params, square_avg, acc_delta, grads, lr, rho, eps, weight_d
     return params - lr * delta, square_avg, acc_delta
 
 
-def rmsprop_update(params, square_avg, grad_avg, momentum_buffer, grads, lr, alpha, eps,
-                   weight_decay, momentum, centered):
+def rmsprop_update(params: Array, square_avg: Array, grad_avg: Array, momentum_buffer: Array,
+                   grads: Array, lr: float, alpha: float, eps: float, weight_decay: float,
+                   momentum: float, centered: bool) -> Tuple[Array, Array, Array, Array]:
     """-> (params, square_avg, grad_avg, momentum_buffer)"""
     g = grads + weight_decay * params
     square_avg = alpha * square_avg + (1 - alpha) * g * g
@@ -389,8 +413,10 @@ def rmsprop_update(params, square_avg, grad_avg, momentum_buffer, grads, lr, alp
     return params, square_avg, grad_avg, momentum_buffer
 
 
-def adam_update(params, exp_avg, exp_avg_sq, max_exp_avg_sq, grads, lr, beta1, beta2, eps,
-                weight_decay, amsgrad, decoupled_weight_decay, step):
+def adam_update(params: Array, exp_avg: Array, exp_avg_sq: Array, max_exp_avg_sq: Array,
+                grads: Array, lr: float, beta1: float, beta2: float, eps: float,
+                weight_decay: float, amsgrad: bool, decoupled_weight_decay: bool,
+                step: int) -> Tuple[Array, Array, Array, Array]:
     """Adam, or AdamW when decoupled_weight_decay.
     -> (params, exp_avg, exp_avg_sq, max_exp_avg_sq)"""
     g = grads
@@ -413,7 +439,7 @@ def adam_update(params, exp_avg, exp_avg_sq, max_exp_avg_sq, grads, lr, beta1, b
 
 
 # torch.optim's defaults, per optimizer.
-OPTIMIZER_DEFAULTS = {
+OPTIMIZER_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "sgd": dict(lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0),
     "adagrad": dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                     eps=1e-10),
@@ -435,11 +461,12 @@ OPTIMIZER_STATE = {
 }
 
 
-def optimizer_options_with_defaults(optimizer, options=None):
+def optimizer_options_with_defaults(optimizer: str,
+                                    options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """torch's defaults for `optimizer`, overridden by `options` (unknown names rejected)."""
     if optimizer not in OPTIMIZER_DEFAULTS:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_DEFAULTS)}, got {optimizer!r}")
-    merged = dict(OPTIMIZER_DEFAULTS[optimizer])
+    merged: Dict[str, Any] = dict(OPTIMIZER_DEFAULTS[optimizer])
     for name, value in (options or {}).items():
         if name not in merged:
             raise ValueError(f"{optimizer} has no option {name!r}; its options: {sorted(merged)}")
@@ -447,7 +474,8 @@ def optimizer_options_with_defaults(optimizer, options=None):
     return merged
 
 
-def optimizer_step(optimizer, options, params, state, grads, step):
+def optimizer_step(optimizer: str, options: Dict[str, Any], params: Array, state: Dict[str, Array],
+                   grads: Array, step: int) -> Tuple[Array, Dict[str, Array]]:
     """One update of the flat buffer by `optimizer`; returns (params, state) as new arrays."""
     o = options
     if optimizer == "sgd":
@@ -482,10 +510,12 @@ class ReferenceMLP:
     """The model of csrc/network.h in NumPy: the same flat layout, layer order, dropout
     counters, output links, accuracy rule and optimizer semantics, step for step."""
 
-    def __init__(self, sizes, activations, loss="cross_entropy", optimizer="adam",
-                 optimizer_options=None, dropout=0.0, batch_norm=False, seed=0,
-                 class_weights=None, label_smoothing=0.0, slope=0.01, dtype=np.float64,
-                 batch_norm_momentum=0.1, batch_norm_eps=1e-5):
+    def __init__(self, sizes: Sequence[int], activations: Union[str, Sequence[str]],
+                 loss: str = "cross_entropy", optimizer: str = "adam",
+                 optimizer_options: Optional[Dict[str, Any]] = None, dropout: float = 0.0,
+                 batch_norm: bool = False, seed: int = 0, class_weights: Optional[ArrayLike] = None,
+                 label_smoothing: float = 0.0, slope: float = 0.01, dtype: Any = np.float64,
+                 batch_norm_momentum: float = 0.1, batch_norm_eps: float = 1e-5) -> None:
         self.sizes = [int(s) for s in sizes]
         if len(self.sizes) < 2:
             raise ValueError(f"sizes needs at least an input and an output width, got {sizes}")
@@ -520,19 +550,20 @@ class ReferenceMLP:
     # -- layout ---------------------------------------------------------------------------
 
     @property
-    def n_layers(self):
+    def n_layers(self) -> int:
+        """The number of dense layers."""
         return len(self.sizes) - 1
 
-    def _is_hidden(self, layer):
+    def _is_hidden(self, layer: int) -> bool:
         return layer < self.n_layers - 1
 
-    def _build_layout(self):
+    def _build_layout(self) -> None:
         """Offsets of W_l, b_l, [gamma_l, beta_l] in the flat buffer, layer by layer."""
-        self._slices = []
+        self._slices: List[Dict[str, Tuple[int, Tuple[int, ...]]]] = []
         offset = 0
         for layer in range(self.n_layers):
             fan_in, fan_out = self.sizes[layer], self.sizes[layer + 1]
-            entry = {"weight": (offset, (fan_in, fan_out))}
+            entry: Dict[str, Tuple[int, Tuple[int, ...]]] = {"weight": (offset, (fan_in, fan_out))}
             offset += fan_in * fan_out
             entry["bias"] = (offset, (fan_out,))
             offset += fan_out
@@ -547,11 +578,11 @@ class ReferenceMLP:
         self.running_mean = [np.zeros(w, self.dtype) for w in hidden_widths]
         self.running_var = [np.ones(w, self.dtype) for w in hidden_widths]
 
-    def _view(self, flat, layer, name):
+    def _view(self, flat: Array, layer: int, name: str) -> Array:
         start, shape = self._slices[layer][name]
         return flat[start:start + int(np.prod(shape))].reshape(shape)
 
-    def _initialise(self, rng):
+    def _initialise(self, rng: np.random.Generator) -> None:
         # Glorot-uniform weights, zero biases, gamma 1 and beta 0 (tests overwrite these).
         for layer in range(self.n_layers):
             fan_in, fan_out = self.sizes[layer], self.sizes[layer + 1]
@@ -561,14 +592,17 @@ class ReferenceMLP:
                 self._view(self.params, layer, "gamma")[:] = 1
 
     @property
-    def weights(self):
+    def weights(self) -> List[Array]:
+        """Views of the weight matrices (fan_in, fan_out) in the flat buffer."""
         return [self._view(self.params, l, "weight") for l in range(self.n_layers)]
 
     @property
-    def biases(self):
+    def biases(self) -> List[Array]:
+        """Views of the bias vectors (fan_out,) in the flat buffer."""
         return [self._view(self.params, l, "bias") for l in range(self.n_layers)]
 
-    def set_flat_params(self, flat):
+    def set_flat_params(self, flat: ArrayLike) -> None:
+        """Overwrite every parameter from a flat buffer of the same layout."""
         flat = np.asarray(flat, self.dtype)
         if flat.shape != self.params.shape:
             raise ValueError(f"flat params must have shape {self.params.shape}, got {flat.shape}")
@@ -576,7 +610,8 @@ class ReferenceMLP:
 
     # -- forward and backward -------------------------------------------------------------
 
-    def _forward(self, x, training, update_running_stats, params=None):
+    def _forward(self, x: ArrayLike, training: bool, update_running_stats: bool,
+                 params: Optional[Array] = None) -> Tuple[Array, List[Dict[str, Array]]]:
         """Logits, plus what the backward needs per layer."""
         params = self.params if params is None else params
         saved = []
@@ -605,7 +640,8 @@ class ReferenceMLP:
             saved.append(record)
         raise AssertionError("unreachable")
 
-    def _batch_norm_forward(self, z, layer, params, training, update_running_stats, record):
+    def _batch_norm_forward(self, z: Array, layer: int, params: Array, training: bool,
+                            update_running_stats: bool, record: Dict[str, Array]) -> Array:
         gamma = self._view(params, layer, "gamma")
         beta = self._view(params, layer, "beta")
         if not training:
@@ -619,7 +655,7 @@ class ReferenceMLP:
         record["xhat"], record["invstd"] = xhat, invstd
         return y
 
-    def _loss(self, logits, targets):
+    def _loss(self, logits: Array, targets: ArrayLike) -> Tuple[Any, Array]:
         """(mean loss, d loss / d logits). cross_entropy takes labels (B,) or soft targets
         (B, C), the latter being what a mixup batch trains on."""
         if self.loss == "cross_entropy" and np.asarray(targets).ndim == 2:  # soft (mixup)
@@ -637,7 +673,8 @@ class ReferenceMLP:
             return bce_logits_forward(logits, targets), bce_logits_backward(logits, targets)
         return gaussian_nll_forward(logits, targets), gaussian_nll_backward(logits, targets)
 
-    def _backward(self, dlogits, saved, params, training):
+    def _backward(self, dlogits: Array, saved: List[Dict[str, Array]], params: Array,
+                  training: bool) -> Array:
         """Flat gradients of the loss, from d loss / d logits and the forward's records."""
         grads = np.zeros_like(params)
         d = dlogits
@@ -656,10 +693,13 @@ class ReferenceMLP:
                                         need_dx=layer > 0)
             self._view(grads, layer, "weight")[:] = dw
             self._view(grads, layer, "bias")[:] = db
+            if dx is None:  # the first layer: no gradient for the network's input
+                break
             d = dx
         return grads
 
-    def _batch_norm_backward(self, d, layer, record, params, grads, training):
+    def _batch_norm_backward(self, d: Array, layer: int, record: Dict[str, Array], params: Array,
+                             grads: Array, training: bool) -> Array:
         gamma = self._view(params, layer, "gamma")
         if training:
             dx, dgamma, dbeta = batchnorm_backward(d, record["xhat"], gamma, record["invstd"])
@@ -675,19 +715,21 @@ class ReferenceMLP:
 
     # -- the public surface --------------------------------------------------------------
 
-    def compute_gradients(self, x, targets, training=False):
+    def compute_gradients(self, x: ArrayLike, targets: ArrayLike,
+                          training: bool = False) -> Tuple[Any, Array]:
         """(mean loss, flat gradients); running statistics are left unchanged."""
         logits, saved = self._forward(x, training, update_running_stats=False)
         loss, dlogits = self._loss(logits, targets)
         return loss, self._backward(dlogits, saved, self.params, training)
 
-    def loss_at(self, flat_params, x, targets, training=False):
+    def loss_at(self, flat_params: ArrayLike, x: ArrayLike, targets: ArrayLike,
+                training: bool = False) -> Any:
         """The mean loss with `flat_params` in place of the parameters (finite differences)."""
         logits, _ = self._forward(x, training, update_running_stats=False,
                                   params=np.asarray(flat_params, self.dtype))
         return self._loss(logits, targets)[0]
 
-    def train_step(self, x, targets):
+    def train_step(self, x: ArrayLike, targets: ArrayLike) -> Any:
         """One optimizer step on one batch; returns the batch's mean loss before the step."""
         logits, saved = self._forward(x, training=True, update_running_stats=True)
         loss, dlogits = self._loss(logits, targets)
@@ -699,7 +741,7 @@ class ReferenceMLP:
         self.params[:] = new_params  # keep the buffer (and the views into it)
         return loss
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> Array:
         """Evaluation-mode outputs after the loss's link."""
         logits, _ = self._forward(X, training=False, update_running_stats=False)
         if self.loss == "cross_entropy":
@@ -708,13 +750,13 @@ class ReferenceMLP:
             return _sigmoid(logits)
         return logits
 
-    def evaluate(self, X, targets):
+    def evaluate(self, X: ArrayLike, targets: ArrayLike) -> Tuple[float, Optional[float]]:
         """(mean loss, accuracy) in evaluation mode; accuracy is None for mse and gaussian_nll."""
         logits, _ = self._forward(X, training=False, update_running_stats=False)
         loss, _ = self._loss(logits, targets)
         return float(loss), self._accuracy(logits, targets)
 
-    def _accuracy(self, logits, targets):
+    def _accuracy(self, logits: Array, targets: ArrayLike) -> Optional[float]:
         if self.loss == "cross_entropy":
             return float(np.mean(np.argmax(logits, axis=1) == np.asarray(targets)))
         if self.loss == "bce":

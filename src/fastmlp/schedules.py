@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import math
 import weakref
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 __all__ = ["LRSchedule", "ConstantLR", "LambdaLR", "StepLR", "MultiStepLR", "ExponentialLR",
            "CosineAnnealingLR", "ReduceLROnPlateau"]
@@ -46,7 +46,7 @@ class LRSchedule:
         self.base_lr: Optional[float] = None
         self.last_epoch = 0
         self.last_lr: Optional[float] = None
-        self._owner: Optional[weakref.ref] = None
+        self._owner: Optional["weakref.ref[Any]"] = None
 
     def start(self, lr: float, owner: Any = None) -> float:
         """The rate for the next epoch. The first call (or the first for a new `owner`)
@@ -58,6 +58,12 @@ class LRSchedule:
             self._reset()
             self.last_lr = self.lr_at(0)
             self._owner = weakref.ref(owner) if owner is not None else None
+        return self._last()
+
+    def _last(self) -> float:
+        """last_lr, which start sets."""
+        if self.last_lr is None:
+            raise RuntimeError(f"{type(self).__name__}: start was not called")
         return self.last_lr
 
     def step(self, metric: Optional[float] = None) -> float:
@@ -85,7 +91,7 @@ class LRSchedule:
         options = ", ".join(f"{key}={value!r}" for key, value in self._options().items())
         return f"{type(self).__name__}({options})"
 
-    def _options(self) -> dict:
+    def _options(self) -> Dict[str, Any]:
         return {}
 
 
@@ -101,7 +107,7 @@ class ConstantLR(LRSchedule):
     def lr_at(self, epoch: int) -> float:
         return self._base() * (self.factor if epoch < self.total_iters else 1.0)
 
-    def _options(self) -> dict:
+    def _options(self) -> Dict[str, Any]:
         return {"factor": self.factor, "total_iters": self.total_iters}
 
 
@@ -121,7 +127,7 @@ class LambdaLR(LRSchedule):
             raise ValueError(f"lr_lambda({epoch}) must return a finite number >= 0, got {factor!r}")
         return self._base() * float(factor)
 
-    def _options(self) -> dict:
+    def _options(self) -> Dict[str, Any]:
         return {"lr_lambda": self.lr_lambda}
 
 
@@ -136,7 +142,7 @@ class StepLR(LRSchedule):
     def lr_at(self, epoch: int) -> float:
         return self._base() * self.gamma ** (epoch // self.step_size)
 
-    def _options(self) -> dict:
+    def _options(self) -> Dict[str, Any]:
         return {"step_size": self.step_size, "gamma": self.gamma}
 
 
@@ -153,7 +159,7 @@ class MultiStepLR(LRSchedule):
     def lr_at(self, epoch: int) -> float:
         return self._base() * self.gamma ** bisect.bisect_right(self.milestones, epoch)
 
-    def _options(self) -> dict:
+    def _options(self) -> Dict[str, Any]:
         return {"milestones": self.milestones, "gamma": self.gamma}
 
 
@@ -167,7 +173,7 @@ class ExponentialLR(LRSchedule):
     def lr_at(self, epoch: int) -> float:
         return self._base() * self.gamma ** epoch
 
-    def _options(self) -> dict:
+    def _options(self) -> Dict[str, Any]:
         return {"gamma": self.gamma}
 
 
@@ -185,7 +191,7 @@ class CosineAnnealingLR(LRSchedule):
         cosine = (1 + math.cos(math.pi * epoch / self.T_max)) / 2
         return self.eta_min + (self._base() - self.eta_min) * cosine
 
-    def _options(self) -> dict:
+    def _options(self) -> Dict[str, Any]:
         return {"T_max": self.T_max, "eta_min": self.eta_min}
 
 
@@ -253,14 +259,14 @@ class ReduceLROnPlateau(LRSchedule):
             self.cooldown_counter -= 1
             self.num_bad_epochs = 0
         if self.num_bad_epochs > self.patience:
-            reduced = max(self.last_lr * self.factor, self.min_lr)
-            if self.last_lr - reduced > self.eps:
+            reduced = max(self._last() * self.factor, self.min_lr)
+            if self._last() - reduced > self.eps:
                 self.last_lr = reduced
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
-        return self.last_lr
+        return self._last()
 
-    def metric_from(self, logs: dict) -> float:
+    def metric_from(self, logs: Dict[str, float]) -> float:
         """The logged value this schedule watches: ``monitor``, else val_loss, else loss."""
         key = self.monitor or ("val_loss" if "val_loss" in logs else "loss")
         if key not in logs:
@@ -268,7 +274,7 @@ class ReduceLROnPlateau(LRSchedule):
                              f"logged: {', '.join(logs)}")
         return logs[key]
 
-    def _options(self) -> dict:
+    def _options(self) -> Dict[str, Any]:
         return {"mode": self.mode, "factor": self.factor, "patience": self.patience,
                 "threshold": self.threshold, "threshold_mode": self.threshold_mode,
                 "cooldown": self.cooldown, "min_lr": self.min_lr, "eps": self.eps,
@@ -283,7 +289,7 @@ def check_schedule(schedule: Any) -> Optional[LRSchedule]:
     return schedule
 
 
-def step_schedule(schedule: LRSchedule, logs: dict) -> float:
+def step_schedule(schedule: LRSchedule, logs: Dict[str, float]) -> float:
     """Step `schedule` after an epoch with `logs`; returns the next epoch's rate."""
     if isinstance(schedule, ReduceLROnPlateau):
         return schedule.step(schedule.metric_from(logs))

@@ -1,0 +1,183 @@
+"""Typed stubs of fastmlp's compiled core, fastmlp._core (csrc/bindings*.cpp).
+
+Arrays of real numbers must be float32 or float64 (never converted silently); a kernel
+returns arrays of its first argument's dtype. tests/test_typing.py checks that every name and
+parameter here matches the compiled module.
+"""
+from typing import Any, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
+
+import numpy as np
+from numpy.typing import NDArray
+
+_F = TypeVar("_F", np.float32, np.float64)
+
+# (loss_sum, correct, rows): loss_sum is the sum over batches of mean loss * rows.
+_Totals = Tuple[float, int, int]
+# Targets of a network: int64 labels (cross_entropy) or values of the network's dtype.
+_Targets = Union[NDArray[np.int64], NDArray[Any]]
+
+def set_num_threads(n: int) -> None:
+    """Set the number of OpenMP threads fastmlp uses (n >= 1)."""
+
+def get_num_threads() -> int:
+    """The number of OpenMP threads fastmlp uses."""
+
+def build_info() -> Dict[str, Any]:
+    """Compiler, OpenMP and SIMD paths of this build."""
+
+def _set_signal_check_interval(seconds: float) -> None:
+    """How often training looks for Ctrl-C between steps, in [0, 10] s (a test hook)."""
+
+class _Network(Generic[_F]):
+    """An MLP's flat buffers, workspace and training loop in C++ (NetworkFloat32/64).
+
+    The stubs' shared base: at run time the two classes are unrelated.
+    """
+
+    def __init__(self, sizes: Sequence[int], activations: Sequence[str], loss: str,
+                 optimizer: Dict[str, Any], dropout: float = 0.0, batch_norm: bool = False,
+                 seed: int = 0, class_weights: Sequence[float] = ..., label_smoothing: float = 0.0,
+                 slope: float = 0.01, batch_norm_momentum: float = 0.1,
+                 batch_norm_eps: float = 1e-05) -> None: ...
+    @property
+    def params(self) -> NDArray[_F]:
+        """The flat parameter buffer (a writable view)."""
+    @property
+    def grads(self) -> NDArray[_F]:
+        """The flat gradient buffer of the last backward (a view)."""
+    @property
+    def running_mean(self) -> NDArray[_F]:
+        """Batch norm's running means, hidden widths concatenated (a view)."""
+    @property
+    def running_var(self) -> NDArray[_F]:
+        """Batch norm's running variances, hidden widths concatenated (a view)."""
+    @property
+    def optimizer_state(self) -> Dict[str, NDArray[_F]]:
+        """Name -> flat buffer (views), the layout of params."""
+    @property
+    def layers(self) -> List[Dict[str, int]]:
+        """Per layer: offsets into params (weight, bias, gamma, beta; -1 when absent), fan_in, fan_out."""
+    step: int
+    lr: float
+    def train_step(self, x: NDArray[_F], y: _Targets) -> _Totals:
+        """One optimizer step on one batch."""
+    def train_batches(self, X: NDArray[_F], y: _Targets, order: NDArray[np.int64], batch_size: int,
+                      first_batch: int, n_batches: int, partners: Optional[NDArray[np.int64]] = None,
+                      lambdas: Optional[NDArray[_F]] = None) -> _Totals:
+        """Optimizer steps over batches [first_batch, first_batch + n_batches) of X[order];
+        with partners (one row per position of order) and lambdas (one per batch of the
+        epoch) each batch is mixed (mixup) first. A pending signal (Ctrl-C) raises its
+        exception between steps."""
+    def compute_gradients(self, x: NDArray[_F], y: _Targets, training: bool = False) -> _Totals:
+        """Gradients of the batch's mean loss into grads, no step."""
+    def predict(self, X: NDArray[_F]) -> NDArray[_F]:
+        """Outputs after the loss's link, evaluation mode."""
+    def evaluate(self, X: NDArray[_F], y: _Targets) -> _Totals:
+        """Loss and correct count in evaluation mode."""
+
+class NetworkFloat32(_Network[np.float32]): ...
+class NetworkFloat64(_Network[np.float64]): ...
+
+class _Kernels:
+    """fastmlp._core.kernels: the individual kernels, for testing (a submodule at run time)."""
+
+    @staticmethod
+    def activation_forward(x: NDArray[_F], act: str, slope: float = 0.01) -> NDArray[_F]: ...
+    @staticmethod
+    def activation_backward(dy: NDArray[_F], x: NDArray[_F], y: NDArray[_F], act: str,
+                            slope: float = 0.01) -> NDArray[_F]: ...
+    @staticmethod
+    def softmax_forward(logits: NDArray[_F]) -> NDArray[_F]: ...
+    @staticmethod
+    def softmax_xent_forward(logits: NDArray[_F], labels: NDArray[np.int64],
+                             class_weights: Optional[NDArray[_F]] = None,
+                             label_smoothing: float = 0.0) -> Tuple[float, NDArray[_F]]:
+        """-> (mean loss, probabilities)"""
+    @staticmethod
+    def softmax_xent_backward(probs: NDArray[_F], labels: NDArray[np.int64],
+                              class_weights: Optional[NDArray[_F]] = None,
+                              label_smoothing: float = 0.0) -> NDArray[_F]: ...
+    @staticmethod
+    def softmax_xent_soft_forward(logits: NDArray[_F], targets: NDArray[_F]) -> Tuple[float, NDArray[_F]]: ...
+    @staticmethod
+    def softmax_xent_soft_backward(probs: NDArray[_F], targets: NDArray[_F]) -> NDArray[_F]: ...
+    @staticmethod
+    def mse_forward(pred: NDArray[_F], target: NDArray[_F]) -> float: ...
+    @staticmethod
+    def mse_backward(pred: NDArray[_F], target: NDArray[_F]) -> NDArray[_F]: ...
+    @staticmethod
+    def bce_logits_forward(logits: NDArray[_F], target: NDArray[_F]) -> float: ...
+    @staticmethod
+    def bce_logits_backward(logits: NDArray[_F], target: NDArray[_F]) -> NDArray[_F]: ...
+    @staticmethod
+    def gaussian_nll_forward(out: NDArray[_F], target: NDArray[_F]) -> float: ...
+    @staticmethod
+    def gaussian_nll_backward(out: NDArray[_F], target: NDArray[_F]) -> NDArray[_F]: ...
+    @staticmethod
+    def dense_forward(x: NDArray[_F], w: NDArray[_F], b: NDArray[_F], act: str,
+                      slope: float = 0.01) -> Tuple[NDArray[_F], NDArray[_F]]:
+        """-> (z, y)"""
+    @staticmethod
+    def dense_backward(dy: NDArray[_F], x: NDArray[_F], w: NDArray[_F], z: NDArray[_F],
+                       y: NDArray[_F], act: str, slope: float = 0.01, need_dx: bool = True
+                       ) -> Tuple[Optional[NDArray[_F]], NDArray[_F], NDArray[_F]]:
+        """-> (dx or None, dw, db)"""
+    @staticmethod
+    def random_bits(seed: int, counter: int, index: int) -> int: ...
+    @staticmethod
+    def random_uniform(seed: int, counter: int, index: int) -> float: ...
+    @staticmethod
+    def dropout_forward(x: NDArray[_F], p: float, seed: int, counter: int) -> Tuple[NDArray[_F], NDArray[_F]]:
+        """-> (y, mask)"""
+    @staticmethod
+    def dropout_backward(dy: NDArray[_F], mask: NDArray[_F]) -> NDArray[_F]: ...
+    @staticmethod
+    def batchnorm_forward_train(x: NDArray[_F], gamma: NDArray[_F], beta: NDArray[_F],
+                                running_mean: NDArray[_F], running_var: NDArray[_F],
+                                momentum: float = 0.1, eps: float = 1e-05
+                                ) -> Tuple[NDArray[_F], NDArray[_F], NDArray[_F], NDArray[_F],
+                                           NDArray[_F], NDArray[_F]]:
+        """-> (y, xhat, mean, invstd, new running_mean, new running_var)"""
+    @staticmethod
+    def batchnorm_forward_eval(x: NDArray[_F], gamma: NDArray[_F], beta: NDArray[_F],
+                               running_mean: NDArray[_F], running_var: NDArray[_F],
+                               eps: float = 1e-05) -> NDArray[_F]: ...
+    @staticmethod
+    def batchnorm_backward(dy: NDArray[_F], xhat: NDArray[_F], gamma: NDArray[_F],
+                           invstd: NDArray[_F]) -> Tuple[NDArray[_F], NDArray[_F], NDArray[_F]]:
+        """-> (dx, dgamma, dbeta)"""
+    @staticmethod
+    def sgd_update(params: NDArray[_F], momentum_buffer: NDArray[_F], grads: NDArray[_F], lr: float,
+                   momentum: float, dampening: float, nesterov: bool, weight_decay: float,
+                   step: int) -> Tuple[NDArray[_F], NDArray[_F]]: ...
+    @staticmethod
+    def adagrad_update(params: NDArray[_F], state_sum: NDArray[_F], grads: NDArray[_F], lr: float,
+                       lr_decay: float, weight_decay: float, eps: float,
+                       step: int) -> Tuple[NDArray[_F], NDArray[_F]]: ...
+    @staticmethod
+    def adadelta_update(params: NDArray[_F], square_avg: NDArray[_F], acc_delta: NDArray[_F],
+                        grads: NDArray[_F], lr: float, rho: float, eps: float,
+                        weight_decay: float) -> Tuple[NDArray[_F], NDArray[_F], NDArray[_F]]: ...
+    @staticmethod
+    def rmsprop_update(params: NDArray[_F], square_avg: NDArray[_F], grad_avg: NDArray[_F],
+                       momentum_buffer: NDArray[_F], grads: NDArray[_F], lr: float, alpha: float,
+                       eps: float, weight_decay: float, momentum: float, centered: bool
+                       ) -> Tuple[NDArray[_F], NDArray[_F], NDArray[_F], NDArray[_F]]: ...
+    @staticmethod
+    def adam_update(params: NDArray[_F], exp_avg: NDArray[_F], exp_avg_sq: NDArray[_F],
+                    max_exp_avg_sq: NDArray[_F], grads: NDArray[_F], lr: float, beta1: float,
+                    beta2: float, eps: float, weight_decay: float, amsgrad: bool,
+                    decoupled_weight_decay: bool, step: int
+                    ) -> Tuple[NDArray[_F], NDArray[_F], NDArray[_F], NDArray[_F]]: ...
+    @staticmethod
+    def gemm(a: NDArray[_F], b: NDArray[_F], transpose_a: bool = False, transpose_b: bool = False,
+             c: Optional[NDArray[_F]] = None, accumulate: bool = False) -> NDArray[_F]:
+        """op(a) @ op(b), into c (and added to it with accumulate) when given."""
+    @staticmethod
+    def gemm_kernel_name() -> str: ...
+    @staticmethod
+    def force_portable_gemm(flag: bool) -> None: ...
+    @staticmethod
+    def fma_peak_gflops(seconds: float = 0.2) -> float: ...
+
+kernels: _Kernels

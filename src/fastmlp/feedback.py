@@ -1,0 +1,228 @@
+"""Feedback while training: progress bars (tqdm when installed, else a plain one-line bar),
+the Keras-like per-epoch line, user callbacks, and drawing a history's curves with matplotlib.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Sequence, Union
+
+from ._files import PathLike, write_atomically
+
+if TYPE_CHECKING:  # imported for annotations only: mlp imports this module
+    from matplotlib.figure import Figure
+
+    from .mlp import MLP, History
+
+__all__ = ["Callback", "EpochCallable", "CallbackLike"]
+
+EpochCallable = Callable[[int, Dict[str, float]], Any]
+
+
+class Callback:
+    """Base class of training callbacks: override the hooks you need.
+
+    ``MLP.fit(..., callbacks=[...])`` accepts instances of this class and plain callables
+    ``f(epoch, logs)``; both stop training by returning ``False``.
+
+    Examples
+    --------
+    >>> class StopAtAccuracy(fastmlp.Callback):
+    ...     def on_epoch_end(self, epoch, logs, history):
+    ...         return logs["accuracy"] < 0.99      # False stops training
+    """
+
+    def on_train_begin(self, model: "MLP") -> None:
+        """Called once when ``fit`` starts, before the first epoch.
+
+        Parameters
+        ----------
+        model : MLP
+            The model being trained.
+        """
+
+    def on_epoch_end(self, epoch: int, logs: Dict[str, float],
+                     history: "History") -> Optional[bool]:
+        """Called after every epoch.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch just finished, counting across calls to ``fit`` (1 for the first).
+        logs : dict of str to float
+            The epoch's record: loss, accuracy (classification), val_loss, val_accuracy
+            (with validation data), seconds, samples_per_second. A copy: changing it has
+            no effect.
+        history : History
+            The records of this ``fit`` so far, this epoch included. Read it, do not change it.
+
+        Returns
+        -------
+        bool or None
+            ``False`` stops training after this epoch; anything else continues.
+        """
+        return None
+
+    def on_train_end(self, history: "History") -> None:
+        """Called once when ``fit`` returns (also after Ctrl-C or early stopping).
+
+        Parameters
+        ----------
+        history : History
+            The records of this ``fit``.
+        """
+
+
+CallbackLike = Union[Callback, EpochCallable]
+
+
+def check_callbacks(callbacks: Optional[Sequence[CallbackLike]]) -> List[CallbackLike]:
+    """The callbacks as a list, each a Callback or a callable; a clear TypeError otherwise."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback) or callable(callbacks):
+        raise TypeError(f"callbacks must be a list of callbacks, got a single one: {callbacks!r}; "
+                        "write callbacks=[...]")
+    checked = list(callbacks)
+    for index, callback in enumerate(checked):
+        if not isinstance(callback, Callback) and not callable(callback):
+            raise TypeError(f"callbacks[{index}] must be a fastmlp.Callback or a callable "
+                            f"f(epoch, logs), got {callback!r}")
+    return checked
+
+
+def train_begins(callbacks: Sequence[CallbackLike], model: "MLP") -> None:
+    """Tell every Callback instance that training starts."""
+    for callback in callbacks:
+        if isinstance(callback, Callback):
+            callback.on_train_begin(model)
+
+
+def epoch_ends(callbacks: Sequence[CallbackLike], epoch: int, logs: Dict[str, float],
+               history: "History") -> bool:
+    """Run every callback for this epoch (all of them, even after one asked to stop);
+    True when one returned False."""
+    stop = False
+    for callback in callbacks:
+        if isinstance(callback, Callback):
+            answer = callback.on_epoch_end(epoch, dict(logs), history)
+        else:
+            answer = callback(epoch, dict(logs))
+        stop = stop or answer is False
+    return stop
+
+
+def train_ends(callbacks: Sequence[CallbackLike], history: "History") -> None:
+    """Tell every Callback instance that training ended."""
+    for callback in callbacks:
+        if isinstance(callback, Callback):
+            callback.on_train_end(history)
+
+
+# ---- the per-epoch line --------------------------------------------------------------------------
+
+
+def epoch_line(epoch: int, last_epoch: int, logs: Dict[str, float]) -> str:
+    """Keras' summary of an epoch: ``Epoch 3/10 - 1.24s - loss: 0.4012 - accuracy: 0.8561 ...``."""
+    parts = [f"Epoch {epoch}/{last_epoch}", f"{logs['seconds']:.2f}s"]
+    parts += [f"{key}: {logs[key]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+              if key in logs]
+    return " - ".join(parts)
+
+
+# ---- progress bars ---------------------------------------------------------------------------------
+
+
+class ProgressBar(Protocol):
+    """What fit needs of a progress bar: the batches done so far and the running loss."""
+
+    def update(self, done: int, loss: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PlainProgressBar:
+    """A one-line bar redrawn in place on stderr: ``epoch 2 120/469 [=======.......] 0.8s loss: 0.41``."""
+
+    def __init__(self, total: int, label: str, width: int = 30) -> None:
+        self.total, self.label, self.width = total, label, width
+        self.started = time.perf_counter()
+
+    def update(self, done: int, loss: float) -> None:
+        filled = int(self.width * done / self.total)
+        bar = "=" * filled + "." * (self.width - filled)
+        seconds = time.perf_counter() - self.started
+        print(f"\r{self.label} {done}/{self.total} [{bar}] {seconds:.1f}s loss: {loss:.4f}",
+              end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        print(file=sys.stderr, flush=True)
+
+
+class TqdmProgressBar:
+    """The same bar drawn by tqdm (notebook widgets included, through tqdm.auto)."""
+
+    def __init__(self, tqdm_class: Any, total: int, label: str) -> None:
+        self.bar = tqdm_class(total=total, desc=label, unit="batch", leave=False, file=sys.stderr)
+        self.done = 0
+
+    def update(self, done: int, loss: float) -> None:
+        self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def tqdm_class() -> Any:
+    """tqdm.auto.tqdm when tqdm is installed, else None (then the plain bar is used)."""
+    try:  # imported by name: tqdm ships no type information, and none is needed here
+        return importlib.import_module("tqdm.auto").tqdm
+    except ImportError:
+        return None
+
+
+def progress_bar(total: int, label: str) -> ProgressBar:
+    """A progress bar over ``total`` batches: tqdm's if installed, else the plain one."""
+    found = tqdm_class()
+    if found is None:
+        return PlainProgressBar(total, label)
+    return TqdmProgressBar(found, total, label)
+
+
+# ---- plotting ----------------------------------------------------------------------------------------
+
+
+def plot_history(history: "History", path: PathLike) -> "Figure":
+    """Draw loss (and accuracy, when recorded) per epoch into an image file; see History.plot."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError("History.plot needs matplotlib: pip install matplotlib") from None
+    path = os.fspath(path)
+    if len(history) == 0:
+        raise ValueError("history has no epochs to plot")
+    extension = os.path.splitext(path)[1].lower().lstrip(".") or "png"
+    figure = Figure(figsize=(10, 4) if "accuracy" in history else (5, 4))
+    canvas = FigureCanvasAgg(figure)
+    if extension not in canvas.get_supported_filetypes():
+        raise ValueError(f"path {path!r}: matplotlib cannot write {extension!r} files; use .png")
+    panels = [("loss", "val_loss")]
+    if "accuracy" in history:
+        panels.append(("accuracy", "val_accuracy"))
+    for index, keys in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        for key in keys:
+            if key in history:
+                axes.plot(history.epoch, history[key], marker="o", label=key)
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(keys[0])
+        axes.grid(True, alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    write_atomically(path, lambda file: figure.savefig(file, format=extension))
+    return figure
