@@ -37,6 +37,10 @@ if [ ! -e "$asan_runtime" ]; then
   echo "error: g++ does not know libasan.so ($asan_runtime)" >&2
   exit 1
 fi
+# libstdc++ is preloaded too: Python does not link it, and ASan's __cxa_throw interceptor
+# finds no real __cxa_throw when it is first loaded later with the extension (the first C++
+# exception thrown then aborts with "CHECK failed ... real___cxa_throw").
+preload="$asan_runtime $(g++ -print-file-name=libstdc++.so)"
 
 tests=(tests/test_kernels.py tests/test_gemm.py tests/test_mlp.py tests/test_fuzz.py tests/test_hardening.py)
 # allocator_may_return_null: tests ask for absurd sizes and expect MemoryError, not an abort.
@@ -53,14 +57,14 @@ status=0
 # environments (ptrace-restricted sandboxes), so OMP_THREAD_LIMIT=1 keeps the pool from
 # ever being created; the thread-count tests still run, single-threaded.
 echo "== pass 1: ASan + LSan + UBSan, OpenMP limited to one thread ($asan_runtime)"
-ASAN_OPTIONS="detect_leaks=1:$asan_common" OMP_THREAD_LIMIT=1 LD_PRELOAD="$asan_runtime" \
+ASAN_OPTIONS="detect_leaks=1:$asan_common" OMP_THREAD_LIMIT=1 LD_PRELOAD="$preload" \
   pytest -q -p no:cacheprovider "${tests[@]}" "$@" || status=$?
 passed_one=$SECONDS
 
 # Pass 2, leaks off: the multi-threaded paths (GEMM teams, parallel element-wise loops,
 # concurrent Python threads) under ASan + UBSan with OpenMP's real thread count.
 echo "== pass 2: ASan + UBSan, OpenMP threads on"
-ASAN_OPTIONS="detect_leaks=0:$asan_common" LD_PRELOAD="$asan_runtime" \
+ASAN_OPTIONS="detect_leaks=0:$asan_common" LD_PRELOAD="$preload" \
   pytest -q -p no:cacheprovider "${tests[@]}" -k "thread or concurrent or parallel" "$@" || status=$?
 
 echo "== sanitizer stage: build $((built - started)) s, pass 1 $((passed_one - built)) s," \
