@@ -315,7 +315,8 @@ void run_prediction(PyNetwork<T>& model, Run run) {
 std::atomic<int64_t> signal_check_interval_us{100000};
 
 // Network::train_batches one batch at a time, from batch `next` until batch `end` or until
-// `interval` has passed (at least one batch). Adds to `totals`; returns the next batch.
+// `interval` has passed (at least one batch). Adds to `totals`; returns the next batch (`end`
+// after a step refused as NaN/inf, whose batch totals.nonfinite_batch names).
 template <typename T>
 int64_t train_batches_for(Network<T>& network, RunTotals& totals, const T* X, Targets<T> targets,
                           const int64_t* order, int64_t rows, int64_t batch_size, int64_t next,
@@ -326,6 +327,10 @@ int64_t train_batches_for(Network<T>& network, RunTotals& totals, const T* X, Ta
         totals.loss_sum += batch.loss_sum;
         totals.correct += batch.correct;
         totals.rows += batch.rows;
+        if (batch.nonfinite_batch >= 0) {  // the step was refused: the run ends here
+            totals.nonfinite_batch = batch.nonfinite_batch;
+            return end;
+        }
         ++next;
     } while (next < end && std::chrono::steady_clock::now() - started < interval);
     return next;
@@ -413,7 +418,8 @@ void bind_network(py::module_& m, const char* name) {
                 totals = model.network.train_step(xs.data(), targets.pointers(), rows);
             }
             return totals_tuple(totals);
-        }, py::arg("x"), py::arg("y"), "one optimizer step on one batch -> (loss_sum, correct, rows)")
+        }, py::arg("x"), py::arg("y"), "one optimizer step on one batch -> (loss_sum, correct, rows); not applied (step "
+           "unchanged) when the loss or a gradient is NaN/inf")
         .def("train_batches", [](Model& model, const py::handle& X, const py::handle& y,
                                  const py::handle& order, int64_t batch_size, int64_t first_batch,
                                  int64_t n_batches, const py::handle& partners,
@@ -442,13 +448,15 @@ void bind_network(py::module_& m, const char* name) {
                 // model; its exception (KeyboardInterrupt for Ctrl-C) leaves the steps taken.
                 if (next < end && PyErr_CheckSignals() != 0) throw py::error_already_set();
             }
-            return totals_tuple(totals);
+            return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch);
         }, py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
            py::arg("first_batch"), py::arg("n_batches"), py::arg("partners") = py::none(),
            py::arg("lambdas") = py::none(),
-           "optimizer steps over batches [first_batch, first_batch + n_batches) of X[order]; with "
-           "partners (one row per position of order) and lambdas (one per batch of the epoch), "
-           "each batch is mixed (mixup) first")
+           "optimizer steps over batches [first_batch, first_batch + n_batches) of X[order] -> "
+           "(loss_sum, correct, rows, nonfinite_batch); with partners (one row per position of "
+           "order) and lambdas (one per batch of the epoch), each batch is mixed (mixup) first. "
+           "The run stops before applying the first step whose loss or gradient is NaN/inf, and "
+           "names that batch (else -1)")
         .def("compute_gradients", [](Model& model, const py::handle& x, const py::handle& y, bool training) {
             auto xs = input_rows<T>(x, "x", model.network.input_width());
             const int64_t rows = xs.shape(0);

@@ -3,6 +3,7 @@
 #include "network.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 namespace fastmlp {
@@ -23,6 +24,13 @@ std::vector<std::string> state_names_for(OptimizerKind kind) {
         case OptimizerKind::adamw: return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
     }
     return {};
+}
+
+template <typename T>
+bool all_finite(const std::vector<T>& buffer) {
+    bool finite = true;
+    for (const T value : buffer) finite &= std::isfinite(value);  // no early exit: vectorises
+    return finite;
 }
 
 template <typename T>
@@ -361,7 +369,8 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     forward(x, B, /*training=*/true, /*update_running_stats=*/true);
     RunTotals totals = loss_forward_backward(targets, B, /*backward=*/true);
     backward(x, B);
-    optimizer_step();
+    totals.finite = std::isfinite(totals.loss_sum) && all_finite(grads);
+    if (totals.finite) optimizer_step();
     return totals;
 }
 
@@ -432,6 +441,10 @@ RunTotals Network<T>::train_batches(const T* X, Targets<T> targets, const int64_
             mixup.partners ? gather_mixed_batch(X, targets, order, mixup.partners, mixup.lambdas[k], start, B)
                            : gather_batch(X, targets, order, start, B);
         const RunTotals batch = train_step(batch_x_.data(), batch_targets, B);
+        if (!batch.finite) {
+            totals.nonfinite_batch = k;
+            break;
+        }
         totals.loss_sum += batch.loss_sum;
         totals.correct += batch.correct;
         totals.rows += batch.rows;

@@ -95,10 +95,14 @@ struct MixupPlan {
 };
 
 // Loss and accuracy summed over rows: loss_sum = sum over batches of (mean loss * rows).
+// A training step whose loss or gradient is not finite is not applied (finite = false); a run
+// of batches stops there and names it (nonfinite_batch, else -1).
 struct RunTotals {
     double loss_sum = 0;
     int64_t correct = 0;
     int64_t rows = 0;
+    bool finite = true;
+    int64_t nonfinite_batch = -1;
 };
 
 template <typename T>
@@ -120,12 +124,15 @@ public:
     std::vector<T> running_mean, running_var;     // hidden widths concatenated (batch norm)
     int64_t step = 0;                             // optimizer steps taken
 
-    // One optimizer step on one batch x (B, s_0). Returns the batch's totals.
+    // One optimizer step on one batch x (B, s_0). Returns the batch's totals. When the loss or
+    // a gradient is NaN or infinite the step is not taken (totals.finite is false, step and
+    // parameters unchanged), so one bad batch cannot turn every parameter into NaN.
     RunTotals train_step(const T* x, Targets<T> targets, int64_t B);
     // Batches [first_batch, first_batch + n_batches) of an epoch: batch k is the rows
     // order[k * batch_size ...] of X (N, s_0). With batch norm a trailing batch of a single
     // row is skipped (batch statistics need two rows). With a mixup plan each batch is
-    // blended first (see MixupPlan).
+    // blended first (see MixupPlan). Stops at the first batch whose step is not finite
+    // (totals.nonfinite_batch = k; the totals cover the batches before it).
     RunTotals train_batches(const T* X, Targets<T> targets, const int64_t* order, int64_t N,
                             int64_t batch_size, int64_t first_batch, int64_t n_batches,
                             MixupPlan<T> mixup = {});

@@ -4,12 +4,15 @@ batches with the GIL released.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import sys
+import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, KeysView, List, Optional, Sequence, Tuple, Type, Union
+import warnings
+from typing import TYPE_CHECKING, Any, Callable, Dict, KeysView, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
@@ -30,6 +33,7 @@ ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "gelu")
 LOSSES = ("cross_entropy", "mse", "bce", "gaussian_nll")
 CLASSIFICATION_LOSSES = ("cross_entropy", "bce")
 RELU_LIKE = ("relu", "leaky_relu", "gelu")
+ON_NAN = ("raise", "restore")
 FORMAT_NAME = "fastmlp-model"
 FORMAT_VERSION = 1
 
@@ -55,6 +59,7 @@ class History:
         self.history: Dict[str, List[float]] = {}
         self.epoch: List[int] = []
         self.stopped_early = False
+        self.stopped_on_nan = False
         self.interrupted = False
 
     def append(self, epoch: int, logs: Dict[str, float]) -> None:
@@ -119,6 +124,22 @@ class History:
         return plot_history(self, path)
 
 
+class _RestoredAfterNonFinite(FloatingPointError):
+    """fit(on_nan="restore") met a NaN/inf step and put the last good state back."""
+
+
+def _holding_model_lock(method: Callable) -> Callable:
+    """Run `method` with the model's lock held, so fit, train_step, set_weights and save called
+    on one model from several threads take turns: epochs, counters, history and the saved
+    file each come from one call, never from two interleaved ones (predict needs no Python
+    lock: the C++ core serialises calls on one model)."""
+    @functools.wraps(method)
+    def locked(self: "MLP", *args: Any, **kwargs: Any) -> Any:
+        with self._model_lock:
+            return method(self, *args, **kwargs)
+    return locked
+
+
 # ---- input checks ------------------------------------------------------------------------------------
 
 
@@ -137,9 +158,21 @@ def _as_float_matrix(X: Any, name: str, dtype: np.dtype, width: Optional[int] = 
         raise ValueError(f"{name} must have {width} columns (the model's input width), "
                          f"got shape {array.shape}")
     array = np.ascontiguousarray(array, dtype=dtype)
-    if not np.isfinite(array).all():
+    if not _all_finite(array):
         raise ValueError(f"{name} contains NaN or infinity")
     return array
+
+
+# Rows checked per block by _all_finite: about 16 MB of data.
+_FINITE_CHECK_BYTES = 1 << 24
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """np.isfinite(array).all() over blocks of rows, so that a large dataset (a memmap) is
+    checked without a boolean temporary of its full size."""
+    row_bytes = max(1, array.itemsize * int(np.prod(array.shape[1:])))
+    rows = max(1, _FINITE_CHECK_BYTES // row_bytes)
+    return all(np.isfinite(array[start:start + rows]).all() for start in range(0, len(array), rows))
 
 
 def _as_labels(y: Any, name: str, n_rows: int, n_classes: int) -> np.ndarray:
@@ -387,6 +420,7 @@ class MLP:
         """The number of trainable parameters (weights, biases, batch norm's gamma and beta)."""
         return int(self._network.params.size)
 
+    @_holding_model_lock
     def set_weights(self, weights: Sequence[Any], biases: Sequence[Any]) -> "MLP":
         """Replace every weight matrix and bias vector; the model then counts as fitted.
 
@@ -454,6 +488,7 @@ class MLP:
         X = _as_float_matrix(X, name_x, self.dtype, self.layer_sizes[0])
         return X, self._targets(y, X.shape[0], name_y)
 
+    @_holding_model_lock
     def train_step(self, x: Any, y: Any) -> float:
         """One optimizer step on one batch, for custom training loops.
 
@@ -467,9 +502,18 @@ class MLP:
         -------
         float
             The batch's mean loss before the step.
+
+        Raises
+        ------
+        FloatingPointError
+            When the loss or a gradient is NaN or infinite; the step is then not applied.
         """
         x, y = self._prepare(x, y, "x", "y")
+        step = self._network.step
         loss_sum, _, rows = self._network.train_step(x, y)
+        if self._network.step == step:
+            raise FloatingPointError(f"the loss ({loss_sum / rows}) or its gradient is NaN or infinite "
+                                     f"at step {step + 1}; the step was not applied")
         self.fitted = True
         return float(loss_sum / rows)
 
@@ -506,12 +550,14 @@ class MLP:
             raise ValueError(f"learning_rate must be a finite number >= 0, got {lr!r}")
         self._network.lr = float(lr)
 
+    @_holding_model_lock
     def fit(self, X: Any, y: Any, epochs: int = 10, batch_size: int = 32, *,
             validation_data: Optional[Tuple[Any, Any]] = None, validation_split: float = 0.0,
             shuffle: bool = True, early_stopping: bool = False, patience: int = 5,
             min_delta: float = 0.0, restore_best_weights: bool = True, verbose: int = 0,
             callbacks: Optional[Sequence[CallbackLike]] = None,
-            mixup: float = 0.0, lr_schedule: Optional[LRSchedule] = None) -> History:
+            mixup: float = 0.0, lr_schedule: Optional[LRSchedule] = None,
+            on_nan: str = "raise") -> History:
         """Train for ``epochs`` passes over (X, y); calling fit again continues training.
 
         Parameters
@@ -542,6 +588,12 @@ class MLP:
         lr_schedule : fastmlp.schedules schedule, optional
             Sets the learning rate of every epoch (torch.optim.lr_scheduler semantics);
             ``history["lr"]`` records the rate each epoch used.
+        on_nan : "raise" (default) or "restore"
+            A step whose loss or gradient is NaN or infinite is never applied and training
+            stops there. "raise": FloatingPointError naming the epoch and the step. "restore":
+            the parameters, optimizer state and batch-norm statistics of the last good point
+            (at most a tenth of an epoch before the failure) are put back, a RuntimeWarning
+            names the step, and the history so far is returned (``stopped_on_nan`` is True).
 
         Ctrl-C (KeyboardInterrupt) stops training within about 0.1 s, after the step in
         progress: the model keeps every step taken, the returned history the finished epochs,
@@ -556,6 +608,7 @@ class MLP:
         patience = _check_positive_int("patience", patience)
         if isinstance(verbose, bool) or verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        on_nan = _check_choice("on_nan", on_nan, ON_NAN)
         if not isinstance(min_delta, (int, float)) or not min_delta >= 0:
             raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
         mixup = check_mixup_alpha(mixup, self.class_weights)
@@ -588,7 +641,7 @@ class MLP:
             self.epochs_trained += 1
             epoch_lr = self.learning_rate
             try:  # Ctrl-C anywhere in the epoch, validation and callbacks included
-                logs = self._train_epoch(X, y, batch_size, shuffle, verbose, last_epoch, mixup)
+                logs = self._train_epoch(X, y, batch_size, shuffle, verbose, last_epoch, mixup, on_nan)
                 if X_val is not None and y_val is not None:
                     logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_"))
                 logs["lr"] = epoch_lr
@@ -600,6 +653,10 @@ class MLP:
                 stop = epoch_ends(callbacks, self.epochs_trained, logs, history)
             except KeyboardInterrupt:
                 self._interrupted(history, verbose)
+                break
+            except _RestoredAfterNonFinite as failure:
+                history.stopped_on_nan = True
+                warnings.warn(str(failure), RuntimeWarning, stacklevel=3)
                 break
             if early_stopping:
                 monitored = logs.get("val_loss", logs["loss"])
@@ -636,7 +693,8 @@ class MLP:
         return X[train], y[train], X[val], y[val]
 
     def _train_epoch(self, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
-                     verbose: int, last_epoch: int, mixup: float = 0.0) -> Dict[str, float]:
+                     verbose: int, last_epoch: int, mixup: float = 0.0,
+                     on_nan: str = "raise") -> Dict[str, float]:
         n = X.shape[0]
         order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
         order = order.astype(np.int64)
@@ -650,8 +708,11 @@ class MLP:
         try:
             for first in range(0, n_batches, per_call):
                 count = min(per_call, n_batches - first)
+                last_good = self._training_state() if on_nan == "restore" else None
                 part = self._network.train_batches(X, y, order, batch_size, first, count, *mixing)
                 loss_sum, correct, rows = loss_sum + part[0], correct + part[1], rows + part[2]
+                if part[3] >= 0:
+                    self._stop_at_non_finite_step(part[3], n_batches, last_good)
                 self.fitted = True
                 if bar is not None:
                     bar.update(first + count, loss_sum / max(rows, 1))
@@ -671,6 +732,49 @@ class MLP:
         logs["seconds"] = seconds
         logs["samples_per_second"] = rows / seconds if seconds > 0 else math.inf
         return logs
+
+    def _stop_at_non_finite_step(self, batch: int, n_batches: int,
+                                 last_good: Optional[Dict[str, Any]]) -> None:
+        """Raise for the step the C++ core refused (its loss or gradient was NaN/inf), after
+        putting `last_good` back when fit was asked to restore."""
+        where = (f"in epoch {self.epochs_trained}, step {int(self._network.step) + 1} "
+                 f"(batch {batch + 1} of {n_batches} of the epoch)")
+        if last_good is None:
+            raise FloatingPointError(
+                f"the training loss became NaN or infinite (or a gradient did) {where}; that step was "
+                "not applied and training stopped. Lower the learning rate or check the data; "
+                "fit(..., on_nan='restore') puts back the last good weights instead of raising")
+        self._set_training_state(last_good)
+        raise _RestoredAfterNonFinite(
+            f"the training loss became NaN or infinite (or a gradient did) {where}; training stopped "
+            f"and the weights after step {last_good['step']} were restored")
+
+    def _training_state(self) -> Dict[str, Any]:
+        """Copies of everything a training step changes (for fit's on_nan="restore")."""
+        network = self._network
+        return {"params": network.params.copy(), "running_mean": network.running_mean.copy(),
+                "running_var": network.running_var.copy(), "step": int(network.step),
+                "optimizer": {name: buffer.copy() for name, buffer in network.optimizer_state.items()},
+                "fitted": self.fitted}
+
+    def _set_training_state(self, state: Dict[str, Any]) -> None:
+        network = self._network
+        network.params[:] = state["params"]
+        network.running_mean[:] = state["running_mean"]
+        network.running_var[:] = state["running_var"]
+        for name, buffer in network.optimizer_state.items():
+            buffer[:] = state["optimizer"][name]
+        network.step = state["step"]
+        self.fitted = state["fitted"]
+
+    @property
+    def _model_lock(self) -> "threading.RLock":
+        """Created on first use (setdefault is atomic), so every way of making an MLP has one.
+        Re-entrant: a fit callback may save the model or call train_step."""
+        lock = self.__dict__.get("_lock")
+        if lock is None:
+            lock = self.__dict__.setdefault("_lock", threading.RLock())
+        return lock
 
     def _snapshot(self) -> Dict[str, np.ndarray]:
         return {"params": self._network.params.copy(),
@@ -826,6 +930,7 @@ class MLP:
             "optimizer_state": sorted(self._network.optimizer_state),
         }
 
+    @_holding_model_lock
     def save(self, path: PathLike) -> None:
         """Write the model (parameters, optimizer state, RNG state) to an .npz file.
 
@@ -895,12 +1000,53 @@ def _model_file_error(path: str, reason: str) -> ValueError:
     return ValueError(f"{path!r} is not a valid fastmlp model file: {reason}")
 
 
+# A real header is a few kB of JSON; anything near this is forged.
+_MAX_HEADER_BYTES = 1 << 20
+# Deflate expands data at most about 1032 times: a member claiming more than this many bytes
+# per stored byte is forged (np.savez stores members uncompressed, a ratio of 1).
+_MAX_EXPANSION = 1100
+
+
+def _member_layout(path: str, archive: Any, name: str) -> Tuple[Tuple[int, ...], np.dtype]:
+    """(shape, dtype) of the archive's array `name`, read from its .npy header alone, once the
+    bytes it claims are known to be in the file: no allocation is sized by an unchecked number,
+    and an array of Python objects (a pickle) is refused before anything is read."""
+    try:
+        info = archive.zip.getinfo(name + ".npy")
+    except KeyError:
+        raise _model_file_error(path, f"the array {name!r} is missing") from None
+    if info.compress_size > os.path.getsize(path) or \
+            info.file_size > _MAX_EXPANSION * info.compress_size + 4096:
+        raise _model_file_error(path, f"the array {name!r} claims {info.file_size} bytes, stored in "
+                                f"{info.compress_size} of a {os.path.getsize(path)}-byte file")
+    with archive.zip.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise _model_file_error(path, f"the array {name!r} has .npy format version {version}")
+    if dtype.hasobject:
+        raise _model_file_error(path, f"the array {name!r} holds Python objects (pickled data), "
+                                "which fastmlp never loads")
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > info.file_size:
+        raise _model_file_error(path, f"the array {name!r} claims shape {shape} of {dtype} "
+                                f"({claimed} bytes), but its member holds {info.file_size} bytes")
+    return tuple(shape), dtype
+
+
 def _read_header(path: str, archive: Any) -> Dict[str, Any]:
     if "header" not in archive.files:
         raise _model_file_error(path, "no header")
-    raw = archive["header"]
-    if raw.dtype != np.uint8 or raw.ndim != 1:
+    shape, dtype = _member_layout(path, archive, "header")
+    if dtype != np.uint8 or len(shape) != 1:
         raise _model_file_error(path, "the header is not JSON bytes")
+    if shape[0] > _MAX_HEADER_BYTES:
+        raise _model_file_error(path, f"the header claims {shape[0]} bytes; a model header is a "
+                                f"few kB (at most {_MAX_HEADER_BYTES})")
+    raw = archive["header"]
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -914,13 +1060,11 @@ def _read_header(path: str, archive: Any) -> Dict[str, Any]:
 
 
 def _load_array(path: str, archive: Any, name: str, expected: np.ndarray) -> np.ndarray:
-    if name not in archive.files:
-        raise _model_file_error(path, f"the array {name!r} is missing")
-    array: np.ndarray = archive[name]
-    if array.shape != expected.shape or array.dtype != expected.dtype:
-        raise _model_file_error(path, f"the array {name!r} has shape {array.shape} and dtype "
-                                f"{array.dtype}; the header implies {expected.shape} {expected.dtype}")
-    return array
+    shape, dtype = _member_layout(path, archive, name)
+    if shape != expected.shape or dtype != expected.dtype:
+        raise _model_file_error(path, f"the array {name!r} has shape {shape} and dtype "
+                                f"{dtype}; the header implies {expected.shape} {expected.dtype}")
+    return archive[name]
 
 
 def _implied_parameter_count(header: Dict[str, Any]) -> int:
@@ -967,9 +1111,7 @@ def load(path: PathLike) -> MLP:
     with archive:
         try:
             header = _read_header(path, archive)
-            if "params" not in archive.files:
-                raise _model_file_error(path, "the array 'params' is missing")
-            stored = archive["params"].size
+            stored = math.prod(_member_layout(path, archive, "params")[0])
             if _implied_parameter_count(header) != stored:
                 raise _model_file_error(path, f"the header's layer sizes imply "
                                         f"{_implied_parameter_count(header)} parameters, the file "

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# CI stage 2: build fastmlp._core a second time with AddressSanitizer + UndefinedBehaviorSanitizer
+# (CMake option FASTMLP_SANITIZE) in its own venv, and run every test that calls into C++ -
+# kernels, gradients, GEMM, the network, the public API and the fuzz tests - against it with
+# the ASan runtime preloaded into Python. Any sanitizer report (memory error, leak from the
+# extension, undefined behaviour) ends the run with a non-zero status.
+#
+# Usage: .ci/sanitize.sh [extra pytest arguments]. SANITIZE_BUILD_DIR keeps the CMake build
+# between local runs (default: a fresh directory under $TMPDIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$SECONDS
+
+venv="${TMPDIR:-/tmp}/fastmlp-ci-asan-venv"
+build_dir="${SANITIZE_BUILD_DIR:-${TMPDIR:-/tmp}/fastmlp-ci-asan-build}"
+rm -rf "$venv"
+python3 -m venv "$venv"
+# shellcheck disable=SC1091
+. "$venv/bin/activate"
+python -m pip install -q --upgrade pip
+pip install -q scikit-build-core pybind11 ninja numpy pytest hypothesis
+
+echo "== building the sanitized extension (FASTMLP_SANITIZE=ON)"
+# RelWithDebInfo: optimised like the real build, with line numbers in the reports.
+pip install -q --no-build-isolation --no-deps -Cbuild-dir="$build_dir" \
+  -Ccmake.build-type=RelWithDebInfo -Ccmake.define.FASTMLP_SANITIZE=ON .
+built=$SECONDS
+
+core=$(cd /tmp && python -c 'import fastmlp._core as c; print(c.__file__)')
+if ! ldd "$core" | grep -q libasan; then
+  echo "error: $core is not linked against libasan; the sanitizer build did not take" >&2
+  exit 1
+fi
+
+asan_runtime=$(g++ -print-file-name=libasan.so)
+if [ ! -e "$asan_runtime" ]; then
+  echo "error: g++ does not know libasan.so ($asan_runtime)" >&2
+  exit 1
+fi
+# libstdc++ is preloaded too: Python does not link it, and ASan's __cxa_throw interceptor
+# finds no real __cxa_throw when it is first loaded later with the extension (the first C++
+# exception thrown then aborts with "CHECK failed ... real___cxa_throw").
+preload="$asan_runtime $(g++ -print-file-name=libstdc++.so)"
+
+tests=(tests/test_kernels.py tests/test_gemm.py tests/test_mlp.py tests/test_fuzz.py tests/test_hardening.py
+       # ASan's operator new aborts on an impossible size instead of throwing std::bad_alloc,
+       # so the MemoryError this test expects cannot happen under it.
+       --deselect tests/test_mlp.py::test_a_network_too_large_for_memory_says_so)
+# allocator_may_return_null: tests ask for absurd sizes and expect MemoryError, not an abort.
+# detect_odr_violation=0: pybind11 modules legitimately repeat some globals.
+# malloc_context_size=3: see .ci/lsan.supp (it keeps the leak suppressions to CPython/NumPy).
+asan_common="malloc_context_size=3:allocator_may_return_null=1:detect_odr_violation=0:exitcode=86"
+export LSAN_OPTIONS="suppressions=$PWD/.ci/lsan.supp:print_suppressions=0:exitcode=87"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=88"
+export FASTMLP_SANITIZED=1   # tests whose measurements ASan distorts (RSS, a 16 GiB array) skip
+status=0
+
+# Pass 1, leaks on: LeakSanitizer stops every thread at exit to scan them, which fails
+# ("Tracer caught signal 11") when OpenMP's idle pool threads are alive in some
+# environments (ptrace-restricted sandboxes), so OMP_THREAD_LIMIT=1 keeps the pool from
+# ever being created; the thread-count tests still run, single-threaded.
+echo "== pass 1: ASan + LSan + UBSan, OpenMP limited to one thread ($asan_runtime)"
+ASAN_OPTIONS="detect_leaks=1:$asan_common" OMP_THREAD_LIMIT=1 LD_PRELOAD="$preload" \
+  pytest -q -p no:cacheprovider "${tests[@]}" "$@" || status=$?
+passed_one=$SECONDS
+
+# Pass 2, leaks off: the multi-threaded paths (GEMM teams, parallel element-wise loops,
+# concurrent Python threads) under ASan + UBSan with OpenMP's real thread count.
+echo "== pass 2: ASan + UBSan, OpenMP threads on"
+ASAN_OPTIONS="detect_leaks=0:$asan_common" LD_PRELOAD="$preload" \
+  pytest -q -p no:cacheprovider "${tests[@]}" -k "thread or concurrent or parallel" "$@" || status=$?
+
+echo "== sanitizer stage: build $((built - started)) s, pass 1 $((passed_one - built)) s," \
+  "pass 2 $((SECONDS - passed_one)) s, status $status"
+exit $status
