@@ -13,6 +13,8 @@ _F = TypeVar("_F", np.float32, np.float64)
 
 # (loss_sum, correct, rows): loss_sum is the sum over batches of mean loss * rows.
 _Totals = Tuple[float, int, int]
+# train_batches' totals, then the refused batch's index in the epoch (-1: none was refused).
+_RunTotals = Tuple[float, int, int, int]
 # Targets of a network: int64 labels (cross_entropy) or values of the network's dtype.
 _Targets = Union[NDArray[np.int64], NDArray[Any]]
 
@@ -74,11 +76,12 @@ class _Network(Generic[_F]):
         """One optimizer step on one batch."""
     def train_batches(self, X: NDArray[_F], y: _Targets, order: NDArray[np.int64], batch_size: int,
                       first_batch: int, n_batches: int, partners: Optional[NDArray[np.int64]] = None,
-                      lambdas: Optional[NDArray[_F]] = None) -> _Totals:
+                      lambdas: Optional[NDArray[_F]] = None) -> _RunTotals:
         """Optimizer steps over batches [first_batch, first_batch + n_batches) of X[order];
         with partners (one row per position of order) and lambdas (one per batch of the
         epoch) each batch is mixed (mixup) first. A pending signal (Ctrl-C) raises its
-        exception between steps."""
+        exception between steps. A batch whose loss or gradient is NaN/inf is not applied and
+        ends the run; its index is the fourth total (-1 if none)."""
     def compute_gradients(self, x: NDArray[_F], y: _Targets, training: bool = False) -> _Totals:
         """Gradients of the batch's mean loss into grads, no step."""
     def predict(self, X: NDArray[_F], check_finite: bool = False) -> NDArray[_F]:

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Dict, KeysView, List, Optional, Sequence, Tuple, Type, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, KeysView, List, Optional, Sequence, Tuple, Type, Union, TypeVar
 
 import numpy as np
 
@@ -124,17 +124,20 @@ class History:
         return plot_history(self, path)
 
 
+_T = TypeVar("_T")
+
+
 class _RestoredAfterNonFinite(FloatingPointError):
     """fit(on_nan="restore") met a NaN/inf step and put the last good state back."""
 
 
-def _holding_model_lock(method: Callable) -> Callable:
+def _holding_model_lock(method: Callable[..., _T]) -> Callable[..., _T]:
     """Run `method` with the model's lock held, so fit, train_step, set_weights and save called
     on one model from several threads take turns: epochs, counters, history and the saved
     file each come from one call, never from two interleaved ones (predict needs no Python
     lock: the C++ core serialises calls on one model)."""
     @functools.wraps(method)
-    def locked(self: "MLP", *args: Any, **kwargs: Any) -> Any:
+    def locked(self: "MLP", *args: Any, **kwargs: Any) -> _T:
         with self._model_lock:
             return method(self, *args, **kwargs)
     return locked
@@ -752,16 +755,13 @@ class MLP:
     def _training_state(self) -> Dict[str, Any]:
         """Copies of everything a training step changes (for fit's on_nan="restore")."""
         network = self._network
-        return {"params": network.params.copy(), "running_mean": network.running_mean.copy(),
-                "running_var": network.running_var.copy(), "step": int(network.step),
+        return {**self._snapshot(), "step": int(network.step),
                 "optimizer": {name: buffer.copy() for name, buffer in network.optimizer_state.items()},
                 "fitted": self.fitted}
 
     def _set_training_state(self, state: Dict[str, Any]) -> None:
         network = self._network
-        network.params[:] = state["params"]
-        network.running_mean[:] = state["running_mean"]
-        network.running_var[:] = state["running_var"]
+        self._restore(state)
         for name, buffer in network.optimizer_state.items():
             buffer[:] = state["optimizer"][name]
         network.step = state["step"]
@@ -771,12 +771,13 @@ class MLP:
     def _model_lock(self) -> "threading.RLock":
         """Created on first use (setdefault is atomic), so every way of making an MLP has one.
         Re-entrant: a fit callback may save the model or call train_step."""
-        lock = self.__dict__.get("_lock")
+        lock: Optional["threading.RLock"] = self.__dict__.get("_lock")
         if lock is None:
             lock = self.__dict__.setdefault("_lock", threading.RLock())
         return lock
 
     def _snapshot(self) -> Dict[str, np.ndarray]:
+        """Copies of the parameters and batch-norm statistics (early stopping's best epoch)."""
         return {"params": self._network.params.copy(),
                 "running_mean": self._network.running_mean.copy(),
                 "running_var": self._network.running_var.copy()}
@@ -1064,7 +1065,8 @@ def _load_array(path: str, archive: Any, name: str, expected: np.ndarray) -> np.
     if shape != expected.shape or dtype != expected.dtype:
         raise _model_file_error(path, f"the array {name!r} has shape {shape} and dtype "
                                 f"{dtype}; the header implies {expected.shape} {expected.dtype}")
-    return archive[name]
+    array: np.ndarray = archive[name]
+    return array
 
 
 def _implied_parameter_count(header: Dict[str, Any]) -> int:
