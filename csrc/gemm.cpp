@@ -442,11 +442,14 @@ void force_portable_gemm(bool force) { g_force_portable.store(force); }
 template <typename T>
 void gemm_fused(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool transpose_a,
                 bool transpose_b, bool accumulate, const GemmEpilogue<T>& epilogue) {
-    if (M <= 0 || N <= 0) return;
+    if (N <= 0) return;
     const Operands<T> p{c, a, b, M, N, K, transpose_a, transpose_b, accumulate, epilogue};
-    if (K <= 0) {
+    if (M <= 0 || K <= 0) {
+        // Nothing to multiply, but the column sums of b are still owed: with M == 0 they are
+        // the bias gradient of a layer without inputs (dW is (0, N), db is not empty).
+        sum_b_columns(p);
+        if (M <= 0) return;
         if (!accumulate) std::memset(c, 0, sizeof(T) * static_cast<size_t>(M * N));
-        if (epilogue.b_column_sums) std::fill(epilogue.b_column_sums, epilogue.b_column_sums + N, T(0));
         finish_block(p, 0, 0, M, N);
         return;
     }

@@ -235,6 +235,22 @@ def test_dense_match_reference(rng, dtype, B, IN, OUT, act):
     np.testing.assert_array_equal(dw_again, dw)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,OUT", [(1, 1), (5, 7), (130, 20)])
+def test_dense_backward_of_a_layer_without_inputs_still_gives_the_bias_gradient(rng, dtype, B, OUT):
+    # IN == 0 makes the dW product empty (M == 0), but db = sum of dy over the batch is not:
+    # the fused GEMM once returned before writing it, handing back uninitialised memory.
+    x, w = np.zeros((B, 0), dtype), np.zeros((0, OUT), dtype)
+    z, y = K.dense_forward(x, w, rng.standard_normal(OUT).astype(dtype), "identity")
+    dy = rng.standard_normal((B, OUT)).astype(dtype)
+    for _ in range(3):
+        del_me = np.full(OUT, np.nan, dtype)  # freed just before the call: its memory is
+        del del_me                              # what an unwritten db would show
+        dx, dw, db = K.dense_backward(dy, x, w, z, y, "identity")
+        assert dx.shape == (B, 0) and dw.shape == (0, OUT)
+        assert_close(db, dy.astype(np.float64).sum(axis=0), dtype, 4 * B)
+
+
 @pytest.mark.parametrize("act", ["identity", "sigmoid", "relu", "gelu"])
 def test_dense_backward_is_the_derivative_of_forward(rng, act):
     x = rng.standard_normal((3, 4))
