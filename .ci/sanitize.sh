@@ -26,7 +26,10 @@ pip install -q --no-build-isolation --no-deps -Cbuild-dir="$build_dir" \
   -Ccmake.build-type=RelWithDebInfo -Ccmake.define.FASTMLP_SANITIZE=ON .
 built=$SECONDS
 
-core=$(cd /tmp && python -c 'import fastmlp._core as c; print(c.__file__)')
+# Found on disk, not imported: importing an ASan-linked module without the runtime preloaded
+# aborts ("ASan runtime does not come first in initial library list").
+platlib=$(python -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')
+core=$(ls "$platlib"/fastmlp/_core*.so)
 if ! ldd "$core" | grep -q libasan; then
   echo "error: $core is not linked against libasan; the sanitizer build did not take" >&2
   exit 1
