@@ -204,3 +204,34 @@ def test_spawned_workers_default_to_one_thread_unless_omp_num_threads(omp_num_th
     env = {"OMP_NUM_THREADS": omp_num_threads} if omp_num_threads else {}
     assert run_python(code, **env) == expected
 
+
+
+# ---- how libgomp waits (fastmlp/_openmp_env.py) ------------------------------------------------
+
+
+def libgomp_spin_count_and_environment(**env):
+    """(GOMP_SPINCOUNT as libgomp reports it at load, the variable in os.environ after import)."""
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    environment.update(env, OMP_DISPLAY_ENV="VERBOSE")  # libgomp prints its settings at load
+    result = subprocess.run([sys.executable, "-c", "import os, fastmlp; "
+                             "print('after:', os.environ.get('GOMP_SPINCOUNT', 'unset'))"],
+                            capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, env=environment)
+    assert result.returncode == 0, result.stderr
+    reported = [line.split("=")[1].strip(" '") for line in (result.stderr + result.stdout).splitlines()
+                if line.strip().startswith("GOMP_SPINCOUNT =")]
+    return reported, result.stdout.split("after:")[1].strip()
+
+
+def test_libgomp_loads_with_a_short_spin_and_the_environment_is_restored():
+    reported, after = libgomp_spin_count_and_environment()
+    assert reported == ["10000"]
+    assert after == "unset"
+
+
+@pytest.mark.parametrize("env", [{"GOMP_SPINCOUNT": "777"}, {"OMP_WAIT_POLICY": "active"}])
+def test_the_users_own_wait_setting_is_kept(env):
+    reported, after = libgomp_spin_count_and_environment(**env)
+    assert reported and reported[0] != "10000"
+    if "GOMP_SPINCOUNT" in env:
+        assert reported == ["777"] and after == "777"

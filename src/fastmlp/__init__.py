@@ -6,7 +6,11 @@
 """
 from typing import Any, Dict, Optional
 
-from . import _core, optim, schedules
+from ._openmp_env import short_spin_waits
+
+with short_spin_waits():  # the first import of the extension loads libgomp
+    from . import _core
+from . import optim, schedules
 from ._threads import limit_threads_in_worker_processes
 from .ensemble import Ensemble
 from .feedback import Callback
