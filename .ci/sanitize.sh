@@ -30,8 +30,12 @@ built=$SECONDS
 # aborts ("ASan runtime does not come first in initial library list").
 platlib=$(python -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')
 core=$(ls "$platlib"/fastmlp/_core*.so)
-if ! ldd "$core" | grep -q libasan; then
+# ldd's output is captured before it is searched: `ldd | grep -q` under pipefail fails at
+# random when grep exits on the first match and ldd dies of SIGPIPE writing the next line.
+libraries=$(ldd "$core")
+if [[ $libraries != *libasan* ]]; then
   echo "error: $core is not linked against libasan; the sanitizer build did not take" >&2
+  echo "$libraries" >&2
   exit 1
 fi
 
