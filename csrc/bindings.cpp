@@ -286,6 +286,10 @@ struct PyNetwork {
     std::mutex mutex;
     int num_threads = 0;  // this model's own thread count for its calls; 0: the process's
     int last_call_threads = 0;  // the thread count its last call ran with (for inspection)
+    // The totals of the last train_batches call so far, kept up to date between its chunks:
+    // when a signal handler's exception (Ctrl-C) ends the call, they still say which steps it
+    // took and at what loss (MLP.fit records the interrupted epoch from them).
+    RunTotals last_run;
 };
 
 // The rows a prediction entry point takes: X checked for dtype and width, and for NaN/inf
@@ -393,6 +397,11 @@ void bind_network(py::module_& m, const char* name) {
                       "threads for this model's calls (applied per call); 0 follows the process setting")
         .def_property_readonly("last_call_threads", [](Model& model) { return model.last_call_threads; },
                                "the thread count the model's last training or prediction call used")
+        .def_property_readonly("last_run_totals", [](Model& model) {
+            const RunTotals& totals = model.last_run;
+            return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch);
+        }, "(loss_sum, correct, rows, nonfinite_batch) of the last train_batches call, also when a "
+           "signal's exception (Ctrl-C) ended it: the steps it took before")
         .def_property_readonly("layers", [](Model& model) {
             py::list layers;
             for (const auto& s : model.network.layers()) {
@@ -432,6 +441,7 @@ void bind_network(py::module_& m, const char* name) {
             if (first_batch < 0 || n_batches < 0) throw py::value_error("first_batch and n_batches must be >= 0");
             CheckedMixup<T> mixup = check_mixup<T>(model.network, partners, lambdas, rows, batch_size);
             RunTotals totals;
+            model.last_run = totals;
             const auto interval = std::chrono::microseconds(signal_check_interval_us.load());
             const int64_t end = first_batch + n_batches;
             for (int64_t next = first_batch; next < end;) {
@@ -444,6 +454,7 @@ void bind_network(py::module_& m, const char* name) {
                                              permutation.data(), rows, batch_size, next, end, interval,
                                              mixup.plan());
                 }
+                model.last_run = totals;
                 // With the GIL and without the model's lock, so that a handler may use the
                 // model; its exception (KeyboardInterrupt for Ctrl-C) leaves the steps taken.
                 if (next < end && PyErr_CheckSignals() != 0) throw py::error_already_set();

@@ -186,6 +186,94 @@ def test_ctrl_c_in_a_callback_ends_fit_with_the_finished_epochs(rng):
     assert model.fitted and model.score(X, y) > 0
 
 
+def replayed_steps(X, y, batch_size, full_epochs, n_steps, **model_kwargs):
+    """A twin of small_model (same seed: same initialisation and shuffles) trained for
+    `full_epochs` epochs, then for the first `n_steps` batches of the next epoch one
+    train_step at a time: the twin and those steps' (loss_sum, correct, rows)."""
+    twin = small_model(**model_kwargs)
+    twin.fit(X, y, epochs=full_epochs, batch_size=batch_size)
+    order = twin._shuffle_rng.permutation(len(X))
+    steps = [twin._network.train_step(X[order[k * batch_size:(k + 1) * batch_size]],
+                                      y[order[k * batch_size:(k + 1) * batch_size]])
+             for k in range(n_steps)]
+    return twin, np.array(steps, dtype=np.float64)
+
+
+def test_ctrl_c_between_core_calls_records_the_partial_epoch(rng, monkeypatch, capsys):
+    X, y = blobs(rng)  # 240 rows in batches of 4: 60 steps per epoch, 2 per core call at verbose=1
+    X_val, y_val = blobs(rng, n=40)
+
+    class InterruptingBar:
+        def __init__(self, total, label):
+            self.label, self.updates = label, 0
+
+        def update(self, done, loss):
+            self.updates += 1
+            if self.label.startswith("Epoch 2/") and self.updates == 3:
+                raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(fastmlp.mlp, "progress_bar", InterruptingBar)
+    model, recorder = small_model(), Recorder()
+    history = model.fit(X, y, epochs=5, batch_size=4, validation_data=(X_val, y_val), verbose=1,
+                        callbacks=[recorder])
+    assert history.interrupted and history.partial_epoch and history.partial_epoch_rows == 24
+    assert history.epoch == [1, 2] and model.epochs_trained == 2 and model._network.step == 66
+    twin, steps = replayed_steps(X, y, 4, full_epochs=1, n_steps=6)
+    np.testing.assert_array_equal(twin.flat_parameters, model.flat_parameters)  # the same 66 steps
+    assert history["loss"][1] == pytest.approx(steps[:, 0].sum() / 24, rel=1e-12)
+    assert history["accuracy"][1] == steps[:, 1].sum() / 24
+    assert np.isfinite(history["val_loss"][0]) and np.isnan(history["val_loss"][1])
+    assert np.isfinite(history["val_accuracy"][0]) and np.isnan(history["val_accuracy"][1])
+    assert all(len(history[key]) == 2 for key in history.keys())
+    assert history["samples_per_second"][1] == pytest.approx(24 / history["seconds"][1])
+    assert recorder.epochs == [1] and recorder.ended_with is history  # on_epoch_end saw no partial
+    _, err = capsys.readouterr()
+    assert (f"interrupted in epoch 2 after 24 training rows (loss: {history['loss'][1]:.4f}): "
+            "the model keeps the 66 steps taken so far") in err
+    more = model.fit(X, y, epochs=1, batch_size=4)  # the next fit starts epoch 3
+    assert more.epoch == [3] and not more.partial_epoch and more.partial_epoch_rows == 0
+
+
+def test_ctrl_c_during_validation_records_the_trained_epoch_without_validation(rng):
+    X, y = blobs(rng)
+    X_val, y_val = blobs(rng, n=40)
+    model = small_model()
+    evaluate, calls = model._evaluate_arrays, []
+
+    def interrupted_second_time(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    model._evaluate_arrays = interrupted_second_time
+    history = model.fit(X, y, epochs=5, batch_size=16, validation_data=(X_val, y_val))
+    reference = small_model().fit(X, y, epochs=2, batch_size=16)
+    assert history.epoch == [1, 2] and history.partial_epoch and history.partial_epoch_rows == 240
+    assert history["loss"] == reference["loss"] and history["accuracy"] == reference["accuracy"]
+    assert np.isnan(history["val_loss"][1]) and np.isnan(history["val_accuracy"][1])
+
+
+def test_ctrl_c_before_the_first_step_of_an_epoch_adds_no_record(rng):
+    X, y = blobs(rng)
+    model = small_model()
+    training_state, calls = model._training_state, []
+
+    def interrupted_in_epoch_2(*args):
+        calls.append(model.epochs_trained)
+        if model.epochs_trained == 2:
+            raise KeyboardInterrupt
+        return training_state(*args)
+
+    model._training_state = interrupted_in_epoch_2  # taken before each core call with on_nan="restore"
+    history = model.fit(X, y, epochs=5, batch_size=16, on_nan="restore")
+    assert history.interrupted and history.epoch == [1] and not history.partial_epoch
+    assert model._network.step == 15 and model.epochs_trained == 2
+
+
 # ---- History.plot ----------------------------------------------------------------------------------
 
 
@@ -294,8 +382,22 @@ INTERRUPT_SCRIPT = textwrap.dedent("""
     logits = h @ w3 + b3
     expected = np.exp(logits - logits.max(axis=1, keepdims=True))
     expected /= expected.sum(axis=1, keepdims=True)
+    # The partial epoch's record against its steps replayed one at a time on a twin model.
+    full_epochs, taken = divmod(step, n_batches)
+    twin = fastmlp.MLP([32, 64, 64, 10], seed=0, batch_norm=True)
+    twin.fit(X, y, epochs=full_epochs, batch_size=batch_size)
+    order = twin._shuffle_rng.permutation(len(X))
+    steps = np.array([twin._network.train_step(X[order[k * batch_size:(k + 1) * batch_size]],
+                                               y[order[k * batch_size:(k + 1) * batch_size]])
+                      for k in range(taken)], dtype=np.float64).reshape(-1, 3)
+    replayed = {"same_params": bool(np.array_equal(twin.flat_parameters, model.flat_parameters)),
+                "rows": int(steps[:, 2].sum()), "loss_sum": float(steps[:, 0].sum()),
+                "correct": int(steps[:, 1].sum())}
     more = model.fit(X, y, epochs=1, batch_size=batch_size)
     print(json.dumps({
+        "partial_epoch": history.partial_epoch, "partial_epoch_rows": history.partial_epoch_rows,
+        "last_record": {key: history[key][-1] for key in ("loss", "accuracy")},
+        "replayed": replayed,
         "step_at_signal": seen["step_at_signal"], "step": step, "n_batches": n_batches,
         "epochs_recorded": len(history), "epoch_numbers": history.epoch,
         "interrupted": history.interrupted, "fitted": model.fitted,
@@ -313,6 +415,17 @@ def run_interrupted_fit(check, verbose):
     return json.loads(result.stdout.splitlines()[-1]), result.stderr
 
 
+def assert_partial_epoch_matches_its_replayed_steps(report):
+    """The interrupted epoch's record covers exactly the steps the core took in it (in one
+    C++ call that the signal cut short): the same rows, loss and correct count."""
+    replayed, taken = report["replayed"], report["step"] % report["n_batches"]
+    assert replayed["same_params"]
+    assert report["partial_epoch"] and report["partial_epoch_rows"] == replayed["rows"] == 16 * taken
+    record = report["last_record"]
+    assert record["loss"] == pytest.approx(replayed["loss_sum"] / replayed["rows"], rel=1e-12)
+    assert record["accuracy"] == replayed["correct"] / replayed["rows"]
+
+
 def test_sigint_stops_after_the_current_step_not_the_current_call():
     report, stderr = run_interrupted_fit("every-step", verbose=0)
     n = report["n_batches"]
@@ -322,8 +435,9 @@ def test_sigint_stops_after_the_current_step_not_the_current_call():
     assert report["step"] < 2 * n
     assert report["interrupted"] and report["fitted"]
     assert report["rows_predicted_in_handler"] == 5
-    assert report["epochs_recorded"] == 1 and report["epoch_numbers"] == [1]
+    assert report["epochs_recorded"] == 2 and report["epoch_numbers"] == [1, 2]
     assert report["max_difference"] < 1e-5  # predictions are what the kept weights imply
+    assert_partial_epoch_matches_its_replayed_steps(report)
     after = report["after"]  # and training goes on from there
     assert after == {"epochs": 1, "interrupted": False, "steps": n, "loss": after["loss"]}
     assert np.isfinite(after["loss"])
@@ -332,7 +446,11 @@ def test_sigint_stops_after_the_current_step_not_the_current_call():
 
 def test_sigint_with_the_default_check_interval_and_a_progress_bar():
     report, stderr = run_interrupted_fit("default", verbose=1)
-    assert report["interrupted"] and report["fitted"] and report["epochs_recorded"] == 1
+    assert report["interrupted"] and report["fitted"]
     assert report["step_at_signal"] <= report["step"] <= 2 * report["n_batches"]
     assert report["max_difference"] < 1e-5
+    if report["step"] % report["n_batches"]:  # cut within epoch 2, not at its very end
+        assert report["epochs_recorded"] == 2
+        assert_partial_epoch_matches_its_replayed_steps(report)
+        assert f"after {report['partial_epoch_rows']} training rows" in stderr
     assert f"steps taken so far" in stderr and "interrupted in epoch 2" in stderr

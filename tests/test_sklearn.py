@@ -202,6 +202,24 @@ def test_stops_when_the_training_loss_stalls_as_scikit_learn_defines_it():
     assert model.validation_scores_ is None
 
 
+def test_ctrl_c_ends_fit_keeping_the_model_and_the_finished_iterations(monkeypatch):
+    X, y = blobs()
+    train_epoch, calls = fastmlp.MLP._train_epoch, []
+
+    def interrupted_third_epoch(model, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return train_epoch(model, *args, **kwargs)
+
+    monkeypatch.setattr(fastmlp.MLP, "_train_epoch", interrupted_third_epoch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        model = MLPClassifier(hidden_layer_sizes=(16,), max_iter=50, random_state=0).fit(X, y)
+    assert len(calls) == 3 and model.n_iter_ == 2 and len(model.loss_curve_) == 2
+    assert model.t_ == 2 * len(X) and model.predict(X).shape == y.shape
+
+
 def test_early_stopping_keeps_the_best_validation_epoch():
     X, y = blobs(n=400)
     model = MLPClassifier(hidden_layer_sizes=(16,), max_iter=300, early_stopping=True,

@@ -72,6 +72,10 @@ class _Network(Generic[_F]):
     @property
     def last_call_threads(self) -> int:
         """The thread count the model's last training or prediction call used."""
+    @property
+    def last_run_totals(self) -> _RunTotals:
+        """train_batches' totals of its last call, also when Ctrl-C (a signal handler's
+        exception) ended it: the steps it took before."""
     def train_step(self, x: NDArray[_F], y: _Targets) -> _Totals:
         """One optimizer step on one batch."""
     def train_batches(self, X: NDArray[_F], y: _Targets, order: NDArray[np.int64], batch_size: int,

@@ -71,7 +71,8 @@ class Callback:
         Parameters
         ----------
         history : History
-            The records of this ``fit``.
+            The records of this ``fit``; after Ctrl-C its last record may be of the epoch
+            it cut short (``history.partial_epoch``), which ``on_epoch_end`` never saw.
         """
 
 

@@ -53,6 +53,17 @@ class History:
     Keys: loss, accuracy (classification), val_loss, val_accuracy (with validation data),
     lr (the learning rate the epoch used), seconds, samples_per_second. ``epoch`` lists the
     epoch numbers (counting across fits).
+
+    Attributes
+    ----------
+    stopped_early, stopped_on_nan, interrupted : bool
+        Why fit stopped before its last epoch, if it did (``interrupted``: Ctrl-C).
+    partial_epoch : bool
+        True when the last record is of an epoch that Ctrl-C cut short: its loss and accuracy
+        cover the steps the epoch took (``partial_epoch_rows`` rows); its val_loss and
+        val_accuracy are NaN (validation did not run); callbacks did not see it.
+    partial_epoch_rows : int
+        The training rows the partial record covers (0 when ``partial_epoch`` is False).
     """
 
     def __init__(self) -> None:
@@ -61,6 +72,8 @@ class History:
         self.stopped_early = False
         self.stopped_on_nan = False
         self.interrupted = False
+        self.partial_epoch = False
+        self.partial_epoch_rows = 0
 
     def append(self, epoch: int, logs: Dict[str, float]) -> None:
         """Record one epoch.
@@ -129,6 +142,15 @@ _T = TypeVar("_T")
 
 class _RestoredAfterNonFinite(FloatingPointError):
     """fit(on_nan="restore") met a NaN/inf step and put the last good state back."""
+
+
+class _EpochInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an epoch's training: carries the epoch's record over the steps taken
+    (None when it took none) and the rows they trained."""
+
+    def __init__(self, logs: Optional[Dict[str, float]], rows: int) -> None:
+        super().__init__()
+        self.logs, self.rows = logs, rows
 
 
 def _holding_model_lock(method: Callable[..., _T]) -> Callable[..., _T]:
@@ -599,8 +621,14 @@ class MLP:
             names the step, and the history so far is returned (``stopped_on_nan`` is True).
 
         Ctrl-C (KeyboardInterrupt) stops training within about 0.1 s, after the step in
-        progress: the model keeps every step taken, the returned history the finished epochs,
-        with ``history.interrupted`` set.
+        progress: the model keeps every step taken and the returned history has
+        ``history.interrupted`` set. It records the finished epochs and then, when Ctrl-C cut
+        an epoch short after at least one step (or during its validation), that epoch too,
+        with ``history.partial_epoch`` True: its loss and accuracy are the means over the
+        ``history.partial_epoch_rows`` rows its steps trained, its val_loss and val_accuracy
+        are NaN, and no callback's ``on_epoch_end`` nor the lr_schedule saw it. The
+        interrupted epoch counts in ``epochs_trained`` (which counts epochs begun), so the
+        next fit starts with the following epoch number and a fresh shuffle.
 
         Returns
         -------
@@ -643,8 +671,10 @@ class MLP:
         for _ in range(epochs):
             self.epochs_trained += 1
             epoch_lr = self.learning_rate
+            trained: Optional[Tuple[Dict[str, float], int]] = None  # the epoch's training logs and rows
             try:  # Ctrl-C anywhere in the epoch, validation and callbacks included
-                logs = self._train_epoch(X, y, batch_size, shuffle, verbose, last_epoch, mixup, on_nan)
+                logs, rows = self._train_epoch(X, y, batch_size, shuffle, verbose, last_epoch, mixup, on_nan)
+                trained = (dict(logs), rows)
                 if X_val is not None and y_val is not None:
                     logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_"))
                 logs["lr"] = epoch_lr
@@ -654,7 +684,12 @@ class MLP:
                 if verbose:
                     print(epoch_line(self.epochs_trained, last_epoch, logs), flush=True)
                 stop = epoch_ends(callbacks, self.epochs_trained, logs, history)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as interruption:
+                if isinstance(interruption, _EpochInterrupted):
+                    trained = None if interruption.logs is None else (interruption.logs, interruption.rows)
+                recorded = bool(history.epoch) and history.epoch[-1] == self.epochs_trained
+                if trained is not None and not recorded:
+                    self._record_partial_epoch(history, *trained, epoch_lr, X_val is not None)
                 self._interrupted(history, verbose)
                 break
             except _RestoredAfterNonFinite as failure:
@@ -677,12 +712,27 @@ class MLP:
         train_ends(callbacks, history)
         return history
 
+    def _record_partial_epoch(self, history: History, logs: Dict[str, float], rows: int,
+                              lr: float, validating: bool) -> None:
+        """Append the epoch Ctrl-C cut short: its training logs over the `rows` it trained, NaN
+        for the validation it did not run (so every key's list stays as long as the epochs')."""
+        logs = dict(logs)
+        if validating:
+            logs["val_loss"] = math.nan
+            if self.loss in CLASSIFICATION_LOSSES:
+                logs["val_accuracy"] = math.nan
+        logs["lr"] = lr
+        history.append(self.epochs_trained, logs)
+        history.partial_epoch, history.partial_epoch_rows = True, rows
+
     def _interrupted(self, history: History, verbose: int) -> None:
         """After Ctrl-C: the steps the core took are kept, so the model counts as fitted."""
         history.interrupted = True
         self.fitted = self.fitted or self._network.step > 0
         if verbose:
-            print(f"\ninterrupted in epoch {self.epochs_trained}: the model keeps the "
+            partial = (f" after {history.partial_epoch_rows} training rows (loss: "
+                       f"{history['loss'][-1]:.4f})" if history.partial_epoch else "")
+            print(f"\ninterrupted in epoch {self.epochs_trained}{partial}: the model keeps the "
                   f"{self._network.step} steps taken so far", file=sys.stderr, flush=True)
 
     def _split(self, X: np.ndarray, y: np.ndarray,
@@ -697,7 +747,9 @@ class MLP:
 
     def _train_epoch(self, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
                      verbose: int, last_epoch: int, mixup: float = 0.0,
-                     on_nan: str = "raise") -> Dict[str, float]:
+                     on_nan: str = "raise") -> Tuple[Dict[str, float], int]:
+        """One pass over (X, y): the epoch's logs and the rows it trained. Ctrl-C raises
+        _EpochInterrupted with the logs of the steps taken until then."""
         n = X.shape[0]
         order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
         order = order.astype(np.int64)
@@ -712,13 +764,22 @@ class MLP:
             for first in range(0, n_batches, per_call):
                 count = min(per_call, n_batches - first)
                 last_good = self._training_state() if on_nan == "restore" else None
-                part = self._network.train_batches(X, y, order, batch_size, first, count, *mixing)
+                try:
+                    part = self._network.train_batches(X, y, order, batch_size, first, count, *mixing)
+                except KeyboardInterrupt:
+                    part = self._network.last_run_totals  # the steps the call took before Ctrl-C
+                    loss_sum, correct, rows = loss_sum + part[0], correct + part[1], rows + part[2]
+                    raise
                 loss_sum, correct, rows = loss_sum + part[0], correct + part[1], rows + part[2]
                 if part[3] >= 0:
                     self._stop_at_non_finite_step(part[3], n_batches, last_good)
                 self.fitted = True
                 if bar is not None:
                     bar.update(first + count, loss_sum / max(rows, 1))
+        except KeyboardInterrupt:
+            seconds = time.perf_counter() - started
+            logs = self._epoch_logs(loss_sum, correct, rows, seconds) if rows else None
+            raise _EpochInterrupted(logs, rows) from None
         finally:
             if bar is not None:
                 bar.close()
@@ -729,7 +790,11 @@ class MLP:
         if not math.isfinite(loss):
             raise FloatingPointError(f"the training loss became {loss} in epoch {self.epochs_trained}; "
                                      "lower the learning rate or check the data")
-        logs = {"loss": loss}
+        return self._epoch_logs(loss_sum, correct, rows, seconds), rows
+
+    def _epoch_logs(self, loss_sum: float, correct: int, rows: int, seconds: float) -> Dict[str, float]:
+        """An epoch's record from the core's running totals over its `rows` trained rows."""
+        logs = {"loss": loss_sum / rows}
         if self.loss in CLASSIFICATION_LOSSES:
             logs["accuracy"] = correct / rows
         logs["seconds"] = seconds

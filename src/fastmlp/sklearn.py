@@ -300,6 +300,8 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         for epoch in range(1 if incremental else self.max_iter):
             history = self._model.fit(X, targets, epochs=1, batch_size=batch_size,
                                       shuffle=bool(self.shuffle))
+            if len(history) == 0 or history.partial_epoch:
+                break  # Ctrl-C cut the epoch short: keep the model as it is, count no iteration
             self.n_iter_ += 1
             self.t_ += X.shape[0]
             self.loss_ = self._reported_loss(history["loss"][-1], batch_size)
@@ -308,7 +310,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
                 print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
             if self._update_no_improvement(validation):
                 best_state = self._model._snapshot()
-            if incremental:
+            if incremental or history.interrupted:
                 break
             if self._no_improvement_count > self.n_iter_no_change:
                 if self.verbose:
