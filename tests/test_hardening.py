@@ -244,11 +244,16 @@ def test_load_rejects_bad_header_fields(tmp_path):
     model, path = saved_model(tmp_path)
     for field, value in (("layer_sizes", "5,8,3"), ("layer_sizes", [5, -8, 3]), ("dropout", float("nan")),
                          ("step", -1), ("learning_rate", "fast"), ("activations", ["relu", "x"]),
-                         ("shuffle_state", {"state": 1}), ("dtype", "float16"), ("loss", None)):
+                         ("shuffle_state", {"state": 1}), ("dtype", "float16"), ("loss", None),
+                         ("n_threads", 0), ("n_threads", "2"), ("n_threads", True), ("n_threads", 1.5),
+                         ("n_threads", 10 ** 6)):
         arrays = members(path)
         forged = dict(model._header(), **{field: value})
         arrays["header"] = np.frombuffer(json.dumps(forged).encode(), dtype=np.uint8)
         assert_rejected(write_npz(tmp_path / "field.npz", arrays))
+    arrays["header"] = np.frombuffer(json.dumps(dict(model._header(), n_threads=10 ** 6)).encode(),
+                                     dtype=np.uint8)
+    assert_rejected(write_npz(tmp_path / "threads.npz", arrays), "n_threads=1000000 in the header is more")
 
 
 def test_load_refuses_huge_claimed_sizes_before_allocating(tmp_path):

@@ -210,6 +210,35 @@ def test_save_load_predicts_identically_and_resumes_exactly(tmp_path, kwargs):
     assert loaded.epochs_trained == model.epochs_trained == 5
 
 
+@pytest.mark.parametrize("n_threads", [None, 1, 3])
+def test_save_load_keeps_the_models_own_thread_count(tmp_path, n_threads):
+    model, X, _ = trained_model(n_threads=n_threads)
+    model.save(tmp_path / "model.npz")
+    loaded = fastmlp.load(tmp_path / "model.npz")
+    assert loaded.n_threads == n_threads
+    loaded.predict(X)
+    assert loaded._network.last_call_threads == (n_threads or fastmlp.get_num_threads())
+
+
+def test_files_saved_without_n_threads_load_with_none(tmp_path):
+    import json
+
+    model, X, _ = trained_model(n_threads=2)
+    model.save(tmp_path / "model.npz")
+
+    def as_written_before_n_threads_was_saved(arrays):
+        header = json.loads(arrays["header"].tobytes())
+        del header["n_threads"]
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+
+    old = rewrite(tmp_path, tmp_path / "model.npz", "old.npz", as_written_before_n_threads_was_saved)
+    with np.load(old) as archive:
+        assert "n_threads" not in json.loads(archive["header"].tobytes())
+    loaded = fastmlp.load(old)
+    assert loaded.n_threads is None
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
 def test_save_replaces_atomically_and_leaves_no_temporary(tmp_path):
     model, _, _ = trained_model()
     path = tmp_path / "model.npz"

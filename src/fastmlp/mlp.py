@@ -994,11 +994,13 @@ class MLP:
             "fitted": self.fitted, "shuffle_state": self._shuffle_rng.bit_generator.state,
             "mixup_state": self._mixup_rng.bit_generator.state,
             "optimizer_state": sorted(self._network.optimizer_state),
+            "n_threads": self.n_threads,
         }
 
     @_holding_model_lock
     def save(self, path: PathLike) -> None:
-        """Write the model (parameters, optimizer state, RNG state) to an .npz file.
+        """Write the model (parameters, optimizer state, RNG state, its own ``n_threads``)
+        to an .npz file.
 
         Parameters
         ----------
@@ -1068,6 +1070,9 @@ def _model_file_error(path: str, reason: str) -> ValueError:
 
 # A real header is a few kB of JSON; anything near this is forged.
 _MAX_HEADER_BYTES = 1 << 20
+# A model's own thread count read from a file starts that many OpenMP threads on its first
+# call: above this, the number is forged rather than a machine's core count.
+_MAX_FILE_THREADS = 4096
 # Deflate expands data at most about 1032 times: a member claiming more than this many bytes
 # per stored byte is forged (np.savez stores members uncompressed, a ratio of 1).
 _MAX_EXPANSION = 1100
@@ -1145,6 +1150,17 @@ def _implied_parameter_count(header: Dict[str, Any]) -> int:
     return count
 
 
+def _file_thread_count(path: str, n_threads: Any) -> Optional[int]:
+    """The header's n_threads (None: the process-wide setting), refused when forged."""
+    if n_threads is None:
+        return None
+    count = _check_positive_int("n_threads", n_threads)
+    if count > _MAX_FILE_THREADS:
+        raise _model_file_error(path, f"n_threads={count} in the header is more than "
+                                f"{_MAX_FILE_THREADS}, the most a model file may ask for")
+    return count
+
+
 def load(path: PathLike) -> MLP:
     """Read a model written by ``MLP.save``.
 
@@ -1157,7 +1173,8 @@ def load(path: PathLike) -> MLP:
     Returns
     -------
     MLP
-        The model, ready to predict or to continue training exactly where it stopped.
+        The model, ready to predict or to continue training exactly where it stopped, with
+        the ``n_threads`` it was saved with (None for files written before fastmlp saved it).
 
     Raises
     ------
@@ -1202,6 +1219,7 @@ def load(path: PathLike) -> MLP:
             model._shuffle_rng.bit_generator.state = header["shuffle_state"]
             if "mixup_state" in header:  # files written before mixup existed lack it
                 model._mixup_rng.bit_generator.state = header["mixup_state"]
+            model.n_threads = _file_thread_count(path, header.get("n_threads"))  # older files: None
         except (KeyError, TypeError, ValueError, OverflowError) as error:
             if isinstance(error, ValueError) and "not a valid fastmlp model file" in str(error):
                 raise
