@@ -154,6 +154,56 @@ def test_ensemble_of_regressors_and_gaussian_mixture_moments():
     np.testing.assert_allclose(variance, (v1 + v2) / 2 + ((m1 - m2) / 2) ** 2, rtol=1e-10)
 
 
+def trained_gaussians(n_members, n_targets=2, dtype="float64"):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(40, 3))
+    y = np.stack([X[:, 0] - X[:, 1], 0.5 * X[:, 2]], axis=1)[:, :n_targets]
+    y = y + rng.normal(scale=0.3, size=y.shape)
+    models = [fastmlp.MLP([3, 6, n_targets], loss="gaussian_nll", seed=s, dtype=dtype)
+              for s in range(n_members)]
+    for model in models:
+        model.fit(X, y, epochs=3, batch_size=8)
+    return models, X, y
+
+
+def test_ensemble_gaussian_nll_is_the_mixtures_negative_log_likelihood():
+    models, X, y = trained_gaussians(n_members=3)
+    # The mixture's density per row, straight from the definition (no log space): the mean over
+    # members of the product over targets of N(y; mean, var) without the 1/sqrt(2 pi) factor.
+    densities = []
+    for model in models:
+        mean, variance = model.predict_distribution(X)
+        densities.append(np.prod(np.exp(-(y - mean) ** 2 / (2 * variance)) / np.sqrt(variance), axis=1))
+    expected = np.mean(-np.log(np.mean(densities, axis=0))) / y.shape[1]
+    ensemble = fastmlp.Ensemble(models)
+    assert ensemble.evaluate(X, y)["loss"] == pytest.approx(expected, rel=1e-12)
+    assert ensemble.score(X, y) == -ensemble.evaluate(X, y)["loss"]
+    # Not the Gaussian of the mixture's moments, which is what predict_distribution gives.
+    mean, variance = ensemble.predict_distribution(X)
+    moment_matched = np.mean(0.5 * (np.log(variance) + (y - mean) ** 2 / variance))
+    assert abs(moment_matched - expected) > 1e-3
+
+
+@pytest.mark.parametrize("n_targets, dtype", [(1, "float64"), (2, "float64"), (2, "float32")])
+def test_one_member_ensemble_loss_is_its_members(n_targets, dtype):
+    (model,), X, y = trained_gaussians(n_members=1, n_targets=n_targets, dtype=dtype)
+    rtol = 1e-12 if dtype == "float64" else 1e-5
+    assert fastmlp.Ensemble([model]).evaluate(X, y)["loss"] == \
+        pytest.approx(model.evaluate(X, y)["loss"], rel=rtol)
+
+
+def test_ensemble_gaussian_nll_survives_densities_below_the_smallest_float():
+    # Two members predicting mean 0 with log-variances -30 and -40 for the target 1: their
+    # densities, exp(-e^30 / 2) and exp(-e^40 / 2), are 0 in floating point.
+    members = []
+    for log_variance in (-30.0, -40.0):
+        model = fastmlp.MLP([1, 1], loss="gaussian_nll", dtype="float64")
+        members.append(model.set_weights([np.zeros((1, 2))], [np.array([0.0, log_variance])]))
+    loss = fastmlp.Ensemble(members).evaluate(np.zeros((2, 1)), np.ones(2))["loss"]
+    # -log(0.5 e^a + 0.5 e^b) with a = -0.5 (-30 + e^30) far above b: -a + log 2.
+    assert loss == pytest.approx(0.5 * (-30 + np.exp(30)) + np.log(2), rel=1e-12)
+
+
 def test_ensemble_bad_arguments():
     X, y = blobs(n=12)
     with pytest.raises(ValueError, match="non-empty sequence"):

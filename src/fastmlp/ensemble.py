@@ -23,7 +23,9 @@ class Ensemble:
     ``predict_proba`` averages the members' probabilities (cross_entropy, bce) and
     ``predict`` takes the argmax / 0.5 threshold of the average; for mse it averages the
     outputs; for gaussian_nll ``predict_distribution`` gives the mixture's mean and
-    variance. ``evaluate`` scores the averaged prediction with the members' loss.
+    variance. ``evaluate`` scores the averaged prediction with the members' loss; for
+    gaussian_nll it scores the mixture itself (its negative log-likelihood), not a Gaussian
+    of the mixture's moments.
 
     Parameters
     ----------
@@ -148,7 +150,12 @@ class Ensemble:
 
         cross_entropy: mean -log of the averaged probability of the true class; bce: binary
         cross-entropy of the averaged probabilities; mse: squared error of the averaged
-        outputs; gaussian_nll: 0.5 * (log var + (y - mean)^2 / var) of the mixture's moments.
+        outputs; gaussian_nll: the negative log-likelihood of the ensemble's predictive
+        distribution, the equal-weight mixture of the members' Gaussians (diagonal over the
+        targets), ``-log(mean_m N(y; mean_m, var_m))`` per row (computed in log space), averaged
+        over rows and divided by the number of targets. Like ``MLP.evaluate``'s gaussian_nll it
+        leaves out the constant 0.5 * log(2 pi) per target, so a one-member ensemble's loss is
+        its member's and ensemble and single-model losses compare directly.
 
         Parameters
         ----------
@@ -173,9 +180,25 @@ class Ensemble:
             correct = np.all((probs >= 0.5) == (y >= 0.5), axis=1)
             return {"loss": float(loss), "accuracy": float(np.mean(correct))}
         if self.loss == "gaussian_nll":
-            mean, variance = self.predict_distribution(X)
-            return {"loss": float(np.mean(0.5 * (np.log(variance) + (y - mean) ** 2 / variance)))}
+            return {"loss": self._mixture_nll(X, y)}
         return {"loss": float(np.mean((self._averaged_outputs(X) - y) ** 2))}
+
+    def _mixture_nll(self, X: np.ndarray, y: np.ndarray) -> float:
+        """Mean over rows of -log(mean_m N(y; mean_m, var_m)) / n_targets, without the
+        0.5 * log(2 pi) per target (the convention of the core's gaussian_nll)."""
+        n_targets = self.models[0].layer_sizes[-1]
+        # (members, n, 2 * n_targets): means, then log-variances (exact, not log(exp(.))).
+        outputs = np.array([model._outputs(X) for model in self.models], dtype=np.float64)
+        means, log_variances = outputs[..., :n_targets], outputs[..., n_targets:]
+        log_densities = -0.5 * np.sum(log_variances + (y - means) ** 2 * np.exp(-log_variances),
+                                      axis=2)  # (members, n)
+        # log of the mean of exp(log_densities) over members, shifted by the largest so that
+        # densities far below the smallest float still count.
+        largest = log_densities.max(axis=0)
+        if not np.all(np.isfinite(largest)):  # every member gives the row density 0
+            return float("inf")
+        log_mixture = largest + np.log(np.mean(np.exp(log_densities - largest), axis=0))
+        return float(-np.mean(log_mixture) / n_targets)
 
     def score(self, X: Any, y: Any) -> float:
         """Accuracy for classification losses, else the negative loss (as MLP.score).
