@@ -128,13 +128,16 @@ CheckedTargets<T> check_targets(const Network<T>& network, const py::handle& obj
     return checked;
 }
 
-// A 1-D int64 array of `rows` indices, each a row of X.
+// A 1-D int64 array of indices, each a row of X (of `rows`); `count` of them, any number when
+// count < 0 (an epoch may visit a subset of X's rows: fit's validation_split trains on the
+// rows it keeps, indexed in place, without a copy).
 py::array_t<int64_t, py::array::c_style> row_indices(const py::handle& object, const char* name,
-                                                     int64_t rows) {
+                                                     int64_t rows, int64_t count = -1) {
     auto indices = as_contiguous<int64_t>(object, name, 1);
-    if (indices.shape(0) != rows)
-        throw py::value_error(std::string(name) + " must have one index per row of X");
-    for (int64_t i = 0; i < rows; ++i)
+    if (count >= 0 && indices.shape(0) != count)
+        throw py::value_error(std::string(name) + " must have one index per entry of order (" +
+                              std::to_string(count) + "), got shape " + shape_string(indices));
+    for (int64_t i = 0; i < indices.shape(0); ++i)
         if (indices.data()[i] < 0 || indices.data()[i] >= rows)
             throw py::value_error(std::string(name) + "[" + std::to_string(i) + "] is not a row of X");
     return indices;
@@ -158,17 +161,18 @@ struct CheckedMixup {
 
 template <typename T>
 CheckedMixup<T> check_mixup(const Network<T>& network, const py::handle& partners,
-                            const py::handle& lambdas, int64_t rows, int64_t batch_size) {
+                            const py::handle& lambdas, int64_t rows, int64_t epoch_rows,
+                            int64_t batch_size) {
     CheckedMixup<T> checked;
     if (partners.is_none() && lambdas.is_none()) return checked;
     if (partners.is_none() || lambdas.is_none())
         throw py::value_error("mixup needs both partners and lambdas");
     if (!network.options().class_weights.empty())
         throw py::value_error("mixup cannot be combined with class_weights");
-    checked.partners = row_indices(partners, "partners", rows);
+    checked.partners = row_indices(partners, "partners", rows, epoch_rows);
     checked.active = true;
     checked.lambdas = as_contiguous<T>(lambdas, "lambdas", 1);
-    const int64_t batches = (rows + batch_size - 1) / batch_size;
+    const int64_t batches = (epoch_rows + batch_size - 1) / batch_size;
     if (checked.lambdas.shape(0) != batches)
         throw py::value_error("lambdas must have one value per batch of the epoch (" +
                               std::to_string(batches) + "), got " + shape_string(checked.lambdas));
@@ -437,9 +441,11 @@ void bind_network(py::module_& m, const char* name) {
             const int64_t rows = xs.shape(0);
             auto targets = check_targets(model.network, y, rows);
             auto permutation = row_indices(order, "order", rows);
+            const int64_t epoch_rows = permutation.shape(0);
             if (batch_size < 1) throw py::value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
             if (first_batch < 0 || n_batches < 0) throw py::value_error("first_batch and n_batches must be >= 0");
-            CheckedMixup<T> mixup = check_mixup<T>(model.network, partners, lambdas, rows, batch_size);
+            CheckedMixup<T> mixup = check_mixup<T>(model.network, partners, lambdas, rows, epoch_rows,
+                                                   batch_size);
             RunTotals totals;
             model.last_run = totals;
             const auto interval = std::chrono::microseconds(signal_check_interval_us.load());
@@ -451,7 +457,7 @@ void bind_network(py::module_& m, const char* name) {
                     ScopedCallThreads threads(model.num_threads);
                     model.last_call_threads = num_threads();
                     next = train_batches_for(model.network, totals, xs.data(), targets.pointers(),
-                                             permutation.data(), rows, batch_size, next, end, interval,
+                                             permutation.data(), epoch_rows, batch_size, next, end, interval,
                                              mixup.plan());
                 }
                 model.last_run = totals;
@@ -463,7 +469,8 @@ void bind_network(py::module_& m, const char* name) {
         }, py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
            py::arg("first_batch"), py::arg("n_batches"), py::arg("partners") = py::none(),
            py::arg("lambdas") = py::none(),
-           "optimizer steps over batches [first_batch, first_batch + n_batches) of X[order] -> "
+           "optimizer steps over batches [first_batch, first_batch + n_batches) of X[order] (order: "
+           "the epoch's rows of X in the order visited, all of them or a subset) -> "
            "(loss_sum, correct, rows, nonfinite_batch); with partners (one row per position of "
            "order) and lambdas (one per batch of the epoch), each batch is mixed (mixup) first. "
            "The run stops before applying the first step whose loss or gradient is NaN/inf, and "

@@ -484,12 +484,8 @@ def write_memmap(path, rows, features, seed=0):
     return np.load(path, mmap_mode="r")
 
 
-@not_under_sanitizer
-def test_memmap_dataset_trains_without_being_copied(tmp_path):
-    rows, features = 160_000, 512  # 328 MB
-    X = write_memmap(tmp_path / "X.npy", rows, features)
-    y = (np.asarray(X[:, 0]) > 0).astype(np.int64)
-    model = fastmlp.MLP([features, 8, 2], optimizer=optim.SGD(lr=0.01), seed=0)
+def rss_anon_growth(run):
+    """(run()'s result, the peak growth of anonymous RSS while it ran, sampled every 5 ms)."""
     baseline, peak = rss_anon_bytes(), [0]
     done = threading.Event()
 
@@ -501,14 +497,37 @@ def test_memmap_dataset_trains_without_being_copied(tmp_path):
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        history = model.fit(X, y, epochs=1, batch_size=256)
+        result = run()
     finally:
         done.set()
         sampler.join()
-    growth = max(peak[0], rss_anon_bytes()) - baseline
+    return result, max(peak[0], rss_anon_bytes()) - baseline
+
+
+@not_under_sanitizer
+def test_memmap_dataset_trains_without_being_copied(tmp_path):
+    rows, features = 160_000, 512  # 328 MB
+    X = write_memmap(tmp_path / "X.npy", rows, features)
+    y = (np.asarray(X[:, 0]) > 0).astype(np.int64)
+    model = fastmlp.MLP([features, 8, 2], optimizer=optim.SGD(lr=0.01), seed=0)
+    history, growth = rss_anon_growth(lambda: model.fit(X, y, epochs=1, batch_size=256))
     print(f"anonymous RSS growth training on a {X.nbytes / 1e6:.0f} MB memmap: {growth / 1e6:.1f} MB")
     assert np.isfinite(history["loss"][0])
     assert growth < X.nbytes / 20
+
+
+@not_under_sanitizer
+def test_validation_split_of_a_memmap_copies_only_the_validation_rows(tmp_path):
+    rows, features = 20_000, 512  # 41 MB, of which validation_split=0.1 holds out 4 MB
+    X = write_memmap(tmp_path / "X.npy", rows, features)
+    y = (np.asarray(X[:, 0]) > 0).astype(np.int64)
+    model = fastmlp.MLP([features, 8, 2], optimizer=optim.SGD(lr=0.01), seed=0)
+    history, growth = rss_anon_growth(
+        lambda: model.fit(X, y, epochs=1, batch_size=256, validation_split=0.1))
+    print(f"anonymous RSS growth with validation_split=0.1 on a {X.nbytes / 1e6:.0f} MB memmap: "
+          f"{growth / 1e6:.1f} MB")
+    assert np.isfinite(history["loss"][0]) and np.isfinite(history["val_loss"][0])
+    assert growth < X.nbytes / 4  # a copy of the training rows alone would be 0.9 of it
 
 
 def test_memmap_and_in_memory_datasets_train_identically(tmp_path):
@@ -518,3 +537,20 @@ def test_memmap_and_in_memory_datasets_train_identically(tmp_path):
     on_disk.fit(X, y, epochs=2)
     in_memory.fit(np.array(X), y, epochs=2)
     np.testing.assert_array_equal(on_disk.flat_parameters, in_memory.flat_parameters)
+
+
+@pytest.mark.parametrize("mixup", [0.0, 0.4])
+def test_validation_split_trains_as_on_the_rows_it_keeps(tmp_path, mixup):
+    X = write_memmap(tmp_path / "X.npy", 300, 5)
+    y = (np.asarray(X[:, 0]) > 0).astype(np.int64)
+    split, explicit = small_model(batch_norm=True), small_model(batch_norm=True)
+    history = split.fit(X, y, epochs=3, batch_size=16, validation_split=0.2, mixup=mixup)
+    # The held-out rows: 60 of a permutation seeded by the model's seed, as fit documents.
+    held_out = np.zeros(300, bool)
+    held_out[np.random.default_rng([7, 2]).permutation(300)[:60]] = True
+    X_in_memory = np.array(X)
+    expected = explicit.fit(X_in_memory[~held_out], y[~held_out], epochs=3, batch_size=16,
+                            validation_data=(X_in_memory[held_out], y[held_out]), mixup=mixup)
+    np.testing.assert_array_equal(split.flat_parameters, explicit.flat_parameters)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert history[key] == expected[key]

@@ -157,7 +157,7 @@ def test_core_checks_the_mixup_plan(rng):
     good_lambdas = np.full(3, 0.5, np.float32)
     with pytest.raises(ValueError, match="both partners and lambdas"):
         network.train_batches(X32, y, order, 4, 0, 3, order, None)
-    with pytest.raises(ValueError, match="partners must have one index per row"):
+    with pytest.raises(ValueError, match=r"partners must have one index per entry of order \(10\), got shape \(5,\)"):
         network.train_batches(X32, y, order, 4, 0, 3, order[:5], good_lambdas)
     with pytest.raises(ValueError, match=r"partners\[3\] is not a row"):
         network.train_batches(X32, y, order, 4, 0, 3, np.where(order == 3, 99, order), good_lambdas)

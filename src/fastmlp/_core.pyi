@@ -81,8 +81,8 @@ class _Network(Generic[_F]):
     def train_batches(self, X: NDArray[_F], y: _Targets, order: NDArray[np.int64], batch_size: int,
                       first_batch: int, n_batches: int, partners: Optional[NDArray[np.int64]] = None,
                       lambdas: Optional[NDArray[_F]] = None) -> _RunTotals:
-        """Optimizer steps over batches [first_batch, first_batch + n_batches) of X[order];
-        with partners (one row per position of order) and lambdas (one per batch of the
+        """Optimizer steps over batches [first_batch, first_batch + n_batches) of X[order],
+        order being the epoch's rows of X in the order visited (all or a subset); with partners (one row per position of order) and lambdas (one per batch of the
         epoch) each batch is mixed (mixup) first. A pending signal (Ctrl-C) raises its
         exception between steps. A batch whose loss or gradient is NaN/inf is not applied and
         ends the run; its index is the fourth total (-1 if none)."""

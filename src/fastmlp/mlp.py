@@ -588,11 +588,19 @@ class MLP:
         Parameters
         ----------
         X : array (n_samples, n_features)
+            Used in place, batches gathered from it, when it is a C-contiguous array of the
+            model's dtype: a NumPy memmap of that kind trains without being read into memory.
+            Anything else (another dtype, a Fortran-order or strided array, a list) is
+            converted once, which copies it whole.
         y : labels (n_samples,) for cross_entropy; targets (n_samples, n_outputs) otherwise.
+            Labels are used as an int64 array and targets as one of the model's dtype
+            (copied when they are not that already).
         epochs, batch_size : int
         validation_data : (X_val, y_val), optional
+            Converted as X and y are.
         validation_split : float
             Fraction of (X, y) held out (a seeded random choice) when no validation_data.
+            The held-out rows are copied; training indexes the others in X in place.
         shuffle : bool
             Reshuffle every epoch from the model's seed.
         early_stopping : bool
@@ -647,6 +655,7 @@ class MLP:
         X, y = self._prepare(X, y)
         X_val: Optional[np.ndarray]
         y_val: Optional[np.ndarray]
+        training_rows: Optional[np.ndarray] = None  # None: every row of X
         if validation_data is not None:
             if validation_split:
                 raise ValueError("give validation_data or validation_split, not both")
@@ -654,10 +663,12 @@ class MLP:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
             X_val, y_val = self._prepare(validation_data[0], validation_data[1], "X_val", "y_val")
         elif validation_split:
-            X, y, X_val, y_val = self._split(X, y, _check_fraction("validation_split", validation_split))
+            training_rows, validation_rows = self._split(X.shape[0], _check_fraction(
+                "validation_split", validation_split))
+            X_val, y_val = X[validation_rows], y[validation_rows]  # the held-out rows only
         else:
             X_val = y_val = None
-        if self.batch_norm and X.shape[0] < 2:
+        if self.batch_norm and (X.shape[0] if training_rows is None else training_rows.size) < 2:
             raise ValueError("batch_norm needs at least 2 training rows")
 
         callbacks = check_callbacks(callbacks)
@@ -673,7 +684,8 @@ class MLP:
             epoch_lr = self.learning_rate
             trained: Optional[Tuple[Dict[str, float], int]] = None  # the epoch's training logs and rows
             try:  # Ctrl-C anywhere in the epoch, validation and callbacks included
-                logs, rows = self._train_epoch(X, y, batch_size, shuffle, verbose, last_epoch, mixup, on_nan)
+                logs, rows = self._train_epoch(X, y, batch_size, shuffle, verbose, last_epoch, mixup, on_nan,
+                                               training_rows)
                 trained = (dict(logs), rows)
                 if X_val is not None and y_val is not None:
                     logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_"))
@@ -735,24 +747,25 @@ class MLP:
             print(f"\ninterrupted in epoch {self.epochs_trained}{partial}: the model keeps the "
                   f"{self._network.step} steps taken so far", file=sys.stderr, flush=True)
 
-    def _split(self, X: np.ndarray, y: np.ndarray,
-               fraction: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        n_val = int(round(X.shape[0] * fraction))
-        if n_val < 1 or n_val >= X.shape[0]:
+    def _split(self, n: int, fraction: float) -> Tuple[np.ndarray, np.ndarray]:
+        """validation_split's (training rows, validation rows) of n, each sorted: a seeded
+        random choice. Training indexes X's rows in place, so a memmap is not copied."""
+        n_val = int(round(n * fraction))
+        if n_val < 1 or n_val >= n:
             raise ValueError(f"validation_split={fraction!r} leaves no rows for training or validation "
-                             f"out of {X.shape[0]}")
-        order = np.random.default_rng([self.seed, 2]).permutation(X.shape[0])
-        train, val = np.sort(order[n_val:]), np.sort(order[:n_val])
-        return X[train], y[train], X[val], y[val]
+                             f"out of {n}")
+        order = np.random.default_rng([self.seed, 2]).permutation(n)
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
 
     def _train_epoch(self, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
                      verbose: int, last_epoch: int, mixup: float = 0.0,
-                     on_nan: str = "raise") -> Tuple[Dict[str, float], int]:
-        """One pass over (X, y): the epoch's logs and the rows it trained. Ctrl-C raises
-        _EpochInterrupted with the logs of the steps taken until then."""
-        n = X.shape[0]
+                     on_nan: str = "raise", rows_of_X: Optional[np.ndarray] = None
+                     ) -> Tuple[Dict[str, float], int]:
+        """One pass over (X, y), or over its rows `rows_of_X` only: the epoch's logs and the
+        rows it trained. Ctrl-C raises _EpochInterrupted with the logs of the steps taken."""
+        n = X.shape[0] if rows_of_X is None else rows_of_X.size
         order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
-        order = order.astype(np.int64)
+        order = (order if rows_of_X is None else rows_of_X[order]).astype(np.int64)
         mixing = mixup_plan(self._mixup_rng, order, batch_size, mixup, self.dtype) if mixup else ()
         n_batches = (n + batch_size - 1) // batch_size
         calls = _PROGRESS_CALLS_PER_EPOCH if verbose == 1 else _SILENT_CALLS_PER_EPOCH
