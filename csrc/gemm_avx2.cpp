@@ -168,9 +168,16 @@ void row_chunk(T* c, const T* a, const T* b, int64_t ldb, int64_t K, bool load_c
     using Y = Ymm<T>;
     typename Y::V acc[NV];
     for (int v = 0; v < NV; ++v) acc[v] = Y::zero();
+    // b's rows are ldb apart: the hardware prefetchers follow that stride late, so the lines
+    // of the row kAhead ahead are asked for explicitly (measured best of 0, 4, 8, 16).
+    constexpr int64_t kAhead = 4;
+    constexpr int kLines = static_cast<int>(NV * Y::W * sizeof(T) / 64);
     for (int64_t k = 0; k < K; ++k) {
         const typename Y::V av = Y::broadcast(a + k);
         const T* b_row = b + k * ldb;
+        if (k + kAhead < K)
+            for (int line = 0; line < kLines; ++line)
+                _mm_prefetch(reinterpret_cast<const char*>(b_row + kAhead * ldb) + 64 * line, _MM_HINT_T0);
         for (int v = 0; v < NV; ++v) acc[v] = Y::fma(av, Y::load(b_row + v * Y::W), acc[v]);
     }
     for (int v = 0; v < NV; ++v) {

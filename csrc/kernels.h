@@ -86,6 +86,13 @@ template <typename T>
 void activation_backward(T* dx, const T* dy, const T* x, const T* y, int64_t n, Activation act,
                          T slope);
 
+// True when no element of data is NaN or infinite. Tested on the bits (an exponent field of
+// all ones), an integer OR-reduction that vectorises; large arrays are split among threads
+// (an AND of the parts: the same answer at any thread count).
+//   data is (n)
+template <typename T>
+bool all_finite(const T* data, int64_t n);
+
 // ---------------------------------------------------------------------------------------
 // Fused GEMM (gemm.cpp): what a plain BLAS cannot do, done while a tile of c is still in
 // registers/L1 and while op(b) is read for packing anyway.

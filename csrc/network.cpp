@@ -27,13 +27,6 @@ std::vector<std::string> state_names_for(OptimizerKind kind) {
 }
 
 template <typename T>
-bool all_finite(const std::vector<T>& buffer) {
-    bool finite = true;
-    for (const T value : buffer) finite &= std::isfinite(value);  // no early exit: vectorises
-    return finite;
-}
-
-template <typename T>
 void resize_rows(std::vector<T>& buffer, int64_t rows, int64_t width) {
     buffer.assign(static_cast<size_t>(rows * width), T(0));
 }
@@ -369,7 +362,7 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     forward(x, B, /*training=*/true, /*update_running_stats=*/true);
     RunTotals totals = loss_forward_backward(targets, B, /*backward=*/true);
     backward(x, B);
-    totals.finite = std::isfinite(totals.loss_sum) && all_finite(grads);
+    totals.finite = std::isfinite(totals.loss_sum) && all_finite(grads.data(), static_cast<int64_t>(grads.size()));
     if (totals.finite) optimizer_step();
     return totals;
 }

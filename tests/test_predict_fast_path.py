@@ -44,6 +44,22 @@ def test_ready_input_with_non_finite_values_is_refused(fitted, bad):
         model.predict_proba(x)
 
 
+@pytest.mark.parametrize("position", [0, 40_000, 99_999])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_single_non_finite_value_in_a_large_input_is_found_anywhere(fitted, position, threads,
+                                                                       restore_threads):
+    # 100,000 values: at 2 threads the check is split in two parts; each must be looked at.
+    model, X = fitted
+    rows = np.resize(X, (100_000 // 12 + 1, 12))
+    flat = rows.reshape(-1)
+    flat[position] = np.inf
+    fastmlp.set_num_threads(threads)
+    with pytest.raises(ValueError, match="X contains NaN or infinity"):
+        model.predict(rows)
+    flat[position] = 0.5
+    assert model.predict(rows).shape == (rows.shape[0],)
+
+
 def test_ready_input_of_the_wrong_width_names_the_width(fitted):
     model, X = fitted
     with pytest.raises(ValueError, match="X must have 12 columns"):
