@@ -82,10 +82,11 @@ class _Network(Generic[_F]):
                       first_batch: int, n_batches: int, partners: Optional[NDArray[np.int64]] = None,
                       lambdas: Optional[NDArray[_F]] = None) -> _RunTotals:
         """Optimizer steps over batches [first_batch, first_batch + n_batches) of X[order],
-        order being the epoch's rows of X in the order visited (all or a subset); with partners (one row per position of order) and lambdas (one per batch of the
-        epoch) each batch is mixed (mixup) first. A pending signal (Ctrl-C) raises its
-        exception between steps. A batch whose loss or gradient is NaN/inf is not applied and
-        ends the run; its index is the fourth total (-1 if none)."""
+        order being the epoch's rows of X in the order visited (all or a subset); with partners
+        (one row per position of order) and lambdas (one per batch of the epoch) each batch is
+        mixed (mixup) first. A pending signal (Ctrl-C) raises its exception between steps. A
+        batch whose loss or gradient is NaN/inf is not applied and ends the run; its index is
+        the fourth total (-1 if none)."""
     def compute_gradients(self, x: NDArray[_F], y: _Targets, training: bool = False) -> _Totals:
         """Gradients of the batch's mean loss into grads, no step."""
     def predict(self, X: NDArray[_F], check_finite: bool = False) -> NDArray[_F]:
