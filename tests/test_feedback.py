@@ -332,6 +332,9 @@ INTERRUPT_SCRIPT = textwrap.dedent("""
     import fastmlp, fastmlp.feedback, fastmlp.mlp
     from fastmlp import _core
 
+    # Python's own Ctrl-C handler, also when this test runs from a background job (whose
+    # children inherit SIGINT ignored, and Python then installs no handler).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     check_every_step = sys.argv[1] == "every-step"
     if check_every_step:
         _core._set_signal_check_interval(0.0)

@@ -396,6 +396,10 @@ INTERRUPTED = textwrap.dedent("""
     import numpy as np
     import fastmlp
 
+    # Python's own Ctrl-C handler, also when this test runs from a background job (whose
+    # children inherit SIGINT ignored, and Python then installs no handler).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     rng = np.random.default_rng(0)
     X = rng.normal(size=(20000, 64)).astype(np.float32)
     y = rng.integers(0, 10, size=20000)
