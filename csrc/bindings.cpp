@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -539,12 +540,17 @@ py::dict build_info() {
     compiled.append("portable");
 #if defined(__x86_64__) || defined(__i386__)
     compiled.append("avx2");
-    __builtin_cpu_init();
-    info["cpu_avx2_fma"] = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    compiled.append("avx512");
+    info["cpu_avx2_fma"] = cpu_supports_isa("avx2");
+    info["cpu_avx512"] = cpu_supports_isa("avx512");
 #else
     info["cpu_avx2_fma"] = false;
+    info["cpu_avx512"] = false;
 #endif
     info["simd_compiled"] = compiled;
+    info["cpu_widest_isa"] = widest_cpu_isa_name();
+    // The instruction set every kernel with one (GEMM, optimizer loops) runs in.
+    info["isa"] = gemm_kernel_name();
     info["gemm_kernel"] = gemm_kernel_name();
     info["num_threads"] = num_threads();
     return info;
@@ -552,8 +558,26 @@ py::dict build_info() {
 
 }  // namespace
 
+// FASTMLP_ISA=portable|avx2|avx512|auto forces the kernels' instruction set for the process
+// (FASTMLP_FORCE_PORTABLE=1, the older switch, means portable). A name this CPU cannot run
+// stops the import with a ValueError that says so, rather than silently running another.
+void apply_isa_from_environment() {
+    const char* forced = std::getenv("FASTMLP_ISA");
+    if (forced && forced[0] != '\0') {
+        const std::string isa = forced;
+        if (set_isa(isa)) return;
+        if (isa == "portable" || isa == "avx2" || isa == "avx512")
+            throw py::value_error("FASTMLP_ISA=" + isa + ": this CPU cannot run those kernels (its widest is '" +
+                                  widest_cpu_isa_name() + "')");
+        throw py::value_error("FASTMLP_ISA must be portable, avx2, avx512 or auto, got '" + isa + "'");
+    }
+    const char* portable = std::getenv("FASTMLP_FORCE_PORTABLE");
+    if (portable && portable[0] == '1') set_isa("portable");
+}
+
 PYBIND11_MODULE(_core, m) {
     m.doc() = "fastmlp's compiled core";
+    apply_isa_from_environment();
     m.def("set_num_threads", [](std::optional<int> n) {
         if (n && *n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(*n));
         set_num_threads(n ? *n : 0);

@@ -86,6 +86,14 @@ py::array gemm_binding(const py::array& a, const py::array& b, bool transpose_a,
                          std::string(py::str(a.dtype())));
 }
 
+void set_isa_or_raise(const std::string& isa) {
+    if (fastmlp::set_isa(isa)) return;
+    if (isa == "portable" || isa == "avx2" || isa == "avx512")
+        throw py::value_error("isa '" + isa + "' is not supported by this CPU (its widest is '" +
+                              fastmlp::widest_cpu_isa_name() + "')");
+    throw py::value_error("isa must be 'portable', 'avx2', 'avx512' or 'auto', got '" + isa + "'");
+}
+
 }  // namespace
 
 void bind_gemm(py::module_& m) {
@@ -97,17 +105,25 @@ void bind_gemm(py::module_& m) {
 a, b (and c if given) must share a dtype, float32 or float64. c, if given, must be a
 writeable C-contiguous (M, N) array and is returned. The GIL is released during the call.)doc");
     m.def("force_portable_gemm", &fastmlp::force_portable_gemm, py::arg("flag"),
-          "Use the portable micro-kernel (True) or the CPU's best one (False).");
+          "Use the portable kernels (True) or the CPU's widest ones (False).");
+    m.def("set_isa", &set_isa_or_raise, py::arg("isa"),
+          R"doc(Use the kernels of one instruction set: 'portable', 'avx2', 'avx512', or 'auto' (the
+widest the CPU has). ValueError for another name or one this CPU lacks. Process-wide.)doc");
+    m.def("cpu_supports_isa", [](const std::string& isa) { return fastmlp::cpu_supports_isa(isa); },
+          py::arg("isa"), "Whether this CPU can run the kernels of `isa`.");
     m.def("gemm_kernel_name", &fastmlp::gemm_kernel_name,
-          "The active micro-kernel: 'avx2' or 'portable'.");
+          "The instruction set in use: 'avx512', 'avx2' or 'portable'.");
     m.def(
         "fma_peak_gflops",
         [](double seconds) {
-            if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
-                throw std::runtime_error("fma_peak_gflops needs a CPU with AVX2 and FMA");
+            const std::string isa = fastmlp::gemm_kernel_name();
+            if (isa == "portable")
+                throw std::runtime_error("fma_peak_gflops needs the avx2 or avx512 kernels in use");
             py::gil_scoped_release release;
-            return fastmlp::gemm_detail::avx2_fma_peak_gflops(seconds);
+            return isa == "avx512" ? fastmlp::gemm_detail::avx512_fma_peak_gflops(seconds)
+                                   : fastmlp::gemm_detail::avx2_fma_peak_gflops(seconds);
         },
         py::arg("seconds") = 0.2,
-        "Single-thread fp32 AVX2 FMA throughput (GFLOP/s) of a register-only loop.");
+        "Single-thread fp32 FMA throughput (GFLOP/s) of a register-only loop, in the registers "
+        "of the instruction set in use (ymm for avx2, zmm for avx512).");
 }

@@ -1,65 +1,104 @@
-// Internals shared by the GEMM driver (gemm.cpp) and its AVX2/FMA kernels (gemm_avx2.cpp):
-// the register/cache block sizes and the table of inner kernels chosen at run time.
+// Internals shared by the GEMM front end (gemm.cpp), the loop nest around the kernels
+// (gemm_driver.h) and the kernels of each instruction set (gemm.cpp for the portable ones,
+// gemm_avx2.cpp, gemm_avx512.cpp): the canonical summation order, the operands, the
+// instruction sets and the table of paths each one provides.
 #pragma once
 
 #include <cstdint>
 
+#include "kernels.h"
+
 namespace fastmlp {
 namespace gemm_detail {
 
-// Block sizes of the BLIS-style packed path (the "five loops"). MR x NR is the register tile
-// of the micro-kernel; a KC x NR sliver of packed B (16 KiB) stays in L1, an MC x KC block of
-// packed A stays in L2 (512 KiB per core on the target), a KC x NC panel of B in L3.
-// The K blocking depends only on K (never on the thread count): it fixes the summation order.
+// ---------------------------------------------------------------------------------------
+// The canonical summation order. Every path of every instruction set computes element
+// (i, j) of c as
+//     c  = block_0 (or c + block_0 when accumulating),  then  c = c + block_b  for b >= 1,
+//     block_b = fma(a[i, k], b[k, j], ...) sequentially over the k of block b, from zero,
+// with the K blocks below. They depend on K alone -- not on M, N, the thread count, the
+// path or the machine -- so predict(X)[i] == predict(X[i:i+1]) bit for bit, and the AVX2
+// and AVX-512 kernels (both FMA) give the same bits. The portable kernels follow the same
+// order with a separate multiply and add (no FMA in the x86-64 baseline).
+// ---------------------------------------------------------------------------------------
+
+constexpr int64_t kCanonicalKC = 256;
+
+inline int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
+
+// ceil(K / 256) blocks of equal size (the last one shorter).
+struct KBlocking {
+    int64_t count, size;
+    explicit KBlocking(int64_t K)
+        : count(ceil_div(K, kCanonicalKC)), size(ceil_div(K, ceil_div(K, kCanonicalKC))) {}
+};
+
+// The half-open range [begin, end) of `count` items given to part `index` of `parts`.
+struct Range {
+    int64_t begin, end;
+};
+inline Range split(int64_t count, int index, int parts) {
+    return {count * index / parts, count * (index + 1) / parts};
+}
+
+// One product: c = op(a) @ op(b) (+ c when accumulate), then the epilogue. op(a)[i, k] and
+// op(b)[k, j] index the row-major operands, transposed when asked.
 template <typename T>
-struct Blocking;
-template <>
-struct Blocking<float> {
-    static constexpr int64_t MR = 6, NR = 16;   // 12 ymm accumulators
-    static constexpr int64_t KC = 256, MC = 144, NC = 2048;
-};
-template <>
-struct Blocking<double> {
-    static constexpr int64_t MR = 6, NR = 8;    // 12 ymm accumulators
-    static constexpr int64_t KC = 256, MC = 72, NC = 2048;
+struct Operands {
+    T* c;
+    const T* a;
+    const T* b;
+    int64_t M, N, K;
+    bool transpose_a, transpose_b, accumulate;
+    const GemmEpilogue<T>& epilogue;
 };
 
-// The inner kernels of one instruction set. Every one sums each element of c over k in a
-// fixed order that does not depend on where the element sits in a block, so any partition
-// of c among threads gives the same bits.
+// Shared by every instruction set, defined once in gemm.cpp so that the epilogue is the
+// same code (and the same bits) whichever kernels computed the product.
+//   Applies the epilogue to rows [i, i + rows) x columns [j, j + cols) of c.
 template <typename T>
-struct KernelSet {
-    // The micro-kernel: tile = sum over k < kc of a_panel[k, :]^T b_panel[k, :], then
-    // c_tile = tile (load_c false) or c_tile + tile (load_c true).
-    //   a_panel is (kc, MR) packed, b_panel is (kc, NR) packed and 32-byte aligned
-    //   c is (MR, NR) with row stride ldc
-    void (*micro_tile)(int64_t kc, const T* a_panel, const T* b_panel, T* c, int64_t ldc,
-                       bool load_c);
-    // The dot path (skinny shapes, no packing): c[i, j] (+)= dot(a[i, :], bt[j, :]).
-    //   c is (rows, cols) with row stride ldc
-    //   a is (rows, K) with row stride lda
-    //   bt is (cols, K) with row stride ldbt
-    void (*dot_block)(T* c, int64_t ldc, const T* a, int64_t lda, const T* bt, int64_t ldbt,
-                      int64_t rows, int64_t cols, int64_t K, bool load_c);
-    // The row path (batch-1 inference, no packing): c[j] (+)= sum_k a[k] * b[k, j].
-    //   c is (cols)
-    //   a is (K)
-    //   b is (K, cols) with row stride ldb
-    void (*row_times_matrix)(T* c, const T* a, const T* b, int64_t ldb, int64_t cols,
-                             int64_t K, bool load_c);
+void finish_block(const Operands<T>& p, int64_t i, int64_t j, int64_t rows, int64_t cols);
+//   Writes epilogue.b_column_sums (if asked): sums over k of op(b)[k, j], in k order.
+template <typename T>
+void sum_b_columns(const Operands<T>& p);
+
+// Per-thread scratch, 64-byte aligned, grown on demand and kept for the next call (fresh
+// pages would cost a page fault per 4 KiB every call). Each OpenMP thread runs one region
+// at a time, so a thread's buffers are never used by two calls at once.
+template <typename T>
+T* packed_a_scratch(int64_t count);   // this thread's packed block of A
+template <typename T>
+T* shared_b_scratch(int64_t count);   // the calling thread's packed B, read by its team
+
+// The three paths of one instruction set (gemm_driver.h builds them around its kernels).
+template <typename T>
+struct GemmPaths {
+    void (*packed)(const Operands<T>& p, int threads);  // BLIS-style, any shape
+    void (*skinny)(const Operands<T>& p, int threads);  // N <= kSkinnyColumns, no A packing
+    void (*row)(const Operands<T>& p, int threads);     // M == 1 and b not transposed
 };
 
-// Defined in gemm_avx2.cpp (compiled with -mavx2 -mfma): call only when the CPU has both.
-const KernelSet<float>& avx2_kernels_float();
-const KernelSet<double>& avx2_kernels_double();
+// Widest c the skinny path takes (the 10-wide output layer, a 1-output regressor).
+constexpr int64_t kSkinnyColumns = 16;
 
-// True when the AVX2/FMA kernels are in use: the CPU has both and the portable kernels are
-// not forced (force_portable_gemm, FASTMLP_FORCE_PORTABLE=1). The optimizer loops follow it.
-bool avx2_kernels_active();
+enum class Isa : int { portable = 0, avx2 = 1, avx512 = 2 };
 
-// Single-thread fp32 FMA throughput of an AVX2 register-only loop run for about `seconds`,
-// in GFLOP/s (2 flops per lane per FMA). For the benchmark's "peak" line.
+// Defined in gemm.cpp, gemm_avx2.cpp (-mavx2 -mfma) and gemm_avx512.cpp (-mavx512f ...):
+// call the last two only when the CPU has those instructions.
+const GemmPaths<float>& portable_paths_float();
+const GemmPaths<double>& portable_paths_double();
+const GemmPaths<float>& avx2_paths_float();
+const GemmPaths<double>& avx2_paths_double();
+const GemmPaths<float>& avx512_paths_float();
+const GemmPaths<double>& avx512_paths_double();
+
+// Single-thread fp32 FMA throughput of a register-only loop run for about `seconds`, in
+// GFLOP/s (2 flops per lane per FMA): 8 lanes (AVX2) and 16 lanes (AVX-512).
 double avx2_fma_peak_gflops(double seconds);
+double avx512_fma_peak_gflops(double seconds);
+
+// The instruction set in use (gemm.cpp): the widest the CPU has, unless forced.
+Isa active_isa();
 
 }  // namespace gemm_detail
 }  // namespace fastmlp

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace fastmlp {
 
@@ -40,23 +41,31 @@ private:
 int threads_for(double work);
 
 // ---------------------------------------------------------------------------------------
-// GEMM (gemm.cpp; the AVX2/FMA micro-kernels in gemm_avx2.cpp)
+// GEMM (gemm.cpp; the loops in gemm_driver.h; AVX2 and AVX-512 kernels in gemm_avx2.cpp,
+// gemm_avx512.cpp)
 // ---------------------------------------------------------------------------------------
 
 // c = op(a) @ op(b), or c += op(a) @ op(b) when accumulate.
 //   c is (M, N)
 //   a is (M, K), or (K, M) stored row-major when transpose_a
 //   b is (K, N), or (N, K) stored row-major when transpose_b
-// Every element of c is summed over k in the same order whatever the thread count, so the
-// result is bitwise the same at any number of threads. K == 0 gives c = 0 (or c unchanged).
+// Every element of c is summed over k in one canonical order that depends on K alone, so the
+// result is bitwise the same at any thread count, for any M (a row of c does not depend on
+// the other rows) and with the AVX2 or AVX-512 kernels. K == 0 gives c = 0 (or c unchanged).
 template <typename T>
 void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool transpose_a,
           bool transpose_b, bool accumulate);
 
-// Which micro-kernel gemm uses: "avx2" or "portable". The choice is made once at load from
-// the CPU's features; force_portable_gemm(true) selects the portable one (tests, and
-// the FASTMLP_FORCE_PORTABLE=1 environment variable at load).
+// The instruction set gemm and the optimizer loops use: "portable", "avx2" or "avx512".
+// Chosen at load as the widest the CPU has; set_isa(name) forces one ("" or "auto": the
+// widest again) and returns false, changing nothing, for an unknown name or one the CPU
+// lacks. The AVX2 and AVX-512 kernels give the same bits (the canonical order of
+// gemm_internal.h); the portable ones round a multiply and an add where they use an FMA.
+// force_portable_gemm(true) is set_isa("portable"), (false) is set_isa("").
 const char* gemm_kernel_name();
+const char* widest_cpu_isa_name();
+bool cpu_supports_isa(const std::string& name);
+bool set_isa(const std::string& name);
 void force_portable_gemm(bool force);
 
 // ---------------------------------------------------------------------------------------

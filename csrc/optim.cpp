@@ -81,13 +81,22 @@ void rmsprop_update(T* params, T* square_avg, T* grad_avg, T* momentum_buffer, c
 
 namespace {
 
+// The optimizer loops follow the GEMM's instruction set (all builds give the same bits).
 const optim_detail::AdamLoops<float>& active_adam_loops(float) {
     static const auto portable = optim_detail::adam_loops_of_this_isa<float>();
-    return gemm_detail::avx2_kernels_active() ? optim_detail::avx2_adam_loops_float() : portable;
+    switch (gemm_detail::active_isa()) {
+        case gemm_detail::Isa::avx512: return optim_detail::avx512_adam_loops_float();
+        case gemm_detail::Isa::avx2: return optim_detail::avx2_adam_loops_float();
+        default: return portable;
+    }
 }
 const optim_detail::AdamLoops<double>& active_adam_loops(double) {
     static const auto portable = optim_detail::adam_loops_of_this_isa<double>();
-    return gemm_detail::avx2_kernels_active() ? optim_detail::avx2_adam_loops_double() : portable;
+    switch (gemm_detail::active_isa()) {
+        case gemm_detail::Isa::avx512: return optim_detail::avx512_adam_loops_double();
+        case gemm_detail::Isa::avx2: return optim_detail::avx2_adam_loops_double();
+        default: return portable;
+    }
 }
 
 }  // namespace

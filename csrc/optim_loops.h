@@ -1,7 +1,8 @@
 // The optimizer loops that dominate a training step after the GEMMs (Adam over every
 // parameter), written once and compiled twice: by optim.cpp for the baseline ISA and by
-// optim_avx2.cpp with -mavx2 -mfma, which lets the compiler vectorise them 8 floats wide.
-// Both TUs compile with -ffp-contract=off, so the two builds give the same bits.
+// optim_avx2.cpp with -mavx2 -mfma and by optim_avx512.cpp with AVX-512, which let the
+// compiler vectorise them 8 and 16 floats wide. All three TUs compile with
+// -ffp-contract=off (and sqrt and division are correctly rounded), so they give the same bits.
 #pragma once
 
 #include <cmath>
@@ -28,9 +29,12 @@ struct AdamLoops {
     AdamLoop<T> variant[2][2];
 };
 
-// Defined in optim_avx2.cpp: call only when the CPU has AVX2 and FMA.
+// Defined in optim_avx2.cpp and optim_avx512.cpp: call only when the CPU has AVX2 and FMA,
+// or AVX-512.
 const AdamLoops<float>& avx2_adam_loops_float();
 const AdamLoops<double>& avx2_adam_loops_double();
+const AdamLoops<float>& avx512_adam_loops_float();
+const AdamLoops<double>& avx512_adam_loops_double();
 
 // TU-local: each including TU compiles its own copy for its own ISA (a shared inline
 // definition would let the linker keep only one of them).

@@ -18,15 +18,18 @@ TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
 MLP_SHAPES = [(128, 784, 256), (784, 128, 256), (128, 256, 784), (128, 256, 10), (1, 784, 256)]
 
 
-@pytest.fixture(params=["avx2", "portable"])
+ISAS = ["avx512", "avx2", "portable"]
+
+
+@pytest.fixture(params=ISAS)
 def micro_kernel(request):
-    """Runs the test once with each micro-kernel (the AVX2 one only where the CPU has it)."""
-    kernels.force_portable_gemm(request.param == "portable")
-    if kernels.gemm_kernel_name() != request.param:
-        kernels.force_portable_gemm(False)
-        pytest.skip(f"{request.param} micro-kernel not available on this CPU")
+    """Runs the test once with each instruction set's kernels this CPU can run."""
+    if not kernels.cpu_supports_isa(request.param):
+        pytest.skip(f"{request.param} kernels not available on this CPU")
+    kernels.set_isa(request.param)
+    assert kernels.gemm_kernel_name() == request.param
     yield request.param
-    kernels.force_portable_gemm(False)
+    kernels.set_isa("auto")
 
 
 @pytest.fixture
@@ -173,20 +176,52 @@ def test_concurrent_calls_from_python_threads(restore_threads):
 
 
 def test_kernel_name_and_forcing():
-    assert kernels.gemm_kernel_name() in ("avx2", "portable")
+    widest = _core.build_info()["cpu_widest_isa"]
+    assert kernels.gemm_kernel_name() == widest
     kernels.force_portable_gemm(True)
     try:
         assert kernels.gemm_kernel_name() == "portable"
+        kernels.set_isa("auto")
+        assert kernels.gemm_kernel_name() == widest
     finally:
-        kernels.force_portable_gemm(False)
+        kernels.set_isa("auto")
+
+
+def test_set_isa_refuses_unknown_and_unsupported_names():
+    with pytest.raises(ValueError, match="isa must be 'portable', 'avx2', 'avx512' or 'auto', got 'sse9'"):
+        kernels.set_isa("sse9")
+    for isa in ISAS:
+        if not kernels.cpu_supports_isa(isa):
+            with pytest.raises(ValueError, match=f"'{isa}' is not supported by this CPU"):
+                kernels.set_isa(isa)
+    assert kernels.gemm_kernel_name() == _core.build_info()["cpu_widest_isa"]
+
+
+def _kernel_name_in_subprocess(**environment):
+    code = "from fastmlp._core import kernels; print(kernels.gemm_kernel_name())"
+    env = {k: v for k, v in os.environ.items() if k not in ("FASTMLP_ISA", "FASTMLP_FORCE_PORTABLE")}
+    env.update(environment)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
 
 
 def test_environment_variable_forces_portable():
-    code = "from fastmlp._core import kernels; print(kernels.gemm_kernel_name())"
-    env = dict(os.environ, FASTMLP_FORCE_PORTABLE="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "portable"
+    out = _kernel_name_in_subprocess(FASTMLP_FORCE_PORTABLE="1")
+    assert out.returncode == 0 and out.stdout.strip() == "portable"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_fastmlp_isa_environment_variable(isa):
+    out = _kernel_name_in_subprocess(FASTMLP_ISA=isa)
+    if kernels.cpu_supports_isa(isa):
+        assert out.returncode == 0 and out.stdout.strip() == isa
+    else:
+        assert out.returncode != 0 and f"FASTMLP_ISA={isa}: this CPU cannot run" in out.stderr
+
+
+def test_fastmlp_isa_environment_variable_refuses_a_typo():
+    out = _kernel_name_in_subprocess(FASTMLP_ISA="avx-512")
+    assert out.returncode != 0
+    assert "FASTMLP_ISA must be portable, avx2, avx512 or auto, got 'avx-512'" in out.stderr
 
 
 def test_non_contiguous_inputs_are_handled():

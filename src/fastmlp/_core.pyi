@@ -195,9 +195,15 @@ class _Kernels:
              c: Optional[NDArray[_F]] = None, accumulate: bool = False) -> NDArray[_F]:
         """op(a) @ op(b), into c (and added to it with accumulate) when given."""
     @staticmethod
-    def gemm_kernel_name() -> str: ...
+    def gemm_kernel_name() -> str:
+        """The instruction set in use: 'avx512', 'avx2' or 'portable'."""
     @staticmethod
     def force_portable_gemm(flag: bool) -> None: ...
+    @staticmethod
+    def set_isa(isa: str) -> None:
+        """Use one instruction set's kernels ('portable', 'avx2', 'avx512', 'auto')."""
+    @staticmethod
+    def cpu_supports_isa(isa: str) -> bool: ...
     @staticmethod
     def fma_peak_gflops(seconds: float = 0.2) -> float: ...
 

@@ -1,0 +1,95 @@
+// AVX-512 GEMM kernels (gemm_simd.h over 16-float zmm registers) and the loops around them
+// (gemm_driver.h), compiled with -mavx512f -mavx512vl -mavx512bw -mavx512dq -mfma in this
+// translation unit only and selected at run time by gemm.cpp. Same canonical order as the
+// AVX2 kernels, so the same bits.
+#include <immintrin.h>
+
+#include <chrono>
+
+#include "gemm_driver.h"
+#include "gemm_internal.h"
+#include "gemm_simd.h"
+
+namespace fastmlp {
+namespace gemm_detail {
+
+namespace {
+
+// One zmm register of T and the operations gemm_simd.h needs; the partial loads and stores
+// use the mask registers, so they never touch memory past lane n.
+template <typename T>
+struct Zmm;
+
+template <>
+struct Zmm<float> {
+    using Reg = __m512;
+    static constexpr int64_t W = 16;
+    static Reg zero() { return _mm512_setzero_ps(); }
+    static Reg load_aligned(const float* p) { return _mm512_load_ps(p); }
+    static Reg load(const float* p) { return _mm512_loadu_ps(p); }
+    static Reg broadcast(const float* p) { return _mm512_set1_ps(*p); }
+    static Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
+    static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
+    static void store(float* p, Reg v) { _mm512_storeu_ps(p, v); }
+    static __mmask16 mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
+    static Reg load_first(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(mask(n), p); }
+    static void store_first(float* p, int64_t n, Reg v) { _mm512_mask_storeu_ps(p, mask(n), v); }
+};
+
+template <>
+struct Zmm<double> {
+    using Reg = __m512d;
+    static constexpr int64_t W = 8;
+    static Reg zero() { return _mm512_setzero_pd(); }
+    static Reg load_aligned(const double* p) { return _mm512_load_pd(p); }
+    static Reg load(const double* p) { return _mm512_loadu_pd(p); }
+    static Reg broadcast(const double* p) { return _mm512_set1_pd(*p); }
+    static Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_pd(a, b, c); }
+    static Reg add(Reg a, Reg b) { return _mm512_add_pd(a, b); }
+    static void store(double* p, Reg v) { _mm512_storeu_pd(p, v); }
+    static __mmask8 mask(int64_t n) { return static_cast<__mmask8>((1u << n) - 1u); }
+    static Reg load_first(const double* p, int64_t n) { return _mm512_maskz_loadu_pd(mask(n), p); }
+    static void store_first(double* p, int64_t n, Reg v) { _mm512_mask_storeu_pd(p, mask(n), v); }
+};
+
+// 8 x 32 floats and 8 x 16 doubles: 16 zmm accumulators, 2 loads of B and 8 broadcasts of A
+// per 16 FMAs, enough independent chains for two 512-bit FMA pipes of latency 4. Eight rows
+// divide a 128-row batch evenly between two threads. An MC x KC block of A (192 KiB) stays in
+// a 1 MiB L2; a KC x NR sliver of B (32 KiB) in a 48 KiB L1d.
+using Float32Kernels = SimdKernels<float, Zmm<float>, 8, 32, 192, 2048>;
+using Float64Kernels = SimdKernels<double, Zmm<double>, 8, 16, 96, 2048>;
+
+}  // namespace
+
+const GemmPaths<float>& avx512_paths_float() { return paths_around<float, Float32Kernels>(); }
+const GemmPaths<double>& avx512_paths_double() { return paths_around<double, Float64Kernels>(); }
+
+double avx512_fma_peak_gflops(double seconds) {
+    // 16 independent chains: latency 4 x two FMA pipes, with room to spare.
+    constexpr int chains = 16;
+    constexpr int64_t iterations = 1 << 16;
+    __m512 acc[chains];
+    for (int i = 0; i < chains; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
+    const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
+    using clock = std::chrono::steady_clock;
+    const auto start = clock::now();
+    int64_t rounds = 0;
+    double elapsed = 0;
+    do {
+        for (int64_t it = 0; it < iterations; ++it) {
+#pragma GCC unroll 16
+            for (int i = 0; i < chains; ++i) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
+        }
+        ++rounds;
+        elapsed = std::chrono::duration<double>(clock::now() - start).count();
+    } while (elapsed < seconds);
+    // Keep the result alive so the loop is not optimised away.
+    __m512 total = acc[0];
+    for (int i = 1; i < chains; ++i) total = _mm512_add_ps(total, acc[i]);
+    volatile float sink = _mm512_reduce_add_ps(total);
+    (void)sink;
+    return static_cast<double>(rounds) * iterations * chains * 16 * 2 / elapsed * 1e-9;
+}
+
+}  // namespace gemm_detail
+}  // namespace fastmlp

@@ -1,0 +1,272 @@
+// The loops around the GEMM kernels -- packing, cache blocking, the split among threads --
+// written once and compiled by each instruction set's translation unit around its own
+// kernels, so that packing is vectorised with that ISA too. Every path sums in the
+// canonical order of gemm_internal.h.
+//
+// A kernel set `Kernels` provides, for one T:
+//   MR, NR, MC, NC      register tile and cache blocks of the packed path (MC % MR == 0)
+//   SKINNY_ROWS         rows of c per skinny tile
+//   micro_tile(kc, a_panel, b_panel, c, ldc, load_c)
+//       c[MR, NR] = (load_c ? c : 0) + sum over k < kc of a_panel[k, :]^T b_panel[k, :]
+//       a_panel is (kc, MR) packed; b_panel is (kc, NR) packed, 64-byte aligned;
+//       c is (MR, NR) with row stride ldc
+//   skinny_tile(kc, a, a_row_stride, a_k_stride, b_packed, c, ldc, rows, cols, load_c)
+//       c[i, j] = (load_c ? c : 0) + sum over k < kc of a[i * a_row_stride + k * a_k_stride]
+//                 * b_packed[k * kSkinnyColumns + j], for i < rows <= SKINNY_ROWS, j < cols
+//       b_packed is (kc, kSkinnyColumns), zero past cols; c is (rows, cols), row stride ldc
+//   row_block(kc, a, b, ldb, c, cols, load_c)
+//       c[j] = (load_c ? c[j] : 0) + sum over k < kc of a[k] * b[k * ldb + j], j < cols
+//       a is (kc); b is (kc, cols) with row stride ldb; c is (cols)
+// Include this header from one TU per ISA, inside an anonymous namespace's reach (its
+// templates are TU-local through the kernel types they are instantiated with).
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+
+#include "gemm_internal.h"
+
+namespace fastmlp {
+namespace gemm_detail {
+namespace {
+
+// ---------------------------------------------------------------------------------------
+// Packing. A block rows [i0, i0 + mc) x k [k0, k0 + kc) becomes MR-row slivers, each stored
+// k-major (kc, MR); a B panel columns [j0, j0 + nc) x k [k0, k0 + kc) becomes NR-column
+// slivers (kc, NR). Rows/columns past the matrix are zero, so the micro-kernel never sees
+// an edge. The transposes are absorbed here: only the read pattern changes.
+// ---------------------------------------------------------------------------------------
+
+template <typename T, int64_t MR>
+void pack_a_sliver(T* dst, const Operands<T>& p, int64_t i0, int64_t k0, int64_t kc) {
+    const int64_t rows = std::min(MR, p.M - i0);
+    if (p.transpose_a) {  // a is (K, M): row k holds op(a)[:, k] contiguously
+        for (int64_t k = 0; k < kc; ++k) {
+            const T* src = p.a + (k0 + k) * p.M + i0;
+            T* out = dst + k * MR;
+            for (int64_t i = 0; i < rows; ++i) out[i] = src[i];
+            for (int64_t i = rows; i < MR; ++i) out[i] = 0;
+        }
+    } else {  // a is (M, K): gather one element from each of MR rows per k
+        for (int64_t i = 0; i < rows; ++i) {
+            const T* src = p.a + (i0 + i) * p.K + k0;
+            for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = src[k];
+        }
+        for (int64_t i = rows; i < MR; ++i)
+            for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = 0;
+    }
+}
+
+// Also adds the sliver's columns to sums[0, cols) in k order when sums is not null (the
+// first K block starts them at zero): the same order as sum_b_columns.
+template <typename T, int64_t NR>
+void pack_b_sliver(T* dst, const Operands<T>& p, int64_t j0, int64_t k0, int64_t kc, T* sums) {
+    const int64_t cols = std::min(NR, p.N - j0);
+    if (sums && k0 == 0) std::fill(sums, sums + cols, T(0));
+    if (p.transpose_b) {  // b is (N, K): gather one element from each of NR rows per k
+        for (int64_t j = 0; j < cols; ++j) {
+            const T* src = p.b + (j0 + j) * p.K + k0;
+            for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = src[k];
+            if (sums)
+                for (int64_t k = 0; k < kc; ++k) sums[j] += src[k];
+        }
+        for (int64_t j = cols; j < NR; ++j)
+            for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = 0;
+    } else {  // b is (K, N): row k holds op(b)[k, :] contiguously
+        for (int64_t k = 0; k < kc; ++k) {
+            const T* src = p.b + (k0 + k) * p.N + j0;
+            T* out = dst + k * NR;
+            for (int64_t j = 0; j < cols; ++j) out[j] = src[j];
+            for (int64_t j = cols; j < NR; ++j) out[j] = 0;
+            if (sums)
+                for (int64_t j = 0; j < cols; ++j) sums[j] += src[j];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The packed path ("five loops around the micro-kernel").
+// ---------------------------------------------------------------------------------------
+
+// How a team divides the c tiles of one B panel: a grid of row_parts x col_parts threads.
+// Rows are split when there are enough MR-row tiles for every thread (each thread then packs
+// only its own rows of A); otherwise columns are split.
+struct TeamGrid {
+    int row_parts, col_parts;
+};
+inline TeamGrid team_grid(int64_t row_tiles, int threads) {
+    if (row_tiles >= 2 * threads) return {threads, 1};
+    return {1, threads};
+}
+
+// Writes an MR x NR tile computed into `tile` (row stride NR) to the valid part of c.
+template <typename T, int64_t NR>
+void store_edge_tile(T* c, int64_t ldc, const T* tile, int64_t rows, int64_t cols, bool load_c) {
+    for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < cols; ++j)
+            c[i * ldc + j] = load_c ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
+}
+
+// The two innermost loops: NR-column slivers [s0, s1) of the packed B panel against every
+// MR-row sliver of the packed A block.
+template <typename T, typename Kernels>
+void macro_kernel(const Operands<T>& p, const T* a_block, const T* b_panel, int64_t i0,
+                  int64_t mc, int64_t j0, int64_t s0, int64_t s1, int64_t kc, bool load_c,
+                  bool last_k_block) {
+    constexpr int64_t MR = Kernels::MR, NR = Kernels::NR;
+    const bool finish = last_k_block && p.epilogue.kind != GemmEpilogueKind::none;
+    alignas(64) T edge_tile[MR * NR];
+    for (int64_t s = s0; s < s1; ++s) {
+        const int64_t j = j0 + s * NR, cols = std::min(NR, p.N - j);
+        const T* b_sliver = b_panel + s * NR * kc;
+        for (int64_t r = 0; r * MR < mc; ++r) {
+            const int64_t i = i0 + r * MR, rows = std::min(MR, p.M - i);
+            const T* a_sliver = a_block + r * MR * kc;
+            T* c_tile = p.c + i * p.N + j;
+            if (rows == MR && cols == NR) {
+                Kernels::micro_tile(kc, a_sliver, b_sliver, c_tile, p.N, load_c);
+            } else {
+                Kernels::micro_tile(kc, a_sliver, b_sliver, edge_tile, NR, false);
+                store_edge_tile<T, NR>(c_tile, p.N, edge_tile, rows, cols, load_c);
+            }
+            if (finish) finish_block(p, i, j, rows, cols);
+        }
+    }
+}
+
+// One thread's share of the five loops. Every thread of the team runs this; the B panel is
+// packed by all of them together and is read by all of them. Two panel buffers alternate,
+// so one barrier per K block suffices: a thread can only be packing panel n + 2 (into the
+// buffer of panel n) once every thread has reached the barrier after packing panel n + 1,
+// that is, has finished computing with panel n.
+template <typename T, typename Kernels>
+void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, int threads) {
+    constexpr int64_t MR = Kernels::MR, NR = Kernels::NR, MC = Kernels::MC, NC = Kernels::NC;
+    const KBlocking kb(p.K);
+    const int64_t row_tiles = ceil_div(p.M, MR);
+    const TeamGrid grid = team_grid(row_tiles, threads);
+    const int row_part = thread % grid.row_parts, col_part = thread / grid.row_parts;
+    const Range my_row_tiles = split(row_tiles, row_part, grid.row_parts);
+    const int64_t my_i0 = my_row_tiles.begin * MR, my_i1 = std::min(p.M, my_row_tiles.end * MR);
+    T* a_block = packed_a_scratch<T>(std::min(MC, row_tiles * MR) * kb.size);
+    T* sums = p.epilogue.b_column_sums;
+    int64_t panels_packed = 0;
+
+    for (int64_t j0 = 0; j0 < p.N; j0 += NC) {
+        const int64_t nc = std::min(NC, p.N - j0), slivers = ceil_div(nc, NR);
+        const Range my_pack = split(slivers, thread, threads);
+        const Range my_slivers = split(slivers, col_part, grid.col_parts);
+        for (int64_t block = 0; block < kb.count; ++block) {
+            const int64_t k0 = block * kb.size, kc = std::min(kb.size, p.K - k0);
+            const bool load_c = p.accumulate || block > 0;
+            T* b_panel = b_panels[panels_packed++ % 2];
+            for (int64_t s = my_pack.begin; s < my_pack.end; ++s) {
+                const int64_t j = j0 + s * NR;
+                pack_b_sliver<T, NR>(b_panel + s * NR * kc, p, j, k0, kc, sums ? sums + j : nullptr);
+            }
+            if (threads > 1) {
+#pragma omp barrier
+            }
+            for (int64_t i0 = my_i0; i0 < my_i1; i0 += MC) {
+                const int64_t mc = std::min(MC, my_i1 - i0);
+                for (int64_t r = 0; r * MR < mc; ++r)
+                    pack_a_sliver<T, MR>(a_block + r * MR * kc, p, i0 + r * MR, k0, kc);
+                macro_kernel<T, Kernels>(p, a_block, b_panel, i0, mc, j0, my_slivers.begin,
+                                         my_slivers.end, kc, load_c, block == kb.count - 1);
+            }
+        }
+    }
+}
+
+template <typename T, typename Kernels>
+void packed_gemm(const Operands<T>& p, int threads) {
+    constexpr int64_t NR = Kernels::NR, NC = Kernels::NC;
+    const KBlocking kb(p.K);
+    const int64_t panel_size = kb.size * ceil_div(std::min(NC, p.N), NR) * NR;
+    // Panels start on 64-byte boundaries (the micro-kernel's aligned loads of B).
+    const int64_t stride = (panel_size * static_cast<int64_t>(sizeof(T)) + 63) / 64 * 64 /
+                           static_cast<int64_t>(sizeof(T));
+    T* buffer = shared_b_scratch<T>(2 * stride);
+    T* const b_panels[2] = {buffer, buffer + stride};
+    if (threads <= 1) return packed_gemm_member<T, Kernels>(p, b_panels, 0, 1);
+#pragma omp parallel num_threads(threads)
+    packed_gemm_member<T, Kernels>(p, b_panels, omp_get_thread_num(), omp_get_num_threads());
+}
+
+// ---------------------------------------------------------------------------------------
+// The skinny path (N <= kSkinnyColumns: the output layer, a one-output regressor): op(b) is
+// small and packed once; A, which packing would copy for little arithmetic, is read in place.
+// ---------------------------------------------------------------------------------------
+
+template <typename T, typename Kernels>
+void skinny_gemm(const Operands<T>& p, int threads) {
+    constexpr int64_t SC = kSkinnyColumns, SR = Kernels::SKINNY_ROWS;
+    sum_b_columns(p);
+    T* b_packed = shared_b_scratch<T>(p.K * SC);
+    for (int64_t k = 0; k < p.K; ++k) {
+        T* out = b_packed + k * SC;
+        for (int64_t j = 0; j < p.N; ++j) out[j] = p.transpose_b ? p.b[j * p.K + k] : p.b[k * p.N + j];
+        for (int64_t j = p.N; j < SC; ++j) out[j] = 0;
+    }
+    const int64_t a_row_stride = p.transpose_a ? 1 : p.K, a_k_stride = p.transpose_a ? p.M : 1;
+    const KBlocking kb(p.K);
+    const int64_t tiles = ceil_div(p.M, SR);
+    auto run = [&](int thread, int team) {
+        const Range mine = split(tiles, thread, team);
+        for (int64_t t = mine.begin; t < mine.end; ++t) {
+            const int64_t i0 = t * SR, rows = std::min(SR, p.M - i0);
+            T* c_tile = p.c + i0 * p.N;
+            for (int64_t block = 0; block < kb.count; ++block) {
+                const int64_t k0 = block * kb.size, kc = std::min(kb.size, p.K - k0);
+                Kernels::skinny_tile(kc, p.a + i0 * a_row_stride + k0 * a_k_stride, a_row_stride,
+                                     a_k_stride, b_packed + k0 * SC, c_tile, p.N, rows, p.N,
+                                     p.accumulate || block > 0);
+            }
+            finish_block(p, i0, 0, rows, p.N);
+        }
+    };
+    threads = static_cast<int>(std::min<int64_t>(threads, tiles));
+    if (threads <= 1) return run(0, 1);
+#pragma omp parallel num_threads(threads)
+    run(omp_get_thread_num(), omp_get_num_threads());
+}
+
+// ---------------------------------------------------------------------------------------
+// The row path (M == 1, b not transposed: one-sample inference): streams b once, in place.
+// ---------------------------------------------------------------------------------------
+
+template <typename T, typename Kernels>
+void row_gemm(const Operands<T>& p, int threads) {
+    sum_b_columns(p);
+    // Column shares in multiples of 64 so every thread's register chunks stay whole.
+    constexpr int64_t QUANTUM = 64;
+    const int64_t quanta = ceil_div(p.N, QUANTUM);
+    const KBlocking kb(p.K);
+    auto run = [&](int thread, int team) {
+        const Range share = split(quanta, thread, team);
+        const int64_t j0 = share.begin * QUANTUM, j1 = std::min(p.N, share.end * QUANTUM);
+        if (j1 <= j0) return;
+        for (int64_t block = 0; block < kb.count; ++block) {
+            const int64_t k0 = block * kb.size, kc = std::min(kb.size, p.K - k0);
+            Kernels::row_block(kc, p.a + k0, p.b + k0 * p.N + j0, p.N, p.c + j0, j1 - j0,
+                               p.accumulate || block > 0);
+        }
+        finish_block(p, 0, j0, 1, j1 - j0);
+    };
+    threads = static_cast<int>(std::min<int64_t>(threads, quanta));
+    if (threads <= 1) return run(0, 1);
+#pragma omp parallel num_threads(threads)
+    run(omp_get_thread_num(), omp_get_num_threads());
+}
+
+template <typename T, typename Kernels>
+const GemmPaths<T>& paths_around() {
+    static const GemmPaths<T> paths{&packed_gemm<T, Kernels>, &skinny_gemm<T, Kernels>,
+                                    &row_gemm<T, Kernels>};
+    return paths;
+}
+
+}  // namespace
+}  // namespace gemm_detail
+}  // namespace fastmlp
