@@ -1,0 +1,151 @@
+"""The canonical summation order, tested as a user sees it: the same bits for a row whatever
+batch it is predicted in, at any thread count, and with the AVX2 or AVX-512 kernels -- for
+the GEMM alone and for whole models, predictions and training trajectories, float32 and
+float64. (Agreement with NumPy's values is test_gemm.py's and test_kernels.py's job.)"""
+import contextlib
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import _core
+
+kernels = _core.kernels
+DTYPES = [np.float32, np.float64]
+TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
+FMA_ISAS = [isa for isa in ("avx2", "avx512") if kernels.cpu_supports_isa(isa)]
+ISAS = ["portable"] + FMA_ISAS
+
+
+@contextlib.contextmanager
+def isa(name):
+    kernels.set_isa(name)
+    try:
+        yield
+    finally:
+        kernels.set_isa("auto")
+
+
+@contextlib.contextmanager
+def threads(n):
+    saved = _core.get_num_threads()
+    _core.set_num_threads(n)
+    try:
+        yield
+    finally:
+        _core.set_num_threads(saved)
+
+
+def operands(rng, M, K, N, dtype, transpose_a, transpose_b):
+    a = rng.standard_normal((K, M) if transpose_a else (M, K)).astype(dtype)
+    b = rng.standard_normal((N, K) if transpose_b else (K, N)).astype(dtype)
+    return a, b
+
+
+def rows_of(a, rows, transpose_a):
+    """The operand whose op() is op(a)[rows]."""
+    return np.ascontiguousarray(a[:, rows] if transpose_a else a[rows])
+
+
+# Shapes that take every path: the row path (M == 1), the skinny one (N <= 16), the packed
+# one with edges in M, N and several K blocks (K > 256), and the network's own.
+SHAPES = [(37, 784, 256), (40, 256, 10), (29, 300, 1), (23, 700, 70), (16, 5, 33), (50, 1000, 17)]
+
+
+@pytest.mark.parametrize("name", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("transpose_a,transpose_b", TRANSPOSES)
+def test_gemm_rows_do_not_depend_on_the_other_rows(name, dtype, transpose_a, transpose_b):
+    rng = np.random.default_rng(3)
+    with isa(name):
+        for M, K, N in SHAPES:
+            a, b = operands(rng, M, K, N, dtype, transpose_a, transpose_b)
+            whole = kernels.gemm(a, b, transpose_a, transpose_b)
+            for rows in (slice(0, 1), slice(M - 1, M), slice(3, 4), slice(1, M - 2), slice(5, 18)):
+                part = kernels.gemm(rows_of(a, rows, transpose_a), b, transpose_a, transpose_b)
+                assert np.array_equal(part, whole[rows]), (name, M, K, N, rows)
+            # and with accumulation into an existing c
+            c0 = rng.standard_normal((M, N)).astype(dtype)
+            whole = kernels.gemm(a, b, transpose_a, transpose_b, c=c0.copy(), accumulate=True)
+            one = kernels.gemm(rows_of(a, slice(2, 3), transpose_a), b, transpose_a, transpose_b,
+                               c=c0[2:3].copy(), accumulate=True)
+            assert np.array_equal(one, whole[2:3]), (name, M, K, N)
+
+
+@pytest.mark.skipif(len(FMA_ISAS) < 2, reason="needs a CPU with both AVX2 and AVX-512")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_avx2_and_avx512_give_the_same_bits(dtype):
+    rng = np.random.default_rng(4)
+    shapes = SHAPES + [(1, 784, 256), (128, 784, 256), (784, 128, 256), (128, 256, 784), (157, 600, 2100)]
+    shapes += [tuple(int(v) for v in rng.integers(1, 300, 3)) for _ in range(30)]
+    for M, K, N in shapes:
+        for transpose_a, transpose_b in TRANSPOSES:
+            a, b = operands(rng, M, K, N, dtype, transpose_a, transpose_b)
+            c0 = rng.standard_normal((M, N)).astype(dtype)
+            results = []
+            for name in FMA_ISAS:
+                with isa(name):
+                    results.append((kernels.gemm(a, b, transpose_a, transpose_b),
+                                    kernels.gemm(a, b, transpose_a, transpose_b, c=c0.copy(),
+                                                 accumulate=True)))
+            assert np.array_equal(results[0][0], results[1][0]), (M, K, N, transpose_a, transpose_b)
+            assert np.array_equal(results[0][1], results[1][1]), (M, K, N, transpose_a, transpose_b)
+
+
+# ---- whole models ------------------------------------------------------------------------
+
+MODELS = {
+    "classifier relu": dict(layer_sizes=[784, 256, 10], activation="relu", loss="cross_entropy"),
+    "classifier tanh+gelu, batch norm": dict(layer_sizes=[300, 70, 33, 10], activation=["tanh", "gelu"],
+                                             loss="cross_entropy", batch_norm=True),
+    "regressor sigmoid": dict(layer_sizes=[50, 40, 1], activation="sigmoid", loss="mse"),
+}
+
+
+def trained(spec, dtype, X, y, epochs=2):
+    model = fastmlp.MLP(**spec, dtype=dtype, seed=5)
+    model.fit(X, y, epochs=epochs, batch_size=32, verbose=0)
+    return model
+
+
+def data(spec, rows=300, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((rows, spec["layer_sizes"][0])).astype(np.float32)
+    outputs = spec["layer_sizes"][-1]
+    y = rng.integers(0, outputs, rows) if spec["loss"] == "cross_entropy" else rng.standard_normal((rows, outputs))
+    return X, y
+
+
+@pytest.mark.parametrize("name", ISAS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("model_name", list(MODELS))
+def test_predict_of_a_row_does_not_depend_on_its_batch_or_the_threads(name, dtype, model_name):
+    spec = MODELS[model_name]
+    X, y = data(spec)
+    with isa(name):
+        model = trained(spec, dtype, X, y, epochs=1)
+        with threads(2):
+            whole = model.predict(X)
+        for n in (1, 2):
+            with threads(n):
+                for start, stop in ((0, 1), (299, 300), (17, 18), (0, 7), (5, 133), (100, 300)):
+                    assert np.array_equal(model.predict(X[start:stop]), whole[start:stop]), \
+                        (name, dtype, model_name, n, start, stop)
+        # every row alone
+        singles = np.concatenate([model.predict(X[i:i + 1]) for i in range(0, 300, 7)])
+        assert np.array_equal(singles, whole[::7])
+
+
+@pytest.mark.skipif(len(FMA_ISAS) < 2, reason="needs a CPU with both AVX2 and AVX-512")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("model_name", list(MODELS))
+def test_training_trajectories_are_the_same_with_avx2_and_avx512(dtype, model_name):
+    spec = MODELS[model_name]
+    X, y = data(spec)
+    runs = []
+    for name in FMA_ISAS:
+        with isa(name):
+            model = trained(spec, dtype, X, y, epochs=2)
+            runs.append((model.flat_parameters.copy(), model.predict(X)))
+    assert np.array_equal(runs[0][0], runs[1][0])
+    assert np.array_equal(runs[0][1], runs[1][1])
