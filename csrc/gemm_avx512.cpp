@@ -56,7 +56,7 @@ struct Zmm<double> {
 // per 16 FMAs, enough independent chains for two 512-bit FMA pipes of latency 4. Eight rows
 // divide a 128-row batch evenly between two threads. An MC x KC block of A (192 KiB) stays in
 // a 1 MiB L2; a KC x NR sliver of B (32 KiB) in a 48 KiB L1d.
-using Float32Kernels = SimdKernels<float, Zmm<float>, 8, 32, 192, 2048>;
+using Float32Kernels = SimdKernels<float, Zmm<float>, 16, 16, 192, 2048>;
 using Float64Kernels = SimdKernels<double, Zmm<double>, 8, 16, 96, 2048>;
 
 }  // namespace

@@ -60,24 +60,45 @@ struct SimdKernels {
     }
 
     // ---- skinny tile: ROWS rows of A read in place against the packed (kc, 16) op(b) ----
-    template <int64_t ROWS>
-    static void skinny_rows(int64_t kc, const T* a, int64_t a_row_stride, int64_t a_k_stride,
-                            const T* b_packed, T* c, int64_t ldc, int64_t cols, bool load_c) {
+    // UNIT_K: a_k_stride == 1 (A not transposed), known at compile time so each row's
+    // element is a plain indexed load.
+    template <int64_t ROWS, bool UNIT_K>
+    static void skinny_rows_strided(int64_t kc, const T* a, int64_t a_row_stride,
+                                    int64_t a_k_stride, const T* b_packed, T* c, int64_t ldc,
+                                    int64_t cols, bool load_c) {
         constexpr int64_t NV = SKINNY_VECTORS;
+        const int64_t k_stride = UNIT_K ? 1 : a_k_stride;
+        const T* a_row[ROWS];
+        #pragma GCC unroll 16
+        for (int64_t i = 0; i < ROWS; ++i) a_row[i] = a + i * a_row_stride;
         Reg acc[ROWS][NV];
+        #pragma GCC unroll 16
         for (int64_t i = 0; i < ROWS; ++i)
+            #pragma GCC unroll 16
             for (int64_t v = 0; v < NV; ++v) acc[i][v] = V::zero();
         for (int64_t k = 0; k < kc; ++k) {
             Reg b[NV];
+            #pragma GCC unroll 16
             for (int64_t v = 0; v < NV; ++v) b[v] = V::load(b_packed + k * kSkinnyColumns + v * V::W);
-            const T* a_k = a + k * a_k_stride;
+            #pragma GCC unroll 16
             for (int64_t i = 0; i < ROWS; ++i) {
-                const Reg a_ik = V::broadcast(a_k + i * a_row_stride);
+                const Reg a_ik = V::broadcast(a_row[i] + k * k_stride);
+                #pragma GCC unroll 16
                 for (int64_t v = 0; v < NV; ++v) acc[i][v] = V::fma(a_ik, b[v], acc[i][v]);
             }
         }
+        #pragma GCC unroll 16
         for (int64_t i = 0; i < ROWS; ++i)
+            #pragma GCC unroll 16
             for (int64_t v = 0; v < NV; ++v) store_lanes(c + i * ldc + v * V::W, cols - v * V::W, acc[i][v], load_c);
+    }
+
+    template <int64_t ROWS>
+    static void skinny_rows(int64_t kc, const T* a, int64_t a_row_stride, int64_t a_k_stride,
+                            const T* b_packed, T* c, int64_t ldc, int64_t cols, bool load_c) {
+        if (a_k_stride == 1)
+            return skinny_rows_strided<ROWS, true>(kc, a, a_row_stride, 1, b_packed, c, ldc, cols, load_c);
+        skinny_rows_strided<ROWS, false>(kc, a, a_row_stride, a_k_stride, b_packed, c, ldc, cols, load_c);
     }
 
     static void skinny_tile(int64_t kc, const T* a, int64_t a_row_stride, int64_t a_k_stride,
@@ -104,6 +125,7 @@ struct SimdKernels {
     template <int64_t NV>
     static void row_chunk(int64_t kc, const T* a, const T* b, int64_t ldb, T* c, bool load_c) {
         Reg acc[NV];
+        #pragma GCC unroll 16
         for (int64_t v = 0; v < NV; ++v) acc[v] = V::zero();
         // b's rows are ldb apart: the hardware prefetchers follow that stride late, so the
         // lines of the row kAhead ahead are asked for explicitly (measured best of 0, 4, 8, 16).
@@ -116,8 +138,10 @@ struct SimdKernels {
                 for (int line = 0; line < kLines; ++line)
                     _mm_prefetch(reinterpret_cast<const char*>(b_row + kAhead * ldb) + 64 * line,
                                  _MM_HINT_T0);
+            #pragma GCC unroll 16
             for (int64_t v = 0; v < NV; ++v) acc[v] = V::fma(a_k, V::load(b_row + v * V::W), acc[v]);
         }
+        #pragma GCC unroll 16
         for (int64_t v = 0; v < NV; ++v) store_lanes(c + v * V::W, V::W, acc[v], load_c);
     }
 
