@@ -52,12 +52,13 @@ struct Zmm<double> {
     static void store_first(double* p, int64_t n, Reg v) { _mm512_mask_storeu_pd(p, mask(n), v); }
 };
 
-// 8 x 32 floats and 8 x 16 doubles: 16 zmm accumulators, 2 loads of B and 8 broadcasts of A
-// per 16 FMAs, enough independent chains for two 512-bit FMA pipes of latency 4. Eight rows
-// divide a 128-row batch evenly between two threads. An MC x KC block of A (192 KiB) stays in
-// a 1 MiB L2; a KC x NR sliver of B (32 KiB) in a 48 KiB L1d.
+// 16 x 16 floats and 16 x 8 doubles: one zmm per row of the tile, 16 accumulators (enough
+// independent chains for the FMA latency), one load of B and 16 broadcasts of A per 16 FMAs.
+// Sized for Zen 4, which runs a 512-bit FMA as two 256-bit halves: a KC x NR sliver of B is
+// 16 KiB, half of its 32 KiB L1d (NR = 32 would fill it); an MC x KC block of A (192 KiB)
+// stays in its 1 MiB L2. 16 rows divide a 128-row batch evenly between two threads.
 using Float32Kernels = SimdKernels<float, Zmm<float>, 16, 16, 192, 2048>;
-using Float64Kernels = SimdKernels<double, Zmm<double>, 8, 16, 96, 2048>;
+using Float64Kernels = SimdKernels<double, Zmm<double>, 16, 8, 96, 2048>;
 
 }  // namespace
 
