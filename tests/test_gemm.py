@@ -181,7 +181,9 @@ def test_kernel_name_and_forcing():
     kernels.force_portable_gemm(True)
     try:
         assert kernels.gemm_kernel_name() == "portable"
+        assert _core.build_info()["isa"] == "portable"
         kernels.set_isa("auto")
+        assert _core.build_info()["isa"] == widest
         assert kernels.gemm_kernel_name() == widest
     finally:
         kernels.set_isa("auto")
