@@ -21,7 +21,7 @@ struct Ymm;
 template <>
 struct Ymm<float> {
     using Reg = __m256;
-    static constexpr int64_t W = 8;
+    static constexpr int64_t W = 8, REGISTERS = 16;
     static Reg zero() { return _mm256_setzero_ps(); }
     static Reg load_aligned(const float* p) { return _mm256_load_ps(p); }
     static Reg load(const float* p) { return _mm256_loadu_ps(p); }
@@ -41,7 +41,7 @@ struct Ymm<float> {
 template <>
 struct Ymm<double> {
     using Reg = __m256d;
-    static constexpr int64_t W = 4;
+    static constexpr int64_t W = 4, REGISTERS = 16;
     static Reg zero() { return _mm256_setzero_pd(); }
     static Reg load_aligned(const double* p) { return _mm256_load_pd(p); }
     static Reg load(const double* p) { return _mm256_loadu_pd(p); }

@@ -23,7 +23,7 @@ struct Zmm;
 template <>
 struct Zmm<float> {
     using Reg = __m512;
-    static constexpr int64_t W = 16;
+    static constexpr int64_t W = 16, REGISTERS = 32;
     static Reg zero() { return _mm512_setzero_ps(); }
     static Reg load_aligned(const float* p) { return _mm512_load_ps(p); }
     static Reg load(const float* p) { return _mm512_loadu_ps(p); }
@@ -39,7 +39,7 @@ struct Zmm<float> {
 template <>
 struct Zmm<double> {
     using Reg = __m512d;
-    static constexpr int64_t W = 8;
+    static constexpr int64_t W = 8, REGISTERS = 32;
     static Reg zero() { return _mm512_setzero_pd(); }
     static Reg load_aligned(const double* p) { return _mm512_load_pd(p); }
     static Reg load(const double* p) { return _mm512_loadu_pd(p); }

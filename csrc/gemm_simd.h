@@ -3,7 +3,7 @@
 // gemm_driver.h. Each sums every element of c with one FMA chain over k from zero, so the
 // register width changes the speed, never the bits.
 //
-// A register type V provides: V::Reg, W (lanes), zero(), load(p), load_aligned(p),
+// A register type V provides: V::Reg, W (lanes), REGISTERS (in the register file), zero(), load(p), load_aligned(p),
 // broadcast(p), fma(a, b, c) = a * b + c rounded once, add, store(p, v), and
 // load_first(p, n) / store_first(p, n, v) for lanes [0, n), 0 < n < W.
 #pragma once
@@ -154,9 +154,12 @@ struct SimdKernels {
 
     static void row_block(int64_t kc, const T* a, const T* b, int64_t ldb, T* c, int64_t cols,
                           bool load_c) {
-        constexpr int64_t CHUNK = 8 * V::W;
+        // Half the register file accumulates: 8 ymm or 16 zmm, i.e. 64 or 256 floats, so with
+        // AVX-512 a 256-wide layer streams each row of b once, in order (prefetcher-friendly).
+        constexpr int64_t VECTORS = V::REGISTERS / 2, CHUNK = VECTORS * V::W;
         int64_t j = 0;
-        for (; j + CHUNK <= cols; j += CHUNK) row_chunk<8>(kc, a, b + j, ldb, c + j, load_c);
+        for (; j + CHUNK <= cols; j += CHUNK) row_chunk<VECTORS>(kc, a, b + j, ldb, c + j, load_c);
+        for (; j + 4 * V::W <= cols; j += 4 * V::W) row_chunk<4>(kc, a, b + j, ldb, c + j, load_c);
         for (; j + V::W <= cols; j += V::W) row_chunk<1>(kc, a, b + j, ldb, c + j, load_c);
         if (j < cols) row_tail(kc, a, b + j, ldb, c + j, cols - j, load_c);
     }
