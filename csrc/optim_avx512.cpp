@@ -5,13 +5,13 @@
 namespace fastmlp {
 namespace optim_detail {
 
-const AdamLoops<float>& avx512_adam_loops_float() {
-    static const AdamLoops<float> loops = adam_loops_of_this_isa<float>();
+const UpdateLoops<float>& avx512_update_loops_float() {
+    static const UpdateLoops<float> loops = update_loops_of_this_isa<float>();
     return loops;
 }
 
-const AdamLoops<double>& avx512_adam_loops_double() {
-    static const AdamLoops<double> loops = adam_loops_of_this_isa<double>();
+const UpdateLoops<double>& avx512_update_loops_double() {
+    static const UpdateLoops<double> loops = update_loops_of_this_isa<double>();
     return loops;
 }
 

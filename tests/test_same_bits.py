@@ -151,10 +151,30 @@ def test_training_trajectories_are_the_same_with_avx2_and_avx512(dtype, model_na
     assert np.array_equal(runs[0][1], runs[1][1])
 
 
+def _update_calls(state):
+    """Each optimizer kernel, in several variants, on copies of `state` (5 float arrays)."""
+    p, s0, s1, s2, g = state
+    copies = lambda *arrays: [a.copy() for a in arrays]  # noqa: E731
+    return {
+        "sgd": lambda: kernels.sgd_update(*copies(p, s0, g), 1e-2, 0.0, 0.0, False, 1e-3, 3),
+        "sgd momentum first step": lambda: kernels.sgd_update(*copies(p, s0, g), 1e-2, 0.9, 0.1, False, 0.0, 1),
+        "sgd nesterov": lambda: kernels.sgd_update(*copies(p, s0, g), 1e-2, 0.9, 0.0, True, 1e-3, 4),
+        "adagrad": lambda: kernels.adagrad_update(*copies(p, s1, g), 1e-2, 1e-3, 1e-3, 1e-10, 5),
+        "adadelta": lambda: kernels.adadelta_update(*copies(p, s1, s2, g), 1.0, 0.9, 1e-6, 1e-3),
+        "rmsprop": lambda: kernels.rmsprop_update(*copies(p, s1, s0, s2, g), 1e-2, 0.99, 1e-8, 0.0, 0.0, False),
+        "rmsprop centered momentum": lambda: kernels.rmsprop_update(*copies(p, s1 + 1, s0 * 0.1, s2, g), 1e-2,
+                                                                    0.99, 1e-8, 1e-3, 0.9, True),
+        "adam": lambda: kernels.adam_update(*copies(p, s0, s1, s2, g), 1e-3, 0.9, 0.999, 1e-8, 0.01, False, False, 7),
+        "adam amsgrad": lambda: kernels.adam_update(*copies(p, s0, s1, s2, g), 1e-3, 0.9, 0.999, 1e-8, 0.01, True,
+                                                    False, 7),
+        "adamw": lambda: kernels.adam_update(*copies(p, s0, s1, s2, g), 1e-3, 0.9, 0.999, 1e-8, 0.01, False, True, 7),
+    }
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("amsgrad,decoupled", [(False, False), (True, False), (False, True)])
-def test_adam_loops_give_the_same_bits_in_every_isa(dtype, amsgrad, decoupled):
-    """The Adam loop is compiled once per ISA without FMA contraction: identical updates."""
+@pytest.mark.parametrize("optimizer", list(_update_calls([None] * 5)))
+def test_optimizer_loops_give_the_same_bits_in_every_isa(dtype, optimizer):
+    """The optimizer loops are compiled once per ISA without FMA contraction: identical updates."""
     rng = np.random.default_rng(8)
     n = 70001   # threads split it, and it is no multiple of any vector width
     state = [rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype) * 0.1,
@@ -162,8 +182,7 @@ def test_adam_loops_give_the_same_bits_in_every_isa(dtype, amsgrad, decoupled):
     results = []
     for name in ISAS:
         with isa(name):
-            results.append(kernels.adam_update(*[x.copy() for x in state], 1e-3, 0.9, 0.999, 1e-8, 0.01,
-                                               amsgrad, decoupled, 7))
+            results.append(_update_calls(state)[optimizer]())
     for other in results[1:]:
         for mine, theirs in zip(results[0], other):
             assert np.array_equal(mine, theirs)
