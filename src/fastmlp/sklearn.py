@@ -42,15 +42,28 @@ LEARNING_RATES = ("constant", "invscaling", "adaptive")
 ARCHITECTURE_PARAMS = ("hidden_layer_sizes", "activation", "dropout", "batch_norm", "dtype", "loss")
 
 
+SAMPLE_WEIGHT_CHECKS = ("check_sample_weights_pandas_series", "check_sample_weights_not_an_array",
+                        "check_sample_weights_list", "check_sample_weights_shape",
+                        "check_sample_weights_not_overwritten",
+                        "check_sample_weight_equivalence_on_dense_data",
+                        "check_classifiers_one_label_sample_weights")
+
+
+def _mlp_takes_sample_weight() -> bool:
+    return "sample_weight" in inspect.signature(MLP.fit).parameters
+
+
 def expected_failed_checks(estimator: Any) -> Dict[str, str]:
     """scikit-learn's estimator checks that ``estimator`` fails by design, with the reason:
     pass it as ``expected_failed_checks`` to ``check_estimator`` / ``parametrize_with_checks``
-    (scikit-learn >= 1.6's successor of the ``_xfail_checks`` tag). Empty for both estimators."""
-    # None today: predictions of a batch and of any subset of it are bitwise equal in float32
-    # and float64 (every GEMM path sums in one canonical order), so
-    # check_methods_subset_invariance passes too. Kept so callers need not change when a
-    # check fails by design again.
-    return {}
+    (scikit-learn >= 1.6's successor of the ``_xfail_checks`` tag). The sample-weight checks
+    while fastmlp.MLP.fit has no sample_weight (it comes with branch weights-sparse)."""
+    # Predictions of a batch and of any subset of it are bitwise equal in float32 and float64
+    # (every GEMM path sums in one canonical order), so check_methods_subset_invariance passes.
+    if _mlp_takes_sample_weight():
+        return {}
+    return {name: "needs fastmlp.MLP.fit(sample_weight=...), not in this build"
+            for name in SAMPLE_WEIGHT_CHECKS}
 
 
 # ---- parameter checks (in fit, as scikit-learn requires: __init__ only stores) ---------------
@@ -377,7 +390,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         stopper = _StoppingRules(self, X.shape[0], validation, incremental, epochs)
         fit_options: Dict[str, Any] = {}
         if w_train is not None:
-            if "sample_weight" not in inspect.signature(MLP.fit).parameters:
+            if not _mlp_takes_sample_weight():
                 raise NotImplementedError("sample_weight needs fastmlp.MLP.fit(sample_weight=...), "
                                           "which this build of fastmlp does not have")
             fit_options["sample_weight"] = w_train
