@@ -23,7 +23,7 @@ from sklearn.model_selection import train_test_split  # type: ignore[import-unty
 from sklearn.utils import check_random_state  # type: ignore[import-untyped]
 from sklearn.utils.multiclass import check_classification_targets, type_of_target  # type: ignore[import-untyped]
 from sklearn.utils.metaestimators import available_if  # type: ignore[import-untyped]
-from sklearn.utils.multiclass import unique_labels  # type: ignore[import-untyped]
+from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import (  # type: ignore[import-untyped]
     _check_sample_weight, check_is_fitted, column_or_1d, validate_data)
 from sklearn.metrics import accuracy_score, r2_score  # type: ignore[import-untyped]
@@ -568,12 +568,12 @@ class _StoppingRules:
     def _update_no_improvement(self, finite: bool) -> None:
         est = self.estimator
         if self.validation is None:
-            last = est.loss_curve_[-1]
-            if not last <= est.best_loss_ - est.tol:  # NaN counts as no improvement
+            last, best = est.loss_curve_[-1], float(est.best_loss_)  # type: ignore[arg-type]
+            if not last <= best - est.tol:  # NaN counts as no improvement
                 est._no_improvement_count += 1
             else:
                 est._no_improvement_count = 0
-            if last < est.best_loss_:
+            if last < best:
                 est.best_loss_ = last
             return
         X_val, y_val = self.validation
@@ -652,7 +652,7 @@ def _rebuilt(model: MLP, optimizer: optim.Optimizer, keep_state: bool) -> MLP:
 
 def _scipy_takes_iprint() -> bool:
     """scipy >= 1.15 dropped L-BFGS-B's iprint option (it warns, later refuses)."""
-    import scipy  # type: ignore[import-untyped]
+    import scipy
     major, minor = (int(part) for part in scipy.__version__.split(".")[:2])
     return (major, minor) < (1, 15)
 
@@ -790,7 +790,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
         """
         return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
-    @available_if(lambda self: self._check_stochastic())
+    @available_if(lambda self: self._check_stochastic())  # type: ignore[untyped-decorator]
     @_fill_doc
     def partial_fit(self, X: Any, y: Any, classes: Any = None,
                     sample_weight: Any = None) -> "MLPClassifier":
@@ -889,7 +889,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
             return None
         if self._layout == "binary":
             return targets > 0.5
-        return np.eye(len(self.classes_), dtype=bool)[targets]
+        return np.asarray(np.eye(len(self.classes_), dtype=bool)[targets])
 
     def _labels(self, outputs: np.ndarray) -> np.ndarray:
         if self._layout == "multilabel":
@@ -1024,7 +1024,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
         """
         return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
-    @available_if(lambda self: self._check_stochastic())
+    @available_if(lambda self: self._check_stochastic())  # type: ignore[untyped-decorator]
     @_fill_doc
     def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPRegressor":
         """One epoch over (X, y), continuing the current model and optimizer state.

@@ -13,6 +13,7 @@ Expected to fail until other branches land (they start running when the feature 
 """
 import importlib.util
 import inspect
+import os
 
 import pytest
 
@@ -29,6 +30,14 @@ PRIVATE_INTERNALS = {
                 "calls its private _partial_fit",
     "test_gradient": "calls scikit-learn's private _loss_grad_lbfgs and _forward_pass",
 }
+
+
+@pytest.fixture
+def global_random_seed():
+    """scikit-learn's seed fixture (from its conftest, which this suite does not load; a
+    conftest.py here would shadow tests/conftest.py's helpers): SKLEARN_TESTS_GLOBAL_RANDOM_SEED
+    as an int, else scikit-learn's default 42."""
+    return int(os.environ.get("SKLEARN_TESTS_GLOBAL_RANDOM_SEED", "42"))
 
 
 def _suite_source() -> tuple:
