@@ -22,6 +22,7 @@ from sklearn.utils.estimator_checks import (  # noqa: E402
     parametrize_with_checks)
 
 import fastmlp  # noqa: E402
+import sklearn.neural_network  # noqa: E402
 from fastmlp.sklearn import MLPClassifier, MLPRegressor, expected_failed_checks  # noqa: E402
 
 # One thread: these fits are tiny, and on a busy 2-core machine a fork/join per kernel
@@ -344,3 +345,39 @@ def test_fitted_estimator_pickles_and_clones():
     assert restored.n_iter_ == 1 and restored.t_ == model.t_ + len(X)
     assert clone(model).get_params() == model.get_params()
     assert not hasattr(clone(model), "coefs_")
+
+
+@pytest.mark.parametrize("solver, alpha, estimators", [
+    ("sgd", 1e-4, (MLPRegressor, "MLPRegressor")), ("adam", 0.0, (MLPClassifier, "MLPClassifier"))])
+def test_loss_curve_follows_scikit_learns_from_the_same_random_state(solver, alpha, estimators):
+    # The same Glorot-uniform draws, gradient scale (half-MSE for regression), alpha and
+    # learning rate: the epoch losses agree with scikit-learn's own MLP (shuffle off, so the
+    # batches agree too). Adam with alpha > 0 drifts by a few %: here alpha's decay reaches
+    # the biases too, and Adam turns a dead unit's tiny bias decay into full-size steps.
+    ours_class, name = estimators
+    theirs_class = getattr(sklearn.neural_network, name)
+    X, y = load_digits(n_class=3, return_X_y=True)
+    X = X[:300] / 16.0
+    target = y[:300] if ours_class is MLPClassifier else y[:300] / 2.0
+    params = dict(hidden_layer_sizes=(12,), solver=solver, learning_rate_init=0.01,
+                  max_iter=8, shuffle=False, random_state=3, batch_size=50, alpha=alpha)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = ours_class(**params).fit(X, target)
+        theirs = theirs_class(**params).fit(X, target)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-3)
+    assert isinstance(ours.model_, fastmlp.MLP) and len(ours.history_) == ours.n_iter_ == 8
+    np.testing.assert_allclose(ours.model_.predict(X).reshape(ours.predict(X).shape) if ours_class
+                               is MLPRegressor else ours.model_.predict_proba(X),
+                               ours.predict(X) if ours_class is MLPRegressor else ours.predict_proba(X))
+
+
+def test_learning_rate_schedules_and_verbose_ints(capsys):
+    X, y = blobs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier(**dict(FAST, max_iter=3), solver="sgd", learning_rate="invscaling",
+                              power_t=0.25, verbose=2, random_state=0).fit(X, y)
+    assert model._optimizer.learning_rate == pytest.approx(0.01 / (3 * len(X) + 1) ** 0.25)
+    assert model.model_.learning_rate == pytest.approx(model._optimizer.learning_rate)
+    assert capsys.readouterr().out.count("Iteration") == 3

@@ -437,7 +437,10 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
     def _reported_loss(self, mean_loss: float, n_samples: int) -> float:
         """The epoch's loss as scikit-learn defines loss_: its loss function (see
         _loss_scale) plus the L2 penalty 0.5 * alpha * ||W||^2 / batch_size."""
-        batch_size = self._batch_size(n_samples) if self.solver != "lbfgs" else n_samples
+        if self.solver == "lbfgs":
+            batch_size = n_samples
+        else:  # _batch_size's value, without its warning
+            batch_size = min(200 if self.batch_size == "auto" else int(self.batch_size), n_samples)
         squares = sum(float(np.dot(w.ravel(), w.ravel())) for w in self.model_.weights)
         return float(mean_loss * self._loss_scale + 0.5 * self.alpha * squares / batch_size)
 
@@ -669,15 +672,23 @@ _SHARED_PARAMETERS = """
         Hidden activation: "identity", "logistic", "tanh", "relu" (scikit-learn's), or
         fastmlp's "leaky_relu", "gelu".
     solver : str, default "adam"
-        "sgd" or "adam" (scikit-learn's), or fastmlp's "adamw", "rmsprop", "adagrad",
-        "adadelta" (with torch's defaults beyond the learning rate). "lbfgs" is not available.
+        "sgd", "adam" or "lbfgs" (scikit-learn's; lbfgs is scipy's L-BFGS-B on the full-batch
+        loss and gradient of the C++ core), or fastmlp's "adamw", "rmsprop", "adagrad",
+        "adadelta" (with torch's defaults beyond the learning rate).
     alpha : float, default 1e-4
-        L2 penalty scaled as scikit-learn does, 0.5 * alpha * ||W||^2 / batch_size per batch:
-        a weight decay of alpha / batch_size (fastmlp applies it to biases too).
+        L2 penalty scaled as scikit-learn does, 0.5 * alpha * ||W||^2 / batch_size per batch
+        (lbfgs: / n_samples, weights only); the stochastic solvers apply its decay to the
+        biases too.
     batch_size : int or "auto", default "auto"
         Rows per step; "auto" is min(200, n_samples); larger values are clipped with a warning.
+    learning_rate : "constant", "invscaling" or "adaptive", default "constant"
+        scikit-learn's schedules for "sgd": invscaling sets learning_rate_init / (t_ + 1) **
+        power_t after every epoch; adaptive divides the rate by 5 where training would stop,
+        and stops once it is 1e-6 or less.
     learning_rate_init : float, default 1e-3
-        The solver's (constant) learning rate.
+        The solver's initial learning rate (scikit-learn's gradient scale).
+    power_t : float, default 0.5
+        The exponent of "invscaling".
     max_iter : int, default 200
         Epochs at most (per fit).
     shuffle : bool, default True
@@ -687,8 +698,8 @@ _SHARED_PARAMETERS = """
     tol : float, default 1e-4
         Training stops after more than n_iter_no_change epochs in a row whose loss (or, with
         early_stopping, validation score) did not improve on the best by tol.
-    verbose : bool, default False
-        Print the loss of every epoch.
+    verbose : bool or int, default False
+        Print the loss of every epoch (any true value).
     warm_start : bool, default False
         fit starts from the previous solution (with a new optimizer, as scikit-learn).
     momentum : float, default 0.9
@@ -702,16 +713,19 @@ _SHARED_PARAMETERS = """
         Share of the data held out by early_stopping.
     beta_1, beta_2, epsilon : float, default 0.9, 0.999, 1e-8
         Adam's (and AdamW's) moment decays and epsilon.
-    n_iter_no_change : int, default 10
+    n_iter_no_change : int or np.inf, default 10
         Epochs without improvement tolerated (see tol).
+    max_fun : int, default 15000
+        lbfgs: the most loss-and-gradient evaluations.
     dropout : float, default 0.0
         fastmlp: probability of zeroing each hidden unit while training.
     batch_norm : bool, default False
         fastmlp: batch normalisation after each hidden dense layer.
     weight_decay : float, default 0.0
         fastmlp: added to the decay that alpha implies (decoupled for "adamw").
-    dtype : "float32" or "float64", default "float32"
-        fastmlp: the precision the network trains and predicts in.
+    dtype : None, "float32" or "float64", default None
+        fastmlp: the precision the network trains and predicts in; None takes the training
+        input's float dtype (float32 stays float32, anything else float64), as scikit-learn.
     n_threads : int or None, default None
         fastmlp: OpenMP threads for this estimator's calls; None uses fastmlp's setting.
 """
@@ -733,7 +747,9 @@ _SHARED_ATTRIBUTES = """
     best_validation_score_ : float or None
         Their best.
     n_iter_ : int
-        Epochs trained.
+        Epochs of the last fit / partial_fit call (lbfgs: its iterations).
+    model_ : fastmlp.MLP
+        The fitted network (to_onnx, save, predict ...); history_ is its last fit's History.
     t_ : int
         Training samples seen.
     n_features_in_ : int
@@ -966,7 +982,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
 
     It minimises the mean squared error with an identity output layer; y may be 1-D or
     (n_samples, n_outputs) for multi-output regression.
-""" + _SHARED_PARAMETERS + """
+""" + _SHARED_PARAMETERS + """    loss : "squared_error", default "squared_error"
+        scikit-learn's name; "poisson" is not available yet.
+""" + """
     Attributes
     ----------""" + _SHARED_ATTRIBUTES + """
     loss_ is half the mean squared error, scikit-learn's definition; validation_scores_ are R^2.
