@@ -60,10 +60,18 @@ def expected_failed_checks(estimator: Any) -> Dict[str, str]:
     while fastmlp.MLP.fit has no sample_weight (it comes with branch weights-sparse)."""
     # Predictions of a batch and of any subset of it are bitwise equal in float32 and float64
     # (every GEMM path sums in one canonical order), so check_methods_subset_invariance passes.
-    if _mlp_takes_sample_weight():
-        return {}
-    return {name: "needs fastmlp.MLP.fit(sample_weight=...), not in this build"
-            for name in SAMPLE_WEIGHT_CHECKS}
+    # Stochastic training sees other batches when rows are repeated than when they are
+    # weighted (scikit-learn runs this check on its own MLP with lbfgs or a loose tol only);
+    # a one-label fit after weight trimming trains a one-class model whose predictions the
+    # check may not accept. Non-strict: an unexpected pass is fine.
+    failing = {"check_sample_weight_equivalence_on_dense_data":
+               "stochastic training: repeated rows and weighted rows give different batches",
+               "check_classifiers_one_label_sample_weights":
+               "one label after weight trimming trains a one-class model (scikit-learn's does too)"}
+    if not _mlp_takes_sample_weight():
+        failing.update({name: "needs fastmlp.MLP.fit(sample_weight=...), not in this build"
+                        for name in SAMPLE_WEIGHT_CHECKS})
+    return failing
 
 
 # ---- parameter checks (in fit, as scikit-learn requires: __init__ only stores) ---------------
