@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "activation_math.h"
 #include "kernels.h"
 
 namespace fastmlp {
@@ -16,12 +17,11 @@ template <typename T>
 double softmax_row(T* probs, const T* logits, int64_t C) {
     T row_max = logits[0];
     for (int64_t c = 1; c < C; ++c) row_max = std::max(row_max, logits[c]);
+    // The shifted logits, then exp of the row in one vectorised call (probs may alias logits).
+    for (int64_t c = 0; c < C; ++c) probs[c] = logits[c] - row_max;
+    activation_math::active_elementwise_loops<T>().exp_row(probs, probs, C);
     double sum = 0;
-    for (int64_t c = 0; c < C; ++c) {
-        const T e = std::exp(logits[c] - row_max);
-        probs[c] = e;
-        sum += e;
-    }
+    for (int64_t c = 0; c < C; ++c) sum += probs[c];
     const T inverse = static_cast<T>(1.0 / sum);
     for (int64_t c = 0; c < C; ++c) probs[c] *= inverse;
     return std::log(sum) + static_cast<double>(row_max);
