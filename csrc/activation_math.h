@@ -1,6 +1,6 @@
 // Element-wise activation formulas, shared by the activation kernels (activations.cpp) and
 // the GEMM epilogue (gemm.cpp), so fused and unfused paths give the same bits. exp and
-// sigmoid are vectorised (vector_math.h); tanh and erf come from libm, the same in every ISA.
+// sigmoid and tanh are vectorised (vector_math.h); erf comes from libm, the same in every ISA.
 #pragma once
 
 #include <cmath>
@@ -12,7 +12,7 @@
 namespace fastmlp {
 namespace activation_math {
 
-// exp and sigmoid loops of the instruction set in use (activations.cpp): the AVX2 and
+// exp, sigmoid and tanh loops of the instruction set in use (activations.cpp): the AVX2 and
 // AVX-512 ones give the same bits.
 template <typename T>
 const vector_math::ElementwiseLoops<T>& active_elementwise_loops();
@@ -57,7 +57,7 @@ inline void bias_activation_row(T* y, T* pre, const T* x, const T* bias, int64_t
             active_elementwise_loops<T>().sigmoid_row(y, x, bias, n);
             break;
         case Activation::tanh:
-            for (int64_t j = 0; j < n; ++j) y[j] = std::tanh(x[j] + bias[j]);
+            active_elementwise_loops<T>().tanh_row(y, x, bias, n);
             break;
         case Activation::gelu:
             for (int64_t j = 0; j < n; ++j) y[j] = gelu(x[j] + bias[j]);

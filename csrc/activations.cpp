@@ -75,7 +75,9 @@ void activation_forward(T* y, const T* x, int64_t n, Activation act, T slope) {
         case Activation::sigmoid:
             map_row_function(y, x, n, activation_math::active_elementwise_loops<T>().sigmoid_row);
             break;
-        case Activation::tanh: map_unary(y, x, n, [](T v) { return std::tanh(v); }); break;
+        case Activation::tanh:
+            map_row_function(y, x, n, activation_math::active_elementwise_loops<T>().tanh_row);
+            break;
         case Activation::relu: map_unary(y, x, n, [](T v) { return v > 0 ? v : T(0); }); break;
         case Activation::leaky_relu:
             map_unary(y, x, n, [slope](T v) { return v > 0 ? v : slope * v; });

@@ -1,4 +1,4 @@
-// exp and the logistic sigmoid, written as per-element code the compiler vectorises, and
+// exp, the logistic sigmoid and tanh, written as per-element code the compiler vectorises, and
 // compiled once per instruction set: by activations.cpp (baseline), elementwise_avx2.cpp and
 // elementwise_avx512.cpp. The FMA builds (AVX2, AVX-512) evaluate the same formula with the
 // same fused operations in every lane, so they give the same bits at any vector width;
@@ -8,7 +8,8 @@
 // so that r is exact), e^r by its Taylor series (degree 7 for float, 13 for double: the
 // truncation error is below a tenth of an ulp), then scaled by 2^n in two exact steps.
 // Accurate to about 1 ulp. Results below the smallest normal number are flushed to zero
-// (libm returns subnormals there); overflow gives inf, NaN stays NaN.
+// (libm returns subnormals there); overflow gives inf, NaN stays NaN. tanh goes through
+// expm1 (below), the same reduction without the series' constant term.
 #pragma once
 
 #include <cmath>
@@ -26,6 +27,8 @@ struct ElementwiseLoops {
     void (*exp_row)(T* y, const T* x, int64_t n);
     // y[j] = sigmoid(x[j] + bias[j]) (bias may be null: 0).  y, x, bias are (n); y may alias x.
     void (*sigmoid_row)(T* y, const T* x, const T* bias, int64_t n);
+    // y[j] = tanh(x[j] + bias[j]) (bias may be null: 0), the same shapes.
+    void (*tanh_row)(T* y, const T* x, const T* bias, int64_t n);
 };
 
 // Defined in elementwise_avx2.cpp / elementwise_avx512.cpp: call only when the CPU has
@@ -130,6 +133,63 @@ void exp_row(T* y, const T* x, int64_t n) {
 
 // sigmoid(v) = 1 / (1 + e^-v) for v >= 0 and e^v / (1 + e^v) otherwise: e = exp(-|v|) never
 // overflows, and neither branch cancels.
+// expm1(u) for u <= 0 (tanh's argument): u = n ln2 + r as in exp_of, then
+// expm1(u) = 2^n (e^r - 1) + (2^n - 1) in one fused step, with e^r - 1 from its series
+// without the constant term, so that small u keep their relative accuracy. Below kFloor
+// the result is -1 to the last bit.
+template <typename T>
+struct Expm1Constants;
+template <>
+struct Expm1Constants<float> {
+    static constexpr int kDegree = 8;
+    static constexpr float kFloor = -30.0f;   // e^-30 < 2^-25
+};
+template <>
+struct Expm1Constants<double> {
+    static constexpr int kDegree = 14;
+    static constexpr double kFloor = -60.0;   // e^-60 < 2^-54
+};
+
+template <bool kFma, typename T>
+inline T expm1_of_non_positive(T u) {
+    using K = ExpConstants<T>;
+    using Bits = typename K::Bits;
+    constexpr int kDegree = Expm1Constants<T>::kDegree;
+    const T clamped = u < Expm1Constants<T>::kFloor ? Expm1Constants<T>::kFloor : u;
+    const T shifted = clamped * K::kLog2e + K::kRoundingShift;
+    const T n = shifted - K::kRoundingShift;
+    Bits n_bits, shift_bits;
+    const T shift = K::kRoundingShift;
+    std::memcpy(&n_bits, &shifted, sizeof(T));
+    std::memcpy(&shift_bits, &shift, sizeof(T));
+    T r = multiply_add<kFma>(-n, K::kLn2High, clamped);
+    r = multiply_add<kFma>(-n, K::kLn2Low, r);
+    T p = inverse_factorial<T>(kDegree);
+#pragma GCC unroll 16
+    for (int k = kDegree - 1; k >= 1; --k) p = multiply_add<kFma>(p, r, inverse_factorial<T>(k));
+    const T scale = power_of_two<T>(n_bits - shift_bits);  // 2^n, n in [-87, 0]: normal
+    return multiply_add<kFma>(scale, p * r, scale - T(1));
+}
+
+// tanh(v) = sign(v) * -m / (2 + m) with m = expm1(-2 |v|) in (-1, 0]: no overflow, and no
+// cancellation for small |v| (m ~ -2 |v| keeps its relative accuracy).
+template <bool kFma, typename T>
+inline T tanh_of(T v) {
+    const T magnitude = v < 0 ? -v : v;
+    const T m = expm1_of_non_positive<kFma>(T(-2) * magnitude);
+    const T t = -m / (T(2) + m);
+    const T signed_t = v < 0 ? -t : t;
+    return v != v ? v : signed_t;
+}
+
+template <bool kFma, typename T>
+void tanh_row(T* y, const T* x, const T* bias, int64_t n) {
+    if (bias)
+        for (int64_t j = 0; j < n; ++j) y[j] = tanh_of<kFma>(x[j] + bias[j]);
+    else
+        for (int64_t j = 0; j < n; ++j) y[j] = tanh_of<kFma>(x[j]);
+}
+
 template <bool kFma, typename T>
 inline T sigmoid_of(T v) {
     const T e = exp_of<kFma>(v >= 0 ? -v : v);
@@ -146,7 +206,7 @@ void sigmoid_row(T* y, const T* x, const T* bias, int64_t n) {
 
 template <bool kFma, typename T>
 ElementwiseLoops<T> elementwise_loops_of_this_isa() {
-    return {&exp_row<kFma, T>, &sigmoid_row<kFma, T>};
+    return {&exp_row<kFma, T>, &sigmoid_row<kFma, T>, &tanh_row<kFma, T>};
 }
 
 }  // namespace
