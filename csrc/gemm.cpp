@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "activation_math.h"
 #include "gemm_internal.h"
@@ -110,6 +111,9 @@ const KernelSet<double>& active_kernels<double>() {
 // Scratch memory: per thread, 64-byte aligned, grown on demand and kept for the next call
 // (fresh pages would cost a page fault per 4 KiB on every call). Each OpenMP thread runs one
 // region at a time, so a thread's buffer is never used by two calls at once.
+// get() returns nullptr when the memory cannot be had: inside a parallel region an exception
+// would terminate the process, so callers note the failure and throw std::bad_alloc (Python's
+// MemoryError) once the team has joined.
 // ---------------------------------------------------------------------------------------
 
 class ScratchBuffer {
@@ -121,7 +125,7 @@ public:
         if (bytes > capacity_) {
             std::free(data_);
             data_ = std::aligned_alloc(64, bytes);
-            capacity_ = bytes;
+            capacity_ = data_ ? bytes : 0;
         }
         return static_cast<T*>(data_);
     }
@@ -311,7 +315,7 @@ void macro_kernel(const KernelSet<T>& kernels, const Operands<T>& p, const T* a_
 // that is, has finished computing with panel n.
 template <typename T>
 void packed_gemm_member(const KernelSet<T>& kernels, const Operands<T>& p, T* const b_panels[2],
-                        int thread, int threads) {
+                        int thread, int threads, std::atomic<bool>& out_of_memory) {
     constexpr int64_t MR = Blocking<T>::MR, NR = Blocking<T>::NR, MC = Blocking<T>::MC,
                       NC = Blocking<T>::NC;
     const KBlocking<T> kb(p.K);
@@ -320,6 +324,9 @@ void packed_gemm_member(const KernelSet<T>& kernels, const Operands<T>& p, T* co
     const Range my_row_tiles = split(ceil_div(p.M, MR), row_part, grid.row_parts);
     const int64_t my_i0 = my_row_tiles.begin * MR, my_i1 = std::min(p.M, my_row_tiles.end * MR);
     T* a_block = t_packed_a.get<T>(std::min(MC, ceil_div(p.M, MR) * MR) * kb.size);
+    // Without its A block a thread still packs its share of B and meets every barrier (the
+    // team would wait for it forever otherwise); it only skips its multiplications.
+    if (!a_block) out_of_memory.store(true, std::memory_order_relaxed);
     T* sums = p.epilogue.b_column_sums;
     int64_t panels_packed = 0;
 
@@ -338,7 +345,7 @@ void packed_gemm_member(const KernelSet<T>& kernels, const Operands<T>& p, T* co
             if (threads > 1) {
 #pragma omp barrier
             }
-            for (int64_t i0 = my_i0; i0 < my_i1; i0 += MC) {
+            for (int64_t i0 = my_i0; a_block && i0 < my_i1; i0 += MC) {
                 const int64_t mc = std::min(MC, my_i1 - i0);
                 for (int64_t r = 0; r * MR < mc; ++r)
                     pack_a_sliver(a_block + r * MR * kc, p, i0 + r * MR, k0, kc);
@@ -358,13 +365,17 @@ void packed_gemm(const KernelSet<T>& kernels, const Operands<T>& p, int threads)
     const int64_t stride = (panel_size * static_cast<int64_t>(sizeof(T)) + 63) / 64 * 64 /
                            static_cast<int64_t>(sizeof(T));
     T* buffer = t_shared_b.get<T>(2 * stride);
+    if (!buffer) throw std::bad_alloc();
     T* const b_panels[2] = {buffer, buffer + stride};
+    std::atomic<bool> out_of_memory{false};
     if (threads <= 1) {
-        packed_gemm_member(kernels, p, b_panels, 0, 1);
-        return;
-    }
+        packed_gemm_member(kernels, p, b_panels, 0, 1, out_of_memory);
+    } else {
 #pragma omp parallel num_threads(threads)
-    packed_gemm_member(kernels, p, b_panels, omp_get_thread_num(), omp_get_num_threads());
+        packed_gemm_member(kernels, p, b_panels, omp_get_thread_num(), omp_get_num_threads(),
+                           out_of_memory);
+    }
+    if (out_of_memory.load()) throw std::bad_alloc();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -380,6 +391,7 @@ void dot_gemm(const KernelSet<T>& kernels, const Operands<T>& p, int threads) {
     const T* bt = p.b;
     if (!p.transpose_b) {
         T* copy = t_shared_b.get<T>(p.N * p.K);
+        if (!copy) throw std::bad_alloc();
         for (int64_t k = 0; k < p.K; ++k)
             for (int64_t j = 0; j < p.N; ++j) copy[j * p.K + k] = p.b[k * p.N + j];
         bt = copy;
