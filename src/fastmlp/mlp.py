@@ -1299,7 +1299,9 @@ def load(path: PathLike) -> MLP:
     FileNotFoundError
         When there is no such file.
     ValueError
-        When the file is not a valid fastmlp model file (the message says why).
+        When the file is not a valid fastmlp model file (the message says why): not a regular
+        file (a FIFO or device is refused without blocking), damaged or forged members, NaN/inf
+        or negative variances, a step count above 2**62.
     """
     path = os.fspath(path)
     file, file_size = _open_model_file(path)
