@@ -5,8 +5,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -271,13 +273,36 @@ NetworkOptions network_options(const std::vector<int64_t>& sizes,
     return o;
 }
 
+// The most threads a model or the process may be given: far more than any machine's cores,
+// far fewer than the count at which starting them fails inside libgomp (which aborts).
+constexpr int kMaxThreads = 4096;
+// The most optimizer steps a model may count: its step counter then never overflows.
+constexpr int64_t kMaxStep = int64_t(1) << 62;
+
+void check_thread_count(const char* name, int n, int minimum) {
+    if (n < minimum || n > kMaxThreads)
+        throw py::value_error(std::string(name) + " must be in [" + std::to_string(minimum) + ", " +
+                              std::to_string(kMaxThreads) + "], got " + std::to_string(n));
+}
+
+// The message for a label that changed after the boundary checked it (RunTotals::bad_label_row).
+[[noreturn]] void throw_bad_label(const RunTotals& totals, int64_t classes, const char* consequence) {
+    throw py::value_error("y[" + std::to_string(totals.bad_label_row) + "] = " +
+                          std::to_string(totals.bad_label) + " is not a class in [0, " +
+                          std::to_string(classes) + "): the labels changed while the call ran "
+                          "(another thread or process wrote to them); " + consequence);
+}
+
 // The Python-facing model: the C++ network plus a mutex, so that calls from several Python
-// threads on one model run one at a time instead of sharing the workspace.
+// threads on one model run one at a time instead of sharing the workspace. Recursive: a
+// prediction keeps it over its whole call (one weight set) while it looks for Ctrl-C, and a
+// signal handler run then on the same thread may use the model. Every holder takes it with the
+// GIL released, so waiting for the GIL while holding it cannot deadlock.
 template <typename T>
 struct PyNetwork {
     explicit PyNetwork(const NetworkOptions& options) : network(options) {}
     Network<T> network;
-    std::mutex mutex;
+    std::recursive_mutex mutex;
     int num_threads = 0;  // this model's own thread count for its calls; 0: the process's
     int last_call_threads = 0;  // the thread count its last call ran with (for inspection)
     // The totals of the last train_batches call so far, kept up to date between its chunks:
@@ -296,21 +321,36 @@ py::array_t<T, py::array::c_style> prediction_rows(PyNetwork<T>& model, const py
     return xs;
 }
 
-// Runs a prediction with the GIL released, the model locked and its per-call threads.
-template <typename T, typename Run>
-void run_prediction(PyNetwork<T>& model, Run run) {
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(model.mutex);
-    ScopedCallThreads threads(model.num_threads);
-    model.last_call_threads = num_threads();
-    run();
-}
-
 // How often a long run of batches looks for a pending signal (Ctrl-C). Python runs signal
 // handlers only when it holds the GIL, so a run that released it checks by itself, between
 // steps: the cost is one GIL round trip per interval, the delay at most an interval plus a
 // step. Tests set 0 (check after every step) through _core._set_signal_check_interval.
 std::atomic<int64_t> signal_check_interval_us{100000};
+
+// Runs a prediction or evaluation over rows [0, N) with the GIL released, the model locked for
+// the whole call and its per-call threads: run(start, rows) on whole evaluation chunks (the
+// bits of one call), taking the GIL between them once per signal-check interval to look for
+// Ctrl-C, whose exception ends the call.
+template <typename T, typename Run>
+void run_prediction(PyNetwork<T>& model, int64_t N, Run run) {
+    const auto interval = std::chrono::microseconds(signal_check_interval_us.load());
+    py::gil_scoped_release release;
+    std::lock_guard<std::recursive_mutex> lock(model.mutex);
+    ScopedCallThreads threads(model.num_threads);
+    model.last_call_threads = num_threads();
+    for (int64_t start = 0; start < N;) {
+        const auto started = std::chrono::steady_clock::now();
+        do {
+            const int64_t rows = std::min(Network<T>::eval_chunk_rows, N - start);
+            run(start, rows);
+            start += rows;
+        } while (start < N && std::chrono::steady_clock::now() - started < interval);
+        if (start < N) {
+            py::gil_scoped_acquire acquire;
+            if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+        }
+    }
+}
 
 // Network::train_batches one batch at a time, from batch `next` until batch `end` or until
 // `interval` has passed (at least one batch). Adds to `totals`; returns the next batch (`end`
@@ -325,12 +365,25 @@ int64_t train_batches_for(Network<T>& network, RunTotals& totals, const T* X, Ta
         totals.loss_sum += batch.loss_sum;
         totals.correct += batch.correct;
         totals.rows += batch.rows;
+        if (batch.bad_label_row >= 0) {  // a label changed under the run: it ends here
+            totals.bad_label_row = batch.bad_label_row;
+            totals.bad_label = batch.bad_label;
+            return end;
+        }
         if (batch.nonfinite_batch >= 0) {  // the step was refused: the run ends here
             totals.nonfinite_batch = batch.nonfinite_batch;
             return end;
         }
         ++next;
     } while (next < end && std::chrono::steady_clock::now() - started < interval);
+    // A finite gradient can still overflow the update (a huge learning rate): checked once per
+    // interval, not per step, so the scan costs nothing measurable. The run ends at the last
+    // step taken, which the caller is told made the parameters non-finite.
+    if (!network.params_finite()) {
+        totals.nonfinite_batch = next - 1;
+        totals.finite = false;
+        return end;
+    }
     return next;
 }
 
@@ -377,20 +430,47 @@ void bind_network(py::module_& m, const char* name) {
             return state; }, "name -> flat buffer (views), the layout of params")
         .def_property("step", [](Model& model) { return model.network.step; },
                       [](Model& model, int64_t step) {
-                          if (step < 0) throw py::value_error("step must be >= 0");
+                          if (step < 0 || step > kMaxStep)
+                              throw py::value_error("step must be in [0, 2**62], got " + std::to_string(step));
                           model.network.step = step; })
         .def_property("lr", [](Model& model) { return model.network.optimizer_options().lr; },
                       [](Model& model, double lr) {
-                          if (!(lr >= 0)) throw py::value_error("lr must be >= 0");
-                          std::lock_guard<std::mutex> lock(model.mutex);
+                          if (!(lr >= 0) || !std::isfinite(static_cast<T>(lr)))
+                              throw py::value_error("lr must be a finite number >= 0 in the model's dtype");
+                          py::gil_scoped_release release;
+                          std::lock_guard<std::recursive_mutex> lock(model.mutex);
                           model.network.optimizer_options().lr = lr; })
         .def_property("num_threads", [](Model& model) { return model.num_threads; },
                       [](Model& model, int n) {
-                          if (n < 0) throw py::value_error("num_threads must be >= 0, got " + std::to_string(n));
+                          check_thread_count("num_threads", n, 0);
                           model.num_threads = n; },
                       "threads for this model's calls (applied per call); 0 follows the process setting")
         .def_property_readonly("last_call_threads", [](Model& model) { return model.last_call_threads; },
                                "the thread count the model's last training or prediction call used")
+        .def("assign", [](Model& model, const std::string& name, const py::handle& values) {
+            std::vector<T>* buffer = nullptr;
+            if (name == "params") buffer = &model.network.params;
+            else if (name == "running_mean") buffer = &model.network.running_mean;
+            else if (name == "running_var") buffer = &model.network.running_var;
+            const auto& names = model.network.optimizer_state_names();
+            for (size_t k = 0; k < names.size() && !buffer; ++k)
+                if (name == names[k]) buffer = &model.network.optimizer_state[k];
+            if (!buffer) throw py::value_error("no buffer named '" + name + "'");
+            auto array = as_contiguous<T>(values, "values", 1);
+            if (array.shape(0) != static_cast<py::ssize_t>(buffer->size()))
+                throw py::value_error("values must have shape (" + std::to_string(buffer->size()) +
+                                      ",), got " + shape_string(array));
+            py::gil_scoped_release release;
+            std::lock_guard<std::recursive_mutex> lock(model.mutex);
+            std::copy(array.data(), array.data() + array.shape(0), buffer->begin());
+        }, py::arg("name"), py::arg("values"),
+           "copy values into the buffer `name` (params, running_mean, running_var or an optimizer "
+           "state) with the model locked, so no prediction sees part of the old and part of the new")
+        .def("params_finite", [](Model& model) {
+            py::gil_scoped_release release;
+            std::lock_guard<std::recursive_mutex> lock(model.mutex);
+            return model.network.params_finite();
+        }, "whether every parameter is finite")
         .def_property_readonly("last_run_totals", [](Model& model) {
             const RunTotals& totals = model.last_run;
             return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch);
@@ -415,11 +495,13 @@ void bind_network(py::module_& m, const char* name) {
             RunTotals totals;
             {
                 py::gil_scoped_release release;
-                std::lock_guard<std::mutex> lock(model.mutex);
+                std::lock_guard<std::recursive_mutex> lock(model.mutex);
                 ScopedCallThreads threads(model.num_threads);
                 model.last_call_threads = num_threads();
                 totals = model.network.train_step(xs.data(), targets.pointers(), rows);
             }
+            if (totals.bad_label_row >= 0)
+                throw_bad_label(totals, model.network.output_width(), "no step was taken");
             return totals_tuple(totals);
         }, py::arg("x"), py::arg("y"), "one optimizer step on one batch -> (loss_sum, correct, rows); not applied (step "
            "unchanged) when the loss or a gradient is NaN/inf")
@@ -443,7 +525,7 @@ void bind_network(py::module_& m, const char* name) {
             for (int64_t next = first_batch; next < end;) {
                 {
                     py::gil_scoped_release release;
-                    std::lock_guard<std::mutex> lock(model.mutex);
+                    std::lock_guard<std::recursive_mutex> lock(model.mutex);
                     ScopedCallThreads threads(model.num_threads);
                     model.last_call_threads = num_threads();
                     next = train_batches_for(model.network, totals, xs.data(), targets.pointers(),
@@ -451,20 +533,30 @@ void bind_network(py::module_& m, const char* name) {
                                              mixup.plan());
                 }
                 model.last_run = totals;
+                if (totals.bad_label_row >= 0)
+                    throw_bad_label(totals, model.network.output_width(),
+                                    "training stopped before that batch's step (the steps before it were taken)");
                 // With the GIL and without the model's lock, so that a handler may use the
                 // model; its exception (KeyboardInterrupt for Ctrl-C) leaves the steps taken.
                 if (next < end && PyErr_CheckSignals() != 0) throw py::error_already_set();
             }
-            return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch);
+            // params_finite: false when the run ended because an update overflowed the
+            // parameters (nonfinite_batch is then the last step taken), not a refused step.
+            const bool params_overflowed = totals.nonfinite_batch >= 0 && !totals.finite;
+            return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch,
+                                  !params_overflowed);
         }, py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
            py::arg("first_batch"), py::arg("n_batches"), py::arg("partners") = py::none(),
            py::arg("lambdas") = py::none(),
            "optimizer steps over batches [first_batch, first_batch + n_batches) of X[order] (order: "
            "the epoch's rows of X in the order visited, all of them or a subset) -> "
-           "(loss_sum, correct, rows, nonfinite_batch); with partners (one row per position of "
+           "(loss_sum, correct, rows, nonfinite_batch, params_finite); with partners (one row per position of "
            "order) and lambdas (one per batch of the epoch), each batch is mixed (mixup) first. "
            "The run stops before applying the first step whose loss or gradient is NaN/inf, and "
-           "names that batch (else -1)")
+           "names that batch (else -1); params_finite is False when instead an update made a "
+           "parameter NaN/inf (found at most a signal-check interval later; nonfinite_batch is "
+           "then the last batch trained). A label found outside [0, C) when its batch is read "
+           "(changed during the call) raises ValueError naming its row, that batch untrained")
         .def("compute_gradients", [](Model& model, const py::handle& x, const py::handle& y, bool training) {
             auto xs = input_rows<T>(x, "x", model.network.input_width());
             const int64_t rows = xs.shape(0);
@@ -474,11 +566,13 @@ void bind_network(py::module_& m, const char* name) {
             RunTotals totals;
             {
                 py::gil_scoped_release release;
-                std::lock_guard<std::mutex> lock(model.mutex);
+                std::lock_guard<std::recursive_mutex> lock(model.mutex);
                 ScopedCallThreads threads(model.num_threads);
                 model.last_call_threads = num_threads();
                 totals = model.network.compute_gradients(xs.data(), targets.pointers(), rows, training);
             }
+            if (totals.bad_label_row >= 0)
+                throw_bad_label(totals, model.network.output_width(), "no gradient was computed");
             return totals_tuple(totals);
         }, py::arg("x"), py::arg("y"), py::arg("training") = false,
            "gradients of the batch's mean loss into grads, no step -> (loss_sum, correct, rows)")
@@ -488,7 +582,10 @@ void bind_network(py::module_& m, const char* name) {
             py::array_t<T> out({static_cast<py::ssize_t>(rows),
                                 static_cast<py::ssize_t>(model.network.output_width())});
             T* out_data = out.mutable_data();
-            run_prediction(model, [&] { model.network.predict(out_data, xs.data(), rows); });
+            const int64_t in = model.network.input_width(), C = model.network.output_width();
+            run_prediction(model, rows, [&](int64_t start, int64_t count) {
+                model.network.predict(out_data + start * C, xs.data() + start * in, count);
+            });
             return out;
         }, py::arg("X"), py::arg("check_finite") = false,
            "outputs after the loss's link, evaluation mode; check_finite rejects NaN/inf in X")
@@ -499,7 +596,10 @@ void bind_network(py::module_& m, const char* name) {
             const int64_t rows = xs.shape(0);
             py::array_t<int64_t> labels(static_cast<py::ssize_t>(rows));
             int64_t* labels_data = labels.mutable_data();
-            run_prediction(model, [&] { model.network.predict_labels(labels_data, xs.data(), rows); });
+            const int64_t in = model.network.input_width();
+            run_prediction(model, rows, [&](int64_t start, int64_t count) {
+                model.network.predict_labels(labels_data + start, xs.data() + start * in, count);
+            });
             return labels;
         }, py::arg("X"), py::arg("check_finite") = false,
            "class labels (argmax of predict's rows), cross_entropy only; the one-call path of MLP.predict")
@@ -507,14 +607,27 @@ void bind_network(py::module_& m, const char* name) {
             auto xs = input_rows<T>(X, "X", model.network.input_width());
             const int64_t rows = xs.shape(0);
             auto targets = check_targets(model.network, y, rows);
+            const Targets<T> all = targets.pointers();
+            const int64_t in = model.network.input_width(), tw = model.network.target_width();
             RunTotals totals;
-            {
-                py::gil_scoped_release release;
-                std::lock_guard<std::mutex> lock(model.mutex);
-                ScopedCallThreads threads(model.num_threads);
-                model.last_call_threads = num_threads();
-                totals = model.network.evaluate(xs.data(), targets.pointers(), rows);
-            }
+            run_prediction(model, rows, [&](int64_t start, int64_t count) {
+                if (totals.bad_label_row >= 0) return;
+                Targets<T> slice;
+                if (all.labels) slice.labels = all.labels + start;
+                if (all.values) slice.values = all.values + start * tw;
+                // Summed slice by slice in order: the same bits as one evaluate call.
+                const RunTotals part = model.network.evaluate(xs.data() + start * in, slice, count);
+                if (part.bad_label_row >= 0) {
+                    totals.bad_label_row = start + part.bad_label_row;
+                    totals.bad_label = part.bad_label;
+                    return;
+                }
+                totals.loss_sum += part.loss_sum;
+                totals.correct += part.correct;
+                totals.rows += part.rows;
+            });
+            if (totals.bad_label_row >= 0)
+                throw_bad_label(totals, model.network.output_width(), "nothing was evaluated");
             return totals_tuple(totals);
         }, py::arg("X"), py::arg("y"), "evaluation mode -> (loss_sum, correct, rows)");
 }
@@ -579,7 +692,7 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "fastmlp's compiled core";
     apply_isa_from_environment();
     m.def("set_num_threads", [](std::optional<int> n) {
-        if (n && *n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(*n));
+        if (n) check_thread_count("n", *n, 1);
         set_num_threads(n ? *n : 0);
     }, py::arg("n"), "set the number of OpenMP threads fastmlp uses; None follows OpenMP again");
     m.def("get_num_threads", &num_threads, "the number of OpenMP threads fastmlp uses");

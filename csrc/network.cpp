@@ -10,10 +10,6 @@ namespace fastmlp {
 
 namespace {
 
-// Rows evaluated per chunk by predict/evaluate: large enough for GEMM efficiency, small
-// enough that the workspace stays in the tens of MB for wide networks.
-constexpr int64_t kEvalChunkRows = 1024;
-
 std::vector<std::string> state_names_for(OptimizerKind kind) {
     switch (kind) {
         case OptimizerKind::sgd: return {"momentum_buffer"};
@@ -65,6 +61,8 @@ Network<T>::Network(const NetworkOptions& options) : options_(options) {
     grads.assign(params.size(), T(0));
     running_mean.assign(static_cast<size_t>(running_offset), T(0));
     running_var.assign(static_cast<size_t>(running_offset), T(1));
+    saved_running_mean_.resize(running_mean.size());
+    saved_running_var_.resize(running_var.size());
 
     state_names_ = state_names_for(options_.optimizer.kind);
     const T initial = options_.optimizer.kind == OptimizerKind::adagrad
@@ -357,19 +355,51 @@ void Network<T>::optimizer_step() {
 // ---- public entry points -------------------------------------------------------------------------------------
 
 template <typename T>
+bool Network<T>::params_finite() const {
+    return all_finite(params.data(), static_cast<int64_t>(params.size()));
+}
+
+template <typename T>
+bool Network<T>::take_labels(Targets<T>& targets, int64_t B, int64_t first_row, RunTotals& totals) {
+    if (!targets.labels) return true;
+    if (targets.labels != batch_labels_.data())
+        std::memcpy(batch_labels_.data(), targets.labels, sizeof(int64_t) * static_cast<size_t>(B));
+    targets.labels = batch_labels_.data();
+    const int64_t C = output_width();
+    for (int64_t i = 0; i < B; ++i) {
+        if (batch_labels_[i] < 0 || batch_labels_[i] >= C) {
+            totals.bad_label_row = first_row + i;
+            totals.bad_label = batch_labels_[i];
+            return false;
+        }
+    }
+    return true;
+}
+
+template <typename T>
 RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     ensure_workspace(B);
+    RunTotals totals;
+    if (!take_labels(targets, B, 0, totals)) return totals;
+    // The forward moves the running statistics before the step is known to be finite.
+    std::copy(running_mean.begin(), running_mean.end(), saved_running_mean_.begin());
+    std::copy(running_var.begin(), running_var.end(), saved_running_var_.begin());
     forward(x, B, /*training=*/true, /*update_running_stats=*/true);
-    RunTotals totals = loss_forward_backward(targets, B, /*backward=*/true);
+    totals = loss_forward_backward(targets, B, /*backward=*/true);
     backward(x, B);
     totals.finite = std::isfinite(totals.loss_sum) && all_finite(grads.data(), static_cast<int64_t>(grads.size()));
-    if (totals.finite) optimizer_step();
+    if (totals.finite) {
+        optimizer_step();
+    } else {
+        std::copy(saved_running_mean_.begin(), saved_running_mean_.end(), running_mean.begin());
+        std::copy(saved_running_var_.begin(), saved_running_var_.end(), running_var.begin());
+    }
     return totals;
 }
 
 template <typename T>
 Targets<T> Network<T>::gather_batch(const T* X, Targets<T> targets, const int64_t* order,
-                                    int64_t start, int64_t B) {
+                                    int64_t start, int64_t B, RunTotals& totals) {
     const int64_t in = input_width(), tw = target_width();
     // Scattered rows of a large X come from memory, so both cores fetch (a copy: any split
     // gives the same bits).
@@ -384,15 +414,26 @@ Targets<T> Network<T>::gather_batch(const T* X, Targets<T> targets, const int64_
                         sizeof(T) * static_cast<size_t>(tw));
     }
     Targets<T> batch;
-    if (targets.labels) batch.labels = batch_labels_.data();
     if (targets.values) batch.values = batch_values_.data();
+    if (targets.labels) {
+        // The copies are what the loss reads, so checking them leaves no window for a change.
+        const int64_t C = output_width();
+        for (int64_t i = 0; i < B; ++i) {
+            if (batch_labels_[i] < 0 || batch_labels_[i] >= C) {
+                totals.bad_label_row = order[start + i];
+                totals.bad_label = batch_labels_[i];
+                return batch;
+            }
+        }
+        batch.labels = batch_labels_.data();
+    }
     return batch;
 }
 
 template <typename T>
 Targets<T> Network<T>::gather_mixed_batch(const T* X, Targets<T> targets, const int64_t* order,
                                           const int64_t* partners, T lambda, int64_t start,
-                                          int64_t B) {
+                                          int64_t B, RunTotals& totals) {
     const int64_t in = input_width(), tw = target_width(), C = output_width();
     const T other = T(1) - lambda;
     Targets<T> batch;
@@ -408,10 +449,18 @@ Targets<T> Network<T>::gather_mixed_batch(const T* X, Targets<T> targets, const 
         if (targets.labels) {
             // One-hot blend, then label smoothing: (1 - eps) * t + eps / C.
             const T eps = static_cast<T>(options_.label_smoothing);
+            // Each label read once, into a local that is checked before it indexes.
+            const int64_t label_a = targets.labels[a], label_b = targets.labels[b];
+            if (label_a < 0 || label_a >= C || label_b < 0 || label_b >= C) {
+                const bool a_bad = label_a < 0 || label_a >= C;
+                totals.bad_label_row = a_bad ? a : b;
+                totals.bad_label = a_bad ? label_a : label_b;
+                return batch;
+            }
             T* t = batch_probabilities_.data() + i * C;
             std::fill(t, t + C, eps / static_cast<T>(C));
-            t[targets.labels[a]] += (T(1) - eps) * lambda;
-            t[targets.labels[b]] += (T(1) - eps) * other;
+            t[label_a] += (T(1) - eps) * lambda;
+            t[label_b] += (T(1) - eps) * other;
         }
     }
     if (targets.values) batch.values = batch_values_.data();
@@ -431,8 +480,10 @@ RunTotals Network<T>::train_batches(const T* X, Targets<T> targets, const int64_
         if (B <= 0) break;
         if (B == 1 && options_.batch_norm) continue;  // batch statistics need two rows
         const Targets<T> batch_targets =
-            mixup.partners ? gather_mixed_batch(X, targets, order, mixup.partners, mixup.lambdas[k], start, B)
-                           : gather_batch(X, targets, order, start, B);
+            mixup.partners
+                ? gather_mixed_batch(X, targets, order, mixup.partners, mixup.lambdas[k], start, B, totals)
+                : gather_batch(X, targets, order, start, B, totals);
+        if (totals.bad_label_row >= 0) break;  // nothing of this batch was computed
         const RunTotals batch = train_step(batch_x_.data(), batch_targets, B);
         if (!batch.finite) {
             totals.nonfinite_batch = k;
@@ -448,8 +499,10 @@ RunTotals Network<T>::train_batches(const T* X, Targets<T> targets, const int64_
 template <typename T>
 RunTotals Network<T>::compute_gradients(const T* x, Targets<T> targets, int64_t B, bool training) {
     ensure_workspace(B);
+    RunTotals totals;
+    if (!take_labels(targets, B, 0, totals)) return totals;
     forward(x, B, training, /*update_running_stats=*/false);
-    RunTotals totals = loss_forward_backward(targets, B, /*backward=*/true);
+    totals = loss_forward_backward(targets, B, /*backward=*/true);
     backward(x, B);
     return totals;
 }
@@ -457,9 +510,9 @@ RunTotals Network<T>::compute_gradients(const T* x, Targets<T> targets, int64_t 
 template <typename T>
 void Network<T>::predict(T* out, const T* X, int64_t N) {
     const int64_t C = output_width();
-    ensure_workspace(std::min(N, kEvalChunkRows));
-    for (int64_t start = 0; start < N; start += kEvalChunkRows) {
-        const int64_t B = std::min(kEvalChunkRows, N - start);
+    ensure_workspace(std::min(N, eval_chunk_rows));
+    for (int64_t start = 0; start < N; start += eval_chunk_rows) {
+        const int64_t B = std::min(eval_chunk_rows, N - start);
         const T* logits = forward(X + start * input_width(), B, /*training=*/false, false);
         T* rows_out = out + start * C;
         switch (options_.loss) {
@@ -473,10 +526,10 @@ void Network<T>::predict(T* out, const T* X, int64_t N) {
 template <typename T>
 void Network<T>::predict_labels(int64_t* labels, const T* X, int64_t N) {
     const int64_t C = output_width();
-    ensure_workspace(std::min(N, kEvalChunkRows));
+    ensure_workspace(std::min(N, eval_chunk_rows));
     T* probs = loss_out_.data();
-    for (int64_t start = 0; start < N; start += kEvalChunkRows) {
-        const int64_t B = std::min(kEvalChunkRows, N - start);
+    for (int64_t start = 0; start < N; start += eval_chunk_rows) {
+        const int64_t B = std::min(eval_chunk_rows, N - start);
         const T* logits = forward(X + start * input_width(), B, /*training=*/false, false);
         // The argmax of the probabilities, not of the logits: predict's rows then give the
         // same labels even where rounding makes two probabilities equal.
@@ -490,15 +543,16 @@ void Network<T>::predict_labels(int64_t* labels, const T* X, int64_t N) {
 
 template <typename T>
 RunTotals Network<T>::evaluate(const T* X, Targets<T> targets, int64_t N) {
-    ensure_workspace(std::min(N, kEvalChunkRows));
+    ensure_workspace(std::min(N, eval_chunk_rows));
     const int64_t tw = target_width();
     RunTotals totals;
-    for (int64_t start = 0; start < N; start += kEvalChunkRows) {
-        const int64_t B = std::min(kEvalChunkRows, N - start);
-        forward(X + start * input_width(), B, /*training=*/false, false);
+    for (int64_t start = 0; start < N; start += eval_chunk_rows) {
+        const int64_t B = std::min(eval_chunk_rows, N - start);
         Targets<T> chunk;
         if (targets.labels) chunk.labels = targets.labels + start;
         if (targets.values) chunk.values = targets.values + start * tw;
+        if (!take_labels(chunk, B, start, totals)) return totals;
+        forward(X + start * input_width(), B, /*training=*/false, false);
         const RunTotals part = loss_forward_backward(chunk, B, /*backward=*/false);
         totals.loss_sum += part.loss_sum;
         totals.correct += part.correct;

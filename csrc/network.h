@@ -97,12 +97,18 @@ struct MixupPlan {
 // Loss and accuracy summed over rows: loss_sum = sum over batches of (mean loss * rows).
 // A training step whose loss or gradient is not finite is not applied (finite = false); a run
 // of batches stops there and names it (nonfinite_batch, else -1).
+// A class label that is not in [0, C) when a step or an evaluation chunk reads it (the labels
+// were checked at the boundary, but another thread or process may rewrite them meanwhile)
+// stops the call before anything is computed from it: bad_label_row is its row of the
+// caller's y (else -1), bad_label its value.
 struct RunTotals {
     double loss_sum = 0;
     int64_t correct = 0;
     int64_t rows = 0;
     bool finite = true;
     int64_t nonfinite_batch = -1;
+    int64_t bad_label_row = -1;
+    int64_t bad_label = 0;
 };
 
 template <typename T>
@@ -124,9 +130,18 @@ public:
     std::vector<T> running_mean, running_var;     // hidden widths concatenated (batch norm)
     int64_t step = 0;                             // optimizer steps taken
 
+    // Rows predict and evaluate compute at a time (a caller slicing a call in multiples of it
+    // gets the same bits as one call).
+    static constexpr int64_t eval_chunk_rows = 1024;
+    // Whether every parameter is finite (an update with a huge learning rate can overflow
+    // although its gradient was finite).
+    bool params_finite() const;
+
     // One optimizer step on one batch x (B, s_0). Returns the batch's totals. When the loss or
-    // a gradient is NaN or infinite the step is not taken (totals.finite is false, step and
-    // parameters unchanged), so one bad batch cannot turn every parameter into NaN.
+    // a gradient is NaN or infinite the step is not taken (totals.finite is false; step,
+    // parameters, optimizer state and batch norm's running statistics unchanged), so one bad
+    // batch cannot turn every parameter into NaN. Labels are copied and checked first
+    // (totals.bad_label_row).
     RunTotals train_step(const T* x, Targets<T> targets, int64_t B);
     // Batches [first_batch, first_batch + n_batches) of an epoch: batch k is the rows
     // order[k * batch_size ...] of X (N, s_0). With batch norm a trailing batch of a single
@@ -148,11 +163,18 @@ public:
 
 private:
     void ensure_workspace(int64_t rows);
-    // Copy (or, with mixup, blend) the B rows at order[start...] into the batch buffers.
+    // Copies the B labels into batch_labels_ (unless they are there already) and points
+    // targets.labels at the copy; false, with the first label outside [0, C) and its row
+    // (first_row + position) in totals, when one is.
+    bool take_labels(Targets<T>& targets, int64_t B, int64_t first_row, RunTotals& totals);
+    // Copy (or, with mixup, blend) the B rows at order[start...] into the batch buffers. Each
+    // label is read once and checked as it is used: one outside [0, C) is reported in
+    // totals.bad_label_row / bad_label (as a row of X) and the batch must not be trained.
     Targets<T> gather_batch(const T* X, Targets<T> targets, const int64_t* order, int64_t start,
-                            int64_t B);
+                            int64_t B, RunTotals& totals);
     Targets<T> gather_mixed_batch(const T* X, Targets<T> targets, const int64_t* order,
-                                  const int64_t* partners, T lambda, int64_t start, int64_t B);
+                                  const int64_t* partners, T lambda, int64_t start, int64_t B,
+                                  RunTotals& totals);
     const T* forward(const T* x, int64_t B, bool training, bool update_running_stats);
     void batch_norm_forward(int64_t l, int64_t B, bool training, bool update_running_stats);
     // What layer l hands to layer l + 1 (after dropout in a training forward).
@@ -173,6 +195,8 @@ private:
     std::vector<std::vector<T>> z_, y_, xhat_, normed_, mean_, invstd_, mask_, dropped_;
     std::vector<T> grad_a_, grad_b_, loss_out_, batch_x_, batch_values_, batch_probabilities_;
     std::vector<int64_t> batch_labels_;
+    // Batch norm's running statistics before the step in progress (put back when it is refused).
+    std::vector<T> saved_running_mean_, saved_running_var_;
     int64_t workspace_rows_ = 0;
     bool training_forward_ = false;
 };

@@ -447,7 +447,7 @@ def test_threads_setting():
     try:
         fastmlp.set_num_threads(1)
         assert fastmlp.get_num_threads() == 1
-        with pytest.raises(ValueError, match="n must be an integer >= 1 or None, got 0"):
+        with pytest.raises(ValueError, match=r"n must be an integer in \[1, 4096\] or None, got 0"):
             fastmlp.set_num_threads(0)
     finally:
         fastmlp.set_num_threads(previous)

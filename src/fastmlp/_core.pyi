@@ -15,6 +15,9 @@ _F = TypeVar("_F", np.float32, np.float64)
 _Totals = Tuple[float, int, int]
 # train_batches' totals, then the refused batch's index in the epoch (-1: none was refused).
 _RunTotals = Tuple[float, int, int, int]
+# train_batches' result: _RunTotals, then whether the parameters are finite (False: an update
+# overflowed them; the fourth total is then the last batch trained).
+_BatchRunResult = Tuple[float, int, int, int, bool]
 # Targets of a network: int64 labels (cross_entropy) or values of the network's dtype.
 _Targets = Union[NDArray[np.int64], NDArray[Any]]
 
@@ -72,6 +75,11 @@ class _Network(Generic[_F]):
     @property
     def last_call_threads(self) -> int:
         """The thread count the model's last training or prediction call used."""
+    def assign(self, name: str, values: NDArray[Any]) -> None:
+        """Copy values into the buffer `name` (params, running_mean, running_var or an optimizer
+        state) with the model locked: no prediction sees part of the old and part of the new."""
+    def params_finite(self) -> bool:
+        """Whether every parameter is finite."""
     @property
     def last_run_totals(self) -> _RunTotals:
         """train_batches' totals of its last call, also when Ctrl-C (a signal handler's
@@ -80,17 +88,22 @@ class _Network(Generic[_F]):
         """One optimizer step on one batch."""
     def train_batches(self, X: NDArray[_F], y: _Targets, order: NDArray[np.int64], batch_size: int,
                       first_batch: int, n_batches: int, partners: Optional[NDArray[np.int64]] = None,
-                      lambdas: Optional[NDArray[_F]] = None) -> _RunTotals:
+                      lambdas: Optional[NDArray[_F]] = None) -> _BatchRunResult:
         """Optimizer steps over batches [first_batch, first_batch + n_batches) of X[order],
         order being the epoch's rows of X in the order visited (all or a subset); with partners
         (one row per position of order) and lambdas (one per batch of the epoch) each batch is
         mixed (mixup) first. A pending signal (Ctrl-C) raises its exception between steps. A
         batch whose loss or gradient is NaN/inf is not applied and ends the run; its index is
-        the fourth total (-1 if none)."""
+        the fourth total (-1 if none). An update that made a parameter NaN/inf (found within a
+        signal-check interval) ends it too: the fifth value is then False and the fourth the
+        last batch trained. A label outside [0, C) when its batch is read (the labels changed
+        during the call) raises ValueError naming its row; that batch is not trained."""
     def compute_gradients(self, x: NDArray[_F], y: _Targets, training: bool = False) -> _Totals:
         """Gradients of the batch's mean loss into grads, no step."""
     def predict(self, X: NDArray[_F], check_finite: bool = False) -> NDArray[_F]:
-        """Outputs after the loss's link, evaluation mode; check_finite rejects NaN/inf in X."""
+        """Outputs after the loss's link, evaluation mode; check_finite rejects NaN/inf in X.
+        The model stays locked for the whole call (one weight set); a pending signal (Ctrl-C)
+        raises its exception between chunks of rows, as in evaluate and predict_labels."""
     def predict_labels(self, X: NDArray[_F], check_finite: bool = False) -> NDArray[np.int64]:
         """Class labels (argmax of predict's rows), cross_entropy only."""
     def evaluate(self, X: NDArray[_F], y: _Targets) -> _Totals:

@@ -4,10 +4,12 @@ batches with the GIL released.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import math
 import os
+import stat
 import sys
 import threading
 import time
@@ -239,10 +241,25 @@ def _check_dtype(dtype: Any) -> np.dtype:
     return resolved
 
 
-def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+# The largest values the core's integer arguments hold (int64 counts, a uint64 seed, int thread
+# counts capped as a model file's are): a larger Python int is refused naming its parameter.
+_INT64_MAX = 2 ** 63 - 1
+_UINT64_MAX = 2 ** 64 - 1
+
+
+def _check_positive_int(name: str, value: Any, minimum: int = 1, maximum: int = _INT64_MAX) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value > maximum:
+        raise ValueError(f"{name} must be an integer <= {maximum}, got {value!r}")
     return int(value)
+
+
+def _check_finite_in_dtype(name: str, value: float, dtype: np.dtype) -> None:
+    """Refuse a number that is finite in Python but infinite once the core rounds it to dtype."""
+    if abs(value) > float(np.finfo(dtype).max):
+        raise ValueError(f"{name}={value!r} is infinite in {dtype.name}, the model's dtype "
+                         f"(at most {float(np.finfo(dtype).max):.6g})")
 
 
 def _check_fraction(name: str, value: Any, allow_zero: bool = True) -> float:
@@ -316,12 +333,16 @@ class MLP:
         self.dtype = _check_dtype(dtype)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
-        self.seed = _check_positive_int("seed", seed, minimum=0)
+        self.seed = _check_positive_int("seed", seed, minimum=0, maximum=_UINT64_MAX)
         self.class_weights = self._check_class_weights(class_weights)
         self.label_smoothing = _check_fraction("label_smoothing", label_smoothing)
         if isinstance(leaky_relu_slope, bool) or not isinstance(leaky_relu_slope, (int, float)) \
                 or not math.isfinite(leaky_relu_slope):
             raise ValueError(f"leaky_relu_slope must be a finite number, got {leaky_relu_slope!r}")
+        _check_finite_in_dtype("leaky_relu_slope", float(leaky_relu_slope), self.dtype)
+        for option, value in self.optimizer.core_options().items():
+            if isinstance(value, float):
+                _check_finite_in_dtype(f"{type(self.optimizer).__name__} {option}", value, self.dtype)
         self.leaky_relu_slope = float(leaky_relu_slope)
         self._network = self._new_network()
         self.n_threads = n_threads
@@ -414,7 +435,8 @@ class MLP:
 
     @n_threads.setter
     def n_threads(self, n: Optional[int]) -> None:
-        self._network.num_threads = 0 if n is None else _check_positive_int("n_threads", n)
+        self._network.num_threads = 0 if n is None else _check_positive_int("n_threads", n,
+                                                                             maximum=_MAX_FILE_THREADS)
 
     # ---- parameters ----
 
@@ -482,10 +504,12 @@ class MLP:
                 if array.dtype.kind not in "iuf" or not np.all(np.isfinite(array)):
                     raise ValueError(f"{name} must hold finite real numbers")
             checked.append((layer, w, b))
-        params = self._network.params
+        params = self._network.params.copy()
         for layer, w, b in checked:
             params[layer["weight"]:layer["weight"] + w.size] = w.ravel()
             params[layer["bias"]:layer["bias"] + b.size] = b
+        # One locked copy in the core: a concurrent predict sees the old weights or the new.
+        self._network.assign("params", params)
         self.fitted = True
         return self
 
@@ -540,6 +564,11 @@ class MLP:
             raise FloatingPointError(f"the loss ({loss_sum / rows}) or its gradient is NaN or infinite "
                                      f"at step {step + 1}; the step was not applied")
         self.fitted = True
+        if not self._network.params_finite():
+            raise FloatingPointError(f"step {step + 1} made parameters NaN or infinite (its loss "
+                                     f"{loss_sum / rows} and gradient were finite): lower the "
+                                     "learning rate; the model's predictions are NaN until its "
+                                     "weights are replaced")
         return float(loss_sum / rows)
 
     def gradients(self, x: Any, y: Any, training: bool = False) -> Tuple[float, np.ndarray]:
@@ -573,6 +602,7 @@ class MLP:
     def learning_rate(self, lr: float) -> None:
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr >= 0 or not math.isfinite(lr):
             raise ValueError(f"learning_rate must be a finite number >= 0, got {lr!r}")
+        _check_finite_in_dtype("learning_rate", float(lr), self.dtype)
         self._network.lr = float(lr)
 
     @_holding_model_lock
@@ -645,6 +675,8 @@ class MLP:
         epochs = _check_positive_int("epochs", epochs)
         batch_size = _check_positive_int("batch_size", batch_size)
         patience = _check_positive_int("patience", patience)
+        if batch_size > _INT64_MAX // 2:  # the core computes batch offsets in int64
+            raise ValueError(f"batch_size must be an integer <= {_INT64_MAX // 2}, got {batch_size!r}")
         if isinstance(verbose, bool) or verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         on_nan = _check_choice("on_nan", on_nan, ON_NAN)
@@ -780,12 +812,12 @@ class MLP:
                 try:
                     part = self._network.train_batches(X, y, order, batch_size, first, count, *mixing)
                 except KeyboardInterrupt:
-                    part = self._network.last_run_totals  # the steps the call took before Ctrl-C
-                    loss_sum, correct, rows = loss_sum + part[0], correct + part[1], rows + part[2]
+                    taken = self._network.last_run_totals  # the steps the call took before Ctrl-C
+                    loss_sum, correct, rows = loss_sum + taken[0], correct + taken[1], rows + taken[2]
                     raise
                 loss_sum, correct, rows = loss_sum + part[0], correct + part[1], rows + part[2]
                 if part[3] >= 0:
-                    self._stop_at_non_finite_step(part[3], n_batches, last_good)
+                    self._stop_at_non_finite_step(part[3], n_batches, last_good, params_overflowed=not part[4])
                 self.fitted = True
                 if bar is not None:
                     bar.update(first + count, loss_sum / max(rows, 1))
@@ -815,20 +847,28 @@ class MLP:
         return logs
 
     def _stop_at_non_finite_step(self, batch: int, n_batches: int,
-                                 last_good: Optional[Dict[str, Any]]) -> None:
-        """Raise for the step the C++ core refused (its loss or gradient was NaN/inf), after
-        putting `last_good` back when fit was asked to restore."""
-        where = (f"in epoch {self.epochs_trained}, step {int(self._network.step) + 1} "
-                 f"(batch {batch + 1} of {n_batches} of the epoch)")
+                                 last_good: Optional[Dict[str, Any]], params_overflowed: bool = False) -> None:
+        """Raise for the step the C++ core refused (its loss or gradient was NaN/inf), or for the
+        update that made parameters NaN/inf (`params_overflowed`: the core finds that within a
+        signal-check interval; `batch` is then the last one trained), after putting `last_good`
+        back when fit was asked to restore."""
+        if params_overflowed:
+            what = (f"parameters became NaN or infinite in epoch {self.epochs_trained}, by step "
+                    f"{int(self._network.step)} at the latest (batch {batch + 1} of {n_batches} of "
+                    "the epoch), although the loss and gradients were finite")
+            fix = "Lower the learning rate; the model's weights are NaN/inf now, and "
+        else:
+            what = (f"the training loss became NaN or infinite (or a gradient did) in epoch "
+                    f"{self.epochs_trained}, step {int(self._network.step) + 1} (batch {batch + 1} of "
+                    f"{n_batches} of the epoch); that step was not applied")
+            fix = "Lower the learning rate or check the data; "
         if last_good is None:
             raise FloatingPointError(
-                f"the training loss became NaN or infinite (or a gradient did) {where}; that step was "
-                "not applied and training stopped. Lower the learning rate or check the data; "
-                "fit(..., on_nan='restore') puts back the last good weights instead of raising")
+                f"{what} and training stopped. {fix}fit(..., on_nan='restore') puts back the last "
+                "good weights instead of raising")
         self._set_training_state(last_good)
         raise _RestoredAfterNonFinite(
-            f"the training loss became NaN or infinite (or a gradient did) {where}; training stopped "
-            f"and the weights after step {last_good['step']} were restored")
+            f"{what}; training stopped and the weights after step {last_good['step']} were restored")
 
     def _training_state(self) -> Dict[str, Any]:
         """Copies of everything a training step changes (for fit's on_nan="restore")."""
@@ -840,8 +880,8 @@ class MLP:
     def _set_training_state(self, state: Dict[str, Any]) -> None:
         network = self._network
         self._restore(state)
-        for name, buffer in network.optimizer_state.items():
-            buffer[:] = state["optimizer"][name]
+        for name in network.optimizer_state:
+            network.assign(name, state["optimizer"][name])
         network.step = state["step"]
         self.fitted = state["fitted"]
 
@@ -861,9 +901,34 @@ class MLP:
                 "running_var": self._network.running_var.copy()}
 
     def _restore(self, snapshot: Dict[str, np.ndarray]) -> None:
-        self._network.params[:] = snapshot["params"]
-        self._network.running_mean[:] = snapshot["running_mean"]
-        self._network.running_var[:] = snapshot["running_var"]
+        for name in ("params", "running_mean", "running_var"):
+            self._network.assign(name, snapshot[name])
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "MLP":
+        """An independent model: its own network (parameters, optimizer state, running
+        statistics, step), equal options, RNG states and counters, and its own lock."""
+        with self._model_lock:
+            clone = MLP.__new__(MLP)
+            memo[id(self)] = clone
+            memo[id(self.dtype)] = self.dtype  # the canonical dtype object, which the core requires
+            for key, value in self.__dict__.items():
+                if key not in ("_network", "_lock"):
+                    clone.__dict__[key] = copy.deepcopy(value, memo)
+            clone._network = clone._new_network()
+            network = self._network
+            clone._network.num_threads = network.num_threads
+            for name in ("params", "running_mean", "running_var"):
+                clone._network.assign(name, getattr(network, name))
+            for name, buffer in network.optimizer_state.items():
+                clone._network.assign(name, buffer)
+            clone._network.step = network.step
+            clone._network.lr = network.lr
+        return clone
+
+    def __copy__(self) -> "MLP":
+        """copy.copy gives an independent model too: a shallow copy would share the C++
+        network, so training one would silently train the other."""
+        return self.__deepcopy__({})
 
     # ---- inference ----
 
@@ -1091,18 +1156,19 @@ _MAX_FILE_THREADS = 4096
 _MAX_EXPANSION = 1100
 
 
-def _member_layout(path: str, archive: Any, name: str) -> Tuple[Tuple[int, ...], np.dtype]:
-    """(shape, dtype) of the archive's array `name`, read from its .npy header alone, once the
-    bytes it claims are known to be in the file: no allocation is sized by an unchecked number,
-    and an array of Python objects (a pickle) is refused before anything is read."""
+def _member_layout(path: str, archive: Any, name: str, file_size: int) -> Tuple[Tuple[int, ...], np.dtype]:
+    """(shape, dtype) of the archive's array `name` (in a file of `file_size` bytes), read
+    from its .npy header alone, once the bytes it claims are known to be in the file: no
+    allocation is sized by an unchecked number, and an array of Python objects (a pickle) or of
+    a zero-size dtype (whose claimed size says nothing) is refused before anything is read."""
     try:
         info = archive.zip.getinfo(name + ".npy")
     except KeyError:
         raise _model_file_error(path, f"the array {name!r} is missing") from None
-    if info.compress_size > os.path.getsize(path) or \
+    if info.compress_size > file_size or \
             info.file_size > _MAX_EXPANSION * info.compress_size + 4096:
         raise _model_file_error(path, f"the array {name!r} claims {info.file_size} bytes, stored in "
-                                f"{info.compress_size} of a {os.path.getsize(path)}-byte file")
+                                f"{info.compress_size} of a {file_size}-byte file")
     with archive.zip.open(info) as member:
         version = np.lib.format.read_magic(member)
         if version == (1, 0):
@@ -1114,6 +1180,8 @@ def _member_layout(path: str, archive: Any, name: str) -> Tuple[Tuple[int, ...],
     if dtype.hasobject:
         raise _model_file_error(path, f"the array {name!r} holds Python objects (pickled data), "
                                 "which fastmlp never loads")
+    if dtype.itemsize == 0:
+        raise _model_file_error(path, f"the array {name!r} has the zero-size dtype {dtype.str!r}")
     claimed = math.prod(shape) * dtype.itemsize
     if claimed > info.file_size:
         raise _model_file_error(path, f"the array {name!r} claims shape {shape} of {dtype} "
@@ -1121,10 +1189,10 @@ def _member_layout(path: str, archive: Any, name: str) -> Tuple[Tuple[int, ...],
     return tuple(shape), dtype
 
 
-def _read_header(path: str, archive: Any) -> Dict[str, Any]:
+def _read_header(path: str, archive: Any, file_size: int) -> Dict[str, Any]:
     if "header" not in archive.files:
         raise _model_file_error(path, "no header")
-    shape, dtype = _member_layout(path, archive, "header")
+    shape, dtype = _member_layout(path, archive, "header", file_size)
     if dtype != np.uint8 or len(shape) != 1:
         raise _model_file_error(path, "the header is not JSON bytes")
     if shape[0] > _MAX_HEADER_BYTES:
@@ -1143,13 +1211,50 @@ def _read_header(path: str, archive: Any) -> Dict[str, Any]:
     return header
 
 
-def _load_array(path: str, archive: Any, name: str, expected: np.ndarray) -> np.ndarray:
-    shape, dtype = _member_layout(path, archive, name)
+# Optimizer states that are sums or averages of squares: negative values are forged (the
+# update takes their square root).
+_NON_NEGATIVE_STATES = ("sum", "square_avg", "acc_delta", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def _load_array(path: str, archive: Any, name: str, expected: np.ndarray, file_size: int,
+                non_negative: bool = False) -> np.ndarray:
+    """The archive's array `name`, refused unless it has expected's shape and dtype and holds
+    finite numbers (non-negative ones when asked): what set_weights would refuse never loads."""
+    shape, dtype = _member_layout(path, archive, name, file_size)
     if shape != expected.shape or dtype != expected.dtype:
         raise _model_file_error(path, f"the array {name!r} has shape {shape} and dtype "
                                 f"{dtype}; the header implies {expected.shape} {expected.dtype}")
     array: np.ndarray = archive[name]
+    if not _all_finite(array):
+        raise _model_file_error(path, f"the array {name!r} holds NaN or infinity")
+    if non_negative and array.size and array.min() < 0:
+        raise _model_file_error(path, f"the array {name!r} holds a negative value ({array.min()!r}); "
+                                "it is an average of squares")
     return array
+
+
+# The most optimizer steps a model file may claim (the core's counter never overflows below it).
+_MAX_STEP = 2 ** 62
+
+
+def _open_model_file(path: str) -> Tuple[Any, int]:
+    """The file opened for reading and its size, refused unless it is a regular file: opened
+    without blocking and checked on the open descriptor, so a FIFO (which would block forever),
+    a device or a directory never reaches the zip reader, whatever replaces the path meanwhile."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise _model_file_error(path, f"cannot be opened ({type(error).__name__}: {error.strerror})") from None
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(descriptor)
+        raise _model_file_error(path, "it is not a regular file (a FIFO, a device or a directory)")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(descriptor, True)
+    return os.fdopen(descriptor, "rb"), info.st_size
 
 
 def _implied_parameter_count(header: Dict[str, Any]) -> int:
@@ -1194,21 +1299,31 @@ def load(path: PathLike) -> MLP:
     FileNotFoundError
         When there is no such file.
     ValueError
-        When the file is not a valid fastmlp model file (the message says why).
+        When the file is not a valid fastmlp model file (the message says why): not a regular
+        file (a FIFO or device is refused without blocking), damaged or forged members, NaN/inf
+        or negative variances, a step count above 2**62.
     """
     path = os.fspath(path)
+    file, file_size = _open_model_file(path)
+    with file:
+        return _load_from(path, file, file_size)
+
+
+def _load_from(path: str, file: Any, file_size: int) -> MLP:
     try:
-        archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise
+        archive = np.load(file, allow_pickle=False)
     except Exception as error:  # zipfile, OSError, ValueError from a damaged file
         raise _model_file_error(path, f"cannot be read as .npz ({type(error).__name__}: {error})") from None
     if not hasattr(archive, "files"):
         raise _model_file_error(path, "it holds a single array, not an .npz archive")
     with archive:
         try:
-            header = _read_header(path, archive)
-            stored = math.prod(_member_layout(path, archive, "params")[0])
+            header = _read_header(path, archive, file_size)
+            params_shape, params_dtype = _member_layout(path, archive, "params", file_size)
+            if params_dtype != _check_dtype(header["dtype"]):
+                raise _model_file_error(path, f"the array 'params' has dtype {params_dtype}; the "
+                                        f"header says {header['dtype']!r}")
+            stored = math.prod(params_shape)
             if _implied_parameter_count(header) != stored:
                 raise _model_file_error(path, f"the header's layer sizes imply "
                                         f"{_implied_parameter_count(header)} parameters, the file "
@@ -1220,12 +1335,19 @@ def load(path: PathLike) -> MLP:
                         label_smoothing=header["label_smoothing"],
                         leaky_relu_slope=header["leaky_relu_slope"])
             network = model._network
-            network.params[:] = _load_array(path, archive, "params", network.params)
-            network.running_mean[:] = _load_array(path, archive, "running_mean", network.running_mean)
-            network.running_var[:] = _load_array(path, archive, "running_var", network.running_var)
+            network.params[:] = _load_array(path, archive, "params", network.params, file_size)
+            network.running_mean[:] = _load_array(path, archive, "running_mean", network.running_mean,
+                                                  file_size)
+            network.running_var[:] = _load_array(path, archive, "running_var", network.running_var,
+                                                 file_size, non_negative=True)
             for name, buffer in network.optimizer_state.items():
-                buffer[:] = _load_array(path, archive, "optimizer_" + name, buffer)
-            network.step = int(header["step"])
+                buffer[:] = _load_array(path, archive, "optimizer_" + name, buffer, file_size,
+                                        non_negative=name in _NON_NEGATIVE_STATES)
+            step = header["step"]
+            if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= _MAX_STEP:
+                raise _model_file_error(path, f"step={step!r} in the header is not an optimizer step "
+                                        f"count in [0, 2**62]")
+            network.step = step
             model.learning_rate = float(header["learning_rate"])
             model.epochs_trained = int(header["epochs_trained"])
             model.fitted = bool(header["fitted"])
