@@ -232,3 +232,37 @@ def test_linear_regression_online_fit_follows_the_reference_and_approaches_polyf
 def test_linear_regression_rejects_an_unknown_mode():
     with pytest.raises(ValueError, match="mode must be 'batch' or 'online', got 'sgd'"):
         LinearRegressionGD(mode="sgd").fit([0.0, 1.0], [0.0, 1.0])
+
+
+# --------------------------------------------------------------------------- float32 samples
+
+
+@pytest.mark.parametrize("rule", ["perceptron", "hebb", "oja", "sanger"])
+def test_float32_samples_with_float64_weights_are_the_float64_run_exactly(rule):
+    # Widening float32 to float64 is exact, so reading float32 rows must change no bit.
+    rng = np.random.default_rng(12)
+    X32 = rng.normal(size=(45, 11)).astype(np.float32)
+    X64 = X32.astype(np.float64)
+    order = rng.permutation(45)
+    if rule == "perceptron":
+        y = (X64[:, 0] > 0.2).astype(np.int64)
+        w32, w64 = np.zeros(12), np.zeros(12)
+        assert (_classic_rules.perceptron_epoch(X32, y, order, w32, 0.3)
+                == _classic_rules.perceptron_epoch(X64, y, order, w64, 0.3))
+    else:
+        w32 = rng.normal(0, 0.1, size=(11, 3))
+        w64 = w32.copy()
+        epoch = getattr(_classic_rules, f"{rule}_epoch")
+        epoch(X32, order, w32, 0.01, np.empty(3))
+        epoch(X64, order, w64, 0.01, np.empty(3))
+    np.testing.assert_array_equal(w32, w64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_perceptron_mistakes_matches_reference(dtype, shape):
+    rng = np.random.default_rng(shape[0])
+    X = rng.integers(-3, 4, size=shape).astype(dtype)
+    y = rng.integers(0, 2, size=shape[0])
+    weights = rng.integers(-2, 3, size=shape[1] + 1).astype(dtype)  # exact sums, zeros included
+    assert _classic_rules.perceptron_mistakes(X, y, weights) == reference.perceptron_mistakes(X, y, weights)

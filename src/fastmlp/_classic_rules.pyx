@@ -9,30 +9,54 @@ fastmlp.reference, which returns the new weights instead of updating them.
 from cython cimport floating
 from libc.stdint cimport int64_t
 
+cdef extern from *:
+    void __builtin_prefetch(const void* address) noexcept nogil
 
-cdef inline floating _dot(const floating* a, const floating* b, Py_ssize_t n) noexcept nogil:
-    # Eight independent partial sums: the additions pipeline (and pair up in SIMD registers)
-    # instead of each waiting for the last, the one thing that makes a long dot fast without
-    # -ffast-math. The order is fixed, so a run is reproducible.
-    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0
-    cdef Py_ssize_t k = 0
+# The samples X may be stored as float32 while the weights are float64: widening a float32 to
+# float64 is exact, so such a run is bit for bit the run on X.astype(np.float64), at half the
+# memory traffic.
+ctypedef fused sample_t:
+    float
+    double
+
+
+# How many samples ahead the next rows are requested: one sample's work is shorter than a
+# trip to memory once most predictions are right.
+cdef enum:
+    PREFETCH_AHEAD = 4
+
+
+cdef inline void _prefetch_row(const sample_t* row, Py_ssize_t n) noexcept nogil:
+    # The rows come in shuffled order, out of reach of the hardware prefetcher: ask for a
+    # coming row's cache lines while the current one is computed.
+    cdef Py_ssize_t k = 0, per_line = 64 // sizeof(sample_t)
+    while k < n:
+        __builtin_prefetch(&row[k])
+        k += per_line
+
+
+cdef inline floating _dot(const sample_t* a, const floating* b, Py_ssize_t n) noexcept nogil:
+    # Eight independent partial sums, lane j taking elements j, j+8, j+16, ...: the additions
+    # pipeline (and fill SIMD registers) instead of each waiting for the last, the one thing
+    # that makes a long dot fast without -ffast-math. The order is fixed, so a run is
+    # reproducible.
+    cdef floating lanes[8]
+    cdef floating total
+    cdef Py_ssize_t k = 0, j
+    for j in range(8):
+        lanes[j] = 0
     while k + 8 <= n:
-        s0 += a[k] * b[k]
-        s1 += a[k + 1] * b[k + 1]
-        s2 += a[k + 2] * b[k + 2]
-        s3 += a[k + 3] * b[k + 3]
-        s4 += a[k + 4] * b[k + 4]
-        s5 += a[k + 5] * b[k + 5]
-        s6 += a[k + 6] * b[k + 6]
-        s7 += a[k + 7] * b[k + 7]
+        for j in range(8):
+            lanes[j] += a[k + j] * b[k + j]
         k += 8
     while k < n:
-        s0 += a[k] * b[k]
+        lanes[0] += a[k] * b[k]
         k += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+    return total
 
 
-cdef inline void _axpy(floating alpha, const floating* x, floating* y,
+cdef inline void _axpy(floating alpha, const sample_t* x, floating* y,
                        Py_ssize_t n) noexcept nogil:
     # y += alpha * x, element by element: each element rounds as NumPy's `y += alpha * x`.
     cdef Py_ssize_t k
@@ -40,7 +64,7 @@ cdef inline void _axpy(floating alpha, const floating* x, floating* y,
         y[k] += alpha * x[k]
 
 
-cdef inline void _outputs(const floating* x, const floating* weights, floating* out,
+cdef inline void _outputs(const sample_t* x, const floating* weights, floating* out,
                           Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
     # out = x @ weights, row by row of weights: the inner loop runs along contiguous memory
     # with one independent sum per output, so it vectorises as it is.
@@ -52,16 +76,18 @@ cdef inline void _outputs(const floating* x, const floating* weights, floating* 
             out[j] += x[i] * weights[i * n_out + j]
 
 
-def perceptron_epoch(const floating[:, ::1] X, const int64_t[::1] y, const int64_t[::1] order,
+def perceptron_epoch(const sample_t[:, ::1] X, const int64_t[::1] y, const int64_t[::1] order,
                      floating[::1] weights, double lr):
     """One epoch of the perceptron rule over the rows ``X[order]``, ``weights = [w0, w]``
     updated in place; returns the number of mistakes (updates made)."""
-    cdef Py_ssize_t n_features = X.shape[1], k, i
+    cdef Py_ssize_t n_features = X.shape[1], n = order.shape[0], k, i
     cdef int64_t error, mistakes = 0
     cdef floating net, step
     with nogil:
-        for k in range(order.shape[0]):
+        for k in range(n):
             i = order[k]
+            if k + PREFETCH_AHEAD < n:
+                _prefetch_row(&X[order[k + PREFETCH_AHEAD], 0], n_features)
             net = weights[0] + _dot(&X[i, 0], &weights[1], n_features)
             error = y[i] - (1 if net >= 0 else 0)
             # A correct prediction changes nothing: most samples cost one dot product.
@@ -70,6 +96,19 @@ def perceptron_epoch(const floating[:, ::1] X, const int64_t[::1] y, const int64
                 weights[0] += step
                 _axpy(step, &X[i, 0], &weights[1], n_features)
                 mistakes += 1
+    return mistakes
+
+
+def perceptron_mistakes(const sample_t[:, ::1] X, const int64_t[::1] y,
+                        const floating[::1] weights):
+    """How many rows of X the weights ``[w0, w]`` misclassify (net input >= 0 means 1)."""
+    cdef Py_ssize_t n_features = X.shape[1], i
+    cdef int64_t mistakes = 0
+    cdef floating net
+    with nogil:
+        for i in range(X.shape[0]):
+            net = weights[0] + _dot(&X[i, 0], &weights[1], n_features)
+            mistakes += y[i] != (1 if net >= 0 else 0)
     return mistakes
 
 
@@ -88,7 +127,7 @@ def adaline_online_epoch(const floating[:, ::1] X, const floating[::1] targets,
             _axpy(step, &X[i, 0], &weights[1], n_features)
 
 
-def hebb_epoch(const floating[:, ::1] X, const int64_t[::1] order, floating[:, ::1] weights,
+def hebb_epoch(const sample_t[:, ::1] X, const int64_t[::1] order, floating[:, ::1] weights,
                double lr, floating[::1] outputs):
     """One epoch of plain Hebb ``W += lr * outer(x, x @ W)`` over the rows ``X[order]``;
     `outputs` (n_outputs,) is scratch space."""
@@ -103,7 +142,7 @@ def hebb_epoch(const floating[:, ::1] X, const int64_t[::1] order, floating[:, :
                     weights[r, j] += rate * (X[i, r] * outputs[j])
 
 
-def oja_epoch(const floating[:, ::1] X, const int64_t[::1] order, floating[:, ::1] weights,
+def oja_epoch(const sample_t[:, ::1] X, const int64_t[::1] order, floating[:, ::1] weights,
               double lr, floating[::1] outputs):
     """One epoch of Oja's subspace rule ``W += lr * outer(x - W @ y, y)``, ``y = x @ W``,
     over the rows ``X[order]``; `outputs` (n_outputs,) is scratch space."""
@@ -120,7 +159,7 @@ def oja_epoch(const floating[:, ::1] X, const int64_t[::1] order, floating[:, ::
                     weights[r, j] += rate * (residual * outputs[j])
 
 
-def sanger_epoch(const floating[:, ::1] X, const int64_t[::1] order, floating[:, ::1] weights,
+def sanger_epoch(const sample_t[:, ::1] X, const int64_t[::1] order, floating[:, ::1] weights,
                  double lr, floating[::1] outputs):
     """One epoch of Sanger's rule ``W[r, j] += lr * (x_r - sum_{k<=j} W[r, k] y_k) * y_j``,
     ``y = x @ W``, over the rows ``X[order]``; `outputs` (n_outputs,) is scratch space."""

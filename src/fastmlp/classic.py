@@ -49,10 +49,14 @@ def _check_seed(seed: Any) -> Optional[int]:
     return None if seed is None else int(seed)
 
 
-def _check_X(X: ArrayLike, n_features: Optional[int] = None, name: str = "X") -> Floats:
-    """Return X as a finite 2-D float64 array, with n_features columns if given."""
+def _check_X(X: ArrayLike, n_features: Optional[int] = None, name: str = "X",
+             float32_ok: bool = False) -> Floats:
+    """Return X as a finite 2-D C-contiguous float64 array, with n_features columns if given.
+    With float32_ok a float32 array stays float32: the compiled rules widen each value to
+    float64 exactly as they read it, so the results are those of the float64 copy."""
+    keep = float32_ok and getattr(X, "dtype", None) == np.float32
     try:
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X, dtype=np.float32 if keep else np.float64)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{name} must be a numeric array, got {type(X).__name__}") from error
     if X.ndim != 2:
@@ -232,7 +236,7 @@ class Perceptron(_ThresholdUnit):
         max_epochs = _check_positive_int("max_epochs", self.max_epochs)
         shuffle = _check_bool("shuffle", self.shuffle)
         rng = np.random.default_rng(_check_seed(self.seed))
-        X = _check_X(X)
+        X = _check_X(X, float32_ok=True)
         y = _check_binary_labels(y, X.shape[0])
         weights = np.zeros(X.shape[1] + 1)
         self.mistakes_per_epoch_ = []
@@ -245,7 +249,7 @@ class Perceptron(_ThresholdUnit):
         self.weights_ = weights
         self.n_features_in_ = X.shape[1]
         self.n_epochs_ = len(self.mistakes_per_epoch_)
-        self.converged_ = bool(np.all(_step(_net_input(X, weights)) == y))
+        self.converged_ = _classic_rules.perceptron_mistakes(X, y, weights) == 0
         return self
 
 
@@ -433,7 +437,7 @@ class HebbianLayer:
         epochs = _check_positive_int("epochs", epochs)
         if self.rule not in self._RULES:
             raise ValueError(f"rule must be one of {self._RULES}, got {self.rule!r}")
-        X = _check_X(X, n_inputs)
+        X = _check_X(X, n_inputs, float32_ok=True)
         if not hasattr(self, "_rng"):
             self._rng = np.random.default_rng(_check_seed(self.seed))
         initial = getattr(self, "weights_", None)

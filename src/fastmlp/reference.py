@@ -786,6 +786,12 @@ def perceptron_epoch(X: Array, y: Array, order: Array, weights: Array, lr: float
     return weights, mistakes
 
 
+def perceptron_mistakes(X: Array, y: Array, weights: Array) -> int:
+    """How many rows of X the weights ``[w0, w]`` misclassify."""
+    predictions = (weights[0] + X @ weights[1:] >= 0).astype(np.int64)
+    return int(np.sum(predictions != np.asarray(y)))
+
+
 def adaline_online_epoch(X: Array, targets: Array, order: Array, weights: Array, lr: float) -> Array:
     """LMS rule ``w += 2 lr (t_i - z_i) [1, x_i]``: the new weights."""
     weights = np.array(weights, copy=True)
