@@ -159,23 +159,41 @@ def oja_epoch(const sample_t[:, ::1] X, const int64_t[::1] order, floating[:, ::
                     weights[r, j] += rate * (residual * outputs[j])
 
 
+cdef inline void _sanger_rows(const sample_t* x, floating* weights, const floating* outputs,
+                              floating rate, Py_ssize_t first, Py_ssize_t count,
+                              Py_ssize_t n_out) noexcept nogil:
+    # Rows first..first+count-1 (count <= 8) of Sanger's update. Along a row the running sum
+    # is a chain of dependent additions; eight rows side by side make eight chains that
+    # overlap, which is what makes the update fast, each row summed in its own order still.
+    cdef floating reconstruction[8]
+    cdef floating* row
+    cdef Py_ssize_t b, j
+    for b in range(count):
+        reconstruction[b] = 0
+    for j in range(n_out):
+        for b in range(count):
+            row = &weights[(first + b) * n_out]
+            # The running sum takes W[r, j] before it is updated, so unit j sees the
+            # reconstruction by units 0..j at the weights of the start of this sample.
+            reconstruction[b] += row[j] * outputs[j]
+            row[j] += (rate * (x[first + b] - reconstruction[b])) * outputs[j]
+
+
 def sanger_epoch(const sample_t[:, ::1] X, const int64_t[::1] order, floating[:, ::1] weights,
                  double lr, floating[::1] outputs):
     """One epoch of Sanger's rule ``W[r, j] += lr * (x_r - sum_{k<=j} W[r, k] y_k) * y_j``,
     ``y = x @ W``, over the rows ``X[order]``; `outputs` (n_outputs,) is scratch space."""
-    cdef Py_ssize_t n_in = weights.shape[0], n_out = weights.shape[1], k, i, r, j
-    cdef floating rate = <floating>lr, reconstruction
+    cdef Py_ssize_t n_in = weights.shape[0], n_out = weights.shape[1], k, i, r
+    cdef floating rate = <floating>lr
     with nogil:
         for k in range(order.shape[0]):
             i = order[k]
             _outputs(&X[i, 0], &weights[0, 0], &outputs[0], n_in, n_out)
-            for r in range(n_in):
-                # The running sum takes W[r, j] before it is updated, so each unit sees the
-                # reconstruction by units 0..j at the weights of the start of this sample.
-                reconstruction = 0
-                for j in range(n_out):
-                    reconstruction += weights[r, j] * outputs[j]
-                    weights[r, j] += (rate * (X[i, r] - reconstruction)) * outputs[j]
+            r = 0
+            while r < n_in:
+                _sanger_rows(&X[i, 0], &weights[0, 0], &outputs[0], rate, r,
+                             min(8, n_in - r), n_out)
+                r += 8
 
 
 def linear_regression_online_epoch(const floating[::1] x, const floating[::1] y,
