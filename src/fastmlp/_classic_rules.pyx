@@ -86,7 +86,9 @@ def perceptron_epoch(const sample_t[:, ::1] X, const int64_t[::1] y, const int64
     with nogil:
         for k in range(n):
             i = order[k]
-            if k + PREFETCH_AHEAD < n:
+            # Rows in sequence are the hardware prefetcher's already: asking again only costs.
+            if k + PREFETCH_AHEAD < n and (order[k + PREFETCH_AHEAD]
+                                           != order[k + PREFETCH_AHEAD - 1] + 1):
                 _prefetch_row(&X[order[k + PREFETCH_AHEAD], 0], n_features)
             net = weights[0] + _dot(&X[i, 0], &weights[1], n_features)
             error = y[i] - (1 if net >= 0 else 0)
