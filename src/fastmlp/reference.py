@@ -763,3 +763,78 @@ class ReferenceMLP:
             row_correct = ((logits > 0) == (np.asarray(targets) >= 0.5)).all(axis=1)
             return float(np.mean(row_correct))
         return None
+
+
+# ---- classic learning rules: one epoch over the samples in `order` (fastmlp._classic_rules) ----
+# The NumPy loops fastmlp.classic ran before the rules were compiled. The bias weight w0 comes
+# first in `weights`; the new weights are returned (the compiled loops update in place). Python
+# float steps keep a float32 array in float32, as the compiled loops do.
+
+
+def perceptron_epoch(X: Array, y: Array, order: Array, weights: Array, lr: float) -> Tuple[Array, int]:
+    """Perceptron rule: (new weights, number of mistakes)."""
+    weights = np.array(weights, copy=True)
+    mistakes = 0
+    for i in order:
+        net = weights[0] + X[i] @ weights[1:]
+        error = int(y[i]) - (1 if net >= 0 else 0)
+        if error != 0:
+            step = float(lr * error)
+            weights[0] += step
+            weights[1:] += step * X[i]
+            mistakes += 1
+    return weights, mistakes
+
+
+def perceptron_mistakes(X: Array, y: Array, weights: Array) -> int:
+    """How many rows of X the weights ``[w0, w]`` misclassify."""
+    predictions = (weights[0] + X @ weights[1:] >= 0).astype(np.int64)
+    return int(np.sum(predictions != np.asarray(y)))
+
+
+def adaline_online_epoch(X: Array, targets: Array, order: Array, weights: Array, lr: float) -> Array:
+    """LMS rule ``w += 2 lr (t_i - z_i) [1, x_i]``: the new weights."""
+    weights = np.array(weights, copy=True)
+    for i in order:
+        error = targets[i] - (weights[0] + X[i] @ weights[1:])
+        step = _cast(lr * 2.0, weights) * error
+        weights[0] += step
+        weights[1:] += step * X[i]
+    return weights
+
+
+def hebb_epoch(X: Array, order: Array, weights: Array, lr: float) -> Array:
+    """Plain Hebb ``W += lr * outer(x, x @ W)``: the new weights."""
+    weights = np.array(weights, copy=True)
+    for i in order:
+        weights += lr * np.outer(X[i], X[i] @ weights)
+    return weights
+
+
+def oja_epoch(X: Array, order: Array, weights: Array, lr: float) -> Array:
+    """Oja's subspace rule ``W += lr * outer(x - W @ y, y)`` with ``y = x @ W``: the new weights."""
+    weights = np.array(weights, copy=True)
+    for i in order:
+        outputs = X[i] @ weights
+        weights += lr * np.outer(X[i] - weights @ outputs, outputs)
+    return weights
+
+
+def sanger_epoch(X: Array, order: Array, weights: Array, lr: float) -> Array:
+    """Sanger's rule ``W += lr * (x - cumsum(W * y, axis=1)) * y``: the new weights."""
+    weights = np.array(weights, copy=True)
+    for i in order:
+        outputs = X[i] @ weights
+        reconstruction = np.cumsum(weights * outputs, axis=1)
+        weights += lr * (X[i][:, None] - reconstruction) * outputs
+    return weights
+
+
+def linear_regression_online_epoch(x: Array, y: Array, order: Array, line: Array, lr: float) -> Array:
+    """Per-sample gradient descent on ``(y_i - w x_i - b)^2``: the new ``[w, b]``."""
+    line = np.array(line, copy=True)
+    for i in order:
+        residual = y[i] - line[0] * x[i] - line[1]
+        line[0] -= lr * (-2.0 * residual * x[i])
+        line[1] -= lr * (-2.0 * residual)
+    return line
