@@ -468,8 +468,10 @@ Targets<T> Network<T>::gather_mixed_batch(InputRows<T> X, Targets<T> targets, co
             t[targets.labels[a]] += (T(1) - eps) * lambda;
             t[targets.labels[b]] += (T(1) - eps) * other;
         }
-        if (targets.weights)
-            batch_weights_[i] = lambda * targets.weights[a] + other * targets.weights[b];
+        if (targets.weights) {  // equal weights stay exact (all ones train as no weights)
+            const T wa = targets.weights[a], wb = targets.weights[b];
+            batch_weights_[i] = wa == wb ? wa : lambda * wa + other * wb;
+        }
     }
     if (targets.values) batch.values = batch_values_.data();
     if (targets.labels) batch.probabilities = batch_probabilities_.data();

@@ -243,10 +243,10 @@ def _as_sample_weight(sample_weight: Any, n_rows: int, dtype: np.dtype,
     converted = np.ascontiguousarray(weights, dtype=dtype)
     if not np.isfinite(converted).all():
         bad = int(np.flatnonzero(~np.isfinite(converted))[0])
-        raise ValueError(f"{name}[{bad}] = {weights[bad]!r} is not finite (in {dtype.name})")
+        raise ValueError(f"{name}[{bad}] = {weights[bad].item()!r} is not finite (in {dtype.name})")
     if (converted < 0).any():
         bad = int(np.flatnonzero(converted < 0)[0])
-        raise ValueError(f"{name}[{bad}] = {weights[bad]!r} is negative; weights must be >= 0")
+        raise ValueError(f"{name}[{bad}] = {weights[bad].item()!r} is negative; weights must be >= 0")
     if not converted.any():
         raise ValueError(f"{name} is all zero (in {dtype.name}): no row would count")
     return converted
@@ -722,7 +722,7 @@ class MLP:
             rows (full batch). A batch whose weights are all 0 takes no optimizer step.
             history's loss and accuracy are weighted (sum over batches of mean loss x batch
             weight, over the total weight). With mixup a blended row's weight is blended
-            like its targets, lambda * w_a + (1 - lambda) * w_b. Batch norm's batch
+            like its targets, lambda * w_a + (1 - lambda) * w_b (equal weights stay exact). Batch norm's batch
             statistics and dropout do not use the weights. Early stopping monitors the
             weighted loss (the weighted val_loss when there is validation data).
 
