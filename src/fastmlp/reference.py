@@ -833,4 +833,5 @@ class ReferenceMLP:
             row_correct = ((logits > 0) == (np.asarray(targets) >= 0.5)).all(axis=1)
         else:
             return None
-        return float(np.average(row_correct, weights=sample_weights))
+        weights = None if sample_weights is None else np.asarray(sample_weights, np.float64)
+        return float(np.average(row_correct, weights=weights))
