@@ -239,3 +239,13 @@ def test_fastmlp_does_not_import_scipy():
         print(sorted(name for name in sys.modules if name.split('.')[0] in ('scipy', 'sklearn')))
     """)
     assert out.strip() == "[]"
+
+
+def test_sparse_training_gives_the_same_bits_at_any_thread_count(rng):
+    X = random_csr(rng, 600, 300, density=0.05, duplicates=True)  # 256 x 300 batches: parallel gathers
+    y = rng.integers(0, 3, 600)
+    models = [fastmlp.MLP([300, 16, 3], seed=2, n_threads=threads) for threads in (1, 2)]
+    for m in models:
+        m.fit(X, y, epochs=2, batch_size=256, early_stopping=True, validation_split=0.25)
+    np.testing.assert_array_equal(models[0].flat_parameters, models[1].flat_parameters)
+    np.testing.assert_array_equal(models[0].predict_proba(X), models[1].predict_proba(X))
