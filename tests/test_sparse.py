@@ -210,6 +210,7 @@ def run_python(code):
     return result.stdout
 
 
+@pytest.mark.skipif(os.environ.get("FASTMLP_SANITIZED") == "1", reason="ASan's shadow memory distorts RSS")
 def test_a_large_sparse_matrix_trains_without_its_dense_form():
     """200,000 x 5,000 at 0.1%: 4 GB dense in float32, 12 MB as CSR. Training an epoch and
     predicting every row must raise the process's peak memory by far less than the dense form."""
