@@ -17,6 +17,7 @@
 #include <sstream>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "kernels.h"
 #include "network.h"
@@ -71,6 +72,146 @@ py::array_t<T, py::array::c_style> input_rows(const py::handle& object, const ch
     return array;
 }
 
+// ---- sparse input -------------------------------------------------------------------------------
+
+// X as the core reads it: a C-contiguous array, or a CSR matrix (any object with
+// format == "csr", shape, data, indices and indptr, as scipy's csr_matrix / csr_array; scipy
+// itself is never imported). Its arrays are checked for dtype and length here; the values of
+// indptr and indices are checked by the kernel that reads them (csr_rows_to_dense), batch by
+// batch, and a malformed row is reported by bad_row_message.
+template <typename T>
+struct CheckedRows {
+    py::array_t<T, py::array::c_style> dense, data;
+    py::array_t<int32_t, py::array::c_style> indices32;
+    py::array_t<int64_t, py::array::c_style> indices64, indptr;
+    bool sparse = false, wide_indices = false;
+    int64_t rows = 0, cols = 0;
+    InputRows<T> pointers() const {
+        InputRows<T> input;
+        if (!sparse) {
+            input.dense = dense.data();
+            return input;
+        }
+        input.data = data.data();
+        if (wide_indices) input.indices64 = indices64.data();
+        else input.indices32 = indices32.data();
+        input.indptr = indptr.data();
+        input.nnz = data.shape(0);
+        return input;
+    }
+};
+
+bool is_csr_matrix(const py::handle& object) {
+    if (py::isinstance<py::array>(object) || !py::hasattr(object, "format")) return false;
+    py::object format = object.attr("format");
+    return py::isinstance<py::str>(format) && format.cast<std::string>() == "csr";
+}
+
+template <typename T>
+CheckedRows<T> sparse_rows(const py::handle& object, const char* name, int64_t width) {
+    CheckedRows<T> checked;
+    checked.sparse = true;
+    const std::string prefix = std::string(name) + " (a CSR matrix)";
+    py::tuple shape = py::reinterpret_borrow<py::object>(object.attr("shape")).cast<py::tuple>();
+    if (shape.size() != 2) throw py::value_error(prefix + " must be 2-D");
+    checked.rows = shape[0].cast<int64_t>();
+    checked.cols = shape[1].cast<int64_t>();
+    if (checked.cols != width)
+        throw py::value_error(prefix + " must have " + std::to_string(width) + " columns, got shape (" +
+                              std::to_string(checked.rows) + ", " + std::to_string(checked.cols) + ")");
+    if (checked.rows < 1) throw py::value_error(std::string(name) + " has no rows");
+    const std::string data_name = std::string(name) + ".data", indices_name = std::string(name) + ".indices",
+                      indptr_name = std::string(name) + ".indptr";
+    checked.data = as_contiguous<T>(object.attr("data"), data_name.c_str(), 1);
+    py::object indices = object.attr("indices");
+    if (!py::isinstance<py::array>(indices))
+        throw py::type_error(indices_name + " must be a NumPy array");
+    const py::dtype index_dtype = py::reinterpret_borrow<py::array>(indices).dtype();
+    checked.wide_indices = index_dtype.is(py::dtype::of<int64_t>());
+    if (checked.wide_indices)
+        checked.indices64 = as_contiguous<int64_t>(indices, indices_name.c_str(), 1);
+    else if (index_dtype.is(py::dtype::of<int32_t>()))
+        checked.indices32 = as_contiguous<int32_t>(indices, indices_name.c_str(), 1);
+    else
+        throw py::type_error(indices_name + " must have dtype int32 or int64, got " +
+                             std::string(py::str(index_dtype)));
+    const int64_t index_count = checked.wide_indices ? checked.indices64.shape(0) : checked.indices32.shape(0);
+    if (index_count != checked.data.shape(0))
+        throw py::value_error(indices_name + " has " + std::to_string(index_count) + " entries but " +
+                              data_name + " has " + std::to_string(checked.data.shape(0)));
+    // indptr is read as int64 (a copy of rows + 1 numbers when it is int32).
+    py::array indptr = py::array::ensure(object.attr("indptr"));
+    if (!indptr || indptr.dtype().kind() != 'i')
+        throw py::type_error(indptr_name + " must be an integer NumPy array");
+    checked.indptr = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(indptr);
+    if (checked.indptr.ndim() != 1 || checked.indptr.shape(0) != checked.rows + 1)
+        throw py::value_error(indptr_name + " must have " + std::to_string(checked.rows + 1) +
+                              " entries (rows + 1), got shape " + shape_string(checked.indptr));
+    return checked;
+}
+
+template <typename T>
+CheckedRows<T> checked_rows(const py::handle& object, const char* name, int64_t width) {
+    if (is_csr_matrix(object)) return sparse_rows<T>(object, name, width);
+    CheckedRows<T> checked;
+    checked.dense = input_rows<T>(object, name, width);
+    checked.rows = checked.dense.shape(0);
+    checked.cols = width;
+    return checked;
+}
+
+// Why row r of a CSR matrix was refused by csr_rows_to_dense.
+template <typename T>
+std::string bad_row_message(const CheckedRows<T>& checked, const char* name, int64_t r) {
+    const int64_t* indptr = checked.indptr.data();
+    const int64_t nnz = checked.data.shape(0), begin = indptr[r], end = indptr[r + 1];
+    const std::string row = std::string(name) + " (a CSR matrix): row " + std::to_string(r);
+    if (begin < 0 || begin > end || end > nnz)
+        return row + " spans indptr[" + std::to_string(r) + "] = " + std::to_string(begin) + " to indptr[" +
+               std::to_string(r + 1) + "] = " + std::to_string(end) + ", not a range within its " +
+               std::to_string(nnz) + " stored entries";
+    for (int64_t k = begin; k < end; ++k) {
+        const int64_t column = checked.wide_indices ? checked.indices64.data()[k] : checked.indices32.data()[k];
+        if (column < 0 || column >= checked.cols)
+            return row + " has column index " + std::to_string(column) + " (indices[" + std::to_string(k) +
+                   "]), outside [0, " + std::to_string(checked.cols) + ")";
+    }
+    return row + " is malformed";
+}
+
+// Rows of a checked input as one dense batch: the array itself, or the CSR rows densified
+// (a batch given by the caller, such as train_step's: its size is the caller's choice).
+template <typename T>
+struct DenseBatch {
+    std::vector<T> buffer;
+    const T* rows = nullptr;
+    int64_t bad_row = -1;
+};
+
+template <typename T>
+DenseBatch<T> dense_batch(const CheckedRows<T>& checked) {
+    DenseBatch<T> batch;
+    if (!checked.sparse) {
+        batch.rows = checked.dense.data();
+        return batch;
+    }
+    batch.buffer.resize(static_cast<size_t>(checked.rows * checked.cols));
+    const InputRows<T> input = checked.pointers();
+    const int64_t bad = input.indices32
+        ? csr_rows_to_dense(batch.buffer.data(), input.data, input.indices32, input.indptr, nullptr, 0,
+                            checked.rows, input.nnz, checked.cols)
+        : csr_rows_to_dense(batch.buffer.data(), input.data, input.indices64, input.indptr, nullptr, 0,
+                            checked.rows, input.nnz, checked.cols);
+    batch.bad_row = bad;
+    batch.rows = batch.buffer.data();
+    return batch;
+}
+
+template <typename T>
+void raise_if_bad_row(const CheckedRows<T>& checked, const char* name, int64_t bad_row) {
+    if (bad_row >= 0) throw py::value_error(bad_row_message(checked, name, bad_row));
+}
+
 // The Python layer's message for non-finite input, checked here on the fast paths that
 // skip the Python checks.
 template <typename T>
@@ -84,15 +225,32 @@ void require_finite(const py::array_t<T, py::array::c_style>& array, const char*
 template <typename T>
 struct CheckedTargets {
     py::array_t<int64_t, py::array::c_style> labels;
-    py::array_t<T, py::array::c_style> values;
-    bool has_labels = false, has_values = false;
+    py::array_t<T, py::array::c_style> values, weights;
+    bool has_labels = false, has_values = false, has_weights = false;
     Targets<T> pointers() const {
         Targets<T> targets;
         if (has_labels) targets.labels = labels.data();
         if (has_values) targets.values = values.data();
+        if (has_weights) targets.weights = weights.data();
         return targets;
     }
 };
+
+// Per-row sample weights (None: all ones): rows finite values >= 0 of the model's dtype.
+template <typename T>
+void check_sample_weight(CheckedTargets<T>& checked, const py::handle& object, int64_t rows) {
+    if (object.is_none()) return;
+    checked.weights = as_contiguous<T>(object, "sample_weight", 1);
+    checked.has_weights = true;
+    if (checked.weights.shape(0) != rows)
+        throw py::value_error("sample_weight must have one weight per row (" + std::to_string(rows) +
+                              "), got shape " + shape_string(checked.weights));
+    const T* w = checked.weights.data();
+    for (int64_t i = 0; i < rows; ++i)
+        if (!(std::isfinite(w[i]) && w[i] >= 0))
+            throw py::value_error("sample_weight[" + std::to_string(i) + "] = " + std::to_string(w[i]) +
+                                  " is not a finite number >= 0");
+}
 
 template <typename T>
 CheckedTargets<T> check_targets(const Network<T>& network, const py::handle& object, int64_t rows) {
@@ -177,7 +335,12 @@ CheckedMixup<T> check_mixup(const Network<T>& network, const py::handle& partner
     return checked;
 }
 
-py::tuple totals_tuple(const RunTotals& totals) {
+// (loss_sum, correct, rows), and with sample weights also (weight_sum, weighted_correct).
+template <typename T>
+py::tuple totals_tuple(const RunTotals& totals, const CheckedTargets<T>& targets) {
+    if (targets.has_weights)
+        return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.weight_sum,
+                              totals.weighted_correct);
     return py::make_tuple(totals.loss_sum, totals.correct, totals.rows);
 }
 
@@ -314,10 +477,9 @@ struct PyNetwork {
 // The rows a prediction entry point takes: X checked for dtype and width, and for NaN/inf
 // when asked (MLP.predict's fast path skips the Python-side checks).
 template <typename T>
-py::array_t<T, py::array::c_style> prediction_rows(PyNetwork<T>& model, const py::handle& X,
-                                                   bool check_finite) {
-    auto xs = input_rows<T>(X, "X", model.network.input_width());
-    if (check_finite) require_finite(xs, "X");
+CheckedRows<T> prediction_rows(PyNetwork<T>& model, const py::handle& X, bool check_finite) {
+    auto xs = checked_rows<T>(X, "X", model.network.input_width());
+    if (check_finite) require_finite(xs.sparse ? xs.data : xs.dense, "X");
     return xs;
 }
 
@@ -356,7 +518,7 @@ void run_prediction(PyNetwork<T>& model, int64_t N, Run run) {
 // `interval` has passed (at least one batch). Adds to `totals`; returns the next batch (`end`
 // after a step refused as NaN/inf, whose batch totals.nonfinite_batch names).
 template <typename T>
-int64_t train_batches_for(Network<T>& network, RunTotals& totals, const T* X, Targets<T> targets,
+int64_t train_batches_for(Network<T>& network, RunTotals& totals, InputRows<T> X, Targets<T> targets,
                           const int64_t* order, int64_t rows, int64_t batch_size, int64_t next,
                           int64_t end, std::chrono::microseconds interval, MixupPlan<T> mixup) {
     const auto started = std::chrono::steady_clock::now();
@@ -365,6 +527,8 @@ int64_t train_batches_for(Network<T>& network, RunTotals& totals, const T* X, Ta
         totals.loss_sum += batch.loss_sum;
         totals.correct += batch.correct;
         totals.rows += batch.rows;
+        totals.weight_sum += batch.weight_sum;
+        totals.weighted_correct += batch.weighted_correct;
         if (batch.bad_label_row >= 0) {  // a label changed under the run: it ends here
             totals.bad_label_row = batch.bad_label_row;
             totals.bad_label = batch.bad_label;
@@ -372,6 +536,10 @@ int64_t train_batches_for(Network<T>& network, RunTotals& totals, const T* X, Ta
         }
         if (batch.nonfinite_batch >= 0) {  // the step was refused: the run ends here
             totals.nonfinite_batch = batch.nonfinite_batch;
+            return end;
+        }
+        if (batch.bad_input_row >= 0) {  // a malformed sparse row: the batch was not trained
+            totals.bad_input_row = batch.bad_input_row;
             return end;
         }
         ++next;
@@ -473,9 +641,11 @@ void bind_network(py::module_& m, const char* name) {
         }, "whether every parameter is finite")
         .def_property_readonly("last_run_totals", [](Model& model) {
             const RunTotals& totals = model.last_run;
-            return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch);
-        }, "(loss_sum, correct, rows, nonfinite_batch) of the last train_batches call, also when a "
-           "signal's exception (Ctrl-C) ended it: the steps it took before")
+            return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch,
+                                  totals.weight_sum, totals.weighted_correct);
+        }, "(loss_sum, correct, rows, nonfinite_batch, weight_sum, weighted_correct) of the last "
+           "train_batches call, also when a signal's exception (Ctrl-C) ended it: the steps it took "
+           "before (weight_sum is the rows' sample weights summed, or the rows without weights)")
         .def_property_readonly("layers", [](Model& model) {
             py::list layers;
             for (const auto& s : model.network.layers()) {
@@ -486,32 +656,41 @@ void bind_network(py::module_& m, const char* name) {
                 layers.append(layer);
             }
             return layers; }, "per layer: offsets into params and fan_in/fan_out")
-        .def("train_step", [](Model& model, const py::handle& x, const py::handle& y) {
-            auto xs = input_rows<T>(x, "x", model.network.input_width());
-            const int64_t rows = xs.shape(0);
+        .def("train_step", [](Model& model, const py::handle& x, const py::handle& y,
+                              const py::handle& sample_weight) {
+            auto xs = checked_rows<T>(x, "x", model.network.input_width());
+            const int64_t rows = xs.rows;
             if (rows == 1 && model.network.options().batch_norm)
                 throw py::value_error("batch norm needs at least 2 rows per training batch");
             auto targets = check_targets(model.network, y, rows);
+            check_sample_weight(targets, sample_weight, rows);
             RunTotals totals;
+            int64_t bad_row = -1;
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::recursive_mutex> lock(model.mutex);
                 ScopedCallThreads threads(model.num_threads);
                 model.last_call_threads = num_threads();
-                totals = model.network.train_step(xs.data(), targets.pointers(), rows);
+                const DenseBatch<T> batch = dense_batch(xs);
+                bad_row = batch.bad_row;
+                if (bad_row < 0) totals = model.network.train_step(batch.rows, targets.pointers(), rows);
             }
             if (totals.bad_label_row >= 0)
                 throw_bad_label(totals, model.network.output_width(), "no step was taken");
-            return totals_tuple(totals);
-        }, py::arg("x"), py::arg("y"), "one optimizer step on one batch -> (loss_sum, correct, rows); not applied (step "
-           "unchanged) when the loss or a gradient is NaN/inf")
+            raise_if_bad_row(xs, "x", bad_row);
+            return totals_tuple(totals, targets);
+        }, py::arg("x"), py::arg("y"), py::arg("sample_weight") = py::none(),
+           "one optimizer step on one batch (x dense or CSR) -> (loss_sum, correct, rows), plus "
+           "(weight_sum, weighted_correct) with sample_weight; not applied (step unchanged) when the "
+           "loss or a gradient is NaN/inf, or when every sample weight is 0")
         .def("train_batches", [](Model& model, const py::handle& X, const py::handle& y,
                                  const py::handle& order, int64_t batch_size, int64_t first_batch,
                                  int64_t n_batches, const py::handle& partners,
-                                 const py::handle& lambdas) {
-            auto xs = input_rows<T>(X, "X", model.network.input_width());
-            const int64_t rows = xs.shape(0);
+                                 const py::handle& lambdas, const py::handle& sample_weight) {
+            auto xs = checked_rows<T>(X, "X", model.network.input_width());
+            const int64_t rows = xs.rows;
             auto targets = check_targets(model.network, y, rows);
+            check_sample_weight(targets, sample_weight, rows);
             auto permutation = row_indices(order, "order", rows);
             const int64_t epoch_rows = permutation.shape(0);
             if (batch_size < 1) throw py::value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
@@ -528,7 +707,7 @@ void bind_network(py::module_& m, const char* name) {
                     std::lock_guard<std::recursive_mutex> lock(model.mutex);
                     ScopedCallThreads threads(model.num_threads);
                     model.last_call_threads = num_threads();
-                    next = train_batches_for(model.network, totals, xs.data(), targets.pointers(),
+                    next = train_batches_for(model.network, totals, xs.pointers(), targets.pointers(),
                                              permutation.data(), epoch_rows, batch_size, next, end, interval,
                                              mixup.plan());
                 }
@@ -540,14 +719,18 @@ void bind_network(py::module_& m, const char* name) {
                 // model; its exception (KeyboardInterrupt for Ctrl-C) leaves the steps taken.
                 if (next < end && PyErr_CheckSignals() != 0) throw py::error_already_set();
             }
+            raise_if_bad_row(xs, "X", totals.bad_input_row);
             // params_finite: false when the run ended because an update overflowed the
             // parameters (nonfinite_batch is then the last step taken), not a refused step.
             const bool params_overflowed = totals.nonfinite_batch >= 0 && !totals.finite;
-            return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch,
-                                  !params_overflowed);
+            if (targets.has_weights)
+                return py::tuple(py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch,
+                                                !params_overflowed, totals.weight_sum, totals.weighted_correct));
+            return py::tuple(py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch,
+                                            !params_overflowed));
         }, py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
            py::arg("first_batch"), py::arg("n_batches"), py::arg("partners") = py::none(),
-           py::arg("lambdas") = py::none(),
+           py::arg("lambdas") = py::none(), py::arg("sample_weight") = py::none(),
            "optimizer steps over batches [first_batch, first_batch + n_batches) of X[order] (order: "
            "the epoch's rows of X in the order visited, all of them or a subset) -> "
            "(loss_sum, correct, rows, nonfinite_batch, params_finite); with partners (one row per position of "
@@ -556,36 +739,53 @@ void bind_network(py::module_& m, const char* name) {
            "names that batch (else -1); params_finite is False when instead an update made a "
            "parameter NaN/inf (found at most a signal-check interval later; nonfinite_batch is "
            "then the last batch trained). A label found outside [0, C) when its batch is read "
-           "(changed during the call) raises ValueError naming its row, that batch untrained")
-        .def("compute_gradients", [](Model& model, const py::handle& x, const py::handle& y, bool training) {
-            auto xs = input_rows<T>(x, "x", model.network.input_width());
-            const int64_t rows = xs.shape(0);
+           "(changed during the call) raises ValueError naming its row, that batch untrained. "
+           "X is a C-contiguous array or a CSR matrix (densified one batch at a time; a malformed "
+           "row raises ValueError after the batches before it). With sample_weight (one weight per "
+           "row of X) every batch's loss is the weighted mean, loss_sum sums mean * the batch's "
+           "weight, and the tuple ends with (weight_sum, weighted_correct)")
+        .def("compute_gradients", [](Model& model, const py::handle& x, const py::handle& y, bool training,
+                                     const py::handle& sample_weight) {
+            auto xs = checked_rows<T>(x, "x", model.network.input_width());
+            const int64_t rows = xs.rows;
             if (training && rows == 1 && model.network.options().batch_norm)
                 throw py::value_error("batch norm needs at least 2 rows in training mode");
             auto targets = check_targets(model.network, y, rows);
+            check_sample_weight(targets, sample_weight, rows);
             RunTotals totals;
+            int64_t bad_row = -1;
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::recursive_mutex> lock(model.mutex);
                 ScopedCallThreads threads(model.num_threads);
                 model.last_call_threads = num_threads();
-                totals = model.network.compute_gradients(xs.data(), targets.pointers(), rows, training);
+                const DenseBatch<T> batch = dense_batch(xs);
+                bad_row = batch.bad_row;
+                if (bad_row < 0)
+                    totals = model.network.compute_gradients(batch.rows, targets.pointers(), rows, training);
             }
             if (totals.bad_label_row >= 0)
                 throw_bad_label(totals, model.network.output_width(), "no gradient was computed");
-            return totals_tuple(totals);
-        }, py::arg("x"), py::arg("y"), py::arg("training") = false,
-           "gradients of the batch's mean loss into grads, no step -> (loss_sum, correct, rows)")
+            raise_if_bad_row(xs, "x", bad_row);
+            return totals_tuple(totals, targets);
+        }, py::arg("x"), py::arg("y"), py::arg("training") = false, py::arg("sample_weight") = py::none(),
+           "gradients of the batch's (weighted) mean loss into grads, no step -> (loss_sum, correct, "
+           "rows), plus (weight_sum, weighted_correct) with sample_weight; x dense or CSR (densified whole)")
         .def("predict", [](Model& model, const py::handle& X, bool check_finite) {
             auto xs = prediction_rows(model, X, check_finite);
-            const int64_t rows = xs.shape(0);
+            const int64_t rows = xs.rows;
             py::array_t<T> out({static_cast<py::ssize_t>(rows),
                                 static_cast<py::ssize_t>(model.network.output_width())});
             T* out_data = out.mutable_data();
             const int64_t in = model.network.input_width(), C = model.network.output_width();
+            const InputRows<T> all = xs.pointers();
+            int64_t bad_row = -1;
             run_prediction(model, rows, [&](int64_t start, int64_t count) {
-                model.network.predict(out_data + start * C, xs.data() + start * in, count);
+                if (bad_row >= 0) return;
+                const int64_t bad = model.network.predict(out_data + start * C, all.from_row(start, in), count);
+                if (bad >= 0) bad_row = start + bad;
             });
+            raise_if_bad_row(xs, "X", bad_row);
             return out;
         }, py::arg("X"), py::arg("check_finite") = false,
            "outputs after the loss's link, evaluation mode; check_finite rejects NaN/inf in X")
@@ -593,43 +793,61 @@ void bind_network(py::module_& m, const char* name) {
             if (model.network.options().loss != Loss::cross_entropy)
                 throw py::value_error("predict_labels needs loss cross_entropy");
             auto xs = prediction_rows(model, X, check_finite);
-            const int64_t rows = xs.shape(0);
+            const int64_t rows = xs.rows;
             py::array_t<int64_t> labels(static_cast<py::ssize_t>(rows));
             int64_t* labels_data = labels.mutable_data();
             const int64_t in = model.network.input_width();
+            const InputRows<T> all = xs.pointers();
+            int64_t bad_row = -1;
             run_prediction(model, rows, [&](int64_t start, int64_t count) {
-                model.network.predict_labels(labels_data + start, xs.data() + start * in, count);
+                if (bad_row >= 0) return;
+                const int64_t bad = model.network.predict_labels(labels_data + start, all.from_row(start, in), count);
+                if (bad >= 0) bad_row = start + bad;
             });
+            raise_if_bad_row(xs, "X", bad_row);
             return labels;
         }, py::arg("X"), py::arg("check_finite") = false,
            "class labels (argmax of predict's rows), cross_entropy only; the one-call path of MLP.predict")
-        .def("evaluate", [](Model& model, const py::handle& X, const py::handle& y) {
-            auto xs = input_rows<T>(X, "X", model.network.input_width());
-            const int64_t rows = xs.shape(0);
+        .def("evaluate", [](Model& model, const py::handle& X, const py::handle& y,
+                            const py::handle& sample_weight) {
+            auto xs = checked_rows<T>(X, "X", model.network.input_width());
+            const int64_t rows = xs.rows;
             auto targets = check_targets(model.network, y, rows);
+            check_sample_weight(targets, sample_weight, rows);
             const Targets<T> all = targets.pointers();
+            const InputRows<T> all_rows = xs.pointers();
             const int64_t in = model.network.input_width(), tw = model.network.target_width();
             RunTotals totals;
             run_prediction(model, rows, [&](int64_t start, int64_t count) {
-                if (totals.bad_label_row >= 0) return;
+                if (totals.bad_label_row >= 0 || totals.bad_input_row >= 0) return;
                 Targets<T> slice;
                 if (all.labels) slice.labels = all.labels + start;
                 if (all.values) slice.values = all.values + start * tw;
+                if (all.weights) slice.weights = all.weights + start;
                 // Summed slice by slice in order: the same bits as one evaluate call.
-                const RunTotals part = model.network.evaluate(xs.data() + start * in, slice, count);
+                const RunTotals part = model.network.evaluate(all_rows.from_row(start, in), slice, count);
                 if (part.bad_label_row >= 0) {
                     totals.bad_label_row = start + part.bad_label_row;
                     totals.bad_label = part.bad_label;
                     return;
                 }
+                if (part.bad_input_row >= 0) {
+                    totals.bad_input_row = start + part.bad_input_row;
+                    return;
+                }
                 totals.loss_sum += part.loss_sum;
                 totals.correct += part.correct;
                 totals.rows += part.rows;
+                totals.weight_sum += part.weight_sum;
+                totals.weighted_correct += part.weighted_correct;
             });
             if (totals.bad_label_row >= 0)
                 throw_bad_label(totals, model.network.output_width(), "nothing was evaluated");
-            return totals_tuple(totals);
-        }, py::arg("X"), py::arg("y"), "evaluation mode -> (loss_sum, correct, rows)");
+            raise_if_bad_row(xs, "X", totals.bad_input_row);
+            return totals_tuple(totals, targets);
+        }, py::arg("X"), py::arg("y"), py::arg("sample_weight") = py::none(),
+           "evaluation mode -> (loss_sum, correct, rows), plus (weight_sum, weighted_correct) with "
+           "sample_weight; X dense or CSR (densified one chunk at a time)");
 }
 
 py::dict build_info() {

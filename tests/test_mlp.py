@@ -394,7 +394,7 @@ def test_bad_fit_inputs(case):
     ({"epochs": 0}, "epochs must be an integer >= 1"),
     ({"verbose": 3}, "verbose must be 0, 1 or 2"),
     ({"validation_split": 1.0}, "validation_split must be in"),
-    ({"validation_data": (1, 2, 3)}, "validation_data must be a pair"),
+    ({"validation_data": (1, 2, 3, 4)}, "validation_data must be a pair"),
 ])
 def test_bad_fit_options(kwargs, message):
     X, y = blobs(n=10)

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import _core
 from ._files import PathLike, write_atomically
+from ._sparse import CsrRows, as_csr_rows, is_sparse
 from .feedback import CallbackLike, check_callbacks, epoch_ends, epoch_line, plot_history, \
     progress_bar, train_begins, train_ends
 from .mixup import check_mixup_alpha, mixup_plan
@@ -170,8 +171,11 @@ def _holding_model_lock(method: Callable[..., _T]) -> Callable[..., _T]:
 # ---- input checks ------------------------------------------------------------------------------------
 
 
-def _as_float_matrix(X: Any, name: str, dtype: np.dtype, width: Optional[int] = None) -> np.ndarray:
-    """X as a C-contiguous (n, width) array of dtype, converted once; rejects what is not numeric."""
+def _as_float_matrix(X: Any, name: str, dtype: np.dtype, width: Optional[int] = None) -> Any:
+    """X as a C-contiguous (n, width) array of dtype, converted once; rejects what is not numeric.
+    A scipy.sparse X becomes checked CSR arrays instead (fastmlp._sparse), never densified here."""
+    if isinstance(X, CsrRows) or is_sparse(X):
+        return X if isinstance(X, CsrRows) else as_csr_rows(X, name, dtype, width)
     array = np.asarray(X)
     if array.dtype == object or array.dtype.kind in "cUSVMm":
         raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
@@ -223,6 +227,62 @@ def _as_labels(y: Any, name: str, n_rows: int, n_classes: int) -> np.ndarray:
         raise ValueError(f"{name} holds label {labels[bad][0].item()!r}, outside [0, {n_classes}) "
                          f"for a model with {n_classes} outputs")
     return np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def _as_sample_weight(sample_weight: Any, n_rows: int, dtype: np.dtype,
+                      name: str = "sample_weight") -> Optional[np.ndarray]:
+    """sample_weight as a C-contiguous (n_rows,) array of dtype, or None for none: finite,
+    non-negative and not all zero (a scalar weighs every row alike)."""
+    if sample_weight is None:
+        return None
+    weights = np.asarray(sample_weight)
+    if weights.dtype == object or weights.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {weights.dtype}")
+    if weights.ndim == 0:
+        weights = np.full(n_rows, weights, dtype=dtype)
+    if weights.ndim != 1 or weights.shape[0] != n_rows:
+        raise ValueError(f"{name} must have one weight per row of X ({n_rows}), got shape {weights.shape}")
+    converted = np.ascontiguousarray(weights, dtype=dtype)
+    if not np.isfinite(converted).all():
+        bad = int(np.flatnonzero(~np.isfinite(converted))[0])
+        raise ValueError(f"{name}[{bad}] = {weights[bad].item()!r} is not finite (in {dtype.name})")
+    if (converted < 0).any():
+        bad = int(np.flatnonzero(converted < 0)[0])
+        raise ValueError(f"{name}[{bad}] = {weights[bad].item()!r} is negative; weights must be >= 0")
+    if not converted.any():
+        raise ValueError(f"{name} is all zero (in {dtype.name}): no row would count")
+    return converted
+
+
+def _require_weight(what: str, weights: np.ndarray) -> None:
+    if not weights.any():
+        raise ValueError(f"{what} are all zero: no row would count")
+
+
+def _take_rows(X: Any, rows: np.ndarray) -> Any:
+    """X's rows `rows`, copied (dense or CSR)."""
+    return X.take_rows(rows) if isinstance(X, CsrRows) else X[rows]
+
+
+class _EpochTotals:
+    """The core's running totals over an epoch's calls: loss_sum, rows, and the rows' weight
+    and weighted correct count (the rows and the correct count without sample weights)."""
+
+    def __init__(self) -> None:
+        self.loss_sum, self.rows, self.weight, self.weighted_correct = 0.0, 0, 0.0, 0.0
+
+    def add(self, part: Sequence[Any], weighted: bool, weights_at: int = 5) -> None:
+        """Add a train_batches result (loss_sum, correct, rows, nonfinite_batch, params_finite,
+        then weight_sum and weighted_correct with sample weights) or last_run_totals (the
+        same without params_finite: weights_at=4)."""
+        self.loss_sum += part[0]
+        self.rows += part[2]
+        if weighted:
+            self.weight += part[weights_at]
+            self.weighted_correct += part[weights_at + 1]
+        else:
+            self.weight += part[2]
+            self.weighted_correct += part[1]
 
 
 def _check_choice(name: str, value: Any, valid: Sequence[str]) -> str:
@@ -533,24 +593,36 @@ class MLP:
             raise ValueError(f"{name} must lie in [0, 1] for loss='bce'")
         return values
 
-    def _prepare(self, X: Any, y: Any, name_x: str = "X", name_y: str = "y") -> Tuple[np.ndarray, np.ndarray]:
+    def _prepare(self, X: Any, y: Any, name_x: str = "X", name_y: str = "y") -> Tuple[Any, np.ndarray]:
         X = _as_float_matrix(X, name_x, self.dtype, self.layer_sizes[0])
         return X, self._targets(y, X.shape[0], name_y)
 
+    def _weights(self, sample_weight: Any, n_rows: int, name: str = "sample_weight") -> Dict[str, Any]:
+        """The core's sample_weight keyword for `sample_weight` (empty when there is none)."""
+        weights = _as_sample_weight(sample_weight, n_rows, self.dtype, name)
+        return {} if weights is None else {"sample_weight": weights}
+
+    @staticmethod
+    def _mean_loss(totals: Sequence[Any]) -> float:
+        """loss_sum over the rows' weight: the rows (no sample weights) or the weights' sum."""
+        return float(totals[0] / (totals[3] if len(totals) == 5 else totals[2]))
+
     @_holding_model_lock
-    def train_step(self, x: Any, y: Any) -> float:
+    def train_step(self, x: Any, y: Any, sample_weight: Any = None) -> float:
         """One optimizer step on one batch, for custom training loops.
 
         Parameters
         ----------
-        x : array-like of shape (batch, n_features)
+        x : array-like or scipy.sparse matrix of shape (batch, n_features)
         y : array-like
             Labels (batch,) for cross_entropy, targets (batch, n_outputs) otherwise.
+        sample_weight : array-like of shape (batch,), optional
+            Per-row weights (see ``fit``): the loss is sum_i w_i loss_i / sum_i w_i.
 
         Returns
         -------
         float
-            The batch's mean loss before the step.
+            The batch's (weighted) mean loss before the step.
 
         Raises
         ------
@@ -558,20 +630,22 @@ class MLP:
             When the loss or a gradient is NaN or infinite; the step is then not applied.
         """
         x, y = self._prepare(x, y, "x", "y")
+        weights = self._weights(sample_weight, x.shape[0])
         step = self._network.step
-        loss_sum, _, rows = self._network.train_step(x, y)
+        totals = self._network.train_step(x, y, **weights)
         if self._network.step == step:
-            raise FloatingPointError(f"the loss ({loss_sum / rows}) or its gradient is NaN or infinite "
-                                     f"at step {step + 1}; the step was not applied")
+            raise FloatingPointError(f"the loss ({self._mean_loss(totals)}) or its gradient is NaN or "
+                                     f"infinite at step {step + 1}; the step was not applied")
         self.fitted = True
         if not self._network.params_finite():
             raise FloatingPointError(f"step {step + 1} made parameters NaN or infinite (its loss "
-                                     f"{loss_sum / rows} and gradient were finite): lower the "
+                                     f"{self._mean_loss(totals)} and gradient were finite): lower the "
                                      "learning rate; the model's predictions are NaN until its "
                                      "weights are replaced")
-        return float(loss_sum / rows)
+        return self._mean_loss(totals)
 
-    def gradients(self, x: Any, y: Any, training: bool = False) -> Tuple[float, np.ndarray]:
+    def gradients(self, x: Any, y: Any, training: bool = False,
+                  sample_weight: Any = None) -> Tuple[float, np.ndarray]:
         """The batch's mean loss and its gradient over the flat parameters (no step).
 
         Parameters
@@ -582,6 +656,8 @@ class MLP:
         training : bool
             Use a training-mode forward (batch statistics, the dropout of the next step)
             without moving batch norm's running statistics.
+        sample_weight : array-like of shape (batch,), optional
+            Per-row weights: the loss is the weighted mean sum_i w_i loss_i / sum_i w_i.
 
         Returns
         -------
@@ -590,8 +666,9 @@ class MLP:
             In the layout of ``flat_parameters``.
         """
         x, y = self._prepare(x, y, "x", "y")
-        loss_sum, _, rows = self._network.compute_gradients(x, y, bool(training))
-        return loss_sum / rows, self._network.grads.copy()
+        totals = self._network.compute_gradients(x, y, bool(training),
+                                                 **self._weights(sample_weight, x.shape[0]))
+        return self._mean_loss(totals), self._network.grads.copy()
 
     @property
     def learning_rate(self) -> float:
@@ -612,25 +689,31 @@ class MLP:
             min_delta: float = 0.0, restore_best_weights: bool = True, verbose: int = 0,
             callbacks: Optional[Sequence[CallbackLike]] = None,
             mixup: float = 0.0, lr_schedule: Optional[LRSchedule] = None,
-            on_nan: str = "raise") -> History:
+            on_nan: str = "raise", sample_weight: Any = None) -> History:
         """Train for ``epochs`` passes over (X, y); calling fit again continues training.
 
         Parameters
         ----------
-        X : array (n_samples, n_features)
+        X : array (n_samples, n_features), or a scipy.sparse matrix
             Used in place, batches gathered from it, when it is a C-contiguous array of the
             model's dtype: a NumPy memmap of that kind trains without being read into memory.
             Anything else (another dtype, a Fortran-order or strided array, a list) is
-            converted once, which copies it whole.
+            converted once, which copies it whole. A scipy.sparse matrix or array is never
+            densified whole: the core densifies each batch from its CSR arrays (a CSC or
+            other format is converted to CSR once, a copy of its stored entries; data of
+            another dtype is converted, a copy of the stored values). Duplicate entries count
+            as their sum, as in scipy. Training on the same seed gives the same bits for a
+            sparse X as for its dense equivalent.
         y : labels (n_samples,) for cross_entropy; targets (n_samples, n_outputs) otherwise.
             Labels are used as an int64 array and targets as one of the model's dtype
             (copied when they are not that already).
         epochs, batch_size : int
-        validation_data : (X_val, y_val), optional
-            Converted as X and y are.
+        validation_data : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
+            Converted as X and y are; with weights, val_loss and val_accuracy are weighted.
         validation_split : float
             Fraction of (X, y) held out (a seeded random choice) when no validation_data.
-            The held-out rows are copied; training indexes the others in X in place.
+            The held-out rows are copied; training indexes the others in X in place. Their
+            sample weights go with them.
         shuffle : bool
             Reshuffle every epoch from the model's seed.
         early_stopping : bool
@@ -657,6 +740,22 @@ class MLP:
             the parameters, optimizer state and batch-norm statistics of the last good point
             (at most a tenth of an epoch before the failure) are put back, a RuntimeWarning
             names the step, and the history so far is returned (``stopped_on_nan`` is True).
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative finite per-row weights (not all zero). Each batch's loss, for every
+            loss, is the weighted mean sum_i w_i loss_i / sum_i w_i over the batch's rows
+            (each element of a row weighing w_i for mse, bce and gaussian_nll), as
+            scikit-learn's MLP normalises it (by the batch's weight sum) and as torch's
+            ``reduction="none"`` followed by a weighted average gives; with class_weights a
+            row weighs w_i * class_weights[y_i] (torch's normaliser generalised). The weights
+            are gathered with their rows, so shuffling keeps them together. All-ones weights
+            train exactly as no weights (same bits); a weight of 0 removes the row from the
+            loss (for a full batch, the same as deleting it); integer weights equal repeating
+            rows (full batch). A batch whose weights are all 0 takes no optimizer step.
+            history's loss and accuracy are weighted (sum over batches of mean loss x batch
+            weight, over the total weight). With mixup a blended row's weight is blended
+            like its targets, lambda * w_a + (1 - lambda) * w_b (equal weights stay exact). Batch norm's batch
+            statistics and dropout do not use the weights. Early stopping monitors the
+            weighted loss (the weighted val_loss when there is validation data).
 
         Ctrl-C (KeyboardInterrupt) stops training within about 0.1 s, after the step in
         progress: the model keeps every step taken and the returned history has
@@ -685,23 +784,35 @@ class MLP:
         mixup = check_mixup_alpha(mixup, self.class_weights)
         lr_schedule = check_schedule(lr_schedule)
         X, y = self._prepare(X, y)
-        X_val: Optional[np.ndarray]
+        weights = _as_sample_weight(sample_weight, X.shape[0], self.dtype)
+        X_val: Optional[Any]
         y_val: Optional[np.ndarray]
+        weights_val: Optional[np.ndarray] = None
         training_rows: Optional[np.ndarray] = None  # None: every row of X
         if validation_data is not None:
             if validation_split:
                 raise ValueError("give validation_data or validation_split, not both")
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be a pair (X_val, y_val) or a triple "
+                                 "(X_val, y_val, sample_weight_val)")
             X_val, y_val = self._prepare(validation_data[0], validation_data[1], "X_val", "y_val")
+            if len(validation_data) == 3:
+                weights_val = _as_sample_weight(validation_data[2], X_val.shape[0], self.dtype,
+                                                "sample_weight_val")
         elif validation_split:
             training_rows, validation_rows = self._split(X.shape[0], _check_fraction(
                 "validation_split", validation_split))
-            X_val, y_val = X[validation_rows], y[validation_rows]  # the held-out rows only
+            X_val, y_val = _take_rows(X, validation_rows), y[validation_rows]  # the held-out rows only
+            if weights is not None:
+                weights_val = weights[validation_rows]
+                _require_weight("sample_weight of the validation_split rows", weights_val)
+                _require_weight("sample_weight of the training rows", weights[training_rows])
         else:
             X_val = y_val = None
         if self.batch_norm and (X.shape[0] if training_rows is None else training_rows.size) < 2:
             raise ValueError("batch_norm needs at least 2 training rows")
+        train_weights = {} if weights is None else {"sample_weight": weights}
+        val_weights = {} if weights_val is None else {"sample_weight": weights_val}
 
         callbacks = check_callbacks(callbacks)
         history = History()
@@ -717,10 +828,10 @@ class MLP:
             trained: Optional[Tuple[Dict[str, float], int]] = None  # the epoch's training logs and rows
             try:  # Ctrl-C anywhere in the epoch, validation and callbacks included
                 logs, rows = self._train_epoch(X, y, batch_size, shuffle, verbose, last_epoch, mixup, on_nan,
-                                               training_rows)
+                                               training_rows, train_weights)
                 trained = (dict(logs), rows)
                 if X_val is not None and y_val is not None:
-                    logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_"))
+                    logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_", **val_weights))
                 logs["lr"] = epoch_lr
                 history.append(self.epochs_trained, logs)
                 if lr_schedule is not None:
@@ -789,12 +900,14 @@ class MLP:
         order = np.random.default_rng([self.seed, 2]).permutation(n)
         return np.sort(order[n_val:]), np.sort(order[:n_val])
 
-    def _train_epoch(self, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
+    def _train_epoch(self, X: Any, y: np.ndarray, batch_size: int, shuffle: bool,
                      verbose: int, last_epoch: int, mixup: float = 0.0,
-                     on_nan: str = "raise", rows_of_X: Optional[np.ndarray] = None
-                     ) -> Tuple[Dict[str, float], int]:
+                     on_nan: str = "raise", rows_of_X: Optional[np.ndarray] = None,
+                     weights: Optional[Dict[str, np.ndarray]] = None) -> Tuple[Dict[str, float], int]:
         """One pass over (X, y), or over its rows `rows_of_X` only: the epoch's logs and the
-        rows it trained. Ctrl-C raises _EpochInterrupted with the logs of the steps taken."""
+        rows it trained. Ctrl-C raises _EpochInterrupted with the logs of the steps taken.
+        `weights`: the core's sample_weight keyword (one weight per row of X), or empty."""
+        weights = weights or {}
         n = X.shape[0] if rows_of_X is None else rows_of_X.size
         order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
         order = (order if rows_of_X is None else rows_of_X[order]).astype(np.int64)
@@ -803,47 +916,50 @@ class MLP:
         calls = _PROGRESS_CALLS_PER_EPOCH if verbose == 1 else _SILENT_CALLS_PER_EPOCH
         per_call = max(1, -(-n_batches // calls))
         started = time.perf_counter()
-        loss_sum, correct, rows = 0.0, 0, 0
+        totals = _EpochTotals()
         bar = progress_bar(n_batches, f"Epoch {self.epochs_trained}/{last_epoch}") if verbose == 1 else None
         try:
             for first in range(0, n_batches, per_call):
                 count = min(per_call, n_batches - first)
                 last_good = self._training_state() if on_nan == "restore" else None
                 try:
-                    part = self._network.train_batches(X, y, order, batch_size, first, count, *mixing)
+                    part = self._network.train_batches(X, y, order, batch_size, first, count, *mixing,
+                                                       **weights)
                 except KeyboardInterrupt:
-                    taken = self._network.last_run_totals  # the steps the call took before Ctrl-C
-                    loss_sum, correct, rows = loss_sum + taken[0], correct + taken[1], rows + taken[2]
+                    # the steps the call took before Ctrl-C
+                    totals.add(self._network.last_run_totals, weighted=bool(weights), weights_at=4)
                     raise
-                loss_sum, correct, rows = loss_sum + part[0], correct + part[1], rows + part[2]
+                totals.add(part, weighted=bool(weights))
                 if part[3] >= 0:
                     self._stop_at_non_finite_step(part[3], n_batches, last_good, params_overflowed=not part[4])
                 self.fitted = True
                 if bar is not None:
-                    bar.update(first + count, loss_sum / max(rows, 1))
+                    bar.update(first + count, totals.loss_sum / max(totals.weight, 1e-300) if totals.rows else 0.0)
         except KeyboardInterrupt:
             seconds = time.perf_counter() - started
-            logs = self._epoch_logs(loss_sum, correct, rows, seconds) if rows else None
-            raise _EpochInterrupted(logs, rows) from None
+            logs = self._epoch_logs(totals, seconds) if totals.rows else None
+            raise _EpochInterrupted(logs, totals.rows) from None
         finally:
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - started
-        if rows == 0:
+        if totals.rows == 0:
             raise ValueError("no batch could be trained (batch_norm needs batches of 2+ rows)")
-        loss = loss_sum / rows
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"the training loss became {loss} in epoch {self.epochs_trained}; "
+        logs = self._epoch_logs(totals, seconds)
+        if not math.isfinite(logs["loss"]):
+            raise FloatingPointError(f"the training loss became {logs['loss']} in epoch {self.epochs_trained}; "
                                      "lower the learning rate or check the data")
-        return self._epoch_logs(loss_sum, correct, rows, seconds), rows
+        return logs, totals.rows
 
-    def _epoch_logs(self, loss_sum: float, correct: int, rows: int, seconds: float) -> Dict[str, float]:
-        """An epoch's record from the core's running totals over its `rows` trained rows."""
-        logs = {"loss": loss_sum / rows}
+    def _epoch_logs(self, totals: "_EpochTotals", seconds: float) -> Dict[str, float]:
+        """An epoch's record from the core's running totals over its trained rows: loss and
+        accuracy per unit of weight (per row without sample weights)."""
+        weight = totals.weight
+        logs = {"loss": totals.loss_sum / weight if weight > 0 else math.nan}
         if self.loss in CLASSIFICATION_LOSSES:
-            logs["accuracy"] = correct / rows
+            logs["accuracy"] = totals.weighted_correct / weight if weight > 0 else math.nan
         logs["seconds"] = seconds
-        logs["samples_per_second"] = rows / seconds if seconds > 0 else math.inf
+        logs["samples_per_second"] = totals.rows / seconds if seconds > 0 else math.inf
         return logs
 
     def _stop_at_non_finite_step(self, batch: int, n_batches: int,
@@ -950,6 +1066,8 @@ class MLP:
 
     def _outputs(self, X: Any) -> np.ndarray:
         self._check_fitted()
+        if is_sparse(X) or isinstance(X, CsrRows):  # densified chunk by chunk in the core
+            return self._network.predict(_as_float_matrix(X, "X", self.dtype, self.layer_sizes[0]))
         ready = self._ready_rows(X)
         if ready is not None:
             return self._network.predict(ready, True)
@@ -1015,14 +1133,17 @@ class MLP:
         d = self.layer_sizes[-1]
         return outputs[:, :d].copy(), np.exp(outputs[:, d:])
 
-    def evaluate(self, X: Any, y: Any) -> Dict[str, float]:
+    def evaluate(self, X: Any, y: Any, sample_weight: Any = None) -> Dict[str, float]:
         """Loss and accuracy in evaluation mode (no dropout, batch norm's running statistics).
 
         Parameters
         ----------
-        X : array-like of shape (n, n_features)
+        X : array-like or scipy.sparse matrix of shape (n, n_features)
         y : array-like
             Labels (n,) for cross_entropy, targets (n, n_outputs) otherwise.
+        sample_weight : array-like of shape (n,), optional
+            Per-row weights: the loss is sum_i w_i loss_i / sum_i w_i and the accuracy the
+            weights of the correct rows over all the weights.
 
         Returns
         -------
@@ -1032,16 +1153,19 @@ class MLP:
         """
         self._check_fitted()
         X, y = self._prepare(X, y)
-        return self._evaluate_arrays(X, y)
+        return self._evaluate_arrays(X, y, **self._weights(sample_weight, X.shape[0]))
 
-    def _evaluate_arrays(self, X: np.ndarray, y: np.ndarray, prefix: str = "") -> Dict[str, float]:
-        loss_sum, correct, rows = self._network.evaluate(X, y)
-        result = {prefix + "loss": loss_sum / rows}
+    def _evaluate_arrays(self, X: Any, y: np.ndarray, prefix: str = "",
+                         sample_weight: Optional[np.ndarray] = None) -> Dict[str, float]:
+        weights = {} if sample_weight is None else {"sample_weight": sample_weight}
+        totals: Sequence[Any] = self._network.evaluate(X, y, **weights)
+        weight, correct = (totals[3], totals[4]) if len(totals) == 5 else (totals[2], totals[1])
+        result = {prefix + "loss": totals[0] / weight}
         if self.loss in CLASSIFICATION_LOSSES:
-            result[prefix + "accuracy"] = correct / rows
+            result[prefix + "accuracy"] = correct / weight
         return result
 
-    def score(self, X: Any, y: Any) -> float:
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """A single score, higher is better.
 
         Parameters
@@ -1049,13 +1173,15 @@ class MLP:
         X : array-like of shape (n, n_features)
         y : array-like
             Labels or targets, as for ``evaluate``.
+        sample_weight : array-like of shape (n,), optional
+            Per-row weights, as for ``evaluate``.
 
         Returns
         -------
         float
             Accuracy for classification losses, else the negative mean loss.
         """
-        result = self.evaluate(X, y)
+        result = self.evaluate(X, y, sample_weight)
         return result.get("accuracy", -result["loss"])
 
     # ---- persistence ----
