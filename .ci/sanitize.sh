@@ -18,7 +18,7 @@ python3 -m venv "$venv"
 # shellcheck disable=SC1091
 . "$venv/bin/activate"
 python -m pip install -q --upgrade pip
-pip install -q scikit-build-core pybind11 ninja numpy pytest hypothesis
+pip install -q scikit-build-core pybind11 cython ninja numpy pytest hypothesis
 
 echo "== building the sanitized extension (FASTMLP_SANITIZE=ON)"
 # RelWithDebInfo: optimised like the real build, with line numbers in the reports.

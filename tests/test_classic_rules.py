@@ -266,3 +266,15 @@ def test_perceptron_mistakes_matches_reference(dtype, shape):
     y = rng.integers(0, 2, size=shape[0])
     weights = rng.integers(-2, 3, size=shape[1] + 1).astype(dtype)  # exact sums, zeros included
     assert _classic_rules.perceptron_mistakes(X, y, weights) == reference.perceptron_mistakes(X, y, weights)
+
+
+def test_read_only_inputs_are_accepted():
+    # np.load(..., mmap_mode="r") and other read-only buffers: the rules never write X.
+    rng = np.random.default_rng(14)
+    X = rng.normal(size=(30, 4))
+    y = (X[:, 0] > 0).astype(int)
+    expected = Perceptron(shuffle=True, seed=1).fit(X, y).weights_
+    X.setflags(write=False)
+    np.testing.assert_array_equal(Perceptron(shuffle=True, seed=1).fit(X, y).weights_, expected)
+    layer = HebbianLayer(4, 2, rule="sanger", seed=0).fit(X, epochs=2)
+    assert np.all(np.isfinite(layer.weights_))

@@ -108,7 +108,8 @@ def _sample_order(rng: np.random.Generator, n_samples: int, shuffle: bool = True
 
 def _net_input(X: Floats, weights: Floats) -> Floats:
     """``w0 + X @ w`` for ``weights = [w0, w]``, without copying X into ``[1, X]``."""
-    return X @ weights[1:] + weights[0]
+    net_input: Floats = X @ weights[1:] + weights[0]
+    return net_input
 
 
 def _with_bias_input(X: Floats) -> Floats:
