@@ -51,6 +51,7 @@ preload="$asan_runtime $(g++ -print-file-name=libstdc++.so)"
 
 tests=(tests/test_kernels.py tests/test_gemm.py tests/test_same_bits.py tests/test_mlp.py tests/test_fuzz.py tests/test_hardening.py
        tests/test_sample_weight.py tests/test_sparse.py
+       tests/test_adversarial.py
        # ASan's operator new aborts on an impossible size instead of throwing std::bad_alloc,
        # so the MemoryError this test expects cannot happen under it.
        --deselect tests/test_mlp.py::test_a_network_too_large_for_memory_says_so)

@@ -536,6 +536,8 @@ int64_t train_batches_for(Network<T>& network, RunTotals& totals, InputRows<T> X
         }
         if (batch.nonfinite_batch >= 0) {  // the step was refused: the run ends here
             totals.nonfinite_batch = batch.nonfinite_batch;
+            // Parameters an earlier update of this interval overflowed make the loss NaN: say so.
+            if (!network.params_finite()) totals.finite = false;
             return end;
         }
         if (batch.bad_input_row >= 0) {  // a malformed sparse row: the batch was not trained
