@@ -53,3 +53,15 @@ def test_bad_arguments_are_refused(bench):
     with pytest.raises(SystemExit):
         bench.parse_args(["--repetitions", "0"])
     assert np.isfinite(bench.parse_args(["--quick"]).repetitions)
+
+
+def test_sklearn_scores_runs_both_libraries_on_a_data_set():
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "bench", "sklearn_scores.py")
+    spec = importlib.util.spec_from_file_location("fastmlp_bench_sklearn_scores", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (row,) = module.main(["--seeds", "1", "--datasets", "iris"])
+    assert set(row["scores"]) == {"fastmlp", "scikit-learn"}
+    assert all(0.8 < scores[0] <= 1.0 for scores in row["scores"].values())
+    with pytest.raises(SystemExit):
+        module.parse_args(["--seeds", "0"])

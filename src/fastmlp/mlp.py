@@ -670,6 +670,34 @@ class MLP:
                                                  **self._weights(sample_weight, x.shape[0]))
         return self._mean_loss(totals), self._network.grads.copy()
 
+    @_holding_model_lock
+    def loss_and_gradient(self, flat_parameters: Any, X: Any, y: Any) -> Tuple[float, np.ndarray]:
+        """The mean loss over all of (X, y) and its gradient at ``flat_parameters``, which
+        become the model's parameters: one full-batch call into the core, no optimizer step
+        (what a quasi-Newton solver such as scipy's L-BFGS-B needs).
+
+        Parameters
+        ----------
+        flat_parameters : array-like of shape (n_parameters,)
+            In the layout of ``flat_parameters``; finite.
+        X : array-like of shape (n_samples, n_features)
+        y : array-like
+            Labels (n_samples,) for cross_entropy, targets (n_samples, n_outputs) otherwise.
+
+        Returns
+        -------
+        loss : float
+        gradient : ndarray of shape (n_parameters,), in the model's dtype
+        """
+        theta = np.asarray(flat_parameters)
+        if theta.shape != (self.n_parameters,) or theta.dtype.kind not in "iuf":
+            raise ValueError(f"flat_parameters must be {self.n_parameters} real numbers, got "
+                             f"shape {theta.shape} and dtype {theta.dtype}")
+        X, y = self._prepare(X, y)
+        self._network.params[:] = theta  # NaN/inf give a NaN/inf loss, for the solver to see
+        loss_sum, _, rows = self._network.compute_gradients(X, y, False)
+        return float(loss_sum / rows), self._network.grads.copy()
+
     @property
     def learning_rate(self) -> float:
         """The optimizer's current learning rate (settable, e.g. by a schedule)."""

@@ -4,6 +4,7 @@ scikit-learn; the rest of fastmlp never does.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 import warnings
@@ -21,7 +22,11 @@ from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped
 from sklearn.model_selection import train_test_split  # type: ignore[import-untyped]
 from sklearn.utils import check_random_state  # type: ignore[import-untyped]
 from sklearn.utils.multiclass import check_classification_targets, type_of_target  # type: ignore[import-untyped]
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data  # type: ignore[import-untyped]
+from sklearn.utils.metaestimators import available_if  # type: ignore[import-untyped]
+from sklearn.utils.multiclass import unique_labels  # type: ignore[import-untyped]
+from sklearn.utils.validation import (  # type: ignore[import-untyped]
+    _check_sample_weight, check_is_fitted, column_or_1d, validate_data)
+from sklearn.metrics import accuracy_score, r2_score  # type: ignore[import-untyped]
 
 from . import optim
 from .mlp import MLP, load
@@ -31,20 +36,34 @@ __all__ = ["MLPClassifier", "MLPRegressor", "expected_failed_checks"]
 # scikit-learn's activation names -> fastmlp's ("logistic" is scikit-learn's sigmoid).
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "sigmoid": "sigmoid",
                "tanh": "tanh", "relu": "relu", "leaky_relu": "leaky_relu", "gelu": "gelu"}
-SOLVERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
+SOLVERS = ("sgd", "adam", "lbfgs", "adamw", "rmsprop", "adagrad", "adadelta")
+LEARNING_RATES = ("constant", "invscaling", "adaptive")
 # Changing one of these between fits with warm_start (or partial_fit) would need new weights.
-ARCHITECTURE_PARAMS = ("hidden_layer_sizes", "activation", "dropout", "batch_norm", "dtype")
+ARCHITECTURE_PARAMS = ("hidden_layer_sizes", "activation", "dropout", "batch_norm", "dtype", "loss")
+
+
+SAMPLE_WEIGHT_CHECKS = ("check_sample_weights_pandas_series", "check_sample_weights_not_an_array",
+                        "check_sample_weights_list", "check_sample_weights_shape",
+                        "check_sample_weights_not_overwritten",
+                        "check_sample_weight_equivalence_on_dense_data",
+                        "check_classifiers_one_label_sample_weights")
+
+
+def _mlp_takes_sample_weight() -> bool:
+    return "sample_weight" in inspect.signature(MLP.fit).parameters
 
 
 def expected_failed_checks(estimator: Any) -> Dict[str, str]:
     """scikit-learn's estimator checks that ``estimator`` fails by design, with the reason:
     pass it as ``expected_failed_checks`` to ``check_estimator`` / ``parametrize_with_checks``
-    (scikit-learn >= 1.6's successor of the ``_xfail_checks`` tag). Empty for both estimators."""
-    # None today: predictions of a batch and of any subset of it are bitwise equal in float32
-    # and float64 (every GEMM path sums in one canonical order), so
-    # check_methods_subset_invariance passes too. Kept so callers need not change when a
-    # check fails by design again.
-    return {}
+    (scikit-learn >= 1.6's successor of the ``_xfail_checks`` tag). The sample-weight checks
+    while fastmlp.MLP.fit has no sample_weight (it comes with branch weights-sparse)."""
+    # Predictions of a batch and of any subset of it are bitwise equal in float32 and float64
+    # (every GEMM path sums in one canonical order), so check_methods_subset_invariance passes.
+    if _mlp_takes_sample_weight():
+        return {}
+    return {name: "needs fastmlp.MLP.fit(sample_weight=...), not in this build"
+            for name in SAMPLE_WEIGHT_CHECKS}
 
 
 # ---- parameter checks (in fit, as scikit-learn requires: __init__ only stores) ---------------
@@ -91,26 +110,37 @@ def _check_flag(name: str, value: Any) -> bool:
 # ---- the shared estimator ------------------------------------------------------------------
 
 
+class _SolverState:
+    """What scikit-learn keeps as ``_optimizer`` and tests read: the current learning rate
+    (scikit-learn's value, before fastmlp's gradient-scale folding)."""
+
+    def __init__(self, learning_rate: float) -> None:
+        self.learning_rate = learning_rate
+
+
 class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type hints
     """What MLPClassifier and MLPRegressor share: parameters, the training loop with
-    scikit-learn's stopping rules, warm starts, partial_fit, fitted attributes, pickling."""
+    scikit-learn's stopping rules, warm starts, partial_fit, lbfgs, fitted attributes, pickling."""
 
     def __init__(self, hidden_layer_sizes: Any = (100,), activation: str = "relu", *,
                  solver: str = "adam", alpha: float = 0.0001, batch_size: Any = "auto",
-                 learning_rate_init: float = 0.001, max_iter: int = 200, shuffle: bool = True,
-                 random_state: Any = None, tol: float = 1e-4, verbose: bool = False,
+                 learning_rate: str = "constant", learning_rate_init: float = 0.001,
+                 power_t: float = 0.5, max_iter: int = 200, shuffle: bool = True,
+                 random_state: Any = None, tol: float = 1e-4, verbose: Any = False,
                  warm_start: bool = False, momentum: float = 0.9, nesterovs_momentum: bool = True,
                  early_stopping: bool = False, validation_fraction: float = 0.1,
                  beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8,
-                 n_iter_no_change: int = 10, dropout: float = 0.0, batch_norm: bool = False,
-                 weight_decay: float = 0.0, dtype: Any = "float32",
+                 n_iter_no_change: Any = 10, max_fun: int = 15000, dropout: float = 0.0,
+                 batch_norm: bool = False, weight_decay: float = 0.0, dtype: Any = None,
                  n_threads: Optional[int] = None) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
         self.alpha = alpha
         self.batch_size = batch_size
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
         self.max_iter = max_iter
         self.shuffle = shuffle
         self.random_state = random_state
@@ -125,6 +155,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.dropout = dropout
         self.batch_norm = batch_norm
         self.weight_decay = weight_decay
@@ -141,38 +172,56 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
     def _check_y(self, y: np.ndarray) -> np.ndarray:
         return y
 
-    def _stratify(self, y: np.ndarray) -> Optional[np.ndarray]:
+    def _stratify(self, targets: np.ndarray) -> Optional[np.ndarray]:
         return None
+
+    def _validation_score(self, outputs: np.ndarray, y: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def _loss_name(self) -> str:
+        return "squared_error"
+
+    def _check_stochastic(self) -> bool:
+        """partial_fit exists for the stochastic solvers only (scikit-learn's available_if)."""
+        if self.solver == "lbfgs":
+            raise AttributeError("partial_fit is only available for stochastic optimizers; "
+                                 "solver='lbfgs' is not stochastic")
+        return True
 
     # -- checks --
 
     def _check_params(self) -> Dict[str, Any]:
         """Every parameter checked, with the value fastmlp.MLP needs."""
-        if self.solver == "lbfgs":
-            raise ValueError("solver='lbfgs' is not supported: fastmlp trains with stochastic "
-                             f"optimizers only; valid: {', '.join(SOLVERS)}")
         if self.solver not in SOLVERS:
             raise _bad("solver", self.solver, f"one of {', '.join(SOLVERS)}")
         if self.activation not in ACTIVATIONS:
             raise _bad("activation", self.activation, f"one of {', '.join(ACTIVATIONS)}")
+        if self.learning_rate not in LEARNING_RATES:
+            raise _bad("learning_rate", self.learning_rate, f"one of {', '.join(LEARNING_RATES)}")
         if self.batch_size != "auto":
             try:
                 _check_int("batch_size", self.batch_size, 1)
             except ValueError:
                 raise _bad("batch_size", self.batch_size, "'auto' or an integer >= 1") from None
-        if self.dtype not in ("float32", "float64", np.float32, np.float64):
-            raise _bad("dtype", self.dtype, "'float32' or 'float64'")
+        if self.dtype not in (None, "float32", "float64", np.float32, np.float64):
+            raise _bad("dtype", self.dtype, "None (the input's float dtype), 'float32' or 'float64'")
         if self.n_threads is not None:
             _check_int("n_threads", self.n_threads, 1)
-        if self.verbose not in (0, 1, False, True):
-            raise _bad("verbose", self.verbose, "True or False")
+        if isinstance(self.verbose, (bool, np.bool_)):
+            pass
+        elif not isinstance(self.verbose, Integral) or self.verbose < 0:
+            raise _bad("verbose", self.verbose, "True, False or an integer >= 0")
         for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping", "batch_norm"):
             _check_flag(name, getattr(self, name))
         _check_int("max_iter", self.max_iter, 1)
-        _check_int("n_iter_no_change", self.n_iter_no_change, 1)
+        _check_int("max_fun", self.max_fun, 1)
+        if not (isinstance(self.n_iter_no_change, Real) and not isinstance(self.n_iter_no_change, bool)
+                and self.n_iter_no_change == np.inf):
+            _check_int("n_iter_no_change", self.n_iter_no_change, 1)
         _check_real("alpha", self.alpha, 0.0)
         _check_real("weight_decay", self.weight_decay, 0.0)
         _check_real("learning_rate_init", self.learning_rate_init, 0.0, low_open=True)
+        _check_real("power_t", self.power_t, 0.0)
         _check_real("tol", self.tol, 0.0)
         _check_real("momentum", self.momentum, 0.0, 1.0, high_open=False)
         _check_real("validation_fraction", self.validation_fraction, 0.0, 1.0, low_open=True)
@@ -182,7 +231,9 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         _check_real("dropout", self.dropout, 0.0, 1.0)
         return {"hidden_layer_sizes": _check_hidden_layer_sizes(self.hidden_layer_sizes),
                 "activation": ACTIVATIONS[self.activation], "dropout": float(self.dropout),
-                "batch_norm": bool(self.batch_norm), "dtype": np.dtype(self.dtype).name}
+                "batch_norm": bool(self.batch_norm),
+                "dtype": None if self.dtype is None else np.dtype(self.dtype).name,
+                "loss": self._loss_name()}
 
     def _batch_size(self, n_samples: int) -> int:
         if self.batch_size == "auto":
@@ -192,16 +243,23 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
                           "samples; it is clipped to the sample count", UserWarning)
         return min(int(self.batch_size), n_samples)
 
-    def _optimizer(self, batch_size: int) -> optim.Optimizer:
-        """The solver as a fastmlp optimizer. alpha is scikit-learn's L2 penalty, 0.5 * alpha *
-        ||W||^2 / batch_size added to each batch's loss, i.e. a weight decay of alpha / batch_size."""
-        lr, decay = float(self.learning_rate_init), self.alpha / batch_size + self.weight_decay
+    def _fastmlp_optimizer(self, batch_size: int) -> optim.Optimizer:
+        """The solver as a fastmlp optimizer, with scikit-learn's gradient scale folded in.
+
+        scikit-learn's gradient is fastmlp's times _gradient_scale (e.g. 1/2 for one squared-
+        error output), and alpha adds alpha * W / batch_size to it. SGD steps lr * (c g + d W)
+        = (lr c) (g + (d / c) W); Adam is invariant to the gradient's scale but for epsilon,
+        so it takes epsilon / c. The decay d / c reaches weights only (decay_biases=False)."""
+        scale = self._gradient_scale
+        lr = float(self.learning_rate_init)
+        decay = (self.alpha / batch_size + self.weight_decay) / scale
         if self.solver == "sgd":
-            return optim.SGD(lr=lr, momentum=self.momentum, weight_decay=decay,
+            return optim.SGD(lr=lr * scale, momentum=self.momentum, weight_decay=decay,
                              nesterov=bool(self.nesterovs_momentum) and self.momentum > 0)
-        if self.solver in ("adam", "adamw"):
-            cls = optim.Adam if self.solver == "adam" else optim.AdamW
-            return cls(lr=lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon, weight_decay=decay)
+        if self.solver in ("adam", "adamw", "lbfgs"):  # lbfgs: any; scipy steps instead
+            cls = optim.AdamW if self.solver == "adamw" else optim.Adam
+            return cls(lr=lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon / scale,
+                       weight_decay=decay)
         return optim.OPTIMIZERS[self.solver](lr=lr, weight_decay=decay)
 
     # -- fitting --
@@ -210,63 +268,87 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
     # from, the fastmlp model, and the output layout.
     _config: Dict[str, Any]
     _random_state: np.random.RandomState
-    _model: MLP
+    model_: MLP
     _n_outputs: int
     _network_outputs: int
     _loss: str
     _loss_scale: float
+    _gradient_scale: float
 
-    def _fit(self, X: Any, y: Any, incremental: bool, classes: Any = None) -> "_BaseMLP":
+    @property
+    def _model(self) -> MLP:
+        """The fitted fastmlp.MLP under its earlier private name (model_ is the public one)."""
+        return self.model_
+
+    def _fit(self, X: Any, y: Any, incremental: bool, classes: Any = None,
+             sample_weight: Any = None) -> "_BaseMLP":
         config = self._check_params()
-        continuing = hasattr(self, "_model") and (incremental or self.warm_start)
-        if continuing and config != self._config:
-            changed = [key for key in ARCHITECTURE_PARAMS if config[key] != self._config[key]]
-            raise ValueError(f"{', '.join(changed)} changed since the model was fitted; "
-                             "fit again with warm_start=False to start over")
+        if incremental and self.solver == "lbfgs":
+            raise AttributeError("partial_fit is only available for stochastic optimizers; "
+                                 "solver='lbfgs' is not stochastic")
+        continuing = hasattr(self, "model_") and (incremental or self.warm_start)
+        if continuing:
+            fitted = dict(self._config, dtype=self._config["dtype_requested"])
+            fitted.pop("dtype_requested")
+            if config != fitted:
+                changed = [key for key in ARCHITECTURE_PARAMS if config[key] != fitted[key]]
+                raise ValueError(f"{', '.join(changed)} changed since the model was fitted; "
+                                 "fit again with warm_start=False to start over")
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
                              y_numeric=isinstance(self, RegressorMixin), reset=not continuing)
         y = self._check_y(y)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         targets = self._encode_targets(y, not continuing, incremental, classes)
-        batch_size = self._batch_size(X.shape[0])
         if not continuing:
-            self._config = config
+            self._config = dict(config, dtype_requested=config["dtype"],
+                                dtype=config["dtype"] or X.dtype.name)
             self._random_state = check_random_state(self.random_state)
-            self._model = self._new_model(X.shape[1], batch_size)
+            held_out = int(np.ceil(self.validation_fraction * X.shape[0])) if self.early_stopping else 0
+            self._n_samples_hint = max(1, X.shape[0] - held_out)  # the first optimizer's batch size
+            self.model_ = self._new_model(X.shape[1])
             self._reset_progress()
-        elif not incremental:  # warm_start: scikit-learn starts a new optimizer on each fit
-            self._model = self._new_model(X.shape[1], batch_size, start_from=self._model)
-        self._model.n_threads = self.n_threads
-        self._start_stopping_state(not continuing, incremental)
-        self._train(X, targets, y, batch_size, incremental)
+        self.model_.n_threads = self.n_threads
+        if self.solver == "lbfgs":
+            self._fit_lbfgs(X, targets, sample_weight)
+        else:
+            self._fit_stochastic(X, targets, y, sample_weight, incremental, continuing)
         self._set_fitted_attributes()
         return self
 
-    def _new_model(self, n_features: int, batch_size: int, start_from: Optional[MLP] = None) -> MLP:
+    def _new_model(self, n_features: int) -> MLP:
+        """A fastmlp.MLP with scikit-learn's initialisation: Glorot-uniform weights and
+        biases, bound sqrt(6 / (fan_in + fan_out)) (2 instead of 6 for logistic), drawn from
+        random_state layer by layer as scikit-learn draws them."""
         config = self._config
+        sizes = [n_features, *config["hidden_layer_sizes"], self._network_outputs]
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        weights, biases = [], []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            weights.append(self._random_state.uniform(-bound, bound, (fan_in, fan_out)))
+            biases.append(self._random_state.uniform(-bound, bound, fan_out))
         seed = int(self._random_state.randint(np.iinfo(np.int32).max))
-        model = MLP([n_features, *config["hidden_layer_sizes"], self._network_outputs],
-                    activation=config["activation"], loss=self._loss,
-                    optimizer=self._optimizer(batch_size), dropout=config["dropout"],
+        model = MLP(sizes, activation=config["activation"], loss=self._loss,
+                    optimizer=self._fastmlp_optimizer(min(200, self._n_samples_hint)), dropout=config["dropout"],
                     batch_norm=config["batch_norm"], dtype=config["dtype"], seed=seed)
-        if start_from is not None:
-            model._restore(start_from._snapshot())
-            model.fitted = True
+        params, layers = model._network.params, model._network.layers
+        for layer, w, b in zip(layers, weights, biases):
+            params[layer["weight"]:layer["weight"] + w.size] = w.ravel()
+            params[layer["bias"]:layer["bias"] + b.size] = b
+        model.fitted = True  # initialised weights predict (as set_weights would allow)
         return model
+
+    _n_samples_hint = 200
 
     def _reset_progress(self) -> None:
         self.n_iter_ = 0
         self.t_ = 0
         self.loss_curve_: List[float] = []
-
-    def _start_stopping_state(self, fresh: bool, incremental: bool) -> None:
-        """scikit-learn's bookkeeping: best validation score with early stopping, else best
-        loss; kept across warm-started fits and partial_fit calls."""
-        if not incremental:
-            self._no_improvement_count = 0
-        if not fresh and self.early_stopping == (self.validation_scores_ is not None):
-            return
+        self._no_improvement_count = 0
+        self._best_state: Optional[Dict[str, np.ndarray]] = None
         if self.early_stopping:
             self.validation_scores_: Optional[List[float]] = []
             self.best_validation_score_: Optional[float] = -np.inf
@@ -276,106 +358,164 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
             self.best_validation_score_ = None
             self.best_loss_ = np.inf
 
-    def _split_validation(self, X: np.ndarray, targets: np.ndarray,
-                          y: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        X_train, X_val, t_train, _, _, y_val = train_test_split(
-            X, targets, y, random_state=self._random_state, test_size=self.validation_fraction,
-            stratify=self._stratify(y))
+    def _split_validation(self, X: np.ndarray, targets: np.ndarray, y: np.ndarray,
+                          sample_weight: Optional[np.ndarray]) -> Tuple[Any, ...]:
+        arrays = [X, targets, y] + ([] if sample_weight is None else [sample_weight])
+        parts = train_test_split(*arrays, random_state=self._random_state,
+                                 test_size=self.validation_fraction,
+                                 stratify=self._stratify(targets))
+        X_train, X_val, t_train, _, _, y_val = parts[:6]
+        w_train = parts[6] if sample_weight is not None else None
         if X_val.shape[0] < 2:
-            raise ValueError(f"validation_fraction={self.validation_fraction!r} leaves "
-                             f"{X_val.shape[0]} validation samples; early stopping needs 2+: "
-                             "raise it or give more samples")
-        return X_train, t_train, X_val, y_val
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' "
+                             f"(validation_fraction={self.validation_fraction!r} leaves "
+                             f"{X_val.shape[0]} samples) or the size of your dataset.")
+        return X_train, t_train, w_train, X_val, y_val
 
-    def _train(self, X: np.ndarray, targets: np.ndarray, y: np.ndarray, batch_size: int,
-               incremental: bool) -> None:
-        """Epochs with scikit-learn's stopping rules; y (as given) scores the validation set."""
+    def _fit_stochastic(self, X: np.ndarray, targets: np.ndarray, y: np.ndarray,
+                        sample_weight: Optional[np.ndarray], incremental: bool,
+                        continuing: bool) -> None:
+        """One MLP.fit call of max_iter epochs (1 for partial_fit); a callback after every
+        epoch keeps scikit-learn's books (loss_, n_iter_, validation, learning rate) and stops."""
         validation = None
+        w_train = sample_weight
         if self.early_stopping:
-            X, targets, X_val, y_val = self._split_validation(X, targets, y)
+            X, targets, w_train, X_val, y_val = self._split_validation(X, targets, y, sample_weight)
             validation = (X_val, y_val)
-            batch_size = min(batch_size, X.shape[0])
-        best_state = None
-        for epoch in range(1 if incremental else self.max_iter):
-            history = self._model.fit(X, targets, epochs=1, batch_size=batch_size,
-                                      shuffle=bool(self.shuffle))
-            if len(history) == 0 or history.partial_epoch:
-                break  # Ctrl-C cut the epoch short: keep the model as it is, count no iteration
-            self.n_iter_ += 1
-            self.t_ += X.shape[0]
-            self.loss_ = self._reported_loss(history["loss"][-1], batch_size)
-            self.loss_curve_.append(self.loss_)
-            if self.verbose:
-                print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-            if self._update_no_improvement(validation):
-                best_state = self._model._snapshot()
-            if incremental or history.interrupted:
-                break
-            if self._no_improvement_count > self.n_iter_no_change:
-                if self.verbose:
-                    what = "Validation score" if self.early_stopping else "Training loss"
-                    print(f"{what} did not improve more than tol={self.tol} for "
-                          f"{self.n_iter_no_change} consecutive epochs. Stopping.")
-                break
-            if epoch == self.max_iter - 1:
-                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
-                              "reached and the optimization hasn't converged yet.",
-                              ConvergenceWarning)
-        if best_state is not None:
-            self._model._restore(best_state)
+        batch_size = self._batch_size(X.shape[0])
+        self._prepare_optimizer(batch_size, fresh_optimizer=not incremental or not continuing)
+        model = self.model_
+        self.n_iter_ = 0
+        epochs = 1 if incremental else self.max_iter
+        stopper = _StoppingRules(self, X.shape[0], validation, incremental, epochs)
+        fit_options: Dict[str, Any] = {}
+        if w_train is not None:
+            if not _mlp_takes_sample_weight():
+                raise NotImplementedError("sample_weight needs fastmlp.MLP.fit(sample_weight=...), "
+                                          "which this build of fastmlp does not have")
+            fit_options["sample_weight"] = w_train
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # on_nan's notice; recorded below
+            history = model.fit(X, targets, epochs=epochs, batch_size=batch_size,
+                                shuffle=bool(self.shuffle), callbacks=[stopper], on_nan="restore",
+                                **fit_options)
+        self.history_ = history
+        if history.stopped_on_nan:
+            stopper.record_divergence()
+        elif history.interrupted:
+            warnings.warn("Training interrupted by user.")
+        elif stopper.ran_out and not incremental:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                          "reached and the optimization hasn't converged yet.",
+                          ConvergenceWarning)
+        if self.early_stopping and self._best_state is not None:
+            model._restore(self._best_state)
+        elif history.stopped_on_nan:
+            raise ValueError("Solver produced non-finite parameter weights. The input data may "
+                             "contain large values and need to be preprocessed.")
 
-    def _reported_loss(self, mean_loss: float, batch_size: int) -> float:
+    @property
+    def _core_lr_factor(self) -> float:
+        """scikit-learn's learning rate -> the core's (SGD folds the gradient scale into it)."""
+        return self._gradient_scale if self.solver == "sgd" else 1.0
+
+    def _prepare_optimizer(self, batch_size: int, fresh_optimizer: bool) -> None:
+        """The solver for this batch size on model_; scikit-learn starts a new optimizer on
+        every fit (zero moments, learning_rate_init) and keeps it across partial_fit calls."""
+        model = self.model_
+        wanted = self._fastmlp_optimizer(batch_size)
+        if wanted.options != model.optimizer.options or type(wanted) is not type(model.optimizer):
+            self.model_ = model = _rebuilt(model, wanted, keep_state=not fresh_optimizer)
+        elif fresh_optimizer:
+            for buffer in model._network.optimizer_state.values():
+                buffer[:] = 0
+            model._network.step = 0
+        if fresh_optimizer or not hasattr(self, "_optimizer"):
+            self._optimizer = _SolverState(float(self.learning_rate_init))
+        model.learning_rate = self._optimizer.learning_rate * self._core_lr_factor
+
+    def _reported_loss(self, mean_loss: float, n_samples: int) -> float:
         """The epoch's loss as scikit-learn defines loss_: its loss function (see
         _loss_scale) plus the L2 penalty 0.5 * alpha * ||W||^2 / batch_size."""
-        squares = sum(float(np.dot(w.ravel(), w.ravel())) for w in self._model.weights)
+        batch_size = self._batch_size(n_samples) if self.solver != "lbfgs" else n_samples
+        squares = sum(float(np.dot(w.ravel(), w.ravel())) for w in self.model_.weights)
         return float(mean_loss * self._loss_scale + 0.5 * self.alpha * squares / batch_size)
 
-    def _update_no_improvement(self, validation: Optional[Tuple[np.ndarray, np.ndarray]]) -> bool:
-        """scikit-learn's stopping rule; True when this epoch is the best so far (early stopping)."""
-        if validation is None:
-            last, best = self.loss_curve_[-1], float(self.best_loss_)  # type: ignore[arg-type]
-            if last > best - self.tol:
-                self._no_improvement_count += 1
-            else:
-                self._no_improvement_count = 0
-            self.best_loss_ = min(best, last)
-            return False
-        score = float(self.score(*validation))  # accuracy or R^2, as scikit-learn
-        best = float(self.best_validation_score_)  # type: ignore[arg-type]
-        assert self.validation_scores_ is not None
-        self.validation_scores_.append(score)
-        if score < best + self.tol:
-            self._no_improvement_count += 1
-        else:
-            self._no_improvement_count = 0
-        if score > best:
-            self.best_validation_score_ = score
-            return True
-        return False
+    # -- lbfgs --
+
+    def _weight_mask(self) -> np.ndarray:
+        """True at the weights (not biases) of the flat parameter buffer: alpha's reach."""
+        mask = np.zeros(self.model_.n_parameters, dtype=bool)
+        for layer in self.model_._network.layers:
+            mask[layer["weight"]:layer["weight"] + layer["fan_in"] * layer["fan_out"]] = True
+        return mask
+
+    def _fit_lbfgs(self, X: np.ndarray, targets: np.ndarray,
+                   sample_weight: Optional[np.ndarray]) -> None:
+        """scipy's L-BFGS-B on the full-batch loss and gradient the C++ core computes
+        (MLP.loss_and_gradient), plus alpha's L2 penalty on the weights, as scikit-learn."""
+        if sample_weight is not None:
+            raise NotImplementedError("solver='lbfgs' with sample_weight is not supported yet")
+        import scipy.optimize  # type: ignore[import-untyped]
+        model, mask, n = self.model_, self._weight_mask(), X.shape[0]
+        X = np.ascontiguousarray(X, dtype=model.dtype)
+        scale, alpha = self._loss_scale, float(self.alpha)
+
+        def loss_and_gradient(theta: np.ndarray) -> Tuple[float, np.ndarray]:
+            loss, gradient = model.loss_and_gradient(theta, X, targets)
+            weights = theta[mask]
+            loss = loss * scale + 0.5 * alpha * float(weights @ weights) / n
+            gradient = gradient.astype(np.float64) * scale
+            gradient[mask] += alpha * weights / n
+            return loss, gradient
+
+        options: Dict[str, Any] = {"maxfun": self.max_fun, "maxiter": self.max_iter,
+                                   "gtol": self.tol}
+        if _scipy_takes_iprint():
+            options["iprint"] = 1 if self.verbose else -1
+        result = scipy.optimize.minimize(loss_and_gradient, model.flat_parameters.astype(np.float64),
+                                         method="L-BFGS-B", jac=True, options=options)
+        if result.status != 0:
+            message = result.message.decode() if isinstance(result.message, bytes) else result.message
+            warnings.warn(f"lbfgs failed to converge after {result.nit} iteration(s) "
+                          f"(status={result.status}): {message}. Increase the number of "
+                          "iterations (max_iter) or scale the data.", ConvergenceWarning)
+        self.n_iter_ = min(int(result.nit), self.max_iter)
+        self.loss_ = float(result.fun)
+        model._network.params[:] = result.x
+        model.fitted = True
+        if not np.all(np.isfinite(result.x)):
+            raise ValueError("Solver produced non-finite parameter weights. The input data may "
+                             "contain large values and need to be preprocessed.")
 
     def _set_fitted_attributes(self) -> None:
-        self.coefs_ = self._model.weights
-        self.intercepts_ = self._model.biases
+        self.coefs_ = self.model_.weights
+        self.intercepts_ = self.model_.biases
         self.n_layers_ = len(self.coefs_) + 1
         self.n_outputs_ = self._n_outputs
 
     # -- prediction --
 
     def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "_model")
+        return hasattr(self, "model_")
 
     def _forward(self, X: Any) -> np.ndarray:
         """The network's outputs (after the loss's link) in the input's float dtype."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
-        self._model.n_threads = self.n_threads
-        return self._model._outputs(X).astype(X.dtype, copy=False)
+        return self._outputs(X)
+
+    def _outputs(self, X: np.ndarray) -> np.ndarray:
+        """Outputs for an already validated X (no feature-name checks: early stopping's
+        validation set is an array split from a DataFrame)."""
+        self.model_.n_threads = self.n_threads
+        return self.model_._outputs(X).astype(X.dtype, copy=False)
 
     # -- pickling: the compiled model travels as fastmlp's own .npz file --
 
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
-        model = state.pop("_model", None)
+        model = state.pop("model_", None)
         if model is not None:
             with tempfile.TemporaryDirectory() as directory:
                 path = os.path.join(directory, "model.npz")
@@ -392,7 +532,130 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
                 path = os.path.join(directory, "model.npz")
                 with open(path, "wb") as file:
                     file.write(saved)
-                self._model = load(path)
+                self.model_ = load(path)
+
+
+class _StoppingRules:
+    """MLP.fit's callback: after every epoch, scikit-learn's bookkeeping and stopping rules
+    (loss_, loss_curve_, n_iter_, t_, validation score, learning-rate schedule)."""
+
+    def __init__(self, estimator: _BaseMLP, n_samples: int,
+                 validation: Optional[Tuple[np.ndarray, np.ndarray]], incremental: bool,
+                 epochs: int) -> None:
+        self.estimator, self.n_samples = estimator, n_samples
+        self.validation, self.incremental, self.epochs = validation, incremental, epochs
+        self.ran_out = False
+
+    def __call__(self, epoch: int, logs: Dict[str, float]) -> bool:
+        self._record(logs["loss"])
+        return not self._should_stop()
+
+    def record_divergence(self) -> None:
+        """The core refused a NaN/inf step: the epoch counts with a NaN loss (and score)."""
+        self._record(np.nan)
+
+    def _record(self, mean_loss: float) -> None:
+        est = self.estimator
+        est.n_iter_ += 1
+        est.t_ += self.n_samples
+        est.loss_ = est._reported_loss(mean_loss, self.n_samples) if np.isfinite(mean_loss) \
+            else float(mean_loss)
+        est.loss_curve_.append(est.loss_)
+        if est.verbose:
+            print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
+        self._update_no_improvement(np.isfinite(mean_loss))
+
+    def _update_no_improvement(self, finite: bool) -> None:
+        est = self.estimator
+        if self.validation is None:
+            last = est.loss_curve_[-1]
+            if not last <= est.best_loss_ - est.tol:  # NaN counts as no improvement
+                est._no_improvement_count += 1
+            else:
+                est._no_improvement_count = 0
+            if last < est.best_loss_:
+                est.best_loss_ = last
+            return
+        X_val, y_val = self.validation
+        outputs = est._outputs(X_val) if finite else None
+        score = np.nan if outputs is None or not np.all(np.isfinite(outputs)) \
+            else float(est._validation_score(outputs, y_val))
+        assert est.validation_scores_ is not None and est.best_validation_score_ is not None
+        est.validation_scores_.append(score)
+        if est.verbose:
+            print(f"Validation score: {score:f}")
+        if not score >= est.best_validation_score_ + est.tol:
+            est._no_improvement_count += 1
+        else:
+            est._no_improvement_count = 0
+        if score > est.best_validation_score_:
+            est.best_validation_score_ = score
+            est._best_state = est.model_._snapshot()
+
+    def _should_stop(self) -> bool:
+        est = self.estimator
+        self._schedule_learning_rate()
+        if est._no_improvement_count > est.n_iter_no_change:
+            what = "Validation score" if self.validation is not None else "Training loss"
+            message = (f"{what} did not improve more than tol={est.tol:f} for "
+                       f"{est.n_iter_no_change} consecutive epochs.")
+            if self._trigger_stopping(message):
+                return True
+            est._no_improvement_count = 0
+        if self.incremental:
+            return True
+        if est.n_iter_ == self.epochs:
+            self.ran_out = True
+        return False
+
+    def _schedule_learning_rate(self) -> None:
+        """scikit-learn's invscaling (sgd only): lr = learning_rate_init / (t_ + 1) ** power_t."""
+        est = self.estimator
+        if est.solver == "sgd" and est.learning_rate == "invscaling":
+            self._set_learning_rate(float(est.learning_rate_init) / (est.t_ + 1) ** est.power_t)
+
+    def _set_learning_rate(self, lr: float) -> None:
+        est = self.estimator
+        est._optimizer.learning_rate = lr
+        est.model_.learning_rate = lr * est._core_lr_factor
+
+    def _trigger_stopping(self, message: str) -> bool:
+        """scikit-learn's rule: stop, except that sgd with learning_rate='adaptive' first
+        divides the learning rate by 5 until it is 1e-6 or less."""
+        est = self.estimator
+        if est.solver == "sgd" and est.learning_rate == "adaptive":
+            if est._optimizer.learning_rate > 1e-6:
+                self._set_learning_rate(est._optimizer.learning_rate / 5.0)
+                if est.verbose:
+                    print(f"{message} Setting learning rate to {est._optimizer.learning_rate:f}")
+                return False
+        if est.verbose:
+            print(message + " Stopping.")
+        return True
+
+
+def _rebuilt(model: MLP, optimizer: optim.Optimizer, keep_state: bool) -> MLP:
+    """model with another optimizer configuration (the core fixes it at construction): the
+    same parameters, seed and shuffling stream; the optimizer's moments too with keep_state."""
+    new = MLP(model.layer_sizes, activation=model.activations, loss=model.loss,
+              optimizer=optimizer, dropout=model.dropout, batch_norm=model.batch_norm,
+              dtype=model.dtype, seed=model.seed)
+    new._restore(model._snapshot())
+    new._shuffle_rng = model._shuffle_rng
+    new.epochs_trained, new.fitted = model.epochs_trained, model.fitted
+    if keep_state:
+        for name, buffer in new._network.optimizer_state.items():
+            buffer[:] = model._network.optimizer_state[name]
+        new._network.step = model._network.step
+    return new
+
+
+def _scipy_takes_iprint() -> bool:
+    """scipy >= 1.15 dropped L-BFGS-B's iprint option (it warns, later refuses)."""
+    import scipy  # type: ignore[import-untyped]
+    major, minor = (int(part) for part in scipy.__version__.split(".")[:2])
+    return (major, minor) < (1, 15)
+
 
 
 # ---- the classifier --------------------------------------------------------------------------
@@ -509,7 +772,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
 """
 
     @_fill_doc
-    def fit(self, X: Any, y: Any) -> "MLPClassifier":
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPClassifier":
         """Train for up to max_iter epochs (with warm_start, from the last weights).
 
         Parameters
@@ -517,16 +780,20 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
         {X}
         y : array-like of shape (n_samples,) or (n_samples, n_labels)
             Class labels, or a 0/1 indicator matrix for multi-label classification.
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights of the samples in the loss (passed to fastmlp.MLP.fit).
 
         Returns
         -------
         MLPClassifier
             self.
         """
-        return self._fit(X, y, incremental=False)
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
+    @available_if(lambda self: self._check_stochastic())
     @_fill_doc
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> "MLPClassifier":
+    def partial_fit(self, X: Any, y: Any, classes: Any = None,
+                    sample_weight: Any = None) -> "MLPClassifier":
         """One epoch over (X, y), continuing the current model and optimizer state.
 
         Parameters
@@ -536,18 +803,25 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
             Class labels, or a 0/1 indicator matrix.
         classes : array-like, optional
             Every label that will ever be seen; required on the first call.
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights of the samples in the loss.
 
         Returns
         -------
         MLPClassifier
             self.
         """
-        return self._fit(X, y, incremental=True, classes=classes)
+        return self._fit(X, y, incremental=True, classes=classes, sample_weight=sample_weight)
+
+    def _loss_name(self) -> str:
+        return "log_loss"
 
     def _encode_targets(self, y: np.ndarray, first: bool, incremental: bool,
                         classes: Any) -> np.ndarray:
         if first:
             self._set_classes(y, incremental, classes)
+        else:
+            self._check_classes(y, incremental, classes)
         if self._layout == "multilabel":
             if y.ndim != 2 or y.shape[1] != len(self.classes_):
                 raise ValueError(f"y must be a {len(self.classes_)}-column indicator matrix as in "
@@ -555,23 +829,38 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
             return np.asarray(y, dtype=np.float64)
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D labels as in the first fit, got shape {y.shape}")
-        unknown = np.setdiff1d(y, self.classes_)
-        if unknown.size:
-            raise ValueError(f"y has classes {unknown.tolist()} not seen in the first fit "
-                             f"(classes_ = {self.classes_.tolist()}); fit with "
-                             "warm_start=False to learn new classes")
         indices = np.searchsorted(self.classes_, y)
         if self._layout == "binary":
             return indices.astype(np.float64).reshape(-1, 1)
         return indices
+
+    def _check_classes(self, y: np.ndarray, incremental: bool, classes: Any) -> None:
+        """scikit-learn's rules for the labels of a warm-started fit or a later partial_fit."""
+        if incremental and classes is not None and not np.array_equal(
+                np.unique(column_or_1d(classes)), self.classes_):
+            raise ValueError(f"classes={classes!r} is not the same as on the first call to "
+                             f"partial_fit, was: {self.classes_!r}")
+        if self._layout == "multilabel":
+            return
+        seen = unique_labels(y)
+        if self.warm_start and not incremental:
+            if set(seen) != set(self.classes_):
+                raise ValueError("warm_start can only be used where `y` has the same classes as "
+                                 f"in the previous call to fit. Previously got {self.classes_}, "
+                                 f"`y` has {seen}")
+        elif np.setdiff1d(seen, self.classes_).size:
+            raise ValueError(f"`y` has classes {np.setdiff1d(seen, self.classes_).tolist()} not "
+                             f"in classes_ = {self.classes_.tolist()}; fit with warm_start=False "
+                             "to learn new classes")
 
     def _set_classes(self, y: np.ndarray, incremental: bool, classes: Any) -> None:
         """The label layout: multi-label, binary (one logistic output) or multi-class."""
         if type_of_target(y) == "multilabel-indicator":
             self._layout, self.classes_ = "multilabel", np.arange(y.shape[1])
             self._n_outputs = self._network_outputs = y.shape[1]
-            # fastmlp's bce averages over labels too; scikit-learn sums them.
-            self._loss, self._loss_scale = "bce", float(y.shape[1])
+            # fastmlp's bce averages over labels; scikit-learn sums them (loss and gradient).
+            self._loss = "bce"
+            self._loss_scale = self._gradient_scale = float(y.shape[1])
             self.out_activation_ = "logistic"
             return
         if classes is None and incremental:
@@ -580,13 +869,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
         if classes is not None and np.setdiff1d(y, self.classes_).size:
             raise ValueError(f"y has classes {np.setdiff1d(y, self.classes_).tolist()} not in "
                              f"classes={self.classes_.tolist()}")
-        if len(self.classes_) < 2:
-            raise ValueError(f"MLPClassifier needs samples of at least 2 classes; got 1 class "
-                             f"({self.classes_.tolist()})")
-        binary = len(self.classes_) == 2
+        binary = len(self.classes_) <= 2  # one class: one logistic output learning 0, as sklearn
         self._layout = "binary" if binary else "multiclass"
         self._n_outputs = self._network_outputs = 1 if binary else len(self.classes_)
         self._loss, self._loss_scale = ("bce" if binary else "cross_entropy"), 1.0
+        self._gradient_scale = 1.0
         self.out_activation_ = "logistic" if binary else "softmax"
 
     def _check_y(self, y: np.ndarray) -> np.ndarray:
@@ -595,8 +882,25 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
         check_classification_targets(y)
         return y
 
-    def _stratify(self, y: np.ndarray) -> Optional[np.ndarray]:
-        return y if self._layout != "multilabel" else None
+    def _stratify(self, targets: np.ndarray) -> Optional[np.ndarray]:
+        """scikit-learn stratifies on its binarized labels (a boolean column per class; one
+        for two classes), so its error names classes 'True' / 'False' the same way."""
+        if self._layout == "multilabel":
+            return None
+        if self._layout == "binary":
+            return targets > 0.5
+        return np.eye(len(self.classes_), dtype=bool)[targets]
+
+    def _labels(self, outputs: np.ndarray) -> np.ndarray:
+        if self._layout == "multilabel":
+            return (outputs > 0.5).astype(np.int64)
+        if self._layout == "binary":
+            positive = (outputs[:, 0] > 0.5).astype(np.intp)
+            return np.asarray(self.classes_[np.minimum(positive, len(self.classes_) - 1)])
+        return np.asarray(self.classes_[np.argmax(outputs, axis=1)])
+
+    def _validation_score(self, outputs: np.ndarray, y: np.ndarray) -> float:
+        return float(accuracy_score(y, self._labels(outputs)))
 
     @_fill_doc
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -614,7 +918,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
         """
         outputs = self._forward(X)
         if self._layout == "binary":
-            return np.hstack([1 - outputs, outputs])
+            return np.hstack([1 - outputs, outputs][:len(self.classes_)])
         return outputs
 
     @_fill_doc
@@ -646,12 +950,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
         ndarray of shape (n_samples,) or (n_samples, n_labels)
             Labels from classes_ (multi-label: a 0/1 matrix).
         """
-        outputs = self._forward(X)
-        if self._layout == "multilabel":
-            return (outputs > 0.5).astype(np.int64)
-        if self._layout == "binary":
-            return np.asarray(self.classes_[(outputs[:, 0] > 0.5).astype(np.intp)])
-        return np.asarray(self.classes_[np.argmax(outputs, axis=1)])
+        return self._labels(self._forward(X))
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -673,11 +972,41 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
     loss_ is half the mean squared error, scikit-learn's definition; validation_scores_ are R^2.
 """
 
+    def __init__(self, hidden_layer_sizes: Any = (100,), activation: str = "relu", *,
+                 loss: str = "squared_error", solver: str = "adam", alpha: float = 0.0001,
+                 batch_size: Any = "auto", learning_rate: str = "constant",
+                 learning_rate_init: float = 0.001, power_t: float = 0.5, max_iter: int = 200,
+                 shuffle: bool = True, random_state: Any = None, tol: float = 1e-4,
+                 verbose: Any = False, warm_start: bool = False, momentum: float = 0.9,
+                 nesterovs_momentum: bool = True, early_stopping: bool = False,
+                 validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
+                 dropout: float = 0.0, batch_norm: bool = False, weight_decay: float = 0.0,
+                 dtype: Any = None, n_threads: Optional[int] = None) -> None:
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
+            max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol,
+            verbose=verbose, warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+            dropout=dropout, batch_norm=batch_norm, weight_decay=weight_decay, dtype=dtype,
+            n_threads=n_threads)
+        self.loss = loss
+
     _loss = "mse"
     _loss_scale = 0.5  # scikit-learn's squared loss is half the mean squared error
 
+    def _loss_name(self) -> str:
+        if self.loss == "poisson":
+            raise ValueError("loss='poisson' is not available yet in fastmlp; valid: 'squared_error'")
+        if self.loss != "squared_error":
+            raise _bad("loss", self.loss, "'squared_error'")
+        return "squared_error"
+
     @_fill_doc
-    def fit(self, X: Any, y: Any) -> "MLPRegressor":
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPRegressor":
         """Train for up to max_iter epochs (with warm_start, from the last weights).
 
         Parameters
@@ -685,16 +1014,19 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
         {X}
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Targets.
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights of the samples in the loss (passed to fastmlp.MLP.fit).
 
         Returns
         -------
         MLPRegressor
             self.
         """
-        return self._fit(X, y, incremental=False)
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
+    @available_if(lambda self: self._check_stochastic())
     @_fill_doc
-    def partial_fit(self, X: Any, y: Any) -> "MLPRegressor":
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPRegressor":
         """One epoch over (X, y), continuing the current model and optimizer state.
 
         Parameters
@@ -702,24 +1034,31 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
         {X}
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Targets.
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights of the samples in the loss.
 
         Returns
         -------
         MLPRegressor
             self.
         """
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def _encode_targets(self, y: np.ndarray, first: bool, incremental: bool,
                         classes: Any) -> np.ndarray:
         targets = y.reshape(-1, 1) if y.ndim == 1 else y
         if first:
             self._n_outputs = self._network_outputs = targets.shape[1]
+            # fastmlp's mse gradient is 2 (p - y) / (B K); scikit-learn's is (p - y) / B.
+            self._gradient_scale = targets.shape[1] / 2.0
             self.out_activation_ = "identity"
         elif targets.shape[1] != self._n_outputs:
             raise ValueError(f"y has {targets.shape[1]} outputs, the model was fitted with "
                              f"{self._n_outputs}")
         return targets
+
+    def _validation_score(self, outputs: np.ndarray, y: np.ndarray) -> float:
+        return float(r2_score(y, outputs[:, 0] if y.ndim == 1 else outputs))
 
     @_fill_doc
     def predict(self, X: Any) -> np.ndarray:
