@@ -671,7 +671,8 @@ class MLP:
         return self._mean_loss(totals), self._network.grads.copy()
 
     @_holding_model_lock
-    def loss_and_gradient(self, flat_parameters: Any, X: Any, y: Any) -> Tuple[float, np.ndarray]:
+    def loss_and_gradient(self, flat_parameters: Any, X: Any, y: Any,
+                          sample_weight: Any = None) -> Tuple[float, np.ndarray]:
         """The mean loss over all of (X, y) and its gradient at ``flat_parameters``, which
         become the model's parameters: one full-batch call into the core, no optimizer step
         (what a quasi-Newton solver such as scipy's L-BFGS-B needs).
@@ -683,6 +684,8 @@ class MLP:
         X : array-like of shape (n_samples, n_features)
         y : array-like
             Labels (n_samples,) for cross_entropy, targets (n_samples, n_outputs) otherwise.
+        sample_weight : array-like of shape (n_samples,), optional
+            Per-row weights (see ``fit``): the loss is then the weighted mean.
 
         Returns
         -------
@@ -694,9 +697,10 @@ class MLP:
             raise ValueError(f"flat_parameters must be {self.n_parameters} real numbers, got "
                              f"shape {theta.shape} and dtype {theta.dtype}")
         X, y = self._prepare(X, y)
+        weights = self._weights(sample_weight, X.shape[0])
         self._network.params[:] = theta  # NaN/inf give a NaN/inf loss, for the solver to see
-        loss_sum, _, rows = self._network.compute_gradients(X, y, False)
-        return float(loss_sum / rows), self._network.grads.copy()
+        totals = self._network.compute_gradients(X, y, False, **weights)
+        return self._mean_loss(totals), self._network.grads.copy()
 
     @property
     def learning_rate(self) -> float:
