@@ -280,6 +280,9 @@ struct PyNetwork {
     std::mutex mutex;
     int num_threads = 0;  // this model's own thread count for its calls; 0: the process's
     int last_call_threads = 0;  // the thread count its last call ran with (for inspection)
+    // Whether its large calls, training and prediction, run faster on one thread than on the
+    // default count (learnt only while the count is the default: see call_threads).
+    ThreadLearner training_threads, prediction_threads;
     // The totals of the last train_batches call so far, kept up to date between its chunks:
     // when a signal handler's exception (Ctrl-C) ends the call, they still say which steps it
     // took and at what loss (MLP.fit records the interrupted epoch from them).
@@ -296,14 +299,71 @@ py::array_t<T, py::array::c_style> prediction_rows(PyNetwork<T>& model, const py
     return xs;
 }
 
-// Runs a prediction with the GIL released, the model locked and its per-call threads.
+// Multiply-adds per row of a forward pass, and of a training step (forward, dW everywhere,
+// dX for every layer but the first): the work a call's thread count is chosen from.
+template <typename T>
+double forward_work_per_row(const Network<T>& network) {
+    double work = 0;
+    for (const auto& s : network.layers()) work += static_cast<double>(s.fan_in) * static_cast<double>(s.fan_out);
+    return work;
+}
+
+template <typename T>
+double training_work_per_row(const Network<T>& network) {
+    const double first = static_cast<double>(network.layers().front().fan_in) * network.layers().front().fan_out;
+    return 3 * forward_work_per_row(network) - first;
+}
+
+// One call's threads, decided once from its whole work (called with the model locked, GIL
+// released): one thread for a small call; else the settings' count (the model's n_threads,
+// set_num_threads, OMP_NUM_THREADS, threadpool_limits). When nobody chose it (the cores of
+// the machine), the model's learner may pick one thread instead, from how fast its earlier
+// large calls ran on each side.
+// While it lives the choice is in force on this thread and last_call_threads says it.
+template <typename T>
+class CallThreads {
+public:
+    CallThreads(PyNetwork<T>& model, ThreadLearner& learner, double work)
+        : settings_(model.num_threads), learner_(learner),
+          choice_(decide(model, learner, work)), scoped_(choice_.threads),
+          started_(std::chrono::steady_clock::now()) {
+        model.last_call_threads = choice_.threads;
+    }
+    CallThreads(const CallThreads&) = delete;
+    CallThreads& operator=(const CallThreads&) = delete;
+    bool probe() const { return choice_.probe; }
+    // Tells the learner how long the call took for `work` multiply-adds actually done.
+    void finish(double work) {
+        if (!learns_) return;
+        const std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - started_;
+        learner_.record(choice_.threads, seconds.count(), work);
+    }
+
+private:
+    ThreadChoice decide(PyNetwork<T>& model, ThreadLearner& learner, double work) {
+        const int threads = num_threads();
+        if (threads <= 1 || !call_is_parallel(work)) return {1, false};
+        learns_ = num_threads_is_default();  // settings_ is in force: n_threads counts
+        return learns_ ? learner.choose(threads) : ThreadChoice{threads, false};
+    }
+
+    ScopedCallThreads settings_;  // the model's n_threads, before anything reads the count
+    ThreadLearner& learner_;
+    bool learns_ = false;
+    ThreadChoice choice_;
+    ScopedCallThreads scoped_;
+    std::chrono::steady_clock::time_point started_;
+};
+
+// Runs a prediction of `rows` rows with the GIL released, the model locked and its threads.
 template <typename T, typename Run>
-void run_prediction(PyNetwork<T>& model, Run run) {
+void run_prediction(PyNetwork<T>& model, int64_t rows, Run run) {
     py::gil_scoped_release release;
     std::lock_guard<std::mutex> lock(model.mutex);
-    ScopedCallThreads threads(model.num_threads);
-    model.last_call_threads = num_threads();
+    const double work = static_cast<double>(rows) * forward_work_per_row(model.network);
+    CallThreads<T> threads(model, model.prediction_threads, work);
     run();
+    threads.finish(work);
 }
 
 // How often a long run of batches looks for a pending signal (Ctrl-C). Python runs signal
@@ -416,9 +476,10 @@ void bind_network(py::module_& m, const char* name) {
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(model.mutex);
-                ScopedCallThreads threads(model.num_threads);
-                model.last_call_threads = num_threads();
+                const double work = static_cast<double>(rows) * training_work_per_row(model.network);
+                CallThreads<T> threads(model, model.training_threads, work);
                 totals = model.network.train_step(xs.data(), targets.pointers(), rows);
+                threads.finish(work);
             }
             return totals_tuple(totals);
         }, py::arg("x"), py::arg("y"), "one optimizer step on one batch -> (loss_sum, correct, rows); not applied (step "
@@ -444,11 +505,16 @@ void bind_network(py::module_& m, const char* name) {
                 {
                     py::gil_scoped_release release;
                     std::lock_guard<std::mutex> lock(model.mutex);
-                    ScopedCallThreads threads(model.num_threads);
-                    model.last_call_threads = num_threads();
+                    // Decided from the rest of the run; a probe of the other thread count
+                    // runs a quarter of the usual stretch, so a losing probe costs little.
+                    const double per_row = training_work_per_row(model.network);
+                    const double rest = static_cast<double>(std::min((end - next) * batch_size, epoch_rows)) * per_row;
+                    CallThreads<T> threads(model, model.training_threads, rest);
+                    const int64_t rows_before = totals.rows;
                     next = train_batches_for(model.network, totals, xs.data(), targets.pointers(),
-                                             permutation.data(), epoch_rows, batch_size, next, end, interval,
-                                             mixup.plan());
+                                             permutation.data(), epoch_rows, batch_size, next, end,
+                                             threads.probe() ? interval / 4 : interval, mixup.plan());
+                    threads.finish(static_cast<double>(totals.rows - rows_before) * per_row);
                 }
                 model.last_run = totals;
                 // With the GIL and without the model's lock, so that a handler may use the
@@ -475,9 +541,10 @@ void bind_network(py::module_& m, const char* name) {
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(model.mutex);
-                ScopedCallThreads threads(model.num_threads);
-                model.last_call_threads = num_threads();
+                const double work = static_cast<double>(rows) * training_work_per_row(model.network);
+                CallThreads<T> threads(model, model.training_threads, work);
                 totals = model.network.compute_gradients(xs.data(), targets.pointers(), rows, training);
+                threads.finish(work);
             }
             return totals_tuple(totals);
         }, py::arg("x"), py::arg("y"), py::arg("training") = false,
@@ -488,7 +555,7 @@ void bind_network(py::module_& m, const char* name) {
             py::array_t<T> out({static_cast<py::ssize_t>(rows),
                                 static_cast<py::ssize_t>(model.network.output_width())});
             T* out_data = out.mutable_data();
-            run_prediction(model, [&] { model.network.predict(out_data, xs.data(), rows); });
+            run_prediction(model, rows, [&] { model.network.predict(out_data, xs.data(), rows); });
             return out;
         }, py::arg("X"), py::arg("check_finite") = false,
            "outputs after the loss's link, evaluation mode; check_finite rejects NaN/inf in X")
@@ -499,7 +566,7 @@ void bind_network(py::module_& m, const char* name) {
             const int64_t rows = xs.shape(0);
             py::array_t<int64_t> labels(static_cast<py::ssize_t>(rows));
             int64_t* labels_data = labels.mutable_data();
-            run_prediction(model, [&] { model.network.predict_labels(labels_data, xs.data(), rows); });
+            run_prediction(model, rows, [&] { model.network.predict_labels(labels_data, xs.data(), rows); });
             return labels;
         }, py::arg("X"), py::arg("check_finite") = false,
            "class labels (argmax of predict's rows), cross_entropy only; the one-call path of MLP.predict")
@@ -511,9 +578,10 @@ void bind_network(py::module_& m, const char* name) {
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(model.mutex);
-                ScopedCallThreads threads(model.num_threads);
-                model.last_call_threads = num_threads();
+                const double work = static_cast<double>(rows) * forward_work_per_row(model.network);
+                CallThreads<T> threads(model, model.prediction_threads, work);
                 totals = model.network.evaluate(xs.data(), targets.pointers(), rows);
+                threads.finish(work);
             }
             return totals_tuple(totals);
         }, py::arg("X"), py::arg("y"), "evaluation mode -> (loss_sum, correct, rows)");

@@ -33,8 +33,9 @@ def data(n=600, features=200, classes=4, seed=0):
 
 
 def wide_model(**kwargs):
-    """Big enough that its GEMMs are above the one-thread work threshold."""
-    return fastmlp.MLP([200, 256, 4], seed=3, **kwargs)
+    """Big enough that its calls (a 200-row batch: 84M multiply-adds) and GEMMs are above the
+    one-thread work thresholds."""
+    return fastmlp.MLP([200, 1024, 4], seed=3, **kwargs)
 
 
 def run_python(code, **env):
@@ -102,7 +103,7 @@ def test_omp_num_threads_sets_the_default_for_training():
     code = """
         import numpy as np, fastmlp
         X = np.random.default_rng(0).normal(size=(400, 200)).astype(np.float32)
-        model = fastmlp.MLP([200, 256, 4], seed=0)
+        model = fastmlp.MLP([200, 1024, 4], seed=0)
         model.fit(X, np.arange(400) % 4, epochs=1, batch_size=200)
         print(fastmlp.get_num_threads(), model._network.last_call_threads)
     """
@@ -156,7 +157,7 @@ WORKER_SETUP = """
     def train(threads=None):
         if threads is not None:
             fastmlp.set_num_threads(threads)
-        model = fastmlp.MLP([200, 256, 4], seed=0)
+        model = fastmlp.MLP([200, 1024, 4], seed=0)
         model.fit(X, y, epochs=1, batch_size=200)
         return fastmlp.get_num_threads(), model._network.last_call_threads
 """
