@@ -116,9 +116,9 @@ class Workload:
 
     def __init__(self, name: str, unit: str, repetitions: int, run: Callable[[], None],
                  set_threads: Callable[[Optional[int]], None], threads_used: Callable[[], int],
-                 per_call: bool, warmup: int = 3) -> None:
+                 warmup: int = 3) -> None:
         self.name, self.unit, self.repetitions, self.warmup = name, unit, repetitions, warmup
-        self.run, self.set_threads, self.threads_used, self.per_call = run, set_threads, threads_used, per_call
+        self.run, self.set_threads, self.threads_used = run, set_threads, threads_used
 
     def measure(self) -> dict:
         times = interleaved_calls(self.run, self.set_threads, self.repetitions, self.warmup)
@@ -142,7 +142,7 @@ def predict_workload(rows: int, repetitions: int, X: np.ndarray, y: np.ndarray) 
         model.n_threads = n
     return Workload(f"predict, {rows} row{'s' if rows > 1 else ''} (784-256-10)", "us", repetitions,
                     lambda: model.predict(batch), set_threads,
-                    lambda: model._network.last_call_threads, per_call=True)
+                    lambda: model._network.last_call_threads)
 
 
 def sklearn_fit_workload(name: str, X: np.ndarray, y: np.ndarray, repetitions: int,
@@ -159,7 +159,7 @@ def sklearn_fit_workload(name: str, X: np.ndarray, y: np.ndarray, repetitions: i
             warnings.simplefilter("ignore")  # ConvergenceWarning at a small max_iter
             estimator.fit(X, y)
     return Workload(name, "ms", repetitions, fit, set_threads,
-                    lambda: estimator._model._network.last_call_threads, per_call=False)
+                    lambda: estimator._model._network.last_call_threads)
 
 
 def epoch_workload(X: np.ndarray, y: np.ndarray, repetitions: int) -> Workload:
@@ -169,7 +169,7 @@ def epoch_workload(X: np.ndarray, y: np.ndarray, repetitions: int) -> Workload:
         model.n_threads = n
     return Workload(f"fit, one epoch 784-256-10 ({X.shape[0]} rows, batch 128)", "s", repetitions,
                     lambda: model.fit(X, y, epochs=1, batch_size=128, verbose=0), set_threads,
-                    lambda: model._network.last_call_threads, per_call=False, warmup=1)
+                    lambda: model._network.last_call_threads, warmup=1)
 
 
 def workloads(args: argparse.Namespace) -> List[Workload]:
@@ -268,7 +268,8 @@ def run_phase(contended: bool, args: argparse.Namespace, loads: List[Workload]) 
         for workload in loads:
             rows.append(workload.measure())
             rows[-1]["competitors_running"] = competitors.still_running()
-        return rows
+    args.competitor_pids = [process.pid for process in competitors.processes]
+    return rows
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -309,6 +310,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         title = "idle" if phase == "idle" else f"contended: {args.competitors} busy processes"
         rows = run_phase(phase == "contended", args, loads)
         results[phase] = rows
+        if phase == "contended":
+            results["competitor_pids"] = args.competitor_pids
         section = table(title, rows)
         lines += section
         print("\n".join(section), flush=True)

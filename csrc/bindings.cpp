@@ -506,14 +506,16 @@ void bind_network(py::module_& m, const char* name) {
                     py::gil_scoped_release release;
                     std::lock_guard<std::mutex> lock(model.mutex);
                     // Decided from the rest of the run; a probe of the other thread count
-                    // runs a quarter of the usual stretch, so a losing probe costs little.
+                    // runs a quarter of the rest (and of the time), so a losing probe costs little.
                     const double per_row = training_work_per_row(model.network);
                     const double rest = static_cast<double>(std::min((end - next) * batch_size, epoch_rows)) * per_row;
                     CallThreads<T> threads(model, model.training_threads, rest);
                     const int64_t rows_before = totals.rows;
+                    const int64_t stop = threads.probe() ? next + std::max<int64_t>(1, (end - next) / 4) : end;
                     next = train_batches_for(model.network, totals, xs.data(), targets.pointers(),
-                                             permutation.data(), epoch_rows, batch_size, next, end,
+                                             permutation.data(), epoch_rows, batch_size, next, stop,
                                              threads.probe() ? interval / 4 : interval, mixup.plan());
+                    if (next == stop && stop < end && totals.nonfinite_batch >= 0) next = end;
                     threads.finish(static_cast<double>(totals.rows - rows_before) * per_row);
                 }
                 model.last_run = totals;
@@ -621,6 +623,9 @@ py::dict build_info() {
     info["isa"] = gemm_kernel_name();
     info["gemm_kernel"] = gemm_kernel_name();
     info["num_threads"] = num_threads();
+    // Multiply-adds below which a parallel region, and a whole call, run on one thread.
+    info["parallel_work_threshold"] = parallel_work_threshold();
+    info["call_parallel_work_threshold"] = call_parallel_work_threshold();
     return info;
 }
 

@@ -70,6 +70,7 @@ private:
     double rate_[2] = {0, 0};  // multiply-adds per second: [0] one thread, [1] several
     bool known_[2] = {false, false};
     bool probing_ = false;
+    bool warmed_up_ = false;  // the first call is not timed
     int64_t probe_interval_, until_probe_;
 };
 

@@ -126,11 +126,16 @@ ThreadChoice ThreadLearner::choose(int threads) {
 
 void ThreadLearner::record(int threads, double seconds, double work) {
     if (!(seconds > 0) || !(work > 0)) return;
+    if (!warmed_up_) {  // the first call sizes the workspace and faults its pages in: not a fair race
+        warmed_up_ = true;
+        return;
+    }
     const int side = threads > 1 ? 1 : 0;
     const double rate = work / seconds;
     const bool many_won_before = rate_[1] >= rate_[0];
-    // An even average of the old and the new: one noisy call moves it, but not all the way.
-    rate_[side] = known_[side] ? 0.5 * (rate_[side] + rate) : rate;
+    // The side in use: an even average of the old and the new, so one noisy call moves it but
+    // not all the way. A probe replaces its side's figure, which is old by then.
+    rate_[side] = known_[side] && !probing_ ? 0.5 * (rate_[side] + rate) : rate;
     known_[side] = true;
     if (!known_[0] || !known_[1]) return;
     if (!probing_) {
