@@ -665,6 +665,21 @@ PYBIND11_MODULE(_core, m) {
         signal_check_interval_us = static_cast<int64_t>(seconds * 1e6);
     }, py::arg("seconds"), "how often training looks for Ctrl-C between steps (a test hook)");
     m.def("build_info", &build_info, "compiler, OpenMP and SIMD paths of this build");
+    m.def("_thread_learner_choices", [](int threads, const std::vector<double>& seconds_one,
+                                        const std::vector<double>& seconds_many) {
+        if (seconds_one.size() != seconds_many.size())
+            throw py::value_error("seconds_one and seconds_many need one entry per call");
+        ThreadLearner learner;
+        std::vector<int> chosen;
+        for (size_t call = 0; call < seconds_one.size(); ++call) {
+            const ThreadChoice choice = learner.choose(threads);
+            chosen.push_back(choice.threads);
+            learner.record(choice.threads, choice.threads > 1 ? seconds_many[call] : seconds_one[call], 1.0);
+        }
+        return chosen;
+    }, py::arg("threads"), py::arg("seconds_one"), py::arg("seconds_many"),
+       "a test hook: the counts a fresh ThreadLearner picks for calls of equal work that would take "
+       "seconds_one[i] on one thread and seconds_many[i] on `threads`");
     bind_network<float>(m, "NetworkFloat32");
     bind_network<double>(m, "NetworkFloat64");
     py::module_ kernels = m.def_submodule("kernels", "individual kernels, for testing");

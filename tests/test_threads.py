@@ -173,6 +173,38 @@ def test_a_tiny_sklearn_fit_runs_on_one_thread(restore_threads):
     assert estimator._model._network.last_call_threads == 1
 
 
+def learner_choices(one, many):
+    """The counts (1 or 2) a fresh learner picks when each call takes one[i] / many[i] seconds."""
+    from fastmlp import _core
+
+    return np.array(_core._thread_learner_choices(2, list(one), list(many)))
+
+
+@pytest.mark.parametrize("faster", ["two threads", "one thread"])
+def test_the_learner_keeps_the_faster_count_and_probes_ever_more_rarely(faster):
+    calls = 400
+    one, many = np.full(calls, 1.0), np.full(calls, 0.6)  # an idle machine: 2 threads win
+    if faster == "one thread":
+        many = np.full(calls, 3.0)  # busy cores: every barrier waits
+    chosen = learner_choices(one, many)
+    winner = 2 if faster == "two threads" else 1
+    assert chosen[0] == 2  # nothing timed yet: the settings' count
+    assert np.mean(chosen[10:] == winner) > 0.95
+    probes = np.flatnonzero(chosen[10:] != winner)
+    gaps = np.diff(probes)
+    assert len(gaps) >= 3 and np.all(np.diff(gaps) >= 0) and gaps[-1] >= 32  # spreading out
+
+
+def test_the_learner_follows_the_machine_when_it_gets_busy_and_idle_again():
+    quiet, busy = (np.full(300, 1.0), np.full(300, 0.6)), (np.full(300, 1.0), np.full(300, 3.0))
+    one, many = (np.concatenate(parts) for parts in zip(quiet, busy, quiet))
+    chosen = learner_choices(one, many)
+    # Within a probe interval of each change (at most 64 calls), the faster count again.
+    assert np.mean(chosen[70:300] == 2) > 0.95
+    assert np.mean(chosen[370:600] == 1) > 0.95
+    assert np.mean(chosen[670:] == 2) > 0.95
+
+
 def test_the_first_large_call_with_the_default_count_uses_it(default_threads):
     # With nobody choosing the count a model learns from its calls' timings whether one
     # thread is faster; before it has timed anything it uses the default.
