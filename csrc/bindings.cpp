@@ -281,7 +281,7 @@ struct PyNetwork {
     int num_threads = 0;  // this model's own thread count for its calls; 0: the process's
     int last_call_threads = 0;  // the thread count its last call ran with (for inspection)
     // Whether its large calls, training and prediction, run faster on one thread than on the
-    // default count (learnt only while the count is the default: see call_threads).
+    // default count (learnt only while nobody chose the count: see CallThreads).
     ThreadLearner training_threads, prediction_threads;
     // The totals of the last train_batches call so far, kept up to date between its chunks:
     // when a signal handler's exception (Ctrl-C) ends the call, they still say which steps it
