@@ -468,6 +468,9 @@ struct PyNetwork {
     std::recursive_mutex mutex;
     int num_threads = 0;  // this model's own thread count for its calls; 0: the process's
     int last_call_threads = 0;  // the thread count its last call ran with (for inspection)
+    // Whether its large calls, training and prediction, run faster on one thread than on the
+    // default count (learnt only while nobody chose the count: see CallThreads).
+    ThreadLearner training_threads, prediction_threads;
     // The totals of the last train_batches call so far, kept up to date between its chunks:
     // when a signal handler's exception (Ctrl-C) ends the call, they still say which steps it
     // took and at what loss (MLP.fit records the interrupted epoch from them).
@@ -483,6 +486,62 @@ CheckedRows<T> prediction_rows(PyNetwork<T>& model, const py::handle& X, bool ch
     return xs;
 }
 
+// Multiply-adds per row of a forward pass, and of a training step (forward, dW everywhere,
+// dX for every layer but the first): the work a call's thread count is chosen from.
+template <typename T>
+double forward_work_per_row(const Network<T>& network) {
+    double work = 0;
+    for (const auto& s : network.layers()) work += static_cast<double>(s.fan_in) * static_cast<double>(s.fan_out);
+    return work;
+}
+
+template <typename T>
+double training_work_per_row(const Network<T>& network) {
+    const double first = static_cast<double>(network.layers().front().fan_in) * network.layers().front().fan_out;
+    return 3 * forward_work_per_row(network) - first;
+}
+
+// One call's threads, decided once from its whole work (called with the model locked, GIL
+// released): one thread for a small call; else the settings' count (the model's n_threads,
+// set_num_threads, OMP_NUM_THREADS, threadpool_limits). When nobody chose it (the cores of
+// the machine), the model's learner may pick one thread instead, from how fast its earlier
+// large calls ran on each side.
+// While it lives the choice is in force on this thread and last_call_threads says it.
+template <typename T>
+class CallThreads {
+public:
+    CallThreads(PyNetwork<T>& model, ThreadLearner& learner, double work)
+        : settings_(model.num_threads), learner_(learner),
+          choice_(decide(model, learner, work)), scoped_(choice_.threads),
+          started_(std::chrono::steady_clock::now()) {
+        model.last_call_threads = choice_.threads;
+    }
+    CallThreads(const CallThreads&) = delete;
+    CallThreads& operator=(const CallThreads&) = delete;
+    bool probe() const { return choice_.probe; }
+    // Tells the learner how long the call took for `work` multiply-adds actually done.
+    void finish(double work) {
+        if (!learns_) return;
+        const std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - started_;
+        learner_.record(choice_.threads, seconds.count(), work);
+    }
+
+private:
+    ThreadChoice decide(PyNetwork<T>& model, ThreadLearner& learner, double work) {
+        const int threads = num_threads();
+        if (threads <= 1 || !call_is_parallel(work)) return {1, false};
+        learns_ = num_threads_is_default();  // settings_ is in force: n_threads counts
+        return learns_ ? learner.choose(threads) : ThreadChoice{threads, false};
+    }
+
+    ScopedCallThreads settings_;  // the model's n_threads, before anything reads the count
+    ThreadLearner& learner_;
+    bool learns_ = false;
+    ThreadChoice choice_;
+    ScopedCallThreads scoped_;
+    std::chrono::steady_clock::time_point started_;
+};
+
 // How often a long run of batches looks for a pending signal (Ctrl-C). Python runs signal
 // handlers only when it holds the GIL, so a run that released it checks by itself, between
 // steps: the cost is one GIL round trip per interval, the delay at most an interval plus a
@@ -490,7 +549,8 @@ CheckedRows<T> prediction_rows(PyNetwork<T>& model, const py::handle& X, bool ch
 std::atomic<int64_t> signal_check_interval_us{100000};
 
 // Runs a prediction or evaluation over rows [0, N) with the GIL released, the model locked for
-// the whole call and its per-call threads: run(start, rows) on whole evaluation chunks (the
+// the whole call and its threads (CallThreads, from the whole call's work): run(start, rows)
+// on whole evaluation chunks (the
 // bits of one call), taking the GIL between them once per signal-check interval to look for
 // Ctrl-C, whose exception ends the call.
 template <typename T, typename Run>
@@ -498,8 +558,8 @@ void run_prediction(PyNetwork<T>& model, int64_t N, Run run) {
     const auto interval = std::chrono::microseconds(signal_check_interval_us.load());
     py::gil_scoped_release release;
     std::lock_guard<std::recursive_mutex> lock(model.mutex);
-    ScopedCallThreads threads(model.num_threads);
-    model.last_call_threads = num_threads();
+    const double work = static_cast<double>(N) * forward_work_per_row(model.network);
+    CallThreads<T> threads(model, model.prediction_threads, work);
     for (int64_t start = 0; start < N;) {
         const auto started = std::chrono::steady_clock::now();
         do {
@@ -512,6 +572,7 @@ void run_prediction(PyNetwork<T>& model, int64_t N, Run run) {
             if (PyErr_CheckSignals() != 0) throw py::error_already_set();
         }
     }
+    threads.finish(work);
 }
 
 // Network::train_batches one batch at a time, from batch `next` until batch `end` or until
@@ -671,11 +732,12 @@ void bind_network(py::module_& m, const char* name) {
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::recursive_mutex> lock(model.mutex);
-                ScopedCallThreads threads(model.num_threads);
-                model.last_call_threads = num_threads();
+                const double work = static_cast<double>(rows) * training_work_per_row(model.network);
+                CallThreads<T> threads(model, model.training_threads, work);
                 const DenseBatch<T> batch = dense_batch(xs);
                 bad_row = batch.bad_row;
                 if (bad_row < 0) totals = model.network.train_step(batch.rows, targets.pointers(), rows);
+                threads.finish(work);
             }
             if (totals.bad_label_row >= 0)
                 throw_bad_label(totals, model.network.output_width(), "no step was taken");
@@ -707,11 +769,19 @@ void bind_network(py::module_& m, const char* name) {
                 {
                     py::gil_scoped_release release;
                     std::lock_guard<std::recursive_mutex> lock(model.mutex);
-                    ScopedCallThreads threads(model.num_threads);
-                    model.last_call_threads = num_threads();
+                    // Decided from the rest of the run; a probe of the other thread count
+                    // runs a quarter of the rest (and of the time), so a losing probe costs little.
+                    const double per_row = training_work_per_row(model.network);
+                    const double rest = static_cast<double>(std::min((end - next) * batch_size, epoch_rows)) * per_row;
+                    CallThreads<T> threads(model, model.training_threads, rest);
+                    const int64_t rows_before = totals.rows;
+                    const int64_t stop = threads.probe() ? next + std::max<int64_t>(1, (end - next) / 4) : end;
                     next = train_batches_for(model.network, totals, xs.pointers(), targets.pointers(),
-                                             permutation.data(), epoch_rows, batch_size, next, end, interval,
-                                             mixup.plan());
+                                             permutation.data(), epoch_rows, batch_size, next, stop,
+                                             threads.probe() ? interval / 4 : interval, mixup.plan());
+                    if (next == stop && stop < end && (totals.nonfinite_batch >= 0 || totals.bad_input_row >= 0))
+                        next = end;
+                    threads.finish(static_cast<double>(totals.rows - rows_before) * per_row);
                 }
                 model.last_run = totals;
                 if (totals.bad_label_row >= 0)
@@ -759,12 +829,13 @@ void bind_network(py::module_& m, const char* name) {
             {
                 py::gil_scoped_release release;
                 std::lock_guard<std::recursive_mutex> lock(model.mutex);
-                ScopedCallThreads threads(model.num_threads);
-                model.last_call_threads = num_threads();
+                const double work = static_cast<double>(rows) * training_work_per_row(model.network);
+                CallThreads<T> threads(model, model.training_threads, work);
                 const DenseBatch<T> batch = dense_batch(xs);
                 bad_row = batch.bad_row;
                 if (bad_row < 0)
                     totals = model.network.compute_gradients(batch.rows, targets.pointers(), rows, training);
+                threads.finish(work);
             }
             if (totals.bad_label_row >= 0)
                 throw_bad_label(totals, model.network.output_width(), "no gradient was computed");
@@ -886,6 +957,9 @@ py::dict build_info() {
     info["isa"] = gemm_kernel_name();
     info["gemm_kernel"] = gemm_kernel_name();
     info["num_threads"] = num_threads();
+    // Multiply-adds below which a parallel region, and a whole call, run on one thread.
+    info["parallel_work_threshold"] = parallel_work_threshold();
+    info["call_parallel_work_threshold"] = call_parallel_work_threshold();
     return info;
 }
 
@@ -925,6 +999,21 @@ PYBIND11_MODULE(_core, m) {
         signal_check_interval_us = static_cast<int64_t>(seconds * 1e6);
     }, py::arg("seconds"), "how often training looks for Ctrl-C between steps (a test hook)");
     m.def("build_info", &build_info, "compiler, OpenMP and SIMD paths of this build");
+    m.def("_thread_learner_choices", [](int threads, const std::vector<double>& seconds_one,
+                                        const std::vector<double>& seconds_many) {
+        if (seconds_one.size() != seconds_many.size())
+            throw py::value_error("seconds_one and seconds_many need one entry per call");
+        ThreadLearner learner;
+        std::vector<int> chosen;
+        for (size_t call = 0; call < seconds_one.size(); ++call) {
+            const ThreadChoice choice = learner.choose(threads);
+            chosen.push_back(choice.threads);
+            learner.record(choice.threads, choice.threads > 1 ? seconds_many[call] : seconds_one[call], 1.0);
+        }
+        return chosen;
+    }, py::arg("threads"), py::arg("seconds_one"), py::arg("seconds_many"),
+       "a test hook: the counts a fresh ThreadLearner picks for calls of equal work that would take "
+       "seconds_one[i] on one thread and seconds_many[i] on `threads`");
     bind_network<float>(m, "NetworkFloat32");
     bind_network<double>(m, "NetworkFloat64");
     py::module_ kernels = m.def_submodule("kernels", "individual kernels, for testing");

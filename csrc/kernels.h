@@ -24,6 +24,9 @@ int num_threads();
 // n >= 1 fixes the count process-wide; n <= 0 goes back to following OpenMP.
 void set_num_threads(int n);
 bool num_threads_is_set();
+// True when nobody chose the count: no ScopedCallThreads, set_num_threads, OMP_NUM_THREADS,
+// default cap or threadpool_limits below the core count; only then may ThreadLearner lower it.
+bool num_threads_is_default();
 // An upper bound on the OpenMP-derived default (n <= 0: none); set to 1 in forked children.
 void set_default_thread_cap(int n);
 // A model's own thread count (n >= 1), in force on the calling thread while this lives.
@@ -36,9 +39,40 @@ public:
 private:
     int saved_;
 };
-// Threads worth using for `work` multiply-adds: 1 below a threshold (a fork/join costs
-// about 1.5 microseconds), num_threads() above it.
+// Threads worth using for a parallel region of `work` multiply-adds: 1 below
+// parallel_work_threshold() (what a fork/join and its barrier cost, on an idle and on a busy
+// machine: threads.cpp), num_threads() above it.
 int threads_for(double work);
+double parallel_work_threshold();
+// Whether a whole call of `work` multiply-adds (a prediction, a run of training steps) may
+// use more than one thread: below call_parallel_work_threshold() it runs on one, every region.
+bool call_is_parallel(double work);
+double call_parallel_work_threshold();
+
+// Which of "the thread count the settings give" and "one thread" a model's large calls run
+// fastest with, learnt from their own timings: on a machine whose other processes hold the
+// cores a 2-thread call can be several times slower than a 1-thread one (every barrier waits
+// for a thread that is off its core). Results do not depend on the thread count, so the
+// choice may change from call to call. It mostly keeps the faster side and now and then
+// probes the other one (the probes grow rarer while the faster side stays the same).
+struct ThreadChoice {
+    int threads;
+    bool probe;  // a probe: the caller may make the call short (a short run of batches)
+};
+class ThreadLearner {
+public:
+    ThreadLearner();
+    // The count for the next call, given the settings' count `threads`.
+    ThreadChoice choose(int threads);
+    // What the call chose by choose() did: `work` multiply-adds in `seconds`.
+    void record(int threads, double seconds, double work);
+private:
+    double rate_[2] = {0, 0};  // multiply-adds per second: [0] one thread, [1] several
+    bool known_[2] = {false, false};
+    bool probing_ = false;
+    bool warmed_up_ = false;  // the first call is not timed
+    int64_t probe_interval_, until_probe_;
+};
 
 // ---------------------------------------------------------------------------------------
 // GEMM (gemm.cpp; the loops in gemm_driver.h; AVX2 and AVX-512 kernels in gemm_avx2.cpp,

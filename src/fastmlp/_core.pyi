@@ -45,6 +45,11 @@ def build_info() -> Dict[str, Any]:
 def _set_signal_check_interval(seconds: float) -> None:
     """How often training looks for Ctrl-C between steps, in [0, 10] s (a test hook)."""
 
+def _thread_learner_choices(threads: int, seconds_one: Sequence[float],
+                            seconds_many: Sequence[float]) -> List[int]:
+    """The thread counts a fresh ThreadLearner picks for calls of equal work taking
+    seconds_one[i] on one thread and seconds_many[i] on `threads` (a test hook)."""
+
 class _Network(Generic[_F]):
     """An MLP's flat buffers, workspace and training loop in C++ (NetworkFloat32/64).
 
