@@ -1,4 +1,5 @@
-"""fastmlp's speed, side by side with NumPy (OpenBLAS), PyTorch and scikit-learn on this machine.
+"""fastmlp's speed, side by side with NumPy (OpenBLAS), PyTorch, onnxruntime and scikit-learn
+on this machine.
 
     pip install ".[bench]"            # scikit-learn, matplotlib, threadpoolctl; torch is optional
     python bench/run.py               # the full run (a few minutes on 2 cores)
@@ -7,6 +8,11 @@
 Every comparison runs its contestants interleaved (A B C A B C ...), so a background load
 hits them alike, and reports the median with the min-max range of the repetitions. Prints
 markdown and writes bench/results/<time>.md, .json and .png (the directory is gitignored).
+
+Run as a script, it drops OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from its environment before
+NumPy loads OpenBLAS (--keep-openblas-env keeps them): forcing an older core type (Haswell)
+makes current OpenBLAS run slower kernels than it picks itself, and the peers should run as
+fast as they can. The header says which kernel OpenBLAS chose.
 """
 from __future__ import annotations
 
@@ -23,11 +29,27 @@ import time
 import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
+# OpenBLAS reads these once, when NumPy (or torch) loads it, so they go before any import of
+# NumPy, and only when this file runs as the benchmark: imported (tests/test_bench.py) it
+# changes nothing, and the tests keep the environment they were given.
+OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
-import fastmlp
-from fastmlp import datasets, reference
-from fastmlp._core import kernels
+
+def _drop_openblas_overrides(argv: Sequence[str]) -> Dict[str, str]:
+    """The overrides removed from os.environ (name -> old value); none when NumPy is loaded
+    already or --keep-openblas-env is given."""
+    if "numpy" in sys.modules or "--keep-openblas-env" in argv:
+        return {}
+    return {name: os.environ.pop(name) for name in OPENBLAS_OVERRIDES if name in os.environ}
+
+
+DROPPED_OPENBLAS_OVERRIDES = _drop_openblas_overrides(sys.argv[1:]) if __name__ == "__main__" else {}
+
+import numpy as np  # noqa: E402  (after the environment is cleaned)
+
+import fastmlp  # noqa: E402
+from fastmlp import datasets, reference  # noqa: E402
+from fastmlp._core import kernels  # noqa: E402
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -45,6 +67,8 @@ def _optional(name: str):
 torch = _optional("torch")
 sklearn = _optional("sklearn")
 threadpoolctl = _optional("threadpoolctl")
+onnxruntime = _optional("onnxruntime")
+onnx = _optional("onnx")  # MLP.to_onnx needs it
 
 
 @contextlib.contextmanager
@@ -127,9 +151,40 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def fastmlp_isa() -> str:
+    """The instruction set fastmlp's kernels (and its FMA peak loop) run: portable, avx2, avx512."""
+    info = fastmlp.build_info()
+    return str(info.get("isa", info["gemm_kernel"]))
+
+
+def blas_kernels() -> str:
+    """What threadpoolctl reports of the loaded BLAS and OpenMP libraries: library, the
+    kernel (core type) it runs, threads."""
+    if threadpoolctl is None:
+        return "threadpoolctl not installed"
+    described = []
+    for info in threadpoolctl.threadpool_info():
+        name = f"{info.get('internal_api')} {info.get('version') or ''}".strip()
+        architecture = info.get("architecture")
+        described.append(f"{name}" + (f" kernel {architecture}" if architecture else "")
+                         + f" ({info.get('num_threads')} threads, {os.path.basename(info.get('filepath', ''))})")
+    return "; ".join(described) or "none loaded"
+
+
+def openblas_environment() -> str:
+    kept = {name: os.environ[name] for name in OPENBLAS_OVERRIDES if name in os.environ}
+    parts = []
+    if DROPPED_OPENBLAS_OVERRIDES:
+        parts.append("unset for this run (were " + ", ".join(f"{k}={v}" for k, v in DROPPED_OPENBLAS_OVERRIDES.items()) + ")")
+    if kept:
+        parts.append("in force: " + ", ".join(f"{k}={v}" for k, v in kept.items()))
+    return "; ".join(parts) or "not set"
+
+
 def fma_peak(n_threads: int, seconds: float) -> Optional[float]:
-    """Measured fp32 FMA throughput in GFLOP/s: the AVX2 register loop run on n_threads
-    Python threads at once (the kernel releases the GIL)."""
+    """Measured fp32 FMA throughput in GFLOP/s: fastmlp's register loop, in the instruction set
+    its kernels use (fastmlp_isa()), run on n_threads Python threads at once (the loop
+    releases the GIL)."""
     if not fastmlp.build_info().get("cpu_avx2_fma"):
         return None
     results: List[float] = [0.0] * n_threads
@@ -148,9 +203,8 @@ def fma_peak(n_threads: int, seconds: float) -> Optional[float]:
 
 def header(args: argparse.Namespace, peaks: Dict[int, Optional[float]]) -> List[str]:
     versions = [f"fastmlp {fastmlp.__version__}", f"numpy {np.__version__}"]
-    for module in (torch, sklearn):
-        versions.append(f"{module.__name__} {module.__version__}" if module else
-                        f"{'torch' if module is torch else 'scikit-learn'} (not installed)")
+    for module, name in ((torch, "torch"), (sklearn, "scikit-learn"), (onnxruntime, "onnxruntime")):
+        versions.append(f"{name} {module.__version__}" if module else f"{name} (not installed)")
     info = fastmlp.build_info()
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     peak_text = ", ".join(f"{n} thread{'s' if n > 1 else ''}: {p:.0f} GFLOP/s" if p else
@@ -164,8 +218,11 @@ def header(args: argparse.Namespace, peaks: Dict[int, Optional[float]]) -> List[
         f"- threads: {args.threads} (fastmlp, OpenBLAS via threadpoolctl, torch) unless a table says otherwise; "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}",
         f"- versions: {', '.join(versions)}, Python {platform.python_version()}",
-        f"- fastmlp build: {info.get('compiler')}, gemm kernel {info.get('gemm_kernel')}",
-        f"- measured fp32 FMA peak: {peak_text}",
+        f"- fastmlp build: {info.get('compiler')}, kernels {fastmlp_isa()} (CPU's widest: "
+        f"{info.get('cpu_widest_isa', 'n/a')})",
+        f"- measured fp32 FMA peak ({fastmlp_isa()} registers): {peak_text}",
+        f"- NumPy/torch BLAS (threadpoolctl): {blas_kernels()}",
+        f"- OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: {openblas_environment()}",
         f"- repetitions: {args.repetitions}, interleaved; cells are median (min-max)",
         "",
     ]
@@ -383,6 +440,21 @@ def bench_thread_scaling(args: argparse.Namespace) -> Tuple[List[str], dict]:
 
 # ---- inference ----------------------------------------------------------------------------------
 
+def onnx_session(model: "fastmlp.MLP", n_threads: int):
+    """An onnxruntime session of the model's MLP.to_onnx graph on n_threads intra-op threads
+    (one inter-op thread: the graph is a chain), or None without onnx/onnxruntime."""
+    if onnxruntime is None or onnx is None:
+        return None
+    import tempfile
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "model.onnx")
+        model.to_onnx(path)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = n_threads
+        options.inter_op_num_threads = 1
+        return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
 def bench_inference(args: argparse.Namespace) -> Tuple[List[str], dict]:
     X, y, _ = load_data(args.quick)
     sizes = [784, 256, 10]
@@ -405,12 +477,22 @@ def bench_inference(args: argparse.Namespace) -> Tuple[List[str], dict]:
         contestants_one["torch"] = lambda: torch_predict(one)
         contestants_many["torch"] = lambda: torch_predict(many)
         np.testing.assert_array_equal(torch_predict(many), model.predict(many))
+    session = onnx_session(model, args.threads)
+    if session is not None:
+        def onnx_predict(x):
+            return session.run(["label"], {"X": x})[0]
+        contestants_one["onnxruntime"] = lambda: onnx_predict(one)
+        contestants_many["onnxruntime"] = lambda: onnx_predict(many)
+        agreement = float(np.mean(onnx_predict(many).reshape(-1) == model.predict(many)))
+        assert agreement >= 0.999, f"onnxruntime agrees with fastmlp on only {agreement:.2%} of the rows"
     with threads(args.threads):
         one_samples = interleaved(contestants_one, args.repetitions,
                                   calls_for(contestants_one["fastmlp"], 0.05 if args.quick else 0.2))
         many_samples = interleaved(contestants_many, args.repetitions,
                                    calls_for(contestants_many["fastmlp"], 0.05 if args.quick else 0.2))
     lines = ["## Inference, 784-256-10 float32: `predict` (class labels) from Python", "",
+             "torch: eager `nn.Sequential` under `no_grad`, argmax; onnxruntime: the `MLP.to_onnx` graph's "
+             f"`label` output, intra_op_num_threads={args.threads}.", "",
              "| workload | implementation | time | fastmlp is faster by |", "|---|---|---|---|"]
     for label, samples, scale, unit in (("1 sample", one_samples, 1e-6, "us"),
                                         (f"{many.shape[0]} samples", many_samples, 1e-3, "ms")):
@@ -441,7 +523,7 @@ def plot(results: dict, path: str) -> Optional[str]:
         top.bar([i + offset * width for i in range(len(rows))], [r["gflops"][name] for r in rows],
                 width, label=name)
     if results.get("peak"):
-        top.axhline(results["peak"], color="black", linestyle="--", label="measured FMA peak")
+        top.axhline(results["peak"], color="black", linestyle="--", label=f"measured FMA peak ({results.get('peak_isa', '?')})")
     top.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(rows))])
     top.set_xticklabels([r["shape"] for r in rows], rotation=15, fontsize=8)
     top.set_ylabel("GFLOP/s (float32)")
@@ -469,6 +551,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--only", choices=["gemm", "training", "inference", "threads"], action="append",
                         help="run only these sections (repeatable)")
     parser.add_argument("--out", default=RESULTS_DIR, help="directory for the .md/.json/.png results")
+    parser.add_argument("--keep-openblas-env", action="store_true",
+                        help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for NumPy (by default a script "
+                             "run unsets them before NumPy loads)")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
@@ -487,7 +572,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     peaks = {n: fma_peak(n, peak_seconds) for n in args.thread_counts}
     header_lines = header(args, peaks)
     lines = list(header_lines)
-    results: dict = {"peak": peaks.get(max(args.thread_counts)), "peaks": peaks}
+    results: dict = {"peak": peaks.get(max(args.thread_counts)), "peaks": peaks, "peak_isa": fastmlp_isa(),
+                     "blas": blas_kernels(), "openblas_environment": openblas_environment()}
     runners = {"gemm": lambda: bench_gemm(args, peaks), "training": lambda: bench_training(args, peaks),
                "inference": lambda: bench_inference(args), "threads": lambda: bench_thread_scaling(args)}
     for section in sections:

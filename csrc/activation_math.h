@@ -1,22 +1,21 @@
 // Element-wise activation formulas, shared by the activation kernels (activations.cpp) and
-// the GEMM epilogue (gemm.cpp), so fused and unfused paths give the same bits.
+// the GEMM epilogue (gemm.cpp), so fused and unfused paths give the same bits. exp and
+// sigmoid and tanh are vectorised (vector_math.h); erf comes from libm, the same in every ISA.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
 #include "kernels.h"
+#include "vector_math.h"
 
 namespace fastmlp {
 namespace activation_math {
 
+// exp, sigmoid and tanh loops of the instruction set in use (activations.cpp): the AVX2 and
+// AVX-512 ones give the same bits.
 template <typename T>
-inline T sigmoid(T x) {
-    // Two branches so exp never overflows: exp(-x) for x >= 0, exp(x) otherwise.
-    if (x >= 0) return T(1) / (T(1) + std::exp(-x));
-    const T e = std::exp(x);
-    return e / (T(1) + e);
-}
+const vector_math::ElementwiseLoops<T>& active_elementwise_loops();
 
 template <typename T>
 inline T gelu(T x) {
@@ -55,10 +54,10 @@ inline void bias_activation_row(T* y, T* pre, const T* x, const T* bias, int64_t
             }
             break;
         case Activation::sigmoid:
-            for (int64_t j = 0; j < n; ++j) y[j] = sigmoid(x[j] + bias[j]);
+            active_elementwise_loops<T>().sigmoid_row(y, x, bias, n);
             break;
         case Activation::tanh:
-            for (int64_t j = 0; j < n; ++j) y[j] = std::tanh(x[j] + bias[j]);
+            active_elementwise_loops<T>().tanh_row(y, x, bias, n);
             break;
         case Activation::gelu:
             for (int64_t j = 0; j < n; ++j) y[j] = gelu(x[j] + bias[j]);

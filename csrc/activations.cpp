@@ -7,7 +7,9 @@
 #include <omp.h>
 
 #include "activation_math.h"
+#include "gemm_internal.h"
 #include "kernels.h"
+#include "vector_math.h"
 
 namespace fastmlp {
 
@@ -15,7 +17,6 @@ namespace {
 
 using activation_math::gelu;
 using activation_math::gelu_derivative;
-using activation_math::sigmoid;
 
 // Element-wise loops are memory bound; threads pay off only on large arrays.
 inline int elementwise_threads(int64_t n) { return threads_for(static_cast<double>(n) * 8.0); }
@@ -26,7 +27,44 @@ void map_unary(T* y, const T* x, int64_t n, F f) {
     for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
 }
 
+// A row function (y, x, bias, n) run over [0, n) in one piece per thread.
+template <typename T, typename Row>
+void map_row_function(T* y, const T* x, int64_t n, Row row) {
+    const int threads = n > 65536 ? elementwise_threads(n) : 1;
+    if (threads <= 1) return row(y, x, nullptr, n);
+#pragma omp parallel num_threads(threads)
+    {
+        const int64_t part = omp_get_thread_num(), parts = omp_get_num_threads();
+        const int64_t begin = n * part / parts, end = n * (part + 1) / parts;
+        row(y + begin, x + begin, nullptr, end - begin);
+    }
+}
+
 }  // namespace
+
+namespace activation_math {
+
+template <>
+const vector_math::ElementwiseLoops<float>& active_elementwise_loops<float>() {
+    static const auto portable = vector_math::elementwise_loops_of_this_isa<false, float>();
+    switch (gemm_detail::active_isa()) {
+        case gemm_detail::Isa::avx512: return vector_math::avx512_elementwise_loops_float();
+        case gemm_detail::Isa::avx2: return vector_math::avx2_elementwise_loops_float();
+        default: return portable;
+    }
+}
+
+template <>
+const vector_math::ElementwiseLoops<double>& active_elementwise_loops<double>() {
+    static const auto portable = vector_math::elementwise_loops_of_this_isa<false, double>();
+    switch (gemm_detail::active_isa()) {
+        case gemm_detail::Isa::avx512: return vector_math::avx512_elementwise_loops_double();
+        case gemm_detail::Isa::avx2: return vector_math::avx2_elementwise_loops_double();
+        default: return portable;
+    }
+}
+
+}  // namespace activation_math
 
 template <typename T>
 void activation_forward(T* y, const T* x, int64_t n, Activation act, T slope) {
@@ -34,8 +72,12 @@ void activation_forward(T* y, const T* x, int64_t n, Activation act, T slope) {
         case Activation::identity:
             if (y != x) map_unary(y, x, n, [](T v) { return v; });
             break;
-        case Activation::sigmoid: map_unary(y, x, n, [](T v) { return sigmoid(v); }); break;
-        case Activation::tanh: map_unary(y, x, n, [](T v) { return std::tanh(v); }); break;
+        case Activation::sigmoid:
+            map_row_function(y, x, n, activation_math::active_elementwise_loops<T>().sigmoid_row);
+            break;
+        case Activation::tanh:
+            map_row_function(y, x, n, activation_math::active_elementwise_loops<T>().tanh_row);
+            break;
         case Activation::relu: map_unary(y, x, n, [](T v) { return v > 0 ? v : T(0); }); break;
         case Activation::leaky_relu:
             map_unary(y, x, n, [slope](T v) { return v > 0 ? v : slope * v; });

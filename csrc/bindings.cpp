@@ -5,8 +5,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -15,6 +17,7 @@
 #include <sstream>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "kernels.h"
 #include "network.h"
@@ -69,6 +72,146 @@ py::array_t<T, py::array::c_style> input_rows(const py::handle& object, const ch
     return array;
 }
 
+// ---- sparse input -------------------------------------------------------------------------------
+
+// X as the core reads it: a C-contiguous array, or a CSR matrix (any object with
+// format == "csr", shape, data, indices and indptr, as scipy's csr_matrix / csr_array; scipy
+// itself is never imported). Its arrays are checked for dtype and length here; the values of
+// indptr and indices are checked by the kernel that reads them (csr_rows_to_dense), batch by
+// batch, and a malformed row is reported by bad_row_message.
+template <typename T>
+struct CheckedRows {
+    py::array_t<T, py::array::c_style> dense, data;
+    py::array_t<int32_t, py::array::c_style> indices32;
+    py::array_t<int64_t, py::array::c_style> indices64, indptr;
+    bool sparse = false, wide_indices = false;
+    int64_t rows = 0, cols = 0;
+    InputRows<T> pointers() const {
+        InputRows<T> input;
+        if (!sparse) {
+            input.dense = dense.data();
+            return input;
+        }
+        input.data = data.data();
+        if (wide_indices) input.indices64 = indices64.data();
+        else input.indices32 = indices32.data();
+        input.indptr = indptr.data();
+        input.nnz = data.shape(0);
+        return input;
+    }
+};
+
+bool is_csr_matrix(const py::handle& object) {
+    if (py::isinstance<py::array>(object) || !py::hasattr(object, "format")) return false;
+    py::object format = object.attr("format");
+    return py::isinstance<py::str>(format) && format.cast<std::string>() == "csr";
+}
+
+template <typename T>
+CheckedRows<T> sparse_rows(const py::handle& object, const char* name, int64_t width) {
+    CheckedRows<T> checked;
+    checked.sparse = true;
+    const std::string prefix = std::string(name) + " (a CSR matrix)";
+    py::tuple shape = py::reinterpret_borrow<py::object>(object.attr("shape")).cast<py::tuple>();
+    if (shape.size() != 2) throw py::value_error(prefix + " must be 2-D");
+    checked.rows = shape[0].cast<int64_t>();
+    checked.cols = shape[1].cast<int64_t>();
+    if (checked.cols != width)
+        throw py::value_error(prefix + " must have " + std::to_string(width) + " columns, got shape (" +
+                              std::to_string(checked.rows) + ", " + std::to_string(checked.cols) + ")");
+    if (checked.rows < 1) throw py::value_error(std::string(name) + " has no rows");
+    const std::string data_name = std::string(name) + ".data", indices_name = std::string(name) + ".indices",
+                      indptr_name = std::string(name) + ".indptr";
+    checked.data = as_contiguous<T>(object.attr("data"), data_name.c_str(), 1);
+    py::object indices = object.attr("indices");
+    if (!py::isinstance<py::array>(indices))
+        throw py::type_error(indices_name + " must be a NumPy array");
+    const py::dtype index_dtype = py::reinterpret_borrow<py::array>(indices).dtype();
+    checked.wide_indices = index_dtype.is(py::dtype::of<int64_t>());
+    if (checked.wide_indices)
+        checked.indices64 = as_contiguous<int64_t>(indices, indices_name.c_str(), 1);
+    else if (index_dtype.is(py::dtype::of<int32_t>()))
+        checked.indices32 = as_contiguous<int32_t>(indices, indices_name.c_str(), 1);
+    else
+        throw py::type_error(indices_name + " must have dtype int32 or int64, got " +
+                             std::string(py::str(index_dtype)));
+    const int64_t index_count = checked.wide_indices ? checked.indices64.shape(0) : checked.indices32.shape(0);
+    if (index_count != checked.data.shape(0))
+        throw py::value_error(indices_name + " has " + std::to_string(index_count) + " entries but " +
+                              data_name + " has " + std::to_string(checked.data.shape(0)));
+    // indptr is read as int64 (a copy of rows + 1 numbers when it is int32).
+    py::array indptr = py::array::ensure(object.attr("indptr"));
+    if (!indptr || indptr.dtype().kind() != 'i')
+        throw py::type_error(indptr_name + " must be an integer NumPy array");
+    checked.indptr = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(indptr);
+    if (checked.indptr.ndim() != 1 || checked.indptr.shape(0) != checked.rows + 1)
+        throw py::value_error(indptr_name + " must have " + std::to_string(checked.rows + 1) +
+                              " entries (rows + 1), got shape " + shape_string(checked.indptr));
+    return checked;
+}
+
+template <typename T>
+CheckedRows<T> checked_rows(const py::handle& object, const char* name, int64_t width) {
+    if (is_csr_matrix(object)) return sparse_rows<T>(object, name, width);
+    CheckedRows<T> checked;
+    checked.dense = input_rows<T>(object, name, width);
+    checked.rows = checked.dense.shape(0);
+    checked.cols = width;
+    return checked;
+}
+
+// Why row r of a CSR matrix was refused by csr_rows_to_dense.
+template <typename T>
+std::string bad_row_message(const CheckedRows<T>& checked, const char* name, int64_t r) {
+    const int64_t* indptr = checked.indptr.data();
+    const int64_t nnz = checked.data.shape(0), begin = indptr[r], end = indptr[r + 1];
+    const std::string row = std::string(name) + " (a CSR matrix): row " + std::to_string(r);
+    if (begin < 0 || begin > end || end > nnz)
+        return row + " spans indptr[" + std::to_string(r) + "] = " + std::to_string(begin) + " to indptr[" +
+               std::to_string(r + 1) + "] = " + std::to_string(end) + ", not a range within its " +
+               std::to_string(nnz) + " stored entries";
+    for (int64_t k = begin; k < end; ++k) {
+        const int64_t column = checked.wide_indices ? checked.indices64.data()[k] : checked.indices32.data()[k];
+        if (column < 0 || column >= checked.cols)
+            return row + " has column index " + std::to_string(column) + " (indices[" + std::to_string(k) +
+                   "]), outside [0, " + std::to_string(checked.cols) + ")";
+    }
+    return row + " is malformed";
+}
+
+// Rows of a checked input as one dense batch: the array itself, or the CSR rows densified
+// (a batch given by the caller, such as train_step's: its size is the caller's choice).
+template <typename T>
+struct DenseBatch {
+    std::vector<T> buffer;
+    const T* rows = nullptr;
+    int64_t bad_row = -1;
+};
+
+template <typename T>
+DenseBatch<T> dense_batch(const CheckedRows<T>& checked) {
+    DenseBatch<T> batch;
+    if (!checked.sparse) {
+        batch.rows = checked.dense.data();
+        return batch;
+    }
+    batch.buffer.resize(static_cast<size_t>(checked.rows * checked.cols));
+    const InputRows<T> input = checked.pointers();
+    const int64_t bad = input.indices32
+        ? csr_rows_to_dense(batch.buffer.data(), input.data, input.indices32, input.indptr, nullptr, 0,
+                            checked.rows, input.nnz, checked.cols)
+        : csr_rows_to_dense(batch.buffer.data(), input.data, input.indices64, input.indptr, nullptr, 0,
+                            checked.rows, input.nnz, checked.cols);
+    batch.bad_row = bad;
+    batch.rows = batch.buffer.data();
+    return batch;
+}
+
+template <typename T>
+void raise_if_bad_row(const CheckedRows<T>& checked, const char* name, int64_t bad_row) {
+    if (bad_row >= 0) throw py::value_error(bad_row_message(checked, name, bad_row));
+}
+
 // The Python layer's message for non-finite input, checked here on the fast paths that
 // skip the Python checks.
 template <typename T>
@@ -82,15 +225,32 @@ void require_finite(const py::array_t<T, py::array::c_style>& array, const char*
 template <typename T>
 struct CheckedTargets {
     py::array_t<int64_t, py::array::c_style> labels;
-    py::array_t<T, py::array::c_style> values;
-    bool has_labels = false, has_values = false;
+    py::array_t<T, py::array::c_style> values, weights;
+    bool has_labels = false, has_values = false, has_weights = false;
     Targets<T> pointers() const {
         Targets<T> targets;
         if (has_labels) targets.labels = labels.data();
         if (has_values) targets.values = values.data();
+        if (has_weights) targets.weights = weights.data();
         return targets;
     }
 };
+
+// Per-row sample weights (None: all ones): rows finite values >= 0 of the model's dtype.
+template <typename T>
+void check_sample_weight(CheckedTargets<T>& checked, const py::handle& object, int64_t rows) {
+    if (object.is_none()) return;
+    checked.weights = as_contiguous<T>(object, "sample_weight", 1);
+    checked.has_weights = true;
+    if (checked.weights.shape(0) != rows)
+        throw py::value_error("sample_weight must have one weight per row (" + std::to_string(rows) +
+                              "), got shape " + shape_string(checked.weights));
+    const T* w = checked.weights.data();
+    for (int64_t i = 0; i < rows; ++i)
+        if (!(std::isfinite(w[i]) && w[i] >= 0))
+            throw py::value_error("sample_weight[" + std::to_string(i) + "] = " + std::to_string(w[i]) +
+                                  " is not a finite number >= 0");
+}
 
 template <typename T>
 CheckedTargets<T> check_targets(const Network<T>& network, const py::handle& object, int64_t rows) {
@@ -175,7 +335,12 @@ CheckedMixup<T> check_mixup(const Network<T>& network, const py::handle& partner
     return checked;
 }
 
-py::tuple totals_tuple(const RunTotals& totals) {
+// (loss_sum, correct, rows), and with sample weights also (weight_sum, weighted_correct).
+template <typename T>
+py::tuple totals_tuple(const RunTotals& totals, const CheckedTargets<T>& targets) {
+    if (targets.has_weights)
+        return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.weight_sum,
+                              totals.weighted_correct);
     return py::make_tuple(totals.loss_sum, totals.correct, totals.rows);
 }
 
@@ -271,15 +436,41 @@ NetworkOptions network_options(const std::vector<int64_t>& sizes,
     return o;
 }
 
+// The most threads a model or the process may be given: far more than any machine's cores,
+// far fewer than the count at which starting them fails inside libgomp (which aborts).
+constexpr int kMaxThreads = 4096;
+// The most optimizer steps a model may count: its step counter then never overflows.
+constexpr int64_t kMaxStep = int64_t(1) << 62;
+
+void check_thread_count(const char* name, int n, int minimum) {
+    if (n < minimum || n > kMaxThreads)
+        throw py::value_error(std::string(name) + " must be in [" + std::to_string(minimum) + ", " +
+                              std::to_string(kMaxThreads) + "], got " + std::to_string(n));
+}
+
+// The message for a label that changed after the boundary checked it (RunTotals::bad_label_row).
+[[noreturn]] void throw_bad_label(const RunTotals& totals, int64_t classes, const char* consequence) {
+    throw py::value_error("y[" + std::to_string(totals.bad_label_row) + "] = " +
+                          std::to_string(totals.bad_label) + " is not a class in [0, " +
+                          std::to_string(classes) + "): the labels changed while the call ran "
+                          "(another thread or process wrote to them); " + consequence);
+}
+
 // The Python-facing model: the C++ network plus a mutex, so that calls from several Python
-// threads on one model run one at a time instead of sharing the workspace.
+// threads on one model run one at a time instead of sharing the workspace. Recursive: a
+// prediction keeps it over its whole call (one weight set) while it looks for Ctrl-C, and a
+// signal handler run then on the same thread may use the model. Every holder takes it with the
+// GIL released, so waiting for the GIL while holding it cannot deadlock.
 template <typename T>
 struct PyNetwork {
     explicit PyNetwork(const NetworkOptions& options) : network(options) {}
     Network<T> network;
-    std::mutex mutex;
+    std::recursive_mutex mutex;
     int num_threads = 0;  // this model's own thread count for its calls; 0: the process's
     int last_call_threads = 0;  // the thread count its last call ran with (for inspection)
+    // Whether its large calls, training and prediction, run faster on one thread than on the
+    // default count (learnt only while nobody chose the count: see CallThreads).
+    ThreadLearner training_threads, prediction_threads;
     // The totals of the last train_batches call so far, kept up to date between its chunks:
     // when a signal handler's exception (Ctrl-C) ends the call, they still say which steps it
     // took and at what loss (MLP.fit records the interrupted epoch from them).
@@ -289,22 +480,67 @@ struct PyNetwork {
 // The rows a prediction entry point takes: X checked for dtype and width, and for NaN/inf
 // when asked (MLP.predict's fast path skips the Python-side checks).
 template <typename T>
-py::array_t<T, py::array::c_style> prediction_rows(PyNetwork<T>& model, const py::handle& X,
-                                                   bool check_finite) {
-    auto xs = input_rows<T>(X, "X", model.network.input_width());
-    if (check_finite) require_finite(xs, "X");
+CheckedRows<T> prediction_rows(PyNetwork<T>& model, const py::handle& X, bool check_finite) {
+    auto xs = checked_rows<T>(X, "X", model.network.input_width());
+    if (check_finite) require_finite(xs.sparse ? xs.data : xs.dense, "X");
     return xs;
 }
 
-// Runs a prediction with the GIL released, the model locked and its per-call threads.
-template <typename T, typename Run>
-void run_prediction(PyNetwork<T>& model, Run run) {
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(model.mutex);
-    ScopedCallThreads threads(model.num_threads);
-    model.last_call_threads = num_threads();
-    run();
+// Multiply-adds per row of a forward pass, and of a training step (forward, dW everywhere,
+// dX for every layer but the first): the work a call's thread count is chosen from.
+template <typename T>
+double forward_work_per_row(const Network<T>& network) {
+    double work = 0;
+    for (const auto& s : network.layers()) work += static_cast<double>(s.fan_in) * static_cast<double>(s.fan_out);
+    return work;
 }
+
+template <typename T>
+double training_work_per_row(const Network<T>& network) {
+    const double first = static_cast<double>(network.layers().front().fan_in) * network.layers().front().fan_out;
+    return 3 * forward_work_per_row(network) - first;
+}
+
+// One call's threads, decided once from its whole work (called with the model locked, GIL
+// released): one thread for a small call; else the settings' count (the model's n_threads,
+// set_num_threads, OMP_NUM_THREADS, threadpool_limits). When nobody chose it (the cores of
+// the machine), the model's learner may pick one thread instead, from how fast its earlier
+// large calls ran on each side.
+// While it lives the choice is in force on this thread and last_call_threads says it.
+template <typename T>
+class CallThreads {
+public:
+    CallThreads(PyNetwork<T>& model, ThreadLearner& learner, double work)
+        : settings_(model.num_threads), learner_(learner),
+          choice_(decide(model, learner, work)), scoped_(choice_.threads),
+          started_(std::chrono::steady_clock::now()) {
+        model.last_call_threads = choice_.threads;
+    }
+    CallThreads(const CallThreads&) = delete;
+    CallThreads& operator=(const CallThreads&) = delete;
+    bool probe() const { return choice_.probe; }
+    // Tells the learner how long the call took for `work` multiply-adds actually done.
+    void finish(double work) {
+        if (!learns_) return;
+        const std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - started_;
+        learner_.record(choice_.threads, seconds.count(), work);
+    }
+
+private:
+    ThreadChoice decide(PyNetwork<T>& model, ThreadLearner& learner, double work) {
+        const int threads = num_threads();
+        if (threads <= 1 || !call_is_parallel(work)) return {1, false};
+        learns_ = num_threads_is_default();  // settings_ is in force: n_threads counts
+        return learns_ ? learner.choose(threads) : ThreadChoice{threads, false};
+    }
+
+    ScopedCallThreads settings_;  // the model's n_threads, before anything reads the count
+    ThreadLearner& learner_;
+    bool learns_ = false;
+    ThreadChoice choice_;
+    ScopedCallThreads scoped_;
+    std::chrono::steady_clock::time_point started_;
+};
 
 // How often a long run of batches looks for a pending signal (Ctrl-C). Python runs signal
 // handlers only when it holds the GIL, so a run that released it checks by itself, between
@@ -312,11 +548,38 @@ void run_prediction(PyNetwork<T>& model, Run run) {
 // step. Tests set 0 (check after every step) through _core._set_signal_check_interval.
 std::atomic<int64_t> signal_check_interval_us{100000};
 
+// Runs a prediction or evaluation over rows [0, N) with the GIL released, the model locked for
+// the whole call and its threads (CallThreads, from the whole call's work): run(start, rows)
+// on whole evaluation chunks (the
+// bits of one call), taking the GIL between them once per signal-check interval to look for
+// Ctrl-C, whose exception ends the call.
+template <typename T, typename Run>
+void run_prediction(PyNetwork<T>& model, int64_t N, Run run) {
+    const auto interval = std::chrono::microseconds(signal_check_interval_us.load());
+    py::gil_scoped_release release;
+    std::lock_guard<std::recursive_mutex> lock(model.mutex);
+    const double work = static_cast<double>(N) * forward_work_per_row(model.network);
+    CallThreads<T> threads(model, model.prediction_threads, work);
+    for (int64_t start = 0; start < N;) {
+        const auto started = std::chrono::steady_clock::now();
+        do {
+            const int64_t rows = std::min(Network<T>::eval_chunk_rows, N - start);
+            run(start, rows);
+            start += rows;
+        } while (start < N && std::chrono::steady_clock::now() - started < interval);
+        if (start < N) {
+            py::gil_scoped_acquire acquire;
+            if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+        }
+    }
+    threads.finish(work);
+}
+
 // Network::train_batches one batch at a time, from batch `next` until batch `end` or until
 // `interval` has passed (at least one batch). Adds to `totals`; returns the next batch (`end`
 // after a step refused as NaN/inf, whose batch totals.nonfinite_batch names).
 template <typename T>
-int64_t train_batches_for(Network<T>& network, RunTotals& totals, const T* X, Targets<T> targets,
+int64_t train_batches_for(Network<T>& network, RunTotals& totals, InputRows<T> X, Targets<T> targets,
                           const int64_t* order, int64_t rows, int64_t batch_size, int64_t next,
                           int64_t end, std::chrono::microseconds interval, MixupPlan<T> mixup) {
     const auto started = std::chrono::steady_clock::now();
@@ -325,12 +588,33 @@ int64_t train_batches_for(Network<T>& network, RunTotals& totals, const T* X, Ta
         totals.loss_sum += batch.loss_sum;
         totals.correct += batch.correct;
         totals.rows += batch.rows;
+        totals.weight_sum += batch.weight_sum;
+        totals.weighted_correct += batch.weighted_correct;
+        if (batch.bad_label_row >= 0) {  // a label changed under the run: it ends here
+            totals.bad_label_row = batch.bad_label_row;
+            totals.bad_label = batch.bad_label;
+            return end;
+        }
         if (batch.nonfinite_batch >= 0) {  // the step was refused: the run ends here
             totals.nonfinite_batch = batch.nonfinite_batch;
+            // Parameters an earlier update of this interval overflowed make the loss NaN: say so.
+            if (!network.params_finite()) totals.finite = false;
+            return end;
+        }
+        if (batch.bad_input_row >= 0) {  // a malformed sparse row: the batch was not trained
+            totals.bad_input_row = batch.bad_input_row;
             return end;
         }
         ++next;
     } while (next < end && std::chrono::steady_clock::now() - started < interval);
+    // A finite gradient can still overflow the update (a huge learning rate): checked once per
+    // interval, not per step, so the scan costs nothing measurable. The run ends at the last
+    // step taken, which the caller is told made the parameters non-finite.
+    if (!network.params_finite()) {
+        totals.nonfinite_batch = next - 1;
+        totals.finite = false;
+        return end;
+    }
     return next;
 }
 
@@ -377,25 +661,54 @@ void bind_network(py::module_& m, const char* name) {
             return state; }, "name -> flat buffer (views), the layout of params")
         .def_property("step", [](Model& model) { return model.network.step; },
                       [](Model& model, int64_t step) {
-                          if (step < 0) throw py::value_error("step must be >= 0");
+                          if (step < 0 || step > kMaxStep)
+                              throw py::value_error("step must be in [0, 2**62], got " + std::to_string(step));
                           model.network.step = step; })
         .def_property("lr", [](Model& model) { return model.network.optimizer_options().lr; },
                       [](Model& model, double lr) {
-                          if (!(lr >= 0)) throw py::value_error("lr must be >= 0");
-                          std::lock_guard<std::mutex> lock(model.mutex);
+                          if (!(lr >= 0) || !std::isfinite(static_cast<T>(lr)))
+                              throw py::value_error("lr must be a finite number >= 0 in the model's dtype");
+                          py::gil_scoped_release release;
+                          std::lock_guard<std::recursive_mutex> lock(model.mutex);
                           model.network.optimizer_options().lr = lr; })
         .def_property("num_threads", [](Model& model) { return model.num_threads; },
                       [](Model& model, int n) {
-                          if (n < 0) throw py::value_error("num_threads must be >= 0, got " + std::to_string(n));
+                          check_thread_count("num_threads", n, 0);
                           model.num_threads = n; },
                       "threads for this model's calls (applied per call); 0 follows the process setting")
         .def_property_readonly("last_call_threads", [](Model& model) { return model.last_call_threads; },
                                "the thread count the model's last training or prediction call used")
+        .def("assign", [](Model& model, const std::string& name, const py::handle& values) {
+            std::vector<T>* buffer = nullptr;
+            if (name == "params") buffer = &model.network.params;
+            else if (name == "running_mean") buffer = &model.network.running_mean;
+            else if (name == "running_var") buffer = &model.network.running_var;
+            const auto& names = model.network.optimizer_state_names();
+            for (size_t k = 0; k < names.size() && !buffer; ++k)
+                if (name == names[k]) buffer = &model.network.optimizer_state[k];
+            if (!buffer) throw py::value_error("no buffer named '" + name + "'");
+            auto array = as_contiguous<T>(values, "values", 1);
+            if (array.shape(0) != static_cast<py::ssize_t>(buffer->size()))
+                throw py::value_error("values must have shape (" + std::to_string(buffer->size()) +
+                                      ",), got " + shape_string(array));
+            py::gil_scoped_release release;
+            std::lock_guard<std::recursive_mutex> lock(model.mutex);
+            std::copy(array.data(), array.data() + array.shape(0), buffer->begin());
+        }, py::arg("name"), py::arg("values"),
+           "copy values into the buffer `name` (params, running_mean, running_var or an optimizer "
+           "state) with the model locked, so no prediction sees part of the old and part of the new")
+        .def("params_finite", [](Model& model) {
+            py::gil_scoped_release release;
+            std::lock_guard<std::recursive_mutex> lock(model.mutex);
+            return model.network.params_finite();
+        }, "whether every parameter is finite")
         .def_property_readonly("last_run_totals", [](Model& model) {
             const RunTotals& totals = model.last_run;
-            return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch);
-        }, "(loss_sum, correct, rows, nonfinite_batch) of the last train_batches call, also when a "
-           "signal's exception (Ctrl-C) ended it: the steps it took before")
+            return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch,
+                                  totals.weight_sum, totals.weighted_correct);
+        }, "(loss_sum, correct, rows, nonfinite_batch, weight_sum, weighted_correct) of the last "
+           "train_batches call, also when a signal's exception (Ctrl-C) ended it: the steps it took "
+           "before (weight_sum is the rows' sample weights summed, or the rows without weights)")
         .def_property_readonly("layers", [](Model& model) {
             py::list layers;
             for (const auto& s : model.network.layers()) {
@@ -406,30 +719,42 @@ void bind_network(py::module_& m, const char* name) {
                 layers.append(layer);
             }
             return layers; }, "per layer: offsets into params and fan_in/fan_out")
-        .def("train_step", [](Model& model, const py::handle& x, const py::handle& y) {
-            auto xs = input_rows<T>(x, "x", model.network.input_width());
-            const int64_t rows = xs.shape(0);
+        .def("train_step", [](Model& model, const py::handle& x, const py::handle& y,
+                              const py::handle& sample_weight) {
+            auto xs = checked_rows<T>(x, "x", model.network.input_width());
+            const int64_t rows = xs.rows;
             if (rows == 1 && model.network.options().batch_norm)
                 throw py::value_error("batch norm needs at least 2 rows per training batch");
             auto targets = check_targets(model.network, y, rows);
+            check_sample_weight(targets, sample_weight, rows);
             RunTotals totals;
+            int64_t bad_row = -1;
             {
                 py::gil_scoped_release release;
-                std::lock_guard<std::mutex> lock(model.mutex);
-                ScopedCallThreads threads(model.num_threads);
-                model.last_call_threads = num_threads();
-                totals = model.network.train_step(xs.data(), targets.pointers(), rows);
+                std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                const double work = static_cast<double>(rows) * training_work_per_row(model.network);
+                CallThreads<T> threads(model, model.training_threads, work);
+                const DenseBatch<T> batch = dense_batch(xs);
+                bad_row = batch.bad_row;
+                if (bad_row < 0) totals = model.network.train_step(batch.rows, targets.pointers(), rows);
+                threads.finish(work);
             }
-            return totals_tuple(totals);
-        }, py::arg("x"), py::arg("y"), "one optimizer step on one batch -> (loss_sum, correct, rows); not applied (step "
-           "unchanged) when the loss or a gradient is NaN/inf")
+            if (totals.bad_label_row >= 0)
+                throw_bad_label(totals, model.network.output_width(), "no step was taken");
+            raise_if_bad_row(xs, "x", bad_row);
+            return totals_tuple(totals, targets);
+        }, py::arg("x"), py::arg("y"), py::arg("sample_weight") = py::none(),
+           "one optimizer step on one batch (x dense or CSR) -> (loss_sum, correct, rows), plus "
+           "(weight_sum, weighted_correct) with sample_weight; not applied (step unchanged) when the "
+           "loss or a gradient is NaN/inf, or when every sample weight is 0")
         .def("train_batches", [](Model& model, const py::handle& X, const py::handle& y,
                                  const py::handle& order, int64_t batch_size, int64_t first_batch,
                                  int64_t n_batches, const py::handle& partners,
-                                 const py::handle& lambdas) {
-            auto xs = input_rows<T>(X, "X", model.network.input_width());
-            const int64_t rows = xs.shape(0);
+                                 const py::handle& lambdas, const py::handle& sample_weight) {
+            auto xs = checked_rows<T>(X, "X", model.network.input_width());
+            const int64_t rows = xs.rows;
             auto targets = check_targets(model.network, y, rows);
+            check_sample_weight(targets, sample_weight, rows);
             auto permutation = row_indices(order, "order", rows);
             const int64_t epoch_rows = permutation.shape(0);
             if (batch_size < 1) throw py::value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
@@ -443,52 +768,97 @@ void bind_network(py::module_& m, const char* name) {
             for (int64_t next = first_batch; next < end;) {
                 {
                     py::gil_scoped_release release;
-                    std::lock_guard<std::mutex> lock(model.mutex);
-                    ScopedCallThreads threads(model.num_threads);
-                    model.last_call_threads = num_threads();
-                    next = train_batches_for(model.network, totals, xs.data(), targets.pointers(),
-                                             permutation.data(), epoch_rows, batch_size, next, end, interval,
-                                             mixup.plan());
+                    std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                    // Decided from the rest of the run; a probe of the other thread count
+                    // runs a quarter of the rest (and of the time), so a losing probe costs little.
+                    const double per_row = training_work_per_row(model.network);
+                    const double rest = static_cast<double>(std::min((end - next) * batch_size, epoch_rows)) * per_row;
+                    CallThreads<T> threads(model, model.training_threads, rest);
+                    const int64_t rows_before = totals.rows;
+                    const int64_t stop = threads.probe() ? next + std::max<int64_t>(1, (end - next) / 4) : end;
+                    next = train_batches_for(model.network, totals, xs.pointers(), targets.pointers(),
+                                             permutation.data(), epoch_rows, batch_size, next, stop,
+                                             threads.probe() ? interval / 4 : interval, mixup.plan());
+                    if (next == stop && stop < end && (totals.nonfinite_batch >= 0 || totals.bad_input_row >= 0))
+                        next = end;
+                    threads.finish(static_cast<double>(totals.rows - rows_before) * per_row);
                 }
                 model.last_run = totals;
+                if (totals.bad_label_row >= 0)
+                    throw_bad_label(totals, model.network.output_width(),
+                                    "training stopped before that batch's step (the steps before it were taken)");
                 // With the GIL and without the model's lock, so that a handler may use the
                 // model; its exception (KeyboardInterrupt for Ctrl-C) leaves the steps taken.
                 if (next < end && PyErr_CheckSignals() != 0) throw py::error_already_set();
             }
-            return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch);
+            raise_if_bad_row(xs, "X", totals.bad_input_row);
+            // params_finite: false when the run ended because an update overflowed the
+            // parameters (nonfinite_batch is then the last step taken), not a refused step.
+            const bool params_overflowed = totals.nonfinite_batch >= 0 && !totals.finite;
+            if (targets.has_weights)
+                return py::tuple(py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch,
+                                                !params_overflowed, totals.weight_sum, totals.weighted_correct));
+            return py::tuple(py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch,
+                                            !params_overflowed));
         }, py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
            py::arg("first_batch"), py::arg("n_batches"), py::arg("partners") = py::none(),
-           py::arg("lambdas") = py::none(),
+           py::arg("lambdas") = py::none(), py::arg("sample_weight") = py::none(),
            "optimizer steps over batches [first_batch, first_batch + n_batches) of X[order] (order: "
            "the epoch's rows of X in the order visited, all of them or a subset) -> "
-           "(loss_sum, correct, rows, nonfinite_batch); with partners (one row per position of "
+           "(loss_sum, correct, rows, nonfinite_batch, params_finite); with partners (one row per position of "
            "order) and lambdas (one per batch of the epoch), each batch is mixed (mixup) first. "
            "The run stops before applying the first step whose loss or gradient is NaN/inf, and "
-           "names that batch (else -1)")
-        .def("compute_gradients", [](Model& model, const py::handle& x, const py::handle& y, bool training) {
-            auto xs = input_rows<T>(x, "x", model.network.input_width());
-            const int64_t rows = xs.shape(0);
+           "names that batch (else -1); params_finite is False when instead an update made a "
+           "parameter NaN/inf (found at most a signal-check interval later; nonfinite_batch is "
+           "then the last batch trained). A label found outside [0, C) when its batch is read "
+           "(changed during the call) raises ValueError naming its row, that batch untrained. "
+           "X is a C-contiguous array or a CSR matrix (densified one batch at a time; a malformed "
+           "row raises ValueError after the batches before it). With sample_weight (one weight per "
+           "row of X) every batch's loss is the weighted mean, loss_sum sums mean * the batch's "
+           "weight, and the tuple ends with (weight_sum, weighted_correct)")
+        .def("compute_gradients", [](Model& model, const py::handle& x, const py::handle& y, bool training,
+                                     const py::handle& sample_weight) {
+            auto xs = checked_rows<T>(x, "x", model.network.input_width());
+            const int64_t rows = xs.rows;
             if (training && rows == 1 && model.network.options().batch_norm)
                 throw py::value_error("batch norm needs at least 2 rows in training mode");
             auto targets = check_targets(model.network, y, rows);
+            check_sample_weight(targets, sample_weight, rows);
             RunTotals totals;
+            int64_t bad_row = -1;
             {
                 py::gil_scoped_release release;
-                std::lock_guard<std::mutex> lock(model.mutex);
-                ScopedCallThreads threads(model.num_threads);
-                model.last_call_threads = num_threads();
-                totals = model.network.compute_gradients(xs.data(), targets.pointers(), rows, training);
+                std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                const double work = static_cast<double>(rows) * training_work_per_row(model.network);
+                CallThreads<T> threads(model, model.training_threads, work);
+                const DenseBatch<T> batch = dense_batch(xs);
+                bad_row = batch.bad_row;
+                if (bad_row < 0)
+                    totals = model.network.compute_gradients(batch.rows, targets.pointers(), rows, training);
+                threads.finish(work);
             }
-            return totals_tuple(totals);
-        }, py::arg("x"), py::arg("y"), py::arg("training") = false,
-           "gradients of the batch's mean loss into grads, no step -> (loss_sum, correct, rows)")
+            if (totals.bad_label_row >= 0)
+                throw_bad_label(totals, model.network.output_width(), "no gradient was computed");
+            raise_if_bad_row(xs, "x", bad_row);
+            return totals_tuple(totals, targets);
+        }, py::arg("x"), py::arg("y"), py::arg("training") = false, py::arg("sample_weight") = py::none(),
+           "gradients of the batch's (weighted) mean loss into grads, no step -> (loss_sum, correct, "
+           "rows), plus (weight_sum, weighted_correct) with sample_weight; x dense or CSR (densified whole)")
         .def("predict", [](Model& model, const py::handle& X, bool check_finite) {
             auto xs = prediction_rows(model, X, check_finite);
-            const int64_t rows = xs.shape(0);
+            const int64_t rows = xs.rows;
             py::array_t<T> out({static_cast<py::ssize_t>(rows),
                                 static_cast<py::ssize_t>(model.network.output_width())});
             T* out_data = out.mutable_data();
-            run_prediction(model, [&] { model.network.predict(out_data, xs.data(), rows); });
+            const int64_t in = model.network.input_width(), C = model.network.output_width();
+            const InputRows<T> all = xs.pointers();
+            int64_t bad_row = -1;
+            run_prediction(model, rows, [&](int64_t start, int64_t count) {
+                if (bad_row >= 0) return;
+                const int64_t bad = model.network.predict(out_data + start * C, all.from_row(start, in), count);
+                if (bad >= 0) bad_row = start + bad;
+            });
+            raise_if_bad_row(xs, "X", bad_row);
             return out;
         }, py::arg("X"), py::arg("check_finite") = false,
            "outputs after the loss's link, evaluation mode; check_finite rejects NaN/inf in X")
@@ -496,27 +866,61 @@ void bind_network(py::module_& m, const char* name) {
             if (model.network.options().loss != Loss::cross_entropy)
                 throw py::value_error("predict_labels needs loss cross_entropy");
             auto xs = prediction_rows(model, X, check_finite);
-            const int64_t rows = xs.shape(0);
+            const int64_t rows = xs.rows;
             py::array_t<int64_t> labels(static_cast<py::ssize_t>(rows));
             int64_t* labels_data = labels.mutable_data();
-            run_prediction(model, [&] { model.network.predict_labels(labels_data, xs.data(), rows); });
+            const int64_t in = model.network.input_width();
+            const InputRows<T> all = xs.pointers();
+            int64_t bad_row = -1;
+            run_prediction(model, rows, [&](int64_t start, int64_t count) {
+                if (bad_row >= 0) return;
+                const int64_t bad = model.network.predict_labels(labels_data + start, all.from_row(start, in), count);
+                if (bad >= 0) bad_row = start + bad;
+            });
+            raise_if_bad_row(xs, "X", bad_row);
             return labels;
         }, py::arg("X"), py::arg("check_finite") = false,
            "class labels (argmax of predict's rows), cross_entropy only; the one-call path of MLP.predict")
-        .def("evaluate", [](Model& model, const py::handle& X, const py::handle& y) {
-            auto xs = input_rows<T>(X, "X", model.network.input_width());
-            const int64_t rows = xs.shape(0);
+        .def("evaluate", [](Model& model, const py::handle& X, const py::handle& y,
+                            const py::handle& sample_weight) {
+            auto xs = checked_rows<T>(X, "X", model.network.input_width());
+            const int64_t rows = xs.rows;
             auto targets = check_targets(model.network, y, rows);
+            check_sample_weight(targets, sample_weight, rows);
+            const Targets<T> all = targets.pointers();
+            const InputRows<T> all_rows = xs.pointers();
+            const int64_t in = model.network.input_width(), tw = model.network.target_width();
             RunTotals totals;
-            {
-                py::gil_scoped_release release;
-                std::lock_guard<std::mutex> lock(model.mutex);
-                ScopedCallThreads threads(model.num_threads);
-                model.last_call_threads = num_threads();
-                totals = model.network.evaluate(xs.data(), targets.pointers(), rows);
-            }
-            return totals_tuple(totals);
-        }, py::arg("X"), py::arg("y"), "evaluation mode -> (loss_sum, correct, rows)");
+            run_prediction(model, rows, [&](int64_t start, int64_t count) {
+                if (totals.bad_label_row >= 0 || totals.bad_input_row >= 0) return;
+                Targets<T> slice;
+                if (all.labels) slice.labels = all.labels + start;
+                if (all.values) slice.values = all.values + start * tw;
+                if (all.weights) slice.weights = all.weights + start;
+                // Summed slice by slice in order: the same bits as one evaluate call.
+                const RunTotals part = model.network.evaluate(all_rows.from_row(start, in), slice, count);
+                if (part.bad_label_row >= 0) {
+                    totals.bad_label_row = start + part.bad_label_row;
+                    totals.bad_label = part.bad_label;
+                    return;
+                }
+                if (part.bad_input_row >= 0) {
+                    totals.bad_input_row = start + part.bad_input_row;
+                    return;
+                }
+                totals.loss_sum += part.loss_sum;
+                totals.correct += part.correct;
+                totals.rows += part.rows;
+                totals.weight_sum += part.weight_sum;
+                totals.weighted_correct += part.weighted_correct;
+            });
+            if (totals.bad_label_row >= 0)
+                throw_bad_label(totals, model.network.output_width(), "nothing was evaluated");
+            raise_if_bad_row(xs, "X", totals.bad_input_row);
+            return totals_tuple(totals, targets);
+        }, py::arg("X"), py::arg("y"), py::arg("sample_weight") = py::none(),
+           "evaluation mode -> (loss_sum, correct, rows), plus (weight_sum, weighted_correct) with "
+           "sample_weight; X dense or CSR (densified one chunk at a time)");
 }
 
 py::dict build_info() {
@@ -553,6 +957,9 @@ py::dict build_info() {
     info["isa"] = gemm_kernel_name();
     info["gemm_kernel"] = gemm_kernel_name();
     info["num_threads"] = num_threads();
+    // Multiply-adds below which a parallel region, and a whole call, run on one thread.
+    info["parallel_work_threshold"] = parallel_work_threshold();
+    info["call_parallel_work_threshold"] = call_parallel_work_threshold();
     return info;
 }
 
@@ -579,7 +986,7 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "fastmlp's compiled core";
     apply_isa_from_environment();
     m.def("set_num_threads", [](std::optional<int> n) {
-        if (n && *n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(*n));
+        if (n) check_thread_count("n", *n, 1);
         set_num_threads(n ? *n : 0);
     }, py::arg("n"), "set the number of OpenMP threads fastmlp uses; None follows OpenMP again");
     m.def("get_num_threads", &num_threads, "the number of OpenMP threads fastmlp uses");
@@ -592,6 +999,21 @@ PYBIND11_MODULE(_core, m) {
         signal_check_interval_us = static_cast<int64_t>(seconds * 1e6);
     }, py::arg("seconds"), "how often training looks for Ctrl-C between steps (a test hook)");
     m.def("build_info", &build_info, "compiler, OpenMP and SIMD paths of this build");
+    m.def("_thread_learner_choices", [](int threads, const std::vector<double>& seconds_one,
+                                        const std::vector<double>& seconds_many) {
+        if (seconds_one.size() != seconds_many.size())
+            throw py::value_error("seconds_one and seconds_many need one entry per call");
+        ThreadLearner learner;
+        std::vector<int> chosen;
+        for (size_t call = 0; call < seconds_one.size(); ++call) {
+            const ThreadChoice choice = learner.choose(threads);
+            chosen.push_back(choice.threads);
+            learner.record(choice.threads, choice.threads > 1 ? seconds_many[call] : seconds_one[call], 1.0);
+        }
+        return chosen;
+    }, py::arg("threads"), py::arg("seconds_one"), py::arg("seconds_many"),
+       "a test hook: the counts a fresh ThreadLearner picks for calls of equal work that would take "
+       "seconds_one[i] on one thread and seconds_many[i] on `threads`");
     bind_network<float>(m, "NetworkFloat32");
     bind_network<double>(m, "NetworkFloat64");
     py::module_ kernels = m.def_submodule("kernels", "individual kernels, for testing");

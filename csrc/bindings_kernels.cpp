@@ -33,6 +33,10 @@ std::string shape_string(const py::array& a) {
 
 std::string dtype_string(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
+bool is_int_of_size(const py::array& a, size_t size) {
+    return a.dtype().kind() == 'i' && static_cast<size_t>(a.dtype().itemsize()) == size;
+}
+
 bool is_float_of_size(const py::array& a, size_t size) {
     return a.dtype().kind() == 'f' && static_cast<size_t>(a.dtype().itemsize()) == size;
 }
@@ -201,6 +205,27 @@ std::optional<CArray<T>> optional_class_weights(const py::object& weights, int64
     return as_float<T>(array, "class_weights");
 }
 
+// sample_weights: None, or a (B) array of the call's dtype, finite and >= 0.
+template <typename T>
+std::optional<CArray<T>> optional_sample_weights(const py::object& weights, int64_t B) {
+    if (weights.is_none()) return std::nullopt;
+    py::array array = py::array::ensure(weights);
+    if (!array) throw py::type_error("sample_weights must be an array or None");
+    require_shape(array, "sample_weights", {B});
+    CArray<T> checked = as_float<T>(array, "sample_weights");
+    for (int64_t i = 0; i < B; ++i)
+        if (!(std::isfinite(checked.data()[i]) && checked.data()[i] >= 0))
+            throw py::value_error("sample_weights must be finite and >= 0, got " +
+                                  std::to_string(checked.data()[i]) + " at index " + std::to_string(i));
+    return checked;
+}
+
+// Rows of a loss's input: B = shape[0] (1 for a 0-d array), the rest of each row its width.
+std::pair<int64_t, int64_t> loss_rows(const py::array& a) {
+    const int64_t B = a.ndim() == 0 ? 1 : a.shape(0);
+    return {B, static_cast<int64_t>(a.size()) / B};
+}
+
 template <typename T>
 const T* data_or_null(const std::optional<CArray<T>>& a) {
     return a ? a->data() : nullptr;
@@ -220,7 +245,8 @@ void bind_softmax_losses(py::module_& m) {
     }, py::arg("logits"), "Row-wise softmax");
 
     m.def("softmax_xent_forward", [](const py::array& logits_in, const py::array& labels_in,
-                                     const py::object& weights_in, double label_smoothing) {
+                                     const py::object& weights_in, double label_smoothing,
+                                     const py::object& sample_in) {
         require_ndim(logits_in, "logits", 2);
         require_nonempty(logits_in, "logits");
         require_probability(label_smoothing, "label_smoothing", true);
@@ -230,19 +256,23 @@ void bind_softmax_losses(py::module_& m) {
             using T = decltype(zero);
             auto logits = as_float<T>(logits_in, "logits");
             auto weights = optional_class_weights<T>(weights_in, C);
+            auto sample = optional_sample_weights<T>(sample_in, B);
             auto probs = empty_like_shape<T>(logits);
             T loss = 0;
             without_gil([&] {
                 fastmlp::softmax_xent_forward(&loss, probs.mutable_data(), logits.data(), labels.data(),
-                                              data_or_null(weights), T(label_smoothing), B, C);
+                                              data_or_null(weights), data_or_null(sample),
+                                              T(label_smoothing), B, C);
             });
             return py::make_tuple(static_cast<double>(loss), probs);
         });
     }, py::arg("logits"), py::arg("labels"), py::arg("class_weights") = py::none(),
-       py::arg("label_smoothing") = 0.0, "(loss, probs): torch's CrossEntropyLoss");
+       py::arg("label_smoothing") = 0.0, py::arg("sample_weights") = py::none(),
+       "(loss, probs): torch's CrossEntropyLoss, weighted by sample_weights per row");
 
     m.def("softmax_xent_backward", [](const py::array& probs_in, const py::array& labels_in,
-                                      const py::object& weights_in, double label_smoothing) {
+                                      const py::object& weights_in, double label_smoothing,
+                                      const py::object& sample_in) {
         require_ndim(probs_in, "probs", 2);
         require_nonempty(probs_in, "probs");
         require_probability(label_smoothing, "label_smoothing", true);
@@ -252,17 +282,21 @@ void bind_softmax_losses(py::module_& m) {
             using T = decltype(zero);
             auto probs = as_float<T>(probs_in, "probs");
             auto weights = optional_class_weights<T>(weights_in, C);
+            auto sample = optional_sample_weights<T>(sample_in, B);
             auto dlogits = empty_like_shape<T>(probs);
             without_gil([&] {
                 fastmlp::softmax_xent_backward(dlogits.mutable_data(), probs.data(), labels.data(),
-                                               data_or_null(weights), T(label_smoothing), B, C);
+                                               data_or_null(weights), data_or_null(sample),
+                                               T(label_smoothing), B, C);
             });
             return dlogits;
         });
     }, py::arg("probs"), py::arg("labels"), py::arg("class_weights") = py::none(),
-       py::arg("label_smoothing") = 0.0, "d loss / d logits of softmax_xent_forward");
+       py::arg("label_smoothing") = 0.0, py::arg("sample_weights") = py::none(),
+       "d loss / d logits of softmax_xent_forward");
 
-    m.def("softmax_xent_soft_forward", [](const py::array& logits_in, const py::array& targets_in) {
+    m.def("softmax_xent_soft_forward", [](const py::array& logits_in, const py::array& targets_in,
+                                          const py::object& sample_in) {
         require_ndim(logits_in, "logits", 2);
         require_nonempty(logits_in, "logits");
         require_same_shape(targets_in, "targets", logits_in, "logits");
@@ -270,17 +304,20 @@ void bind_softmax_losses(py::module_& m) {
             using T = decltype(zero);
             auto logits = as_float<T>(logits_in, "logits");
             auto targets = as_float<T>(targets_in, "targets");
+            auto sample = optional_sample_weights<T>(sample_in, logits.shape(0));
             auto probs = empty_like_shape<T>(logits);
             T loss = 0;
             without_gil([&] {
                 fastmlp::softmax_xent_soft_forward(&loss, probs.mutable_data(), logits.data(), targets.data(),
-                                                   logits.shape(0), logits.shape(1));
+                                                   data_or_null(sample), logits.shape(0), logits.shape(1));
             });
             return py::make_tuple(static_cast<double>(loss), probs);
         });
-    }, py::arg("logits"), py::arg("targets"), "(loss, probs): cross-entropy against soft targets");
+    }, py::arg("logits"), py::arg("targets"), py::arg("sample_weights") = py::none(),
+       "(loss, probs): cross-entropy against soft targets");
 
-    m.def("softmax_xent_soft_backward", [](const py::array& probs_in, const py::array& targets_in) {
+    m.def("softmax_xent_soft_backward", [](const py::array& probs_in, const py::array& targets_in,
+                                           const py::object& sample_in) {
         require_ndim(probs_in, "probs", 2);
         require_nonempty(probs_in, "probs");
         require_same_shape(targets_in, "targets", probs_in, "probs");
@@ -288,14 +325,15 @@ void bind_softmax_losses(py::module_& m) {
             using T = decltype(zero);
             auto probs = as_float<T>(probs_in, "probs");
             auto targets = as_float<T>(targets_in, "targets");
+            auto sample = optional_sample_weights<T>(sample_in, probs.shape(0));
             auto dlogits = empty_like_shape<T>(probs);
             without_gil([&] {
                 fastmlp::softmax_xent_soft_backward(dlogits.mutable_data(), probs.data(), targets.data(),
-                                                    probs.shape(0), probs.shape(1));
+                                                    data_or_null(sample), probs.shape(0), probs.shape(1));
             });
             return dlogits;
         });
-    }, py::arg("probs"), py::arg("targets"));
+    }, py::arg("probs"), py::arg("targets"), py::arg("sample_weights") = py::none());
 }
 
 // Element-wise losses share one shape: (loss) forward and (gradient) backward.
@@ -303,42 +341,50 @@ void bind_softmax_losses(py::module_& m) {
 template <template <typename> class Kernel>
 void bind_elementwise_loss(py::module_& m, const char* forward_name, const char* backward_name,
                            const char* pred_name, const char* doc) {
-    m.def(forward_name, [pred_name](const py::array& pred_in, const py::array& target_in) {
+    m.def(forward_name, [pred_name](const py::array& pred_in, const py::array& target_in,
+                                    const py::object& sample_in) {
         require_nonempty(pred_in, pred_name);
         require_same_shape(target_in, "target", pred_in, pred_name);
-        return dispatch_float(pred_in, pred_name, [&](auto zero) -> py::object {
+        const auto [B, D] = loss_rows(pred_in);
+        return dispatch_float(pred_in, pred_name, [&, B = B, D = D](auto zero) -> py::object {
             using T = decltype(zero);
             auto pred = as_float<T>(pred_in, pred_name);
             auto target = as_float<T>(target_in, "target");
+            auto sample = optional_sample_weights<T>(sample_in, B);
             T loss = 0;
-            without_gil([&] { Kernel<T>::forward(&loss, pred.data(), target.data(), pred.size()); });
+            without_gil([&] { Kernel<T>::forward(&loss, pred.data(), target.data(), data_or_null(sample), B, D); });
             return py::float_(static_cast<double>(loss));
         });
-    }, py::arg(pred_name), py::arg("target"), doc);
-    m.def(backward_name, [pred_name](const py::array& pred_in, const py::array& target_in) {
+    }, py::arg(pred_name), py::arg("target"), py::arg("sample_weights") = py::none(), doc);
+    m.def(backward_name, [pred_name](const py::array& pred_in, const py::array& target_in,
+                                     const py::object& sample_in) {
         require_nonempty(pred_in, pred_name);
         require_same_shape(target_in, "target", pred_in, pred_name);
-        return dispatch_float(pred_in, pred_name, [&](auto zero) -> py::object {
+        const auto [B, D] = loss_rows(pred_in);
+        return dispatch_float(pred_in, pred_name, [&, B = B, D = D](auto zero) -> py::object {
             using T = decltype(zero);
             auto pred = as_float<T>(pred_in, pred_name);
             auto target = as_float<T>(target_in, "target");
+            auto sample = optional_sample_weights<T>(sample_in, B);
             auto grad = empty_like_shape<T>(pred);
-            without_gil([&] { Kernel<T>::backward(grad.mutable_data(), pred.data(), target.data(), pred.size()); });
+            without_gil([&] {
+                Kernel<T>::backward(grad.mutable_data(), pred.data(), target.data(), data_or_null(sample), B, D);
+            });
             return grad;
         });
-    }, py::arg(pred_name), py::arg("target"));
+    }, py::arg(pred_name), py::arg("target"), py::arg("sample_weights") = py::none());
 }
 
 template <typename T>
 struct MseKernels {
-    static void forward(T* l, const T* p, const T* t, int64_t n) { fastmlp::mse_forward(l, p, t, n); }
-    static void backward(T* d, const T* p, const T* t, int64_t n) { fastmlp::mse_backward(d, p, t, n); }
+    static void forward(T* l, const T* p, const T* t, const T* s, int64_t B, int64_t D) { fastmlp::mse_forward(l, p, t, s, B, D); }
+    static void backward(T* d, const T* p, const T* t, const T* s, int64_t B, int64_t D) { fastmlp::mse_backward(d, p, t, s, B, D); }
 };
 
 template <typename T>
 struct BceKernels {
-    static void forward(T* l, const T* z, const T* t, int64_t n) { fastmlp::bce_logits_forward(l, z, t, n); }
-    static void backward(T* d, const T* z, const T* t, int64_t n) { fastmlp::bce_logits_backward(d, z, t, n); }
+    static void forward(T* l, const T* z, const T* t, const T* s, int64_t B, int64_t C) { fastmlp::bce_logits_forward(l, z, t, s, B, C); }
+    static void backward(T* d, const T* z, const T* t, const T* s, int64_t B, int64_t C) { fastmlp::bce_logits_backward(d, z, t, s, B, C); }
 };
 
 void check_gaussian_shapes(const py::array& out, const py::array& target) {
@@ -356,31 +402,89 @@ void bind_regression_losses(py::module_& m) {
     bind_elementwise_loss<BceKernels>(m, "bce_logits_forward", "bce_logits_backward", "logits",
                                       "binary cross-entropy with logits, mean over all elements");
 
-    m.def("gaussian_nll_forward", [](const py::array& out_in, const py::array& target_in) {
+    m.def("gaussian_nll_forward", [](const py::array& out_in, const py::array& target_in,
+                                     const py::object& sample_in) {
         check_gaussian_shapes(out_in, target_in);
         return dispatch_float(out_in, "out", [&](auto zero) -> py::object {
             using T = decltype(zero);
             auto out = as_float<T>(out_in, "out");
             auto target = as_float<T>(target_in, "target");
+            auto sample = optional_sample_weights<T>(sample_in, out.shape(0));
             T loss = 0;
-            without_gil([&] { fastmlp::gaussian_nll_forward(&loss, out.data(), target.data(), out.shape(0), out.shape(1) / 2); });
+            without_gil([&] {
+                fastmlp::gaussian_nll_forward(&loss, out.data(), target.data(), data_or_null(sample),
+                                              out.shape(0), out.shape(1) / 2);
+            });
             return py::float_(static_cast<double>(loss));
         });
-    }, py::arg("out"), py::arg("target"), "Gaussian NLL; out rows are [D means, D log-variances]");
+    }, py::arg("out"), py::arg("target"), py::arg("sample_weights") = py::none(),
+       "Gaussian NLL; out rows are [D means, D log-variances]");
 
-    m.def("gaussian_nll_backward", [](const py::array& out_in, const py::array& target_in) {
+    m.def("gaussian_nll_backward", [](const py::array& out_in, const py::array& target_in,
+                                      const py::object& sample_in) {
         check_gaussian_shapes(out_in, target_in);
         return dispatch_float(out_in, "out", [&](auto zero) -> py::object {
             using T = decltype(zero);
             auto out = as_float<T>(out_in, "out");
             auto target = as_float<T>(target_in, "target");
+            auto sample = optional_sample_weights<T>(sample_in, out.shape(0));
             auto dout = empty_like_shape<T>(out);
             without_gil([&] {
-                fastmlp::gaussian_nll_backward(dout.mutable_data(), out.data(), target.data(), out.shape(0), out.shape(1) / 2);
+                fastmlp::gaussian_nll_backward(dout.mutable_data(), out.data(), target.data(), data_or_null(sample),
+                                               out.shape(0), out.shape(1) / 2);
             });
             return dout;
         });
-    }, py::arg("out"), py::arg("target"));
+    }, py::arg("out"), py::arg("target"), py::arg("sample_weights") = py::none());
+}
+
+// ---- sparse input ----------------------------------------------------------------------------
+
+void bind_sparse(py::module_& m) {
+    m.def("csr_rows_to_dense", [](const py::array& data_in, const py::array& indices_in,
+                                  const py::array& indptr_in, const py::object& rows_in, int64_t cols) {
+        require_ndim(data_in, "data", 1);
+        require_ndim(indices_in, "indices", 1);
+        require_ndim(indptr_in, "indptr", 1);
+        if (cols < 0) throw py::value_error("cols must be >= 0, got " + std::to_string(cols));
+        if (indices_in.shape(0) != data_in.shape(0))
+            throw py::value_error("indices must have one entry per entry of data");
+        if (indptr_in.dtype().kind() != 'i' || indptr_in.shape(0) < 1)
+            throw py::value_error("indptr must be a non-empty integer array");
+        auto indptr = CArray<int64_t>::ensure(indptr_in);
+        const int64_t N = indptr.shape(0) - 1, nnz = data_in.shape(0);
+        std::optional<CArray<int64_t>> rows;
+        int64_t B = N;
+        if (!rows_in.is_none()) {
+            py::array rows_array = py::array::ensure(rows_in);
+            if (!rows_array || rows_array.dtype().kind() != 'i' || rows_array.ndim() != 1)
+                throw py::type_error("rows must be a 1-D integer array or None");
+            rows = CArray<int64_t>::ensure(rows_array);
+            B = rows->shape(0);
+            for (int64_t i = 0; i < B; ++i)
+                if (rows->data()[i] < 0 || rows->data()[i] >= N)
+                    throw py::value_error("rows[" + std::to_string(i) + "] is not a row in [0, " + std::to_string(N) + ")");
+        }
+        return dispatch_float(data_in, "data", [&](auto zero) -> py::object {
+            using T = decltype(zero);
+            auto data = as_float<T>(data_in, "data");
+            py::array_t<T> out({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(cols)});
+            const int64_t* row_data = rows ? rows->data() : nullptr;
+            int64_t bad = -1;
+            auto run = [&](const auto* indices) {
+                without_gil([&] {
+                    bad = fastmlp::csr_rows_to_dense(out.mutable_data(), data.data(), indices, indptr.data(),
+                                                     row_data, 0, B, nnz, cols);
+                });
+            };
+            if (is_int_of_size(indices_in, 4)) run(CArray<int32_t>::ensure(indices_in).data());
+            else if (is_int_of_size(indices_in, 8)) run(CArray<int64_t>::ensure(indices_in).data());
+            else throw py::type_error("indices must be int32 or int64, got " + dtype_string(indices_in));
+            return py::make_tuple(out, bad);
+        });
+    }, py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"),
+       "(out, bad): the CSR rows `rows` (None: all) densified, duplicates summed; bad is -1 or the "
+       "first position whose row is malformed");
 }
 
 // ---- layers ----------------------------------------------------------------------------------
@@ -689,6 +793,7 @@ void bind_optimizers(py::module_& m) {
 void bind_kernels(py::module_& m) {
     bind_activations(m);
     bind_softmax_losses(m);
+    bind_sparse(m);
     bind_regression_losses(m);
     bind_dense(m);
     bind_dropout(m);

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "activation_math.h"
 #include "gemm_driver.h"
@@ -88,6 +89,9 @@ namespace {
 // Scratch memory: per thread, 64-byte aligned, grown on demand and kept for the next call
 // (fresh pages would cost a page fault per 4 KiB on every call). Each OpenMP thread runs one
 // region at a time, so a thread's buffer is never used by two calls at once.
+// get() returns nullptr when the memory cannot be had: inside a parallel region an exception
+// would terminate the process, so callers note the failure and throw std::bad_alloc (Python's
+// MemoryError) once the team has joined.
 // ---------------------------------------------------------------------------------------
 
 class ScratchBuffer {
@@ -99,7 +103,7 @@ public:
         if (bytes > capacity_) {
             std::free(data_);
             data_ = std::aligned_alloc(64, bytes);
-            capacity_ = bytes;
+            capacity_ = data_ ? bytes : 0;
         }
         return static_cast<T*>(data_);
     }

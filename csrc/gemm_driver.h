@@ -17,6 +17,8 @@
 //   row_block(kc, a, b, ldb, c, cols, load_c)
 //       c[j] = (load_c ? c[j] : 0) + sum over k < kc of a[k] * b[k * ldb + j], j < cols
 //       a is (kc); b is (kc, cols) with row stride ldb; c is (cols)
+// Out of scratch memory, a path throws std::bad_alloc once its threads have joined (the
+// binding turns it into MemoryError).
 // Include this header from one TU per ISA, inside an anonymous namespace's reach (its
 // templates are TU-local through the kernel types they are instantiated with).
 #pragma once
@@ -24,6 +26,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <new>
 
 #include "gemm_internal.h"
 
@@ -141,7 +145,8 @@ void macro_kernel(const Operands<T>& p, const T* a_block, const T* b_panel, int6
 // buffer of panel n) once every thread has reached the barrier after packing panel n + 1,
 // that is, has finished computing with panel n.
 template <typename T, typename Kernels>
-void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, int threads) {
+void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, int threads,
+                        std::atomic<bool>& out_of_memory) {
     constexpr int64_t MR = Kernels::MR, NR = Kernels::NR, MC = Kernels::MC, NC = Kernels::NC;
     const KBlocking kb(p.K);
     const int64_t row_tiles = ceil_div(p.M, MR);
@@ -150,6 +155,9 @@ void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, 
     const Range my_row_tiles = split(row_tiles, row_part, grid.row_parts);
     const int64_t my_i0 = my_row_tiles.begin * MR, my_i1 = std::min(p.M, my_row_tiles.end * MR);
     T* a_block = packed_a_scratch<T>(std::min(MC, row_tiles * MR) * kb.size);
+    // Without its A block a thread still packs its share of B and meets every barrier (the
+    // team would wait for it forever otherwise); it only skips its multiplications.
+    if (!a_block) out_of_memory.store(true, std::memory_order_relaxed);
     T* sums = p.epilogue.b_column_sums;
     int64_t panels_packed = 0;
 
@@ -168,7 +176,7 @@ void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, 
             if (threads > 1) {
 #pragma omp barrier
             }
-            for (int64_t i0 = my_i0; i0 < my_i1; i0 += MC) {
+            for (int64_t i0 = my_i0; a_block && i0 < my_i1; i0 += MC) {
                 const int64_t mc = std::min(MC, my_i1 - i0);
                 for (int64_t r = 0; r * MR < mc; ++r)
                     pack_a_sliver<T, MR>(a_block + r * MR * kc, p, i0 + r * MR, k0, kc);
@@ -188,10 +196,17 @@ void packed_gemm(const Operands<T>& p, int threads) {
     const int64_t stride = (panel_size * static_cast<int64_t>(sizeof(T)) + 63) / 64 * 64 /
                            static_cast<int64_t>(sizeof(T));
     T* buffer = shared_b_scratch<T>(2 * stride);
+    if (!buffer) throw std::bad_alloc();
     T* const b_panels[2] = {buffer, buffer + stride};
-    if (threads <= 1) return packed_gemm_member<T, Kernels>(p, b_panels, 0, 1);
+    std::atomic<bool> out_of_memory{false};
+    if (threads <= 1) {
+        packed_gemm_member<T, Kernels>(p, b_panels, 0, 1, out_of_memory);
+    } else {
 #pragma omp parallel num_threads(threads)
-    packed_gemm_member<T, Kernels>(p, b_panels, omp_get_thread_num(), omp_get_num_threads());
+        packed_gemm_member<T, Kernels>(p, b_panels, omp_get_thread_num(), omp_get_num_threads(),
+                                       out_of_memory);
+    }
+    if (out_of_memory.load()) throw std::bad_alloc();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -204,6 +219,7 @@ void skinny_gemm(const Operands<T>& p, int threads) {
     constexpr int64_t SC = kSkinnyColumns, SR = Kernels::SKINNY_ROWS;
     sum_b_columns(p);
     T* b_packed = shared_b_scratch<T>(p.K * SC);
+    if (!b_packed) throw std::bad_alloc();
     for (int64_t k = 0; k < p.K; ++k) {
         T* out = b_packed + k * SC;
         for (int64_t j = 0; j < p.N; ++j) out[j] = p.transpose_b ? p.b[j * p.K + k] : p.b[k * p.N + j];

@@ -24,6 +24,9 @@ int num_threads();
 // n >= 1 fixes the count process-wide; n <= 0 goes back to following OpenMP.
 void set_num_threads(int n);
 bool num_threads_is_set();
+// True when nobody chose the count: no ScopedCallThreads, set_num_threads, OMP_NUM_THREADS,
+// default cap or threadpool_limits below the core count; only then may ThreadLearner lower it.
+bool num_threads_is_default();
 // An upper bound on the OpenMP-derived default (n <= 0: none); set to 1 in forked children.
 void set_default_thread_cap(int n);
 // A model's own thread count (n >= 1), in force on the calling thread while this lives.
@@ -36,9 +39,40 @@ public:
 private:
     int saved_;
 };
-// Threads worth using for `work` multiply-adds: 1 below a threshold (a fork/join costs
-// about 1.5 microseconds), num_threads() above it.
+// Threads worth using for a parallel region of `work` multiply-adds: 1 below
+// parallel_work_threshold() (what a fork/join and its barrier cost, on an idle and on a busy
+// machine: threads.cpp), num_threads() above it.
 int threads_for(double work);
+double parallel_work_threshold();
+// Whether a whole call of `work` multiply-adds (a prediction, a run of training steps) may
+// use more than one thread: below call_parallel_work_threshold() it runs on one, every region.
+bool call_is_parallel(double work);
+double call_parallel_work_threshold();
+
+// Which of "the thread count the settings give" and "one thread" a model's large calls run
+// fastest with, learnt from their own timings: on a machine whose other processes hold the
+// cores a 2-thread call can be several times slower than a 1-thread one (every barrier waits
+// for a thread that is off its core). Results do not depend on the thread count, so the
+// choice may change from call to call. It mostly keeps the faster side and now and then
+// probes the other one (the probes grow rarer while the faster side stays the same).
+struct ThreadChoice {
+    int threads;
+    bool probe;  // a probe: the caller may make the call short (a short run of batches)
+};
+class ThreadLearner {
+public:
+    ThreadLearner();
+    // The count for the next call, given the settings' count `threads`.
+    ThreadChoice choose(int threads);
+    // What the call chose by choose() did: `work` multiply-adds in `seconds`.
+    void record(int threads, double seconds, double work);
+private:
+    double rate_[2] = {0, 0};  // multiply-adds per second: [0] one thread, [1] several
+    bool known_[2] = {false, false};
+    bool probing_ = false;
+    bool warmed_up_ = false;  // the first call is not timed
+    int64_t probe_interval_, until_probe_;
+};
 
 // ---------------------------------------------------------------------------------------
 // GEMM (gemm.cpp; the loops in gemm_driver.h; AVX2 and AVX-512 kernels in gemm_avx2.cpp,
@@ -134,6 +168,12 @@ void gemm_fused(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, b
 // ---------------------------------------------------------------------------------------
 // Losses (losses.cpp). Every loss is a mean, as torch's default reduction; sums over the
 // batch are accumulated in double, in index order (deterministic at any thread count).
+// Sample weights: every loss takes sample_weights, (B) non-negative per-row weights s_i or
+// null (all ones, the same bits as passing ones). The loss is then the weighted mean over
+// rows, sum_i s_i * loss_i / sum_i s_i (each element of row i weighing s_i for the
+// element-wise losses), as scikit-learn's MLP and torch's reduction="none" followed by a
+// weighted average compute it. sum_i s_i must be > 0 (the caller skips a batch whose weights
+// sum to 0).
 // ---------------------------------------------------------------------------------------
 
 // Row-wise softmax, stable: exp(x - max(x)) / sum.
@@ -142,64 +182,94 @@ template <typename T>
 void softmax_forward(T* probs, const T* logits, int64_t B, int64_t C);
 
 // Fused softmax + cross-entropy on integer labels, as torch.nn.CrossEntropyLoss(weight,
-// label_smoothing=eps, reduction="mean"):
-//   logp = log_softmax(logits);  w = class_weights (all ones when null);  W = sum_i w[y_i]
-//   loss = (1 - eps) * sum_i w[y_i] * -logp[i, y_i] / W
-//        + (eps / C) * sum_i sum_c w[c] * -logp[i, c] / W
+// label_smoothing=eps, reduction="mean"), with sample weights s (all ones when null):
+//   logp = log_softmax(logits);  w = class_weights (all ones when null);  W = sum_i s_i w[y_i]
+//   loss = (1 - eps) * sum_i s_i w[y_i] * -logp[i, y_i] / W
+//        + (eps / C) * sum_i s_i sum_c w[c] * -logp[i, c] / W
 //   loss is (1); probs is (B, C) = softmax(logits), saved for the backward
 //   logits is (B, C); labels is (B), each in [0, C); class_weights is (C) or null
+//   sample_weights is (B) or null
 template <typename T>
 void softmax_xent_forward(T* loss, T* probs, const T* logits, const int64_t* labels,
-                          const T* class_weights, T label_smoothing, int64_t B, int64_t C);
+                          const T* class_weights, const T* sample_weights, T label_smoothing,
+                          int64_t B, int64_t C);
 
 // Gradient of that loss with respect to the logits:
-//   dlogits[i, k] = ((1 - eps) * w[y_i] * (p[i, k] - [k == y_i])
-//                    + (eps / C) * (p[i, k] * sum_c w[c] - w[k])) / W
+//   dlogits[i, k] = s_i * ((1 - eps) * w[y_i] * (p[i, k] - [k == y_i])
+//                          + (eps / C) * (p[i, k] * sum_c w[c] - w[k])) / W
 //   dlogits, probs are (B, C); labels is (B); class_weights is (C) or null
+//   sample_weights is (B) or null
 template <typename T>
 void softmax_xent_backward(T* dlogits, const T* probs, const int64_t* labels,
-                           const T* class_weights, T label_smoothing, int64_t B, int64_t C);
+                           const T* class_weights, const T* sample_weights, T label_smoothing,
+                           int64_t B, int64_t C);
 
-// Cross-entropy against soft targets (rows of `targets` sum to 1; mixup):
-//   loss = mean_i sum_c -targets[i, c] * logp[i, c];  dlogits = (p - targets) / B
-//   loss is (1); probs, logits, targets are (B, C)
+// Cross-entropy against soft targets (rows of `targets` sum to 1; mixup), S = sum_i s_i:
+//   loss = sum_i s_i sum_c -targets[i, c] * logp[i, c] / S;  dlogits = s_i (p - targets) / S
+//   loss is (1); probs, logits, targets are (B, C); sample_weights is (B) or null
 template <typename T>
-void softmax_xent_soft_forward(T* loss, T* probs, const T* logits, const T* targets, int64_t B,
-                               int64_t C);
-//   dlogits, probs, targets are (B, C)
+void softmax_xent_soft_forward(T* loss, T* probs, const T* logits, const T* targets,
+                               const T* sample_weights, int64_t B, int64_t C);
+//   dlogits, probs, targets are (B, C); sample_weights is (B) or null
 template <typename T>
-void softmax_xent_soft_backward(T* dlogits, const T* probs, const T* targets, int64_t B,
-                                int64_t C);
+void softmax_xent_soft_backward(T* dlogits, const T* probs, const T* targets,
+                                const T* sample_weights, int64_t B, int64_t C);
 
-// Mean squared error over all n elements: loss = mean((pred - target)^2).
-//   loss is (1); pred, target are (n)
+// Mean squared error over all B * D elements, S = sum_i s_i:
+//   loss = sum_i s_i sum_j (pred - target)^2 / (S * D)   (mean((pred - target)^2) unweighted)
+//   loss is (1); pred, target are (B, D); sample_weights is (B) or null
 template <typename T>
-void mse_forward(T* loss, const T* pred, const T* target, int64_t n);
-//   dpred = 2 * (pred - target) / n;  dpred, pred, target are (n)
+void mse_forward(T* loss, const T* pred, const T* target, const T* sample_weights, int64_t B,
+                 int64_t D);
+//   dpred = 2 * s_i * (pred - target) / (S * D);  dpred, pred, target are (B, D)
 template <typename T>
-void mse_backward(T* dpred, const T* pred, const T* target, int64_t n);
+void mse_backward(T* dpred, const T* pred, const T* target, const T* sample_weights, int64_t B,
+                  int64_t D);
 
-// Binary cross-entropy with logits, mean over all n elements (binary and multi-label):
-//   loss = mean(max(z, 0) - z * t + log1p(exp(-|z|)))
-//   loss is (1); logits, target are (n), target in [0, 1]
+// Binary cross-entropy with logits, mean over all B * C elements (binary and multi-label):
+//   loss = sum_i s_i sum_c (max(z, 0) - z * t + log1p(exp(-|z|))) / (S * C)
+//   loss is (1); logits, target are (B, C), target in [0, 1]; sample_weights is (B) or null
 template <typename T>
-void bce_logits_forward(T* loss, const T* logits, const T* target, int64_t n);
-//   dlogits = (sigmoid(z) - t) / n;  dlogits, logits, target are (n)
+void bce_logits_forward(T* loss, const T* logits, const T* target, const T* sample_weights,
+                        int64_t B, int64_t C);
+//   dlogits = s_i * (sigmoid(z) - t) / (S * C);  dlogits, logits, target are (B, C)
 template <typename T>
-void bce_logits_backward(T* dlogits, const T* logits, const T* target, int64_t n);
+void bce_logits_backward(T* dlogits, const T* logits, const T* target, const T* sample_weights,
+                         int64_t B, int64_t C);
 
 // Gaussian negative log-likelihood (constant dropped). The network's output row holds D
 // means then D log-variances: out[i, :D] = mean, out[i, D:] = log_var.
-//   loss = mean over (i, j) of 0.5 * (log_var + (t - mean)^2 * exp(-log_var))
+//   loss = sum_i s_i sum_j 0.5 * (log_var + (t - mean)^2 * exp(-log_var)) / (S * D)
 // With log_var == 0 it is half the squared error ("MLE = MSE").
-//   loss is (1); out is (B, 2 * D); target is (B, D)
+//   loss is (1); out is (B, 2 * D); target is (B, D); sample_weights is (B) or null
 template <typename T>
-void gaussian_nll_forward(T* loss, const T* out, const T* target, int64_t B, int64_t D);
-//   dout[i, j]     = -(t - mean) * exp(-log_var) / (B * D)
-//   dout[i, D + j] = 0.5 * (1 - (t - mean)^2 * exp(-log_var)) / (B * D)
-//   dout, out are (B, 2 * D); target is (B, D)
+void gaussian_nll_forward(T* loss, const T* out, const T* target, const T* sample_weights,
+                          int64_t B, int64_t D);
+//   dout[i, j]     = -s_i * (t - mean) * exp(-log_var) / (S * D)
+//   dout[i, D + j] = 0.5 * s_i * (1 - (t - mean)^2 * exp(-log_var)) / (S * D)
+//   dout, out are (B, 2 * D); target is (B, D); sample_weights is (B) or null
 template <typename T>
-void gaussian_nll_backward(T* dout, const T* out, const T* target, int64_t B, int64_t D);
+void gaussian_nll_backward(T* dout, const T* out, const T* target, const T* sample_weights,
+                           int64_t B, int64_t D);
+
+// ---------------------------------------------------------------------------------------
+// Sparse input (sparse.cpp)
+// ---------------------------------------------------------------------------------------
+
+// Rows of a CSR matrix (N, cols) written densely: out[i, :] = row r_i, where r_i =
+// rows[i] (rows non-null) or first_row + i, and row r holds data[k] at column indices[k] for
+// k in [indptr[r], indptr[r + 1]). Duplicate columns are summed in storage order (what
+// scipy's toarray does), so out equals the dense matrix's rows bit for bit.
+// The one kernel that checks its input, because the indices are the user's and are read
+// only here: a row with indptr[r] > indptr[r + 1], either outside [0, nnz], or a column
+// outside [0, cols) is not read past; the kernel returns the first such i (its row and
+// the later ones are left unspecified), else -1.
+//   out is (B, cols); data, indices are (nnz), indices int32 or int64; indptr is (N + 1)
+//   rows is (B), each in [0, N), or null
+template <typename T, typename Index>
+int64_t csr_rows_to_dense(T* out, const T* data, const Index* indices, const int64_t* indptr,
+                          const int64_t* rows, int64_t first_row, int64_t B, int64_t nnz,
+                          int64_t cols);
 
 // ---------------------------------------------------------------------------------------
 // Layers (layers.cpp)

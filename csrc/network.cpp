@@ -10,10 +10,6 @@ namespace fastmlp {
 
 namespace {
 
-// Rows evaluated per chunk by predict/evaluate: large enough for GEMM efficiency, small
-// enough that the workspace stays in the tens of MB for wide networks.
-constexpr int64_t kEvalChunkRows = 1024;
-
 std::vector<std::string> state_names_for(OptimizerKind kind) {
     switch (kind) {
         case OptimizerKind::sgd: return {"momentum_buffer"};
@@ -65,6 +61,8 @@ Network<T>::Network(const NetworkOptions& options) : options_(options) {
     grads.assign(params.size(), T(0));
     running_mean.assign(static_cast<size_t>(running_offset), T(0));
     running_var.assign(static_cast<size_t>(running_offset), T(1));
+    saved_running_mean_.resize(running_mean.size());
+    saved_running_var_.resize(running_var.size());
 
     state_names_ = state_names_for(options_.optimizer.kind);
     const T initial = options_.optimizer.kind == OptimizerKind::adagrad
@@ -117,6 +115,8 @@ void Network<T>::ensure_workspace(int64_t rows) {
     resize_rows(loss_out_, rows, output_width());
     resize_rows(batch_x_, rows, input_width());
     resize_rows(batch_values_, rows, target_width());
+    resize_rows(batch_weights_, rows, 1);
+    resize_rows(partner_x_, 1, input_width());
     if (options_.loss == Loss::cross_entropy) resize_rows(batch_probabilities_, rows, output_width());
     batch_labels_.assign(static_cast<size_t>(rows), 0);
     workspace_rows_ = rows;
@@ -196,6 +196,19 @@ RunTotals Network<T>::loss_forward_backward(Targets<T> targets, int64_t B, bool 
     const T* logits = y_.back().data();
     const int64_t C = output_width();
     T* d_logits = loss_out_.data();
+    const T* sample = targets.weights;
+    RunTotals totals;
+    totals.rows = B;
+    totals.correct = count_correct(logits, targets, B, &totals.weighted_correct);
+    totals.weight_sum = static_cast<double>(B);
+    if (sample) {
+        totals.weight_sum = 0;
+        for (int64_t i = 0; i < B; ++i) totals.weight_sum += sample[i];
+        if (totals.weight_sum == 0) {  // nothing to learn from: loss and gradient 0
+            if (backward) std::fill(d_logits, d_logits + B * C, T(0));
+            return totals;
+        }
+    }
     T loss = 0;
     switch (options_.loss) {
         case Loss::cross_entropy: {
@@ -203,39 +216,44 @@ RunTotals Network<T>::loss_forward_backward(Targets<T> targets, int64_t B, bool 
             const T smoothing = static_cast<T>(options_.label_smoothing);
             // The probabilities are written into d_logits and turned into the gradient there.
             if (targets.probabilities) {
-                softmax_xent_soft_forward(&loss, d_logits, logits, targets.probabilities, B, C);
-                if (backward) softmax_xent_soft_backward(d_logits, d_logits, targets.probabilities, B, C);
+                softmax_xent_soft_forward(&loss, d_logits, logits, targets.probabilities, sample, B, C);
+                if (backward)
+                    softmax_xent_soft_backward(d_logits, d_logits, targets.probabilities, sample, B, C);
                 break;
             }
-            softmax_xent_forward(&loss, d_logits, logits, targets.labels, weights, smoothing, B, C);
+            softmax_xent_forward(&loss, d_logits, logits, targets.labels, weights, sample, smoothing, B, C);
             if (backward)
-                softmax_xent_backward(d_logits, d_logits, targets.labels, weights, smoothing, B, C);
+                softmax_xent_backward(d_logits, d_logits, targets.labels, weights, sample, smoothing, B, C);
             break;
         }
         case Loss::mse:
-            mse_forward(&loss, logits, targets.values, B * C);
-            if (backward) mse_backward(d_logits, logits, targets.values, B * C);
+            mse_forward(&loss, logits, targets.values, sample, B, C);
+            if (backward) mse_backward(d_logits, logits, targets.values, sample, B, C);
             break;
         case Loss::bce:
-            bce_logits_forward(&loss, logits, targets.values, B * C);
-            if (backward) bce_logits_backward(d_logits, logits, targets.values, B * C);
+            bce_logits_forward(&loss, logits, targets.values, sample, B, C);
+            if (backward) bce_logits_backward(d_logits, logits, targets.values, sample, B, C);
             break;
         case Loss::gaussian_nll:
-            gaussian_nll_forward(&loss, logits, targets.values, B, C / 2);
-            if (backward) gaussian_nll_backward(d_logits, logits, targets.values, B, C / 2);
+            gaussian_nll_forward(&loss, logits, targets.values, sample, B, C / 2);
+            if (backward) gaussian_nll_backward(d_logits, logits, targets.values, sample, B, C / 2);
             break;
     }
-    RunTotals totals;
-    totals.loss_sum = static_cast<double>(loss) * static_cast<double>(B);
-    totals.rows = B;
-    totals.correct = count_correct(logits, targets, B);
+    totals.loss_sum = static_cast<double>(loss) * totals.weight_sum;
     return totals;
 }
 
 template <typename T>
-int64_t Network<T>::count_correct(const T* logits, Targets<T> targets, int64_t B) const {
+int64_t Network<T>::count_correct(const T* logits, Targets<T> targets, int64_t B,
+                                  double* weighted) const {
     const int64_t C = output_width();
+    const T* sample = targets.weights;
     int64_t correct = 0;
+    double weighted_correct = 0;
+    auto record = [&](int64_t i, bool right) {
+        correct += right;
+        if (right) weighted_correct += sample ? static_cast<double>(sample[i]) : 1.0;
+    };
     if (options_.loss == Loss::cross_entropy) {
         for (int64_t i = 0; i < B; ++i) {
             const T* row = logits + i * C;
@@ -247,16 +265,17 @@ int64_t Network<T>::count_correct(const T* logits, Targets<T> targets, int64_t B
             } else {
                 expected = targets.labels[i];
             }
-            correct += predicted == expected;
+            record(i, predicted == expected);
         }
     } else if (options_.loss == Loss::bce) {
         for (int64_t i = 0; i < B; ++i) {
             bool all = true;
             for (int64_t c = 0; c < C; ++c)
                 all = all && ((logits[i * C + c] > 0) == (targets.values[i * C + c] >= T(0.5)));
-            correct += all;
+            record(i, all);
         }
     }
+    *weighted = weighted_correct;
     return correct;
 }
 
@@ -357,49 +376,131 @@ void Network<T>::optimizer_step() {
 // ---- public entry points -------------------------------------------------------------------------------------
 
 template <typename T>
+bool Network<T>::params_finite() const {
+    return all_finite(params.data(), static_cast<int64_t>(params.size()));
+}
+
+template <typename T>
+bool Network<T>::take_labels(Targets<T>& targets, int64_t B, int64_t first_row, RunTotals& totals) {
+    if (!targets.labels) return true;
+    if (targets.labels != batch_labels_.data())
+        std::memcpy(batch_labels_.data(), targets.labels, sizeof(int64_t) * static_cast<size_t>(B));
+    targets.labels = batch_labels_.data();
+    const int64_t C = output_width();
+    for (int64_t i = 0; i < B; ++i) {
+        if (batch_labels_[i] < 0 || batch_labels_[i] >= C) {
+            totals.bad_label_row = first_row + i;
+            totals.bad_label = batch_labels_[i];
+            return false;
+        }
+    }
+    return true;
+}
+
+template <typename T>
 RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     ensure_workspace(B);
+    RunTotals totals;
+    if (!take_labels(targets, B, 0, totals)) return totals;
+    // The forward moves the running statistics before the step is known to be finite.
+    std::copy(running_mean.begin(), running_mean.end(), saved_running_mean_.begin());
+    std::copy(running_var.begin(), running_var.end(), saved_running_var_.begin());
     forward(x, B, /*training=*/true, /*update_running_stats=*/true);
-    RunTotals totals = loss_forward_backward(targets, B, /*backward=*/true);
+    totals = loss_forward_backward(targets, B, /*backward=*/true);
     backward(x, B);
     totals.finite = std::isfinite(totals.loss_sum) && all_finite(grads.data(), static_cast<int64_t>(grads.size()));
-    if (totals.finite) optimizer_step();
+    // A batch whose sample weights are all 0 has nothing to learn from: no step (a step of
+    // zero gradient would still move momentum and weight decay). A step not taken changes
+    // nothing: batch norm's running statistics go back to what they were.
+    if (totals.finite && totals.weight_sum > 0) {
+        optimizer_step();
+    } else {
+        std::copy(saved_running_mean_.begin(), saved_running_mean_.end(), running_mean.begin());
+        std::copy(saved_running_var_.begin(), saved_running_var_.end(), running_var.begin());
+    }
     return totals;
 }
 
 template <typename T>
-Targets<T> Network<T>::gather_batch(const T* X, Targets<T> targets, const int64_t* order,
-                                    int64_t start, int64_t B) {
+int64_t Network<T>::densify(T* out, InputRows<T> X, const int64_t* rows, int64_t first_row, int64_t B) {
+    const int64_t in = input_width();
+    const int64_t bad = X.indices32
+        ? csr_rows_to_dense(out, X.data, X.indices32, X.indptr, rows, first_row, B, X.nnz, in)
+        : csr_rows_to_dense(out, X.data, X.indices64, X.indptr, rows, first_row, B, X.nnz, in);
+    if (bad < 0) return -1;
+    return rows ? rows[bad] : first_row + bad;
+}
+
+template <typename T>
+const T* Network<T>::chunk_rows(InputRows<T> X, int64_t first_row, int64_t B, int64_t* bad_row) {
+    *bad_row = -1;
+    if (!X.sparse()) return X.dense + first_row * input_width();
+    *bad_row = densify(batch_x_.data(), X, nullptr, first_row, B);
+    return *bad_row < 0 ? batch_x_.data() : nullptr;
+}
+
+template <typename T>
+Targets<T> Network<T>::gather_batch(InputRows<T> X, Targets<T> targets, const int64_t* order,
+                                    int64_t start, int64_t B, RunTotals& totals) {
     const int64_t in = input_width(), tw = target_width();
+    if (X.sparse()) {
+        totals.bad_input_row = densify(batch_x_.data(), X, order + start, 0, B);
+        if (totals.bad_input_row >= 0) return Targets<T>{};
+    }
     // Scattered rows of a large X come from memory, so both cores fetch (a copy: any split
     // gives the same bits).
     const int threads = threads_for(static_cast<double>(B) * static_cast<double>(in));
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t i = 0; i < B; ++i) {
         const int64_t row = order[start + i];
-        std::memcpy(batch_x_.data() + i * in, X + row * in, sizeof(T) * static_cast<size_t>(in));
+        if (!X.sparse())
+            std::memcpy(batch_x_.data() + i * in, X.dense + row * in, sizeof(T) * static_cast<size_t>(in));
         if (targets.labels) batch_labels_[i] = targets.labels[row];
         if (targets.values)
             std::memcpy(batch_values_.data() + i * tw, targets.values + row * tw,
                         sizeof(T) * static_cast<size_t>(tw));
+        if (targets.weights) batch_weights_[i] = targets.weights[row];
     }
     Targets<T> batch;
-    if (targets.labels) batch.labels = batch_labels_.data();
     if (targets.values) batch.values = batch_values_.data();
+    if (targets.labels) {
+        // The copies are what the loss reads, so checking them leaves no window for a change.
+        const int64_t C = output_width();
+        for (int64_t i = 0; i < B; ++i) {
+            if (batch_labels_[i] < 0 || batch_labels_[i] >= C) {
+                totals.bad_label_row = order[start + i];
+                totals.bad_label = batch_labels_[i];
+                return batch;
+            }
+        }
+        batch.labels = batch_labels_.data();
+    }
+    if (targets.weights) batch.weights = batch_weights_.data();
     return batch;
 }
 
 template <typename T>
-Targets<T> Network<T>::gather_mixed_batch(const T* X, Targets<T> targets, const int64_t* order,
+Targets<T> Network<T>::gather_mixed_batch(InputRows<T> X, Targets<T> targets, const int64_t* order,
                                           const int64_t* partners, T lambda, int64_t start,
-                                          int64_t B) {
+                                          int64_t B, RunTotals& totals) {
     const int64_t in = input_width(), tw = target_width(), C = output_width();
     const T other = T(1) - lambda;
     Targets<T> batch;
     for (int64_t i = 0; i < B; ++i) {
         const int64_t a = order[start + i], b = partners[start + i];
         T* x = batch_x_.data() + i * in;
-        for (int64_t j = 0; j < in; ++j) x[j] = lambda * X[a * in + j] + other * X[b * in + j];
+        const T* xa = x;
+        const T* xb = partner_x_.data();
+        if (!X.sparse()) {
+            xa = X.dense + a * in;
+            xb = X.dense + b * in;
+        } else {  // both rows densified first, then blended by the dense formula
+            totals.bad_input_row = densify(x, X, order + start + i, 0, 1);
+            if (totals.bad_input_row < 0)
+                totals.bad_input_row = densify(partner_x_.data(), X, partners + start + i, 0, 1);
+            if (totals.bad_input_row >= 0) return batch;
+        }
+        for (int64_t j = 0; j < in; ++j) x[j] = lambda * xa[j] + other * xb[j];
         if (targets.values) {
             T* t = batch_values_.data() + i * tw;
             for (int64_t j = 0; j < tw; ++j)
@@ -408,19 +509,32 @@ Targets<T> Network<T>::gather_mixed_batch(const T* X, Targets<T> targets, const 
         if (targets.labels) {
             // One-hot blend, then label smoothing: (1 - eps) * t + eps / C.
             const T eps = static_cast<T>(options_.label_smoothing);
+            // Each label read once, into a local that is checked before it indexes.
+            const int64_t label_a = targets.labels[a], label_b = targets.labels[b];
+            if (label_a < 0 || label_a >= C || label_b < 0 || label_b >= C) {
+                const bool a_bad = label_a < 0 || label_a >= C;
+                totals.bad_label_row = a_bad ? a : b;
+                totals.bad_label = a_bad ? label_a : label_b;
+                return batch;
+            }
             T* t = batch_probabilities_.data() + i * C;
             std::fill(t, t + C, eps / static_cast<T>(C));
-            t[targets.labels[a]] += (T(1) - eps) * lambda;
-            t[targets.labels[b]] += (T(1) - eps) * other;
+            t[label_a] += (T(1) - eps) * lambda;
+            t[label_b] += (T(1) - eps) * other;
+        }
+        if (targets.weights) {  // equal weights stay exact (all ones train as no weights)
+            const T wa = targets.weights[a], wb = targets.weights[b];
+            batch_weights_[i] = wa == wb ? wa : lambda * wa + other * wb;
         }
     }
     if (targets.values) batch.values = batch_values_.data();
     if (targets.labels) batch.probabilities = batch_probabilities_.data();
+    if (targets.weights) batch.weights = batch_weights_.data();
     return batch;
 }
 
 template <typename T>
-RunTotals Network<T>::train_batches(const T* X, Targets<T> targets, const int64_t* order, int64_t N,
+RunTotals Network<T>::train_batches(InputRows<T> X, Targets<T> targets, const int64_t* order, int64_t N,
                                     int64_t batch_size, int64_t first_batch, int64_t n_batches,
                                     MixupPlan<T> mixup) {
     ensure_workspace(std::min(batch_size, N));
@@ -431,8 +545,11 @@ RunTotals Network<T>::train_batches(const T* X, Targets<T> targets, const int64_
         if (B <= 0) break;
         if (B == 1 && options_.batch_norm) continue;  // batch statistics need two rows
         const Targets<T> batch_targets =
-            mixup.partners ? gather_mixed_batch(X, targets, order, mixup.partners, mixup.lambdas[k], start, B)
-                           : gather_batch(X, targets, order, start, B);
+            mixup.partners
+                ? gather_mixed_batch(X, targets, order, mixup.partners, mixup.lambdas[k], start, B, totals)
+                : gather_batch(X, targets, order, start, B, totals);
+        // Nothing of this batch was computed.
+        if (totals.bad_label_row >= 0 || totals.bad_input_row >= 0) break;
         const RunTotals batch = train_step(batch_x_.data(), batch_targets, B);
         if (!batch.finite) {
             totals.nonfinite_batch = k;
@@ -441,6 +558,8 @@ RunTotals Network<T>::train_batches(const T* X, Targets<T> targets, const int64_
         totals.loss_sum += batch.loss_sum;
         totals.correct += batch.correct;
         totals.rows += batch.rows;
+        totals.weight_sum += batch.weight_sum;
+        totals.weighted_correct += batch.weighted_correct;
     }
     return totals;
 }
@@ -448,19 +567,24 @@ RunTotals Network<T>::train_batches(const T* X, Targets<T> targets, const int64_
 template <typename T>
 RunTotals Network<T>::compute_gradients(const T* x, Targets<T> targets, int64_t B, bool training) {
     ensure_workspace(B);
+    RunTotals totals;
+    if (!take_labels(targets, B, 0, totals)) return totals;
     forward(x, B, training, /*update_running_stats=*/false);
-    RunTotals totals = loss_forward_backward(targets, B, /*backward=*/true);
+    totals = loss_forward_backward(targets, B, /*backward=*/true);
     backward(x, B);
     return totals;
 }
 
 template <typename T>
-void Network<T>::predict(T* out, const T* X, int64_t N) {
+int64_t Network<T>::predict(T* out, InputRows<T> X, int64_t N) {
     const int64_t C = output_width();
-    ensure_workspace(std::min(N, kEvalChunkRows));
-    for (int64_t start = 0; start < N; start += kEvalChunkRows) {
-        const int64_t B = std::min(kEvalChunkRows, N - start);
-        const T* logits = forward(X + start * input_width(), B, /*training=*/false, false);
+    ensure_workspace(std::min(N, eval_chunk_rows));
+    for (int64_t start = 0; start < N; start += eval_chunk_rows) {
+        const int64_t B = std::min(eval_chunk_rows, N - start);
+        int64_t bad_row;
+        const T* x = chunk_rows(X, start, B, &bad_row);
+        if (!x) return bad_row;
+        const T* logits = forward(x, B, /*training=*/false, false);
         T* rows_out = out + start * C;
         switch (options_.loss) {
             case Loss::cross_entropy: softmax_forward(rows_out, logits, B, C); break;
@@ -468,16 +592,20 @@ void Network<T>::predict(T* out, const T* X, int64_t N) {
             default: std::memcpy(rows_out, logits, sizeof(T) * static_cast<size_t>(B * C)); break;
         }
     }
+    return -1;
 }
 
 template <typename T>
-void Network<T>::predict_labels(int64_t* labels, const T* X, int64_t N) {
+int64_t Network<T>::predict_labels(int64_t* labels, InputRows<T> X, int64_t N) {
     const int64_t C = output_width();
-    ensure_workspace(std::min(N, kEvalChunkRows));
+    ensure_workspace(std::min(N, eval_chunk_rows));
     T* probs = loss_out_.data();
-    for (int64_t start = 0; start < N; start += kEvalChunkRows) {
-        const int64_t B = std::min(kEvalChunkRows, N - start);
-        const T* logits = forward(X + start * input_width(), B, /*training=*/false, false);
+    for (int64_t start = 0; start < N; start += eval_chunk_rows) {
+        const int64_t B = std::min(eval_chunk_rows, N - start);
+        int64_t bad_row;
+        const T* x = chunk_rows(X, start, B, &bad_row);
+        if (!x) return bad_row;
+        const T* logits = forward(x, B, /*training=*/false, false);
         // The argmax of the probabilities, not of the logits: predict's rows then give the
         // same labels even where rounding makes two probabilities equal.
         softmax_forward(probs, logits, B, C);
@@ -486,23 +614,30 @@ void Network<T>::predict_labels(int64_t* labels, const T* X, int64_t N) {
             labels[start + i] = std::max_element(row, row + C) - row;
         }
     }
+    return -1;
 }
 
 template <typename T>
-RunTotals Network<T>::evaluate(const T* X, Targets<T> targets, int64_t N) {
-    ensure_workspace(std::min(N, kEvalChunkRows));
+RunTotals Network<T>::evaluate(InputRows<T> X, Targets<T> targets, int64_t N) {
+    ensure_workspace(std::min(N, eval_chunk_rows));
     const int64_t tw = target_width();
     RunTotals totals;
-    for (int64_t start = 0; start < N; start += kEvalChunkRows) {
-        const int64_t B = std::min(kEvalChunkRows, N - start);
-        forward(X + start * input_width(), B, /*training=*/false, false);
+    for (int64_t start = 0; start < N; start += eval_chunk_rows) {
+        const int64_t B = std::min(eval_chunk_rows, N - start);
         Targets<T> chunk;
         if (targets.labels) chunk.labels = targets.labels + start;
         if (targets.values) chunk.values = targets.values + start * tw;
+        if (targets.weights) chunk.weights = targets.weights + start;
+        if (!take_labels(chunk, B, start, totals)) return totals;
+        const T* x = chunk_rows(X, start, B, &totals.bad_input_row);
+        if (!x) break;
+        forward(x, B, /*training=*/false, false);
         const RunTotals part = loss_forward_backward(chunk, B, /*backward=*/false);
         totals.loss_sum += part.loss_sum;
         totals.correct += part.correct;
         totals.rows += part.rows;
+        totals.weight_sum += part.weight_sum;
+        totals.weighted_correct += part.weighted_correct;
     }
     return totals;
 }

@@ -25,7 +25,14 @@
 // Mixup (MixupPlan): a batch's inputs and targets are blended before the training step; for
 // cross_entropy the one-hot rows are blended, label smoothing applied to the blend
 // ((1 - eps) * t + eps / C, as torch does for probability targets), and the loss is the
-// soft-target cross-entropy.
+// soft-target cross-entropy. Sample weights are blended the same way as the targets.
+// Sample weights (Targets::weights): every loss becomes the weighted mean over the batch's
+// rows, sum_i s_i loss_i / sum_i s_i (kernels.h); a batch whose weights sum to 0 takes no
+// step (its loss and gradient are 0; it counts rows but no weight). Batch norm's batch
+// statistics and dropout ignore the weights.
+// Sparse input (InputRows): a CSR training or prediction set is densified one batch (or one
+// evaluation chunk) at a time into the workspace, never whole; a malformed row stops the
+// call before its batch is used and is named (RunTotals::bad_input_row).
 #pragma once
 
 #include <cstdint>
@@ -83,6 +90,33 @@ struct Targets {
     const int64_t* labels = nullptr;         // (N)
     const T* values = nullptr;               // (N, target width)
     const T* probabilities = nullptr;        // (N, C), rows summing to 1
+    const T* weights = nullptr;              // (N) sample weights >= 0, or null (all ones)
+};
+
+// The rows of X, (N, s_0): a row-major dense array, or a CSR matrix whose row r holds
+// data[k] at column indices[k] for k in [indptr[r], indptr[r + 1]) (duplicates summed).
+// Exactly one of indices32 / indices64 is set for a CSR matrix.
+template <typename T>
+struct InputRows {
+    InputRows() = default;
+    InputRows(const T* dense_rows) : dense(dense_rows) {}  // NOLINT: a dense array is the usual case
+    const T* dense = nullptr;           // (N, s_0), or null when sparse
+    const T* data = nullptr;            // (nnz)
+    const int32_t* indices32 = nullptr; // (nnz)
+    const int64_t* indices64 = nullptr; // (nnz)
+    const int64_t* indptr = nullptr;    // (N + 1)
+    int64_t nnz = 0;
+    bool sparse() const { return dense == nullptr; }
+    // Rows [start, N) of the same matrix (width columns): a chunk that a Network call reads
+    // from its row 0. A sparse chunk shares data and indices; its indptr starts later.
+    InputRows from_row(int64_t start, int64_t width) const {
+        InputRows rows = *this;
+        if (sparse())
+            rows.indptr = indptr + start;
+        else
+            rows.dense = dense + start * width;
+        return rows;
+    }
 };
 
 // Mixup (Zhang et al. 2018) for a run of batches: position k of the epoch's order is mixed
@@ -94,15 +128,27 @@ struct MixupPlan {
     const T* lambdas = nullptr;         // (number of batches in the epoch)
 };
 
-// Loss and accuracy summed over rows: loss_sum = sum over batches of (mean loss * rows).
+// Loss and accuracy summed over rows: loss_sum = sum over batches of (mean loss * weight),
+// a batch's weight being its rows' sample weights summed (its row count without weights);
+// weight_sum sums those, weighted_correct the weights of the rows classified correctly.
 // A training step whose loss or gradient is not finite is not applied (finite = false); a run
-// of batches stops there and names it (nonfinite_batch, else -1).
+// of batches stops there and names it (nonfinite_batch, else -1). A malformed sparse row
+// stops a call before the batch holding it (bad_input_row: that row of X, else -1).
+// A class label that is not in [0, C) when a step or an evaluation chunk reads it (the labels
+// were checked at the boundary, but another thread or process may rewrite them meanwhile)
+// stops the call before anything is computed from it: bad_label_row is its row of the
+// caller's y (else -1), bad_label its value.
 struct RunTotals {
     double loss_sum = 0;
     int64_t correct = 0;
     int64_t rows = 0;
     bool finite = true;
     int64_t nonfinite_batch = -1;
+    int64_t bad_label_row = -1;
+    int64_t bad_label = 0;
+    double weight_sum = 0;
+    double weighted_correct = 0;
+    int64_t bad_input_row = -1;
 };
 
 template <typename T>
@@ -124,41 +170,65 @@ public:
     std::vector<T> running_mean, running_var;     // hidden widths concatenated (batch norm)
     int64_t step = 0;                             // optimizer steps taken
 
+    // Rows predict and evaluate compute at a time (a caller slicing a call in multiples of it
+    // gets the same bits as one call).
+    static constexpr int64_t eval_chunk_rows = 1024;
+    // Whether every parameter is finite (an update with a huge learning rate can overflow
+    // although its gradient was finite).
+    bool params_finite() const;
+
     // One optimizer step on one batch x (B, s_0). Returns the batch's totals. When the loss or
-    // a gradient is NaN or infinite the step is not taken (totals.finite is false, step and
-    // parameters unchanged), so one bad batch cannot turn every parameter into NaN.
+    // a gradient is NaN or infinite the step is not taken (totals.finite is false; step,
+    // parameters, optimizer state and batch norm's running statistics unchanged), so one bad
+    // batch cannot turn every parameter into NaN. Labels are copied and checked first
+    // (totals.bad_label_row).
     RunTotals train_step(const T* x, Targets<T> targets, int64_t B);
     // Batches [first_batch, first_batch + n_batches) of an epoch: batch k is the rows
     // order[k * batch_size ...] of X (N, s_0). With batch norm a trailing batch of a single
     // row is skipped (batch statistics need two rows). With a mixup plan each batch is
     // blended first (see MixupPlan). Stops at the first batch whose step is not finite
     // (totals.nonfinite_batch = k; the totals cover the batches before it).
-    RunTotals train_batches(const T* X, Targets<T> targets, const int64_t* order, int64_t N,
+    RunTotals train_batches(InputRows<T> X, Targets<T> targets, const int64_t* order, int64_t N,
                             int64_t batch_size, int64_t first_batch, int64_t n_batches,
                             MixupPlan<T> mixup = {});
     // Gradients of the batch's mean loss into grads, no step; training-mode forward when
     // `training` (dropout counter of step + 1), running statistics left unchanged.
     RunTotals compute_gradients(const T* x, Targets<T> targets, int64_t B, bool training);
-    // Evaluation mode, in chunks: out is (N, s_L) after the loss's link.
-    void predict(T* out, const T* X, int64_t N);
+    // Evaluation mode, in chunks: out is (N, s_L) after the loss's link. Returns -1, or the
+    // malformed sparse row of X that stopped it.
+    int64_t predict(T* out, InputRows<T> X, int64_t N);
     // Cross-entropy only: labels[i] = argmax of predict's row i (the first maximum wins).
-    //   labels is (N); X is (N, s_0)
-    void predict_labels(int64_t* labels, const T* X, int64_t N);
-    RunTotals evaluate(const T* X, Targets<T> targets, int64_t N);
+    //   labels is (N); X is (N, s_0). Returns as predict does.
+    int64_t predict_labels(int64_t* labels, InputRows<T> X, int64_t N);
+    RunTotals evaluate(InputRows<T> X, Targets<T> targets, int64_t N);
 
 private:
     void ensure_workspace(int64_t rows);
-    // Copy (or, with mixup, blend) the B rows at order[start...] into the batch buffers.
-    Targets<T> gather_batch(const T* X, Targets<T> targets, const int64_t* order, int64_t start,
-                            int64_t B);
-    Targets<T> gather_mixed_batch(const T* X, Targets<T> targets, const int64_t* order,
-                                  const int64_t* partners, T lambda, int64_t start, int64_t B);
+    // Copies the B labels into batch_labels_ (unless they are there already) and points
+    // targets.labels at the copy; false, with the first label outside [0, C) and its row
+    // (first_row + position) in totals, when one is.
+    bool take_labels(Targets<T>& targets, int64_t B, int64_t first_row, RunTotals& totals);
+    // Copy (or, with mixup, blend) the B rows at order[start...] into the batch buffers; a
+    // sparse X is densified there. Each label is read once and checked as it is used: one
+    // outside [0, C) is reported in totals.bad_label_row / bad_label (as a row of X), a
+    // malformed sparse row in totals.bad_input_row, and the batch must then not be trained.
+    Targets<T> gather_batch(InputRows<T> X, Targets<T> targets, const int64_t* order, int64_t start,
+                            int64_t B, RunTotals& totals);
+    Targets<T> gather_mixed_batch(InputRows<T> X, Targets<T> targets, const int64_t* order,
+                                  const int64_t* partners, T lambda, int64_t start, int64_t B,
+                                  RunTotals& totals);
+    // Rows first_row .. first_row + B of X: X itself when dense, else densified into
+    // batch_x_ (null when a row is malformed; *bad_row names it).
+    const T* chunk_rows(InputRows<T> X, int64_t first_row, int64_t B, int64_t* bad_row);
+    // Densifies B sparse rows (rows[i], or first_row + i) into out; -1 or the bad row of X.
+    int64_t densify(T* out, InputRows<T> X, const int64_t* rows, int64_t first_row, int64_t B);
     const T* forward(const T* x, int64_t B, bool training, bool update_running_stats);
     void batch_norm_forward(int64_t l, int64_t B, bool training, bool update_running_stats);
     // What layer l hands to layer l + 1 (after dropout in a training forward).
     const T* layer_output(int64_t l) const;
     RunTotals loss_forward_backward(Targets<T> targets, int64_t B, bool backward);
-    int64_t count_correct(const T* logits, Targets<T> targets, int64_t B) const;
+    // Rows classified correctly: their count, and their sample weights summed (*weighted).
+    int64_t count_correct(const T* logits, Targets<T> targets, int64_t B, double* weighted) const;
     void backward(const T* x, int64_t B);
     void to_pre_activation_gradient(int64_t l, T* gradient, int64_t B);
     bool derivative_fuses_into_gemm(int64_t l) const;
@@ -172,7 +242,10 @@ private:
     // Workspace, sized for workspace_rows_ rows (network.cpp: ensure_workspace).
     std::vector<std::vector<T>> z_, y_, xhat_, normed_, mean_, invstd_, mask_, dropped_;
     std::vector<T> grad_a_, grad_b_, loss_out_, batch_x_, batch_values_, batch_probabilities_;
+    std::vector<T> batch_weights_, partner_x_;  // gathered sample weights; a mixup partner's row
     std::vector<int64_t> batch_labels_;
+    // Batch norm's running statistics before the step in progress (put back when it is refused).
+    std::vector<T> saved_running_mean_, saved_running_var_;
     int64_t workspace_rows_ = 0;
     bool training_forward_ = false;
 };

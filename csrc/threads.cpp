@@ -30,9 +30,25 @@ std::atomic<int> g_default_cap{0};
 std::atomic<bool> g_went_parallel{false};
 std::atomic<bool> g_single_thread_only{false};
 
-// Below this many multiply-adds one thread is faster: a fork/join costs about 1.5 us,
-// roughly 100k multiply-adds on one Zen 3 core.
-constexpr double kParallelWorkThreshold = 1.0e5;
+// Below this many multiply-adds a parallel region runs on one thread. On an idle machine a
+// fork/join costs about 1.5 us (~200k multiply-adds on one Zen 5 core with AVX-512), so a
+// region this small gains almost nothing from a second thread; on a busy one every fork/join
+// or barrier whose partner thread is off its core costs the waiter its whole spin
+// (GOMP_SPINCOUNT=10000: ~0.5 ms measured on the 2-core development VM), so fewer and
+// larger regions are what keeps a 2-thread step close to a 1-thread one. 1e6 keeps the big
+// GEMMs, the optimizer update and the finiteness check of 784-256-10 parallel and makes the
+// output layer's products (128x256x10) and the batch gather serial.
+constexpr double kParallelWorkThreshold = 1.0e6;
+
+// Below this many multiply-adds a whole call (a prediction, a run of training steps) runs on
+// one thread: starting a second thread whose core is busy costs up to a spin (above), which
+// would dominate a call shorter than about half a millisecond. Predicting 100 rows of
+// 784-256-10 (20M) or an epoch of a scikit-learn-sized problem stays on one thread.
+constexpr double kCallParallelWorkThreshold = 5.0e7;
+
+// ThreadLearner: calls before a first probe of the other side, and the longest gap.
+constexpr int64_t kFirstProbeInterval = 4;
+constexpr int64_t kLongestProbeInterval = 64;
 
 // Whether the user chose the OpenMP default through the environment (read once, at load).
 const bool g_omp_num_threads_given = [] {
@@ -69,6 +85,13 @@ void set_num_threads(int n) { g_user_threads.store(n < 1 ? 0 : n, std::memory_or
 
 bool num_threads_is_set() { return g_user_threads.load(std::memory_order_relaxed) > 0; }
 
+bool num_threads_is_default() {
+    if (g_single_thread_only.load(std::memory_order_relaxed) || t_call_threads > 0) return false;
+    if (num_threads_is_set() || g_omp_num_threads_given) return false;
+    if (g_default_cap.load(std::memory_order_relaxed) > 0) return false;
+    return omp_get_max_threads() >= omp_get_num_procs();  // not lowered by threadpool_limits
+}
+
 void set_default_thread_cap(int n) { g_default_cap.store(n < 1 ? 0 : n, std::memory_order_relaxed); }
 
 ScopedCallThreads::ScopedCallThreads(int n) : saved_(t_call_threads) { t_call_threads = n < 1 ? 0 : n; }
@@ -82,5 +105,51 @@ int threads_for(double work) {
         g_went_parallel.store(true, std::memory_order_relaxed);
     return n;
 }
+
+bool call_is_parallel(double work) { return work >= kCallParallelWorkThreshold; }
+
+double parallel_work_threshold() { return kParallelWorkThreshold; }
+
+double call_parallel_work_threshold() { return kCallParallelWorkThreshold; }
+
+// ---- ThreadLearner -----------------------------------------------------------------------------
+
+ThreadChoice ThreadLearner::choose(int threads) {
+    if (threads <= 1) return {1, false};
+    if (!known_[1]) return {threads, true};
+    if (!known_[0]) return {1, true};
+    const bool many_wins = rate_[1] >= rate_[0];
+    if (--until_probe_ > 0) return {many_wins ? threads : 1, false};
+    probing_ = true;
+    return {many_wins ? 1 : threads, true};
+}
+
+void ThreadLearner::record(int threads, double seconds, double work) {
+    if (!(seconds > 0) || !(work > 0)) return;
+    if (!warmed_up_) {  // the first call sizes the workspace and faults its pages in: not a fair race
+        warmed_up_ = true;
+        return;
+    }
+    const int side = threads > 1 ? 1 : 0;
+    const double rate = work / seconds;
+    const bool many_won_before = rate_[1] >= rate_[0];
+    // The side in use: an even average of the old and the new, so one noisy call moves it but
+    // not all the way. A probe replaces its side's figure, which is old by then.
+    rate_[side] = known_[side] && !probing_ ? 0.5 * (rate_[side] + rate) : rate;
+    known_[side] = true;
+    if (!known_[0] || !known_[1]) return;
+    if (!probing_) {
+        if (until_probe_ <= 0) until_probe_ = probe_interval_;
+        return;
+    }
+    // After a probe: the incumbent held, so probe less often; or it lost, so look again soon.
+    probing_ = false;
+    const bool many_wins = rate_[1] >= rate_[0];
+    probe_interval_ = many_wins == many_won_before ? std::min(2 * probe_interval_, kLongestProbeInterval)
+                                                   : kFirstProbeInterval;
+    until_probe_ = probe_interval_;
+}
+
+ThreadLearner::ThreadLearner() : probe_interval_(kFirstProbeInterval), until_probe_(kFirstProbeInterval) {}
 
 }  // namespace fastmlp

@@ -7,15 +7,21 @@ import os
 import numpy as np
 import pytest
 
-BENCH = os.path.join(os.path.dirname(__file__), os.pardir, "bench", "run.py")
+import fastmlp
+
+BENCH_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "bench")
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"fastmlp_bench_{name}", os.path.join(BENCH_DIR, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("fastmlp_bench_run", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("run")
 
 
 def test_quick_run_reports_every_section_and_writes_results(bench, tmp_path, restore_threads):
@@ -30,11 +36,15 @@ def test_quick_run_reports_every_section_and_writes_results(bench, tmp_path, res
     assert {"fastmlp", "NumPy reference"} <= set(small["seconds"])
     assert all(len(times) == 1 and times[0] > 0 for times in small["seconds"].values())
     assert set(results["inference"]["one"]) >= {"fastmlp"}
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+        assert {"onnxruntime"} <= set(results["inference"]["one"]) & set(results["inference"]["many"])
+    assert results["peak_isa"] == fastmlp.build_info().get("isa", fastmlp.build_info()["gemm_kernel"])
     assert set(results["thread_scaling"]) == {"1 thread", "2 threads"}
     # Files: markdown with the tables, JSON that round-trips.
     markdown = open(results["files"][0]).read()
     for title in ("## GEMM", "## Training: one epoch, 784-256-10", "## Inference", "## Thread scaling",
-                  "machine:", "versions:"):
+                  "machine:", "versions:", f"FMA peak ({results['peak_isa']} registers)",
+                  "BLAS (threadpoolctl):", "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE:"):
         assert title in markdown
     with open(results["files"][1]) as f:
         assert json.load(f)["training"][0]["sizes"] == [784, 256, 10]
@@ -65,3 +75,32 @@ def test_sklearn_scores_runs_both_libraries_on_a_data_set():
     assert all(0.8 < scores[0] <= 1.0 for scores in row["scores"].values())
     with pytest.raises(SystemExit):
         module.parse_args(["--seeds", "0"])
+
+
+def test_imported_the_bench_leaves_the_openblas_environment_alone(bench, monkeypatch):
+    # Only a script run drops the overrides (before NumPy loads); the tests keep theirs.
+    assert bench.DROPPED_OPENBLAS_OVERRIDES == {}
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert bench._drop_openblas_overrides([]) == {}  # NumPy is loaded: too late to matter
+    assert os.environ["OPENBLAS_CORETYPE"] == "Haswell"
+    assert "in force: OPENBLAS_CORETYPE=Haswell" in bench.openblas_environment()
+
+
+def test_contention_quick_run_times_every_workload_and_stops_its_competitors(tmp_path, restore_threads):
+    contention = load_script("contention")
+    fastmlp.set_num_threads(None)
+    results = contention.main(["--quick", "--only", "contended", "--competitors", "1", "--out", str(tmp_path)])
+    rows = results["contended"]
+    assert [row["workload"].split(",")[0] for row in rows] == [
+        "predict", "predict", "fastmlp.sklearn.MLPClassifier.fit", "fastmlp.sklearn.MLPClassifier.fit", "fit"]
+    for row in rows:
+        assert row["ratio"] > 0 and row["default"]["p90"] >= row["default"]["median"] > 0
+        assert 1 <= row["default_threads"] <= max(1, fastmlp.get_num_threads())
+    assert rows[0]["default_threads"] == 1  # one row is far below the whole-call threshold
+    assert rows[0]["competitors_running"] == 1
+    for pid in results["competitor_pids"]:  # stopped and reaped
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert "## contended" in open(results["files"][0]).read()
+    with pytest.raises(SystemExit):
+        contention.parse_args(["--competitors", "0"])

@@ -32,6 +32,26 @@ SIZES = [0, 1, 1, 2, 3, 5, 7, 16, 17, 33]
 SPECIALS = [np.nan, np.inf, -np.inf, 1e30, -1e30, 1e300, 1e-45, -1e-310, 0.0, 1e4, -1e4]
 
 
+# The fewest results each comparing test must check against the reference (about a third of
+# what its derandomized examples check): a change that made most calls raise, or skip the
+# comparison, would otherwise still pass. The network and public-API tests only look for
+# crashes and exceptions of the wrong kind.
+MIN_CHECKED = {"test_fuzz_activations": 25, "test_fuzz_softmax_losses": 30,
+               "test_fuzz_regression_losses": 50, "test_fuzz_dense": 8, "test_fuzz_gemm": 10,
+               "test_fuzz_dropout_and_batch_norm": 35, "test_fuzz_optimizers": 50,
+               "test_fuzz_random_bits": 40}
+
+
+@pytest.fixture(autouse=True)
+def enough_results_checked(request):
+    before = COUNTS["checked"]
+    yield
+    name = request.function.__name__
+    checked = COUNTS["checked"] - before
+    assert checked >= MIN_CHECKED.get(name, 0), \
+        f"{name} checked only {checked} results against the reference (at least {MIN_CHECKED[name]} expected)"
+
+
 @pytest.fixture(scope="module", autouse=True)
 def report_counts():
     yield
@@ -130,6 +150,11 @@ def assert_same(actual, expected, rtol, atol):
     expected = np.asarray(expected, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     assert actual.shape == expected.shape
+    # NaN where the reference has NaN, the same infinities where it has infinities: a kernel
+    # returning NaN or inf in place of numbers must not pass.
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected), err_msg="NaN positions differ")
+    infinite = np.isinf(actual) | np.isinf(expected)
+    np.testing.assert_array_equal(actual[infinite], expected[infinite], err_msg="infinities differ")
     both = np.isfinite(actual) & np.isfinite(expected)
     np.testing.assert_allclose(actual[both], expected[both], rtol=rtol, atol=atol)
 

@@ -33,8 +33,9 @@ def data(n=600, features=200, classes=4, seed=0):
 
 
 def wide_model(**kwargs):
-    """Big enough that its GEMMs are above the one-thread work threshold."""
-    return fastmlp.MLP([200, 256, 4], seed=3, **kwargs)
+    """Big enough that its calls (a 200-row batch: 84M multiply-adds) and GEMMs are above the
+    one-thread work thresholds."""
+    return fastmlp.MLP([200, 1024, 4], seed=3, **kwargs)
 
 
 def run_python(code, **env):
@@ -95,6 +96,139 @@ def test_set_num_threads_none_follows_openmp_again(default_threads):
     assert not _core.num_threads_is_set()
 
 
+# ---- the thread count a call chooses from its work -------------------------------------------
+
+
+def forward_work(model):
+    """Multiply-adds of one row's forward pass."""
+    sizes = model.layer_sizes
+    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def training_work(model):
+    """Multiply-adds of one row's training step: forward, dW everywhere, dX but for layer 1."""
+    sizes = model.layer_sizes
+    return 3 * forward_work(model) - sizes[0] * sizes[1]
+
+
+def rows_at_the_call_threshold(work_per_row):
+    """(rows just below, rows at or above) the whole-call threshold."""
+    threshold = fastmlp.build_info()["call_parallel_work_threshold"]
+    above = int(np.ceil(threshold / work_per_row))
+    return above - 1, above
+
+
+def test_the_thresholds_are_reported_and_ordered():
+    info = fastmlp.build_info()
+    assert 0 < info["parallel_work_threshold"] < info["call_parallel_work_threshold"]
+
+
+def test_a_small_prediction_runs_on_one_thread_a_large_one_on_all(restore_threads):
+    fastmlp.set_num_threads(2)
+    model = fastmlp.MLP([100, 500, 10], seed=0)
+    X = np.random.default_rng(0).normal(size=(2000, 100)).astype(np.float32)
+    model.fit(X[:200], np.arange(200) % 10, epochs=1, batch_size=200)
+    below, above = rows_at_the_call_threshold(forward_work(model))
+    assert 1 < below < above <= X.shape[0]
+    for predict in (model.predict, model.predict_proba, lambda x: model.evaluate(x, np.zeros(len(x), int))):
+        predict(X[:1])
+        assert model._network.last_call_threads == 1
+        predict(X[:below])
+        assert model._network.last_call_threads == 1
+        predict(X[:above])
+        assert model._network.last_call_threads == 2
+
+
+def test_a_small_training_step_runs_on_one_thread_a_large_one_on_all(restore_threads):
+    fastmlp.set_num_threads(2)
+    model = fastmlp.MLP([100, 500, 10], seed=0)
+    below, above = rows_at_the_call_threshold(training_work(model))
+    X = np.random.default_rng(1).normal(size=(above, 100)).astype(np.float32)
+    y = np.arange(above) % 10
+    model.train_step(X[:below], y[:below])
+    assert model._network.last_call_threads == 1
+    model.train_step(X, y)
+    assert model._network.last_call_threads == 2
+    # A run of batches decides from all its batches, not from one batch.
+    order, batch_size = np.arange(above, dtype=np.int64), max(1, below // 8)
+    batches = -(-above // batch_size)
+    model._network.train_batches(X, y, order, batch_size, 0, 1)
+    assert model._network.last_call_threads == 1
+    model._network.train_batches(X, y, order, batch_size, 0, batches)
+    assert model._network.last_call_threads == 2
+
+
+def test_a_tiny_sklearn_fit_runs_on_one_thread(restore_threads):
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_iris
+    from fastmlp.sklearn import MLPClassifier
+
+    fastmlp.set_num_threads(2)
+    X, y = load_iris(return_X_y=True)
+    estimator = MLPClassifier(max_iter=5, random_state=0)
+    with pytest.warns(Warning):  # not converged in 5 iterations
+        estimator.fit(X, y)
+    assert estimator._model._network.last_call_threads == 1
+    estimator.predict(X)
+    assert estimator._model._network.last_call_threads == 1
+
+
+def learner_choices(one, many):
+    """The counts (1 or 2) a fresh learner picks when each call takes one[i] / many[i] seconds."""
+    from fastmlp import _core
+
+    return np.array(_core._thread_learner_choices(2, list(one), list(many)))
+
+
+@pytest.mark.parametrize("faster", ["two threads", "one thread"])
+def test_the_learner_keeps_the_faster_count_and_probes_ever_more_rarely(faster):
+    calls = 400
+    one, many = np.full(calls, 1.0), np.full(calls, 0.6)  # an idle machine: 2 threads win
+    if faster == "one thread":
+        many = np.full(calls, 3.0)  # busy cores: every barrier waits
+    chosen = learner_choices(one, many)
+    winner = 2 if faster == "two threads" else 1
+    assert chosen[0] == 2  # nothing timed yet: the settings' count
+    assert np.mean(chosen[10:] == winner) > 0.95
+    probes = np.flatnonzero(chosen[10:] != winner)
+    gaps = np.diff(probes)
+    assert len(gaps) >= 3 and np.all(np.diff(gaps) >= 0) and gaps[-1] >= 32  # spreading out
+
+
+def test_the_learner_follows_the_machine_when_it_gets_busy_and_idle_again():
+    quiet, busy = (np.full(300, 1.0), np.full(300, 0.6)), (np.full(300, 1.0), np.full(300, 3.0))
+    one, many = (np.concatenate(parts) for parts in zip(quiet, busy, quiet))
+    chosen = learner_choices(one, many)
+    # Within a probe interval of each change (at most 64 calls), the faster count again.
+    assert np.mean(chosen[70:300] == 2) > 0.95
+    assert np.mean(chosen[370:600] == 1) > 0.95
+    assert np.mean(chosen[670:] == 2) > 0.95
+
+
+def test_the_first_large_call_with_the_default_count_uses_it(default_threads):
+    # With nobody choosing the count a model learns from its calls' timings whether one
+    # thread is faster; before it has timed anything it uses the default.
+    if os.environ.get("OMP_NUM_THREADS") or fastmlp.get_num_threads() < 2:
+        pytest.skip("needs the default count of a machine with 2+ cores")
+    model = wide_model()
+    X, _ = data()
+    model.set_weights(model.weights, model.biases)
+    model.predict(X)
+    assert model._network.last_call_threads == fastmlp.get_num_threads()
+
+
+def test_learning_the_thread_count_does_not_change_the_result(default_threads):
+    # Many calls with the default count (which may switch between 1 and 2 threads from call
+    # to call) against a model held to one thread: the same bits.
+    X, y = data(n=800)
+    learning, single = wide_model(), wide_model(n_threads=1)
+    for epoch in range(3):
+        for model in (learning, single):
+            model.fit(X, y, epochs=1, batch_size=100)
+    np.testing.assert_array_equal(learning.flat_parameters, single.flat_parameters)
+    np.testing.assert_array_equal(learning.predict_proba(X), single.predict_proba(X))
+
+
 # ---- OMP_NUM_THREADS and threadpoolctl ------------------------------------------------------------
 
 
@@ -102,7 +236,7 @@ def test_omp_num_threads_sets_the_default_for_training():
     code = """
         import numpy as np, fastmlp
         X = np.random.default_rng(0).normal(size=(400, 200)).astype(np.float32)
-        model = fastmlp.MLP([200, 256, 4], seed=0)
+        model = fastmlp.MLP([200, 1024, 4], seed=0)
         model.fit(X, np.arange(400) % 4, epochs=1, batch_size=200)
         print(fastmlp.get_num_threads(), model._network.last_call_threads)
     """
@@ -156,7 +290,7 @@ WORKER_SETUP = """
     def train(threads=None):
         if threads is not None:
             fastmlp.set_num_threads(threads)
-        model = fastmlp.MLP([200, 256, 4], seed=0)
+        model = fastmlp.MLP([200, 1024, 4], seed=0)
         model.fit(X, y, epochs=1, batch_size=200)
         return fastmlp.get_num_threads(), model._network.last_call_threads
 """

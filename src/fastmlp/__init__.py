@@ -41,13 +41,13 @@ def set_num_threads(n: Optional[int]) -> None:
     Parameters
     ----------
     n : int or None
-        Threads, >= 1. None (the default state) follows OpenMP again: OMP_NUM_THREADS, else
+        Threads, 1 to 4096 (more would fail to start). None (the default state) follows OpenMP again: OMP_NUM_THREADS, else
         the number of cores, and threadpoolctl's threadpool_limits; one thread in
         multiprocessing workers unless OMP_NUM_THREADS is set. A model's own ``n_threads``
         overrides this for that model's calls.
     """
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"n must be an integer >= 1 or None, got {n!r}")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 4096):
+        raise ValueError(f"n must be an integer in [1, 4096] or None, got {n!r}")
     _core.set_num_threads(n)
 
 

@@ -11,10 +11,19 @@ from numpy.typing import NDArray
 
 _F = TypeVar("_F", np.float32, np.float64)
 
-# (loss_sum, correct, rows): loss_sum is the sum over batches of mean loss * rows.
-_Totals = Tuple[float, int, int]
-# train_batches' totals, then the refused batch's index in the epoch (-1: none was refused).
-_RunTotals = Tuple[float, int, int, int]
+# (loss_sum, correct, rows): loss_sum is the sum over batches of mean loss * rows. With
+# sample_weight, loss_sum sums mean loss * the batch's weight sum and two more follow:
+# (weight_sum, weighted_correct), the rows' weights summed and those of the correct rows.
+_Totals = Union[Tuple[float, int, int], Tuple[float, int, int, float, float]]
+# train_batches' result: the totals, the refused batch's index in the epoch (-1: none was
+# refused), whether the parameters are finite (False: an update overflowed them; the index is
+# then the last batch trained), then (weight_sum, weighted_correct) with sample_weight.
+_BatchRunResult = Union[Tuple[float, int, int, int, bool], Tuple[float, int, int, int, bool, float, float]]
+# X as the core reads it: a C-contiguous array, or a CSR matrix (an object with format "csr",
+# shape, data of the network's dtype, int32/int64 indices, indptr: scipy's csr_matrix/csr_array
+# or fastmlp._sparse.CsrRows), densified one batch or chunk at a time; a malformed row raises
+# ValueError naming it.
+_Rows = Any
 # Targets of a network: int64 labels (cross_entropy) or values of the network's dtype.
 _Targets = Union[NDArray[np.int64], NDArray[Any]]
 
@@ -35,6 +44,11 @@ def build_info() -> Dict[str, Any]:
 
 def _set_signal_check_interval(seconds: float) -> None:
     """How often training looks for Ctrl-C between steps, in [0, 10] s (a test hook)."""
+
+def _thread_learner_choices(threads: int, seconds_one: Sequence[float],
+                            seconds_many: Sequence[float]) -> List[int]:
+    """The thread counts a fresh ThreadLearner picks for calls of equal work taking
+    seconds_one[i] on one thread and seconds_many[i] on `threads` (a test hook)."""
 
 class _Network(Generic[_F]):
     """An MLP's flat buffers, workspace and training loop in C++ (NetworkFloat32/64).
@@ -72,29 +86,44 @@ class _Network(Generic[_F]):
     @property
     def last_call_threads(self) -> int:
         """The thread count the model's last training or prediction call used."""
+    def assign(self, name: str, values: NDArray[Any]) -> None:
+        """Copy values into the buffer `name` (params, running_mean, running_var or an optimizer
+        state) with the model locked: no prediction sees part of the old and part of the new."""
+    def params_finite(self) -> bool:
+        """Whether every parameter is finite."""
     @property
-    def last_run_totals(self) -> _RunTotals:
+    def last_run_totals(self) -> Tuple[float, int, int, int, float, float]:
         """train_batches' totals of its last call, also when Ctrl-C (a signal handler's
-        exception) ended it: the steps it took before."""
-    def train_step(self, x: NDArray[_F], y: _Targets) -> _Totals:
-        """One optimizer step on one batch."""
-    def train_batches(self, X: NDArray[_F], y: _Targets, order: NDArray[np.int64], batch_size: int,
+        exception) ended it: the steps it took before; then weight_sum (the rows without
+        sample weights) and weighted_correct."""
+    def train_step(self, x: _Rows, y: _Targets, sample_weight: Optional[NDArray[_F]] = None) -> _Totals:
+        """One optimizer step on one batch (no step when every sample weight is 0)."""
+    def train_batches(self, X: _Rows, y: _Targets, order: NDArray[np.int64], batch_size: int,
                       first_batch: int, n_batches: int, partners: Optional[NDArray[np.int64]] = None,
-                      lambdas: Optional[NDArray[_F]] = None) -> _RunTotals:
+                      lambdas: Optional[NDArray[_F]] = None,
+                      sample_weight: Optional[NDArray[_F]] = None) -> _BatchRunResult:
         """Optimizer steps over batches [first_batch, first_batch + n_batches) of X[order],
         order being the epoch's rows of X in the order visited (all or a subset); with partners
         (one row per position of order) and lambdas (one per batch of the epoch) each batch is
         mixed (mixup) first. A pending signal (Ctrl-C) raises its exception between steps. A
         batch whose loss or gradient is NaN/inf is not applied and ends the run; its index is
-        the fourth total (-1 if none)."""
-    def compute_gradients(self, x: NDArray[_F], y: _Targets, training: bool = False) -> _Totals:
-        """Gradients of the batch's mean loss into grads, no step."""
-    def predict(self, X: NDArray[_F], check_finite: bool = False) -> NDArray[_F]:
-        """Outputs after the loss's link, evaluation mode; check_finite rejects NaN/inf in X."""
-    def predict_labels(self, X: NDArray[_F], check_finite: bool = False) -> NDArray[np.int64]:
+        the fourth total (-1 if none). An update that made a parameter NaN/inf (found within a
+        signal-check interval) ends it too: the fifth value is then False and the fourth the
+        last batch trained. A label outside [0, C) when its batch is read (the labels changed
+        during the call) raises ValueError naming its row; that batch is not trained.
+        sample_weight (one per row of X) weights every batch's loss; a batch whose weights are
+        all 0 takes no step."""
+    def compute_gradients(self, x: _Rows, y: _Targets, training: bool = False,
+                          sample_weight: Optional[NDArray[_F]] = None) -> _Totals:
+        """Gradients of the batch's (weighted) mean loss into grads, no step."""
+    def predict(self, X: _Rows, check_finite: bool = False) -> NDArray[_F]:
+        """Outputs after the loss's link, evaluation mode; check_finite rejects NaN/inf in X.
+        The model stays locked for the whole call (one weight set); a pending signal (Ctrl-C)
+        raises its exception between chunks of rows, as in evaluate and predict_labels."""
+    def predict_labels(self, X: _Rows, check_finite: bool = False) -> NDArray[np.int64]:
         """Class labels (argmax of predict's rows), cross_entropy only."""
-    def evaluate(self, X: NDArray[_F], y: _Targets) -> _Totals:
-        """Loss and correct count in evaluation mode."""
+    def evaluate(self, X: _Rows, y: _Targets, sample_weight: Optional[NDArray[_F]] = None) -> _Totals:
+        """Loss and correct count in evaluation mode (weighted with sample_weight)."""
 
 class NetworkFloat32(_Network[np.float32]): ...
 class NetworkFloat64(_Network[np.float64]): ...
@@ -112,28 +141,42 @@ class _Kernels:
     @staticmethod
     def softmax_xent_forward(logits: NDArray[_F], labels: NDArray[np.int64],
                              class_weights: Optional[NDArray[_F]] = None,
-                             label_smoothing: float = 0.0) -> Tuple[float, NDArray[_F]]:
-        """-> (mean loss, probabilities)"""
+                             label_smoothing: float = 0.0,
+                             sample_weights: Optional[NDArray[_F]] = None) -> Tuple[float, NDArray[_F]]:
+        """-> (mean loss, probabilities); sample_weights (B,) weight the rows' losses"""
     @staticmethod
     def softmax_xent_backward(probs: NDArray[_F], labels: NDArray[np.int64],
                               class_weights: Optional[NDArray[_F]] = None,
-                              label_smoothing: float = 0.0) -> NDArray[_F]: ...
+                              label_smoothing: float = 0.0,
+                              sample_weights: Optional[NDArray[_F]] = None) -> NDArray[_F]: ...
     @staticmethod
-    def softmax_xent_soft_forward(logits: NDArray[_F], targets: NDArray[_F]) -> Tuple[float, NDArray[_F]]: ...
+    def softmax_xent_soft_forward(logits: NDArray[_F], targets: NDArray[_F],
+                                  sample_weights: Optional[NDArray[_F]] = None) -> Tuple[float, NDArray[_F]]: ...
     @staticmethod
-    def softmax_xent_soft_backward(probs: NDArray[_F], targets: NDArray[_F]) -> NDArray[_F]: ...
+    def softmax_xent_soft_backward(probs: NDArray[_F], targets: NDArray[_F],
+                                   sample_weights: Optional[NDArray[_F]] = None) -> NDArray[_F]: ...
     @staticmethod
-    def mse_forward(pred: NDArray[_F], target: NDArray[_F]) -> float: ...
+    def mse_forward(pred: NDArray[_F], target: NDArray[_F],
+                    sample_weights: Optional[NDArray[_F]] = None) -> float: ...
     @staticmethod
-    def mse_backward(pred: NDArray[_F], target: NDArray[_F]) -> NDArray[_F]: ...
+    def mse_backward(pred: NDArray[_F], target: NDArray[_F],
+                     sample_weights: Optional[NDArray[_F]] = None) -> NDArray[_F]: ...
     @staticmethod
-    def bce_logits_forward(logits: NDArray[_F], target: NDArray[_F]) -> float: ...
+    def bce_logits_forward(logits: NDArray[_F], target: NDArray[_F],
+                           sample_weights: Optional[NDArray[_F]] = None) -> float: ...
     @staticmethod
-    def bce_logits_backward(logits: NDArray[_F], target: NDArray[_F]) -> NDArray[_F]: ...
+    def bce_logits_backward(logits: NDArray[_F], target: NDArray[_F],
+                            sample_weights: Optional[NDArray[_F]] = None) -> NDArray[_F]: ...
     @staticmethod
-    def gaussian_nll_forward(out: NDArray[_F], target: NDArray[_F]) -> float: ...
+    def gaussian_nll_forward(out: NDArray[_F], target: NDArray[_F],
+                             sample_weights: Optional[NDArray[_F]] = None) -> float: ...
     @staticmethod
-    def gaussian_nll_backward(out: NDArray[_F], target: NDArray[_F]) -> NDArray[_F]: ...
+    def gaussian_nll_backward(out: NDArray[_F], target: NDArray[_F],
+                              sample_weights: Optional[NDArray[_F]] = None) -> NDArray[_F]: ...
+    @staticmethod
+    def csr_rows_to_dense(data: NDArray[_F], indices: NDArray[Any], indptr: NDArray[Any],
+                          rows: Optional[NDArray[np.int64]], cols: int) -> Tuple[NDArray[_F], int]:
+        """-> (the rows densified, duplicates summed; -1 or the first malformed position)"""
     @staticmethod
     def dense_forward(x: NDArray[_F], w: NDArray[_F], b: NDArray[_F], act: str,
                       slope: float = 0.01) -> Tuple[NDArray[_F], NDArray[_F]]:

@@ -1,11 +1,14 @@
-"""The classic single-layer learning rules in plain NumPy: Rosenblatt's perceptron, Widrow and
-Hoff's Adaline (delta rule), Hebbian learning (plain Hebb, Oja, Sanger) and 1-D linear
-regression by gradient descent."""
+"""The classic single-layer learning rules: Rosenblatt's perceptron, Widrow and Hoff's Adaline
+(delta rule), Hebbian learning (plain Hebb, Oja, Sanger) and 1-D linear regression by gradient
+descent. The per-sample loops run compiled (fastmlp._classic_rules, Cython); their NumPy
+mirrors in fastmlp.reference are what the tests hold them against."""
 import warnings
 from typing import Any, List, Optional
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from . import _classic_rules
 
 Floats = NDArray[np.floating[Any]]
 Labels = NDArray[np.int64]
@@ -46,10 +49,14 @@ def _check_seed(seed: Any) -> Optional[int]:
     return None if seed is None else int(seed)
 
 
-def _check_X(X: ArrayLike, n_features: Optional[int] = None, name: str = "X") -> Floats:
-    """Return X as a finite 2-D float64 array, with n_features columns if given."""
+def _check_X(X: ArrayLike, n_features: Optional[int] = None, name: str = "X",
+             float32_ok: bool = False) -> Floats:
+    """Return X as a finite 2-D C-contiguous float64 array, with n_features columns if given.
+    With float32_ok a float32 array stays float32: the compiled rules widen each value to
+    float64 exactly as they read it, so the results are those of the float64 copy."""
+    keep = float32_ok and getattr(X, "dtype", None) == np.float32
     try:
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X, dtype=np.float32 if keep else np.float64)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{name} must be a numeric array, got {type(X).__name__}") from error
     if X.ndim != 2:
@@ -62,7 +69,7 @@ def _check_X(X: ArrayLike, n_features: Optional[int] = None, name: str = "X") ->
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name} has {X.shape[1]} features but the model was fitted "
                          f"with {n_features}")
-    return X
+    return np.ascontiguousarray(X)  # the compiled rules read rows as contiguous memory
 
 
 def _check_targets(y: ArrayLike, n_samples: int, name: str = "y") -> Floats:
@@ -92,6 +99,17 @@ def _check_binary_labels(y: ArrayLike, n_samples: int) -> Labels:
 def _check_fitted(model: object, attribute: str) -> None:
     if not hasattr(model, attribute):
         raise RuntimeError(f"this {type(model).__name__} is not fitted yet; call fit first")
+
+
+def _sample_order(rng: np.random.Generator, n_samples: int, shuffle: bool = True) -> Labels:
+    """The visiting order of one epoch: a fresh permutation from rng, or 0..n-1."""
+    return rng.permutation(n_samples) if shuffle else np.arange(n_samples, dtype=np.int64)
+
+
+def _net_input(X: Floats, weights: Floats) -> Floats:
+    """``w0 + X @ w`` for ``weights = [w0, w]``, without copying X into ``[1, X]``."""
+    net_input: Floats = X @ weights[1:] + weights[0]
+    return net_input
 
 
 def _with_bias_input(X: Floats) -> Floats:
@@ -127,7 +145,7 @@ class _ThresholdUnit:
         """
         _check_fitted(self, "weights_")
         X = _check_X(X, self.n_features_in_)
-        return _with_bias_input(X) @ self.weights_
+        return _net_input(X, self.weights_)
 
     def predict(self, X: ArrayLike) -> Labels:
         """Predicted labels: 1 where the net input is >= 0, else 0.
@@ -219,26 +237,20 @@ class Perceptron(_ThresholdUnit):
         max_epochs = _check_positive_int("max_epochs", self.max_epochs)
         shuffle = _check_bool("shuffle", self.shuffle)
         rng = np.random.default_rng(_check_seed(self.seed))
-        X = _check_X(X)
+        X = _check_X(X, float32_ok=True)
         y = _check_binary_labels(y, X.shape[0])
-        inputs = _with_bias_input(X)
-        weights = np.zeros(inputs.shape[1])
+        weights = np.zeros(X.shape[1] + 1)
         self.mistakes_per_epoch_ = []
         for _ in range(max_epochs):
-            order = rng.permutation(len(y)) if shuffle else range(len(y))
-            mistakes = 0
-            for i in order:
-                error = y[i] - _step(inputs[i] @ weights)
-                if error != 0:
-                    weights += lr * error * inputs[i]
-                    mistakes += 1
+            order = _sample_order(rng, len(y), shuffle)
+            mistakes = int(_classic_rules.perceptron_epoch(X, y, order, weights, lr))
             self.mistakes_per_epoch_.append(mistakes)
             if mistakes == 0:
                 break
         self.weights_ = weights
         self.n_features_in_ = X.shape[1]
         self.n_epochs_ = len(self.mistakes_per_epoch_)
-        self.converged_ = bool(np.all(self.predict(X) == y))
+        self.converged_ = _classic_rules.perceptron_mistakes(X, y, weights) == 0
         return self
 
 
@@ -319,7 +331,7 @@ class Adaline(_ThresholdUnit):
         with np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(max_epochs):
                 previous = weights.copy()
-                weights = epoch_step(weights, inputs, targets, lr, rng)
+                weights = epoch_step(weights, X, inputs, targets, lr, rng)
                 loss = float(np.mean((targets - inputs @ weights) ** 2))
                 if not np.isfinite(loss):
                     raise ValueError(f"lr={self.lr!r} is too large: the loss diverged at "
@@ -334,19 +346,18 @@ class Adaline(_ThresholdUnit):
         return self
 
     @staticmethod
-    def _batch_epoch(weights: Floats, inputs: Floats, targets: Floats, lr: float,
+    def _batch_epoch(weights: Floats, X: Floats, inputs: Floats, targets: Floats, lr: float,
                      rng: np.random.Generator) -> Floats:
         errors = targets - inputs @ weights
         gradient = -2.0 / len(targets) * (inputs.T @ errors)
         return weights - lr * gradient
 
     @staticmethod
-    def _online_epoch(weights: Floats, inputs: Floats, targets: Floats, lr: float,
+    def _online_epoch(weights: Floats, X: Floats, inputs: Floats, targets: Floats, lr: float,
                       rng: np.random.Generator) -> Floats:
         weights = weights.copy()
-        for i in rng.permutation(len(targets)):
-            error = targets[i] - inputs[i] @ weights
-            weights += lr * 2.0 * error * inputs[i]
+        _classic_rules.adaline_online_epoch(X, targets, _sample_order(rng, len(targets)),
+                                            weights, lr)
         return weights
 
 
@@ -427,7 +438,7 @@ class HebbianLayer:
         epochs = _check_positive_int("epochs", epochs)
         if self.rule not in self._RULES:
             raise ValueError(f"rule must be one of {self._RULES}, got {self.rule!r}")
-        X = _check_X(X, n_inputs)
+        X = _check_X(X, n_inputs, float32_ok=True)
         if not hasattr(self, "_rng"):
             self._rng = np.random.default_rng(_check_seed(self.seed))
         initial = getattr(self, "weights_", None)
@@ -437,13 +448,13 @@ class HebbianLayer:
         self.weights_ = np.array(self.weights_, dtype=np.float64)
         if not hasattr(self, "weight_norm_curve_"):
             self.weight_norm_curve_ = []
-        update = {"hebb": self._hebb_update, "oja": self._oja_update,
-                  "sanger": self._sanger_update}[self.rule]
+        epoch_rule = {"hebb": _classic_rules.hebb_epoch, "oja": _classic_rules.oja_epoch,
+                      "sanger": _classic_rules.sanger_epoch}[self.rule]
+        outputs = np.empty(n_outputs)  # the compiled loops' scratch space for x @ W
         with np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(epochs):
                 weights = self.weights_.copy()
-                for i in self._rng.permutation(X.shape[0]):
-                    update(weights, X[i], X[i] @ weights, lr)
+                epoch_rule(X, _sample_order(self._rng, X.shape[0]), weights, lr, outputs)
                 if not np.all(np.isfinite(weights)):
                     warnings.warn(f"the {self.rule!r} rule's weights overflowed in epoch "
                                   f"{epoch + 1}; stopping at the last finite weights",
@@ -452,23 +463,6 @@ class HebbianLayer:
                 self.weights_ = weights
                 self.weight_norm_curve_.append(float(np.linalg.norm(weights)))
         return self
-
-    @staticmethod
-    def _hebb_update(weights: Floats, x: Floats, y: Floats, lr: float) -> None:
-        weights += lr * np.outer(x, y)
-
-    @staticmethod
-    def _oja_update(weights: Floats, x: Floats, y: Floats, lr: float) -> None:
-        # The subtracted term is the input reconstructed from the outputs: each unit
-        # learns from what the layer does not explain yet, which bounds the weights.
-        weights += lr * np.outer(x - weights @ y, y)
-
-    @staticmethod
-    def _sanger_update(weights: Floats, x: Floats, y: Floats, lr: float) -> None:
-        # Unit j only subtracts the reconstruction by units 0..j, so unit 0 runs plain
-        # Oja and each later unit learns the leading direction of what is left over.
-        reconstruction = np.cumsum(weights * y, axis=1)
-        weights += lr * (x[:, None] - reconstruction) * y
 
     def transform(self, X: ArrayLike) -> Floats:
         """The layer's outputs ``X @ weights_``.
@@ -502,7 +496,15 @@ class LinearRegressionGD:
     lr : float, default 0.1
         Learning rate (> 0). A diverging loss raises ValueError.
     epochs : int, default 1000
-        Number of gradient steps.
+        Number of passes over the data.
+    mode : {"batch", "online"}, default "batch"
+        "batch": one step per epoch along the full gradient above. "online": one step per
+        sample, in a new random order each epoch, along the gradient of that sample's
+        squared error: ``r = y_i - w x_i - b``, ``w -= lr * (-2 r x_i)``,
+        ``b -= lr * (-2 r)`` (stochastic gradient descent; it hovers around the
+        least-squares line at a distance that shrinks with ``lr``).
+    seed : int or None
+        Seed for the order of samples in online mode.
 
     Attributes
     ----------
@@ -514,9 +516,12 @@ class LinearRegressionGD:
         The MSE after each step (one value per epoch).
     """
 
-    def __init__(self, lr: float = 0.1, epochs: int = 1000) -> None:
+    def __init__(self, lr: float = 0.1, epochs: int = 1000, mode: str = "batch",
+                 seed: Optional[int] = None) -> None:
         self.lr = lr
         self.epochs = epochs
+        self.mode = mode
+        self.seed = seed
 
     @staticmethod
     def _check_x(x: ArrayLike) -> Floats:
@@ -542,15 +547,24 @@ class LinearRegressionGD:
         """
         lr = _check_positive_float("lr", self.lr)
         epochs = _check_positive_int("epochs", self.epochs)
+        if self.mode not in ("batch", "online"):
+            raise ValueError(f"mode must be 'batch' or 'online', got {self.mode!r}")
+        rng = np.random.default_rng(_check_seed(self.seed))
         x = self._check_x(X)
-        y = _check_targets(y, x.shape[0])
+        y = np.ascontiguousarray(_check_targets(y, x.shape[0]))
         slope, intercept = 0.0, 0.0
         self.loss_curve_ = []
         with np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(epochs):
-                residual = y - slope * x - intercept
-                slope -= lr * (-2.0 * float(np.mean(residual * x)))
-                intercept -= lr * (-2.0 * float(np.mean(residual)))
+                if self.mode == "online":
+                    line = np.array([slope, intercept])
+                    _classic_rules.linear_regression_online_epoch(
+                        x, y, _sample_order(rng, len(y)), line, lr)
+                    slope, intercept = float(line[0]), float(line[1])
+                else:
+                    residual = y - slope * x - intercept
+                    slope -= lr * (-2.0 * float(np.mean(residual * x)))
+                    intercept -= lr * (-2.0 * float(np.mean(residual)))
                 loss = float(np.mean((y - slope * x - intercept) ** 2))
                 if not np.isfinite(loss):
                     raise ValueError(f"lr={self.lr!r} is too large: the loss diverged at "

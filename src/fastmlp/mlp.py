@@ -4,10 +4,12 @@ batches with the GIL released.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import math
 import os
+import stat
 import sys
 import threading
 import time
@@ -18,6 +20,7 @@ import numpy as np
 
 from . import _core
 from ._files import PathLike, write_atomically
+from ._sparse import CsrRows, as_csr_rows, is_sparse
 from .feedback import CallbackLike, check_callbacks, epoch_ends, epoch_line, plot_history, \
     progress_bar, train_begins, train_ends
 from .mixup import check_mixup_alpha, mixup_plan
@@ -168,8 +171,11 @@ def _holding_model_lock(method: Callable[..., _T]) -> Callable[..., _T]:
 # ---- input checks ------------------------------------------------------------------------------------
 
 
-def _as_float_matrix(X: Any, name: str, dtype: np.dtype, width: Optional[int] = None) -> np.ndarray:
-    """X as a C-contiguous (n, width) array of dtype, converted once; rejects what is not numeric."""
+def _as_float_matrix(X: Any, name: str, dtype: np.dtype, width: Optional[int] = None) -> Any:
+    """X as a C-contiguous (n, width) array of dtype, converted once; rejects what is not numeric.
+    A scipy.sparse X becomes checked CSR arrays instead (fastmlp._sparse), never densified here."""
+    if isinstance(X, CsrRows) or is_sparse(X):
+        return X if isinstance(X, CsrRows) else as_csr_rows(X, name, dtype, width)
     array = np.asarray(X)
     if array.dtype == object or array.dtype.kind in "cUSVMm":
         raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
@@ -223,6 +229,62 @@ def _as_labels(y: Any, name: str, n_rows: int, n_classes: int) -> np.ndarray:
     return np.ascontiguousarray(labels, dtype=np.int64)
 
 
+def _as_sample_weight(sample_weight: Any, n_rows: int, dtype: np.dtype,
+                      name: str = "sample_weight") -> Optional[np.ndarray]:
+    """sample_weight as a C-contiguous (n_rows,) array of dtype, or None for none: finite,
+    non-negative and not all zero (a scalar weighs every row alike)."""
+    if sample_weight is None:
+        return None
+    weights = np.asarray(sample_weight)
+    if weights.dtype == object or weights.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {weights.dtype}")
+    if weights.ndim == 0:
+        weights = np.full(n_rows, weights, dtype=dtype)
+    if weights.ndim != 1 or weights.shape[0] != n_rows:
+        raise ValueError(f"{name} must have one weight per row of X ({n_rows}), got shape {weights.shape}")
+    converted = np.ascontiguousarray(weights, dtype=dtype)
+    if not np.isfinite(converted).all():
+        bad = int(np.flatnonzero(~np.isfinite(converted))[0])
+        raise ValueError(f"{name}[{bad}] = {weights[bad].item()!r} is not finite (in {dtype.name})")
+    if (converted < 0).any():
+        bad = int(np.flatnonzero(converted < 0)[0])
+        raise ValueError(f"{name}[{bad}] = {weights[bad].item()!r} is negative; weights must be >= 0")
+    if not converted.any():
+        raise ValueError(f"{name} is all zero (in {dtype.name}): no row would count")
+    return converted
+
+
+def _require_weight(what: str, weights: np.ndarray) -> None:
+    if not weights.any():
+        raise ValueError(f"{what} are all zero: no row would count")
+
+
+def _take_rows(X: Any, rows: np.ndarray) -> Any:
+    """X's rows `rows`, copied (dense or CSR)."""
+    return X.take_rows(rows) if isinstance(X, CsrRows) else X[rows]
+
+
+class _EpochTotals:
+    """The core's running totals over an epoch's calls: loss_sum, rows, and the rows' weight
+    and weighted correct count (the rows and the correct count without sample weights)."""
+
+    def __init__(self) -> None:
+        self.loss_sum, self.rows, self.weight, self.weighted_correct = 0.0, 0, 0.0, 0.0
+
+    def add(self, part: Sequence[Any], weighted: bool, weights_at: int = 5) -> None:
+        """Add a train_batches result (loss_sum, correct, rows, nonfinite_batch, params_finite,
+        then weight_sum and weighted_correct with sample weights) or last_run_totals (the
+        same without params_finite: weights_at=4)."""
+        self.loss_sum += part[0]
+        self.rows += part[2]
+        if weighted:
+            self.weight += part[weights_at]
+            self.weighted_correct += part[weights_at + 1]
+        else:
+            self.weight += part[2]
+            self.weighted_correct += part[1]
+
+
 def _check_choice(name: str, value: Any, valid: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in valid:
         raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
@@ -239,10 +301,25 @@ def _check_dtype(dtype: Any) -> np.dtype:
     return resolved
 
 
-def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+# The largest values the core's integer arguments hold (int64 counts, a uint64 seed, int thread
+# counts capped as a model file's are): a larger Python int is refused naming its parameter.
+_INT64_MAX = 2 ** 63 - 1
+_UINT64_MAX = 2 ** 64 - 1
+
+
+def _check_positive_int(name: str, value: Any, minimum: int = 1, maximum: int = _INT64_MAX) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value > maximum:
+        raise ValueError(f"{name} must be an integer <= {maximum}, got {value!r}")
     return int(value)
+
+
+def _check_finite_in_dtype(name: str, value: float, dtype: np.dtype) -> None:
+    """Refuse a number that is finite in Python but infinite once the core rounds it to dtype."""
+    if abs(value) > float(np.finfo(dtype).max):
+        raise ValueError(f"{name}={value!r} is infinite in {dtype.name}, the model's dtype "
+                         f"(at most {float(np.finfo(dtype).max):.6g})")
 
 
 def _check_fraction(name: str, value: Any, allow_zero: bool = True) -> float:
@@ -316,12 +393,16 @@ class MLP:
         self.dtype = _check_dtype(dtype)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
-        self.seed = _check_positive_int("seed", seed, minimum=0)
+        self.seed = _check_positive_int("seed", seed, minimum=0, maximum=_UINT64_MAX)
         self.class_weights = self._check_class_weights(class_weights)
         self.label_smoothing = _check_fraction("label_smoothing", label_smoothing)
         if isinstance(leaky_relu_slope, bool) or not isinstance(leaky_relu_slope, (int, float)) \
                 or not math.isfinite(leaky_relu_slope):
             raise ValueError(f"leaky_relu_slope must be a finite number, got {leaky_relu_slope!r}")
+        _check_finite_in_dtype("leaky_relu_slope", float(leaky_relu_slope), self.dtype)
+        for option, value in self.optimizer.core_options().items():
+            if isinstance(value, float):
+                _check_finite_in_dtype(f"{type(self.optimizer).__name__} {option}", value, self.dtype)
         self.leaky_relu_slope = float(leaky_relu_slope)
         self._network = self._new_network()
         self.n_threads = n_threads
@@ -414,7 +495,8 @@ class MLP:
 
     @n_threads.setter
     def n_threads(self, n: Optional[int]) -> None:
-        self._network.num_threads = 0 if n is None else _check_positive_int("n_threads", n)
+        self._network.num_threads = 0 if n is None else _check_positive_int("n_threads", n,
+                                                                             maximum=_MAX_FILE_THREADS)
 
     # ---- parameters ----
 
@@ -482,10 +564,12 @@ class MLP:
                 if array.dtype.kind not in "iuf" or not np.all(np.isfinite(array)):
                     raise ValueError(f"{name} must hold finite real numbers")
             checked.append((layer, w, b))
-        params = self._network.params
+        params = self._network.params.copy()
         for layer, w, b in checked:
             params[layer["weight"]:layer["weight"] + w.size] = w.ravel()
             params[layer["bias"]:layer["bias"] + b.size] = b
+        # One locked copy in the core: a concurrent predict sees the old weights or the new.
+        self._network.assign("params", params)
         self.fitted = True
         return self
 
@@ -509,24 +593,36 @@ class MLP:
             raise ValueError(f"{name} must lie in [0, 1] for loss='bce'")
         return values
 
-    def _prepare(self, X: Any, y: Any, name_x: str = "X", name_y: str = "y") -> Tuple[np.ndarray, np.ndarray]:
+    def _prepare(self, X: Any, y: Any, name_x: str = "X", name_y: str = "y") -> Tuple[Any, np.ndarray]:
         X = _as_float_matrix(X, name_x, self.dtype, self.layer_sizes[0])
         return X, self._targets(y, X.shape[0], name_y)
 
+    def _weights(self, sample_weight: Any, n_rows: int, name: str = "sample_weight") -> Dict[str, Any]:
+        """The core's sample_weight keyword for `sample_weight` (empty when there is none)."""
+        weights = _as_sample_weight(sample_weight, n_rows, self.dtype, name)
+        return {} if weights is None else {"sample_weight": weights}
+
+    @staticmethod
+    def _mean_loss(totals: Sequence[Any]) -> float:
+        """loss_sum over the rows' weight: the rows (no sample weights) or the weights' sum."""
+        return float(totals[0] / (totals[3] if len(totals) == 5 else totals[2]))
+
     @_holding_model_lock
-    def train_step(self, x: Any, y: Any) -> float:
+    def train_step(self, x: Any, y: Any, sample_weight: Any = None) -> float:
         """One optimizer step on one batch, for custom training loops.
 
         Parameters
         ----------
-        x : array-like of shape (batch, n_features)
+        x : array-like or scipy.sparse matrix of shape (batch, n_features)
         y : array-like
             Labels (batch,) for cross_entropy, targets (batch, n_outputs) otherwise.
+        sample_weight : array-like of shape (batch,), optional
+            Per-row weights (see ``fit``): the loss is sum_i w_i loss_i / sum_i w_i.
 
         Returns
         -------
         float
-            The batch's mean loss before the step.
+            The batch's (weighted) mean loss before the step.
 
         Raises
         ------
@@ -534,15 +630,22 @@ class MLP:
             When the loss or a gradient is NaN or infinite; the step is then not applied.
         """
         x, y = self._prepare(x, y, "x", "y")
+        weights = self._weights(sample_weight, x.shape[0])
         step = self._network.step
-        loss_sum, _, rows = self._network.train_step(x, y)
+        totals = self._network.train_step(x, y, **weights)
         if self._network.step == step:
-            raise FloatingPointError(f"the loss ({loss_sum / rows}) or its gradient is NaN or infinite "
-                                     f"at step {step + 1}; the step was not applied")
+            raise FloatingPointError(f"the loss ({self._mean_loss(totals)}) or its gradient is NaN or "
+                                     f"infinite at step {step + 1}; the step was not applied")
         self.fitted = True
-        return float(loss_sum / rows)
+        if not self._network.params_finite():
+            raise FloatingPointError(f"step {step + 1} made parameters NaN or infinite (its loss "
+                                     f"{self._mean_loss(totals)} and gradient were finite): lower the "
+                                     "learning rate; the model's predictions are NaN until its "
+                                     "weights are replaced")
+        return self._mean_loss(totals)
 
-    def gradients(self, x: Any, y: Any, training: bool = False) -> Tuple[float, np.ndarray]:
+    def gradients(self, x: Any, y: Any, training: bool = False,
+                  sample_weight: Any = None) -> Tuple[float, np.ndarray]:
         """The batch's mean loss and its gradient over the flat parameters (no step).
 
         Parameters
@@ -553,6 +656,8 @@ class MLP:
         training : bool
             Use a training-mode forward (batch statistics, the dropout of the next step)
             without moving batch norm's running statistics.
+        sample_weight : array-like of shape (batch,), optional
+            Per-row weights: the loss is the weighted mean sum_i w_i loss_i / sum_i w_i.
 
         Returns
         -------
@@ -561,11 +666,13 @@ class MLP:
             In the layout of ``flat_parameters``.
         """
         x, y = self._prepare(x, y, "x", "y")
-        loss_sum, _, rows = self._network.compute_gradients(x, y, bool(training))
-        return loss_sum / rows, self._network.grads.copy()
+        totals = self._network.compute_gradients(x, y, bool(training),
+                                                 **self._weights(sample_weight, x.shape[0]))
+        return self._mean_loss(totals), self._network.grads.copy()
 
     @_holding_model_lock
-    def loss_and_gradient(self, flat_parameters: Any, X: Any, y: Any) -> Tuple[float, np.ndarray]:
+    def loss_and_gradient(self, flat_parameters: Any, X: Any, y: Any,
+                          sample_weight: Any = None) -> Tuple[float, np.ndarray]:
         """The mean loss over all of (X, y) and its gradient at ``flat_parameters``, which
         become the model's parameters: one full-batch call into the core, no optimizer step
         (what a quasi-Newton solver such as scipy's L-BFGS-B needs).
@@ -577,6 +684,8 @@ class MLP:
         X : array-like of shape (n_samples, n_features)
         y : array-like
             Labels (n_samples,) for cross_entropy, targets (n_samples, n_outputs) otherwise.
+        sample_weight : array-like of shape (n_samples,), optional
+            Per-row weights (see ``fit``): the loss is then the weighted mean.
 
         Returns
         -------
@@ -588,9 +697,10 @@ class MLP:
             raise ValueError(f"flat_parameters must be {self.n_parameters} real numbers, got "
                              f"shape {theta.shape} and dtype {theta.dtype}")
         X, y = self._prepare(X, y)
+        weights = self._weights(sample_weight, X.shape[0])
         self._network.params[:] = theta  # NaN/inf give a NaN/inf loss, for the solver to see
-        loss_sum, _, rows = self._network.compute_gradients(X, y, False)
-        return float(loss_sum / rows), self._network.grads.copy()
+        totals = self._network.compute_gradients(X, y, False, **weights)
+        return self._mean_loss(totals), self._network.grads.copy()
 
     @property
     def learning_rate(self) -> float:
@@ -601,6 +711,7 @@ class MLP:
     def learning_rate(self, lr: float) -> None:
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr >= 0 or not math.isfinite(lr):
             raise ValueError(f"learning_rate must be a finite number >= 0, got {lr!r}")
+        _check_finite_in_dtype("learning_rate", float(lr), self.dtype)
         self._network.lr = float(lr)
 
     @_holding_model_lock
@@ -610,25 +721,31 @@ class MLP:
             min_delta: float = 0.0, restore_best_weights: bool = True, verbose: int = 0,
             callbacks: Optional[Sequence[CallbackLike]] = None,
             mixup: float = 0.0, lr_schedule: Optional[LRSchedule] = None,
-            on_nan: str = "raise") -> History:
+            on_nan: str = "raise", sample_weight: Any = None) -> History:
         """Train for ``epochs`` passes over (X, y); calling fit again continues training.
 
         Parameters
         ----------
-        X : array (n_samples, n_features)
+        X : array (n_samples, n_features), or a scipy.sparse matrix
             Used in place, batches gathered from it, when it is a C-contiguous array of the
             model's dtype: a NumPy memmap of that kind trains without being read into memory.
             Anything else (another dtype, a Fortran-order or strided array, a list) is
-            converted once, which copies it whole.
+            converted once, which copies it whole. A scipy.sparse matrix or array is never
+            densified whole: the core densifies each batch from its CSR arrays (a CSC or
+            other format is converted to CSR once, a copy of its stored entries; data of
+            another dtype is converted, a copy of the stored values). Duplicate entries count
+            as their sum, as in scipy. Training on the same seed gives the same bits for a
+            sparse X as for its dense equivalent.
         y : labels (n_samples,) for cross_entropy; targets (n_samples, n_outputs) otherwise.
             Labels are used as an int64 array and targets as one of the model's dtype
             (copied when they are not that already).
         epochs, batch_size : int
-        validation_data : (X_val, y_val), optional
-            Converted as X and y are.
+        validation_data : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
+            Converted as X and y are; with weights, val_loss and val_accuracy are weighted.
         validation_split : float
             Fraction of (X, y) held out (a seeded random choice) when no validation_data.
-            The held-out rows are copied; training indexes the others in X in place.
+            The held-out rows are copied; training indexes the others in X in place. Their
+            sample weights go with them.
         shuffle : bool
             Reshuffle every epoch from the model's seed.
         early_stopping : bool
@@ -655,6 +772,22 @@ class MLP:
             the parameters, optimizer state and batch-norm statistics of the last good point
             (at most a tenth of an epoch before the failure) are put back, a RuntimeWarning
             names the step, and the history so far is returned (``stopped_on_nan`` is True).
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative finite per-row weights (not all zero). Each batch's loss, for every
+            loss, is the weighted mean sum_i w_i loss_i / sum_i w_i over the batch's rows
+            (each element of a row weighing w_i for mse, bce and gaussian_nll), as
+            scikit-learn's MLP normalises it (by the batch's weight sum) and as torch's
+            ``reduction="none"`` followed by a weighted average gives; with class_weights a
+            row weighs w_i * class_weights[y_i] (torch's normaliser generalised). The weights
+            are gathered with their rows, so shuffling keeps them together. All-ones weights
+            train exactly as no weights (same bits); a weight of 0 removes the row from the
+            loss (for a full batch, the same as deleting it); integer weights equal repeating
+            rows (full batch). A batch whose weights are all 0 takes no optimizer step.
+            history's loss and accuracy are weighted (sum over batches of mean loss x batch
+            weight, over the total weight). With mixup a blended row's weight is blended
+            like its targets, lambda * w_a + (1 - lambda) * w_b (equal weights stay exact). Batch norm's batch
+            statistics and dropout do not use the weights. Early stopping monitors the
+            weighted loss (the weighted val_loss when there is validation data).
 
         Ctrl-C (KeyboardInterrupt) stops training within about 0.1 s, after the step in
         progress: the model keeps every step taken and the returned history has
@@ -673,6 +806,8 @@ class MLP:
         epochs = _check_positive_int("epochs", epochs)
         batch_size = _check_positive_int("batch_size", batch_size)
         patience = _check_positive_int("patience", patience)
+        if batch_size > _INT64_MAX // 2:  # the core computes batch offsets in int64
+            raise ValueError(f"batch_size must be an integer <= {_INT64_MAX // 2}, got {batch_size!r}")
         if isinstance(verbose, bool) or verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         on_nan = _check_choice("on_nan", on_nan, ON_NAN)
@@ -681,23 +816,35 @@ class MLP:
         mixup = check_mixup_alpha(mixup, self.class_weights)
         lr_schedule = check_schedule(lr_schedule)
         X, y = self._prepare(X, y)
-        X_val: Optional[np.ndarray]
+        weights = _as_sample_weight(sample_weight, X.shape[0], self.dtype)
+        X_val: Optional[Any]
         y_val: Optional[np.ndarray]
+        weights_val: Optional[np.ndarray] = None
         training_rows: Optional[np.ndarray] = None  # None: every row of X
         if validation_data is not None:
             if validation_split:
                 raise ValueError("give validation_data or validation_split, not both")
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be a pair (X_val, y_val) or a triple "
+                                 "(X_val, y_val, sample_weight_val)")
             X_val, y_val = self._prepare(validation_data[0], validation_data[1], "X_val", "y_val")
+            if len(validation_data) == 3:
+                weights_val = _as_sample_weight(validation_data[2], X_val.shape[0], self.dtype,
+                                                "sample_weight_val")
         elif validation_split:
             training_rows, validation_rows = self._split(X.shape[0], _check_fraction(
                 "validation_split", validation_split))
-            X_val, y_val = X[validation_rows], y[validation_rows]  # the held-out rows only
+            X_val, y_val = _take_rows(X, validation_rows), y[validation_rows]  # the held-out rows only
+            if weights is not None:
+                weights_val = weights[validation_rows]
+                _require_weight("sample_weight of the validation_split rows", weights_val)
+                _require_weight("sample_weight of the training rows", weights[training_rows])
         else:
             X_val = y_val = None
         if self.batch_norm and (X.shape[0] if training_rows is None else training_rows.size) < 2:
             raise ValueError("batch_norm needs at least 2 training rows")
+        train_weights = {} if weights is None else {"sample_weight": weights}
+        val_weights = {} if weights_val is None else {"sample_weight": weights_val}
 
         callbacks = check_callbacks(callbacks)
         history = History()
@@ -713,10 +860,10 @@ class MLP:
             trained: Optional[Tuple[Dict[str, float], int]] = None  # the epoch's training logs and rows
             try:  # Ctrl-C anywhere in the epoch, validation and callbacks included
                 logs, rows = self._train_epoch(X, y, batch_size, shuffle, verbose, last_epoch, mixup, on_nan,
-                                               training_rows)
+                                               training_rows, train_weights)
                 trained = (dict(logs), rows)
                 if X_val is not None and y_val is not None:
-                    logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_"))
+                    logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_", **val_weights))
                 logs["lr"] = epoch_lr
                 history.append(self.epochs_trained, logs)
                 if lr_schedule is not None:
@@ -785,12 +932,14 @@ class MLP:
         order = np.random.default_rng([self.seed, 2]).permutation(n)
         return np.sort(order[n_val:]), np.sort(order[:n_val])
 
-    def _train_epoch(self, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool,
+    def _train_epoch(self, X: Any, y: np.ndarray, batch_size: int, shuffle: bool,
                      verbose: int, last_epoch: int, mixup: float = 0.0,
-                     on_nan: str = "raise", rows_of_X: Optional[np.ndarray] = None
-                     ) -> Tuple[Dict[str, float], int]:
+                     on_nan: str = "raise", rows_of_X: Optional[np.ndarray] = None,
+                     weights: Optional[Dict[str, np.ndarray]] = None) -> Tuple[Dict[str, float], int]:
         """One pass over (X, y), or over its rows `rows_of_X` only: the epoch's logs and the
-        rows it trained. Ctrl-C raises _EpochInterrupted with the logs of the steps taken."""
+        rows it trained. Ctrl-C raises _EpochInterrupted with the logs of the steps taken.
+        `weights`: the core's sample_weight keyword (one weight per row of X), or empty."""
+        weights = weights or {}
         n = X.shape[0] if rows_of_X is None else rows_of_X.size
         order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
         order = (order if rows_of_X is None else rows_of_X[order]).astype(np.int64)
@@ -799,64 +948,75 @@ class MLP:
         calls = _PROGRESS_CALLS_PER_EPOCH if verbose == 1 else _SILENT_CALLS_PER_EPOCH
         per_call = max(1, -(-n_batches // calls))
         started = time.perf_counter()
-        loss_sum, correct, rows = 0.0, 0, 0
+        totals = _EpochTotals()
         bar = progress_bar(n_batches, f"Epoch {self.epochs_trained}/{last_epoch}") if verbose == 1 else None
         try:
             for first in range(0, n_batches, per_call):
                 count = min(per_call, n_batches - first)
                 last_good = self._training_state() if on_nan == "restore" else None
                 try:
-                    part = self._network.train_batches(X, y, order, batch_size, first, count, *mixing)
+                    part = self._network.train_batches(X, y, order, batch_size, first, count, *mixing,
+                                                       **weights)
                 except KeyboardInterrupt:
-                    part = self._network.last_run_totals  # the steps the call took before Ctrl-C
-                    loss_sum, correct, rows = loss_sum + part[0], correct + part[1], rows + part[2]
+                    # the steps the call took before Ctrl-C
+                    totals.add(self._network.last_run_totals, weighted=bool(weights), weights_at=4)
                     raise
-                loss_sum, correct, rows = loss_sum + part[0], correct + part[1], rows + part[2]
+                totals.add(part, weighted=bool(weights))
                 if part[3] >= 0:
-                    self._stop_at_non_finite_step(part[3], n_batches, last_good)
+                    self._stop_at_non_finite_step(part[3], n_batches, last_good, params_overflowed=not part[4])
                 self.fitted = True
                 if bar is not None:
-                    bar.update(first + count, loss_sum / max(rows, 1))
+                    bar.update(first + count, totals.loss_sum / max(totals.weight, 1e-300) if totals.rows else 0.0)
         except KeyboardInterrupt:
             seconds = time.perf_counter() - started
-            logs = self._epoch_logs(loss_sum, correct, rows, seconds) if rows else None
-            raise _EpochInterrupted(logs, rows) from None
+            logs = self._epoch_logs(totals, seconds) if totals.rows else None
+            raise _EpochInterrupted(logs, totals.rows) from None
         finally:
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - started
-        if rows == 0:
+        if totals.rows == 0:
             raise ValueError("no batch could be trained (batch_norm needs batches of 2+ rows)")
-        loss = loss_sum / rows
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"the training loss became {loss} in epoch {self.epochs_trained}; "
+        logs = self._epoch_logs(totals, seconds)
+        if not math.isfinite(logs["loss"]):
+            raise FloatingPointError(f"the training loss became {logs['loss']} in epoch {self.epochs_trained}; "
                                      "lower the learning rate or check the data")
-        return self._epoch_logs(loss_sum, correct, rows, seconds), rows
+        return logs, totals.rows
 
-    def _epoch_logs(self, loss_sum: float, correct: int, rows: int, seconds: float) -> Dict[str, float]:
-        """An epoch's record from the core's running totals over its `rows` trained rows."""
-        logs = {"loss": loss_sum / rows}
+    def _epoch_logs(self, totals: "_EpochTotals", seconds: float) -> Dict[str, float]:
+        """An epoch's record from the core's running totals over its trained rows: loss and
+        accuracy per unit of weight (per row without sample weights)."""
+        weight = totals.weight
+        logs = {"loss": totals.loss_sum / weight if weight > 0 else math.nan}
         if self.loss in CLASSIFICATION_LOSSES:
-            logs["accuracy"] = correct / rows
+            logs["accuracy"] = totals.weighted_correct / weight if weight > 0 else math.nan
         logs["seconds"] = seconds
-        logs["samples_per_second"] = rows / seconds if seconds > 0 else math.inf
+        logs["samples_per_second"] = totals.rows / seconds if seconds > 0 else math.inf
         return logs
 
     def _stop_at_non_finite_step(self, batch: int, n_batches: int,
-                                 last_good: Optional[Dict[str, Any]]) -> None:
-        """Raise for the step the C++ core refused (its loss or gradient was NaN/inf), after
-        putting `last_good` back when fit was asked to restore."""
-        where = (f"in epoch {self.epochs_trained}, step {int(self._network.step) + 1} "
-                 f"(batch {batch + 1} of {n_batches} of the epoch)")
+                                 last_good: Optional[Dict[str, Any]], params_overflowed: bool = False) -> None:
+        """Raise for the step the C++ core refused (its loss or gradient was NaN/inf), or for the
+        update that made parameters NaN/inf (`params_overflowed`: the core finds that within a
+        signal-check interval; `batch` is then the last one trained), after putting `last_good`
+        back when fit was asked to restore."""
+        if params_overflowed:
+            what = (f"parameters became NaN or infinite in epoch {self.epochs_trained}, by step "
+                    f"{int(self._network.step)} at the latest (batch {batch + 1} of {n_batches} of "
+                    "the epoch), although the loss and gradients were finite")
+            fix = "Lower the learning rate; the model's weights are NaN/inf now, and "
+        else:
+            what = (f"the training loss became NaN or infinite (or a gradient did) in epoch "
+                    f"{self.epochs_trained}, step {int(self._network.step) + 1} (batch {batch + 1} of "
+                    f"{n_batches} of the epoch); that step was not applied")
+            fix = "Lower the learning rate or check the data; "
         if last_good is None:
             raise FloatingPointError(
-                f"the training loss became NaN or infinite (or a gradient did) {where}; that step was "
-                "not applied and training stopped. Lower the learning rate or check the data; "
-                "fit(..., on_nan='restore') puts back the last good weights instead of raising")
+                f"{what} and training stopped. {fix}fit(..., on_nan='restore') puts back the last "
+                "good weights instead of raising")
         self._set_training_state(last_good)
         raise _RestoredAfterNonFinite(
-            f"the training loss became NaN or infinite (or a gradient did) {where}; training stopped "
-            f"and the weights after step {last_good['step']} were restored")
+            f"{what}; training stopped and the weights after step {last_good['step']} were restored")
 
     def _training_state(self) -> Dict[str, Any]:
         """Copies of everything a training step changes (for fit's on_nan="restore")."""
@@ -868,8 +1028,8 @@ class MLP:
     def _set_training_state(self, state: Dict[str, Any]) -> None:
         network = self._network
         self._restore(state)
-        for name, buffer in network.optimizer_state.items():
-            buffer[:] = state["optimizer"][name]
+        for name in network.optimizer_state:
+            network.assign(name, state["optimizer"][name])
         network.step = state["step"]
         self.fitted = state["fitted"]
 
@@ -889,9 +1049,34 @@ class MLP:
                 "running_var": self._network.running_var.copy()}
 
     def _restore(self, snapshot: Dict[str, np.ndarray]) -> None:
-        self._network.params[:] = snapshot["params"]
-        self._network.running_mean[:] = snapshot["running_mean"]
-        self._network.running_var[:] = snapshot["running_var"]
+        for name in ("params", "running_mean", "running_var"):
+            self._network.assign(name, snapshot[name])
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "MLP":
+        """An independent model: its own network (parameters, optimizer state, running
+        statistics, step), equal options, RNG states and counters, and its own lock."""
+        with self._model_lock:
+            clone = MLP.__new__(MLP)
+            memo[id(self)] = clone
+            memo[id(self.dtype)] = self.dtype  # the canonical dtype object, which the core requires
+            for key, value in self.__dict__.items():
+                if key not in ("_network", "_lock"):
+                    clone.__dict__[key] = copy.deepcopy(value, memo)
+            clone._network = clone._new_network()
+            network = self._network
+            clone._network.num_threads = network.num_threads
+            for name in ("params", "running_mean", "running_var"):
+                clone._network.assign(name, getattr(network, name))
+            for name, buffer in network.optimizer_state.items():
+                clone._network.assign(name, buffer)
+            clone._network.step = network.step
+            clone._network.lr = network.lr
+        return clone
+
+    def __copy__(self) -> "MLP":
+        """copy.copy gives an independent model too: a shallow copy would share the C++
+        network, so training one would silently train the other."""
+        return self.__deepcopy__({})
 
     # ---- inference ----
 
@@ -913,6 +1098,8 @@ class MLP:
 
     def _outputs(self, X: Any) -> np.ndarray:
         self._check_fitted()
+        if is_sparse(X) or isinstance(X, CsrRows):  # densified chunk by chunk in the core
+            return self._network.predict(_as_float_matrix(X, "X", self.dtype, self.layer_sizes[0]))
         ready = self._ready_rows(X)
         if ready is not None:
             return self._network.predict(ready, True)
@@ -978,14 +1165,17 @@ class MLP:
         d = self.layer_sizes[-1]
         return outputs[:, :d].copy(), np.exp(outputs[:, d:])
 
-    def evaluate(self, X: Any, y: Any) -> Dict[str, float]:
+    def evaluate(self, X: Any, y: Any, sample_weight: Any = None) -> Dict[str, float]:
         """Loss and accuracy in evaluation mode (no dropout, batch norm's running statistics).
 
         Parameters
         ----------
-        X : array-like of shape (n, n_features)
+        X : array-like or scipy.sparse matrix of shape (n, n_features)
         y : array-like
             Labels (n,) for cross_entropy, targets (n, n_outputs) otherwise.
+        sample_weight : array-like of shape (n,), optional
+            Per-row weights: the loss is sum_i w_i loss_i / sum_i w_i and the accuracy the
+            weights of the correct rows over all the weights.
 
         Returns
         -------
@@ -995,16 +1185,19 @@ class MLP:
         """
         self._check_fitted()
         X, y = self._prepare(X, y)
-        return self._evaluate_arrays(X, y)
+        return self._evaluate_arrays(X, y, **self._weights(sample_weight, X.shape[0]))
 
-    def _evaluate_arrays(self, X: np.ndarray, y: np.ndarray, prefix: str = "") -> Dict[str, float]:
-        loss_sum, correct, rows = self._network.evaluate(X, y)
-        result = {prefix + "loss": loss_sum / rows}
+    def _evaluate_arrays(self, X: Any, y: np.ndarray, prefix: str = "",
+                         sample_weight: Optional[np.ndarray] = None) -> Dict[str, float]:
+        weights = {} if sample_weight is None else {"sample_weight": sample_weight}
+        totals: Sequence[Any] = self._network.evaluate(X, y, **weights)
+        weight, correct = (totals[3], totals[4]) if len(totals) == 5 else (totals[2], totals[1])
+        result = {prefix + "loss": totals[0] / weight}
         if self.loss in CLASSIFICATION_LOSSES:
-            result[prefix + "accuracy"] = correct / rows
+            result[prefix + "accuracy"] = correct / weight
         return result
 
-    def score(self, X: Any, y: Any) -> float:
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """A single score, higher is better.
 
         Parameters
@@ -1012,13 +1205,15 @@ class MLP:
         X : array-like of shape (n, n_features)
         y : array-like
             Labels or targets, as for ``evaluate``.
+        sample_weight : array-like of shape (n,), optional
+            Per-row weights, as for ``evaluate``.
 
         Returns
         -------
         float
             Accuracy for classification losses, else the negative mean loss.
         """
-        result = self.evaluate(X, y)
+        result = self.evaluate(X, y, sample_weight)
         return result.get("accuracy", -result["loss"])
 
     # ---- persistence ----
@@ -1119,18 +1314,19 @@ _MAX_FILE_THREADS = 4096
 _MAX_EXPANSION = 1100
 
 
-def _member_layout(path: str, archive: Any, name: str) -> Tuple[Tuple[int, ...], np.dtype]:
-    """(shape, dtype) of the archive's array `name`, read from its .npy header alone, once the
-    bytes it claims are known to be in the file: no allocation is sized by an unchecked number,
-    and an array of Python objects (a pickle) is refused before anything is read."""
+def _member_layout(path: str, archive: Any, name: str, file_size: int) -> Tuple[Tuple[int, ...], np.dtype]:
+    """(shape, dtype) of the archive's array `name` (in a file of `file_size` bytes), read
+    from its .npy header alone, once the bytes it claims are known to be in the file: no
+    allocation is sized by an unchecked number, and an array of Python objects (a pickle) or of
+    a zero-size dtype (whose claimed size says nothing) is refused before anything is read."""
     try:
         info = archive.zip.getinfo(name + ".npy")
     except KeyError:
         raise _model_file_error(path, f"the array {name!r} is missing") from None
-    if info.compress_size > os.path.getsize(path) or \
+    if info.compress_size > file_size or \
             info.file_size > _MAX_EXPANSION * info.compress_size + 4096:
         raise _model_file_error(path, f"the array {name!r} claims {info.file_size} bytes, stored in "
-                                f"{info.compress_size} of a {os.path.getsize(path)}-byte file")
+                                f"{info.compress_size} of a {file_size}-byte file")
     with archive.zip.open(info) as member:
         version = np.lib.format.read_magic(member)
         if version == (1, 0):
@@ -1142,6 +1338,8 @@ def _member_layout(path: str, archive: Any, name: str) -> Tuple[Tuple[int, ...],
     if dtype.hasobject:
         raise _model_file_error(path, f"the array {name!r} holds Python objects (pickled data), "
                                 "which fastmlp never loads")
+    if dtype.itemsize == 0:
+        raise _model_file_error(path, f"the array {name!r} has the zero-size dtype {dtype.str!r}")
     claimed = math.prod(shape) * dtype.itemsize
     if claimed > info.file_size:
         raise _model_file_error(path, f"the array {name!r} claims shape {shape} of {dtype} "
@@ -1149,10 +1347,10 @@ def _member_layout(path: str, archive: Any, name: str) -> Tuple[Tuple[int, ...],
     return tuple(shape), dtype
 
 
-def _read_header(path: str, archive: Any) -> Dict[str, Any]:
+def _read_header(path: str, archive: Any, file_size: int) -> Dict[str, Any]:
     if "header" not in archive.files:
         raise _model_file_error(path, "no header")
-    shape, dtype = _member_layout(path, archive, "header")
+    shape, dtype = _member_layout(path, archive, "header", file_size)
     if dtype != np.uint8 or len(shape) != 1:
         raise _model_file_error(path, "the header is not JSON bytes")
     if shape[0] > _MAX_HEADER_BYTES:
@@ -1171,13 +1369,50 @@ def _read_header(path: str, archive: Any) -> Dict[str, Any]:
     return header
 
 
-def _load_array(path: str, archive: Any, name: str, expected: np.ndarray) -> np.ndarray:
-    shape, dtype = _member_layout(path, archive, name)
+# Optimizer states that are sums or averages of squares: negative values are forged (the
+# update takes their square root).
+_NON_NEGATIVE_STATES = ("sum", "square_avg", "acc_delta", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def _load_array(path: str, archive: Any, name: str, expected: np.ndarray, file_size: int,
+                non_negative: bool = False) -> np.ndarray:
+    """The archive's array `name`, refused unless it has expected's shape and dtype and holds
+    finite numbers (non-negative ones when asked): what set_weights would refuse never loads."""
+    shape, dtype = _member_layout(path, archive, name, file_size)
     if shape != expected.shape or dtype != expected.dtype:
         raise _model_file_error(path, f"the array {name!r} has shape {shape} and dtype "
                                 f"{dtype}; the header implies {expected.shape} {expected.dtype}")
     array: np.ndarray = archive[name]
+    if not _all_finite(array):
+        raise _model_file_error(path, f"the array {name!r} holds NaN or infinity")
+    if non_negative and array.size and array.min() < 0:
+        raise _model_file_error(path, f"the array {name!r} holds a negative value ({array.min()!r}); "
+                                "it is an average of squares")
     return array
+
+
+# The most optimizer steps a model file may claim (the core's counter never overflows below it).
+_MAX_STEP = 2 ** 62
+
+
+def _open_model_file(path: str) -> Tuple[Any, int]:
+    """The file opened for reading and its size, refused unless it is a regular file: opened
+    without blocking and checked on the open descriptor, so a FIFO (which would block forever),
+    a device or a directory never reaches the zip reader, whatever replaces the path meanwhile."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise _model_file_error(path, f"cannot be opened ({type(error).__name__}: {error.strerror})") from None
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(descriptor)
+        raise _model_file_error(path, "it is not a regular file (a FIFO, a device or a directory)")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(descriptor, True)
+    return os.fdopen(descriptor, "rb"), info.st_size
 
 
 def _implied_parameter_count(header: Dict[str, Any]) -> int:
@@ -1222,21 +1457,31 @@ def load(path: PathLike) -> MLP:
     FileNotFoundError
         When there is no such file.
     ValueError
-        When the file is not a valid fastmlp model file (the message says why).
+        When the file is not a valid fastmlp model file (the message says why): not a regular
+        file (a FIFO or device is refused without blocking), damaged or forged members, NaN/inf
+        or negative variances, a step count above 2**62.
     """
     path = os.fspath(path)
+    file, file_size = _open_model_file(path)
+    with file:
+        return _load_from(path, file, file_size)
+
+
+def _load_from(path: str, file: Any, file_size: int) -> MLP:
     try:
-        archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise
+        archive = np.load(file, allow_pickle=False)
     except Exception as error:  # zipfile, OSError, ValueError from a damaged file
         raise _model_file_error(path, f"cannot be read as .npz ({type(error).__name__}: {error})") from None
     if not hasattr(archive, "files"):
         raise _model_file_error(path, "it holds a single array, not an .npz archive")
     with archive:
         try:
-            header = _read_header(path, archive)
-            stored = math.prod(_member_layout(path, archive, "params")[0])
+            header = _read_header(path, archive, file_size)
+            params_shape, params_dtype = _member_layout(path, archive, "params", file_size)
+            if params_dtype != _check_dtype(header["dtype"]):
+                raise _model_file_error(path, f"the array 'params' has dtype {params_dtype}; the "
+                                        f"header says {header['dtype']!r}")
+            stored = math.prod(params_shape)
             if _implied_parameter_count(header) != stored:
                 raise _model_file_error(path, f"the header's layer sizes imply "
                                         f"{_implied_parameter_count(header)} parameters, the file "
@@ -1248,12 +1493,19 @@ def load(path: PathLike) -> MLP:
                         label_smoothing=header["label_smoothing"],
                         leaky_relu_slope=header["leaky_relu_slope"])
             network = model._network
-            network.params[:] = _load_array(path, archive, "params", network.params)
-            network.running_mean[:] = _load_array(path, archive, "running_mean", network.running_mean)
-            network.running_var[:] = _load_array(path, archive, "running_var", network.running_var)
+            network.params[:] = _load_array(path, archive, "params", network.params, file_size)
+            network.running_mean[:] = _load_array(path, archive, "running_mean", network.running_mean,
+                                                  file_size)
+            network.running_var[:] = _load_array(path, archive, "running_var", network.running_var,
+                                                 file_size, non_negative=True)
             for name, buffer in network.optimizer_state.items():
-                buffer[:] = _load_array(path, archive, "optimizer_" + name, buffer)
-            network.step = int(header["step"])
+                buffer[:] = _load_array(path, archive, "optimizer_" + name, buffer, file_size,
+                                        non_negative=name in _NON_NEGATIVE_STATES)
+            step = header["step"]
+            if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= _MAX_STEP:
+                raise _model_file_error(path, f"step={step!r} in the header is not an optimizer step "
+                                        f"count in [0, 2**62]")
+            network.step = step
             model.learning_rate = float(header["learning_rate"])
             model.epochs_trained = int(header["epochs_trained"])
             model.fitted = bool(header["fitted"])

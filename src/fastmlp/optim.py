@@ -14,10 +14,16 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"
 
 def _check_number(name: str, value: Any, low: float = 0.0, high: float = math.inf,
                   high_inclusive: bool = True) -> float:
-    """Return value as a float if low <= value <= high (or < high), else raise ValueError."""
+    """Return value as a float if low <= value <= high (or < high) and finite, else raise
+    ValueError (an infinite option would turn every parameter into NaN or inf at the first step)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond a double's range
+        raise ValueError(f"{name} must be a finite number, got {value!r}") from None
+    if math.isinf(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     above_high = value > high if high_inclusive else value >= high
     if math.isnan(value) or value < low or above_high:
         bracket = "]" if high_inclusive else ")"

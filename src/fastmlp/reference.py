@@ -135,52 +135,69 @@ def _class_weights64(class_weights: Optional[ArrayLike], C: int) -> Array:
     return np.asarray(class_weights, dtype=np.float64)
 
 
+def _sample_weights64(sample_weights: Optional[ArrayLike], B: int) -> Array:
+    """Per-row sample weights s (B,) in float64; all ones when None."""
+    if sample_weights is None:
+        return np.ones(B)
+    return np.asarray(sample_weights, dtype=np.float64).reshape(B)
+
+
 def softmax_xent_forward(logits: ArrayLike, labels: ArrayLike, class_weights: Optional[ArrayLike] = None,
-                         label_smoothing: float = 0.0) -> Tuple[Any, Array]:
-    """torch.nn.CrossEntropyLoss(weight, label_smoothing, reduction="mean"). -> (loss, probs)"""
+                         label_smoothing: float = 0.0,
+                         sample_weights: Optional[ArrayLike] = None) -> Tuple[Any, Array]:
+    """torch.nn.CrossEntropyLoss(weight, label_smoothing, reduction="mean"), each row also
+    weighted by its sample weight s_i: every sum over rows weighs row i by s_i, the normaliser
+    too (W = sum_i s_i w[y_i]). -> (loss, probs)"""
     logits = np.asarray(logits)
     labels = np.asarray(labels, dtype=np.int64)
     B, C = logits.shape
     eps = float(label_smoothing)
     w = _class_weights64(class_weights, C)
+    s = _sample_weights64(sample_weights, B)
     logp = _log_softmax64(logits)
     rows = np.arange(B)
-    label_weight_total = w[labels].sum()
-    hard = (w[labels] * -logp[rows, labels]).sum()
-    smooth = (w[None, :] * -logp).sum()
+    label_weight_total = (s * w[labels]).sum()
+    hard = (s * w[labels] * -logp[rows, labels]).sum()
+    smooth = (s[:, None] * w[None, :] * -logp).sum()
     loss = ((1 - eps) * hard + eps / C * smooth) / label_weight_total
     return logits.dtype.type(loss), softmax_forward(logits)
 
 
 def softmax_xent_backward(probs: ArrayLike, labels: ArrayLike, class_weights: Optional[ArrayLike] = None,
-                          label_smoothing: float = 0.0) -> Array:
+                          label_smoothing: float = 0.0,
+                          sample_weights: Optional[ArrayLike] = None) -> Array:
     """Gradient of softmax_xent_forward's loss with respect to the logits."""
     probs = np.asarray(probs)
     labels = np.asarray(labels, dtype=np.int64)
     B, C = probs.shape
     eps = float(label_smoothing)
     w = _class_weights64(class_weights, C)
+    s = _sample_weights64(sample_weights, B)
     p = probs.astype(np.float64)
     one_hot = np.zeros((B, C))
     one_hot[np.arange(B), labels] = 1
     hard = (1 - eps) * w[labels][:, None] * (p - one_hot)
     smooth = eps / C * (p * w.sum() - w[None, :])
-    return np.asarray(((hard + smooth) / w[labels].sum()).astype(probs.dtype))
+    return np.asarray((s[:, None] * (hard + smooth) / (s * w[labels]).sum()).astype(probs.dtype))
 
 
-def softmax_xent_soft_forward(logits: ArrayLike, targets: ArrayLike) -> Tuple[Any, Array]:
-    """Cross-entropy against soft targets (rows sum to 1). -> (loss, probs)"""
+def softmax_xent_soft_forward(logits: ArrayLike, targets: ArrayLike,
+                              sample_weights: Optional[ArrayLike] = None) -> Tuple[Any, Array]:
+    """Cross-entropy against soft targets (rows sum to 1), weighted mean over rows. -> (loss, probs)"""
     logits = np.asarray(logits)
+    s = _sample_weights64(sample_weights, logits.shape[0])
     t = np.asarray(targets, dtype=np.float64)
-    loss = (-t * _log_softmax64(logits)).sum() / logits.shape[0]
+    loss = (s[:, None] * -t * _log_softmax64(logits)).sum() / s.sum()
     return logits.dtype.type(loss), softmax_forward(logits)
 
 
-def softmax_xent_soft_backward(probs: ArrayLike, targets: ArrayLike) -> Array:
+def softmax_xent_soft_backward(probs: ArrayLike, targets: ArrayLike,
+                               sample_weights: Optional[ArrayLike] = None) -> Array:
     """Gradient of softmax_xent_soft_forward's loss with respect to the logits."""
     probs = np.asarray(probs)
-    B = probs.shape[0]
-    return np.asarray(((probs.astype(np.float64) - np.asarray(targets, dtype=np.float64)) / B).astype(probs.dtype))
+    s = _sample_weights64(sample_weights, probs.shape[0])
+    diff = probs.astype(np.float64) - np.asarray(targets, dtype=np.float64)
+    return np.asarray((s[:, None] * diff / s.sum()).astype(probs.dtype))
 
 
 def mixup_batch(X: ArrayLike, targets: ArrayLike, rows: ArrayLike, partner_rows: ArrayLike, lam: Any,
@@ -204,34 +221,49 @@ def mixup_batch(X: ArrayLike, targets: ArrayLike, rows: ArrayLike, partner_rows:
     return x, eps / n_classes + (1 - eps) * blend
 
 
-def mse_forward(pred: ArrayLike, target: ArrayLike) -> Any:
-    """mean((pred - target)^2) over all elements."""
+def _row_weights(values: Array, sample_weights: Optional[ArrayLike]) -> Tuple[Array, float]:
+    """Per-element weights of an element-wise loss (row i's elements weigh s_i) and their sum:
+    the normaliser S * D of the weighted mean (the element count without weights)."""
+    B = values.shape[0] if values.ndim else 1
+    s = _sample_weights64(sample_weights, B)
+    per_element = np.broadcast_to(s.reshape((B,) + (1,) * max(values.ndim - 1, 0)), values.shape)
+    return per_element, float(s.sum() * (values.size // B))
+
+
+def mse_forward(pred: ArrayLike, target: ArrayLike, sample_weights: Optional[ArrayLike] = None) -> Any:
+    """mean((pred - target)^2) over all elements; with sample weights s (one per row) the
+    weighted mean sum_i s_i sum_j diff^2 / (sum_i s_i * D)."""
     pred = np.asarray(pred)
     diff = pred.astype(np.float64) - np.asarray(target, dtype=np.float64)
-    return pred.dtype.type(np.mean(diff * diff))
+    weights, total = _row_weights(diff, sample_weights)
+    return pred.dtype.type((weights * diff * diff).sum() / total)
 
 
-def mse_backward(pred: ArrayLike, target: ArrayLike) -> Array:
+def mse_backward(pred: ArrayLike, target: ArrayLike, sample_weights: Optional[ArrayLike] = None) -> Array:
     """Gradient of mse_forward's loss with respect to pred."""
     pred = np.asarray(pred)
     diff = pred.astype(np.float64) - np.asarray(target, dtype=np.float64)
-    return (2 * diff / pred.size).astype(pred.dtype)
+    weights, total = _row_weights(diff, sample_weights)
+    return np.asarray((2 * weights * diff / total).astype(pred.dtype))
 
 
-def bce_logits_forward(logits: ArrayLike, target: ArrayLike) -> Any:
-    """Binary cross-entropy with logits: mean(max(z, 0) - z t + log1p(exp(-|z|)))."""
+def bce_logits_forward(logits: ArrayLike, target: ArrayLike, sample_weights: Optional[ArrayLike] = None) -> Any:
+    """Binary cross-entropy with logits: mean(max(z, 0) - z t + log1p(exp(-|z|))), weighted
+    per row as mse_forward."""
     logits = np.asarray(logits)
     z = logits.astype(np.float64)
     t = np.asarray(target, dtype=np.float64)
-    return logits.dtype.type(np.mean(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))))
+    weights, total = _row_weights(z, sample_weights)
+    return logits.dtype.type((weights * (np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z))))).sum() / total)
 
 
-def bce_logits_backward(logits: ArrayLike, target: ArrayLike) -> Array:
+def bce_logits_backward(logits: ArrayLike, target: ArrayLike, sample_weights: Optional[ArrayLike] = None) -> Array:
     """Gradient of bce_logits_forward's loss with respect to the logits."""
     logits = np.asarray(logits)
     z = logits.astype(np.float64)
     t = np.asarray(target, dtype=np.float64)
-    return ((_sigmoid(z) - t) / logits.size).astype(logits.dtype)
+    weights, total = _row_weights(z, sample_weights)
+    return np.asarray((weights * (_sigmoid(z) - t) / total).astype(logits.dtype))
 
 
 def _split_gaussian(out: Array, target: ArrayLike) -> Tuple[Array, Array]:
@@ -243,22 +275,48 @@ def _split_gaussian(out: Array, target: ArrayLike) -> Tuple[Array, Array]:
     return diff, log_var
 
 
-def gaussian_nll_forward(out: ArrayLike, target: ArrayLike) -> Any:
-    """out rows are [D means, D log-variances]; mean of 0.5 (log_var + (t - mean)^2 / var)."""
+def gaussian_nll_forward(out: ArrayLike, target: ArrayLike, sample_weights: Optional[ArrayLike] = None) -> Any:
+    """out rows are [D means, D log-variances]; mean of 0.5 (log_var + (t - mean)^2 / var),
+    weighted per row as mse_forward."""
     out = np.asarray(out)
     diff, log_var = _split_gaussian(out, target)
-    return out.dtype.type(np.mean(0.5 * (log_var + diff * diff * np.exp(-log_var))))
+    weights, total = _row_weights(diff, sample_weights)
+    return out.dtype.type((weights * 0.5 * (log_var + diff * diff * np.exp(-log_var))).sum() / total)
 
 
-def gaussian_nll_backward(out: ArrayLike, target: ArrayLike) -> Array:
+def gaussian_nll_backward(out: ArrayLike, target: ArrayLike, sample_weights: Optional[ArrayLike] = None) -> Array:
     """Gradient of gaussian_nll_forward's loss with respect to out (means, log-variances)."""
     out = np.asarray(out)
     diff, log_var = _split_gaussian(out, target)
-    n = diff.size
+    weights, total = _row_weights(diff, sample_weights)
     precision = np.exp(-log_var)
-    d_mean = -diff * precision / n
-    d_log_var = 0.5 * (1 - diff * diff * precision) / n
+    d_mean = -weights * diff * precision / total
+    d_log_var = weights * 0.5 * (1 - diff * diff * precision) / total
     return np.concatenate([d_mean, d_log_var], axis=1).astype(out.dtype)
+
+
+# ---- sparse input --------------------------------------------------------------------------
+
+
+def csr_rows_to_dense(data: ArrayLike, indices: ArrayLike, indptr: ArrayLike,
+                      rows: Optional[ArrayLike], cols: int) -> Tuple[Array, int]:
+    """The rows `rows` (None: all) of the CSR matrix (data, indices, indptr), dense, duplicate
+    columns summed in storage order. -> (out, bad): bad is -1, or the first position whose
+    row is malformed (its extent outside the stored entries, or a column outside [0, cols));
+    out's rows from there on are left zero here."""
+    data, indices, indptr = np.asarray(data), np.asarray(indices), np.asarray(indptr, dtype=np.int64)
+    rows = np.arange(indptr.size - 1) if rows is None else np.asarray(rows, dtype=np.int64)
+    out = np.zeros((rows.size, cols), dtype=data.dtype)
+    for i, r in enumerate(rows):
+        begin, end = indptr[r], indptr[r + 1]
+        if begin < 0 or begin > end or end > data.size:
+            return out, i
+        columns = indices[begin:end]
+        if columns.size and (columns.min() < 0 or columns.max() >= cols):
+            return out, i
+        for column, value in zip(columns, data[begin:end]):
+            out[i, column] += value
+    return out, -1
 
 
 # ---- dense layer ---------------------------------------------------------------------------
@@ -655,23 +713,28 @@ class ReferenceMLP:
         record["xhat"], record["invstd"] = xhat, invstd
         return y
 
-    def _loss(self, logits: Array, targets: ArrayLike) -> Tuple[Any, Array]:
-        """(mean loss, d loss / d logits). cross_entropy takes labels (B,) or soft targets
-        (B, C), the latter being what a mixup batch trains on."""
+    def _loss(self, logits: Array, targets: ArrayLike,
+              sample_weights: Optional[ArrayLike] = None) -> Tuple[Any, Array]:
+        """(mean loss, d loss / d logits), the mean weighted by sample_weights (B,) when given;
+        (0, zeros) when they sum to 0 (Network: such a batch takes no step). cross_entropy
+        takes labels (B,) or soft targets (B, C), the latter being what a mixup batch trains on."""
+        s = None if sample_weights is None else np.asarray(sample_weights, self.dtype)
+        if s is not None and not s.any():
+            return self.dtype.type(0), np.zeros_like(logits)
         if self.loss == "cross_entropy" and np.asarray(targets).ndim == 2:  # soft (mixup)
-            loss, probs = softmax_xent_soft_forward(logits, targets)
-            return loss, softmax_xent_soft_backward(probs, targets)
+            loss, probs = softmax_xent_soft_forward(logits, targets, s)
+            return loss, softmax_xent_soft_backward(probs, targets, s)
         if self.loss == "cross_entropy":
             loss, probs = softmax_xent_forward(logits, targets, self.class_weights,
-                                               self.label_smoothing)
+                                               self.label_smoothing, s)
             return loss, softmax_xent_backward(probs, targets, self.class_weights,
-                                               self.label_smoothing)
+                                               self.label_smoothing, s)
         targets = np.asarray(targets, self.dtype)
         if self.loss == "mse":
-            return mse_forward(logits, targets), mse_backward(logits, targets)
+            return mse_forward(logits, targets, s), mse_backward(logits, targets, s)
         if self.loss == "bce":
-            return bce_logits_forward(logits, targets), bce_logits_backward(logits, targets)
-        return gaussian_nll_forward(logits, targets), gaussian_nll_backward(logits, targets)
+            return bce_logits_forward(logits, targets, s), bce_logits_backward(logits, targets, s)
+        return gaussian_nll_forward(logits, targets, s), gaussian_nll_backward(logits, targets, s)
 
     def _backward(self, dlogits: Array, saved: List[Dict[str, Array]], params: Array,
                   training: bool) -> Array:
@@ -715,11 +778,11 @@ class ReferenceMLP:
 
     # -- the public surface --------------------------------------------------------------
 
-    def compute_gradients(self, x: ArrayLike, targets: ArrayLike,
-                          training: bool = False) -> Tuple[Any, Array]:
+    def compute_gradients(self, x: ArrayLike, targets: ArrayLike, training: bool = False,
+                          sample_weights: Optional[ArrayLike] = None) -> Tuple[Any, Array]:
         """(mean loss, flat gradients); running statistics are left unchanged."""
         logits, saved = self._forward(x, training, update_running_stats=False)
-        loss, dlogits = self._loss(logits, targets)
+        loss, dlogits = self._loss(logits, targets, sample_weights)
         return loss, self._backward(dlogits, saved, self.params, training)
 
     def loss_and_gradient(self, flat_params: ArrayLike, x: ArrayLike,
@@ -730,16 +793,20 @@ class ReferenceMLP:
         return self.compute_gradients(x, targets)
 
     def loss_at(self, flat_params: ArrayLike, x: ArrayLike, targets: ArrayLike,
-                training: bool = False) -> Any:
+                training: bool = False, sample_weights: Optional[ArrayLike] = None) -> Any:
         """The mean loss with `flat_params` in place of the parameters (finite differences)."""
         logits, _ = self._forward(x, training, update_running_stats=False,
                                   params=np.asarray(flat_params, self.dtype))
-        return self._loss(logits, targets)[0]
+        return self._loss(logits, targets, sample_weights)[0]
 
-    def train_step(self, x: ArrayLike, targets: ArrayLike) -> Any:
-        """One optimizer step on one batch; returns the batch's mean loss before the step."""
+    def train_step(self, x: ArrayLike, targets: ArrayLike,
+                   sample_weights: Optional[ArrayLike] = None) -> Any:
+        """One optimizer step on one batch; returns the batch's mean loss before the step
+        (no step when the sample weights sum to 0)."""
         logits, saved = self._forward(x, training=True, update_running_stats=True)
-        loss, dlogits = self._loss(logits, targets)
+        loss, dlogits = self._loss(logits, targets, sample_weights)
+        if sample_weights is not None and not np.asarray(sample_weights, self.dtype).any():
+            return loss
         grads = self._backward(dlogits, saved, self.params, training=True)
         self.step += 1
         new_params, self.optimizer_state = optimizer_step(
@@ -757,16 +824,96 @@ class ReferenceMLP:
             return _sigmoid(logits)
         return logits
 
-    def evaluate(self, X: ArrayLike, targets: ArrayLike) -> Tuple[float, Optional[float]]:
-        """(mean loss, accuracy) in evaluation mode; accuracy is None for mse and gaussian_nll."""
+    def evaluate(self, X: ArrayLike, targets: ArrayLike,
+                 sample_weights: Optional[ArrayLike] = None) -> Tuple[float, Optional[float]]:
+        """(mean loss, accuracy) in evaluation mode, both weighted by sample_weights when
+        given; accuracy is None for mse and gaussian_nll."""
         logits, _ = self._forward(X, training=False, update_running_stats=False)
-        loss, _ = self._loss(logits, targets)
-        return float(loss), self._accuracy(logits, targets)
+        loss, _ = self._loss(logits, targets, sample_weights)
+        return float(loss), self._accuracy(logits, targets, sample_weights)
 
-    def _accuracy(self, logits: Array, targets: ArrayLike) -> Optional[float]:
+    def _accuracy(self, logits: Array, targets: ArrayLike,
+                  sample_weights: Optional[ArrayLike] = None) -> Optional[float]:
         if self.loss == "cross_entropy":
-            return float(np.mean(np.argmax(logits, axis=1) == np.asarray(targets)))
-        if self.loss == "bce":
+            row_correct = np.argmax(logits, axis=1) == np.asarray(targets)
+        elif self.loss == "bce":
             row_correct = ((logits > 0) == (np.asarray(targets) >= 0.5)).all(axis=1)
-            return float(np.mean(row_correct))
-        return None
+        else:
+            return None
+        weights = None if sample_weights is None else np.asarray(sample_weights, np.float64)
+        return float(np.average(row_correct, weights=weights))
+
+
+# ---- classic learning rules: one epoch over the samples in `order` (fastmlp._classic_rules) ----
+# The NumPy loops fastmlp.classic ran before the rules were compiled. The bias weight w0 comes
+# first in `weights`; the new weights are returned (the compiled loops update in place). Python
+# float steps keep a float32 array in float32, as the compiled loops do.
+
+
+def perceptron_epoch(X: Array, y: Array, order: Array, weights: Array, lr: float) -> Tuple[Array, int]:
+    """Perceptron rule: (new weights, number of mistakes)."""
+    weights = np.array(weights, copy=True)
+    mistakes = 0
+    for i in order:
+        net = weights[0] + X[i] @ weights[1:]
+        error = int(y[i]) - (1 if net >= 0 else 0)
+        if error != 0:
+            step = float(lr * error)
+            weights[0] += step
+            weights[1:] += step * X[i]
+            mistakes += 1
+    return weights, mistakes
+
+
+def perceptron_mistakes(X: Array, y: Array, weights: Array) -> int:
+    """How many rows of X the weights ``[w0, w]`` misclassify."""
+    predictions = (weights[0] + X @ weights[1:] >= 0).astype(np.int64)
+    return int(np.sum(predictions != np.asarray(y)))
+
+
+def adaline_online_epoch(X: Array, targets: Array, order: Array, weights: Array, lr: float) -> Array:
+    """LMS rule ``w += 2 lr (t_i - z_i) [1, x_i]``: the new weights."""
+    weights = np.array(weights, copy=True)
+    for i in order:
+        error = targets[i] - (weights[0] + X[i] @ weights[1:])
+        step = _cast(lr * 2.0, weights) * error
+        weights[0] += step
+        weights[1:] += step * X[i]
+    return weights
+
+
+def hebb_epoch(X: Array, order: Array, weights: Array, lr: float) -> Array:
+    """Plain Hebb ``W += lr * outer(x, x @ W)``: the new weights."""
+    weights = np.array(weights, copy=True)
+    for i in order:
+        weights += lr * np.outer(X[i], X[i] @ weights)
+    return weights
+
+
+def oja_epoch(X: Array, order: Array, weights: Array, lr: float) -> Array:
+    """Oja's subspace rule ``W += lr * outer(x - W @ y, y)`` with ``y = x @ W``: the new weights."""
+    weights = np.array(weights, copy=True)
+    for i in order:
+        outputs = X[i] @ weights
+        weights += lr * np.outer(X[i] - weights @ outputs, outputs)
+    return weights
+
+
+def sanger_epoch(X: Array, order: Array, weights: Array, lr: float) -> Array:
+    """Sanger's rule ``W += lr * (x - cumsum(W * y, axis=1)) * y``: the new weights."""
+    weights = np.array(weights, copy=True)
+    for i in order:
+        outputs = X[i] @ weights
+        reconstruction = np.cumsum(weights * outputs, axis=1)
+        weights += lr * (X[i][:, None] - reconstruction) * outputs
+    return weights
+
+
+def linear_regression_online_epoch(x: Array, y: Array, order: Array, line: Array, lr: float) -> Array:
+    """Per-sample gradient descent on ``(y_i - w x_i - b)^2``: the new ``[w, b]``."""
+    line = np.array(line, copy=True)
+    for i in order:
+        residual = y[i] - line[0] * x[i] - line[1]
+        line[0] -= lr * (-2.0 * residual * x[i])
+        line[1] -= lr * (-2.0 * residual)
+    return line
