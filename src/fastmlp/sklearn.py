@@ -61,13 +61,9 @@ def expected_failed_checks(estimator: Any) -> Dict[str, str]:
     # Predictions of a batch and of any subset of it are bitwise equal in float32 and float64
     # (every GEMM path sums in one canonical order), so check_methods_subset_invariance passes.
     # Stochastic training sees other batches when rows are repeated than when they are
-    # weighted (scikit-learn runs this check on its own MLP with lbfgs or a loose tol only);
-    # a one-label fit after weight trimming trains a one-class model whose predictions the
-    # check may not accept. Non-strict: an unexpected pass is fine.
+    # weighted (scikit-learn runs this check on its own MLP with lbfgs or a loose tol only).
     failing = {"check_sample_weight_equivalence_on_dense_data":
-               "stochastic training: repeated rows and weighted rows give different batches",
-               "check_classifiers_one_label_sample_weights":
-               "one label after weight trimming trains a one-class model (scikit-learn's does too)"}
+               "stochastic training: repeated rows and weighted rows give different batches"}
     if not _mlp_takes_sample_weight():
         failing.update({name: "needs fastmlp.MLP.fit(sample_weight=...), not in this build"
                         for name in SAMPLE_WEIGHT_CHECKS})
@@ -465,15 +461,15 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
                    sample_weight: Optional[np.ndarray]) -> None:
         """scipy's L-BFGS-B on the full-batch loss and gradient the C++ core computes
         (MLP.loss_and_gradient), plus alpha's L2 penalty on the weights, as scikit-learn."""
-        if sample_weight is not None:
-            raise NotImplementedError("solver='lbfgs' with sample_weight is not supported yet")
         import scipy.optimize  # type: ignore[import-untyped]
-        model, mask, n = self.model_, self._weight_mask(), X.shape[0]
+        model, mask = self.model_, self._weight_mask()
+        # scikit-learn divides the L2 penalty by the total weight (n without weights).
+        n = X.shape[0] if sample_weight is None else float(np.sum(sample_weight))
         X = np.ascontiguousarray(X, dtype=model.dtype)
         scale, alpha = self._loss_scale, float(self.alpha)
 
         def loss_and_gradient(theta: np.ndarray) -> Tuple[float, np.ndarray]:
-            loss, gradient = model.loss_and_gradient(theta, X, targets)
+            loss, gradient = model.loss_and_gradient(theta, X, targets, sample_weight=sample_weight)
             weights = theta[mask]
             loss = loss * scale + 0.5 * alpha * float(weights @ weights) / n
             gradient = gradient.astype(np.float64) * scale
