@@ -86,3 +86,15 @@ def test_lbfgs_regressor_follows_scikit_learn_and_max_fun_limits_it():
         limited = MLPRegressor(**dict(params, max_iter=200, max_fun=5)).fit(X, y)
     assert limited.n_iter_ <= 5
     assert not hasattr(MLPRegressor(solver="lbfgs"), "partial_fit")
+
+
+def test_lbfgs_with_sample_weight_follows_scikit_learn():
+    # Weighted mean loss and gradient from the core, L2 over the total weight (scikit-learn's).
+    X, y = _digits()
+    weights = np.random.default_rng(0).uniform(0.2, 3.0, size=len(y))
+    params = dict(solver="lbfgs", hidden_layer_sizes=(10,), alpha=1e-3, max_iter=15, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPClassifier(**params).fit(X, y, sample_weight=weights)
+        theirs = SkClassifier(**params).fit(X, y, sample_weight=weights)
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-5)
