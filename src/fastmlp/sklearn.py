@@ -56,14 +56,15 @@ def _mlp_takes_sample_weight() -> bool:
 def expected_failed_checks(estimator: Any) -> Dict[str, str]:
     """scikit-learn's estimator checks that ``estimator`` fails by design, with the reason:
     pass it as ``expected_failed_checks`` to ``check_estimator`` / ``parametrize_with_checks``
-    (scikit-learn >= 1.6's successor of the ``_xfail_checks`` tag). The sample-weight checks
-    while fastmlp.MLP.fit has no sample_weight (it comes with branch weights-sparse)."""
+    (scikit-learn >= 1.6's successor of the ``_xfail_checks`` tag): the weight-equivalence
+    checks, and every sample-weight check if fastmlp.MLP.fit had no sample_weight."""
     # Predictions of a batch and of any subset of it are bitwise equal in float32 and float64
     # (every GEMM path sums in one canonical order), so check_methods_subset_invariance passes.
     # Stochastic training sees other batches when rows are repeated than when they are
     # weighted (scikit-learn runs this check on its own MLP with lbfgs or a loose tol only).
-    failing = {"check_sample_weight_equivalence_on_dense_data":
-               "stochastic training: repeated rows and weighted rows give different batches"}
+    reason = "stochastic training: repeated rows and weighted rows give different batches"
+    failing = {"check_sample_weight_equivalence_on_dense_data": reason,
+               "check_sample_weight_equivalence_on_sparse_data": reason}
     if not _mlp_takes_sample_weight():
         failing.update({name: "needs fastmlp.MLP.fit(sample_weight=...), not in this build"
                         for name in SAMPLE_WEIGHT_CHECKS})
@@ -125,6 +126,12 @@ class _SolverState:
 class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type hints
     """What MLPClassifier and MLPRegressor share: parameters, the training loop with
     scikit-learn's stopping rules, warm starts, partial_fit, lbfgs, fitted attributes, pickling."""
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        # CSR / CSC X go to fastmlp.MLP as they are: the core densifies one batch at a time.
+        tags.input_tags.sparse = True
+        return tags
 
     def __init__(self, hidden_layer_sizes: Any = (100,), activation: str = "relu", *,
                  solver: str = "adam", alpha: float = 0.0001, batch_size: Any = "auto",
@@ -300,8 +307,9 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
                                  "fit again with warm_start=False to start over")
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
-                             y_numeric=isinstance(self, RegressorMixin), reset=not continuing)
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32),
+                             multi_output=True, y_numeric=isinstance(self, RegressorMixin),
+                             reset=not continuing)
         y = self._check_y(y)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
@@ -465,7 +473,9 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         model, mask = self.model_, self._weight_mask()
         # scikit-learn divides the L2 penalty by the total weight (n without weights).
         n = X.shape[0] if sample_weight is None else float(np.sum(sample_weight))
-        X = np.ascontiguousarray(X, dtype=model.dtype)
+        # Converted once for the solver's many calls (a sparse X stays sparse; the core
+        # densifies it per call, whole, as a full batch needs).
+        X = X.tocsr().astype(model.dtype) if hasattr(X, "tocsr") else np.ascontiguousarray(X, dtype=model.dtype)
         scale, alpha = self._loss_scale, float(self.alpha)
 
         def loss_and_gradient(theta: np.ndarray) -> Tuple[float, np.ndarray]:
@@ -509,7 +519,8 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
     def _forward(self, X: Any) -> np.ndarray:
         """The network's outputs (after the loss's link) in the input's float dtype."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32),
+                          reset=False)
         return self._outputs(X)
 
     def _outputs(self, X: np.ndarray) -> np.ndarray:

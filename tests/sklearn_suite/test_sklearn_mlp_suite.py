@@ -8,7 +8,7 @@ Excluded (they read or set scikit-learn's private internals, which fastmlp does 
 - test_gradient: calls scikit-learn's private _loss_grad_lbfgs / _forward_pass.
 Expected to fail until other branches land (they start running when the feature exists):
 - test_mlp_sample_weight_with_early_stopping: while MLP.fit has no sample_weight.
-- test_sparse_matrices: while fastmlp.sklearn does not take sparse X (its sparse tag).
+- test_sparse_matrices: while fastmlp.sklearn does not take sparse X (its sparse tag; it does now).
 - test_mlp_vs_poisson_glm_equivalent: needs loss='poisson' (not in fastmlp yet).
 """
 import importlib.util
