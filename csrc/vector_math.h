@@ -90,7 +90,9 @@ constexpr T inverse_factorial(int k) {
 template <typename T>
 inline T power_of_two(typename ExpConstants<T>::Bits e) {
     using K = ExpConstants<T>;
-    const typename ExpConstants<T>::Bits bits = (e + K::kBias) << K::kMantissaBits;
+    using Unsigned = std::make_unsigned_t<typename ExpConstants<T>::Bits>;
+    // Shifted unsigned: well defined for any e (a NaN lane computes garbage it then discards).
+    const Unsigned bits = static_cast<Unsigned>(e + K::kBias) << K::kMantissaBits;
     T value;
     std::memcpy(&value, &bits, sizeof(T));
     return value;
@@ -100,7 +102,8 @@ template <bool kFma, typename T>
 inline T exp_of(T x) {
     using K = ExpConstants<T>;
     using Bits = typename K::Bits;
-    const T clamped = x < K::kMinimum ? K::kMinimum : (x > K::kMaximum ? K::kMaximum : x);
+    // NaN is reduced as 0 (its lane's result is replaced by NaN below), so n stays in range.
+    const T clamped = x < K::kMinimum ? K::kMinimum : (x > K::kMaximum ? K::kMaximum : (x == x ? x : T(0)));
     // n = round(x / ln2): adding 1.5 * 2^p puts the rounded integer in the low mantissa bits.
     const T shifted = clamped * K::kLog2e + K::kRoundingShift;
     const T n = shifted - K::kRoundingShift;
@@ -155,7 +158,8 @@ inline T expm1_of_non_positive(T u) {
     using K = ExpConstants<T>;
     using Bits = typename K::Bits;
     constexpr int kDegree = Expm1Constants<T>::kDegree;
-    const T clamped = u < Expm1Constants<T>::kFloor ? Expm1Constants<T>::kFloor : u;
+    // NaN is reduced as 0 (tanh_of returns NaN for it), so n stays in range.
+    const T clamped = u < Expm1Constants<T>::kFloor ? Expm1Constants<T>::kFloor : (u == u ? u : T(0));
     const T shifted = clamped * K::kLog2e + K::kRoundingShift;
     const T n = shifted - K::kRoundingShift;
     Bits n_bits, shift_bits;
