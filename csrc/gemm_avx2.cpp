@@ -3,7 +3,6 @@
 // run time by gemm.cpp.
 #include <immintrin.h>
 
-#include <chrono>
 
 #include "gemm_driver.h"
 #include "gemm_internal.h"
@@ -66,31 +65,9 @@ using Float64Kernels = SimdKernels<double, Ymm<double>, 6, 8, 72, 2048>;
 const GemmPaths<float>& avx2_paths_float() { return paths_around<float, Float32Kernels>(); }
 const GemmPaths<double>& avx2_paths_double() { return paths_around<double, Float64Kernels>(); }
 
+// 12 independent chains: enough to cover FMA latency x throughput on current cores.
 double avx2_fma_peak_gflops(double seconds) {
-    // 12 independent chains: enough to cover FMA latency x throughput on current cores.
-    constexpr int chains = 12;
-    constexpr int64_t iterations = 1 << 16;
-    __m256 acc[chains];
-    for (int i = 0; i < chains; ++i) acc[i] = _mm256_set1_ps(static_cast<float>(i));
-    const __m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
-    using clock = std::chrono::steady_clock;
-    const auto start = clock::now();
-    int64_t rounds = 0;
-    double elapsed = 0;
-    do {
-        for (int64_t it = 0; it < iterations; ++it) {
-#pragma GCC unroll 12
-            for (int i = 0; i < chains; ++i) acc[i] = _mm256_fmadd_ps(acc[i], x, y);
-        }
-        ++rounds;
-        elapsed = std::chrono::duration<double>(clock::now() - start).count();
-    } while (elapsed < seconds);
-    // Keep the result alive so the loop is not optimised away.
-    __m256 total = acc[0];
-    for (int i = 1; i < chains; ++i) total = _mm256_add_ps(total, acc[i]);
-    volatile float sink = _mm256_cvtss_f32(total);
-    (void)sink;
-    return static_cast<double>(rounds) * iterations * chains * 8 * 2 / elapsed * 1e-9;
+    return fma_peak_gflops_of<Ymm<float>, 12>(seconds);
 }
 
 }  // namespace gemm_detail

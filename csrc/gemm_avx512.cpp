@@ -4,7 +4,6 @@
 // AVX2 kernels, so the same bits.
 #include <immintrin.h>
 
-#include <chrono>
 
 #include "gemm_driver.h"
 #include "gemm_internal.h"
@@ -65,31 +64,9 @@ using Float64Kernels = SimdKernels<double, Zmm<double>, 16, 8, 96, 2048>;
 const GemmPaths<float>& avx512_paths_float() { return paths_around<float, Float32Kernels>(); }
 const GemmPaths<double>& avx512_paths_double() { return paths_around<double, Float64Kernels>(); }
 
+// 16 independent chains: latency 4 x two FMA pipes, with room to spare.
 double avx512_fma_peak_gflops(double seconds) {
-    // 16 independent chains: latency 4 x two FMA pipes, with room to spare.
-    constexpr int chains = 16;
-    constexpr int64_t iterations = 1 << 16;
-    __m512 acc[chains];
-    for (int i = 0; i < chains; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
-    const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
-    using clock = std::chrono::steady_clock;
-    const auto start = clock::now();
-    int64_t rounds = 0;
-    double elapsed = 0;
-    do {
-        for (int64_t it = 0; it < iterations; ++it) {
-#pragma GCC unroll 16
-            for (int i = 0; i < chains; ++i) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
-        }
-        ++rounds;
-        elapsed = std::chrono::duration<double>(clock::now() - start).count();
-    } while (elapsed < seconds);
-    // Keep the result alive so the loop is not optimised away.
-    __m512 total = acc[0];
-    for (int i = 1; i < chains; ++i) total = _mm512_add_ps(total, acc[i]);
-    volatile float sink = _mm512_reduce_add_ps(total);
-    (void)sink;
-    return static_cast<double>(rounds) * iterations * chains * 16 * 2 / elapsed * 1e-9;
+    return fma_peak_gflops_of<Zmm<float>, 16>(seconds);
 }
 
 }  // namespace gemm_detail

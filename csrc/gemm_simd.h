@@ -10,6 +10,7 @@
 
 #include <immintrin.h>
 
+#include <chrono>
 #include <cstdint>
 
 #include "gemm_internal.h"
@@ -173,6 +174,41 @@ struct SimdKernels {
         }
     }
 };
+
+// Single-thread float FMA throughput of a register-only loop of `chains` independent FMA
+// chains run for about `seconds`, in GFLOP/s (2 flops per lane per FMA): the "peak" line.
+template <typename V, int chains>
+double fma_peak_gflops_of(double seconds) {
+    using Reg = typename V::Reg;
+    constexpr int64_t iterations = 1 << 16;
+    const float x_value = 0.999999f, y_value = 1e-7f;
+    Reg acc[chains];
+    for (int i = 0; i < chains; ++i) {
+        const float start = static_cast<float>(i);
+        acc[i] = V::broadcast(&start);
+    }
+    const Reg x = V::broadcast(&x_value), y = V::broadcast(&y_value);
+    using clock = std::chrono::steady_clock;
+    const auto started = clock::now();
+    int64_t rounds = 0;
+    double elapsed = 0;
+    do {
+        for (int64_t it = 0; it < iterations; ++it) {
+#pragma GCC unroll 16
+            for (int i = 0; i < chains; ++i) acc[i] = V::fma(acc[i], x, y);
+        }
+        ++rounds;
+        elapsed = std::chrono::duration<double>(clock::now() - started).count();
+    } while (elapsed < seconds);
+    // Keep the result alive so the loop is not optimised away.
+    Reg total = acc[0];
+    for (int i = 1; i < chains; ++i) total = V::add(total, acc[i]);
+    alignas(64) float lanes[V::W];
+    V::store(lanes, total);
+    volatile float sink = lanes[0];
+    (void)sink;
+    return static_cast<double>(rounds) * iterations * chains * V::W * 2 / elapsed * 1e-9;
+}
 
 }  // namespace
 }  // namespace gemm_detail
