@@ -590,14 +590,15 @@ class MLP:
             raise ValueError(f"{name} must have shape ({n_rows}, {width}), got {values.shape}")
         values = np.ascontiguousarray(values, dtype=self.dtype)
         if not np.isfinite(values).all():
-            raise ValueError(f"{name} contains NaN or infinity")
+            row, column = (int(index) for index in np.argwhere(~np.isfinite(values))[0])
+            raise ValueError(f"{name} contains NaN or infinity ({float(values[row, column])!r} in "
+                             f"{_place(row, column, width)})")
         if self.loss == "bce" and (np.any(values < 0) or np.any(values > 1)):
             raise ValueError(f"{name} must lie in [0, 1] for loss='bce'")
         if self.loss == "poisson" and np.any(values < 0):
             row, column = (int(index) for index in np.argwhere(values < 0)[0])
-            where = f"row {row}" if width == 1 else f"row {row}, column {column}"
             raise ValueError(f"{name} must be >= 0 for loss='poisson' (counts or rates), got "
-                             f"{float(values[row, column])!r} in {where}")
+                             f"{float(values[row, column])!r} in {_place(row, column, width)}")
         return values
 
     def _prepare(self, X: Any, y: Any, name_x: str = "X", name_y: str = "y") -> Tuple[Any, np.ndarray]:
@@ -1309,6 +1310,11 @@ class MLP:
     def __repr__(self) -> str:
         return (f"MLP({self.layer_sizes}, activation={self.activations!r}, loss={self.loss!r}, "
                 f"optimizer={self.optimizer!r}, dtype={self.dtype.name})")
+
+
+def _place(row: int, column: int, width: int) -> str:
+    """Where a bad target is, in the words of the caller's y (1-D for one output)."""
+    return f"row {row}" if width == 1 else f"row {row}, column {column}"
 
 
 def _mean_poisson_deviance(y: np.ndarray, mean: np.ndarray, sample_weight: Optional[np.ndarray]) -> float:

@@ -1057,7 +1057,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
 
     def _loss_constant(self, targets: np.ndarray, sample_weight: Optional[np.ndarray]) -> float:
         """scikit-learn's poisson loss is fastmlp's times n_outputs plus, per output, the
-        (weighted) mean of y log(y) - y, which does not depend on the weights: added to loss_."""
+        (sample-weighted) mean of y log(y) - y: a constant of the data, added to loss_."""
         if self.loss != "poisson":
             return 0.0
         y = np.asarray(targets, dtype=np.float64)
