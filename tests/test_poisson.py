@@ -13,6 +13,7 @@ import fastmlp
 from fastmlp import optim
 from fastmlp import reference as R
 from fastmlp._core import kernels as K
+from fastmlp.mlp import ACTIVATIONS
 from fastmlp.reference import ReferenceMLP
 
 
@@ -89,7 +90,7 @@ def test_kernels_match_torch_poisson_nll_loss(rng, weighted):
 # ---- the network -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("activation", ["tanh", "relu", "gelu"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("weighted", [False, True])
 def test_network_gradients_match_finite_differences(rng, activation, weighted):
     model = fastmlp.MLP([4, 5, 3], activation=activation, loss="poisson", dtype="float64", seed=1)
