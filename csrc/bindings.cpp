@@ -417,7 +417,8 @@ NetworkOptions network_options(const std::vector<int64_t>& sizes,
     for (const auto& name : activations) o.activations.push_back(activation_from_name(name));
     o.loss = enum_from_name<Loss>("loss", loss,
                                   {{"cross_entropy", Loss::cross_entropy}, {"mse", Loss::mse},
-                                   {"bce", Loss::bce}, {"gaussian_nll", Loss::gaussian_nll}});
+                                   {"bce", Loss::bce}, {"gaussian_nll", Loss::gaussian_nll},
+                                   {"poisson", Loss::poisson}});
     if (o.loss == Loss::gaussian_nll && sizes.back() % 2 != 0)
         throw py::value_error("gaussian_nll needs an even output width (means and log-variances)");
     if (!(dropout >= 0 && dropout < 1))

@@ -269,6 +269,10 @@ RunTotals Network<T>::loss_forward_backward(Targets<T> targets, int64_t B, bool 
             gaussian_nll_forward(&loss, logits, targets.values, sample, B, C / 2);
             if (backward) gaussian_nll_backward(d_logits, logits, targets.values, sample, B, C / 2);
             break;
+        case Loss::poisson:
+            poisson_nll_forward(&loss, logits, targets.values, sample, B, C);
+            if (backward) poisson_nll_backward(d_logits, logits, targets.values, sample, B, C);
+            break;
     }
     totals.loss_sum = static_cast<double>(loss) * totals.weight_sum;
     return totals;
@@ -719,6 +723,9 @@ PredictionProgress Network<T>::predict(T* out, InputRows<T> X, int64_t first, in
         switch (options_.loss) {
             case Loss::cross_entropy: softmax_forward(rows_out, logits, B, C); break;
             case Loss::bce: activation_forward(rows_out, logits, B * C, Activation::sigmoid, T(0)); break;
+            case Loss::poisson:
+                for (int64_t k = 0; k < B * C; ++k) rows_out[k] = std::exp(logits[k]);
+                break;
             default: std::memcpy(rows_out, logits, sizeof(T) * static_cast<size_t>(B * C)); break;
         }
         return int64_t(-1);

@@ -18,10 +18,11 @@
 // Batch norm's running statistics are updated by every training forward (not by gradient
 // checks, which restore them).
 // predict applies the loss's link to the logits: softmax (cross_entropy), sigmoid (bce),
-// identity (mse, gaussian_nll: [mean, log_var] per row).
+// identity (mse, gaussian_nll: [mean, log_var] per row), exp (poisson: the logits are the
+// log-means).
 // Accuracy counts: cross_entropy, argmax(logits) == label (first maximum wins; with soft
 // targets, the targets' first maximum); bce, every (logit > 0) == (target >= 0.5) in the row;
-// none for mse and gaussian_nll.
+// none for mse, gaussian_nll and poisson.
 // Mixup (MixupPlan): a batch's inputs and targets are blended before the training step; for
 // cross_entropy the one-hot rows are blended, label smoothing applied to the blend
 // ((1 - eps) * t + eps / C, as torch does for probability targets), and the loss is the
@@ -44,7 +45,7 @@
 
 namespace fastmlp {
 
-enum class Loss : int { cross_entropy = 0, mse = 1, bce = 2, gaussian_nll = 3 };
+enum class Loss : int { cross_entropy = 0, mse = 1, bce = 2, gaussian_nll = 3, poisson = 4 };
 enum class OptimizerKind : int { sgd = 0, adagrad = 1, adadelta = 2, rmsprop = 3, adam = 4, adamw = 5 };
 
 // torch.optim's option names; defaults are set by the Python layer per optimizer.
