@@ -1,6 +1,8 @@
 // Element-wise activation formulas, shared by the activation kernels (activations.cpp) and
-// the GEMM epilogue (gemm.cpp), so fused and unfused paths give the same bits. exp and
-// sigmoid and tanh are vectorised (vector_math.h); erf comes from libm, the same in every ISA.
+// the GEMM epilogue (gemm_driver.h, compiled once per instruction set), so fused and unfused
+// paths give the same bits: each formula is a fixed sequence of IEEE operations (no FMA
+// contraction: -ffp-contract=off), which any vector width evaluates alike. exp, sigmoid and
+// tanh are vectorised (vector_math.h); erf comes from libm, the same in every ISA.
 #pragma once
 
 #include <cmath>
@@ -16,6 +18,10 @@ namespace activation_math {
 // AVX-512 ones give the same bits.
 template <typename T>
 const vector_math::ElementwiseLoops<T>& active_elementwise_loops();
+
+// TU-local: each including TU compiles its own copy for its own instruction set (one shared
+// inline definition could be an AVX-512 one running on a CPU without it).
+namespace {
 
 template <typename T>
 inline T gelu(T x) {
@@ -98,6 +104,8 @@ inline void activation_derivative_row(T* dx, const T* dy, const T* x, const T* y
             break;
     }
 }
+
+}  // namespace
 
 }  // namespace activation_math
 }  // namespace fastmlp

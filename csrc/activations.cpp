@@ -1,8 +1,6 @@
 // Element-wise activations, forward and backward side by side (kernels.h: Activation), and
 // the element-wise finiteness check of inputs and gradients.
 #include <cmath>
-#include <cstring>
-#include <type_traits>
 
 #include <omp.h>
 
@@ -122,36 +120,19 @@ void activation_backward(T* dx, const T* dy, const T* x, const T* y, int64_t n, 
     }
 }
 
-namespace {
-
-// 1 when some element of data[0, n) has an all-ones exponent field (NaN or infinity).
-template <typename T>
-int any_non_finite_bits(const T* data, int64_t n) {
-    using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-    const Bits exponent = sizeof(T) == 4 ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
-    Bits found = 0;
-    for (int64_t i = 0; i < n; ++i) {
-        Bits bits;
-        std::memcpy(&bits, data + i, sizeof(T));  // compiles to a plain load
-        found |= Bits((bits & exponent) == exponent);
-    }
-    return found != 0;
-}
-
-}  // namespace
-
 template <typename T>
 bool all_finite(const T* data, int64_t n) {
     // A scalar isfinite loop does not vectorise and cost a training step about as much as
     // its Adam update; this one reads at memory speed.
+    const auto any_non_finite = activation_math::active_elementwise_loops<T>().any_non_finite;
     const int threads = elementwise_threads(n);
-    if (threads <= 1 || n <= 65536) return !any_non_finite_bits(data, n);
+    if (threads <= 1 || n <= 65536) return !any_non_finite(data, n);
     int found = 0;
 #pragma omp parallel num_threads(threads) reduction(| : found)
     {
         const int64_t part = omp_get_thread_num(), parts = omp_get_num_threads();
         const int64_t begin = n * part / parts, end = n * (part + 1) / parts;
-        found |= any_non_finite_bits(data + begin, end - begin);
+        found |= any_non_finite(data + begin, end - begin);
     }
     return !found;
 }

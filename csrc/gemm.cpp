@@ -133,42 +133,6 @@ template double* packed_a_scratch<double>(int64_t);
 template float* shared_b_scratch<float>(int64_t);
 template double* shared_b_scratch<double>(int64_t);
 
-// ---------------------------------------------------------------------------------------
-// The epilogue, applied to a finished block of c (a tile just stored, still in L1).
-// ---------------------------------------------------------------------------------------
-
-// Rows [i, i + rows) x columns [j, j + cols) of c get the epilogue.
-template <typename T>
-void finish_block(const Operands<T>& p, int64_t i, int64_t j, int64_t rows, int64_t cols) {
-    const GemmEpilogue<T>& e = p.epilogue;
-    for (int64_t r = i; r < i + rows; ++r) {
-        T* c_row = p.c + r * p.N + j;
-        const int64_t at = r * p.N + j;
-        if (e.kind == GemmEpilogueKind::bias_activation)
-            activation_math::bias_activation_row(c_row, e.pre_activation ? e.pre_activation + at : nullptr,
-                                                 c_row, e.bias + j, cols, e.activation, e.slope);
-        else if (e.kind == GemmEpilogueKind::activation_derivative)
-            activation_math::activation_derivative_row(c_row, c_row, e.x ? e.x + at : nullptr,
-                                                       e.y ? e.y + at : nullptr, cols, e.activation,
-                                                       e.slope);
-    }
-}
-
-// b_column_sums for the unpacked paths, which never read b in k order: one pass in k order
-// (the packed path sums while packing, in the same order).
-template <typename T>
-void sum_b_columns(const Operands<T>& p) {
-    T* sums = p.epilogue.b_column_sums;
-    if (!sums) return;
-    std::fill(sums, sums + p.N, T(0));
-    for (int64_t k = 0; k < p.K; ++k)
-        for (int64_t j = 0; j < p.N; ++j) sums[j] += p.transpose_b ? p.b[j * p.K + k] : p.b[k * p.N + j];
-}
-
-template void finish_block<float>(const Operands<float>&, int64_t, int64_t, int64_t, int64_t);
-template void finish_block<double>(const Operands<double>&, int64_t, int64_t, int64_t, int64_t);
-template void sum_b_columns<float>(const Operands<float>&);
-template void sum_b_columns<double>(const Operands<double>&);
 
 }  // namespace gemm_detail
 

@@ -29,11 +29,46 @@
 #include <atomic>
 #include <new>
 
+#include "activation_math.h"
 #include "gemm_internal.h"
 
 namespace fastmlp {
 namespace gemm_detail {
 namespace {
+
+// ---------------------------------------------------------------------------------------
+// The epilogue, applied to a finished block of c (a tile just stored, still in L1), and the
+// column sums of b. Element-wise IEEE operations (activation_math.h) and one sum per column
+// in k order: every instruction set's copy gives the same bits.
+// ---------------------------------------------------------------------------------------
+
+// Rows [i, i + rows) x columns [j, j + cols) of c get the epilogue.
+template <typename T>
+void finish_block(const Operands<T>& p, int64_t i, int64_t j, int64_t rows, int64_t cols) {
+    const GemmEpilogue<T>& e = p.epilogue;
+    for (int64_t r = i; r < i + rows; ++r) {
+        T* c_row = p.c + r * p.N + j;
+        const int64_t at = r * p.N + j;
+        if (e.kind == GemmEpilogueKind::bias_activation)
+            activation_math::bias_activation_row(c_row, e.pre_activation ? e.pre_activation + at : nullptr,
+                                                 c_row, e.bias + j, cols, e.activation, e.slope);
+        else if (e.kind == GemmEpilogueKind::activation_derivative)
+            activation_math::activation_derivative_row(c_row, c_row, e.x ? e.x + at : nullptr,
+                                                       e.y ? e.y + at : nullptr, cols, e.activation,
+                                                       e.slope);
+    }
+}
+
+// epilogue.b_column_sums (if asked): sums over k of op(b)[k, j], in k order. For the paths
+// that never read b in k order (the packed path sums while packing, in the same order).
+template <typename T>
+void sum_b_columns(const Operands<T>& p) {
+    T* sums = p.epilogue.b_column_sums;
+    if (!sums) return;
+    std::fill(sums, sums + p.N, T(0));
+    for (int64_t k = 0; k < p.K; ++k)
+        for (int64_t j = 0; j < p.N; ++j) sums[j] += p.transpose_b ? p.b[j * p.K + k] : p.b[k * p.N + j];
+}
 
 // ---------------------------------------------------------------------------------------
 // Packing. A block rows [i0, i0 + mc) x k [k0, k0 + kc) becomes MR-row slivers, each stored

@@ -53,15 +53,6 @@ struct Operands {
     const GemmEpilogue<T>& epilogue;
 };
 
-// Shared by every instruction set, defined once in gemm.cpp so that the epilogue is the
-// same code (and the same bits) whichever kernels computed the product.
-//   Applies the epilogue to rows [i, i + rows) x columns [j, j + cols) of c.
-template <typename T>
-void finish_block(const Operands<T>& p, int64_t i, int64_t j, int64_t rows, int64_t cols);
-//   Writes epilogue.b_column_sums (if asked): sums over k of op(b)[k, j], in k order.
-template <typename T>
-void sum_b_columns(const Operands<T>& p);
-
 // Per-thread scratch, 64-byte aligned, grown on demand and kept for the next call (fresh
 // pages would cost a page fault per 4 KiB every call). Each OpenMP thread runs one region
 // at a time, so a thread's buffers are never used by two calls at once.

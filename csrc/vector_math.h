@@ -1,6 +1,6 @@
-// exp, the logistic sigmoid and tanh, written as per-element code the compiler vectorises, and
-// compiled once per instruction set: by activations.cpp (baseline), elementwise_avx2.cpp and
-// elementwise_avx512.cpp. The FMA builds (AVX2, AVX-512) evaluate the same formula with the
+// exp, the logistic sigmoid, tanh and the finiteness test, written as per-element code the
+// compiler vectorises, and compiled once per instruction set: by activations.cpp (baseline),
+// elementwise_avx2.cpp and elementwise_avx512.cpp. The FMA builds (AVX2, AVX-512) evaluate the same formula with the
 // same fused operations in every lane, so they give the same bits at any vector width;
 // the baseline build has no FMA and rounds the multiply and the add separately.
 //
@@ -29,6 +29,8 @@ struct ElementwiseLoops {
     void (*sigmoid_row)(T* y, const T* x, const T* bias, int64_t n);
     // y[j] = tanh(x[j] + bias[j]) (bias may be null: 0), the same shapes.
     void (*tanh_row)(T* y, const T* x, const T* bias, int64_t n);
+    // 1 when some element of data is NaN or infinite, else 0.  data is (n).
+    int (*any_non_finite)(const T* data, int64_t n);
 };
 
 // Defined in elementwise_avx2.cpp / elementwise_avx512.cpp: call only when the CPU has
@@ -208,9 +210,24 @@ void sigmoid_row(T* y, const T* x, const T* bias, int64_t n) {
         for (int64_t j = 0; j < n; ++j) y[j] = sigmoid_of<kFma>(x[j]);
 }
 
+// Tested on the bits (an all-ones exponent field), an integer OR-reduction that vectorises;
+// a scalar isfinite loop does not.
+template <typename T>
+int any_non_finite(const T* data, int64_t n) {
+    using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+    const Bits exponent = sizeof(T) == 4 ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
+    Bits found = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        Bits bits;
+        std::memcpy(&bits, data + i, sizeof(T));  // compiles to a plain load
+        found |= Bits((bits & exponent) == exponent);
+    }
+    return found != 0;
+}
+
 template <bool kFma, typename T>
 ElementwiseLoops<T> elementwise_loops_of_this_isa() {
-    return {&exp_row<kFma, T>, &sigmoid_row<kFma, T>, &tanh_row<kFma, T>};
+    return {&exp_row<kFma, T>, &sigmoid_row<kFma, T>, &tanh_row<kFma, T>, &any_non_finite<T>};
 }
 
 }  // namespace

@@ -136,6 +136,29 @@ def test_predict_of_a_row_does_not_depend_on_its_batch_or_the_threads(name, dtyp
         assert np.array_equal(singles, whole[::7])
 
 
+@pytest.mark.parametrize("name", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_finiteness_check_finds_every_nan_and_infinity_in_every_isa(name, dtype):
+    """The core's bit test (vectorised per ISA) against np.isfinite: one bad value at each
+    position of short and vector-tail lengths, and extreme finite values that must pass."""
+    model = fastmlp.MLP([37, 3], dtype=np.dtype(dtype).name, seed=0)
+    model.fitted = True
+    info = np.finfo(dtype)
+    finite_extremes = np.array([info.max, -info.max, info.tiny, info.tiny / 4, -0.0], dtype)
+    with isa(name):
+        for rows in (1, 3, 4000):  # 4000 x 37 elements: split among threads
+            X = np.random.default_rng(rows).standard_normal((rows, 37)).astype(dtype)
+            X.flat[:5] = finite_extremes
+            model._network.predict(X, check_finite=True)  # extremes are finite: no error
+            for position in sorted({0, 1, 15, 16, 17, X.size // 2, X.size - 1}):
+                for bad in (np.nan, np.inf, -np.inf):
+                    Y = X.copy()
+                    Y.flat[position] = bad
+                    assert not np.isfinite(Y).all()
+                    with pytest.raises(ValueError, match="X contains NaN or infinity"):
+                        model._network.predict(Y, check_finite=True)
+
+
 @pytest.mark.parametrize("model_name", list(MODELS))
 def test_prediction_chunks_shared_among_threads_give_the_bits_of_one_thread(model_name):
     """A large prediction at 2 threads goes to the threads chunk by chunk (each chunk's kernels on
