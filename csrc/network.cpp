@@ -343,14 +343,13 @@ void Network<T>::backward(const T* x, int64_t B) {
 }
 
 template <typename T>
-void Network<T>::optimizer_step() {
-    ++step;
+void Network<T>::update_range(int64_t begin, int64_t end, T weight_decay) {
     const OptimizerOptions& o = options_.optimizer;
-    const int64_t n = static_cast<int64_t>(params.size());
-    T* p = params.data();
-    const T* g = grads.data();
-    auto state = [this](size_t k) { return optimizer_state[k].data(); };
-    const T lr = static_cast<T>(o.lr), wd = static_cast<T>(o.weight_decay), eps = static_cast<T>(o.eps);
+    const int64_t n = end - begin;
+    T* p = params.data() + begin;
+    const T* g = grads.data() + begin;
+    auto state = [this, begin](size_t k) { return optimizer_state[k].data() + begin; };
+    const T lr = static_cast<T>(o.lr), wd = weight_decay, eps = static_cast<T>(o.eps);
     switch (o.kind) {
         case OptimizerKind::sgd:
             sgd_update(p, state(0), g, n, lr, T(o.momentum), T(o.dampening), o.nesterov, wd, step);
@@ -370,6 +369,27 @@ void Network<T>::optimizer_step() {
             adam_update(p, state(0), state(1), state(2), g, n, lr, T(o.beta1), T(o.beta2), eps, wd,
                         o.amsgrad, o.kind == OptimizerKind::adamw, step);
             break;
+    }
+}
+
+template <typename T>
+void Network<T>::optimizer_step() {
+    ++step;
+    const OptimizerOptions& o = options_.optimizer;
+    const T wd = static_cast<T>(o.weight_decay);
+    const int64_t n = static_cast<int64_t>(params.size());
+    if (o.decay_biases || wd == T(0)) {  // one flat loop, torch's semantics
+        update_range(0, n, wd);
+        return;
+    }
+    // A layer's weight matrix decays; what follows it up to the next layer's weights (its
+    // bias, batch norm's gamma and beta) does not. 2 L kernel calls instead of one.
+    const size_t L = layers_.size();
+    for (size_t l = 0; l < L; ++l) {
+        const int64_t weights_end = layers_[l].bias;
+        const int64_t layer_end = l + 1 < L ? layers_[l + 1].weight : n;
+        update_range(layers_[l].weight, weights_end, wd);
+        update_range(weights_end, layer_end, T(0));
     }
 }
 

@@ -14,7 +14,11 @@
 // Hidden layer l, evaluation: batch norm uses the running statistics; no dropout.
 // Output layer: logits = x W_{L-1} + b_{L-1} (no activation); the loss takes the logits.
 // One optimizer step: gradients of the batch's mean loss over the whole flat buffer, then
-// the optimizer kernel over the whole flat buffer with step = step + 1.
+// the optimizer kernel over the whole flat buffer with step = step + 1. Weight decay reaches
+// every parameter (torch's semantics) unless optimizer.decay_biases is false: then each
+// layer's W_l is updated with the weight decay and its b_l, gamma_l, beta_l with weight
+// decay 0 (the same kernel over each range; every element is independent, so the split
+// changes no other bits).
 // Batch norm's running statistics are updated by every training forward (not by gradient
 // checks, which restore them).
 // predict applies the loss's link to the logits: softmax (cross_entropy), sigmoid (bce),
@@ -61,6 +65,7 @@ struct OptimizerOptions {
     double beta1 = 0.9, beta2 = 0.999;          // adam, adamw
     bool amsgrad = false;                       // adam, adamw
     double eps = 1e-8;
+    bool decay_biases = true;                   // false: weight decay on the W_l only
 };
 
 struct NetworkOptions {
@@ -233,6 +238,9 @@ private:
     void to_pre_activation_gradient(int64_t l, T* gradient, int64_t B);
     bool derivative_fuses_into_gemm(int64_t l) const;
     void optimizer_step();
+    // The optimizer kernel over params[begin, end) and the same range of grads and of every
+    // state buffer, with `weight_decay` in place of the option's.
+    void update_range(int64_t begin, int64_t end, T weight_decay);
 
     NetworkOptions options_;
     std::vector<LayerSlices> layers_;
