@@ -260,18 +260,21 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         scikit-learn's gradient is fastmlp's times _gradient_scale (e.g. 1/2 for one squared-
         error output), and alpha adds alpha * W / batch_size to it. SGD steps lr * (c g + d W)
         = (lr c) (g + (d / c) W); Adam is invariant to the gradient's scale but for epsilon,
-        so it takes epsilon / c. The decay d / c reaches weights only (decay_biases=False)."""
+        so it takes epsilon / c. The decay d / c reaches the weight matrices only
+        (decay_biases=False), as alpha does in scikit-learn; fastmlp's weight_decay is added
+        to it and so has the same reach."""
         scale = self._gradient_scale
         lr = float(self.learning_rate_init)
         decay = (self.alpha / batch_size + self.weight_decay) / scale
         if self.solver == "sgd":
             return optim.SGD(lr=lr * scale, momentum=self.momentum, weight_decay=decay,
-                             nesterov=bool(self.nesterovs_momentum) and self.momentum > 0)
+                             nesterov=bool(self.nesterovs_momentum) and self.momentum > 0,
+                             decay_biases=False)
         if self.solver in ("adam", "adamw", "lbfgs"):  # lbfgs: any; scipy steps instead
             cls = optim.AdamW if self.solver == "adamw" else optim.Adam
             return cls(lr=lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon / scale,
-                       weight_decay=decay)
-        return optim.OPTIMIZERS[self.solver](lr=lr, weight_decay=decay)
+                       weight_decay=decay, decay_biases=False)
+        return optim.OPTIMIZERS[self.solver](lr=lr, weight_decay=decay, decay_biases=False)
 
     # -- fitting --
 
@@ -468,7 +471,9 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
     def _fit_lbfgs(self, X: np.ndarray, targets: np.ndarray,
                    sample_weight: Optional[np.ndarray]) -> None:
         """scipy's L-BFGS-B on the full-batch loss and gradient the C++ core computes
-        (MLP.loss_and_gradient), plus alpha's L2 penalty on the weights, as scikit-learn."""
+        (MLP.loss_and_gradient), plus alpha's L2 penalty on the weights, as scikit-learn.
+        fastmlp's weight_decay adds 0.5 * weight_decay * ||W||^2 (the objective whose
+        gradient is the stochastic solvers' decay); loss_ leaves it out, as they do."""
         import scipy.optimize  # type: ignore[import-untyped]
         model, mask = self.model_, self._weight_mask()
         # scikit-learn divides the L2 penalty by the total weight (n without weights).
@@ -476,14 +481,14 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         # Converted once for the solver's many calls (a sparse X stays sparse; the core
         # densifies it per call, whole, as a full batch needs).
         X = X.tocsr().astype(model.dtype) if hasattr(X, "tocsr") else np.ascontiguousarray(X, dtype=model.dtype)
-        scale, alpha = self._loss_scale, float(self.alpha)
+        scale, decay = self._loss_scale, float(self.alpha) / n + float(self.weight_decay)
 
         def loss_and_gradient(theta: np.ndarray) -> Tuple[float, np.ndarray]:
             loss, gradient = model.loss_and_gradient(theta, X, targets, sample_weight=sample_weight)
             weights = theta[mask]
-            loss = loss * scale + 0.5 * alpha * float(weights @ weights) / n
+            loss = loss * scale + 0.5 * decay * float(weights @ weights)
             gradient = gradient.astype(np.float64) * scale
-            gradient[mask] += alpha * weights / n
+            gradient[mask] += decay * weights
             return loss, gradient
 
         options: Dict[str, Any] = {"maxfun": self.max_fun, "maxiter": self.max_iter,
@@ -498,7 +503,8 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
                           f"(status={result.status}): {message}. Increase the number of "
                           "iterations (max_iter) or scale the data.", ConvergenceWarning)
         self.n_iter_ = min(int(result.nit), self.max_iter)
-        self.loss_ = float(result.fun)
+        final_weights = result.x[mask]
+        self.loss_ = float(result.fun) - 0.5 * float(self.weight_decay) * float(final_weights @ final_weights)
         model._network.params[:] = result.x
         model.fitted = True
         if not np.all(np.isfinite(result.x)):
@@ -692,8 +698,8 @@ _SHARED_PARAMETERS = """
         "adadelta" (with torch's defaults beyond the learning rate).
     alpha : float, default 1e-4
         L2 penalty scaled as scikit-learn does, 0.5 * alpha * ||W||^2 / batch_size per batch
-        (lbfgs: / n_samples, weights only); the stochastic solvers apply its decay to the
-        biases too.
+        (lbfgs: / n_samples), on the weight matrices only: the stochastic solvers run with
+        decay_biases=False, so biases are never decayed.
     batch_size : int or "auto", default "auto"
         Rows per step; "auto" is min(200, n_samples); larger values are clipped with a warning.
     learning_rate : "constant", "invscaling" or "adaptive", default "constant"
@@ -737,7 +743,10 @@ _SHARED_PARAMETERS = """
     batch_norm : bool, default False
         fastmlp: batch normalisation after each hidden dense layer.
     weight_decay : float, default 0.0
-        fastmlp: added to the decay that alpha implies (decoupled for "adamw").
+        fastmlp: added to the decay that alpha implies (alpha / batch_size), with the same
+        reach (the weight matrices, not the biases); decoupled for "adamw". It is not part
+        of loss_ or loss_curve_ (scikit-learn's loss holds alpha's penalty only); lbfgs adds
+        0.5 * weight_decay * ||W||^2 to the objective it minimises.
     dtype : None, "float32" or "float64", default None
         fastmlp: the precision the network trains and predicts in; None takes the training
         input's float dtype (float32 stays float32, anything else float64), as scikit-learn.
