@@ -373,10 +373,10 @@ void Network<T>::update_range(int64_t begin, int64_t end, T weight_decay) {
 }
 
 template <typename T>
-void Network<T>::optimizer_step() {
+void Network<T>::optimizer_step(double decay_scale) {
     ++step;
     const OptimizerOptions& o = options_.optimizer;
-    const T wd = static_cast<T>(o.weight_decay);
+    const T wd = static_cast<T>(o.weight_decay * decay_scale);
     const int64_t n = static_cast<int64_t>(params.size());
     if (o.decay_biases || wd == T(0)) {  // one flat loop, torch's semantics
         update_range(0, n, wd);
@@ -391,6 +391,16 @@ void Network<T>::optimizer_step() {
         update_range(layers_[l].weight, weights_end, wd);
         update_range(weights_end, layer_end, T(0));
     }
+}
+
+template <typename T>
+double Network<T>::weight_squares() const {
+    double sum = 0;
+    for (const LayerSlices& s : layers_) {
+        const T* w = params.data() + s.weight;
+        for (int64_t i = 0; i < s.fan_in * s.fan_out; ++i) sum += static_cast<double>(w[i]) * w[i];
+    }
+    return sum;
 }
 
 // ---- public entry points -------------------------------------------------------------------------------------
@@ -433,7 +443,9 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     // zero gradient would still move momentum and weight decay). A step not taken changes
     // nothing: batch norm's running statistics go back to what they were.
     if (totals.finite && totals.weight_sum > 0) {
-        optimizer_step();
+        if (track_weight_squares)
+            weight_squares_sum += weight_squares() * static_cast<double>(B) / totals.weight_sum;
+        optimizer_step(decay_reference_weight > 0 ? decay_reference_weight / totals.weight_sum : 1.0);
     } else {
         std::copy(saved_running_mean_.begin(), saved_running_mean_.end(), running_mean.begin());
         std::copy(saved_running_var_.begin(), saved_running_var_.end(), running_var.begin());

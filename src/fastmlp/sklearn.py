@@ -262,7 +262,8 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         = (lr c) (g + (d / c) W); Adam is invariant to the gradient's scale but for epsilon,
         so it takes epsilon / c. The decay d / c reaches the weight matrices only
         (decay_biases=False), as alpha does in scikit-learn; fastmlp's weight_decay is added
-        to it and so has the same reach."""
+        to it and so has the same reach (and the same per-batch scaling, see
+        _apply_alpha_per_batch)."""
         scale = self._gradient_scale
         lr = float(self.learning_rate_init)
         decay = (self.alpha / batch_size + self.weight_decay) / scale
@@ -400,6 +401,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         batch_size = self._batch_size(X.shape[0])
         self._prepare_optimizer(batch_size, fresh_optimizer=not incremental or not continuing)
         model = self.model_
+        self._apply_alpha_per_batch(batch_size)
         self.n_iter_ = 0
         epochs = 1 if incremental else self.max_iter
         stopper = _StoppingRules(self, X.shape[0], validation, incremental, epochs)
@@ -449,15 +451,28 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
             self._optimizer = _SolverState(float(self.learning_rate_init))
         model.learning_rate = self._optimizer.learning_rate * self._core_lr_factor
 
-    def _reported_loss(self, mean_loss: float, n_samples: int) -> float:
+    def _reported_loss(self, mean_loss: float, n_samples: int, weight_squares: float) -> float:
         """The epoch's loss as scikit-learn defines loss_: its loss function (see
-        _loss_scale) plus the L2 penalty 0.5 * alpha * ||W||^2 / batch_size."""
-        if self.solver == "lbfgs":
-            batch_size = n_samples
-        else:  # _batch_size's value, without its warning
-            batch_size = min(200 if self.batch_size == "auto" else int(self.batch_size), n_samples)
-        squares = sum(float(np.dot(w.ravel(), w.ravel())) for w in self.model_.weights)
-        return float(mean_loss * self._loss_scale + 0.5 * self.alpha * squares / batch_size)
+        _loss_scale) plus, for every batch, the L2 penalty 0.5 * alpha * ||W||^2 / (its size,
+        or its weight sum) at the weights that batch saw, averaged over the epoch's rows.
+        The core sums ||W||^2 over the steps (weight_squares, see _take_weight_squares)."""
+        return float(mean_loss * self._loss_scale + 0.5 * self.alpha * weight_squares / n_samples)
+
+    def _apply_alpha_per_batch(self, batch_size: int) -> None:
+        """scikit-learn divides alpha by each batch's size (or weight sum), so a short last
+        batch decays more: the core scales the optimizer's decay (alpha / batch_size) by
+        batch_size / (the batch's weight), and sums ||W||^2 before every step for loss_."""
+        network = self.model_._network
+        network.decay_reference_weight = float(batch_size)
+        network.track_weight_squares = bool(self.alpha > 0)
+        network.weight_squares_sum = 0.0
+
+    def _take_weight_squares(self) -> float:
+        """The epoch's sum of ||W||^2 * rows / weight sum over its steps; restarts it at 0."""
+        network = self.model_._network
+        squares = float(network.weight_squares_sum)
+        network.weight_squares_sum = 0.0
+        return squares
 
     # -- lbfgs --
 
@@ -582,8 +597,9 @@ class _StoppingRules:
         est = self.estimator
         est.n_iter_ += 1
         est.t_ += self.n_samples
-        est.loss_ = est._reported_loss(mean_loss, self.n_samples) if np.isfinite(mean_loss) \
-            else float(mean_loss)
+        weight_squares = est._take_weight_squares()
+        est.loss_ = est._reported_loss(mean_loss, self.n_samples, weight_squares) \
+            if np.isfinite(mean_loss) else float(mean_loss)
         est.loss_curve_.append(est.loss_)
         if est.verbose:
             print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
@@ -697,9 +713,9 @@ _SHARED_PARAMETERS = """
         loss and gradient of the C++ core), or fastmlp's "adamw", "rmsprop", "adagrad",
         "adadelta" (with torch's defaults beyond the learning rate).
     alpha : float, default 1e-4
-        L2 penalty scaled as scikit-learn does, 0.5 * alpha * ||W||^2 / batch_size per batch
-        (lbfgs: / n_samples), on the weight matrices only: the stochastic solvers run with
-        decay_biases=False, so biases are never decayed.
+        L2 penalty scaled as scikit-learn does, 0.5 * alpha * ||W||^2 / (the batch's size,
+        or its sample weights' sum) per batch (lbfgs: / n_samples), on the weight matrices
+        only: the stochastic solvers run with decay_biases=False, so biases never decay.
     batch_size : int or "auto", default "auto"
         Rows per step; "auto" is min(200, n_samples); larger values are clipped with a warning.
     learning_rate : "constant", "invscaling" or "adaptive", default "constant"
@@ -744,7 +760,8 @@ _SHARED_PARAMETERS = """
         fastmlp: batch normalisation after each hidden dense layer.
     weight_decay : float, default 0.0
         fastmlp: added to the decay that alpha implies (alpha / batch_size), with the same
-        reach (the weight matrices, not the biases); decoupled for "adamw". It is not part
+        reach (the weight matrices, not the biases) and scaling (a shorter last batch
+        decays by more, as alpha does); decoupled for "adamw". It is not part
         of loss_ or loss_curve_ (scikit-learn's loss holds alpha's penalty only); lbfgs adds
         0.5 * weight_decay * ||W||^2 to the objective it minimises.
     dtype : None, "float32" or "float64", default None
