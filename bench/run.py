@@ -108,16 +108,27 @@ class Samples:
         return f"{self.median / scale:.{digits}g} ({lo:.{digits}g}-{hi:.{digits}g})"
 
 
+# Pause before each timed contestant. The thread pools of the peers keep spinning after a
+# call (OpenBLAS's idle threads for about 2^28 cycles, ~70 ms here; libgomp and onnxruntime
+# for shorter), and whoever runs next shares the cores with them: a 10k-row fastmlp predict
+# started right after an onnxruntime run or a NumPy 2048^3 matmul took 63 and 71 ms, 27-30 ms
+# after this pause (and 27 ms with nothing before it). The pause lets those threads go to
+# sleep, so each contestant starts on the same quiet machine.
+SETTLE_SECONDS = 0.15
+
+
 def interleaved(contestants: Dict[str, Callable[[], None]], repetitions: int,
-                calls: int = 1, warmup: int = 1) -> Dict[str, Samples]:
+                calls: int = 1, warmup: int = 1, settle: float = SETTLE_SECONDS) -> Dict[str, Samples]:
     """Runs each contestant `calls` times per repetition, A B C A B C ..., and records the
-    time per call. A warm-up round comes first and is not recorded."""
+    time per call, `settle` seconds after the previous contestant stopped. A warm-up round
+    comes first and is not recorded."""
     for function in contestants.values():
         for _ in range(warmup):
             function()
     samples = {name: Samples() for name in contestants}
     for _ in range(repetitions):
         for name, function in contestants.items():
+            time.sleep(settle)
             start = time.perf_counter()
             for _ in range(calls):
                 function()
@@ -223,7 +234,7 @@ def header(args: argparse.Namespace, peaks: Dict[int, Optional[float]]) -> List[
         f"- measured fp32 FMA peak ({fastmlp_isa()} registers): {peak_text}",
         f"- NumPy/torch BLAS (threadpoolctl): {blas_kernels()}",
         f"- OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: {openblas_environment()}",
-        f"- repetitions: {args.repetitions}, interleaved; cells are median (min-max)",
+        f"- repetitions: {args.repetitions}, interleaved, each after a {args.settle} s pause; cells are median (min-max)",
         "",
     ]
 
@@ -275,7 +286,7 @@ def bench_gemm(args: argparse.Namespace, peaks: Dict[int, Optional[float]]) -> T
         for n in args.thread_counts:
             with threads(n):
                 calls = calls_for(contestants["numpy"], 0.02 if args.quick else 0.1)
-                samples = interleaved(contestants, args.repetitions, calls)
+                samples = interleaved(contestants, args.repetitions, calls, settle=args.settle)
             gflops = {name: flops / s.median / 1e9 for name, s in samples.items()}
             row = [label, str(n), samples_gflops_cell(samples["fastmlp"], flops),
                    samples_gflops_cell(samples["numpy"], flops), ratio(samples["numpy"], samples["fastmlp"])]
@@ -381,7 +392,7 @@ def training_table(title: str, sizes: Sequence[int], X, y, peers: Dict[str, Call
     contestants = {"fastmlp": fastmlp_epoch(sizes, X, y, batch_size, lr)}
     contestants.update({name: make(sizes, X, y, batch_size, lr) for name, make in peers.items()})
     with threads(args.threads):
-        samples = interleaved(contestants, args.repetitions)
+        samples = interleaved(contestants, args.repetitions, settle=args.settle)
     flops = epoch_flops(sizes, X.shape[0])
     ours = samples["fastmlp"]
     lines = [f"## {title}", "",
@@ -429,7 +440,8 @@ def bench_thread_scaling(args: argparse.Namespace) -> Tuple[List[str], dict]:
                 epochs[n]()
         return run
 
-    samples = interleaved({f"{n} thread{'s' if n > 1 else ''}": at(n) for n in counts}, args.repetitions)
+    samples = interleaved({f"{n} thread{'s' if n > 1 else ''}": at(n) for n in counts}, args.repetitions,
+                          settle=args.settle)
     base = samples[next(iter(samples))]
     lines = ["## Thread scaling: fastmlp epoch 784-256-10", "",
              "| threads | seconds per epoch | speed-up over 1 thread |", "|---|---|---|"]
@@ -487,9 +499,11 @@ def bench_inference(args: argparse.Namespace) -> Tuple[List[str], dict]:
         assert agreement >= 0.999, f"onnxruntime agrees with fastmlp on only {agreement:.2%} of the rows"
     with threads(args.threads):
         one_samples = interleaved(contestants_one, args.repetitions,
-                                  calls_for(contestants_one["fastmlp"], 0.05 if args.quick else 0.2))
+                                  calls_for(contestants_one["fastmlp"], 0.05 if args.quick else 0.2),
+                                  settle=args.settle)
         many_samples = interleaved(contestants_many, args.repetitions,
-                                   calls_for(contestants_many["fastmlp"], 0.05 if args.quick else 0.2))
+                                   calls_for(contestants_many["fastmlp"], 0.05 if args.quick else 0.2),
+                                   settle=args.settle)
     lines = ["## Inference, 784-256-10 float32: `predict` (class labels) from Python", "",
              "torch: eager `nn.Sequential` under `no_grad`, argmax; onnxruntime: the `MLP.to_onnx` graph's "
              f"`label` output, intra_op_num_threads={args.threads}.", "",
@@ -554,7 +568,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--keep-openblas-env", action="store_true",
                         help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for NumPy (by default a script "
                              "run unsets them before NumPy loads)")
+    parser.add_argument("--settle", type=float, default=None,
+                        help=f"seconds of pause before each timed contestant (default {SETTLE_SECONDS}, --quick 0)")
     args = parser.parse_args(argv)
+    if args.settle is None:
+        args.settle = 0.0 if args.quick else SETTLE_SECONDS
+    if not args.settle >= 0:
+        parser.error(f"--settle must be >= 0, got {args.settle}")
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.repetitions is None:

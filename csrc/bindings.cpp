@@ -418,7 +418,8 @@ NetworkOptions network_options(const std::vector<int64_t>& sizes,
     for (const auto& name : activations) o.activations.push_back(activation_from_name(name));
     o.loss = enum_from_name<Loss>("loss", loss,
                                   {{"cross_entropy", Loss::cross_entropy}, {"mse", Loss::mse},
-                                   {"bce", Loss::bce}, {"gaussian_nll", Loss::gaussian_nll}});
+                                   {"bce", Loss::bce}, {"gaussian_nll", Loss::gaussian_nll},
+                                   {"poisson", Loss::poisson}});
     if (o.loss == Loss::gaussian_nll && sizes.back() % 2 != 0)
         throw py::value_error("gaussian_nll needs an even output width (means and log-variances)");
     if (!(dropout >= 0 && dropout < 1))
@@ -550,10 +551,10 @@ private:
 std::atomic<int64_t> signal_check_interval_us{100000};
 
 // Runs a prediction or evaluation over rows [0, N) with the GIL released, the model locked for
-// the whole call and its threads (CallThreads, from the whole call's work): run(start, rows)
-// on whole evaluation chunks (the
-// bits of one call), taking the GIL between them once per signal-check interval to look for
-// Ctrl-C, whose exception ends the call.
+// the whole call and its threads (CallThreads, from the whole call's work): run(start, deadline)
+// computes rows from `start` until it is done or `deadline` (one signal-check interval) has
+// passed, and returns the next row (N: done or stopped); the GIL is taken between such runs to
+// look for Ctrl-C, whose exception ends the call.
 template <typename T, typename Run>
 void run_prediction(PyNetwork<T>& model, int64_t N, Run run) {
     const auto interval = std::chrono::microseconds(signal_check_interval_us.load());
@@ -562,18 +563,20 @@ void run_prediction(PyNetwork<T>& model, int64_t N, Run run) {
     const double work = static_cast<double>(N) * forward_work_per_row(model.network);
     CallThreads<T> threads(model, model.prediction_threads, work);
     for (int64_t start = 0; start < N;) {
-        const auto started = std::chrono::steady_clock::now();
-        do {
-            const int64_t rows = std::min(Network<T>::eval_chunk_rows, N - start);
-            run(start, rows);
-            start += rows;
-        } while (start < N && std::chrono::steady_clock::now() - started < interval);
+        start = run(start, std::chrono::steady_clock::now() + interval);
         if (start < N) {
             py::gil_scoped_acquire acquire;
             if (PyErr_CheckSignals() != 0) throw py::error_already_set();
         }
     }
     threads.finish(work);
+}
+
+// Ends a run of run_prediction: the next row, or N once a malformed row stopped it.
+inline int64_t next_row(const PredictionProgress& progress, int64_t N, int64_t& bad_row) {
+    if (progress.bad_row < 0) return progress.next;
+    bad_row = progress.bad_row;
+    return N;
 }
 
 // Network::train_batches one batch at a time, from batch `next` until batch `end` or until
@@ -875,13 +878,10 @@ void bind_network(py::module_& m, const char* name) {
             py::array_t<T> out({static_cast<py::ssize_t>(rows),
                                 static_cast<py::ssize_t>(model.network.output_width())});
             T* out_data = out.mutable_data();
-            const int64_t in = model.network.input_width(), C = model.network.output_width();
             const InputRows<T> all = xs.pointers();
             int64_t bad_row = -1;
-            run_prediction(model, rows, [&](int64_t start, int64_t count) {
-                if (bad_row >= 0) return;
-                const int64_t bad = model.network.predict(out_data + start * C, all.from_row(start, in), count);
-                if (bad >= 0) bad_row = start + bad;
+            run_prediction(model, rows, [&](int64_t start, Deadline deadline) {
+                return next_row(model.network.predict(out_data, all, start, rows, deadline), rows, bad_row);
             });
             raise_if_bad_row(xs, "X", bad_row);
             return out;
@@ -894,13 +894,11 @@ void bind_network(py::module_& m, const char* name) {
             const int64_t rows = xs.rows;
             py::array_t<int64_t> labels(static_cast<py::ssize_t>(rows));
             int64_t* labels_data = labels.mutable_data();
-            const int64_t in = model.network.input_width();
             const InputRows<T> all = xs.pointers();
             int64_t bad_row = -1;
-            run_prediction(model, rows, [&](int64_t start, int64_t count) {
-                if (bad_row >= 0) return;
-                const int64_t bad = model.network.predict_labels(labels_data + start, all.from_row(start, in), count);
-                if (bad >= 0) bad_row = start + bad;
+            run_prediction(model, rows, [&](int64_t start, Deadline deadline) {
+                return next_row(model.network.predict_labels(labels_data, all, start, rows, deadline), rows,
+                                bad_row);
             });
             raise_if_bad_row(xs, "X", bad_row);
             return labels;
@@ -916,28 +914,35 @@ void bind_network(py::module_& m, const char* name) {
             const InputRows<T> all_rows = xs.pointers();
             const int64_t in = model.network.input_width(), tw = model.network.target_width();
             RunTotals totals;
-            run_prediction(model, rows, [&](int64_t start, int64_t count) {
-                if (totals.bad_label_row >= 0 || totals.bad_input_row >= 0) return;
+            // Chunk by chunk, summed in order: the same bits as one evaluate call. Returns the
+            // next row, or rows once a bad label or input row ends the call.
+            auto evaluate_chunk = [&](int64_t start, int64_t count) -> int64_t {
                 Targets<T> slice;
                 if (all.labels) slice.labels = all.labels + start;
                 if (all.values) slice.values = all.values + start * tw;
                 if (all.weights) slice.weights = all.weights + start;
-                // Summed slice by slice in order: the same bits as one evaluate call.
                 const RunTotals part = model.network.evaluate(all_rows.from_row(start, in), slice, count);
                 if (part.bad_label_row >= 0) {
                     totals.bad_label_row = start + part.bad_label_row;
                     totals.bad_label = part.bad_label;
-                    return;
+                    return rows;
                 }
                 if (part.bad_input_row >= 0) {
                     totals.bad_input_row = start + part.bad_input_row;
-                    return;
+                    return rows;
                 }
                 totals.loss_sum += part.loss_sum;
                 totals.correct += part.correct;
                 totals.rows += part.rows;
                 totals.weight_sum += part.weight_sum;
                 totals.weighted_correct += part.weighted_correct;
+                return start + count;
+            };
+            run_prediction(model, rows, [&](int64_t start, Deadline deadline) {
+                do {
+                    start = evaluate_chunk(start, std::min(Network<T>::eval_chunk_rows, rows - start));
+                } while (start < rows && std::chrono::steady_clock::now() < deadline);
+                return start;
             });
             if (totals.bad_label_row >= 0)
                 throw_bad_label(totals, model.network.output_width(), "nothing was evaluated");

@@ -387,6 +387,12 @@ struct BceKernels {
     static void backward(T* d, const T* z, const T* t, const T* s, int64_t B, int64_t C) { fastmlp::bce_logits_backward(d, z, t, s, B, C); }
 };
 
+template <typename T>
+struct PoissonKernels {
+    static void forward(T* l, const T* z, const T* t, const T* s, int64_t B, int64_t D) { fastmlp::poisson_nll_forward(l, z, t, s, B, D); }
+    static void backward(T* d, const T* z, const T* t, const T* s, int64_t B, int64_t D) { fastmlp::poisson_nll_backward(d, z, t, s, B, D); }
+};
+
 void check_gaussian_shapes(const py::array& out, const py::array& target) {
     require_ndim(out, "out", 2);
     require_nonempty(out, "out");
@@ -401,6 +407,8 @@ void bind_regression_losses(py::module_& m) {
                                       "mean((pred - target)^2) over all elements");
     bind_elementwise_loss<BceKernels>(m, "bce_logits_forward", "bce_logits_backward", "logits",
                                       "binary cross-entropy with logits, mean over all elements");
+    bind_elementwise_loss<PoissonKernels>(m, "poisson_nll_forward", "poisson_nll_backward", "log_mean",
+                                          "Poisson NLL with a log link, mean(exp(z) - target * z) over all elements");
 
     m.def("gaussian_nll_forward", [](const py::array& out_in, const py::array& target_in,
                                      const py::object& sample_in) {

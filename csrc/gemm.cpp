@@ -32,6 +32,8 @@ namespace {
 template <typename T>
 struct PortableKernels {
     static constexpr int64_t MR = 6, NR = 16, MC = 144, NC = 2048, SKINNY_ROWS = 4;
+    static constexpr bool kPacksRowsOfA = false;  // gemm_driver.h's element loop packs A
+    static void pack_a_rows(T*, const T*, int64_t, int64_t) {}
 
     static void micro_tile(int64_t kc, const T* a_panel, const T* b_panel, T* c, int64_t ldc,
                            bool load_c) {

@@ -42,9 +42,13 @@ namespace {
 // an edge. The transposes are absorbed here: only the read pattern changes.
 // ---------------------------------------------------------------------------------------
 
-template <typename T, int64_t MR>
+template <typename T, typename Kernels>
 void pack_a_sliver(T* dst, const Operands<T>& p, int64_t i0, int64_t k0, int64_t kc) {
+    constexpr int64_t MR = Kernels::MR;
     const int64_t rows = std::min(MR, p.M - i0);
+    if constexpr (Kernels::kPacksRowsOfA) {
+        if (!p.transpose_a && rows == MR) return Kernels::pack_a_rows(dst, p.a + i0 * p.K + k0, p.K, kc);
+    }
     if (p.transpose_a) {  // a is (K, M): row k holds op(a)[:, k] contiguously
         for (int64_t k = 0; k < kc; ++k) {
             const T* src = p.a + (k0 + k) * p.M + i0;
@@ -179,7 +183,7 @@ void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, 
             for (int64_t i0 = my_i0; a_block && i0 < my_i1; i0 += MC) {
                 const int64_t mc = std::min(MC, my_i1 - i0);
                 for (int64_t r = 0; r * MR < mc; ++r)
-                    pack_a_sliver<T, MR>(a_block + r * MR * kc, p, i0 + r * MR, k0, kc);
+                    pack_a_sliver<T, Kernels>(a_block + r * MR * kc, p, i0 + r * MR, k0, kc);
                 macro_kernel<T, Kernels>(p, a_block, b_panel, i0, mc, j0, my_slivers.begin,
                                          my_slivers.end, kc, load_c, block == kb.count - 1);
             }

@@ -27,6 +27,10 @@ struct SimdKernels {
     // kSkinnyColumns lanes per row, and rows enough for ~12 independent FMA chains.
     static constexpr int64_t SKINNY_VECTORS = kSkinnyColumns / V::W;
     static constexpr int64_t SKINNY_ROWS = 12 / SKINNY_VECTORS;
+    // Whether the kernel set packs full MR-row slivers of a non-transposed A itself
+    // (pack_a_rows, through registers); otherwise gemm_driver.h's element loop does.
+    static constexpr bool kPacksRowsOfA = false;
+    static void pack_a_rows(T*, const T*, int64_t, int64_t) {}
 
     // ---- packed micro-kernel: MR broadcasts of A and NR / W loads of B per k ----
     static void micro_tile(int64_t kc, const T* a_panel, const T* b_panel, T* c, int64_t ldc,

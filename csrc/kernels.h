@@ -252,6 +252,20 @@ template <typename T>
 void gaussian_nll_backward(T* dout, const T* out, const T* target, const T* sample_weights,
                            int64_t B, int64_t D);
 
+// Poisson negative log-likelihood with a log link (torch's PoissonNLLLoss(log_input=True,
+// full=False): the constant log(y!) dropped), mean over all B * D elements. The network's
+// output is z = log(mean); the predicted mean is exp(z).
+//   loss = sum_i s_i sum_j (exp(z) - y * z) / (S * D)
+//   loss is (1); log_mean, target are (B, D), target >= 0; sample_weights is (B) or null
+template <typename T>
+void poisson_nll_forward(T* loss, const T* log_mean, const T* target, const T* sample_weights,
+                         int64_t B, int64_t D);
+//   dlog_mean = s_i * (exp(z) - y) / (S * D);  dlog_mean, log_mean, target are (B, D)
+//   sample_weights is (B) or null
+template <typename T>
+void poisson_nll_backward(T* dlog_mean, const T* log_mean, const T* target, const T* sample_weights,
+                          int64_t B, int64_t D);
+
 // ---------------------------------------------------------------------------------------
 // Sparse input (sparse.cpp)
 // ---------------------------------------------------------------------------------------

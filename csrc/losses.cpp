@@ -1,6 +1,6 @@
 // Losses, forward and backward side by side: fused softmax + cross-entropy (integer labels
 // with optional class weights and label smoothing, or soft targets), MSE, BCE with logits,
-// Gaussian NLL. Batch sums are accumulated in double, in index order (deterministic).
+// Gaussian NLL, Poisson NLL with a log link. Batch sums are accumulated in double, in index order (deterministic).
 // Every loss takes optional per-row sample weights s (null: all ones) and is then the
 // weighted mean sum_i s_i * loss_i / sum_i s_i; a null pointer and all-ones weights run the
 // same arithmetic (a multiplication by 1 is exact), so they give the same bits.
@@ -235,6 +235,35 @@ void gaussian_nll_backward(T* dout, const T* out, const T* target, const T* samp
     }
 }
 
+template <typename T>
+void poisson_nll_forward(T* loss, const T* log_mean, const T* target, const T* sample_weights,
+                         int64_t B, int64_t D) {
+    double total = 0;
+    for (int64_t i = 0; i < B; ++i) {
+        const double s = sample_weight(sample_weights, i);
+        for (int64_t j = i * D; j < (i + 1) * D; ++j) {
+            // In double: exp overflows only past z ~ 709, and then to +inf, which the caller
+            // sees as a non-finite loss (on_nan), never as a trap.
+            const double z = log_mean[j];
+            total += s * (std::exp(z) - static_cast<double>(target[j]) * z);
+        }
+    }
+    *loss = static_cast<T>(total / (sample_weight_sum(sample_weights, B) * static_cast<double>(D)));
+}
+
+template <typename T>
+void poisson_nll_backward(T* dlog_mean, const T* log_mean, const T* target, const T* sample_weights,
+                          int64_t B, int64_t D) {
+    const double denominator = sample_weight_sum(sample_weights, B) * static_cast<double>(D);
+    for (int64_t i = 0; i < B; ++i) {
+        const double scale = sample_weight(sample_weights, i) / denominator;
+        for (int64_t j = i * D; j < (i + 1) * D; ++j) {
+            const double mean = std::exp(static_cast<double>(log_mean[j]));
+            dlog_mean[j] = static_cast<T>((mean - static_cast<double>(target[j])) * scale);
+        }
+    }
+}
+
 #define FASTMLP_INSTANTIATE(T)                                                                 \
     template void softmax_forward<T>(T*, const T*, int64_t, int64_t);                          \
     template void softmax_xent_forward<T>(T*, T*, const T*, const int64_t*, const T*, const T*, \
@@ -250,7 +279,9 @@ void gaussian_nll_backward(T* dout, const T* out, const T* target, const T* samp
     template void bce_logits_forward<T>(T*, const T*, const T*, const T*, int64_t, int64_t);    \
     template void bce_logits_backward<T>(T*, const T*, const T*, const T*, int64_t, int64_t);   \
     template void gaussian_nll_forward<T>(T*, const T*, const T*, const T*, int64_t, int64_t);  \
-    template void gaussian_nll_backward<T>(T*, const T*, const T*, const T*, int64_t, int64_t);
+    template void gaussian_nll_backward<T>(T*, const T*, const T*, const T*, int64_t, int64_t); \
+    template void poisson_nll_forward<T>(T*, const T*, const T*, const T*, int64_t, int64_t);   \
+    template void poisson_nll_backward<T>(T*, const T*, const T*, const T*, int64_t, int64_t);
 FASTMLP_INSTANTIATE(float)
 FASTMLP_INSTANTIATE(double)
 #undef FASTMLP_INSTANTIATE

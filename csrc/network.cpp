@@ -2,9 +2,13 @@
 // and whole runs of batches gathered from the training set, all without allocation per step.
 #include "network.h"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <exception>
 
 namespace fastmlp {
 
@@ -134,6 +138,7 @@ const T* Network<T>::layer_output(int64_t l) const {
 template <typename T>
 const T* Network<T>::forward(const T* x, int64_t B, bool training, bool update_running_stats) {
     training_forward_ = training;
+    if (!training) return forward_eval(x, B, z_, y_, normed_);
     const int64_t L = static_cast<int64_t>(layers_.size());
     const T slope = static_cast<T>(options_.slope);
     const T* input = x;
@@ -150,10 +155,10 @@ const T* Network<T>::forward(const T* x, int64_t B, bool training, bool update_r
         } else {
             dense_forward<T>(nullptr, z_[l].data(), input, w, b, B, s.fan_in, s.fan_out,
                              Activation::identity, slope);
-            batch_norm_forward(l, B, training, update_running_stats);
+            batch_norm_forward_train(l, B, update_running_stats);
             activation_forward(y_[l].data(), normed_[l].data(), B * s.fan_out, act, slope);
         }
-        if (hidden && training && options_.dropout > 0) {
+        if (hidden && options_.dropout > 0) {
             const uint64_t counter = static_cast<uint64_t>(step + 1) * 1024u + static_cast<uint64_t>(l);
             dropout_forward(dropped_[l].data(), mask_[l].data(), y_[l].data(), B * s.fan_out,
                             static_cast<T>(options_.dropout), options_.seed, counter);
@@ -164,18 +169,44 @@ const T* Network<T>::forward(const T* x, int64_t B, bool training, bool update_r
 }
 
 template <typename T>
-void Network<T>::batch_norm_forward(int64_t l, int64_t B, bool training, bool update_running_stats) {
+const T* Network<T>::forward_eval(const T* x, int64_t B, std::vector<std::vector<T>>& z,
+                                  std::vector<std::vector<T>>& y,
+                                  std::vector<std::vector<T>>& normed) const {
+    const int64_t L = static_cast<int64_t>(layers_.size());
+    const T slope = static_cast<T>(options_.slope);
+    const T eps = static_cast<T>(options_.batch_norm_eps);
+    const T* input = x;
+    for (int64_t l = 0; l < L; ++l) {
+        const LayerSlices& s = layers_[l];
+        const T* w = params.data() + s.weight;
+        const T* b = params.data() + s.bias;
+        const Activation act = l < L - 1 ? options_.activations[l] : Activation::identity;
+        if (s.gamma < 0) {
+            // Only gelu's derivative reads the pre-activation (compute_gradients in evaluation
+            // mode runs backward after this); the others skip storing it.
+            T* pre_activation = act == Activation::gelu ? z[l].data() : nullptr;
+            dense_forward(pre_activation, y[l].data(), input, w, b, B, s.fan_in, s.fan_out, act, slope);
+        } else {
+            dense_forward<T>(nullptr, z[l].data(), input, w, b, B, s.fan_in, s.fan_out,
+                             Activation::identity, slope);
+            batchnorm_forward_eval(normed[l].data(), z[l].data(), params.data() + s.gamma,
+                                   params.data() + s.beta, running_mean.data() + running_offsets_[l],
+                                   running_var.data() + running_offsets_[l], B, s.fan_out, eps);
+            activation_forward(y[l].data(), normed[l].data(), B * s.fan_out, act, slope);
+        }
+        input = y[l].data();
+    }
+    return y[L - 1].data();
+}
+
+template <typename T>
+void Network<T>::batch_norm_forward_train(int64_t l, int64_t B, bool update_running_stats) {
     const LayerSlices& s = layers_[l];
     const T* gamma = params.data() + s.gamma;
     const T* beta = params.data() + s.beta;
     T* run_mean = running_mean.data() + running_offsets_[l];
     T* run_var = running_var.data() + running_offsets_[l];
     const T eps = static_cast<T>(options_.batch_norm_eps);
-    if (!training) {
-        batchnorm_forward_eval(normed_[l].data(), z_[l].data(), gamma, beta, run_mean, run_var, B,
-                               s.fan_out, eps);
-        return;
-    }
     // Gradient checks must not move the running statistics: update a copy then.
     std::vector<T> scratch_mean, scratch_var;
     if (!update_running_stats) {
@@ -237,6 +268,10 @@ RunTotals Network<T>::loss_forward_backward(Targets<T> targets, int64_t B, bool 
         case Loss::gaussian_nll:
             gaussian_nll_forward(&loss, logits, targets.values, sample, B, C / 2);
             if (backward) gaussian_nll_backward(d_logits, logits, targets.values, sample, B, C / 2);
+            break;
+        case Loss::poisson:
+            poisson_nll_forward(&loss, logits, targets.values, sample, B, C);
+            if (backward) poisson_nll_backward(d_logits, logits, targets.values, sample, B, C);
             break;
     }
     totals.loss_sum = static_cast<double>(loss) * totals.weight_sum;
@@ -463,7 +498,7 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
 }
 
 template <typename T>
-int64_t Network<T>::densify(T* out, InputRows<T> X, const int64_t* rows, int64_t first_row, int64_t B) {
+int64_t Network<T>::densify(T* out, InputRows<T> X, const int64_t* rows, int64_t first_row, int64_t B) const {
     const int64_t in = input_width();
     const int64_t bad = X.indices32
         ? csr_rows_to_dense(out, X.data, X.indices32, X.indptr, rows, first_row, B, X.nnz, in)
@@ -474,10 +509,16 @@ int64_t Network<T>::densify(T* out, InputRows<T> X, const int64_t* rows, int64_t
 
 template <typename T>
 const T* Network<T>::chunk_rows(InputRows<T> X, int64_t first_row, int64_t B, int64_t* bad_row) {
+    return rows_of(X, first_row, B, batch_x_.data(), bad_row);
+}
+
+template <typename T>
+const T* Network<T>::rows_of(InputRows<T> X, int64_t first_row, int64_t B, T* dense,
+                             int64_t* bad_row) const {
     *bad_row = -1;
     if (!X.sparse()) return X.dense + first_row * input_width();
-    *bad_row = densify(batch_x_.data(), X, nullptr, first_row, B);
-    return *bad_row < 0 ? batch_x_.data() : nullptr;
+    *bad_row = densify(dense, X, nullptr, first_row, B);
+    return *bad_row < 0 ? dense : nullptr;
 }
 
 template <typename T>
@@ -616,46 +657,141 @@ RunTotals Network<T>::compute_gradients(const T* x, Targets<T> targets, int64_t 
     return totals;
 }
 
+// ---- prediction ----------------------------------------------------------------------------------
+
+namespace {
+
+// Rows per chunk of a parallel prediction: about four chunks per thread, so that a thread
+// slowed down by a busy core hands its share to the other, but at least 128 rows (each chunk
+// packs the weights again: 784-256-10's first layer costs 1-2% of a 128-row chunk) and at
+// most 512 (the chunk's activations stay in L2).
+int64_t prediction_chunk_rows(int64_t rows, int threads) {
+    const int64_t quarter = (rows + 4 * threads - 1) / (4 * threads);
+    return std::clamp<int64_t>((quarter + 15) / 16 * 16, 128, 512);
+}
+
+}  // namespace
+
 template <typename T>
-int64_t Network<T>::predict(T* out, InputRows<T> X, int64_t N) {
+void Network<T>::ensure_eval_buffers(int threads, int64_t rows) {
+    if (static_cast<int64_t>(eval_buffers_.size()) < threads) eval_buffers_.resize(threads);
+    const int64_t L = static_cast<int64_t>(layers_.size());
+    for (int thread = 0; thread < threads; ++thread) {
+        EvalBuffers& buffers = eval_buffers_[thread];
+        if (buffers.rows >= rows) continue;
+        for (auto* per_layer : {&buffers.z, &buffers.y, &buffers.normed}) per_layer->resize(L);
+        for (int64_t l = 0; l < L; ++l) {
+            const int64_t width = layers_[l].fan_out;
+            resize_rows(buffers.y[l], rows, width);
+            if (layers_[l].gamma >= 0 || (l < L - 1 && options_.activations[l] == Activation::gelu))
+                resize_rows(buffers.z[l], rows, width);
+            if (layers_[l].gamma >= 0) resize_rows(buffers.normed[l], rows, width);
+        }
+        resize_rows(buffers.x, rows, input_width());
+        if (options_.loss == Loss::cross_entropy) resize_rows(buffers.probabilities, rows, output_width());
+        buffers.rows = rows;
+    }
+}
+
+template <typename T>
+template <typename Compute>
+PredictionProgress Network<T>::run_prediction_chunks(int64_t first, int64_t N, Deadline deadline,
+                                                     Compute compute) {
+    PredictionProgress progress{first, -1};
+    if (first >= N) return progress;
+    const int64_t rows = N - first;
+    int threads = num_threads();
+    const int64_t chunk = prediction_chunk_rows(rows, threads);
+    const int64_t chunks = (rows + chunk - 1) / chunk;
+    if (threads <= 1 || chunks <= 1) {
+        // The calling thread, one chunk after another; its kernels use the call's threads.
+        const int64_t serial_chunk = std::min(rows, eval_chunk_rows);
+        ensure_eval_buffers(1, serial_chunk);
+        do {
+            const int64_t B = std::min(serial_chunk, N - progress.next);
+            progress.bad_row = compute(progress.next, B, eval_buffers_[0]);
+            progress.next += B;
+        } while (progress.bad_row < 0 && progress.next < N && std::chrono::steady_clock::now() < deadline);
+        return progress;
+    }
+    threads = static_cast<int>(std::min<int64_t>(threads, chunks));
+    ensure_eval_buffers(threads, chunk);
+    // A chunk is claimed only by a thread that will compute it, so the chunks before
+    // min(next_chunk, chunks) are all done when the team joins.
+    std::atomic<int64_t> next_chunk{0}, first_bad_row{-1};
+    std::atomic<bool> any_done{false}, stop{false};
+    std::exception_ptr failure;
+#pragma omp parallel num_threads(threads)
+    {
+        const ScopedCallThreads one_thread(1);
+        EvalBuffers& buffers = eval_buffers_[omp_get_thread_num()];
+        while (!stop.load(std::memory_order_relaxed)) {
+            if (any_done.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() >= deadline) break;
+            const int64_t c = next_chunk.fetch_add(1);
+            if (c >= chunks) break;
+            const int64_t start = first + c * chunk, B = std::min(chunk, N - start);
+            try {
+                const int64_t bad = compute(start, B, buffers);
+                if (bad >= 0) {  // the smallest wins: chunks before it are all computed
+                    int64_t seen = first_bad_row.load();
+                    while ((seen < 0 || bad < seen) && !first_bad_row.compare_exchange_weak(seen, bad)) {
+                    }
+                    stop.store(true);
+                }
+            } catch (...) {  // out of scratch memory: rethrown once the team has joined
+#pragma omp critical(fastmlp_prediction_failure)
+                if (!failure) failure = std::current_exception();
+                stop.store(true);
+            }
+            any_done.store(true, std::memory_order_relaxed);
+        }
+    }
+    if (failure) std::rethrow_exception(failure);
+    progress.next = std::min(N, first + std::min(next_chunk.load(), chunks) * chunk);
+    progress.bad_row = first_bad_row.load();
+    return progress;
+}
+
+template <typename T>
+PredictionProgress Network<T>::predict(T* out, InputRows<T> X, int64_t first, int64_t N, Deadline deadline) {
     const int64_t C = output_width();
-    ensure_workspace(std::min(N, eval_chunk_rows));
-    for (int64_t start = 0; start < N; start += eval_chunk_rows) {
-        const int64_t B = std::min(eval_chunk_rows, N - start);
+    return run_prediction_chunks(first, N, deadline, [&](int64_t start, int64_t B, EvalBuffers& buffers) {
         int64_t bad_row;
-        const T* x = chunk_rows(X, start, B, &bad_row);
+        const T* x = rows_of(X, start, B, buffers.x.data(), &bad_row);
         if (!x) return bad_row;
-        const T* logits = forward(x, B, /*training=*/false, false);
+        const T* logits = forward_eval(x, B, buffers.z, buffers.y, buffers.normed);
         T* rows_out = out + start * C;
         switch (options_.loss) {
             case Loss::cross_entropy: softmax_forward(rows_out, logits, B, C); break;
             case Loss::bce: activation_forward(rows_out, logits, B * C, Activation::sigmoid, T(0)); break;
+            case Loss::poisson:
+                for (int64_t k = 0; k < B * C; ++k) rows_out[k] = std::exp(logits[k]);
+                break;
             default: std::memcpy(rows_out, logits, sizeof(T) * static_cast<size_t>(B * C)); break;
         }
-    }
-    return -1;
+        return int64_t(-1);
+    });
 }
 
 template <typename T>
-int64_t Network<T>::predict_labels(int64_t* labels, InputRows<T> X, int64_t N) {
+PredictionProgress Network<T>::predict_labels(int64_t* labels, InputRows<T> X, int64_t first, int64_t N,
+                                              Deadline deadline) {
     const int64_t C = output_width();
-    ensure_workspace(std::min(N, eval_chunk_rows));
-    T* probs = loss_out_.data();
-    for (int64_t start = 0; start < N; start += eval_chunk_rows) {
-        const int64_t B = std::min(eval_chunk_rows, N - start);
+    return run_prediction_chunks(first, N, deadline, [&](int64_t start, int64_t B, EvalBuffers& buffers) {
         int64_t bad_row;
-        const T* x = chunk_rows(X, start, B, &bad_row);
+        const T* x = rows_of(X, start, B, buffers.x.data(), &bad_row);
         if (!x) return bad_row;
-        const T* logits = forward(x, B, /*training=*/false, false);
+        const T* logits = forward_eval(x, B, buffers.z, buffers.y, buffers.normed);
         // The argmax of the probabilities, not of the logits: predict's rows then give the
         // same labels even where rounding makes two probabilities equal.
+        T* probs = buffers.probabilities.data();
         softmax_forward(probs, logits, B, C);
         for (int64_t i = 0; i < B; ++i) {
             const T* row = probs + i * C;
             labels[start + i] = std::max_element(row, row + C) - row;
         }
-    }
-    return -1;
+        return int64_t(-1);
+    });
 }
 
 template <typename T>

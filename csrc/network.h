@@ -23,10 +23,11 @@
 // Batch norm's running statistics are updated by every training forward (not by gradient
 // checks, which restore them).
 // predict applies the loss's link to the logits: softmax (cross_entropy), sigmoid (bce),
-// identity (mse, gaussian_nll: [mean, log_var] per row).
+// identity (mse, gaussian_nll: [mean, log_var] per row), exp (poisson: the logits are the
+// log-means).
 // Accuracy counts: cross_entropy, argmax(logits) == label (first maximum wins; with soft
 // targets, the targets' first maximum); bce, every (logit > 0) == (target >= 0.5) in the row;
-// none for mse and gaussian_nll.
+// none for mse, gaussian_nll and poisson.
 // Mixup (MixupPlan): a batch's inputs and targets are blended before the training step; for
 // cross_entropy the one-hot rows are blended, label smoothing applied to the blend
 // ((1 - eps) * t + eps / C, as torch does for probability targets), and the loss is the
@@ -40,6 +41,7 @@
 // call before its batch is used and is named (RunTotals::bad_input_row).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -48,7 +50,7 @@
 
 namespace fastmlp {
 
-enum class Loss : int { cross_entropy = 0, mse = 1, bce = 2, gaussian_nll = 3 };
+enum class Loss : int { cross_entropy = 0, mse = 1, bce = 2, gaussian_nll = 3, poisson = 4 };
 enum class OptimizerKind : int { sgd = 0, adagrad = 1, adadelta = 2, rmsprop = 3, adam = 4, adamw = 5 };
 
 // torch.optim's option names; defaults are set by the Python layer per optimizer.
@@ -123,6 +125,16 @@ struct InputRows {
             rows.dense = dense + start * width;
         return rows;
     }
+};
+
+// When a long prediction pauses so that its caller can look for Ctrl-C.
+using Deadline = std::chrono::steady_clock::time_point;
+
+// How far a prediction over rows [first, N) got: rows before `next` are done; bad_row is the
+// first malformed sparse row it met (-1: none), which stops it.
+struct PredictionProgress {
+    int64_t next = 0;
+    int64_t bad_row = -1;
 };
 
 // Mixup (Zhang et al. 2018) for a run of batches: position k of the epoch's order is mixed
@@ -211,15 +223,36 @@ public:
     // Gradients of the batch's mean loss into grads, no step; training-mode forward when
     // `training` (dropout counter of step + 1), running statistics left unchanged.
     RunTotals compute_gradients(const T* x, Targets<T> targets, int64_t B, bool training);
-    // Evaluation mode, in chunks: out is (N, s_L) after the loss's link. Returns -1, or the
-    // malformed sparse row of X that stopped it.
-    int64_t predict(T* out, InputRows<T> X, int64_t N);
+    // Evaluation mode over rows [first, N) of X (N, s_0): out is (N, s_L), after the loss's
+    // link. The rows go in chunks to num_threads() threads, each taking the next chunk when
+    // it is done with one (so a thread whose core is busy holds nobody up), each chunk's
+    // kernels on its thread alone; any split gives the same bits, since every GEMM path sums
+    // each row in the canonical order (gemm_internal.h). One chunk, or one thread: the
+    // calling thread, its kernels on num_threads(). Once a chunk is done, no chunk starts
+    // after `deadline` (the caller looks for Ctrl-C, then goes on from progress.next).
+    PredictionProgress predict(T* out, InputRows<T> X, int64_t first, int64_t N, Deadline deadline);
     // Cross-entropy only: labels[i] = argmax of predict's row i (the first maximum wins).
-    //   labels is (N); X is (N, s_0). Returns as predict does.
-    int64_t predict_labels(int64_t* labels, InputRows<T> X, int64_t N);
+    //   labels is (N); X is (N, s_0). Runs as predict does.
+    PredictionProgress predict_labels(int64_t* labels, InputRows<T> X, int64_t first, int64_t N,
+                                      Deadline deadline);
     RunTotals evaluate(InputRows<T> X, Targets<T> targets, int64_t N);
 
 private:
+    // One prediction thread's buffers: per layer z, y, normed as the workspace's (rows, s_l+1);
+    // x (rows, s_0) for densified sparse rows; probabilities (rows, s_L) for predict_labels.
+    struct EvalBuffers {
+        std::vector<std::vector<T>> z, y, normed;
+        std::vector<T> x, probabilities;
+        int64_t rows = 0;
+    };
+    void ensure_eval_buffers(int threads, int64_t rows);
+    // Rows [first_row, first_row + B) of X: X itself when dense, else densified into `dense`
+    // (null when a row is malformed; *bad_row names it).
+    const T* rows_of(InputRows<T> X, int64_t first_row, int64_t B, T* dense, int64_t* bad_row) const;
+    // Runs compute(first_row, rows, buffers) -> bad row or -1 over the chunks of [first, N),
+    // as predict describes.
+    template <typename Compute>
+    PredictionProgress run_prediction_chunks(int64_t first, int64_t N, Deadline deadline, Compute compute);
     void ensure_workspace(int64_t rows);
     // Copies the B labels into batch_labels_ (unless they are there already) and points
     // targets.labels at the copy; false, with the first label outside [0, C) and its row
@@ -238,9 +271,14 @@ private:
     // batch_x_ (null when a row is malformed; *bad_row names it).
     const T* chunk_rows(InputRows<T> X, int64_t first_row, int64_t B, int64_t* bad_row);
     // Densifies B sparse rows (rows[i], or first_row + i) into out; -1 or the bad row of X.
-    int64_t densify(T* out, InputRows<T> X, const int64_t* rows, int64_t first_row, int64_t B);
+    int64_t densify(T* out, InputRows<T> X, const int64_t* rows, int64_t first_row, int64_t B) const;
     const T* forward(const T* x, int64_t B, bool training, bool update_running_stats);
-    void batch_norm_forward(int64_t l, int64_t B, bool training, bool update_running_stats);
+    // The evaluation-mode forward into the given per-layer buffers (the workspace's z_, y_,
+    // normed_, or one prediction thread's): reads the parameters and running statistics
+    // only, so threads with buffers of their own may run it at once.
+    const T* forward_eval(const T* x, int64_t B, std::vector<std::vector<T>>& z,
+                          std::vector<std::vector<T>>& y, std::vector<std::vector<T>>& normed) const;
+    void batch_norm_forward_train(int64_t l, int64_t B, bool update_running_stats);
     // What layer l hands to layer l + 1 (after dropout in a training forward).
     const T* layer_output(int64_t l) const;
     RunTotals loss_forward_backward(Targets<T> targets, int64_t B, bool backward);
@@ -271,6 +309,7 @@ private:
     std::vector<T> saved_running_mean_, saved_running_var_;
     int64_t workspace_rows_ = 0;
     bool training_forward_ = false;
+    std::vector<EvalBuffers> eval_buffers_;  // one per prediction thread
 };
 
 }  // namespace fastmlp

@@ -136,6 +136,34 @@ def test_predict_of_a_row_does_not_depend_on_its_batch_or_the_threads(name, dtyp
         assert np.array_equal(singles, whole[::7])
 
 
+@pytest.mark.parametrize("model_name", list(MODELS))
+def test_prediction_chunks_shared_among_threads_give_the_bits_of_one_thread(model_name):
+    """A large prediction at 2 threads goes to the threads chunk by chunk (each chunk's kernels on
+    one thread); the rows must come out as at 1 thread, also when every chunk is its own
+    parallel region (a signal check after each) and for MLP.predict's labels."""
+    spec = MODELS[model_name]
+    X, y = data(spec, rows=300)
+    model = trained(spec, "float32", X, y, epochs=1)
+    # Enough rows for several chunks (>= 128 rows each) and for a 2-thread call (5e7 multiply-adds).
+    rows_needed = int(2e8 // sum(a * b for a, b in zip(spec["layer_sizes"], spec["layer_sizes"][1:]))) + 1
+    big = np.random.default_rng(1).standard_normal((max(rows_needed, 1500), X.shape[1])).astype(np.float32)
+    with threads(1):
+        alone = model.predict_proba(big) if spec["loss"] == "cross_entropy" else model.predict(big)
+        assert model._network.last_call_threads == 1
+    labels_alone = model.predict(big)
+    for interval in (0.1, 0.0):
+        _core._set_signal_check_interval(interval)
+        try:
+            with threads(2):
+                shared = model.predict_proba(big) if spec["loss"] == "cross_entropy" else model.predict(big)
+                assert model._network.last_call_threads == 2
+                labels = model.predict(big)
+        finally:
+            _core._set_signal_check_interval(0.1)
+        assert np.array_equal(shared, alone), (model_name, interval)
+        assert np.array_equal(labels, labels_alone), (model_name, interval)
+
+
 @pytest.mark.skipif(len(FMA_ISAS) < 2, reason="needs a CPU with both AVX2 and AVX-512")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("model_name", list(MODELS))

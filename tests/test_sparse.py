@@ -199,6 +199,22 @@ def test_the_core_checks_every_row_it_reads(rng):
         network.predict(CsrRows(np.ones(1), np.zeros(1, np.int32), np.array([0, 1, 1, 1]), (3, 12)))
 
 
+def test_a_parallel_prediction_names_the_first_malformed_row(rng):
+    """At 2 threads a large sparse prediction is split into chunks that threads take in turn;
+    with malformed rows in two chunks, the error names the first of them, as at 1 thread."""
+    model = fastmlp.MLP([784, 256, 10], seed=0)
+    model.fitted = True
+    X = random_csr(rng, 3000, 784, density=0.02)
+    csr = CsrRows(X.data.copy(), X.indices.copy(), X.indptr.astype(np.int64), X.shape)
+    for row in (1700, 2600):
+        csr.indices[csr.indptr[row]] = 5000  # outside [0, 784)
+    for n_threads in (2, 1):
+        model.n_threads = n_threads
+        with pytest.raises(ValueError, match=r"row 1700 has column index 5000"):
+            model._network.predict(csr)
+        assert model._network.last_call_threads == n_threads
+
+
 # ---- memory and imports ----------------------------------------------------------------------------------
 
 

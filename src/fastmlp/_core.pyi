@@ -182,6 +182,12 @@ class _Kernels:
     def gaussian_nll_backward(out: NDArray[_F], target: NDArray[_F],
                               sample_weights: Optional[NDArray[_F]] = None) -> NDArray[_F]: ...
     @staticmethod
+    def poisson_nll_forward(log_mean: NDArray[_F], target: NDArray[_F],
+                            sample_weights: Optional[NDArray[_F]] = None) -> float: ...
+    @staticmethod
+    def poisson_nll_backward(log_mean: NDArray[_F], target: NDArray[_F],
+                             sample_weights: Optional[NDArray[_F]] = None) -> NDArray[_F]: ...
+    @staticmethod
     def csr_rows_to_dense(data: NDArray[_F], indices: NDArray[Any], indptr: NDArray[Any],
                           rows: Optional[NDArray[np.int64]], cols: int) -> Tuple[NDArray[_F], int]:
         """-> (the rows densified, duplicates summed; -1 or the first malformed position)"""

@@ -150,7 +150,8 @@ class Ensemble:
 
         cross_entropy: mean -log of the averaged probability of the true class; bce: binary
         cross-entropy of the averaged probabilities; mse: squared error of the averaged
-        outputs; gaussian_nll: the negative log-likelihood of the ensemble's predictive
+        outputs; poisson: mean(mu - y log(mu)) of the averaged means mu (MLP.evaluate's loss
+        with z = log(mu)); gaussian_nll: the negative log-likelihood of the ensemble's predictive
         distribution, the equal-weight mixture of the members' Gaussians (diagonal over the
         targets), ``-log(mean_m N(y; mean_m, var_m))`` per row (computed in log space), averaged
         over rows and divided by the number of targets. Like ``MLP.evaluate``'s gaussian_nll it
@@ -181,6 +182,8 @@ class Ensemble:
             return {"loss": float(loss), "accuracy": float(np.mean(correct))}
         if self.loss == "gaussian_nll":
             return {"loss": self._mixture_nll(X, y)}
+        if self.loss == "poisson":
+            return {"loss": _poisson_nll_of_means(self._averaged_outputs(X), y)}
         return {"loss": float(np.mean((self._averaged_outputs(X) - y) ** 2))}
 
     def _mixture_nll(self, X: np.ndarray, y: np.ndarray) -> float:
@@ -218,3 +221,14 @@ class Ensemble:
 
     def __repr__(self) -> str:
         return f"Ensemble({len(self.models)} x MLP, loss={self.loss!r})"
+
+
+def _poisson_nll_of_means(mean: np.ndarray, y: np.ndarray) -> float:
+    """mean(mu - y log(mu)) over every element, y log(mu) taken as 0 where y is 0 (so a mean
+    that underflowed to 0 costs nothing where nothing was counted)."""
+    mean, y = mean.astype(np.float64), y.astype(np.float64)
+    log_term = np.zeros_like(y)
+    counted = y > 0
+    with np.errstate(divide="ignore"):
+        log_term[counted] = y[counted] * np.log(mean[counted])
+    return float(np.mean(mean - log_term))

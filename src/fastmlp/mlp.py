@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["MLP", "History", "NotFittedError", "load", "ACTIVATIONS", "LOSSES"]
 
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "gelu")
-LOSSES = ("cross_entropy", "mse", "bce", "gaussian_nll")
+LOSSES = ("cross_entropy", "mse", "bce", "gaussian_nll", "poisson")
 CLASSIFICATION_LOSSES = ("cross_entropy", "bce")
 RELU_LIKE = ("relu", "leaky_relu", "gelu")
 ON_NAN = ("raise", "restore")
@@ -347,7 +347,9 @@ class MLP:
         identity, sigmoid, tanh, relu, leaky_relu, gelu.
     loss : str
         cross_entropy (integer labels, softmax outputs), mse, bce (binary / multi-label
-        targets, sigmoid outputs), gaussian_nll (mean and variance per target).
+        targets, sigmoid outputs), gaussian_nll (mean and variance per target), poisson
+        (counts or rates y >= 0; log link: the last layer gives z = log(mean), predict
+        returns exp(z); loss mean(exp(z) - y z), torch's PoissonNLLLoss(log_input=True)).
     optimizer : str or fastmlp.optim.Optimizer
         A name (sgd, adagrad, adadelta, rmsprop, adam, adamw) with torch's defaults, or an
         object such as ``fastmlp.optim.Adam(lr=1e-3)``.
@@ -588,9 +590,15 @@ class MLP:
             raise ValueError(f"{name} must have shape ({n_rows}, {width}), got {values.shape}")
         values = np.ascontiguousarray(values, dtype=self.dtype)
         if not np.isfinite(values).all():
-            raise ValueError(f"{name} contains NaN or infinity")
+            row, column = (int(index) for index in np.argwhere(~np.isfinite(values))[0])
+            raise ValueError(f"{name} contains NaN or infinity ({float(values[row, column])!r} in "
+                             f"{_place(row, column, width)})")
         if self.loss == "bce" and (np.any(values < 0) or np.any(values > 1)):
             raise ValueError(f"{name} must lie in [0, 1] for loss='bce'")
+        if self.loss == "poisson" and np.any(values < 0):
+            row, column = (int(index) for index in np.argwhere(values < 0)[0])
+            raise ValueError(f"{name} must be >= 0 for loss='poisson' (counts or rates), got "
+                             f"{float(values[row, column])!r} in {_place(row, column, width)}")
         return values
 
     def _prepare(self, X: Any, y: Any, name_x: str = "X", name_y: str = "y") -> Tuple[Any, np.ndarray]:
@@ -775,7 +783,7 @@ class MLP:
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative finite per-row weights (not all zero). Each batch's loss, for every
             loss, is the weighted mean sum_i w_i loss_i / sum_i w_i over the batch's rows
-            (each element of a row weighing w_i for mse, bce and gaussian_nll), as
+            (each element of a row weighing w_i for mse, bce, gaussian_nll and poisson), as
             scikit-learn's MLP normalises it (by the batch's weight sum) and as torch's
             ``reduction="none"`` followed by a weighted average gives; with class_weights a
             row weighs w_i * class_weights[y_i] (torch's normaliser generalised). The weights
@@ -1116,8 +1124,8 @@ class MLP:
         -------
         ndarray
             Class labels (n,) for cross_entropy, 0/1 indicators (n, n_outputs) for bce, or
-            predicted values (means for gaussian_nll); a single regression output comes
-            back as shape (n,).
+            predicted values (means for gaussian_nll, the means exp(z) for poisson); a single
+            regression output comes back as shape (n,).
         """
         if self.loss == "cross_entropy" and self.fitted:
             # One call into the core (argmax there): the latency of one-sample predict.
@@ -1181,11 +1189,17 @@ class MLP:
         -------
         dict
             ``{"loss": mean loss}``, plus ``"accuracy"`` (fraction correct) for
-            classification losses.
+            classification losses, and ``"deviance"`` for poisson: the mean Poisson deviance
+            2 (y log(y / mu) - y + mu) of the predicted means mu (0 for a perfect fit;
+            scikit-learn's mean_poisson_deviance), weighted like the loss.
         """
         self._check_fitted()
         X, y = self._prepare(X, y)
-        return self._evaluate_arrays(X, y, **self._weights(sample_weight, X.shape[0]))
+        weights = self._weights(sample_weight, X.shape[0])
+        result = self._evaluate_arrays(X, y, **weights)
+        if self.loss == "poisson":
+            result["deviance"] = _mean_poisson_deviance(y, self._outputs(X), weights.get("sample_weight"))
+        return result
 
     def _evaluate_arrays(self, X: Any, y: np.ndarray, prefix: str = "",
                          sample_weight: Optional[np.ndarray] = None) -> Dict[str, float]:
@@ -1265,7 +1279,8 @@ class MLP:
         their activation (GELU exactly, through Erf), batch norm folded into the Gemm with the
         running statistics, dropout left out. Outputs, by loss: ``label`` and
         ``probabilities`` (cross_entropy: ArgMax and Softmax; bce: threshold 0.5 and
-        Sigmoid), ``predictions`` (mse), ``mean`` and ``variance`` (gaussian_nll).
+        Sigmoid), ``predictions`` (mse; poisson: the means, Exp of the last Gemm), ``mean`` and
+        ``variance`` (gaussian_nll).
 
         Parameters
         ----------
@@ -1295,6 +1310,22 @@ class MLP:
     def __repr__(self) -> str:
         return (f"MLP({self.layer_sizes}, activation={self.activations!r}, loss={self.loss!r}, "
                 f"optimizer={self.optimizer!r}, dtype={self.dtype.name})")
+
+
+def _place(row: int, column: int, width: int) -> str:
+    """Where a bad target is, in the words of the caller's y (1-D for one output)."""
+    return f"row {row}" if width == 1 else f"row {row}, column {column}"
+
+
+def _mean_poisson_deviance(y: np.ndarray, mean: np.ndarray, sample_weight: Optional[np.ndarray]) -> float:
+    """2 (y log(y / mu) - y + mu) averaged over every element (rows weighted), in float64;
+    y log(y / mu) is 0 where y is 0, as in the limit."""
+    y, mean = y.astype(np.float64), mean.astype(np.float64)
+    positive = y > 0
+    ratio_term = np.zeros_like(y)
+    ratio_term[positive] = y[positive] * (np.log(y[positive]) - np.log(mean[positive]))
+    per_row = np.mean(2.0 * (ratio_term - y + mean), axis=1)
+    return float(np.average(per_row, weights=sample_weight))
 
 
 # ---- loading -----------------------------------------------------------------------------------------

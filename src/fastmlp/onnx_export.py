@@ -7,6 +7,7 @@ Graph, for input ``X`` of shape (N, n_features) in the model's dtype:
   cross_entropy: probabilities = Softmax(logits), label = ArgMax(logits)          (N, C), (N,)
   bce:           probabilities = Sigmoid(logits), label = probabilities >= 0.5    (N, K) each
   mse:           predictions = logits                                             (N, D)
+  poisson:       predictions = Exp(logits), the predicted means                   (N, D)
   gaussian_nll:  mean = Gemm(h, W_mean, b_mean), variance = Exp(Gemm(h, W_logvar, b_logvar))
 """
 from __future__ import annotations
@@ -181,6 +182,10 @@ def _output_heads(builder: _GraphBuilder, model: "MLP", h: str,
         return [("label", int64, ["N", width]), ("probabilities", values, ["N", width])]
     if model.loss == "mse":
         builder.dense(h, weight, bias, "output", "predictions")
+        return [("predictions", values, ["N", width])]
+    if model.loss == "poisson":  # the last layer gives log-means
+        log_mean = builder.dense(h, weight, bias, "log_mean")
+        builder.node("Exp", [log_mean], "predictions")
         return [("predictions", values, ["N", width])]
     # gaussian_nll: the output layer's first `width` columns are means, the rest log-variances.
     builder.dense(h, weight[:, :width], bias[:width], "mean", "mean")

@@ -23,7 +23,7 @@ ACTIVATIONS = {
     "step": 6,
 }
 
-LOSSES = ("cross_entropy", "mse", "bce", "gaussian_nll")
+LOSSES = ("cross_entropy", "mse", "bce", "gaussian_nll", "poisson")
 
 MASK64 = (1 << 64) - 1
 
@@ -293,6 +293,25 @@ def gaussian_nll_backward(out: ArrayLike, target: ArrayLike, sample_weights: Opt
     d_mean = -weights * diff * precision / total
     d_log_var = weights * 0.5 * (1 - diff * diff * precision) / total
     return np.concatenate([d_mean, d_log_var], axis=1).astype(out.dtype)
+
+
+def poisson_nll_forward(log_mean: ArrayLike, target: ArrayLike, sample_weights: Optional[ArrayLike] = None) -> Any:
+    """Poisson NLL with a log link, log(y!) dropped: mean(exp(z) - y z), weighted per row as
+    mse_forward."""
+    log_mean = np.asarray(log_mean)
+    z = log_mean.astype(np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    weights, total = _row_weights(z, sample_weights)
+    return log_mean.dtype.type((weights * (np.exp(z) - y * z)).sum() / total)
+
+
+def poisson_nll_backward(log_mean: ArrayLike, target: ArrayLike, sample_weights: Optional[ArrayLike] = None) -> Array:
+    """Gradient of poisson_nll_forward's loss with respect to the log-means z: (exp(z) - y) / count."""
+    log_mean = np.asarray(log_mean)
+    z = log_mean.astype(np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    weights, total = _row_weights(z, sample_weights)
+    return np.asarray((weights * (np.exp(z) - y) / total).astype(log_mean.dtype))
 
 
 # ---- sparse input --------------------------------------------------------------------------
@@ -758,6 +777,8 @@ class ReferenceMLP:
             return mse_forward(logits, targets, s), mse_backward(logits, targets, s)
         if self.loss == "bce":
             return bce_logits_forward(logits, targets, s), bce_logits_backward(logits, targets, s)
+        if self.loss == "poisson":
+            return poisson_nll_forward(logits, targets, s), poisson_nll_backward(logits, targets, s)
         return gaussian_nll_forward(logits, targets, s), gaussian_nll_backward(logits, targets, s)
 
     def _backward(self, dlogits: Array, saved: List[Dict[str, Array]], params: Array,
@@ -846,12 +867,14 @@ class ReferenceMLP:
             return softmax_forward(logits)
         if self.loss == "bce":
             return _sigmoid(logits)
+        if self.loss == "poisson":
+            return np.exp(logits)
         return logits
 
     def evaluate(self, X: ArrayLike, targets: ArrayLike,
                  sample_weights: Optional[ArrayLike] = None) -> Tuple[float, Optional[float]]:
         """(mean loss, accuracy) in evaluation mode, both weighted by sample_weights when
-        given; accuracy is None for mse and gaussian_nll."""
+        given; accuracy is None for mse, gaussian_nll and poisson."""
         logits, _ = self._forward(X, training=False, update_running_stats=False)
         loss, _ = self._loss(logits, targets, sample_weights)
         return float(loss), self._accuracy(logits, targets, sample_weights)

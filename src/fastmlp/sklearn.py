@@ -192,6 +192,10 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
     def _loss_name(self) -> str:
         return "squared_error"
 
+    def _loss_constant(self, targets: np.ndarray, sample_weight: Optional[np.ndarray]) -> float:
+        """What scikit-learn's loss adds to fastmlp's (scaled) loss on these training rows."""
+        return 0.0
+
     def _check_stochastic(self) -> bool:
         """partial_fit exists for the stochastic solvers only (scikit-learn's available_if)."""
         if self.solver == "lbfgs":
@@ -289,6 +293,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
     _loss: str
     _loss_scale: float
     _gradient_scale: float
+    _loss_offset = 0.0  # the training rows' _loss_constant, added to loss_
 
     @property
     def _model(self) -> MLP:
@@ -399,6 +404,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
             X, targets, w_train, X_val, y_val = self._split_validation(X, targets, y, sample_weight)
             validation = (X_val, y_val)
         batch_size = self._batch_size(X.shape[0])
+        self._loss_offset = self._loss_constant(targets, w_train)
         self._prepare_optimizer(batch_size, fresh_optimizer=not incremental or not continuing)
         model = self.model_
         self._apply_alpha_per_batch(batch_size)
@@ -453,10 +459,12 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
 
     def _reported_loss(self, mean_loss: float, n_samples: int, weight_squares: float) -> float:
         """The epoch's loss as scikit-learn defines loss_: its loss function (see
-        _loss_scale) plus, for every batch, the L2 penalty 0.5 * alpha * ||W||^2 / (its size,
-        or its weight sum) at the weights that batch saw, averaged over the epoch's rows.
-        The core sums ||W||^2 over the steps (weight_squares, see _take_weight_squares)."""
-        return float(mean_loss * self._loss_scale + 0.5 * self.alpha * weight_squares / n_samples)
+        _loss_scale, and its data constant _loss_offset) plus, for every batch, the L2 penalty
+        0.5 * alpha * ||W||^2 / (its size, or its weight sum) at the weights that batch saw,
+        averaged over the epoch's rows. The core sums ||W||^2 over the steps (weight_squares,
+        see _take_weight_squares)."""
+        return float(mean_loss * self._loss_scale + self._loss_offset
+                     + 0.5 * self.alpha * weight_squares / n_samples)
 
     def _apply_alpha_per_batch(self, batch_size: int) -> None:
         """scikit-learn divides alpha by each batch's size (or weight sum), so a short last
@@ -497,11 +505,13 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         # densifies it per call, whole, as a full batch needs).
         X = X.tocsr().astype(model.dtype) if hasattr(X, "tocsr") else np.ascontiguousarray(X, dtype=model.dtype)
         scale, decay = self._loss_scale, float(self.alpha) / n + float(self.weight_decay)
+        # In the value L-BFGS-B sees, as scikit-learn's: its relative-decrease test reads it.
+        offset = self._loss_offset = self._loss_constant(targets, sample_weight)
 
         def loss_and_gradient(theta: np.ndarray) -> Tuple[float, np.ndarray]:
             loss, gradient = model.loss_and_gradient(theta, X, targets, sample_weight=sample_weight)
             weights = theta[mask]
-            loss = loss * scale + 0.5 * decay * float(weights @ weights)
+            loss = loss * scale + offset + 0.5 * decay * float(weights @ weights)
             gradient = gradient.astype(np.float64) * scale
             gradient[mask] += decay * weights
             return loss, gradient
@@ -1021,14 +1031,17 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
 class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
     __doc__ = """A multi-layer perceptron regressor with scikit-learn's interface, trained by fastmlp.
 
-    It minimises the mean squared error with an identity output layer; y may be 1-D or
-    (n_samples, n_outputs) for multi-output regression.
-""" + _SHARED_PARAMETERS + """    loss : "squared_error", default "squared_error"
-        scikit-learn's name; "poisson" is not available yet.
+    It minimises the mean squared error with an identity output layer, or with
+    loss="poisson" the Poisson deviance with an exp output (log link, y >= 0); y may be 1-D
+    or (n_samples, n_outputs) for multi-output regression.
+""" + _SHARED_PARAMETERS + """    loss : "squared_error" or "poisson", default "squared_error"
+        scikit-learn's names. "poisson" trains fastmlp.MLP(loss="poisson"): predictions are
+        exp of the last layer's output (out_activation_ "exp"), y must be >= 0.
 """ + """
     Attributes
     ----------""" + _SHARED_ATTRIBUTES + """
-    loss_ is half the mean squared error, scikit-learn's definition; validation_scores_ are R^2.
+    loss_ is scikit-learn's: half the mean squared error, or for poisson half the Poisson
+    deviance, mean(y log(y / mu) - y + mu) summed over the outputs; validation_scores_ are R^2.
 """
 
     def __init__(self, hidden_layer_sizes: Any = (100,), activation: str = "relu", *,
@@ -1058,11 +1071,27 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
     _loss_scale = 0.5  # scikit-learn's squared loss is half the mean squared error
 
     def _loss_name(self) -> str:
-        if self.loss == "poisson":
-            raise ValueError("loss='poisson' is not available yet in fastmlp; valid: 'squared_error'")
-        if self.loss != "squared_error":
-            raise _bad("loss", self.loss, "'squared_error'")
-        return "squared_error"
+        if self.loss not in ("squared_error", "poisson"):
+            raise _bad("loss", self.loss, "'squared_error' or 'poisson'")
+        return str(self.loss)
+
+    def _check_y(self, y: np.ndarray) -> np.ndarray:
+        if self.loss == "poisson" and np.any(y < 0):
+            # scikit-learn's PoissonRegressor words it so; its MLPRegressor would train on NaN.
+            raise ValueError("Some value(s) of y are out of the valid range of the loss "
+                             f"'poisson': y must be >= 0, got {float(np.min(y))!r}.")
+        return y
+
+    def _loss_constant(self, targets: np.ndarray, sample_weight: Optional[np.ndarray]) -> float:
+        """scikit-learn's poisson loss is fastmlp's times n_outputs plus, per output, the
+        (sample-weighted) mean of y log(y) - y: a constant of the data, added to loss_."""
+        if self.loss != "poisson":
+            return 0.0
+        y = np.asarray(targets, dtype=np.float64)
+        y_log_y = np.zeros_like(y)  # 0 log 0 = 0, its limit
+        counted = y > 0
+        y_log_y[counted] = y[counted] * np.log(y[counted])
+        return float(np.sum(np.average(y_log_y - y, axis=0, weights=sample_weight)))
 
     @_fill_doc
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPRegressor":
@@ -1106,8 +1135,16 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
     def _encode_targets(self, y: np.ndarray, first: bool, incremental: bool,
                         classes: Any) -> np.ndarray:
         targets = y.reshape(-1, 1) if y.ndim == 1 else y
-        if first:
+        if first and self.loss == "poisson":
             self._n_outputs = self._network_outputs = targets.shape[1]
+            # fastmlp's poisson loss is the mean over the B K elements, its gradient
+            # (mu - y) / (B K); scikit-learn's sums the outputs' means, gradient (mu - y) / B.
+            self._loss, self._loss_scale = "poisson", float(targets.shape[1])
+            self._gradient_scale = float(targets.shape[1])
+            self.out_activation_ = "exp"
+        elif first:
+            self._n_outputs = self._network_outputs = targets.shape[1]
+            self._loss, self._loss_scale = "mse", 0.5
             # fastmlp's mse gradient is 2 (p - y) / (B K); scikit-learn's is (p - y) / B.
             self._gradient_scale = targets.shape[1] / 2.0
             self.out_activation_ = "identity"

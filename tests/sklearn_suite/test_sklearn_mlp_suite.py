@@ -9,7 +9,6 @@ Excluded (they read or set scikit-learn's private internals, which fastmlp does 
 Expected to fail until other branches land (they start running when the feature exists):
 - test_mlp_sample_weight_with_early_stopping: while MLP.fit has no sample_weight.
 - test_sparse_matrices: while fastmlp.sklearn does not take sparse X (its sparse tag; it does now).
-- test_mlp_vs_poisson_glm_equivalent: needs loss='poisson' (not in fastmlp yet).
 """
 import importlib.util
 import inspect
@@ -59,8 +58,7 @@ def _has_sample_weight() -> bool:
 
 def _pending() -> dict:
     """Tests that wait for a feature of another branch, while that feature is missing."""
-    pending = {"test_mlp_vs_poisson_glm_equivalent": "needs MLPRegressor(loss='poisson'), not "
-                                                     "in fastmlp yet"}
+    pending = {}
     if not _has_sample_weight():
         pending["test_mlp_sample_weight_with_early_stopping"] = (
             "needs MLP.fit(sample_weight) from branch weights-sparse")
