@@ -78,6 +78,23 @@ def test_sgd_regressor_with_a_short_last_batch_and_sample_weights_follows_scikit
                 np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-12)
 
 
+def test_sgd_poisson_regressor_with_two_outputs_and_a_large_alpha_follows_scikit_learn():
+    """loss="poisson" folds n_outputs into the gradient scale; alpha's decay is divided by it
+    like the squared error's. 300 rows in batches of 64 (a last batch of 44)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5))
+    y = rng.poisson(np.exp(0.3 * X[:, :2]))
+    options = dict(hidden_layer_sizes=(8,), loss="poisson", solver="sgd", alpha=1.0, batch_size=64,
+                   momentum=0.0, learning_rate_init=0.01, max_iter=15, shuffle=False, random_state=0,
+                   tol=0.0, n_iter_no_change=10 ** 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        theirs = SklearnRegressor(**options).fit(X, y)
+        ours = MLPRegressor(**options, dtype="float64").fit(X, y)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-12)
+    np.testing.assert_allclose(flat(ours), flat(theirs), rtol=1e-12, atol=1e-13)
+
+
 @pytest.mark.parametrize("batch_size", [150, 50, 32])
 def test_adam_with_a_large_alpha_is_close_to_scikit_learn(batch_size):
     """Adam differs by where epsilon sits (torch's formula divides sqrt(v) by the bias
