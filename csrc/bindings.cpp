@@ -394,6 +394,7 @@ OptimizerOptions optimizer_from_dict(const py::dict& options) {
         else if (key == "beta2") o.beta2 = value.cast<double>();
         else if (key == "amsgrad") o.amsgrad = value.cast<bool>();
         else if (key == "eps") o.eps = value.cast<double>();
+        else if (key == "decay_biases") o.decay_biases = value.cast<bool>();
         else throw py::value_error("unknown optimizer option '" + key + "'");
     }
     return o;
@@ -667,6 +668,30 @@ void bind_network(py::module_& m, const char* name) {
                           if (step < 0 || step > kMaxStep)
                               throw py::value_error("step must be in [0, 2**62], got " + std::to_string(step));
                           model.network.step = step; })
+        .def_property("track_weight_squares", [](Model& model) { return model.network.track_weight_squares; },
+                      [](Model& model, bool on) {
+                          py::gil_scoped_release release;
+                          std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                          model.network.track_weight_squares = on; },
+                      "when True, every optimizer step adds ||W||^2 before it (all weight matrices), "
+                      "times the batch's rows over its weight sum, to weight_squares_sum")
+        .def_property("weight_squares_sum", [](Model& model) { return model.network.weight_squares_sum; },
+                      [](Model& model, double value) {
+                          if (!(value >= 0) || !std::isfinite(value))
+                              throw py::value_error("weight_squares_sum must be a finite number >= 0");
+                          py::gil_scoped_release release;
+                          std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                          model.network.weight_squares_sum = value; },
+                      "what track_weight_squares accumulated (scikit-learn's per-batch L2 penalty)")
+        .def_property("decay_reference_weight", [](Model& model) { return model.network.decay_reference_weight; },
+                      [](Model& model, double value) {
+                          if (!(value >= 0) || !std::isfinite(value))
+                              throw py::value_error("decay_reference_weight must be a finite number >= 0");
+                          py::gil_scoped_release release;
+                          std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                          model.network.decay_reference_weight = value; },
+                      "when > 0, a step's weight decay is the optimizer's times decay_reference_weight / "
+                      "(the batch's weight sum, its rows without sample weights); 0: as it is")
         .def_property("lr", [](Model& model) { return model.network.optimizer_options().lr; },
                       [](Model& model, double lr) {
                           if (!(lr >= 0) || !std::isfinite(static_cast<T>(lr)))

@@ -351,7 +351,8 @@ void batchnorm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* xhat, 
 // ---------------------------------------------------------------------------------------
 // Optimizers (optim.cpp): one update of the flat parameter buffer, torch.optim's formulas.
 // Every state buffer has the layout of params. `step` counts from 1 (the step being made).
-// Weight decay (L2, g += weight_decay * p) applies to every element, as torch does.
+// Weight decay (L2, g += weight_decay * p) applies to every element, as torch does (the
+// network calls a kernel per range with weight_decay 0 on biases when decay_biases is false).
 // ---------------------------------------------------------------------------------------
 
 // torch.optim.SGD: g += wd * p; if momentum != 0: buf = g at step 1, else

@@ -378,14 +378,13 @@ void Network<T>::backward(const T* x, int64_t B) {
 }
 
 template <typename T>
-void Network<T>::optimizer_step() {
-    ++step;
+void Network<T>::update_range(int64_t begin, int64_t end, T weight_decay) {
     const OptimizerOptions& o = options_.optimizer;
-    const int64_t n = static_cast<int64_t>(params.size());
-    T* p = params.data();
-    const T* g = grads.data();
-    auto state = [this](size_t k) { return optimizer_state[k].data(); };
-    const T lr = static_cast<T>(o.lr), wd = static_cast<T>(o.weight_decay), eps = static_cast<T>(o.eps);
+    const int64_t n = end - begin;
+    T* p = params.data() + begin;
+    const T* g = grads.data() + begin;
+    auto state = [this, begin](size_t k) { return optimizer_state[k].data() + begin; };
+    const T lr = static_cast<T>(o.lr), wd = weight_decay, eps = static_cast<T>(o.eps);
     switch (o.kind) {
         case OptimizerKind::sgd:
             sgd_update(p, state(0), g, n, lr, T(o.momentum), T(o.dampening), o.nesterov, wd, step);
@@ -406,6 +405,46 @@ void Network<T>::optimizer_step() {
                         o.amsgrad, o.kind == OptimizerKind::adamw, step);
             break;
     }
+}
+
+template <typename T>
+void Network<T>::optimizer_step(double decay_scale) {
+    ++step;
+    const OptimizerOptions& o = options_.optimizer;
+    const T wd = static_cast<T>(o.weight_decay * decay_scale);
+    const int64_t n = static_cast<int64_t>(params.size());
+    if (o.decay_biases || wd == T(0)) {  // one flat loop, torch's semantics
+        update_range(0, n, wd);
+        return;
+    }
+    // A layer's weight matrix decays; what follows it up to the next layer's weights (its
+    // bias, batch norm's gamma and beta) does not. 2 L kernel calls instead of one.
+    const size_t L = layers_.size();
+    for (size_t l = 0; l < L; ++l) {
+        const int64_t weights_end = layers_[l].bias;
+        const int64_t layer_end = l + 1 < L ? layers_[l + 1].weight : n;
+        update_range(layers_[l].weight, weights_end, wd);
+        update_range(weights_end, layer_end, T(0));
+    }
+}
+
+template <typename T>
+double Network<T>::weight_squares() const {
+    // Eight running sums in a fixed order: the adds overlap (and vectorise) instead of
+    // waiting on one another, and the result is the same bits every time.
+    constexpr int64_t LANES = 8;
+    double partial[LANES] = {};
+    for (const LayerSlices& s : layers_) {
+        const T* w = params.data() + s.weight;
+        const int64_t n = s.fan_in * s.fan_out;
+        int64_t i = 0;
+        for (; i + LANES <= n; i += LANES)
+            for (int64_t k = 0; k < LANES; ++k)
+                partial[k] += static_cast<double>(w[i + k]) * static_cast<double>(w[i + k]);
+        for (; i < n; ++i) partial[0] += static_cast<double>(w[i]) * static_cast<double>(w[i]);
+    }
+    return ((partial[0] + partial[1]) + (partial[2] + partial[3])) +
+           ((partial[4] + partial[5]) + (partial[6] + partial[7]));
 }
 
 // ---- public entry points -------------------------------------------------------------------------------------
@@ -448,7 +487,9 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     // zero gradient would still move momentum and weight decay). A step not taken changes
     // nothing: batch norm's running statistics go back to what they were.
     if (totals.finite && totals.weight_sum > 0) {
-        optimizer_step();
+        if (track_weight_squares)
+            weight_squares_sum += weight_squares() * static_cast<double>(B) / totals.weight_sum;
+        optimizer_step(decay_reference_weight > 0 ? decay_reference_weight / totals.weight_sum : 1.0);
     } else {
         std::copy(saved_running_mean_.begin(), saved_running_mean_.end(), running_mean.begin());
         std::copy(saved_running_var_.begin(), saved_running_var_.end(), running_var.begin());

@@ -14,7 +14,12 @@
 // Hidden layer l, evaluation: batch norm uses the running statistics; no dropout.
 // Output layer: logits = x W_{L-1} + b_{L-1} (no activation); the loss takes the logits.
 // One optimizer step: gradients of the batch's mean loss over the whole flat buffer, then
-// the optimizer kernel over the whole flat buffer with step = step + 1.
+// the optimizer kernel over the whole flat buffer with step = step + 1 (the weight decay
+// scaled per batch when decay_reference_weight > 0, see there). Weight decay reaches
+// every parameter (torch's semantics) unless optimizer.decay_biases is false: then each
+// layer's W_l is updated with the weight decay and its b_l, gamma_l, beta_l with weight
+// decay 0 (the same kernel over each range; every element is independent, so the split
+// changes no other bits).
 // Batch norm's running statistics are updated by every training forward (not by gradient
 // checks, which restore them).
 // predict applies the loss's link to the logits: softmax (cross_entropy), sigmoid (bce),
@@ -63,6 +68,7 @@ struct OptimizerOptions {
     double beta1 = 0.9, beta2 = 0.999;          // adam, adamw
     bool amsgrad = false;                       // adam, adamw
     double eps = 1e-8;
+    bool decay_biases = true;                   // false: weight decay on the W_l only
 };
 
 struct NetworkOptions {
@@ -181,6 +187,17 @@ public:
     std::vector<std::vector<T>> optimizer_state;  // one buffer per name, params' layout
     std::vector<T> running_mean, running_var;     // hidden widths concatenated (batch norm)
     int64_t step = 0;                             // optimizer steps taken
+    // scikit-learn's loss_ adds 0.5 alpha ||W||^2 / (a batch's weight sum) for every batch, at
+    // the weights that batch saw. With track_weight_squares, each step taken adds the squared
+    // norm of all weight matrices before it, times the batch's rows over its weight sum (1
+    // without sample weights), to weight_squares_sum. Off by default: a pass over the weights.
+    bool track_weight_squares = false;
+    double weight_squares_sum = 0;
+    // When > 0, a step's weight decay is the optimizer's times decay_reference_weight / (the
+    // batch's weight sum: its rows without sample weights). scikit-learn's alpha decays by
+    // alpha / (batch weight), so with decay_reference_weight = batch_size a full batch decays
+    // by weight_decay and a shorter last batch by more. 0 (default): weight_decay as it is.
+    double decay_reference_weight = 0;
 
     // Rows predict and evaluate compute at a time (a caller slicing a call in multiples of it
     // gets the same bits as one call).
@@ -270,7 +287,13 @@ private:
     void backward(const T* x, int64_t B);
     void to_pre_activation_gradient(int64_t l, T* gradient, int64_t B);
     bool derivative_fuses_into_gemm(int64_t l) const;
-    void optimizer_step();
+    // One update of every parameter, the weight decay times decay_scale.
+    void optimizer_step(double decay_scale);
+    // Sum of the squares of every weight matrix's entries (not biases, gamma or beta), in double.
+    double weight_squares() const;
+    // The optimizer kernel over params[begin, end) and the same range of grads and of every
+    // state buffer, with `weight_decay` in place of the option's.
+    void update_range(int64_t begin, int64_t end, T weight_decay);
 
     NetworkOptions options_;
     std::vector<LayerSlices> layers_;

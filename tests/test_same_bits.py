@@ -219,6 +219,12 @@ def _update_calls(state):
         "adam amsgrad": lambda: kernels.adam_update(*copies(p, s0, s1, s2, g), 1e-3, 0.9, 0.999, 1e-8, 0.01, True,
                                                     False, 7),
         "adamw": lambda: kernels.adam_update(*copies(p, s0, s1, s2, g), 1e-3, 0.9, 0.999, 1e-8, 0.01, False, True, 7),
+        # weight decay 0: what decay_biases=False runs over biases, gamma and beta
+        "adam no decay": lambda: kernels.adam_update(*copies(p, s0, s1, s2, g), 1e-3, 0.9, 0.999, 1e-8, 0.0, False,
+                                                     False, 7),
+        "adamw no decay": lambda: kernels.adam_update(*copies(p, s0, s1, s2, g), 1e-3, 0.9, 0.999, 1e-8, 0.0, True,
+                                                      True, 7),
+        "adagrad no decay": lambda: kernels.adagrad_update(*copies(p, s1, g), 1e-2, 1e-3, 0.0, 1e-10, 5),
     }
 
 
@@ -240,6 +246,35 @@ def test_optimizer_loops_give_the_same_bits_in_every_isa(dtype, optimizer):
     # and the update did something
     assert not np.array_equal(results[0][0], state[0])
 
+
+
+# decay_biases=False runs the loops once per layer range (weights with their decay, biases,
+# gamma and beta with none); the first weight range is long enough for threads to split it.
+NO_BIAS_DECAY = {
+    "sgd nesterov": fastmlp.optim.SGD(lr=1e-2, momentum=0.9, nesterov=True, weight_decay=1e-2, decay_biases=False),
+    "adagrad": fastmlp.optim.Adagrad(lr=1e-2, weight_decay=1e-2, decay_biases=False),
+    "adadelta": fastmlp.optim.Adadelta(weight_decay=1e-2, decay_biases=False),
+    "rmsprop centered": fastmlp.optim.RMSprop(lr=1e-3, momentum=0.5, centered=True, weight_decay=1e-2,
+                                              decay_biases=False),
+    "adam": fastmlp.optim.Adam(lr=1e-3, weight_decay=1e-2, decay_biases=False),
+    "adamw amsgrad": fastmlp.optim.AdamW(lr=1e-3, amsgrad=True, decay_biases=False),
+}
+
+
+@pytest.mark.parametrize("optimizer", list(NO_BIAS_DECAY))
+def test_no_bias_decay_trajectories_are_the_same_bits_with_avx2_avx512_and_any_threads(optimizer):
+    spec = dict(layer_sizes=[784, 64, 10], activation="relu", loss="cross_entropy", batch_norm=True,
+                optimizer=NO_BIAS_DECAY[optimizer])
+    X, y = data(spec)
+    for dtype in ("float32", "float64"):
+        runs = []
+        for name in FMA_ISAS or ISAS:  # the portable GEMM rounds without FMA: other bits
+            for n in (1, 2):
+                with isa(name), threads(n):
+                    runs.append(trained(spec, dtype, X, y, epochs=1).flat_parameters)
+        for other in runs[1:]:
+            assert np.array_equal(runs[0], other), (optimizer, dtype)
+        assert not np.array_equal(runs[0], fastmlp.MLP(**spec, dtype=dtype, seed=5).flat_parameters)
 
 # ---- the vectorised exp (softmax) and sigmoid ---------------------------------------------
 

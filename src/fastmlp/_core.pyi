@@ -80,6 +80,14 @@ class _Network(Generic[_F]):
     def layers(self) -> List[Dict[str, int]]:
         """Per layer: offsets into params (weight, bias, gamma, beta; -1 when absent), fan_in, fan_out."""
     step: int
+    track_weight_squares: bool
+    """When True, every optimizer step adds ||W||^2 before it (all weight matrices), times the
+    batch's rows over its weight sum, to weight_squares_sum."""
+    weight_squares_sum: float
+    """What track_weight_squares accumulated (scikit-learn's per-batch L2 penalty)."""
+    decay_reference_weight: float
+    """When > 0, a step's weight decay is the optimizer's times decay_reference_weight / (the
+    batch's weight sum, its rows without sample weights); 0: as it is."""
     lr: float
     num_threads: int
     """Threads for this model's calls (applied per call); 0 follows the process setting."""

@@ -354,7 +354,9 @@ class MLP:
         A name (sgd, adagrad, adadelta, rmsprop, adam, adamw) with torch's defaults, or an
         object such as ``fastmlp.optim.Adam(lr=1e-3)``.
     weight_decay : float, optional
-        Overrides the optimizer's weight_decay (L2 for all but AdamW, decoupled for AdamW).
+        Overrides the optimizer's weight_decay (L2 for all but AdamW, decoupled for AdamW);
+        the optimizer's decay_biases says whether biases and batch norm's gamma and beta
+        decay too (True, torch's default) or only the weight matrices.
     dropout : float
         Probability of zeroing each hidden activation in training (inverted dropout).
     batch_norm : bool

@@ -1,7 +1,9 @@
 """Optimizer configurations with torch.optim's option names, defaults and checks.
 
 Each object only describes the optimizer; the update itself is one C++ kernel over the
-model's flat parameter buffer (csrc/optim.cpp).
+model's flat parameter buffer (csrc/optim.cpp). One option is fastmlp's own: decay_biases
+(default True, torch's semantics); False keeps weight decay off biases and batch norm's
+gamma and beta, as scikit-learn's alpha and most training recipes do.
 """
 from __future__ import annotations
 
@@ -110,12 +112,17 @@ class SGD(Optimizer):
         L2 penalty added to the gradient (torch's coupled weight decay).
     nesterov : bool
         Nesterov momentum (needs momentum > 0 and dampening 0).
+    decay_biases : bool
+        True (torch's semantics): weight decay reaches every parameter. False: only the
+        dense layers' weight matrices decay; biases and batch norm's gamma and beta do not
+        (the usual "no decay on biases and norm parameters", and scikit-learn's alpha).
     """
 
     name = "sgd"
 
     def __init__(self, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False) -> None:
+                 weight_decay: float = 0.0, nesterov: bool = False,
+                 decay_biases: bool = True) -> None:
         momentum = _check_number("momentum", momentum)
         dampening = _check_number("dampening", dampening)
         nesterov = _check_flag("nesterov", nesterov)
@@ -124,7 +131,7 @@ class SGD(Optimizer):
                              f"momentum={momentum!r}, dampening={dampening!r}")
         super().__init__(lr=_check_number("lr", lr), momentum=momentum, dampening=dampening,
                          weight_decay=_check_number("weight_decay", weight_decay),
-                         nesterov=nesterov)
+                         nesterov=nesterov, decay_biases=_check_flag("decay_biases", decay_biases))
 
 
 class Adagrad(Optimizer):
@@ -142,17 +149,23 @@ class Adagrad(Optimizer):
         Starting value of the sum of squared gradients.
     eps : float
         Added to the denominator for numerical stability.
+    decay_biases : bool
+        True (torch's semantics): weight decay reaches every parameter. False: only the
+        dense layers' weight matrices decay; biases and batch norm's gamma and beta do not
+        (the usual "no decay on biases and norm parameters", and scikit-learn's alpha).
     """
 
     name = "adagrad"
 
     def __init__(self, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> None:
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10,
+                 decay_biases: bool = True) -> None:
         super().__init__(lr=_check_number("lr", lr), lr_decay=_check_number("lr_decay", lr_decay),
                          weight_decay=_check_number("weight_decay", weight_decay),
                          initial_accumulator_value=_check_number(
                              "initial_accumulator_value", initial_accumulator_value),
-                         eps=_check_number("eps", eps))
+                         eps=_check_number("eps", eps),
+                         decay_biases=_check_flag("decay_biases", decay_biases))
 
 
 class Adadelta(Optimizer):
@@ -168,15 +181,20 @@ class Adadelta(Optimizer):
         Added inside the square roots for numerical stability.
     weight_decay : float
         L2 penalty added to the gradient (torch's coupled weight decay).
+    decay_biases : bool
+        True (torch's semantics): weight decay reaches every parameter. False: only the
+        dense layers' weight matrices decay; biases and batch norm's gamma and beta do not
+        (the usual "no decay on biases and norm parameters", and scikit-learn's alpha).
     """
 
     name = "adadelta"
 
     def __init__(self, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
-                 weight_decay: float = 0.0) -> None:
+                 weight_decay: float = 0.0, decay_biases: bool = True) -> None:
         super().__init__(lr=_check_number("lr", lr), rho=_check_number("rho", rho, 0.0, 1.0),
                          eps=_check_number("eps", eps),
-                         weight_decay=_check_number("weight_decay", weight_decay))
+                         weight_decay=_check_number("weight_decay", weight_decay),
+                         decay_biases=_check_flag("decay_biases", decay_biases))
 
 
 class RMSprop(Optimizer):
@@ -196,17 +214,23 @@ class RMSprop(Optimizer):
         Momentum factor.
     centered : bool
         Normalise by the gradient's estimated variance instead of its second moment.
+    decay_biases : bool
+        True (torch's semantics): weight decay reaches every parameter. False: only the
+        dense layers' weight matrices decay; biases and batch norm's gamma and beta do not
+        (the usual "no decay on biases and norm parameters", and scikit-learn's alpha).
     """
 
     name = "rmsprop"
 
     def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False) -> None:
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
+                 decay_biases: bool = True) -> None:
         super().__init__(lr=_check_number("lr", lr), alpha=_check_number("alpha", alpha),
                          eps=_check_number("eps", eps),
                          weight_decay=_check_number("weight_decay", weight_decay),
                          momentum=_check_number("momentum", momentum),
-                         centered=_check_flag("centered", centered))
+                         centered=_check_flag("centered", centered),
+                         decay_biases=_check_flag("decay_biases", decay_biases))
 
 
 def _check_betas(betas: Any) -> Tuple[float, float]:
@@ -231,16 +255,22 @@ class Adam(Optimizer):
         L2 penalty added to the gradient.
     amsgrad : bool
         Use the maximum of past second moments (AMSGrad).
+    decay_biases : bool
+        True (torch's semantics): weight decay reaches every parameter. False: only the
+        dense layers' weight matrices decay; biases and batch norm's gamma and beta do not
+        (the usual "no decay on biases and norm parameters", and scikit-learn's alpha).
     """
 
     name = "adam"
 
     def __init__(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False) -> None:
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
+                 decay_biases: bool = True) -> None:
         super().__init__(lr=_check_number("lr", lr), betas=_check_betas(betas),
                          eps=_check_number("eps", eps),
                          weight_decay=_check_number("weight_decay", weight_decay),
-                         amsgrad=_check_flag("amsgrad", amsgrad))
+                         amsgrad=_check_flag("amsgrad", amsgrad),
+                         decay_biases=_check_flag("decay_biases", decay_biases))
 
 
 class AdamW(Adam):
@@ -258,13 +288,18 @@ class AdamW(Adam):
         Decoupled decay: parameters shrink by ``lr * weight_decay`` every step.
     amsgrad : bool
         Use the maximum of past second moments (AMSGrad).
+    decay_biases : bool
+        True (torch's semantics): every parameter shrinks. False: only the dense layers'
+        weight matrices shrink; biases and batch norm's gamma and beta do not.
     """
 
     name = "adamw"
 
     def __init__(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
-        super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
+                 decay_biases: bool = True) -> None:
+        super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         decay_biases=decay_biases)
 
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW)}

@@ -437,6 +437,7 @@ def batchnorm_backward(dy: Array, xhat: Array, gamma: Array, invstd: Array) -> T
 
 
 # ---- optimizers: torch.optim's update rules over a flat buffer; new arrays returned -------
+# (weight_decay may also be an array of params' shape: optimizer_step with decay_biases=False)
 
 
 def sgd_update(params: Array, momentum_buffer: Array, grads: Array, lr: float, momentum: float,
@@ -527,6 +528,10 @@ OPTIMIZER_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "adamw": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False),
 }
 
+# fastmlp's own options, shared by every optimizer (torch has no such option: it takes
+# parameter groups instead).
+FASTMLP_OPTIMIZER_DEFAULTS: Dict[str, Any] = {"decay_biases": True}
+
 # The state buffers each optimizer keeps, all with the flat parameter layout.
 OPTIMIZER_STATE = {
     "sgd": ("momentum_buffer",),
@@ -543,7 +548,7 @@ def optimizer_options_with_defaults(optimizer: str,
     """torch's defaults for `optimizer`, overridden by `options` (unknown names rejected)."""
     if optimizer not in OPTIMIZER_DEFAULTS:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_DEFAULTS)}, got {optimizer!r}")
-    merged: Dict[str, Any] = dict(OPTIMIZER_DEFAULTS[optimizer])
+    merged: Dict[str, Any] = dict(OPTIMIZER_DEFAULTS[optimizer], **FASTMLP_OPTIMIZER_DEFAULTS)
     for name, value in (options or {}).items():
         if name not in merged:
             raise ValueError(f"{optimizer} has no option {name!r}; its options: {sorted(merged)}")
@@ -552,9 +557,19 @@ def optimizer_options_with_defaults(optimizer: str,
 
 
 def optimizer_step(optimizer: str, options: Dict[str, Any], params: Array, state: Dict[str, Array],
-                   grads: Array, step: int) -> Tuple[Array, Dict[str, Array]]:
-    """One update of the flat buffer by `optimizer`; returns (params, state) as new arrays."""
-    o = options
+                   grads: Array, step: int, weight_mask: Optional[Array] = None
+                   ) -> Tuple[Array, Dict[str, Array]]:
+    """One update of the flat buffer by `optimizer`; returns (params, state) as new arrays.
+
+    With options["decay_biases"] False, weight decay becomes an array: the option's value
+    where weight_mask (bool, params' shape) is True, 0 elsewhere; the update formulas are
+    elementwise, so each element sees its own decay.
+    """
+    o = dict(options)
+    if not o.get("decay_biases", True):
+        if weight_mask is None:
+            raise ValueError("decay_biases=False needs weight_mask, True at the weight matrices")
+        o["weight_decay"] = np.where(weight_mask, o["weight_decay"], 0.0).astype(params.dtype)
     if optimizer == "sgd":
         params, buf = sgd_update(params, state["momentum_buffer"], grads, o["lr"], o["momentum"],
                                  o["dampening"], o["nesterov"], o["weight_decay"], step)
@@ -677,6 +692,15 @@ class ReferenceMLP:
     def biases(self) -> List[Array]:
         """Views of the bias vectors (fan_out,) in the flat buffer."""
         return [self._view(self.params, l, "bias") for l in range(self.n_layers)]
+
+    def weight_mask(self) -> Array:
+        """True at the weight matrices of the flat buffer, False at biases, gamma and beta:
+        where weight decay reaches when decay_biases is False."""
+        mask = np.zeros(self.params.shape, dtype=bool)
+        for layer in range(self.n_layers):
+            start, (fan_in, fan_out) = self._slices[layer]["weight"]
+            mask[start:start + fan_in * fan_out] = True
+        return mask
 
     def set_flat_params(self, flat: ArrayLike) -> None:
         """Overwrite every parameter from a flat buffer of the same layout."""
@@ -832,7 +856,7 @@ class ReferenceMLP:
         self.step += 1
         new_params, self.optimizer_state = optimizer_step(
             self.optimizer, self.optimizer_options, self.params, self.optimizer_state, grads,
-            self.step)
+            self.step, weight_mask=self.weight_mask())
         self.params[:] = new_params  # keep the buffer (and the views into it)
         return loss
 

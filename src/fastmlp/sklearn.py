@@ -264,18 +264,22 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         scikit-learn's gradient is fastmlp's times _gradient_scale (e.g. 1/2 for one squared-
         error output), and alpha adds alpha * W / batch_size to it. SGD steps lr * (c g + d W)
         = (lr c) (g + (d / c) W); Adam is invariant to the gradient's scale but for epsilon,
-        so it takes epsilon / c. The decay d / c reaches weights only (decay_biases=False)."""
+        so it takes epsilon / c. The decay d / c reaches the weight matrices only
+        (decay_biases=False), as alpha does in scikit-learn; fastmlp's weight_decay is added
+        to it and so has the same reach (and the same per-batch scaling, see
+        _apply_alpha_per_batch)."""
         scale = self._gradient_scale
         lr = float(self.learning_rate_init)
         decay = (self.alpha / batch_size + self.weight_decay) / scale
         if self.solver == "sgd":
             return optim.SGD(lr=lr * scale, momentum=self.momentum, weight_decay=decay,
-                             nesterov=bool(self.nesterovs_momentum) and self.momentum > 0)
+                             nesterov=bool(self.nesterovs_momentum) and self.momentum > 0,
+                             decay_biases=False)
         if self.solver in ("adam", "adamw", "lbfgs"):  # lbfgs: any; scipy steps instead
             cls = optim.AdamW if self.solver == "adamw" else optim.Adam
             return cls(lr=lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon / scale,
-                       weight_decay=decay)
-        return optim.OPTIMIZERS[self.solver](lr=lr, weight_decay=decay)
+                       weight_decay=decay, decay_biases=False)
+        return optim.OPTIMIZERS[self.solver](lr=lr, weight_decay=decay, decay_biases=False)
 
     # -- fitting --
 
@@ -403,6 +407,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         self._loss_offset = self._loss_constant(targets, w_train)
         self._prepare_optimizer(batch_size, fresh_optimizer=not incremental or not continuing)
         model = self.model_
+        self._apply_alpha_per_batch(batch_size)
         self.n_iter_ = 0
         epochs = 1 if incremental else self.max_iter
         stopper = _StoppingRules(self, X.shape[0], validation, incremental, epochs)
@@ -452,16 +457,30 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
             self._optimizer = _SolverState(float(self.learning_rate_init))
         model.learning_rate = self._optimizer.learning_rate * self._core_lr_factor
 
-    def _reported_loss(self, mean_loss: float, n_samples: int) -> float:
+    def _reported_loss(self, mean_loss: float, n_samples: int, weight_squares: float) -> float:
         """The epoch's loss as scikit-learn defines loss_: its loss function (see
-        _loss_scale) plus the L2 penalty 0.5 * alpha * ||W||^2 / batch_size."""
-        if self.solver == "lbfgs":
-            batch_size = n_samples
-        else:  # _batch_size's value, without its warning
-            batch_size = min(200 if self.batch_size == "auto" else int(self.batch_size), n_samples)
-        squares = sum(float(np.dot(w.ravel(), w.ravel())) for w in self.model_.weights)
+        _loss_scale, and its data constant _loss_offset) plus, for every batch, the L2 penalty
+        0.5 * alpha * ||W||^2 / (its size, or its weight sum) at the weights that batch saw,
+        averaged over the epoch's rows. The core sums ||W||^2 over the steps (weight_squares,
+        see _take_weight_squares)."""
         return float(mean_loss * self._loss_scale + self._loss_offset
-                     + 0.5 * self.alpha * squares / batch_size)
+                     + 0.5 * self.alpha * weight_squares / n_samples)
+
+    def _apply_alpha_per_batch(self, batch_size: int) -> None:
+        """scikit-learn divides alpha by each batch's size (or weight sum), so a short last
+        batch decays more: the core scales the optimizer's decay (alpha / batch_size) by
+        batch_size / (the batch's weight), and sums ||W||^2 before every step for loss_."""
+        network = self.model_._network
+        network.decay_reference_weight = float(batch_size)
+        network.track_weight_squares = bool(self.alpha > 0)
+        network.weight_squares_sum = 0.0
+
+    def _take_weight_squares(self) -> float:
+        """The epoch's sum of ||W||^2 * rows / weight sum over its steps; restarts it at 0."""
+        network = self.model_._network
+        squares = float(network.weight_squares_sum)
+        network.weight_squares_sum = 0.0
+        return squares
 
     # -- lbfgs --
 
@@ -475,7 +494,9 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
     def _fit_lbfgs(self, X: np.ndarray, targets: np.ndarray,
                    sample_weight: Optional[np.ndarray]) -> None:
         """scipy's L-BFGS-B on the full-batch loss and gradient the C++ core computes
-        (MLP.loss_and_gradient), plus alpha's L2 penalty on the weights, as scikit-learn."""
+        (MLP.loss_and_gradient), plus alpha's L2 penalty on the weights, as scikit-learn.
+        fastmlp's weight_decay adds 0.5 * weight_decay * ||W||^2 (the objective whose
+        gradient is the stochastic solvers' decay); loss_ leaves it out, as they do."""
         import scipy.optimize  # type: ignore[import-untyped]
         model, mask = self.model_, self._weight_mask()
         # scikit-learn divides the L2 penalty by the total weight (n without weights).
@@ -483,16 +504,16 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         # Converted once for the solver's many calls (a sparse X stays sparse; the core
         # densifies it per call, whole, as a full batch needs).
         X = X.tocsr().astype(model.dtype) if hasattr(X, "tocsr") else np.ascontiguousarray(X, dtype=model.dtype)
-        scale, alpha = self._loss_scale, float(self.alpha)
+        scale, decay = self._loss_scale, float(self.alpha) / n + float(self.weight_decay)
         # In the value L-BFGS-B sees, as scikit-learn's: its relative-decrease test reads it.
         offset = self._loss_offset = self._loss_constant(targets, sample_weight)
 
         def loss_and_gradient(theta: np.ndarray) -> Tuple[float, np.ndarray]:
             loss, gradient = model.loss_and_gradient(theta, X, targets, sample_weight=sample_weight)
             weights = theta[mask]
-            loss = loss * scale + offset + 0.5 * alpha * float(weights @ weights) / n
+            loss = loss * scale + offset + 0.5 * decay * float(weights @ weights)
             gradient = gradient.astype(np.float64) * scale
-            gradient[mask] += alpha * weights / n
+            gradient[mask] += decay * weights
             return loss, gradient
 
         options: Dict[str, Any] = {"maxfun": self.max_fun, "maxiter": self.max_iter,
@@ -507,7 +528,8 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
                           f"(status={result.status}): {message}. Increase the number of "
                           "iterations (max_iter) or scale the data.", ConvergenceWarning)
         self.n_iter_ = min(int(result.nit), self.max_iter)
-        self.loss_ = float(result.fun)
+        final_weights = result.x[mask]
+        self.loss_ = float(result.fun) - 0.5 * float(self.weight_decay) * float(final_weights @ final_weights)
         model._network.params[:] = result.x
         model.fitted = True
         if not np.all(np.isfinite(result.x)):
@@ -585,8 +607,9 @@ class _StoppingRules:
         est = self.estimator
         est.n_iter_ += 1
         est.t_ += self.n_samples
-        est.loss_ = est._reported_loss(mean_loss, self.n_samples) if np.isfinite(mean_loss) \
-            else float(mean_loss)
+        weight_squares = est._take_weight_squares()
+        est.loss_ = est._reported_loss(mean_loss, self.n_samples, weight_squares) \
+            if np.isfinite(mean_loss) else float(mean_loss)
         est.loss_curve_.append(est.loss_)
         if est.verbose:
             print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
@@ -700,9 +723,9 @@ _SHARED_PARAMETERS = """
         loss and gradient of the C++ core), or fastmlp's "adamw", "rmsprop", "adagrad",
         "adadelta" (with torch's defaults beyond the learning rate).
     alpha : float, default 1e-4
-        L2 penalty scaled as scikit-learn does, 0.5 * alpha * ||W||^2 / batch_size per batch
-        (lbfgs: / n_samples, weights only); the stochastic solvers apply its decay to the
-        biases too.
+        L2 penalty scaled as scikit-learn does, 0.5 * alpha * ||W||^2 / (the batch's size,
+        or its sample weights' sum) per batch (lbfgs: / n_samples), on the weight matrices
+        only: the stochastic solvers run with decay_biases=False, so biases never decay.
     batch_size : int or "auto", default "auto"
         Rows per step; "auto" is min(200, n_samples); larger values are clipped with a warning.
     learning_rate : "constant", "invscaling" or "adaptive", default "constant"
@@ -746,7 +769,11 @@ _SHARED_PARAMETERS = """
     batch_norm : bool, default False
         fastmlp: batch normalisation after each hidden dense layer.
     weight_decay : float, default 0.0
-        fastmlp: added to the decay that alpha implies (decoupled for "adamw").
+        fastmlp: added to the decay that alpha implies (alpha / batch_size), with the same
+        reach (the weight matrices, not the biases) and scaling (a shorter last batch
+        decays by more, as alpha does); decoupled for "adamw". It is not part
+        of loss_ or loss_curve_ (scikit-learn's loss holds alpha's penalty only); lbfgs adds
+        0.5 * weight_decay * ||W||^2 to the objective it minimises.
     dtype : None, "float32" or "float64", default None
         fastmlp: the precision the network trains and predicts in; None takes the training
         input's float dtype (float32 stays float32, anything else float64), as scikit-learn.
