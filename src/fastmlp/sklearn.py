@@ -57,14 +57,14 @@ def expected_failed_checks(estimator: Any) -> Dict[str, str]:
     """scikit-learn's estimator checks that ``estimator`` fails by design, with the reason:
     pass it as ``expected_failed_checks`` to ``check_estimator`` / ``parametrize_with_checks``
     (scikit-learn >= 1.6's successor of the ``_xfail_checks`` tag): the weight-equivalence
-    checks, and every sample-weight check if fastmlp.MLP.fit had no sample_weight."""
+    checks only if fastmlp.MLP.fit had no sample_weight (an older core): none otherwise."""
     # Predictions of a batch and of any subset of it are bitwise equal in float32 and float64
     # (every GEMM path sums in one canonical order), so check_methods_subset_invariance passes.
-    # Stochastic training sees other batches when rows are repeated than when they are
-    # weighted (scikit-learn runs this check on its own MLP with lbfgs or a loose tol only).
-    reason = "stochastic training: repeated rows and weighted rows give different batches"
-    failing = {"check_sample_weight_equivalence_on_dense_data": reason,
-               "check_sample_weight_equivalence_on_sparse_data": reason}
+    # The weight-equivalence checks pass too: their data sets fit in one batch, where weighted
+    # rows and repeated rows give the same loss, and alpha's decay follows each batch's weight
+    # sum as scikit-learn's does. (With several batches per epoch they would not: repeated rows
+    # make other batches.)
+    failing: Dict[str, str] = {}
     if not _mlp_takes_sample_weight():
         failing.update({name: "needs fastmlp.MLP.fit(sample_weight=...), not in this build"
                         for name in SAMPLE_WEIGHT_CHECKS})
