@@ -68,6 +68,11 @@ def _gelu_derivative(x: Array) -> Array:
     return np.asarray((cdf + x64 * pdf).astype(x.dtype))
 
 
+def all_finite(x: ArrayLike) -> bool:
+    """True when no element of x is NaN or infinite."""
+    return bool(np.isfinite(np.asarray(x)).all())
+
+
 def activation_forward(x: ArrayLike, act: Union[str, int], slope: float = 0.01) -> Array:
     """y = act(x)."""
     x = np.asarray(x)
