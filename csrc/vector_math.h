@@ -107,12 +107,13 @@ inline T power_of_two(typename ExpConstants<T>::Bits e) {
     return value;
 }
 
+// e^x for x in [kMinimum, kMaximum] (not NaN): exp_of's core, called directly where the
+// argument is in range by construction (the fewer selects keep erf's loops vectorisable:
+// GCC's if-conversion gives up on a merge of more than 4 paths).
 template <bool kFma, typename T>
-inline T exp_of(T x) {
+inline T exp_in_range(T clamped) {
     using K = ExpConstants<T>;
     using Bits = typename K::Bits;
-    // NaN is reduced as 0 (its lane's result is replaced by NaN below), so n stays in range.
-    const T clamped = x < K::kMinimum ? K::kMinimum : (x > K::kMaximum ? K::kMaximum : (x == x ? x : T(0)));
     // n = round(x / ln2): adding 1.5 * 2^p puts the rounded integer in the low mantissa bits.
     const T shifted = clamped * K::kLog2e + K::kRoundingShift;
     const T n = shifted - K::kRoundingShift;
@@ -131,7 +132,15 @@ inline T exp_of(T x) {
     // 2^n in two halves, each a normal number, so n up to 128 (float) does not overflow the
     // exponent field; multiplying by a power of two is exact.
     const Bits half = n_integer >> 1;
-    const T result = p * power_of_two<T>(half) * power_of_two<T>(n_integer - half);
+    return p * power_of_two<T>(half) * power_of_two<T>(n_integer - half);
+}
+
+template <bool kFma, typename T>
+inline T exp_of(T x) {
+    using K = ExpConstants<T>;
+    // NaN is reduced as 0 (its lane's result is replaced by NaN below), so n stays in range.
+    const T clamped = x < K::kMinimum ? K::kMinimum : (x > K::kMaximum ? K::kMaximum : (x == x ? x : T(0)));
+    const T result = exp_in_range<kFma>(clamped);
     // Selects, not branches, so the loop vectorises; x != x is NaN.
     const T in_range = x < K::kMinimum ? T(0) : result;
     const T finite = x > K::kMaximum ? T(INFINITY) : in_range;
@@ -220,11 +229,13 @@ void sigmoid_row(T* y, const T* x, const T* bias, int64_t n) {
 // erf(x), branch-free (selects only), from two fits (tools/fit_erf.py derives every
 // coefficient below: least squares at 100 digits refined towards minimax, relative error):
 //   |x| <  kSmall:  erf(x) = x P(x^2), odd, exactly 0 at 0;
-//   |x| >= kSmall:  erf(x) = sign(x) (1 - e^-a^2 R(t)), a = |x|, t = (a - K) / (a + K),
-//                   where R(t) fits the smooth e^(a^2) erfc(a), tending to 1 / (a sqrt(pi)):
-//                   the map to t makes it polynomial-friendly out to large a.
-// P and R are within a tenth of an ulp (fit: float 8.5e-9 and 9.5e-9, double 2.2e-17 and
-// 7.0e-18); the rest is exp's ulp and the rounding of the few operations. Past kOne erf
+//   |x| >= kSmall:  erf(x) = sign(x) (1 - e^-a^2 R(t) / a), a = |x|, t = (a - K) / (a + K),
+//                   where R(t) fits the smooth a e^(a^2) erfc(a), which tends to 1 / sqrt(pi):
+//                   the map to t makes it polynomial-friendly out to large a, and its terms
+//                   stay small beside its value (fitting e^(a^2) erfc(a) instead, ~1 / a,
+//                   made Horner's rule cancel: 10 ulps in gelu's far left tail in double).
+// P and R are within a tenth of an ulp (fit: float 8.5e-9 and 2.3e-9, double 2.2e-17 and
+// 5.9e-18); the rest is exp's ulp and the rounding of the few operations. Past kOne erf
 // rounds to 1 (erfc(4) < 2^-25, erfc(6) < 2^-54); R is fitted up to kTailEnd so that gelu's
 // left tail, Phi(x) = erfc(-x / sqrt2) / 2, keeps its relative accuracy until it underflows.
 template <typename T>
@@ -235,10 +246,12 @@ struct ErfConstants<float> {
     static constexpr float kSmall = 0.875f, kK = 2.0f, kOne = 4.0f, kTailEnd = 10.0f;
     static constexpr float kP[] = {1.12837916f,   -0.376125505f, 0.112824553f,
                                    -0.0267914627f, 0.00503218088f, -0.00062032528f};
-    static constexpr float kR[] = {0.255395676f,   -0.427185806f,  0.241658127f,
-                                   -0.0789805301f, 0.00373708094f, 0.00701885832f,
-                                   -0.00090697525f, -0.00102547416f, 0.000282944848f};
+    static constexpr float kR[] = {
+        0.510791351f, 0.167211013f, -0.203844093f,
+        0.121514707f, -0.0289819992f, -0.00750839494f,
+        0.00483381847f, 0.00104148189f, -0.000874943584f};
     static constexpr float kSplitter = 4097.0f;   // 2^12 + 1: Dekker's split of a float
+    static constexpr float kGaussianEnd = 13.216f;  // 13.216^2 / 2 < -ExpConstants::kMinimum
 };
 
 template <>
@@ -250,14 +263,15 @@ struct ErfConstants<double> {
         0.00012055141075911848, -1.4920941968530138e-5, 1.6387374168378114e-6,
         -1.5619255067404274e-7, 1.0456781850356794e-8};
     static constexpr double kR[] = {
-        0.17900115118138995,     -0.32623356004303726,    0.24560380171233133,
-        -0.15011593650077341,    0.071665837197937669,    -0.024392499318810322,
-        0.0042691363342272531,   0.00070774644074811016,  -0.00059706197214236017,
-        4.5255294669677394e-5,   6.4056777667217982e-5,   -1.2860626246707169e-5,
-        -7.9793251588838964e-6,  2.1213812262699572e-6,   1.2559777875706791e-6,
-        -3.0002057375121326e-7,  -2.3891524295732656e-7,  4.1590595863711163e-8,
-        4.514982523070336e-8,    -1.0590348270272867e-8,  -1.7271872153874385e-9};
+        0.53700345354416985, 0.095306226959227945, -0.14658304803289209,
+        0.13988054760178221, -0.095469750306542416, 0.046350263330667348,
+        -0.014019825628705138, 0.00091082270406363401, 0.001242876195062042,
+        -0.00041254399004832722, -8.4608468685304152e-5, 6.8981552527664021e-5,
+        6.4647142852652999e-6, -1.1118208163166165e-5, -9.9146877623915065e-7,
+        1.9060669883391419e-6, 2.832425412096843e-7, -3.5784682147410561e-7,
+        -5.9659789623196836e-8, 7.0042162263435802e-8, -8.7877372321454058e-9};
     static constexpr double kSplitter = 134217729.0;  // 2^27 + 1
+    static constexpr double kGaussianEnd = 37.64;     // 37.64^2 / 2 < -ExpConstants::kMinimum
 };
 
 // c[0] + c[1] v + ... by Horner's rule.
@@ -275,7 +289,7 @@ inline T clamp_to(T a, T lo, T hi) {
     return a >= lo ? (a < hi ? a : hi) : lo;
 }
 
-// e^(a^2) erfc(a) for a in [kSmall, kTailEnd].
+// a e^(a^2) erfc(a) for a in [kSmall, kTailEnd].
 template <bool kFma, typename T>
 inline T scaled_erfc_of(T a) {
     using K = ErfConstants<T>;
@@ -290,7 +304,7 @@ inline T erf_of(T x) {
     const T small = s * polynomial<kFma>(K::kP, s * s);
     // The rounding of a^2 moves e^-a^2 by a relative a^2 2^-p, at most 0.16 ulp of erf here.
     const T b = clamp_to(a, K::kSmall, K::kOne);
-    const T tail = T(1) - exp_of<kFma>(-(b * b)) * scaled_erfc_of<kFma>(b);
+    const T tail = T(1) - exp_in_range<kFma>(-(b * b)) * scaled_erfc_of<kFma>(b) / b;
     const T result = a < K::kSmall ? small : (x < 0 ? -tail : tail);
     return x != x ? x : result;
 }
@@ -302,25 +316,30 @@ void erf_row(T* y, const T* x, int64_t n) {
 
 // e^(-v^2 / 2) for v >= 0 with v^2 = h + l split exactly (FMA, or Dekker's product without),
 // so that its relative error stays about an ulp even where v^2 / 2 is large (with v^2
-// rounded the error would grow as v^2 2^-p: 40 ulps of float at v = 12).
+// rounded the error would grow as v^2 2^-p: 40 ulps of float at v = 12). Past kGaussianEnd
+// (and for NaN) 0: e^(-v^2/2) is below the smallest normal number there, flushed as exp_of does.
 template <bool kFma, typename T>
 inline T gaussian_of(T v) {
-    const T h = v * v;
+    constexpr T kEnd = ErfConstants<T>::kGaussianEnd;
+    const T w = clamp_to(v, T(0), kEnd);
+    const T h = w * w;
     T l;
     if constexpr (kFma) {
-        l = std::fma(v, v, -h);
+        l = std::fma(w, w, -h);
     } else {
-        const T scaled = v * ErfConstants<T>::kSplitter;
-        const T high = scaled - (scaled - v), low = v - high;
+        const T scaled = w * ErfConstants<T>::kSplitter;
+        const T high = scaled - (scaled - w), low = w - high;
         l = ((high * high - h) + T(2) * high * low) + low * low;
     }
-    const T e = exp_of<kFma>(T(-0.5) * h);
-    return multiply_add<kFma>(e, T(-0.5) * l, e);  // e^(-l/2) = 1 - l/2 to far below an ulp
+    const T e = exp_in_range<kFma>(T(-0.5) * h);
+    // e^(-l/2) = 1 - l/2 to far below an ulp. The flush multiplies by 0 or 1 rather than
+    // selecting: one more select after exp's would stop GCC's if-conversion (see exp_in_range).
+    return multiply_add<kFma>(e, T(-0.5) * l, e) * T(v <= kEnd);
 }
 
 // Phi(x) = (1 + erf(x / sqrt2)) / 2 and phi(x) = e^(-x^2 / 2) / sqrt(2 pi), the normal cdf
 // and density, for gelu(x) = x Phi(x) and gelu'(x) = Phi(x) + x phi(x). On the left
-// Phi = erfc(|z|) / 2 = e^(-x^2/2) R(t) / 2 directly (z = x / sqrt2): no cancellation in
+// Phi = erfc(|z|) / 2 = e^(-x^2/2) R(t) / (2 |z|) directly (z = x / sqrt2): no cancellation in
 // 1 + erf, so Phi keeps its relative accuracy down to its underflow (libm's erf in 1 + erf
 // loses it all by x = -6 in float).
 template <typename T>
@@ -335,10 +354,10 @@ inline NormalCdf<T> normal_cdf_of(T x) {
     const T a = z < 0 ? -z : z;
     const T s = a < K::kSmall ? z : T(0);
     const T small = multiply_add<kFma>(T(0.5) * s, polynomial<kFma>(K::kP, s * s), T(0.5));
-    // |x| beyond sqrt2 kTailEnd: e^(-x^2/2) underflows to 0 (exp flushes) and Phi is 0 or 1.
-    const T magnitude = x < 0 ? -x : x;
-    const T gaussian = gaussian_of<kFma>(clamp_to(magnitude, T(0), T(1.4142135623730950488) * K::kTailEnd));
-    const T half_erfc = T(0.5) * gaussian * scaled_erfc_of<kFma>(clamp_to(a, K::kSmall, K::kTailEnd));
+    // kGaussianEnd / sqrt2 < kTailEnd: R covers every lane whose e^(-x^2/2) is not flushed.
+    const T gaussian = gaussian_of<kFma>(std::fabs(x));
+    const T b = clamp_to(a, K::kSmall, K::kTailEnd);
+    const T half_erfc = T(0.5) * gaussian * scaled_erfc_of<kFma>(b) / b;
     const T cdf = a < K::kSmall ? small : (z < 0 ? half_erfc : T(1) - half_erfc);
     return {cdf, gaussian};
 }

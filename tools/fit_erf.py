@@ -3,8 +3,10 @@ at 100 digits (mpmath) over Chebyshev points, refined by Lawson's reweighting to
 minimax fit, then rounded to the target type. Run: python tools/fit_erf.py [float|double]
 
   |x| <  kSmall:  erf(x) = x * P(x^2)               (relative error of erf(x)/x)
-  |x| >= kSmall:  erfc(a) = exp(-a^2) * R(t),  t = (a - K) / (a + K),  a = |x|
-                  (relative error of exp(a^2) erfc(a): gelu's left tail uses it alone)
+  |x| >= kSmall:  erfc(a) = exp(-a^2) * R(t) / a,  t = (a - K) / (a + K),  a = |x|
+                  (relative error of a exp(a^2) erfc(a), which tends to 1 / sqrt(pi): a
+                  polynomial with small terms, so Horner's rule does not cancel; gelu's left
+                  tail uses it alone)
 """
 import sys
 
@@ -35,7 +37,7 @@ def fit(f, variable, lo, hi, degree, points=400, rounds=60):
 
 
 def scaled_erfc(a):
-    return mp.exp(a * a) * mp.erfc(a)
+    return a * mp.exp(a * a) * mp.erfc(a)
 
 
 SETTINGS = {  # small threshold, K, degree of P, degree of R, upper end of the tail fit
