@@ -473,6 +473,8 @@ def test_erf_is_accurate_odd_and_exact_at_its_special_values(name, dtype):
     # erf rounds to +-1 from 3.92 (float32) and 5.93 (float64) on: exactly 1 there
     assert s[5:7].tolist() == [1, -1] and s[7:9].tolist() == [1, -1]
     assert (s[9:11].tolist() == [1, -1]) == (dtype == np.float32)
+    with pytest.raises(TypeError, match="x must be float32 or float64, got int64"):
+        kernels.erf_forward(np.arange(3, dtype=np.int64))
 
 
 # Measured (max over the grid, every ISA): gelu 4.7 ulps in float32 and 4.3 in float64,
