@@ -1,5 +1,5 @@
-// The exp and sigmoid loops of vector_math.h compiled with AVX-512 (see CMakeLists.txt), with
-// FMA, and chosen at run time by activations.cpp.
+// The element-wise loops of vector_math.h (exp, sigmoid, tanh, erf, gelu, the finiteness
+// test) compiled with AVX-512 (see CMakeLists.txt), with FMA, and chosen at run time by activations.cpp.
 #include "vector_math.h"
 
 namespace fastmlp {
