@@ -393,6 +393,7 @@ OptimizerOptions optimizer_from_dict(const py::dict& options) {
         else if (key == "beta1") o.beta1 = value.cast<double>();
         else if (key == "beta2") o.beta2 = value.cast<double>();
         else if (key == "amsgrad") o.amsgrad = value.cast<bool>();
+        else if (key == "eps_hat") o.eps_hat = value.cast<bool>();
         else if (key == "eps") o.eps = value.cast<double>();
         else if (key == "decay_biases") o.decay_biases = value.cast<bool>();
         else throw py::value_error("unknown optimizer option '" + key + "'");

@@ -792,7 +792,7 @@ void bind_optimizers(py::module_& m) {
     m.def("adam_update", [](const py::array& params_in, const py::array& m_in, const py::array& v_in,
                             const py::array& vmax_in, const py::array& grads_in, double lr, double beta1,
                             double beta2, double eps, double weight_decay, bool amsgrad,
-                            bool decoupled_weight_decay, int64_t step) {
+                            bool decoupled_weight_decay, int64_t step, bool eps_hat) {
         check_flat_buffers(grads_in, {{&params_in, "params"}, {&m_in, "exp_avg"}, {&v_in, "exp_avg_sq"},
                                       {&vmax_in, "max_exp_avg_sq"}});
         require_step(step);
@@ -806,13 +806,14 @@ void bind_optimizers(py::module_& m) {
             without_gil([&] {
                 fastmlp::adam_update(params.mutable_data(), exp_avg.mutable_data(), exp_avg_sq.mutable_data(),
                                      max_exp_avg_sq.mutable_data(), grads.data(), grads.size(), T(lr), T(beta1),
-                                     T(beta2), T(eps), T(weight_decay), amsgrad, decoupled_weight_decay, step);
+                                     T(beta2), T(eps), T(weight_decay), amsgrad, decoupled_weight_decay, step,
+                                     eps_hat);
             });
             return py::make_tuple(params, exp_avg, exp_avg_sq, max_exp_avg_sq);
         });
     }, py::arg("params"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("max_exp_avg_sq"), py::arg("grads"),
        py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
-       py::arg("amsgrad"), py::arg("decoupled_weight_decay"), py::arg("step"),
+       py::arg("amsgrad"), py::arg("decoupled_weight_decay"), py::arg("step"), py::arg("eps_hat") = false,
        "(params, exp_avg, exp_avg_sq, max_exp_avg_sq) after one Adam (or AdamW) step");
 }
 

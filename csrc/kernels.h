@@ -399,10 +399,13 @@ void rmsprop_update(T* params, T* square_avg, T* grad_avg, T* momentum_buffer, c
 // v = b2 * v + (1 - b2) * g^2; bc1 = 1 - b1^step; bc2 = 1 - b2^step;
 // amsgrad: v_max = max(v_max, v) and v_max replaces v below;
 // p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps).
+// eps_hat (scikit-learn's and Keras's form, Kingma & Ba's "epsilon hat"): epsilon is added to
+// the uncorrected sqrt(v): p -= (lr * sqrt(bc2) / bc1) * m / (sqrt(v) + eps), in scikit-learn's
+// operation order (v takes (1 - b2) * (g * g); the step size is computed in double).
 //   params, exp_avg, exp_avg_sq, max_exp_avg_sq (used when amsgrad), grads are (n)
 template <typename T>
 void adam_update(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const T* grads,
                  int64_t n, T lr, T beta1, T beta2, T eps, T weight_decay, bool amsgrad,
-                 bool decoupled_weight_decay, int64_t step);
+                 bool decoupled_weight_decay, int64_t step, bool eps_hat);
 
 }  // namespace fastmlp

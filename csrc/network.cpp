@@ -402,7 +402,7 @@ void Network<T>::update_range(int64_t begin, int64_t end, T weight_decay) {
         case OptimizerKind::adam:
         case OptimizerKind::adamw:
             adam_update(p, state(0), state(1), state(2), g, n, lr, T(o.beta1), T(o.beta2), eps, wd,
-                        o.amsgrad, o.kind == OptimizerKind::adamw, step);
+                        o.amsgrad, o.kind == OptimizerKind::adamw, step, o.eps_hat);
             break;
     }
 }

@@ -67,6 +67,7 @@ struct OptimizerOptions {
     bool centered = false;                      // rmsprop
     double beta1 = 0.9, beta2 = 0.999;          // adam, adamw
     bool amsgrad = false;                       // adam, adamw
+    bool eps_hat = false;                       // adam, adamw: eps added to the uncorrected sqrt(v)
     double eps = 1e-8;
     bool decay_biases = true;                   // false: weight decay on the W_l only
 };

@@ -115,7 +115,7 @@ void rmsprop_update(T* params, T* square_avg, T* grad_avg, T* momentum_buffer, c
 template <typename T>
 void adam_update(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const T* grads,
                  int64_t n, T lr, T beta1, T beta2, T eps, T weight_decay, bool amsgrad,
-                 bool decoupled_weight_decay, int64_t step) {
+                 bool decoupled_weight_decay, int64_t step, bool eps_hat) {
     // Bias corrections in double: beta^step underflows gracefully and stays exact longer.
     const double bias_correction1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
     const double bias_correction2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
@@ -127,8 +127,11 @@ void adam_update(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const 
     s.step_size = static_cast<T>(lr / bias_correction1);
     s.sqrt_bias_correction2 = static_cast<T>(std::sqrt(bias_correction2));
     s.decay_factor = T(1) - lr * weight_decay;
-    run_update(active_loops(T()).adam[amsgrad][decoupled_weight_decay], params, exp_avg, exp_avg_sq,
-               amsgrad ? max_exp_avg_sq : nullptr, grads, n, s);
+    if (eps_hat)  // scikit-learn's scalar, in double as its Python float
+        s.step_size = static_cast<T>(static_cast<double>(lr) * std::sqrt(bias_correction2) / bias_correction1);
+    const auto& loops = active_loops(T());
+    run_update((eps_hat ? loops.adam_eps_hat : loops.adam)[amsgrad][decoupled_weight_decay], params,
+               exp_avg, exp_avg_sq, amsgrad ? max_exp_avg_sq : nullptr, grads, n, s);
 }
 
 #define FASTMLP_INSTANTIATE(T)                                                                \
@@ -137,7 +140,7 @@ void adam_update(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const 
     template void adadelta_update<T>(T*, T*, T*, const T*, int64_t, T, T, T, T);               \
     template void rmsprop_update<T>(T*, T*, T*, T*, const T*, int64_t, T, T, T, T, T, bool);   \
     template void adam_update<T>(T*, T*, T*, T*, const T*, int64_t, T, T, T, T, T, bool, bool, \
-                                 int64_t);
+                                 int64_t, bool);
 FASTMLP_INSTANTIATE(float)
 FASTMLP_INSTANTIATE(double)
 #undef FASTMLP_INSTANTIATE

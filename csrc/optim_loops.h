@@ -19,7 +19,7 @@ struct UpdateScalars {
     T momentum, dampening;  // SGD; RMSprop's momentum
     T decay;                // Adadelta's rho, RMSprop's alpha
     T beta1, beta2;         // Adam
-    T step_size;              // Adam: lr / (1 - beta1^step)
+    T step_size;              // Adam: lr / (1 - beta1^step); eps_hat: lr sqrt(1 - beta2^step) / (1 - beta1^step)
     T sqrt_bias_correction2;  // Adam: sqrt(1 - beta2^step)
     T decay_factor;           // AdamW: 1 - lr * weight_decay
 };
@@ -38,6 +38,7 @@ struct UpdateLoops {
     UpdateLoop<T> adadelta;
     UpdateLoop<T> rmsprop[2][2];  // [centered][momentum > 0]
     UpdateLoop<T> adam[2][2];     // [amsgrad][decoupled weight decay]
+    UpdateLoop<T> adam_eps_hat[2][2];  // the same, epsilon added to the uncorrected sqrt(v)
 };
 
 // Defined in optim_avx2.cpp and optim_avx512.cpp: call only when the CPU has AVX2 and FMA,
@@ -142,6 +143,34 @@ void adam_loop(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const T*
     }
 }
 
+// Adam with Kingma & Ba's "epsilon hat", in scikit-learn's operation order
+// (AdamOptimizer._get_updates): m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) (g g);
+// p -= (step_size m) / (sqrt(v) + eps), step_size = lr sqrt(bc2) / bc1 a scalar.
+//   params, exp_avg (state0), exp_avg_sq (state1), max_exp_avg_sq (state2, amsgrad only),
+//   grads are (n)
+template <typename T, bool amsgrad, bool decoupled_weight_decay>
+void adam_eps_hat_loop(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const T* grads,
+                       int64_t n, const UpdateScalars<T>& s) {
+    for (int64_t i = 0; i < n; ++i) {
+        T g = grads[i];
+        T p = params[i];
+        if (decoupled_weight_decay)
+            p *= s.decay_factor;
+        else
+            g += s.weight_decay * p;
+        const T m = s.beta1 * exp_avg[i] + (T(1) - s.beta1) * g;
+        const T v = s.beta2 * exp_avg_sq[i] + (T(1) - s.beta2) * (g * g);
+        exp_avg[i] = m;
+        exp_avg_sq[i] = v;
+        T second_moment = v;
+        if (amsgrad) {
+            second_moment = max_exp_avg_sq[i] > v ? max_exp_avg_sq[i] : v;
+            max_exp_avg_sq[i] = second_moment;
+        }
+        params[i] = p - s.step_size * m / (std::sqrt(second_moment) + s.eps);
+    }
+}
+
 template <typename T>
 UpdateLoops<T> update_loops_of_this_isa() {
     UpdateLoops<T> loops{};
@@ -163,6 +192,10 @@ UpdateLoops<T> update_loops_of_this_isa() {
     loops.adam[0][1] = &adam_loop<T, false, true>;
     loops.adam[1][0] = &adam_loop<T, true, false>;
     loops.adam[1][1] = &adam_loop<T, true, true>;
+    loops.adam_eps_hat[0][0] = &adam_eps_hat_loop<T, false, false>;
+    loops.adam_eps_hat[0][1] = &adam_eps_hat_loop<T, false, true>;
+    loops.adam_eps_hat[1][0] = &adam_eps_hat_loop<T, true, false>;
+    loops.adam_eps_hat[1][1] = &adam_eps_hat_loop<T, true, true>;
     return loops;
 }
 

@@ -75,7 +75,8 @@ def test_the_two_settings_differ_by_the_decay_on_the_biases_only(make):
 
 
 def torch_options(optimizer):
-    options = {key: value for key, value in optimizer.options.items() if key != "decay_biases"}
+    options = {key: value for key, value in optimizer.options.items()
+               if key not in ("decay_biases", "eps_hat")}  # fastmlp's own options
     if "betas" in options:
         options["betas"] = tuple(options["betas"])
     return options

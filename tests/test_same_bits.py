@@ -229,6 +229,15 @@ def _update_calls(state):
         "adamw no decay": lambda: kernels.adam_update(*copies(p, s0, s1, s2, g), 1e-3, 0.9, 0.999, 1e-8, 0.0, True,
                                                       True, 7),
         "adagrad no decay": lambda: kernels.adagrad_update(*copies(p, s1, g), 1e-2, 1e-3, 0.0, 1e-10, 5),
+        # eps_hat: scikit-learn's epsilon placement, its own loop per ISA
+        "adam eps_hat": lambda: kernels.adam_update(*copies(p, s0, s1, s2, g), 1e-3, 0.9, 0.999, 1e-8, 0.01, False,
+                                                    False, 7, True),
+        "adam amsgrad eps_hat": lambda: kernels.adam_update(*copies(p, s0, s1, s2, g), 1e-3, 0.9, 0.999, 1e-8, 0.0,
+                                                            True, False, 7, True),
+        "adamw eps_hat": lambda: kernels.adam_update(*copies(p, s0, s1, s2, g), 1e-3, 0.9, 0.999, 1e-8, 0.01, False,
+                                                     True, 7, True),
+        "adamw amsgrad eps_hat": lambda: kernels.adam_update(*copies(p, s0, s1, s2, g), 1e-3, 0.9, 0.999, 1e-8, 0.01,
+                                                             True, True, 7, True),
     }
 
 
@@ -262,6 +271,7 @@ NO_BIAS_DECAY = {
                                               decay_biases=False),
     "adam": fastmlp.optim.Adam(lr=1e-3, weight_decay=1e-2, decay_biases=False),
     "adamw amsgrad": fastmlp.optim.AdamW(lr=1e-3, amsgrad=True, decay_biases=False),
+    "adam eps_hat": fastmlp.optim.Adam(lr=1e-3, weight_decay=1e-2, decay_biases=False, eps_hat=True),
 }
 
 

@@ -249,7 +249,7 @@ class _Kernels:
     def adam_update(params: NDArray[_F], exp_avg: NDArray[_F], exp_avg_sq: NDArray[_F],
                     max_exp_avg_sq: NDArray[_F], grads: NDArray[_F], lr: float, beta1: float,
                     beta2: float, eps: float, weight_decay: float, amsgrad: bool,
-                    decoupled_weight_decay: bool, step: int
+                    decoupled_weight_decay: bool, step: int, eps_hat: bool = False
                     ) -> Tuple[NDArray[_F], NDArray[_F], NDArray[_F], NDArray[_F]]: ...
     @staticmethod
     def gemm(a: NDArray[_F], b: NDArray[_F], transpose_a: bool = False, transpose_b: bool = False,

@@ -1,9 +1,11 @@
 """Optimizer configurations with torch.optim's option names, defaults and checks.
 
 Each object only describes the optimizer; the update itself is one C++ kernel over the
-model's flat parameter buffer (csrc/optim.cpp). One option is fastmlp's own: decay_biases
+model's flat parameter buffer (csrc/optim.cpp). Two options are fastmlp's own: decay_biases
 (default True, torch's semantics); False keeps weight decay off biases and batch norm's
-gamma and beta, as scikit-learn's alpha and most training recipes do.
+gamma and beta, as scikit-learn's alpha and most training recipes do. And Adam's eps_hat
+(default False, torch's formula); True adds epsilon to the uncorrected sqrt(v), as
+scikit-learn, Keras and Kingma & Ba's "epsilon hat" do.
 """
 from __future__ import annotations
 
@@ -259,18 +261,25 @@ class Adam(Optimizer):
         True (torch's semantics): weight decay reaches every parameter. False: only the
         dense layers' weight matrices decay; biases and batch norm's gamma and beta do not
         (the usual "no decay on biases and norm parameters", and scikit-learn's alpha).
+    eps_hat : bool
+        False (torch's formula): ``p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)``. True
+        (scikit-learn's, Keras's, Kingma & Ba's "epsilon hat"): epsilon is added to the
+        uncorrected ``sqrt(v)``, ``p -= (lr * sqrt(bc2) / bc1) * m / (sqrt(v) + eps)``, in
+        scikit-learn's operation order; bc1 = 1 - beta1^t, bc2 = 1 - beta2^t. The two differ
+        only while sqrt(v) is not much larger than eps. Works with amsgrad (v_max for v).
     """
 
     name = "adam"
 
     def __init__(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
-                 decay_biases: bool = True) -> None:
+                 decay_biases: bool = True, eps_hat: bool = False) -> None:
         super().__init__(lr=_check_number("lr", lr), betas=_check_betas(betas),
                          eps=_check_number("eps", eps),
                          weight_decay=_check_number("weight_decay", weight_decay),
                          amsgrad=_check_flag("amsgrad", amsgrad),
-                         decay_biases=_check_flag("decay_biases", decay_biases))
+                         decay_biases=_check_flag("decay_biases", decay_biases),
+                         eps_hat=_check_flag("eps_hat", eps_hat))
 
 
 class AdamW(Adam):
@@ -291,15 +300,18 @@ class AdamW(Adam):
     decay_biases : bool
         True (torch's semantics): every parameter shrinks. False: only the dense layers'
         weight matrices shrink; biases and batch norm's gamma and beta do not.
+    eps_hat : bool
+        Where epsilon sits, as for Adam: False is torch's formula, True adds it to the
+        uncorrected ``sqrt(v)`` (scikit-learn's and Keras's form).
     """
 
     name = "adamw"
 
     def __init__(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
-                 decay_biases: bool = True) -> None:
+                 decay_biases: bool = True, eps_hat: bool = False) -> None:
         super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         decay_biases=decay_biases)
+                         decay_biases=decay_biases, eps_hat=eps_hat)
 
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW)}

@@ -512,8 +512,9 @@ def rmsprop_update(params: Array, square_avg: Array, grad_avg: Array, momentum_b
 def adam_update(params: Array, exp_avg: Array, exp_avg_sq: Array, max_exp_avg_sq: Array,
                 grads: Array, lr: float, beta1: float, beta2: float, eps: float,
                 weight_decay: float, amsgrad: bool, decoupled_weight_decay: bool,
-                step: int) -> Tuple[Array, Array, Array, Array]:
-    """Adam, or AdamW when decoupled_weight_decay.
+                step: int, eps_hat: bool = False) -> Tuple[Array, Array, Array, Array]:
+    """Adam, or AdamW when decoupled_weight_decay; eps_hat: epsilon added to the uncorrected
+    sqrt(v), in scikit-learn's operation order (AdamOptimizer._get_updates).
     -> (params, exp_avg, exp_avg_sq, max_exp_avg_sq)"""
     g = grads
     if decoupled_weight_decay:
@@ -521,7 +522,7 @@ def adam_update(params: Array, exp_avg: Array, exp_avg_sq: Array, max_exp_avg_sq
     else:
         g = g + weight_decay * params
     exp_avg = beta1 * exp_avg + (1 - beta1) * g
-    exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    exp_avg_sq = beta2 * exp_avg_sq + ((1 - beta2) * (g * g) if eps_hat else (1 - beta2) * g * g)
     max_exp_avg_sq = max_exp_avg_sq.copy()
     second_moment = exp_avg_sq
     if amsgrad:
@@ -529,6 +530,10 @@ def adam_update(params: Array, exp_avg: Array, exp_avg_sq: Array, max_exp_avg_sq
         second_moment = max_exp_avg_sq
     bias_correction1 = 1 - beta1**step
     bias_correction2 = 1 - beta2**step
+    if eps_hat:
+        step_size = lr * math.sqrt(bias_correction2) / bias_correction1
+        return (params - step_size * exp_avg / (np.sqrt(second_moment) + eps), exp_avg, exp_avg_sq,
+                max_exp_avg_sq)
     denom = np.sqrt(second_moment) / math.sqrt(bias_correction2) + eps
     params = params - (lr / bias_correction1) * exp_avg / denom
     return params, exp_avg, exp_avg_sq, max_exp_avg_sq
@@ -549,6 +554,8 @@ OPTIMIZER_DEFAULTS: Dict[str, Dict[str, Any]] = {
 # fastmlp's own options, shared by every optimizer (torch has no such option: it takes
 # parameter groups instead).
 FASTMLP_OPTIMIZER_DEFAULTS: Dict[str, Any] = {"decay_biases": True}
+# and Adam's: eps_hat (epsilon added to the uncorrected sqrt(v), scikit-learn's form).
+FASTMLP_ADAM_DEFAULTS: Dict[str, Any] = {"eps_hat": False}
 
 # The state buffers each optimizer keeps, all with the flat parameter layout.
 OPTIMIZER_STATE = {
@@ -567,6 +574,8 @@ def optimizer_options_with_defaults(optimizer: str,
     if optimizer not in OPTIMIZER_DEFAULTS:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_DEFAULTS)}, got {optimizer!r}")
     merged: Dict[str, Any] = dict(OPTIMIZER_DEFAULTS[optimizer], **FASTMLP_OPTIMIZER_DEFAULTS)
+    if optimizer in ("adam", "adamw"):
+        merged.update(FASTMLP_ADAM_DEFAULTS)
     for name, value in (options or {}).items():
         if name not in merged:
             raise ValueError(f"{optimizer} has no option {name!r}; its options: {sorted(merged)}")
@@ -609,7 +618,7 @@ def optimizer_step(optimizer: str, options: Dict[str, Any], params: Array, state
     beta1, beta2 = o["betas"]
     new = adam_update(params, state["exp_avg"], state["exp_avg_sq"], state["max_exp_avg_sq"],
                       grads, o["lr"], beta1, beta2, o["eps"], o["weight_decay"], o["amsgrad"],
-                      optimizer == "adamw", step)
+                      optimizer == "adamw", step, o.get("eps_hat", False))
     return new[0], dict(zip(OPTIMIZER_STATE["adam"], new[1:]))
 
 

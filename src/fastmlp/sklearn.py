@@ -264,7 +264,9 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         scikit-learn's gradient is fastmlp's times _gradient_scale (e.g. 1/2 for one squared-
         error output), and alpha adds alpha * W / batch_size to it. SGD steps lr * (c g + d W)
         = (lr c) (g + (d / c) W); Adam is invariant to the gradient's scale but for epsilon,
-        so it takes epsilon / c. The decay d / c reaches the weight matrices only
+        so it takes epsilon / c. solver="adam" is scikit-learn's Adam: eps_hat=True adds
+        epsilon to the uncorrected sqrt(v), in scikit-learn's operation order ("adamw" stays
+        torch's AdamW). The decay d / c reaches the weight matrices only
         (decay_biases=False), as alpha does in scikit-learn; fastmlp's weight_decay is added
         to it and so has the same reach (and the same per-batch scaling, see
         _apply_alpha_per_batch)."""
@@ -278,7 +280,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         if self.solver in ("adam", "adamw", "lbfgs"):  # lbfgs: any; scipy steps instead
             cls = optim.AdamW if self.solver == "adamw" else optim.Adam
             return cls(lr=lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon / scale,
-                       weight_decay=decay, decay_biases=False)
+                       weight_decay=decay, decay_biases=False, eps_hat=self.solver != "adamw")
         return optim.OPTIMIZERS[self.solver](lr=lr, weight_decay=decay, decay_biases=False)
 
     # -- fitting --
