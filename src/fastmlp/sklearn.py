@@ -378,12 +378,25 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
 
     _n_samples_hint = 200
 
+    STOCHASTIC_BOOKS = ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_")
+
     def _reset_progress(self) -> None:
+        """A first fit's counters; the per-epoch books only for the stochastic solvers, as
+        scikit-learn (lbfgs has no loss_curve_, best_loss_ or validation scores: an earlier
+        stochastic fit's are removed, not left stale)."""
         self.n_iter_ = 0
         self.t_ = 0
+        self._best_state: Optional[Dict[str, np.ndarray]] = None
+        if self.solver != "lbfgs":
+            self._start_stochastic_books()
+            return
+        for name in self.STOCHASTIC_BOOKS:
+            if name in self.__dict__:
+                delattr(self, name)
+
+    def _start_stochastic_books(self) -> None:
         self.loss_curve_: List[float] = []
         self._no_improvement_count = 0
-        self._best_state: Optional[Dict[str, np.ndarray]] = None
         if self.early_stopping:
             self.validation_scores_: Optional[List[float]] = []
             self.best_validation_score_: Optional[float] = -np.inf
@@ -414,6 +427,8 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         epoch keeps scikit-learn's books (loss_, n_iter_, validation, learning rate) and stops."""
         validation = None
         w_train = sample_weight
+        if not hasattr(self, "loss_curve_"):  # warm-started from an lbfgs fit
+            self._start_stochastic_books()
         if self.early_stopping:
             X, targets, w_train, X_val, y_val, w_val = self._split_validation(X, targets, y, sample_weight)
             validation = (X_val, y_val, w_val)
@@ -735,9 +750,18 @@ class _StoppingRules:
             self._set_learning_rate(float(est.learning_rate_init) / (est.t_ + 1) ** est.power_t)
 
     def _set_learning_rate(self, lr: float) -> None:
+        """A new learning rate for the next steps. scikit-learn's sgd velocity holds steps
+        already multiplied by the learning rate (v = momentum v - lr g), fastmlp's momentum
+        buffer the gradients (b = momentum b + g, step lr b): for the same next steps the
+        buffer is rescaled by old / new learning rate."""
         est = self.estimator
+        old = est._optimizer.learning_rate
         est._optimizer.learning_rate = lr
         est.model_.learning_rate = lr * est._core_lr_factor
+        network = est.model_._network
+        if est.solver == "sgd" and "momentum_buffer" in network.optimizer_state and lr > 0 and lr != old:
+            buffer = network.optimizer_state["momentum_buffer"]
+            network.assign("momentum_buffer", buffer * buffer.dtype.type(old / lr))
 
     def _trigger_stopping(self, message: str) -> bool:
         """scikit-learn's rule: stop, except that sgd with learning_rate='adaptive' first
@@ -860,11 +884,13 @@ _SHARED_ATTRIBUTES = """
         The last epoch's loss as scikit-learn defines it (see the class description),
         plus the L2 penalty.
     loss_curve_ : list of float
-        loss_ of every epoch.
+        loss_ of every epoch (stochastic solvers only: lbfgs has none, as in scikit-learn;
+        nor best_loss_, validation_scores_, best_validation_score_).
     best_loss_ : float or None
         The lowest loss_ (None with early_stopping).
     validation_scores_ : list of float or None
-        The held-out score of every epoch with early_stopping (else None).
+        The held-out score of every epoch with early_stopping (else None), weighted by
+        the held-out rows' sample weights.
     best_validation_score_ : float or None
         Their best.
     n_iter_ : int
