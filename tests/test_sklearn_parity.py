@@ -197,3 +197,47 @@ def test_lbfgs_has_no_epoch_books_as_in_scikit_learn_and_warm_starts_sgd_from_it
         warnings.simplefilter("ignore", ConvergenceWarning)
         ours.set_params(solver="sgd", warm_start=True, max_iter=2).fit(X, y)
     assert len(ours.loss_curve_) == 2 and ours.best_loss_ == min(ours.loss_curve_)
+
+
+# ---- a diverging fit; early_stopping switched between warm-started fits ----------------------
+
+
+@pytest.mark.parametrize("learning_rate_init, n_iter_no_change", [(10.0, 2), (10.0, 10), (1e4, 2)])
+def test_a_diverging_fit_with_early_stopping_keeps_scikit_learns_books(learning_rate_init,
+                                                                       n_iter_no_change):
+    """scikit-learn trains on with NaN weights (a NaN score resets its no-improvement count,
+    so up to max_iter), then restores the best epoch's weights, or the initial ones when no
+    epoch scored (lr 1e4: the first epoch already NaN). A non-finite epoch is NaN here where
+    scikit-learn's may be inf (an overflowing loss before its weights turn NaN). Before: the
+    adapter stopped at the first NaN epoch (n_iter_ 3 of 6) and raised where no epoch had
+    scored."""
+    X, y = diabetes()
+    options = dict(SGD, learning_rate_init=learning_rate_init, momentum=0.9, max_iter=6,
+                   shuffle=False, early_stopping=True, n_iter_no_change=n_iter_no_change)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        theirs = SklearnRegressor(**options).fit(X, y * 1e3)
+        ours = MLPRegressor(**options, dtype="float64").fit(X, y * 1e3)
+    for curve in ("loss_curve_", "validation_scores_"):
+        values, expected = np.array(getattr(ours, curve)), np.array(getattr(theirs, curve))
+        assert values.shape == expected.shape
+        finite = np.isfinite(expected)
+        np.testing.assert_array_equal(np.isfinite(values), finite)
+        np.testing.assert_allclose(values[finite], expected[finite], rtol=1e-12)
+    assert np.isnan(ours.loss_curve_[-1]) and ours.n_iter_ == theirs.n_iter_ and ours.t_ == theirs.t_
+    np.testing.assert_allclose(flat(ours), flat(theirs), rtol=1e-12, atol=1e-12)
+
+
+def test_early_stopping_switched_on_and_off_between_warm_started_fits():
+    """scikit-learn fails here (its books are kept from the first fit: None.append, None - tol);
+    the adapter starts the stopping rule's books for the new setting."""
+    X, y = iris()
+    model = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, warm_start=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y).set_params(early_stopping=True).fit(X, y)
+        assert len(model.validation_scores_) == 3 and model.best_loss_ is None
+        model.set_params(early_stopping=False).fit(X, y)
+    assert model.validation_scores_ is None and model.best_loss_ == min(model.loss_curve_[-3:])
+    assert len(model.loss_curve_) == 9

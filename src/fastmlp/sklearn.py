@@ -397,10 +397,17 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
     def _start_stochastic_books(self) -> None:
         self.loss_curve_: List[float] = []
         self._no_improvement_count = 0
+        self._start_stopping_books()
+
+    def _start_stopping_books(self) -> None:
+        """What the stopping rule reads: the validation scores with early_stopping (the best
+        weights so far start as the current ones, as scikit-learn's _best_coefs: kept if no
+        epoch scores better than -inf), else the best training loss."""
         if self.early_stopping:
             self.validation_scores_: Optional[List[float]] = []
             self.best_validation_score_: Optional[float] = -np.inf
             self.best_loss_: Optional[float] = None
+            self._best_state = self.model_._snapshot()
         else:
             self.validation_scores_ = None
             self.best_validation_score_ = None
@@ -429,6 +436,8 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         w_train = sample_weight
         if not hasattr(self, "loss_curve_"):  # warm-started from an lbfgs fit
             self._start_stochastic_books()
+        elif self.early_stopping != (self.validation_scores_ is not None):
+            self._start_stopping_books()  # early_stopping switched for a warm start
         if self.early_stopping:
             X, targets, w_train, X_val, y_val, w_val = self._split_validation(X, targets, y, sample_weight)
             validation = (X_val, y_val, w_val)
@@ -461,7 +470,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         self.history_ = history
         if history.stopped_on_nan:
             stopper.record_divergence()
-        elif history.interrupted:
+        if history.interrupted:
             warnings.warn("Training interrupted by user.")
         elif stopper.ran_out and not incremental:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
@@ -682,8 +691,12 @@ class _StoppingRules:
         return not self._should_stop()
 
     def record_divergence(self) -> None:
-        """The core refused a NaN/inf step: the epoch counts with a NaN loss (and score)."""
+        """The core refused a NaN/inf step: the epoch counts with a NaN loss (and score).
+        scikit-learn trains on with NaN weights, so every later epoch is NaN too until its
+        stopping rules end the fit: those epochs are recorded without being run."""
         self._record(np.nan)
+        while not self._should_stop() and self.estimator.n_iter_ < self.epochs:
+            self._record(np.nan)
 
     def _record(self, mean_loss: float) -> None:
         est = self.estimator
@@ -704,7 +717,8 @@ class _StoppingRules:
         est = self.estimator
         if self.validation is None:
             last, best = est.loss_curve_[-1], float(est.best_loss_)  # type: ignore[arg-type]
-            if not last <= best - est.tol:  # NaN counts as no improvement
+            # scikit-learn's test, so a NaN loss resets the count (its fit then runs to max_iter)
+            if last > best - est.tol:
                 est._no_improvement_count += 1
             else:
                 est._no_improvement_count = 0
@@ -719,7 +733,7 @@ class _StoppingRules:
         est.validation_scores_.append(score)
         if est.verbose:
             print(f"Validation score: {score:f}")
-        if not score >= est.best_validation_score_ + est.tol:
+        if score < est.best_validation_score_ + est.tol:  # NaN resets the count, as there
             est._no_improvement_count += 1
         else:
             est._no_improvement_count = 0
