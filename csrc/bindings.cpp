@@ -692,6 +692,14 @@ void bind_network(py::module_& m, const char* name) {
                           model.network.decay_reference_weight = value; },
                       "when > 0, a step's weight decay is the optimizer's times decay_reference_weight / "
                       "(the batch's weight sum, its rows without sample weights); 0: as it is")
+        .def_property("adam_eps_before_correction",
+                      [](Model& model) { return model.network.adam_eps_before_correction; },
+                      [](Model& model, bool on) {
+                          py::gil_scoped_release release;
+                          std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                          model.network.adam_eps_before_correction = on; },
+                      "when True, adam / adamw add eps to sqrt(v) before its bias correction, as "
+                      "scikit-learn's Adam (torch's eps divided by sqrt(1 - beta2^step))")
         .def_property("batch_mean_loss_sum", [](Model& model) { return model.network.batch_mean_loss_sum; },
                       [](Model& model, double value) {
                           if (!std::isfinite(value))

@@ -385,7 +385,12 @@ void Network<T>::update_range(int64_t begin, int64_t end, T weight_decay) {
     T* p = params.data() + begin;
     const T* g = grads.data() + begin;
     auto state = [this, begin](size_t k) { return optimizer_state[k].data() + begin; };
-    const T lr = static_cast<T>(o.lr), wd = weight_decay, eps = static_cast<T>(o.eps);
+    const T lr = static_cast<T>(o.lr), wd = weight_decay;
+    const bool adam = o.kind == OptimizerKind::adam || o.kind == OptimizerKind::adamw;
+    const T eps = static_cast<T>(
+        adam && adam_eps_before_correction
+            ? o.eps / std::sqrt(1.0 - std::pow(o.beta2, static_cast<double>(step)))
+            : o.eps);
     switch (o.kind) {
         case OptimizerKind::sgd:
             sgd_update(p, state(0), g, n, lr, T(o.momentum), T(o.dampening), o.nesterov, wd, step);

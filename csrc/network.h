@@ -204,6 +204,10 @@ public:
     // batch's rows to batch_mean_loss_sum (loss_sum's sum without sample weights). Always
     // kept: one multiply-add per step; the caller resets it.
     double batch_mean_loss_sum = 0;
+    // scikit-learn's Adam adds eps to sqrt(v) before v's bias correction: the same as
+    // torch's formula with eps / sqrt(1 - beta2^step). When set, adam / adamw steps take
+    // that eps (off by default: torch's Adam).
+    bool adam_eps_before_correction = false;
 
     // Rows predict and evaluate compute at a time (a caller slicing a call in multiples of it
     // gets the same bits as one call).

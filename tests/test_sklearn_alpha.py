@@ -95,13 +95,13 @@ def test_sgd_poisson_regressor_with_two_outputs_and_a_large_alpha_follows_scikit
 
 
 @pytest.mark.parametrize("batch_size", [150, 50, 32])
-def test_adam_with_a_large_alpha_is_close_to_scikit_learn(batch_size):
-    """Adam differs by where epsilon sits (torch's formula divides sqrt(v) by the bias
-    correction first), not by alpha any more: measured 1.2e-7 relative in loss_curve_ and
-    7e-7 in the parameters, as with alpha=0 (2e-5 / 1.5e-4 and 3.7e-2 / 7.6e-2 before)."""
+def test_adam_with_a_large_alpha_follows_scikit_learn(batch_size):
+    """The adapter's Adam adds epsilon where scikit-learn's does (before sqrt(v)'s bias
+    correction: adam_eps_before_correction): loss_curve_ and the parameters to 1e-15. With
+    torch's epsilon they were 1.2e-7 / 7e-7 apart."""
     theirs, ours = fitted_pair("adam", batch_size)
-    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-6)
-    np.testing.assert_allclose(flat(ours), flat(theirs), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-12)
+    np.testing.assert_allclose(flat(ours), flat(theirs), rtol=1e-11, atol=1e-12)
 
 
 def test_lbfgs_weight_decay_acts_as_alpha_divided_by_the_samples():
@@ -180,3 +180,27 @@ def test_batch_mean_loss_sum_adds_each_steps_mean_loss_times_its_rows():
     for value in (float("nan"), float("inf")):
         with pytest.raises(ValueError, match="batch_mean_loss_sum must be a finite number"):
             network.batch_mean_loss_sum = value
+
+
+@pytest.mark.parametrize("kind", ["adam", "adamw"])
+def test_adam_eps_before_correction_steps_with_eps_over_the_root_bias_correction(kind):
+    """Against ReferenceMLP's Adam with eps / sqrt(1 - beta2^step) at each step; off (the
+    default) it is torch's Adam."""
+    eps, beta2 = 1e-2, 0.99  # large enough to move the steps
+    optimizer = optim.OPTIMIZERS[kind](lr=0.05, betas=(0.9, beta2), eps=eps, weight_decay=0.1)
+    model = fastmlp.MLP([4, 5, 3], activation="tanh", optimizer=optimizer, dtype="float64", seed=2)
+    assert model._network.adam_eps_before_correction is False
+    model._network.adam_eps_before_correction = True
+    reference = ReferenceMLP([4, 5, 3], ["tanh"], optimizer=kind, optimizer_options=optimizer.options)
+    reference.set_flat_params(model.flat_parameters)
+    torch_like = ReferenceMLP([4, 5, 3], ["tanh"], optimizer=kind, optimizer_options=optimizer.options)
+    torch_like.set_flat_params(model.flat_parameters)
+    rng = np.random.default_rng(6)
+    for step in range(1, 5):
+        x, y = rng.normal(size=(6, 4)), rng.integers(0, 3, 6)
+        reference.optimizer_options = dict(optimizer.options, eps=eps / np.sqrt(1 - beta2 ** step))
+        model.train_step(x, y)
+        reference.train_step(x, y)
+        torch_like.train_step(x, y)
+    np.testing.assert_allclose(model.flat_parameters, reference.params, rtol=1e-13, atol=1e-15)
+    assert np.max(np.abs(model.flat_parameters - torch_like.params)) > 1e-4

@@ -446,6 +446,8 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         self._prepare_optimizer(batch_size, fresh_optimizer=not incremental or not continuing)
         model = self.model_
         self._apply_alpha_per_batch(batch_size)
+        # scikit-learn's Adam adds epsilon before the second moment's bias correction.
+        model._network.adam_eps_before_correction = self.solver == "adam"
         self.n_iter_ = 0
         epochs = 1 if incremental else self.max_iter
         shuffler = _ScikitLearnShuffle(self._random_state, X.shape[0])
