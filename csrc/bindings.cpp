@@ -876,10 +876,18 @@ void bind_network(py::module_& m, const char* name) {
                 std::lock_guard<std::recursive_mutex> lock(model.mutex);
                 const double work = static_cast<double>(rows) * training_work_per_row(model.network);
                 CallThreads<T> threads(model, model.training_threads, work);
-                const DenseBatch<T> batch = dense_batch(xs);
-                bad_row = batch.bad_row;
-                if (bad_row < 0)
-                    totals = model.network.compute_gradients(batch.rows, targets.pointers(), rows, training);
+                // A large set in evaluation mode goes chunk by chunk (a sparse one is then never
+                // dense whole); dense and sparse X take the same path, so the same bits.
+                if (!training && rows > Network<T>::eval_chunk_rows &&
+                    model.network.options().class_weights.empty()) {
+                    totals = model.network.compute_gradients_in_chunks(xs.pointers(), targets.pointers(), rows);
+                    bad_row = totals.bad_input_row;
+                } else {
+                    const DenseBatch<T> batch = dense_batch(xs);
+                    bad_row = batch.bad_row;
+                    if (bad_row < 0)
+                        totals = model.network.compute_gradients(batch.rows, targets.pointers(), rows, training);
+                }
                 threads.finish(work);
             }
             if (totals.bad_label_row >= 0)
@@ -888,7 +896,9 @@ void bind_network(py::module_& m, const char* name) {
             return totals_tuple(totals, targets);
         }, py::arg("x"), py::arg("y"), py::arg("training") = false, py::arg("sample_weight") = py::none(),
            "gradients of the batch's (weighted) mean loss into grads, no step -> (loss_sum, correct, "
-           "rows), plus (weight_sum, weighted_correct) with sample_weight; x dense or CSR (densified whole)")
+           "rows), plus (weight_sum, weighted_correct) with sample_weight; x dense or CSR (in evaluation "
+           "mode over more than 1024 rows and without class weights, 1024-row chunks, each densified "
+           "alone; otherwise densified whole)")
         .def("predict", [](Model& model, const py::handle& X, bool check_finite) {
             auto xs = prediction_rows(model, X, check_finite);
             const int64_t rows = xs.rows;

@@ -162,6 +162,16 @@ void require_probability(double p, const char* name, bool one_allowed) {
 // ---- activations -------------------------------------------------------------------------
 
 void bind_activations(py::module_& m) {
+    m.def("all_finite", [](const py::array& x_in) {
+        return dispatch_float(x_in, "x", [&](auto zero) -> py::object {
+            using T = decltype(zero);
+            auto x = as_float<T>(x_in, "x");
+            bool finite = true;
+            without_gil([&] { finite = fastmlp::all_finite(x.data(), static_cast<int64_t>(x.size())); });
+            return py::bool_(finite);
+        });
+    }, py::arg("x"), "True when no element of x is NaN or infinite (the check the core runs on inputs "
+                     "and gradients, vectorised for the instruction set in use)");
     m.def("activation_forward", [](const py::array& x_in, const std::string& act_name, double slope) {
         const Activation act = parse_activation(act_name);
         return dispatch_float(x_in, "x", [&](auto zero) -> py::object {

@@ -133,13 +133,16 @@ void pack_b_sliver(T* dst, const Operands<T>& p, int64_t j0, int64_t k0, int64_t
 // ---------------------------------------------------------------------------------------
 
 // How a team divides the c tiles of one B panel: a grid of row_parts x col_parts threads.
-// Rows are split when there are enough MR-row tiles for every thread (each thread then packs
-// only its own rows of A); otherwise columns are split.
+// Split by columns, each thread packs the B slivers it multiplies and nobody else reads them,
+// so the team never waits at a barrier; but every thread packs all of A. Split by rows, each
+// thread packs only its rows of A, while B is packed by all and shared, which costs a barrier
+// per K block and reading the other cores' part of the panel. Rows, then, when the product
+// is taller than wide (A is the larger operand) and has enough MR-row tiles for every thread.
 struct TeamGrid {
     int row_parts, col_parts;
 };
-inline TeamGrid team_grid(int64_t row_tiles, int threads) {
-    if (row_tiles >= 2 * threads) return {threads, 1};
+inline TeamGrid team_grid(int64_t M, int64_t N, int64_t row_tiles, int threads) {
+    if (M > N && row_tiles >= 2 * threads) return {threads, 1};
     return {1, threads};
 }
 
@@ -154,15 +157,15 @@ void store_edge_tile(T* c, int64_t ldc, const T* tile, int64_t rows, int64_t col
 // The two innermost loops: NR-column slivers [s0, s1) of the packed B panel against every
 // MR-row sliver of the packed A block.
 template <typename T, typename Kernels>
-void macro_kernel(const Operands<T>& p, const T* a_block, const T* b_panel, int64_t i0,
-                  int64_t mc, int64_t j0, int64_t s0, int64_t s1, int64_t kc, bool load_c,
+void macro_kernel(const Operands<T>& p, const T* a_block, const T* b_panel, int64_t sliver_stride,
+                  int64_t i0, int64_t mc, int64_t j0, int64_t s0, int64_t s1, int64_t kc, bool load_c,
                   bool last_k_block) {
     constexpr int64_t MR = Kernels::MR, NR = Kernels::NR;
     const bool finish = last_k_block && p.epilogue.kind != GemmEpilogueKind::none;
     alignas(64) T edge_tile[MR * NR];
     for (int64_t s = s0; s < s1; ++s) {
         const int64_t j = j0 + s * NR, cols = std::min(NR, p.N - j);
-        const T* b_sliver = b_panel + s * NR * kc;
+        const T* b_sliver = b_panel + s * sliver_stride;
         for (int64_t r = 0; r * MR < mc; ++r) {
             const int64_t i = i0 + r * MR, rows = std::min(MR, p.M - i);
             const T* a_sliver = a_block + r * MR * kc;
@@ -179,17 +182,18 @@ void macro_kernel(const Operands<T>& p, const T* a_block, const T* b_panel, int6
 }
 
 // One thread's share of the five loops. Every thread of the team runs this; the B panel is
-// packed by all of them together and is read by all of them. Two panel buffers alternate,
-// so one barrier per K block suffices: a thread can only be packing panel n + 2 (into the
-// buffer of panel n) once every thread has reached the barrier after packing panel n + 1,
-// that is, has finished computing with panel n.
+// packed by all of them together. Split by rows, every thread reads all of it: two panel
+// buffers alternate, so one barrier per K block suffices (a thread can only be packing panel
+// n + 2, into the buffer of panel n, once every thread has reached the barrier after packing
+// panel n + 1, that is, has finished computing with panel n). Split by columns, each thread
+// reads only the slivers it packed itself: no barrier.
 template <typename T, typename Kernels>
 void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, int threads,
                         std::atomic<bool>& out_of_memory) {
     constexpr int64_t MR = Kernels::MR, NR = Kernels::NR, MC = Kernels::MC, NC = Kernels::NC;
     const KBlocking kb(p.K);
     const int64_t row_tiles = ceil_div(p.M, MR);
-    const TeamGrid grid = team_grid(row_tiles, threads);
+    const TeamGrid grid = team_grid(p.M, p.N, row_tiles, threads);
     const int row_part = thread % grid.row_parts, col_part = thread / grid.row_parts;
     const Range my_row_tiles = split(row_tiles, row_part, grid.row_parts);
     const int64_t my_i0 = my_row_tiles.begin * MR, my_i1 = std::min(p.M, my_row_tiles.end * MR);
@@ -200,26 +204,36 @@ void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, 
     T* sums = p.epilogue.b_column_sums;
     int64_t panels_packed = 0;
 
+    // A sliver keeps its place in the panel buffers for every K block (the last block may be
+    // shorter), so under a column split a thread only ever writes where it alone reads.
+    const int64_t sliver_stride = NR * kb.size;
     for (int64_t j0 = 0; j0 < p.N; j0 += NC) {
         const int64_t nc = std::min(NC, p.N - j0), slivers = ceil_div(nc, NR);
+        // A new panel (N > NC) shares the slivers out afresh: under a column split, wait until
+        // every thread is done with the buffers' old contents before packing over them.
+        if (j0 > 0 && threads > 1 && grid.row_parts == 1) {
+#pragma omp barrier
+        }
+        // A column split packs exactly the slivers it multiplies (col_part == thread).
         const Range my_pack = split(slivers, thread, threads);
         const Range my_slivers = split(slivers, col_part, grid.col_parts);
+        const bool shares_panel = grid.row_parts > 1;
         for (int64_t block = 0; block < kb.count; ++block) {
             const int64_t k0 = block * kb.size, kc = std::min(kb.size, p.K - k0);
             const bool load_c = p.accumulate || block > 0;
             T* b_panel = b_panels[panels_packed++ % 2];
             for (int64_t s = my_pack.begin; s < my_pack.end; ++s) {
                 const int64_t j = j0 + s * NR;
-                pack_b_sliver<T, NR>(b_panel + s * NR * kc, p, j, k0, kc, sums ? sums + j : nullptr);
+                pack_b_sliver<T, NR>(b_panel + s * sliver_stride, p, j, k0, kc, sums ? sums + j : nullptr);
             }
-            if (threads > 1) {
+            if (shares_panel) {
 #pragma omp barrier
             }
             for (int64_t i0 = my_i0; a_block && i0 < my_i1; i0 += MC) {
                 const int64_t mc = std::min(MC, my_i1 - i0);
                 for (int64_t r = 0; r * MR < mc; ++r)
                     pack_a_sliver<T, Kernels>(a_block + r * MR * kc, p, i0 + r * MR, k0, kc);
-                macro_kernel<T, Kernels>(p, a_block, b_panel, i0, mc, j0, my_slivers.begin,
+                macro_kernel<T, Kernels>(p, a_block, b_panel, sliver_stride, i0, mc, j0, my_slivers.begin,
                                          my_slivers.end, kc, load_c, block == kb.count - 1);
             }
         }

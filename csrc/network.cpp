@@ -664,6 +664,36 @@ RunTotals Network<T>::compute_gradients(const T* x, Targets<T> targets, int64_t 
     return totals;
 }
 
+template <typename T>
+RunTotals Network<T>::compute_gradients_in_chunks(InputRows<T> X, Targets<T> targets, int64_t N) {
+    ensure_workspace(std::min(N, eval_chunk_rows));
+    const int64_t tw = target_width();
+    std::vector<double> weighted_sum(grads.size(), 0.0);
+    RunTotals totals;
+    for (int64_t start = 0; start < N; start += eval_chunk_rows) {
+        const int64_t B = std::min(eval_chunk_rows, N - start);
+        Targets<T> chunk;
+        if (targets.labels) chunk.labels = targets.labels + start;
+        if (targets.values) chunk.values = targets.values + start * tw;
+        if (targets.weights) chunk.weights = targets.weights + start;
+        if (!take_labels(chunk, B, start, totals)) return totals;
+        const T* x = chunk_rows(X, start, B, &totals.bad_input_row);
+        if (!x) return totals;
+        forward(x, B, /*training=*/false, false);
+        const RunTotals part = loss_forward_backward(chunk, B, /*backward=*/true);
+        backward(x, B);
+        for (size_t k = 0; k < grads.size(); ++k) weighted_sum[k] += part.weight_sum * static_cast<double>(grads[k]);
+        totals.loss_sum += part.loss_sum;
+        totals.correct += part.correct;
+        totals.rows += part.rows;
+        totals.weight_sum += part.weight_sum;
+        totals.weighted_correct += part.weighted_correct;
+    }
+    const double inverse = totals.weight_sum > 0 ? 1.0 / totals.weight_sum : 0.0;
+    for (size_t k = 0; k < grads.size(); ++k) grads[k] = static_cast<T>(weighted_sum[k] * inverse);
+    return totals;
+}
+
 // ---- prediction ----------------------------------------------------------------------------------
 
 namespace {

@@ -233,6 +233,13 @@ public:
     // Gradients of the batch's mean loss into grads, no step; training-mode forward when
     // `training` (dropout counter of step + 1), running statistics left unchanged.
     RunTotals compute_gradients(const T* x, Targets<T> targets, int64_t B, bool training);
+    // The same in evaluation mode over all N rows of X, a chunk of eval_chunk_rows at a time
+    // (a sparse X densified one chunk at a time, never whole): each chunk's gradient, weighted
+    // by its rows' share of the weight (rows, or sample weights), is summed in double in
+    // chunk order, then grads holds the gradient of the whole set's mean loss. Not for class
+    // weights, whose mean divides by per-class sums. Stops, like evaluate, at a bad label or
+    // a malformed sparse row (totals say which).
+    RunTotals compute_gradients_in_chunks(InputRows<T> X, Targets<T> targets, int64_t N);
     // Evaluation mode over rows [first, N) of X (N, s_0): out is (N, s_L), after the loss's
     // link. The rows go in chunks to num_threads() threads, each taking the next chunk when
     // it is done with one (so a thread whose core is busy holds nobody up), each chunk's

@@ -48,6 +48,31 @@ def test_loss_and_gradient_match_finite_differences_and_the_reference(loss, acti
     np.testing.assert_allclose(gradient, ref_gradient, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("loss, activation, n_outputs", CASES + [("poisson", "relu", 2)])
+def test_loss_and_gradient_over_many_rows_goes_in_chunks_dense_or_sparse(loss, activation, n_outputs, rng):
+    """Over more than 1024 rows the core sums per-chunk gradients (a sparse X is densified one
+    chunk at a time): the whole set's mean loss and gradient all the same, against the NumPy
+    reference, with and without sample weights, and sparse X gives the dense X's bits."""
+    sparse = pytest.importorskip("scipy.sparse")
+    X, y = _problem(loss, n_outputs, rng, n=2600)
+    if loss == "poisson":
+        y = rng.poisson(1.5, size=(2600, n_outputs)).astype(float)
+    X[rng.uniform(size=X.shape) < 0.6] = 0.0
+    sizes = [5, 7, n_outputs]
+    model = fastmlp.MLP(sizes, activation=activation, loss=loss, dtype="float64", seed=3)
+    reference = ReferenceMLP(sizes, activation, loss=loss, dtype=np.float64)
+    theta = rng.normal(scale=0.5, size=model.n_parameters)
+    for weights in (None, rng.uniform(0.0, 2.0, size=2600)):
+        value, gradient = model.loss_and_gradient(theta, X, y, sample_weight=weights)
+        ref_value, ref_gradient = reference.loss_and_gradient(theta, X, y, sample_weights=weights)
+        assert value == pytest.approx(float(ref_value), rel=1e-12)
+        np.testing.assert_allclose(gradient, ref_gradient, rtol=1e-10, atol=1e-13)
+        sparse_value, sparse_gradient = model.loss_and_gradient(theta, sparse.csr_matrix(X), y,
+                                                                sample_weight=weights)
+        assert sparse_value == value
+        np.testing.assert_array_equal(sparse_gradient, gradient)
+
+
 def test_loss_and_gradient_checks_the_parameter_vector(rng):
     model = fastmlp.MLP([3, 4, 2], dtype="float64")
     with pytest.raises(ValueError, match=f"flat_parameters must be {model.n_parameters} real numbers"):

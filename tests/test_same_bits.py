@@ -157,6 +157,8 @@ def test_the_finiteness_check_finds_every_nan_and_infinity_in_every_isa(name, dt
                     assert not np.isfinite(Y).all()
                     with pytest.raises(ValueError, match="X contains NaN or infinity"):
                         model._network.predict(Y, check_finite=True)
+                    assert kernels.all_finite(Y) is False
+            assert kernels.all_finite(X) is True
 
 
 @pytest.mark.parametrize("model_name", list(MODELS))

@@ -228,8 +228,9 @@ def run_python(code):
 
 @pytest.mark.skipif(os.environ.get("FASTMLP_SANITIZED") == "1", reason="ASan's shadow memory distorts RSS")
 def test_a_large_sparse_matrix_trains_without_its_dense_form():
-    """200,000 x 5,000 at 0.1%: 4 GB dense in float32, 12 MB as CSR. Training an epoch and
-    predicting every row must raise the process's peak memory by far less than the dense form."""
+    """200,000 x 5,000 at 0.1%: 4 GB dense in float32, 12 MB as CSR. Training an epoch,
+    predicting every row and the full-batch loss and gradient (lbfgs's call) must raise the
+    process's peak memory by far less than the dense form."""
     out = run_python("""
         import resource
         import numpy as np, scipy.sparse as sparse, fastmlp
@@ -242,6 +243,8 @@ def test_a_large_sparse_matrix_trains_without_its_dense_form():
         model = fastmlp.MLP([d, 4, 2], seed=0)
         model.fit(X, y, epochs=1, batch_size=512)
         labels = model.predict(X)
+        loss, gradient = model.loss_and_gradient(model.flat_parameters, X, y)
+        assert np.isfinite(loss) and gradient.shape == (model.n_parameters,)
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         assert labels.shape == (n,)
         print((after - before) // 1024)

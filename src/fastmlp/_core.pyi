@@ -146,6 +146,8 @@ class _Kernels:
     """fastmlp._core.kernels: the individual kernels, for testing (a submodule at run time)."""
 
     @staticmethod
+    def all_finite(x: NDArray[_F]) -> bool: ...
+    @staticmethod
     def activation_forward(x: NDArray[_F], act: str, slope: float = 0.01) -> NDArray[_F]: ...
     @staticmethod
     def activation_backward(dy: NDArray[_F], x: NDArray[_F], y: NDArray[_F], act: str,

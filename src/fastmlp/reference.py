@@ -68,6 +68,11 @@ def _gelu_derivative(x: Array) -> Array:
     return np.asarray((cdf + x64 * pdf).astype(x.dtype))
 
 
+def all_finite(x: ArrayLike) -> bool:
+    """True when no element of x is NaN or infinite."""
+    return bool(np.isfinite(np.asarray(x)).all())
+
+
 def activation_forward(x: ArrayLike, act: Union[str, int], slope: float = 0.01) -> Array:
     """y = act(x)."""
     x = np.asarray(x)
@@ -830,12 +835,12 @@ class ReferenceMLP:
         loss, dlogits = self._loss(logits, targets, sample_weights)
         return loss, self._backward(dlogits, saved, self.params, training)
 
-    def loss_and_gradient(self, flat_params: ArrayLike, x: ArrayLike,
-                          targets: ArrayLike) -> Tuple[Any, Array]:
+    def loss_and_gradient(self, flat_params: ArrayLike, x: ArrayLike, targets: ArrayLike,
+                          sample_weights: Optional[ArrayLike] = None) -> Tuple[Any, Array]:
         """MLP.loss_and_gradient's mirror: flat_params become the parameters, then the
         full-batch (mean loss, flat gradient) without a step (what L-BFGS-B calls)."""
         self.set_flat_params(flat_params)
-        return self.compute_gradients(x, targets)
+        return self.compute_gradients(x, targets, sample_weights=sample_weights)
 
     def loss_at(self, flat_params: ArrayLike, x: ArrayLike, targets: ArrayLike,
                 training: bool = False, sample_weights: Optional[ArrayLike] = None) -> Any:

@@ -553,7 +553,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         # scikit-learn divides the L2 penalty by the total weight (n without weights).
         n = X.shape[0] if sample_weight is None else float(np.sum(sample_weight))
         # Converted once for the solver's many calls (a sparse X stays sparse; the core
-        # densifies it per call, whole, as a full batch needs).
+        # densifies it 1024 rows at a time for each full-batch loss and gradient).
         X = X.tocsr().astype(model.dtype) if hasattr(X, "tocsr") else np.ascontiguousarray(X, dtype=model.dtype)
         scale, decay = self._loss_scale, float(self.alpha) / n + float(self.weight_decay)
         # In the value L-BFGS-B sees, as scikit-learn's: its relative-decrease test reads it.
