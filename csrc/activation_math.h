@@ -1,11 +1,11 @@
 // Element-wise activation formulas, shared by the activation kernels (activations.cpp) and
 // the GEMM epilogue (gemm_driver.h, compiled once per instruction set), so fused and unfused
 // paths give the same bits: each formula is a fixed sequence of IEEE operations (no FMA
-// contraction: -ffp-contract=off), which any vector width evaluates alike. exp, sigmoid and
-// tanh are vectorised (vector_math.h); erf comes from libm, the same in every ISA.
+// contraction: -ffp-contract=off), which any vector width evaluates alike. exp, sigmoid,
+// tanh and gelu (with its own erf) are vectorised (vector_math.h): every activation's loop
+// runs at vector speed, with the same bits in the AVX2 and AVX-512 builds.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 
 #include "kernels.h"
@@ -14,7 +14,7 @@
 namespace fastmlp {
 namespace activation_math {
 
-// exp, sigmoid and tanh loops of the instruction set in use (activations.cpp): the AVX2 and
+// exp, sigmoid, tanh and gelu loops of the instruction set in use (activations.cpp): the AVX2 and
 // AVX-512 ones give the same bits.
 template <typename T>
 const vector_math::ElementwiseLoops<T>& active_elementwise_loops();
@@ -22,18 +22,6 @@ const vector_math::ElementwiseLoops<T>& active_elementwise_loops();
 // TU-local: each including TU compiles its own copy for its own instruction set (one shared
 // inline definition could be an AVX-512 one running on a CPU without it).
 namespace {
-
-template <typename T>
-inline T gelu(T x) {
-    return T(0.5) * x * (T(1) + std::erf(x * T(M_SQRT1_2)));
-}
-
-template <typename T>
-inline T gelu_derivative(T x) {
-    const T cdf = T(0.5) * (T(1) + std::erf(x * T(M_SQRT1_2)));
-    const T pdf = std::exp(T(-0.5) * x * x) * T(0.5 * M_2_SQRTPI * M_SQRT1_2);  // 1/sqrt(2 pi)
-    return cdf + x * pdf;
-}
 
 // y[j] = act(x[j] + bias[j]) for j < n; pre[j] = x[j] + bias[j] when pre is not null.
 // y may alias x. One switch per row, so each case is a plain loop that vectorises.
@@ -66,7 +54,7 @@ inline void bias_activation_row(T* y, T* pre, const T* x, const T* bias, int64_t
             active_elementwise_loops<T>().tanh_row(y, x, bias, n);
             break;
         case Activation::gelu:
-            for (int64_t j = 0; j < n; ++j) y[j] = gelu(x[j] + bias[j]);
+            active_elementwise_loops<T>().gelu_row(y, x, bias, n);
             break;
         case Activation::step:
             for (int64_t j = 0; j < n; ++j) y[j] = x[j] + bias[j] >= 0 ? T(1) : T(0);
@@ -97,7 +85,7 @@ inline void activation_derivative_row(T* dx, const T* dy, const T* x, const T* y
             for (int64_t j = 0; j < n; ++j) dx[j] = dy[j] * (T(1) - y[j] * y[j]);
             break;
         case Activation::gelu:
-            for (int64_t j = 0; j < n; ++j) dx[j] = dy[j] * gelu_derivative(x[j]);
+            active_elementwise_loops<T>().gelu_derivative_row(dx, dy, x, n);
             break;
         case Activation::step:
             for (int64_t j = 0; j < n; ++j) dx[j] = T(0);

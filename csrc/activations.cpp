@@ -13,9 +13,6 @@ namespace fastmlp {
 
 namespace {
 
-using activation_math::gelu;
-using activation_math::gelu_derivative;
-
 // Element-wise loops are memory bound; threads pay off only on large arrays.
 inline int elementwise_threads(int64_t n) { return threads_for(static_cast<double>(n) * 8.0); }
 
@@ -35,6 +32,19 @@ void map_row_function(T* y, const T* x, int64_t n, Row row) {
         const int64_t part = omp_get_thread_num(), parts = omp_get_num_threads();
         const int64_t begin = n * part / parts, end = n * (part + 1) / parts;
         row(y + begin, x + begin, nullptr, end - begin);
+    }
+}
+
+// A derivative row function (dx, dy, x, n), split as map_row_function.
+template <typename T, typename Row>
+void map_derivative_row_function(T* dx, const T* dy, const T* x, int64_t n, Row row) {
+    const int threads = n > 65536 ? elementwise_threads(n) : 1;
+    if (threads <= 1) return row(dx, dy, x, n);
+#pragma omp parallel num_threads(threads)
+    {
+        const int64_t part = omp_get_thread_num(), parts = omp_get_num_threads();
+        const int64_t begin = n * part / parts, end = n * (part + 1) / parts;
+        row(dx + begin, dy + begin, x + begin, end - begin);
     }
 }
 
@@ -80,7 +90,9 @@ void activation_forward(T* y, const T* x, int64_t n, Activation act, T slope) {
         case Activation::leaky_relu:
             map_unary(y, x, n, [slope](T v) { return v > 0 ? v : slope * v; });
             break;
-        case Activation::gelu: map_unary(y, x, n, [](T v) { return gelu(v); }); break;
+        case Activation::gelu:
+            map_row_function(y, x, n, activation_math::active_elementwise_loops<T>().gelu_row);
+            break;
         case Activation::step: map_unary(y, x, n, [](T v) { return v >= 0 ? T(1) : T(0); }); break;
     }
 }
@@ -110,14 +122,19 @@ void activation_backward(T* dx, const T* dy, const T* x, const T* y, int64_t n, 
             for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > 0 ? dy[i] : slope * dy[i];
             break;
         case Activation::gelu:
-#pragma omp parallel for schedule(static) num_threads(threads) if (n > 65536)
-            for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * gelu_derivative(x[i]);
+            map_derivative_row_function(dx, dy, x, n,
+                                        activation_math::active_elementwise_loops<T>().gelu_derivative_row);
             break;
         case Activation::step:
 #pragma omp parallel for schedule(static) num_threads(threads) if (n > 65536)
             for (int64_t i = 0; i < n; ++i) dx[i] = T(0);
             break;
     }
+}
+
+template <typename T>
+void erf_forward(T* y, const T* x, int64_t n) {
+    activation_math::active_elementwise_loops<T>().erf_row(y, x, n);  // a test hook: one thread
 }
 
 template <typename T>
@@ -139,6 +156,7 @@ bool all_finite(const T* data, int64_t n) {
 
 #define FASTMLP_INSTANTIATE(T)                                                            \
     template bool all_finite<T>(const T*, int64_t);                                       \
+    template void erf_forward<T>(T*, const T*, int64_t);                                  \
     template void activation_forward<T>(T*, const T*, int64_t, Activation, T);            \
     template void activation_backward<T>(T*, const T*, const T*, const T*, int64_t,        \
                                          Activation, T);

@@ -201,6 +201,16 @@ void bind_activations(py::module_& m) {
         });
     }, py::arg("dy"), py::arg("x"), py::arg("y"), py::arg("act"), py::arg("slope") = 0.01,
        "dx = dy * act'(x); x is the pre-activation, y = act(x)");
+
+    m.def("erf_forward", [](const py::array& x_in) {
+        return dispatch_float(x_in, "x", [&](auto zero) -> py::object {
+            using T = decltype(zero);
+            auto x = as_float<T>(x_in, "x");
+            auto y = empty_like_shape<T>(x);
+            without_gil([&] { fastmlp::erf_forward(y.mutable_data(), x.data(), x.size()); });
+            return y;
+        });
+    }, py::arg("x"), "y = erf(x), the erf gelu uses (vectorised, the same bits with AVX2 and AVX-512)");
 }
 
 // ---- losses --------------------------------------------------------------------------------

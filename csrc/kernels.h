@@ -129,6 +129,12 @@ template <typename T>
 void activation_backward(T* dx, const T* dy, const T* x, const T* y, int64_t n, Activation act,
                          T slope);
 
+// y = erf(x), the vectorised erf of gelu's formula (vector_math.h), exposed so that tests can
+// measure it alone. y may alias x.
+//   y, x are (n)
+template <typename T>
+void erf_forward(T* y, const T* x, int64_t n);
+
 // True when no element of data is NaN or infinite. Tested on the bits (an exponent field of
 // all ones), an integer OR-reduction that vectorises; large arrays are split among threads
 // (an AND of the parts: the same answer at any thread count).

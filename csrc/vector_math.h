@@ -1,5 +1,5 @@
-// exp, the logistic sigmoid, tanh and the finiteness test, written as per-element code the
-// compiler vectorises, and compiled once per instruction set: by activations.cpp (baseline),
+// exp, the logistic sigmoid, tanh, erf, gelu and the finiteness test, written as per-element
+// code the compiler vectorises, and compiled once per instruction set: by activations.cpp (baseline),
 // elementwise_avx2.cpp and elementwise_avx512.cpp. The FMA builds (AVX2, AVX-512) evaluate the same formula with the
 // same fused operations in every lane, so they give the same bits at any vector width;
 // the baseline build has no FMA and rounds the multiply and the add separately.
@@ -9,7 +9,8 @@
 // truncation error is below a tenth of an ulp), then scaled by 2^n in two exact steps.
 // Accurate to about 1 ulp. Results below the smallest normal number are flushed to zero
 // (libm returns subnormals there); overflow gives inf, NaN stays NaN. tanh goes through
-// expm1 (below), the same reduction without the series' constant term.
+// expm1 (below), the same reduction without the series' constant term. erf and gelu: see
+// ErfConstants.
 #pragma once
 
 #include <cmath>
@@ -29,6 +30,12 @@ struct ElementwiseLoops {
     void (*sigmoid_row)(T* y, const T* x, const T* bias, int64_t n);
     // y[j] = tanh(x[j] + bias[j]) (bias may be null: 0), the same shapes.
     void (*tanh_row)(T* y, const T* x, const T* bias, int64_t n);
+    // y[j] = erf(x[j]).  y, x are (n); y may alias x.
+    void (*erf_row)(T* y, const T* x, int64_t n);
+    // y[j] = gelu(x[j] + bias[j]) (bias may be null: 0), the same shapes as sigmoid_row.
+    void (*gelu_row)(T* y, const T* x, const T* bias, int64_t n);
+    // dx[j] = dy[j] * gelu'(x[j]).  dx, dy, x are (n); dx may alias dy.
+    void (*gelu_derivative_row)(T* dx, const T* dy, const T* x, int64_t n);
     // 1 when some element of data is NaN or infinite, else 0.  data is (n).
     int (*any_non_finite)(const T* data, int64_t n);
 };
@@ -100,12 +107,13 @@ inline T power_of_two(typename ExpConstants<T>::Bits e) {
     return value;
 }
 
+// e^x for x in [kMinimum, kMaximum] (not NaN): exp_of's core, called directly where the
+// argument is in range by construction (the fewer selects keep erf's loops vectorisable:
+// GCC's if-conversion gives up on a merge of more than 4 paths).
 template <bool kFma, typename T>
-inline T exp_of(T x) {
+inline T exp_in_range(T clamped) {
     using K = ExpConstants<T>;
     using Bits = typename K::Bits;
-    // NaN is reduced as 0 (its lane's result is replaced by NaN below), so n stays in range.
-    const T clamped = x < K::kMinimum ? K::kMinimum : (x > K::kMaximum ? K::kMaximum : (x == x ? x : T(0)));
     // n = round(x / ln2): adding 1.5 * 2^p puts the rounded integer in the low mantissa bits.
     const T shifted = clamped * K::kLog2e + K::kRoundingShift;
     const T n = shifted - K::kRoundingShift;
@@ -124,7 +132,15 @@ inline T exp_of(T x) {
     // 2^n in two halves, each a normal number, so n up to 128 (float) does not overflow the
     // exponent field; multiplying by a power of two is exact.
     const Bits half = n_integer >> 1;
-    const T result = p * power_of_two<T>(half) * power_of_two<T>(n_integer - half);
+    return p * power_of_two<T>(half) * power_of_two<T>(n_integer - half);
+}
+
+template <bool kFma, typename T>
+inline T exp_of(T x) {
+    using K = ExpConstants<T>;
+    // NaN is reduced as 0 (its lane's result is replaced by NaN below), so n stays in range.
+    const T clamped = x < K::kMinimum ? K::kMinimum : (x > K::kMaximum ? K::kMaximum : (x == x ? x : T(0)));
+    const T result = exp_in_range<kFma>(clamped);
     // Selects, not branches, so the loop vectorises; x != x is NaN.
     const T in_range = x < K::kMinimum ? T(0) : result;
     const T finite = x > K::kMaximum ? T(INFINITY) : in_range;
@@ -210,6 +226,167 @@ void sigmoid_row(T* y, const T* x, const T* bias, int64_t n) {
         for (int64_t j = 0; j < n; ++j) y[j] = sigmoid_of<kFma>(x[j]);
 }
 
+// erf(x), branch-free (selects only), from two fits (tools/fit_erf.py derives every
+// coefficient below: least squares at 100 digits refined towards minimax, relative error):
+//   |x| <  kSmall:  erf(x) = x P(x^2), odd, exactly 0 at 0;
+//   |x| >= kSmall:  erf(x) = sign(x) (1 - e^-a^2 R(t) / a), a = |x|, t = (a - K) / (a + K),
+//                   where R(t) fits the smooth a e^(a^2) erfc(a), which tends to 1 / sqrt(pi):
+//                   the map to t makes it polynomial-friendly out to large a, and its terms
+//                   stay small beside its value (fitting e^(a^2) erfc(a) instead, ~1 / a,
+//                   made Horner's rule cancel: 10 ulps in gelu's far left tail in double).
+// P and R are within a tenth of an ulp (fit: float 8.5e-9 and 2.3e-9, double 2.2e-17 and
+// 5.9e-18); the rest is exp's ulp and the rounding of the few operations. Past kOne erf
+// rounds to 1 (erfc(4) < 2^-25, erfc(6) < 2^-54); R is fitted up to kTailEnd so that gelu's
+// left tail, Phi(x) = erfc(-x / sqrt2) / 2, keeps its relative accuracy until it underflows.
+template <typename T>
+struct ErfConstants;
+
+template <>
+struct ErfConstants<float> {
+    static constexpr float kSmall = 0.875f, kK = 2.0f, kOne = 4.0f, kTailEnd = 10.0f;
+    static constexpr float kP[] = {1.12837916f,   -0.376125505f, 0.112824553f,
+                                   -0.0267914627f, 0.00503218088f, -0.00062032528f};
+    static constexpr float kR[] = {
+        0.510791351f, 0.167211013f, -0.203844093f,
+        0.121514707f, -0.0289819992f, -0.00750839494f,
+        0.00483381847f, 0.00104148189f, -0.000874943584f};
+    static constexpr float kSplitter = 4097.0f;   // 2^12 + 1: Dekker's split of a float
+    static constexpr float kGaussianEnd = 13.216f;  // 13.216^2 / 2 < -ExpConstants::kMinimum
+};
+
+template <>
+struct ErfConstants<double> {
+    static constexpr double kSmall = 0.875, kK = 3.0, kOne = 6.0, kTailEnd = 28.0;
+    static constexpr double kP[] = {
+        1.1283791670955125,     -0.37612638903182987,   0.11283791670915581,
+        -0.026866170637142632,  0.0052239775424370897,  -0.00085483219772438899,
+        0.00012055141075911848, -1.4920941968530138e-5, 1.6387374168378114e-6,
+        -1.5619255067404274e-7, 1.0456781850356794e-8};
+    static constexpr double kR[] = {
+        0.53700345354416985, 0.095306226959227945, -0.14658304803289209,
+        0.13988054760178221, -0.095469750306542416, 0.046350263330667348,
+        -0.014019825628705138, 0.00091082270406363401, 0.001242876195062042,
+        -0.00041254399004832722, -8.4608468685304152e-5, 6.8981552527664021e-5,
+        6.4647142852652999e-6, -1.1118208163166165e-5, -9.9146877623915065e-7,
+        1.9060669883391419e-6, 2.832425412096843e-7, -3.5784682147410561e-7,
+        -5.9659789623196836e-8, 7.0042162263435802e-8, -8.7877372321454058e-9};
+    static constexpr double kSplitter = 134217729.0;  // 2^27 + 1
+    static constexpr double kGaussianEnd = 37.64;     // 37.64^2 / 2 < -ExpConstants::kMinimum
+};
+
+// c[0] + c[1] v + ... by Horner's rule.
+template <bool kFma, typename T, int N>
+inline T polynomial(const T (&c)[N], T v) {
+    T p = c[N - 1];
+#pragma GCC unroll 32
+    for (int k = N - 2; k >= 0; --k) p = multiply_add<kFma>(p, v, c[k]);
+    return p;
+}
+
+// v for a in [lo, hi], the nearer end outside it, lo for NaN: keeps unused lanes finite.
+template <typename T>
+inline T clamp_to(T a, T lo, T hi) {
+    return a >= lo ? (a < hi ? a : hi) : lo;
+}
+
+// a e^(a^2) erfc(a) for a in [kSmall, kTailEnd].
+template <bool kFma, typename T>
+inline T scaled_erfc_of(T a) {
+    using K = ErfConstants<T>;
+    return polynomial<kFma>(K::kR, (a - K::kK) / (a + K::kK));
+}
+
+template <bool kFma, typename T>
+inline T erf_of(T x) {
+    using K = ErfConstants<T>;
+    const T a = x < 0 ? -x : x;
+    const T s = a < K::kSmall ? x : T(0);
+    const T small = s * polynomial<kFma>(K::kP, s * s);
+    // The rounding of a^2 moves e^-a^2 by a relative a^2 2^-p, at most 0.16 ulp of erf here.
+    const T b = clamp_to(a, K::kSmall, K::kOne);
+    const T tail = T(1) - exp_in_range<kFma>(-(b * b)) * scaled_erfc_of<kFma>(b) / b;
+    const T result = a < K::kSmall ? small : (x < 0 ? -tail : tail);
+    return x != x ? x : result;
+}
+
+template <bool kFma, typename T>
+void erf_row(T* y, const T* x, int64_t n) {
+    for (int64_t j = 0; j < n; ++j) y[j] = erf_of<kFma>(x[j]);
+}
+
+// e^(-v^2 / 2) for v >= 0 with v^2 = h + l split exactly (FMA, or Dekker's product without),
+// so that its relative error stays about an ulp even where v^2 / 2 is large (with v^2
+// rounded the error would grow as v^2 2^-p: 40 ulps of float at v = 12). Past kGaussianEnd
+// (and for NaN) 0: e^(-v^2/2) is below the smallest normal number there, flushed as exp_of does.
+template <bool kFma, typename T>
+inline T gaussian_of(T v) {
+    constexpr T kEnd = ErfConstants<T>::kGaussianEnd;
+    const T w = clamp_to(v, T(0), kEnd);
+    const T h = w * w;
+    T l;
+    if constexpr (kFma) {
+        l = std::fma(w, w, -h);
+    } else {
+        const T scaled = w * ErfConstants<T>::kSplitter;
+        const T high = scaled - (scaled - w), low = w - high;
+        l = ((high * high - h) + T(2) * high * low) + low * low;
+    }
+    const T e = exp_in_range<kFma>(T(-0.5) * h);
+    // e^(-l/2) = 1 - l/2 to far below an ulp. The flush multiplies by 0 or 1 rather than
+    // selecting: one more select after exp's would stop GCC's if-conversion (see exp_in_range).
+    return multiply_add<kFma>(e, T(-0.5) * l, e) * T(v <= kEnd);
+}
+
+// Phi(x) = (1 + erf(x / sqrt2)) / 2 and phi(x) = e^(-x^2 / 2) / sqrt(2 pi), the normal cdf
+// and density, for gelu(x) = x Phi(x) and gelu'(x) = Phi(x) + x phi(x). On the left
+// Phi = erfc(|z|) / 2 = e^(-x^2/2) R(t) / (2 |z|) directly (z = x / sqrt2): no cancellation in
+// 1 + erf, so Phi keeps its relative accuracy down to its underflow (libm's erf in 1 + erf
+// loses it all by x = -6 in float).
+template <typename T>
+struct NormalCdf {
+    T cdf, density_factor;  // Phi(x), and e^(-x^2/2) (phi = it / sqrt(2 pi))
+};
+
+template <bool kFma, typename T>
+inline NormalCdf<T> normal_cdf_of(T x) {
+    using K = ErfConstants<T>;
+    const T z = x * T(0.70710678118654752440);
+    const T a = z < 0 ? -z : z;
+    const T s = a < K::kSmall ? z : T(0);
+    const T small = multiply_add<kFma>(T(0.5) * s, polynomial<kFma>(K::kP, s * s), T(0.5));
+    // kGaussianEnd / sqrt2 < kTailEnd: R covers every lane whose e^(-x^2/2) is not flushed.
+    const T gaussian = gaussian_of<kFma>(std::fabs(x));
+    const T b = clamp_to(a, K::kSmall, K::kTailEnd);
+    const T half_erfc = T(0.5) * gaussian * scaled_erfc_of<kFma>(b) / b;
+    const T cdf = a < K::kSmall ? small : (z < 0 ? half_erfc : T(1) - half_erfc);
+    return {cdf, gaussian};
+}
+
+template <bool kFma, typename T>
+inline T gelu_of(T x) {
+    return x * normal_cdf_of<kFma>(x).cdf;  // NaN stays NaN; -inf gives NaN (-inf * 0)
+}
+
+template <bool kFma, typename T>
+inline T gelu_derivative_of(T x) {
+    const NormalCdf<T> n = normal_cdf_of<kFma>(x);
+    const T density = n.density_factor * T(0.39894228040143267794);  // 1 / sqrt(2 pi)
+    return multiply_add<kFma>(x, density, n.cdf);
+}
+
+template <bool kFma, typename T>
+void gelu_row(T* y, const T* x, const T* bias, int64_t n) {
+    if (bias)
+        for (int64_t j = 0; j < n; ++j) y[j] = gelu_of<kFma>(x[j] + bias[j]);
+    else
+        for (int64_t j = 0; j < n; ++j) y[j] = gelu_of<kFma>(x[j]);
+}
+
+template <bool kFma, typename T>
+void gelu_derivative_row(T* dx, const T* dy, const T* x, int64_t n) {
+    for (int64_t j = 0; j < n; ++j) dx[j] = dy[j] * gelu_derivative_of<kFma>(x[j]);
+}
+
 // Tested on the bits (an all-ones exponent field), an integer OR-reduction that vectorises;
 // a scalar isfinite loop does not.
 template <typename T>
@@ -227,7 +404,9 @@ int any_non_finite(const T* data, int64_t n) {
 
 template <bool kFma, typename T>
 ElementwiseLoops<T> elementwise_loops_of_this_isa() {
-    return {&exp_row<kFma, T>, &sigmoid_row<kFma, T>, &tanh_row<kFma, T>, &any_non_finite<T>};
+    return {&exp_row<kFma, T>,  &sigmoid_row<kFma, T>, &tanh_row<kFma, T>,
+            &erf_row<kFma, T>,  &gelu_row<kFma, T>,    &gelu_derivative_row<kFma, T>,
+            &any_non_finite<T>};
 }
 
 }  // namespace

@@ -48,6 +48,19 @@ def _cast(value: float, like: Array) -> Any:
 # ---- activations ---------------------------------------------------------------------------
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def _normal_cdf(x64: Array) -> Array:
+    # erfc(-x / sqrt2) / 2, not (1 + erf(x / sqrt2)) / 2: on the left 1 + erf cancels (it is
+    # 0 in float64 from x = -8.3 while Phi is still 1e-16), erfc keeps the relative accuracy.
+    return np.asarray(0.5 * _erfc(-x64 / math.sqrt(2)))
+
+
+def erf_forward(x: ArrayLike) -> Array:
+    """y = erf(x), in float64 and rounded to x's dtype."""
+    x = np.asarray(x)
+    return np.asarray(_erf(x.astype(np.float64)).astype(x.dtype)).reshape(x.shape)
 
 
 def _sigmoid(x: Array) -> Array:
@@ -57,13 +70,13 @@ def _sigmoid(x: Array) -> Array:
 
 
 def _gelu(x: Array) -> Array:
-    cdf = 0.5 * (1 + _erf(x.astype(np.float64) / math.sqrt(2)))
+    cdf = _normal_cdf(x.astype(np.float64))
     return np.asarray((x * cdf).astype(x.dtype))
 
 
 def _gelu_derivative(x: Array) -> Array:
     x64 = x.astype(np.float64)
-    cdf = 0.5 * (1 + _erf(x64 / math.sqrt(2)))
+    cdf = _normal_cdf(x64)
     pdf = np.exp(-0.5 * x64 * x64) / math.sqrt(2 * math.pi)
     return np.asarray((cdf + x64 * pdf).astype(x.dtype))
 
