@@ -693,6 +693,15 @@ void bind_network(py::module_& m, const char* name) {
                           model.network.decay_reference_weight = value; },
                       "when > 0, a step's weight decay is the optimizer's times decay_reference_weight / "
                       "(the batch's weight sum, its rows without sample weights); 0: as it is")
+        .def_property("batch_mean_loss_sum", [](Model& model) { return model.network.batch_mean_loss_sum; },
+                      [](Model& model, double value) {
+                          if (!std::isfinite(value))
+                              throw py::value_error("batch_mean_loss_sum must be a finite number");
+                          py::gil_scoped_release release;
+                          std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                          model.network.batch_mean_loss_sum = value; },
+                      "every optimizer step adds its batch's (sample-weighted) mean loss times the "
+                      "batch's rows (scikit-learn's epoch loss is this sum over the epoch's rows)")
         .def_property("lr", [](Model& model) { return model.network.optimizer_options().lr; },
                       [](Model& model, double lr) {
                           if (!(lr >= 0) || !std::isfinite(static_cast<T>(lr)))

@@ -274,7 +274,8 @@ RunTotals Network<T>::loss_forward_backward(Targets<T> targets, int64_t B, bool 
             if (backward) poisson_nll_backward(d_logits, logits, targets.values, sample, B, C);
             break;
     }
-    totals.loss_sum = static_cast<double>(loss) * totals.weight_sum;
+    totals.mean_loss = static_cast<double>(loss);
+    totals.loss_sum = totals.mean_loss * totals.weight_sum;
     return totals;
 }
 
@@ -489,6 +490,7 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     if (totals.finite && totals.weight_sum > 0) {
         if (track_weight_squares)
             weight_squares_sum += weight_squares() * static_cast<double>(B) / totals.weight_sum;
+        batch_mean_loss_sum += totals.mean_loss * static_cast<double>(B);
         optimizer_step(decay_reference_weight > 0 ? decay_reference_weight / totals.weight_sum : 1.0);
     } else {
         std::copy(saved_running_mean_.begin(), saved_running_mean_.end(), running_mean.begin());

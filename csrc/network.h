@@ -168,6 +168,7 @@ struct RunTotals {
     double weight_sum = 0;
     double weighted_correct = 0;
     int64_t bad_input_row = -1;
+    double mean_loss = 0;  // one loss evaluation's (sample-weighted) mean: loss_sum / weight_sum
 };
 
 template <typename T>
@@ -199,6 +200,11 @@ public:
     // alpha / (batch weight), so with decay_reference_weight = batch_size a full batch decays
     // by weight_decay and a shorter last batch by more. 0 (default): weight_decay as it is.
     double decay_reference_weight = 0;
+    // scikit-learn's epoch loss averages the batches' (sample-weighted) mean losses by their
+    // rows, not by their weights: each step taken adds its batch's mean loss times the
+    // batch's rows to batch_mean_loss_sum (loss_sum's sum without sample weights). Always
+    // kept: one multiply-add per step; the caller resets it.
+    double batch_mean_loss_sum = 0;
 
     // Rows predict and evaluate compute at a time (a caller slicing a call in multiples of it
     // gets the same bits as one call).

@@ -61,8 +61,8 @@ def test_sgd_with_a_large_alpha_follows_scikit_learn(batch_size):
 
 def test_sgd_regressor_with_a_short_last_batch_and_sample_weights_follows_scikit_learn():
     """442 rows in batches of 200, 200, 42 (batch_size="auto"): alpha / 42 on the last one;
-    with sample weights alpha / (the batch's weight sum). (loss_curve_ with sample weights
-    averages the batches' losses differently from scikit-learn, alpha or not: not compared.)"""
+    with sample weights alpha / (the batch's weight sum), and loss_curve_ averages the
+    batches' weighted mean losses by their rows, as scikit-learn's."""
     X, y = load_diabetes(return_X_y=True)
     X, y = (X - X.mean(axis=0)) / X.std(axis=0), (y - y.mean()) / y.std()
     options = dict(hidden_layer_sizes=(8,), solver="sgd", alpha=1.0, momentum=0.0, learning_rate_init=0.01,
@@ -74,8 +74,7 @@ def test_sgd_regressor_with_a_short_last_batch_and_sample_weights_follows_scikit
             theirs = SklearnRegressor(**options).fit(X, y, sample_weight=sample_weight)
             ours = MLPRegressor(**options, dtype="float64").fit(X, y, sample_weight=sample_weight)
             np.testing.assert_allclose(flat(ours), flat(theirs), rtol=1e-12, atol=1e-13)
-            if sample_weight is None:
-                np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-12)
+            np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-12)
 
 
 def test_sgd_poisson_regressor_with_two_outputs_and_a_large_alpha_follows_scikit_learn():
@@ -154,3 +153,30 @@ def test_the_defaults_change_nothing_and_bad_values_are_refused():
         for value in (-1.0, float("nan"), float("inf")):
             with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0"):
                 setattr(network, name, value)
+
+
+def test_batch_mean_loss_sum_adds_each_steps_mean_loss_times_its_rows():
+    """Against ReferenceMLP's weighted mean loss before each step, times the step's rows (not
+    its weight sum); NaN / inf are refused."""
+    model = fastmlp.MLP([4, 5, 3], activation="tanh", optimizer=optim.SGD(lr=0.1),
+                        dtype="float64", seed=2)
+    network = model._network
+    assert network.batch_mean_loss_sum == 0
+    rng = np.random.default_rng(5)
+    expected = 0.0
+    for rows in (8, 3, 5):
+        x, y = rng.normal(size=(rows, 4)), rng.integers(0, 3, rows)
+        weights = rng.uniform(0.1, 2.0, rows)
+        weights[0] = 0.0
+        reference = ReferenceMLP([4, 5, 3], ["tanh"], optimizer="sgd",
+                                 optimizer_options=model.optimizer.options)
+        reference.set_flat_params(model.flat_parameters)
+        expected += rows * float(reference.loss_at(model.flat_parameters, x, y, training=True,
+                                                   sample_weights=weights))
+        model.train_step(x, y, sample_weight=weights)
+    np.testing.assert_allclose(network.batch_mean_loss_sum, expected, rtol=1e-13)
+    network.batch_mean_loss_sum = -1.5  # a loss can be negative (gaussian_nll)
+    assert network.batch_mean_loss_sum == -1.5
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="batch_mean_loss_sum must be a finite number"):
+            network.batch_mean_loss_sum = value

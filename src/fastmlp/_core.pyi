@@ -88,6 +88,11 @@ class _Network(Generic[_F]):
     decay_reference_weight: float
     """When > 0, a step's weight decay is the optimizer's times decay_reference_weight / (the
     batch's weight sum, its rows without sample weights); 0: as it is."""
+    """When True, adam / adamw add eps to sqrt(v) before its bias correction, as
+    scikit-learn's Adam (torch's eps divided by sqrt(1 - beta2^step))."""
+    batch_mean_loss_sum: float
+    """Every optimizer step adds its batch's (sample-weighted) mean loss times the batch's
+    rows (scikit-learn's epoch loss is this sum over the epoch's rows)."""
     lr: float
     num_threads: int
     """Threads for this model's calls (applied per call); 0 follows the process setting."""

@@ -186,15 +186,22 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
     def _stratify(self, targets: np.ndarray) -> Optional[np.ndarray]:
         return None
 
-    def _validation_score(self, outputs: np.ndarray, y: np.ndarray) -> float:
+    def _validation_score(self, outputs: np.ndarray, y: np.ndarray,
+                          sample_weight: Optional[np.ndarray]) -> float:
         raise NotImplementedError
 
     def _loss_name(self) -> str:
         return "squared_error"
 
+    def _row_loss_constants(self, targets: np.ndarray) -> Optional[np.ndarray]:
+        """What scikit-learn's loss adds to fastmlp's (scaled) loss, per row (None: nothing)."""
+        return None
+
     def _loss_constant(self, targets: np.ndarray, sample_weight: Optional[np.ndarray]) -> float:
-        """What scikit-learn's loss adds to fastmlp's (scaled) loss on these training rows."""
-        return 0.0
+        """What scikit-learn's loss adds to fastmlp's (scaled) loss on these training rows:
+        the rows' constants averaged with the sample weights."""
+        constants = self._row_loss_constants(targets)
+        return 0.0 if constants is None else float(np.average(constants, weights=sample_weight))
 
     def _check_stochastic(self) -> bool:
         """partial_fit exists for the stochastic solvers only (scikit-learn's available_if)."""
@@ -325,10 +332,13 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         targets = self._encode_targets(y, not continuing, incremental, classes)
+        # scikit-learn takes random_state afresh on every fit and partial_fit call (an int
+        # gives the same stream each time): initialisation, then the validation split, then
+        # the epochs' shuffles all draw from it, in that order.
+        self._random_state = check_random_state(self.random_state)
         if not continuing:
             self._config = dict(config, dtype_requested=config["dtype"],
                                 dtype=config["dtype"] or X.dtype.name)
-            self._random_state = check_random_state(self.random_state)
             held_out = int(np.ceil(self.validation_fraction * X.shape[0])) if self.early_stopping else 0
             self._n_samples_hint = max(1, X.shape[0] - held_out)  # the first optimizer's batch size
             self.model_ = self._new_model(X.shape[1])
@@ -353,7 +363,11 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
             bound = np.sqrt(factor / (fan_in + fan_out))
             weights.append(self._random_state.uniform(-bound, bound, (fan_in, fan_out)))
             biases.append(self._random_state.uniform(-bound, bound, fan_out))
-        seed = int(self._random_state.randint(np.iinfo(np.int32).max))
+        # fastmlp's own seed (dropout, mixup) from a copy of the stream: a draw from
+        # random_state itself would move scikit-learn's validation split and shuffles.
+        peek = np.random.RandomState()
+        peek.set_state(self._random_state.get_state())
+        seed = int(peek.randint(np.iinfo(np.int32).max))
         model = MLP(sizes, activation=config["activation"], loss=self._loss,
                     optimizer=self._fastmlp_optimizer(min(200, self._n_samples_hint)), dropout=config["dropout"],
                     batch_norm=config["batch_norm"], dtype=config["dtype"], seed=seed)
@@ -366,16 +380,36 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
 
     _n_samples_hint = 200
 
+    STOCHASTIC_BOOKS = ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_")
+
     def _reset_progress(self) -> None:
+        """A first fit's counters; the per-epoch books only for the stochastic solvers, as
+        scikit-learn (lbfgs has no loss_curve_, best_loss_ or validation scores: an earlier
+        stochastic fit's are removed, not left stale)."""
         self.n_iter_ = 0
         self.t_ = 0
+        self._best_state: Optional[Dict[str, np.ndarray]] = None
+        if self.solver != "lbfgs":
+            self._start_stochastic_books()
+            return
+        for name in self.STOCHASTIC_BOOKS:
+            if name in self.__dict__:
+                delattr(self, name)
+
+    def _start_stochastic_books(self) -> None:
         self.loss_curve_: List[float] = []
         self._no_improvement_count = 0
-        self._best_state: Optional[Dict[str, np.ndarray]] = None
+        self._start_stopping_books()
+
+    def _start_stopping_books(self) -> None:
+        """What the stopping rule reads: the validation scores with early_stopping (the best
+        weights so far start as the current ones, as scikit-learn's _best_coefs: kept if no
+        epoch scores better than -inf), else the best training loss."""
         if self.early_stopping:
             self.validation_scores_: Optional[List[float]] = []
             self.best_validation_score_: Optional[float] = -np.inf
             self.best_loss_: Optional[float] = None
+            self._best_state = self.model_._snapshot()
         else:
             self.validation_scores_ = None
             self.best_validation_score_ = None
@@ -388,12 +422,12 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
                                  test_size=self.validation_fraction,
                                  stratify=self._stratify(targets))
         X_train, X_val, t_train, _, _, y_val = parts[:6]
-        w_train = parts[6] if sample_weight is not None else None
+        w_train, w_val = (parts[6], parts[7]) if sample_weight is not None else (None, None)
         if X_val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase 'validation_fraction' "
                              f"(validation_fraction={self.validation_fraction!r} leaves "
                              f"{X_val.shape[0]} samples) or the size of your dataset.")
-        return X_train, t_train, w_train, X_val, y_val
+        return X_train, t_train, w_train, X_val, y_val, w_val
 
     def _fit_stochastic(self, X: np.ndarray, targets: np.ndarray, y: np.ndarray,
                         sample_weight: Optional[np.ndarray], incremental: bool,
@@ -402,9 +436,13 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         epoch keeps scikit-learn's books (loss_, n_iter_, validation, learning rate) and stops."""
         validation = None
         w_train = sample_weight
+        if not hasattr(self, "loss_curve_"):  # warm-started from an lbfgs fit
+            self._start_stochastic_books()
+        elif self.early_stopping != (self.validation_scores_ is not None):
+            self._start_stopping_books()  # early_stopping switched for a warm start
         if self.early_stopping:
-            X, targets, w_train, X_val, y_val = self._split_validation(X, targets, y, sample_weight)
-            validation = (X_val, y_val)
+            X, targets, w_train, X_val, y_val, w_val = self._split_validation(X, targets, y, sample_weight)
+            validation = (X_val, y_val, w_val)
         batch_size = self._batch_size(X.shape[0])
         self._loss_offset = self._loss_constant(targets, w_train)
         self._prepare_optimizer(batch_size, fresh_optimizer=not incremental or not continuing)
@@ -412,22 +450,29 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         self._apply_alpha_per_batch(batch_size)
         self.n_iter_ = 0
         epochs = 1 if incremental else self.max_iter
+        shuffler = _ScikitLearnShuffle(self._random_state, X.shape[0])
         stopper = _StoppingRules(self, X.shape[0], validation, incremental, epochs)
+        stopper.follow_batches(shuffler, batch_size, self._row_loss_constants(targets), w_train)
         fit_options: Dict[str, Any] = {}
         if w_train is not None:
             if not _mlp_takes_sample_weight():
                 raise NotImplementedError("sample_weight needs fastmlp.MLP.fit(sample_weight=...), "
                                           "which this build of fastmlp does not have")
             fit_options["sample_weight"] = w_train
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # on_nan's notice; recorded below
-            history = model.fit(X, targets, epochs=epochs, batch_size=batch_size,
-                                shuffle=bool(self.shuffle), callbacks=[stopper], on_nan="restore",
-                                **fit_options)
+        own_shuffle = model._shuffle_rng
+        model._shuffle_rng = shuffler  # type: ignore[assignment]  # has what fit draws: permutation
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # on_nan's notice; recorded below
+                history = model.fit(X, targets, epochs=epochs, batch_size=batch_size,
+                                    shuffle=bool(self.shuffle), callbacks=[stopper],
+                                    on_nan="restore", **fit_options)
+        finally:
+            model._shuffle_rng = own_shuffle
         self.history_ = history
         if history.stopped_on_nan:
             stopper.record_divergence()
-        elif history.interrupted:
+        if history.interrupted:
             warnings.warn("Training interrupted by user.")
         elif stopper.ran_out and not incremental:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
@@ -459,14 +504,16 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
             self._optimizer = _SolverState(float(self.learning_rate_init))
         model.learning_rate = self._optimizer.learning_rate * self._core_lr_factor
 
-    def _reported_loss(self, mean_loss: float, n_samples: int, weight_squares: float) -> float:
-        """The epoch's loss as scikit-learn defines loss_: its loss function (see
-        _loss_scale, and its data constant _loss_offset) plus, for every batch, the L2 penalty
-        0.5 * alpha * ||W||^2 / (its size, or its weight sum) at the weights that batch saw,
-        averaged over the epoch's rows. The core sums ||W||^2 over the steps (weight_squares,
-        see _take_weight_squares)."""
-        return float(mean_loss * self._loss_scale + self._loss_offset
-                     + 0.5 * self.alpha * weight_squares / n_samples)
+    def _reported_loss(self, batch_mean_losses: float, n_samples: int,
+                       weight_squares: float) -> float:
+        """The epoch's loss as scikit-learn defines loss_: each batch's (sample-weighted) mean
+        of its loss function (see _loss_scale, and its data constant _loss_offset) plus the
+        L2 penalty 0.5 * alpha * ||W||^2 / (the batch's size, or its weight sum) at the
+        weights that batch saw, averaged over the batches by their rows (not their weights).
+        The core sums both over the steps, each times the batch's rows (batch_mean_losses,
+        weight_squares: see _take_epoch_sums)."""
+        return float((batch_mean_losses * self._loss_scale
+                      + 0.5 * self.alpha * weight_squares) / n_samples + self._loss_offset)
 
     def _apply_alpha_per_batch(self, batch_size: int) -> None:
         """scikit-learn divides alpha by each batch's size (or weight sum), so a short last
@@ -476,13 +523,15 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         network.decay_reference_weight = float(batch_size)
         network.track_weight_squares = bool(self.alpha > 0)
         network.weight_squares_sum = 0.0
+        network.batch_mean_loss_sum = 0.0
 
-    def _take_weight_squares(self) -> float:
-        """The epoch's sum of ||W||^2 * rows / weight sum over its steps; restarts it at 0."""
+    def _take_epoch_sums(self) -> Tuple[float, float]:
+        """The epoch's sums over its steps of the batch's mean loss * rows and of ||W||^2 *
+        rows / weight sum; restarts both at 0."""
         network = self.model_._network
-        squares = float(network.weight_squares_sum)
-        network.weight_squares_sum = 0.0
-        return squares
+        sums = float(network.batch_mean_loss_sum), float(network.weight_squares_sum)
+        network.batch_mean_loss_sum = network.weight_squares_sum = 0.0
+        return sums
 
     # -- lbfgs --
 
@@ -586,32 +635,81 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
                 self.model_ = load(path)
 
 
+class _ScikitLearnShuffle:
+    """Stands in for fastmlp.MLP's shuffling generator during the adapter's fit, so the
+    epochs see scikit-learn's orders: each epoch permutes the previous epoch's order (the
+    identity at the start of every fit / partial_fit call) by random_state.shuffle."""
+
+    def __init__(self, random_state: np.random.RandomState, n_samples: int) -> None:
+        self.random_state = random_state
+        self.order = np.arange(n_samples)
+
+    def permutation(self, n: int) -> np.ndarray:
+        positions = np.arange(n)
+        self.random_state.shuffle(positions)
+        self.order = self.order[positions]
+        return self.order.copy()
+
+
 class _StoppingRules:
     """MLP.fit's callback: after every epoch, scikit-learn's bookkeeping and stopping rules
     (loss_, loss_curve_, n_iter_, t_, validation score, learning-rate schedule)."""
 
     def __init__(self, estimator: _BaseMLP, n_samples: int,
-                 validation: Optional[Tuple[np.ndarray, np.ndarray]], incremental: bool,
+                 validation: Optional[Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]],
+                 incremental: bool,
                  epochs: int) -> None:
         self.estimator, self.n_samples = estimator, n_samples
         self.validation, self.incremental, self.epochs = validation, incremental, epochs
         self.ran_out = False
+        self.shuffler: Optional[_ScikitLearnShuffle] = None
+        self.batch_size = n_samples
+        self.row_constants: Optional[np.ndarray] = None
+        self.sample_weight: Optional[np.ndarray] = None
+
+    def follow_batches(self, shuffler: "_ScikitLearnShuffle", batch_size: int,
+                       row_constants: Optional[np.ndarray],
+                       sample_weight: Optional[np.ndarray]) -> None:
+        """The epochs' batches, for a loss constant that differs per batch: scikit-learn
+        averages it with the sample weights inside each batch (without weights the epoch's
+        average is the plain mean, the estimator's _loss_offset)."""
+        self.shuffler, self.batch_size = shuffler, batch_size
+        self.row_constants, self.sample_weight = row_constants, sample_weight
+
+    def _epoch_loss_offset(self) -> float:
+        est = self.estimator
+        if self.row_constants is None or self.sample_weight is None or self.shuffler is None:
+            return est._loss_offset
+        order = self.shuffler.order  # this epoch's (the identity without shuffle)
+        constants, weights = self.row_constants[order], self.sample_weight[order]
+        starts = np.arange(0, self.n_samples, self.batch_size)
+        batch_weights = np.add.reduceat(weights, starts)
+        batch_means = np.add.reduceat(weights * constants, starts) / np.where(batch_weights > 0, batch_weights, 1.0)
+        rows = np.diff(np.append(starts, self.n_samples))
+        return float(batch_means @ rows / self.n_samples)
 
     def __call__(self, epoch: int, logs: Dict[str, float]) -> bool:
         self._record(logs["loss"])
         return not self._should_stop()
 
     def record_divergence(self) -> None:
-        """The core refused a NaN/inf step: the epoch counts with a NaN loss (and score)."""
+        """The core refused a NaN/inf step: the epoch counts with a NaN loss (and score).
+        scikit-learn trains on with NaN weights, so every later epoch is NaN too until its
+        stopping rules end the fit: those epochs are recorded without being run."""
         self._record(np.nan)
+        while not self._should_stop() and self.estimator.n_iter_ < self.epochs:
+            self._record(np.nan)
 
     def _record(self, mean_loss: float) -> None:
         est = self.estimator
         est.n_iter_ += 1
         est.t_ += self.n_samples
-        weight_squares = est._take_weight_squares()
-        est.loss_ = est._reported_loss(mean_loss, self.n_samples, weight_squares) \
-            if np.isfinite(mean_loss) else float(mean_loss)
+        batch_mean_losses, weight_squares = est._take_epoch_sums()
+        if np.isfinite(mean_loss):
+            est._loss_offset = self._epoch_loss_offset()
+            est.loss_ = est._reported_loss(batch_mean_losses, self.n_samples, weight_squares)
+        else:
+            est.loss_ = float(mean_loss)
         est.loss_curve_.append(est.loss_)
         if est.verbose:
             print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
@@ -621,22 +719,23 @@ class _StoppingRules:
         est = self.estimator
         if self.validation is None:
             last, best = est.loss_curve_[-1], float(est.best_loss_)  # type: ignore[arg-type]
-            if not last <= best - est.tol:  # NaN counts as no improvement
+            # scikit-learn's test, so a NaN loss resets the count (its fit then runs to max_iter)
+            if last > best - est.tol:
                 est._no_improvement_count += 1
             else:
                 est._no_improvement_count = 0
             if last < best:
                 est.best_loss_ = last
             return
-        X_val, y_val = self.validation
+        X_val, y_val, w_val = self.validation
         outputs = est._outputs(X_val) if finite else None
         score = np.nan if outputs is None or not np.all(np.isfinite(outputs)) \
-            else float(est._validation_score(outputs, y_val))
+            else float(est._validation_score(outputs, y_val, w_val))
         assert est.validation_scores_ is not None and est.best_validation_score_ is not None
         est.validation_scores_.append(score)
         if est.verbose:
             print(f"Validation score: {score:f}")
-        if not score >= est.best_validation_score_ + est.tol:
+        if score < est.best_validation_score_ + est.tol:  # NaN resets the count, as there
             est._no_improvement_count += 1
         else:
             est._no_improvement_count = 0
@@ -667,9 +766,18 @@ class _StoppingRules:
             self._set_learning_rate(float(est.learning_rate_init) / (est.t_ + 1) ** est.power_t)
 
     def _set_learning_rate(self, lr: float) -> None:
+        """A new learning rate for the next steps. scikit-learn's sgd velocity holds steps
+        already multiplied by the learning rate (v = momentum v - lr g), fastmlp's momentum
+        buffer the gradients (b = momentum b + g, step lr b): for the same next steps the
+        buffer is rescaled by old / new learning rate."""
         est = self.estimator
+        old = est._optimizer.learning_rate
         est._optimizer.learning_rate = lr
         est.model_.learning_rate = lr * est._core_lr_factor
+        network = est.model_._network
+        if est.solver == "sgd" and "momentum_buffer" in network.optimizer_state and lr > 0 and lr != old:
+            buffer = network.optimizer_state["momentum_buffer"]
+            network.assign("momentum_buffer", buffer * buffer.dtype.type(old / lr))
 
     def _trigger_stopping(self, message: str) -> bool:
         """scikit-learn's rule: stop, except that sgd with learning_rate='adaptive' first
@@ -792,11 +900,13 @@ _SHARED_ATTRIBUTES = """
         The last epoch's loss as scikit-learn defines it (see the class description),
         plus the L2 penalty.
     loss_curve_ : list of float
-        loss_ of every epoch.
+        loss_ of every epoch (stochastic solvers only: lbfgs has none, as in scikit-learn;
+        nor best_loss_, validation_scores_, best_validation_score_).
     best_loss_ : float or None
         The lowest loss_ (None with early_stopping).
     validation_scores_ : list of float or None
-        The held-out score of every epoch with early_stopping (else None).
+        The held-out score of every epoch with early_stopping (else None), weighted by
+        the held-out rows' sample weights.
     best_validation_score_ : float or None
         Their best.
     n_iter_ : int
@@ -952,13 +1062,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
         return y
 
     def _stratify(self, targets: np.ndarray) -> Optional[np.ndarray]:
-        """scikit-learn stratifies on its binarized labels (a boolean column per class; one
-        for two classes), so its error names classes 'True' / 'False' the same way."""
-        if self._layout == "multilabel":
-            return None
+        """scikit-learn stratifies only where its binarized labels are one column (one or two
+        classes), on that boolean column, so its error names classes 'True' / 'False' the
+        same way; with three or more classes (one column each) or multi-label it does not."""
         if self._layout == "binary":
             return targets > 0.5
-        return np.asarray(np.eye(len(self.classes_), dtype=bool)[targets])
+        return None
 
     def _labels(self, outputs: np.ndarray) -> np.ndarray:
         if self._layout == "multilabel":
@@ -968,8 +1077,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
             return np.asarray(self.classes_[np.minimum(positive, len(self.classes_) - 1)])
         return np.asarray(self.classes_[np.argmax(outputs, axis=1)])
 
-    def _validation_score(self, outputs: np.ndarray, y: np.ndarray) -> float:
-        return float(accuracy_score(y, self._labels(outputs)))
+    def _validation_score(self, outputs: np.ndarray, y: np.ndarray,
+                          sample_weight: Optional[np.ndarray]) -> float:
+        return float(accuracy_score(y, self._labels(outputs), sample_weight=sample_weight))
 
     @_fill_doc
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -1084,16 +1194,16 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
                              f"'poisson': y must be >= 0, got {float(np.min(y))!r}.")
         return y
 
-    def _loss_constant(self, targets: np.ndarray, sample_weight: Optional[np.ndarray]) -> float:
-        """scikit-learn's poisson loss is fastmlp's times n_outputs plus, per output, the
-        (sample-weighted) mean of y log(y) - y: a constant of the data, added to loss_."""
+    def _row_loss_constants(self, targets: np.ndarray) -> Optional[np.ndarray]:
+        """scikit-learn's poisson loss is fastmlp's times n_outputs plus the (sample-weighted)
+        mean of y log(y) - y summed over the outputs: a constant of the data, added to loss_."""
         if self.loss != "poisson":
-            return 0.0
+            return None
         y = np.asarray(targets, dtype=np.float64)
         y_log_y = np.zeros_like(y)  # 0 log 0 = 0, its limit
         counted = y > 0
         y_log_y[counted] = y[counted] * np.log(y[counted])
-        return float(np.sum(np.average(y_log_y - y, axis=0, weights=sample_weight)))
+        return np.asarray(np.sum(y_log_y - y, axis=1))
 
     @_fill_doc
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPRegressor":
@@ -1155,8 +1265,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
                              f"{self._n_outputs}")
         return targets
 
-    def _validation_score(self, outputs: np.ndarray, y: np.ndarray) -> float:
-        return float(r2_score(y, outputs[:, 0] if y.ndim == 1 else outputs))
+    def _validation_score(self, outputs: np.ndarray, y: np.ndarray,
+                          sample_weight: Optional[np.ndarray]) -> float:
+        return float(r2_score(y, outputs[:, 0] if y.ndim == 1 else outputs,
+                              sample_weight=sample_weight))
 
     @_fill_doc
     def predict(self, X: Any) -> np.ndarray:
