@@ -1,6 +1,7 @@
 """fastmlp.MLPClassifier / MLPRegressor as scikit-learn estimators: check_estimator, the
 model-selection tools, scikit-learn's attributes and stopping rules, compared with
 scikit-learn's own MLP where that is meaningful."""
+import inspect
 import pickle
 import subprocess
 import sys
@@ -254,6 +255,22 @@ def test_partial_fit_needs_classes_first_then_learns():
         model.partial_fit(X[:3], np.array(["a", "b", "z"]))
     with pytest.raises(ValueError, match="partial_fit does not support early_stopping=True"):
         MLPRegressor(early_stopping=True).partial_fit(X, y.astype(float))
+
+
+def test_partial_fit_takes_scikit_learns_argument_order():
+    """scikit-learn >= 1.7: partial_fit(X, y, sample_weight=None, classes=None), for the
+    classifier as for the regressor; the third positional argument is sample_weight."""
+    ours = list(inspect.signature(MLPClassifier.partial_fit).parameters)
+    theirs = list(inspect.signature(SklearnMLPClassifier.partial_fit).parameters)
+    assert ours == theirs == ["self", "X", "y", "sample_weight", "classes"]
+    X, y = blobs()
+    weights = np.where(y == 0, 0.0, 1.0)  # rows of class 0 count for nothing
+    weighted = MLPClassifier(**FAST, random_state=0).partial_fit(X, y, weights, np.unique(y))
+    by_name = MLPClassifier(**FAST, random_state=0).partial_fit(X, y, sample_weight=weights,
+                                                                classes=np.unique(y))
+    unweighted = MLPClassifier(**FAST, random_state=0).partial_fit(X, y, classes=np.unique(y))
+    np.testing.assert_array_equal(weighted.coefs_[0], by_name.coefs_[0])
+    assert not np.array_equal(weighted.coefs_[0], unweighted.coefs_[0])
 
 
 def test_warm_start_continues_from_the_previous_weights():

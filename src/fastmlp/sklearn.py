@@ -971,19 +971,20 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
 
     @available_if(lambda self: self._check_stochastic())  # type: ignore[untyped-decorator]
     @_fill_doc
-    def partial_fit(self, X: Any, y: Any, classes: Any = None,
-                    sample_weight: Any = None) -> "MLPClassifier":
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None,
+                    classes: Any = None) -> "MLPClassifier":
         """One epoch over (X, y), continuing the current model and optimizer state.
+        scikit-learn's argument order (>= 1.7): sample_weight comes before classes.
 
         Parameters
         ----------
         {X}
         y : array-like of shape (n_samples,) or (n_samples, n_labels)
             Class labels, or a 0/1 indicator matrix.
-        classes : array-like, optional
-            Every label that will ever be seen; required on the first call.
         sample_weight : array-like of shape (n_samples,), optional
             Weights of the samples in the loss.
+        classes : array-like, optional
+            Every label that will ever be seen; required on the first call.
 
         Returns
         -------
