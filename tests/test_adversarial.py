@@ -153,11 +153,16 @@ def overflowing_model():
     return fastmlp.MLP([5, 8, 3], activation="relu", optimizer=optim.SGD(lr=3e38, momentum=0.9), seed=7)
 
 
-def test_fit_stops_when_an_update_makes_parameters_non_finite():
+def test_fit_stops_when_an_update_makes_parameters_non_finite_and_keeps_the_model_finite():
     X, y = blobs()
     model = overflowing_model()
-    with pytest.raises(FloatingPointError, match="parameters became NaN or infinite in epoch 1"):
+    start = model.flat_parameters
+    with pytest.raises(FloatingPointError, match=r"parameters became NaN or infinite in epoch 1.*"
+                                                 r"the weights after step 0 \(the last finite ones\) were put back"):
         model.fit(X, y, epochs=3, batch_size=50, shuffle=False)
+    np.testing.assert_array_equal(model.flat_parameters, start)  # not the NaN/inf ones
+    assert model._network.step == 0
+    assert all(np.isfinite(buffer).all() for buffer in model._network.optimizer_state.values())
 
 
 def test_on_nan_restore_puts_back_finite_weights_after_an_overflowing_update():
