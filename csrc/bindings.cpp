@@ -590,11 +590,7 @@ int64_t train_batches_for(Network<T>& network, RunTotals& totals, InputRows<T> X
     const auto started = std::chrono::steady_clock::now();
     do {
         const RunTotals batch = network.train_batches(X, targets, order, rows, batch_size, next, 1, mixup);
-        totals.loss_sum += batch.loss_sum;
-        totals.correct += batch.correct;
-        totals.rows += batch.rows;
-        totals.weight_sum += batch.weight_sum;
-        totals.weighted_correct += batch.weighted_correct;
+        totals.add_counts(batch);
         if (batch.bad_label_row >= 0) {  // a label changed under the run: it ends here
             totals.bad_label_row = batch.bad_label_row;
             totals.bad_label = batch.bad_label;
@@ -937,11 +933,8 @@ void bind_network(py::module_& m, const char* name) {
             // Chunk by chunk, summed in order: the same bits as one evaluate call. Returns the
             // next row, or rows once a bad label or input row ends the call.
             auto evaluate_chunk = [&](int64_t start, int64_t count) -> int64_t {
-                Targets<T> slice;
-                if (all.labels) slice.labels = all.labels + start;
-                if (all.values) slice.values = all.values + start * tw;
-                if (all.weights) slice.weights = all.weights + start;
-                const RunTotals part = model.network.evaluate(all_rows.from_row(start, in), slice, count);
+                const RunTotals part = model.network.evaluate(all_rows.from_row(start, in),
+                                                              all.from_row(start, tw), count);
                 if (part.bad_label_row >= 0) {
                     totals.bad_label_row = start + part.bad_label_row;
                     totals.bad_label = part.bad_label;
@@ -951,11 +944,7 @@ void bind_network(py::module_& m, const char* name) {
                     totals.bad_input_row = start + part.bad_input_row;
                     return rows;
                 }
-                totals.loss_sum += part.loss_sum;
-                totals.correct += part.correct;
-                totals.rows += part.rows;
-                totals.weight_sum += part.weight_sum;
-                totals.weighted_correct += part.weighted_correct;
+                totals.add_counts(part);
                 return start + count;
             };
             run_prediction(model, rows, [&](int64_t start, Deadline deadline) {

@@ -639,11 +639,7 @@ RunTotals Network<T>::train_batches(InputRows<T> X, Targets<T> targets, const in
             totals.nonfinite_batch = k;
             break;
         }
-        totals.loss_sum += batch.loss_sum;
-        totals.correct += batch.correct;
-        totals.rows += batch.rows;
-        totals.weight_sum += batch.weight_sum;
-        totals.weighted_correct += batch.weighted_correct;
+        totals.add_counts(batch);
     }
     return totals;
 }
@@ -667,10 +663,7 @@ RunTotals Network<T>::compute_gradients_in_chunks(InputRows<T> X, Targets<T> tar
     RunTotals totals;
     for (int64_t start = 0; start < N; start += eval_chunk_rows) {
         const int64_t B = std::min(eval_chunk_rows, N - start);
-        Targets<T> chunk;
-        if (targets.labels) chunk.labels = targets.labels + start;
-        if (targets.values) chunk.values = targets.values + start * tw;
-        if (targets.weights) chunk.weights = targets.weights + start;
+        Targets<T> chunk = targets.from_row(start, tw);
         if (!take_labels(chunk, B, start, totals)) return totals;
         const T* x = chunk_rows(X, start, B, &totals.bad_input_row);
         if (!x) return totals;
@@ -678,11 +671,7 @@ RunTotals Network<T>::compute_gradients_in_chunks(InputRows<T> X, Targets<T> tar
         const RunTotals part = loss_forward_backward(chunk, B, /*backward=*/true);
         backward(x, B);
         for (size_t k = 0; k < grads.size(); ++k) weighted_sum[k] += part.weight_sum * static_cast<double>(grads[k]);
-        totals.loss_sum += part.loss_sum;
-        totals.correct += part.correct;
-        totals.rows += part.rows;
-        totals.weight_sum += part.weight_sum;
-        totals.weighted_correct += part.weighted_correct;
+        totals.add_counts(part);
     }
     const double inverse = totals.weight_sum > 0 ? 1.0 / totals.weight_sum : 0.0;
     for (size_t k = 0; k < grads.size(); ++k) grads[k] = static_cast<T>(weighted_sum[k] * inverse);
@@ -833,20 +822,13 @@ RunTotals Network<T>::evaluate(InputRows<T> X, Targets<T> targets, int64_t N) {
     RunTotals totals;
     for (int64_t start = 0; start < N; start += eval_chunk_rows) {
         const int64_t B = std::min(eval_chunk_rows, N - start);
-        Targets<T> chunk;
-        if (targets.labels) chunk.labels = targets.labels + start;
-        if (targets.values) chunk.values = targets.values + start * tw;
-        if (targets.weights) chunk.weights = targets.weights + start;
+        Targets<T> chunk = targets.from_row(start, tw);
         if (!take_labels(chunk, B, start, totals)) return totals;
         const T* x = chunk_rows(X, start, B, &totals.bad_input_row);
         if (!x) break;
         forward(x, B, /*training=*/false, false);
         const RunTotals part = loss_forward_backward(chunk, B, /*backward=*/false);
-        totals.loss_sum += part.loss_sum;
-        totals.correct += part.correct;
-        totals.rows += part.rows;
-        totals.weight_sum += part.weight_sum;
-        totals.weighted_correct += part.weighted_correct;
+        totals.add_counts(part);
     }
     return totals;
 }

@@ -100,6 +100,16 @@ struct Targets {
     const T* values = nullptr;               // (N, target width)
     const T* probabilities = nullptr;        // (N, C), rows summing to 1
     const T* weights = nullptr;              // (N) sample weights >= 0, or null (all ones)
+    // Rows [start, N) of the labels, values (width columns) and weights, as a chunk of a
+    // prediction-sized call reads them from its row 0 (probabilities belong to a gathered
+    // batch only and are not carried).
+    Targets from_row(int64_t start, int64_t width) const {
+        Targets rows;
+        if (labels) rows.labels = labels + start;
+        if (values) rows.values = values + start * width;
+        if (weights) rows.weights = weights + start;
+        return rows;
+    }
 };
 
 // The rows of X, (N, s_0): a row-major dense array, or a CSR matrix whose row r holds
@@ -169,6 +179,15 @@ struct RunTotals {
     double weighted_correct = 0;
     int64_t bad_input_row = -1;
     double mean_loss = 0;  // one loss evaluation's (sample-weighted) mean: loss_sum / weight_sum
+    // Adds another run's loss, counts and weights (the running sums; not its flags or rows
+    // of failure).
+    void add_counts(const RunTotals& part) {
+        loss_sum += part.loss_sum;
+        correct += part.correct;
+        rows += part.rows;
+        weight_sum += part.weight_sum;
+        weighted_correct += part.weighted_correct;
+    }
 };
 
 template <typename T>
