@@ -665,6 +665,15 @@ void bind_network(py::module_& m, const char* name) {
                           if (step < 0 || step > kMaxStep)
                               throw py::value_error("step must be in [0, 2**62], got " + std::to_string(step));
                           model.network.step = step; })
+        .def_property("bfloat16_compute", [](Model& model) { return model.network.bfloat16_compute; },
+                      [](Model& model, bool on) {
+                          if (on && !std::is_same_v<T, float>)
+                              throw py::value_error("compute_dtype='bfloat16' needs a float32 model, this one is float64");
+                          py::gil_scoped_release release;
+                          std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                          model.network.bfloat16_compute = on; },
+                      "when True (float32 models), every GEMM rounds its operands to bfloat16 and sums "
+                      "in float32 (kernels.gemm_bfloat16); parameters and everything else stay float32")
         .def_property("track_weight_squares", [](Model& model) { return model.network.track_weight_squares; },
                       [](Model& model, bool on) {
                           py::gil_scoped_release release;

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 namespace fastmlp {
 
@@ -184,6 +185,19 @@ void gemm_fused(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, b
 void gemm_bfloat16(float* c, const float* a, const float* b, int64_t M, int64_t N, int64_t K,
                    bool transpose_a, bool transpose_b, bool accumulate,
                    const GemmEpilogue<float>& epilogue);
+// gemm_bfloat16 when bfloat16_operands, else gemm_fused: a float model's compute dtype
+// (network.h). Float only with bfloat16_operands (a double model never has it).
+template <typename T>
+void gemm_fused_in(bool bfloat16_operands, T* c, const T* a, const T* b, int64_t M, int64_t N,
+                   int64_t K, bool transpose_a, bool transpose_b, bool accumulate,
+                   const GemmEpilogue<T>& epilogue) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (bfloat16_operands)
+            return gemm_bfloat16(c, a, b, M, N, K, transpose_a, transpose_b, accumulate, epilogue);
+    }
+    gemm_fused(c, a, b, M, N, K, transpose_a, transpose_b, accumulate, epilogue);
+}
+
 // Whether gemm_bfloat16 runs VDPBF16PS (the CPU has AVX512_BF16 and the ISA in use is
 // avx512_bf16) rather than the emulation.
 bool native_bfloat16();
@@ -316,9 +330,10 @@ int64_t csr_rows_to_dense(T* out, const T* data, const Index* indices, const int
 //   z is (B, OUT), the pre-activation; may be null unless act is gelu (see activation_backward)
 //   y is (B, OUT); may equal z when act is identity
 //   x is (B, IN); w is (IN, OUT); b is (OUT)
+// bfloat16_operands: x @ w as gemm_bfloat16 (float only).
 template <typename T>
 void dense_forward(T* z, T* y, const T* x, const T* w, const T* b, int64_t B, int64_t IN,
-                   int64_t OUT, Activation act, T slope);
+                   int64_t OUT, Activation act, T slope, bool bfloat16_operands = false);
 
 // Dense layer backward:
 //   dz = dy * act'(z)         written into dz (B, OUT); dz may alias dy

@@ -151,10 +151,10 @@ const T* Network<T>::forward(const T* x, int64_t B, bool training, bool update_r
         if (s.gamma < 0) {
             // Only gelu's derivative reads the pre-activation; the others skip storing it.
             T* z = act == Activation::gelu ? z_[l].data() : nullptr;
-            dense_forward(z, y_[l].data(), input, w, b, B, s.fan_in, s.fan_out, act, slope);
+            dense_forward(z, y_[l].data(), input, w, b, B, s.fan_in, s.fan_out, act, slope, bfloat16_compute);
         } else {
             dense_forward<T>(nullptr, z_[l].data(), input, w, b, B, s.fan_in, s.fan_out,
-                             Activation::identity, slope);
+                             Activation::identity, slope, bfloat16_compute);
             batch_norm_forward_train(l, B, update_running_stats);
             activation_forward(y_[l].data(), normed_[l].data(), B * s.fan_out, act, slope);
         }
@@ -185,10 +185,11 @@ const T* Network<T>::forward_eval(const T* x, int64_t B, std::vector<std::vector
             // Only gelu's derivative reads the pre-activation (compute_gradients in evaluation
             // mode runs backward after this); the others skip storing it.
             T* pre_activation = act == Activation::gelu ? z[l].data() : nullptr;
-            dense_forward(pre_activation, y[l].data(), input, w, b, B, s.fan_in, s.fan_out, act, slope);
+            dense_forward(pre_activation, y[l].data(), input, w, b, B, s.fan_in, s.fan_out, act, slope,
+                          bfloat16_compute);
         } else {
             dense_forward<T>(nullptr, z[l].data(), input, w, b, B, s.fan_in, s.fan_out,
-                             Activation::identity, slope);
+                             Activation::identity, slope, bfloat16_compute);
             batchnorm_forward_eval(normed[l].data(), z[l].data(), params.data() + s.gamma,
                                    params.data() + s.beta, running_mean.data() + running_offsets_[l],
                                    running_var.data() + running_offsets_[l], B, s.fan_out, eps);
@@ -356,8 +357,8 @@ void Network<T>::backward(const T* x, int64_t B) {
         // dw = input^T dz, with db summed while dz is packed.
         GemmEpilogue<T> bias_gradient;
         bias_gradient.b_column_sums = grads.data() + s.bias;
-        gemm_fused(grads.data() + s.weight, input, dz, s.fan_in, s.fan_out, B,
-                   /*transpose_a=*/true, false, false, bias_gradient);
+        gemm_fused_in(bfloat16_compute, grads.data() + s.weight, input, dz, s.fan_in, s.fan_out, B,
+                      /*transpose_a=*/true, false, false, bias_gradient);
         if (l == 0) break;  // the first layer never needs its input's gradient
         // dx = dz w^T into whichever ping-pong buffer does not hold dz; when layer l - 1 is
         // plain, its activation derivative is applied to each tile as it is finished.
@@ -371,8 +372,8 @@ void Network<T>::backward(const T* x, int64_t B) {
             derivative.x = z_[l - 1].data();
             derivative.y = y_[l - 1].data();
         }
-        gemm_fused(dx, dz, params.data() + s.weight, B, s.fan_in, s.fan_out, false,
-                   /*transpose_b=*/true, false, derivative);
+        gemm_fused_in(bfloat16_compute, dx, dz, params.data() + s.weight, B, s.fan_in, s.fan_out, false,
+                      /*transpose_b=*/true, false, derivative);
         if (!fused) to_pre_activation_gradient(l - 1, dx, B);
         dz = dx;
     }

@@ -225,6 +225,13 @@ public:
     // kept: one multiply-add per step; the caller resets it.
     double batch_mean_loss_sum = 0;
 
+    // compute_dtype="bfloat16" (float models only; the bindings refuse it for double): every
+    // GEMM -- forward, the weight gradients and the input gradients -- is gemm_bfloat16,
+    // its operands rounded to bfloat16 as it packs them, its sums float32; parameters,
+    // gradients, optimizer state, activations, losses and every other sum stay T. May
+    // change between calls (a float32-trained model switched to bfloat16 prediction).
+    bool bfloat16_compute = false;
+
     // Rows predict and evaluate compute at a time (a caller slicing a call in multiples of it
     // gets the same bits as one call).
     static constexpr int64_t eval_chunk_rows = 1024;
