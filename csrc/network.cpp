@@ -186,10 +186,10 @@ const T* Network<T>::forward_eval(const T* x, int64_t B, std::vector<std::vector
             // mode runs backward after this); the others skip storing it.
             T* pre_activation = act == Activation::gelu ? z[l].data() : nullptr;
             dense_forward(pre_activation, y[l].data(), input, w, b, B, s.fan_in, s.fan_out, act, slope,
-                          bfloat16_compute);
+                          bfloat16_compute, bfloat16_weights(l));
         } else {
             dense_forward<T>(nullptr, z[l].data(), input, w, b, B, s.fan_in, s.fan_out,
-                             Activation::identity, slope, bfloat16_compute);
+                             Activation::identity, slope, bfloat16_compute, bfloat16_weights(l));
             batchnorm_forward_eval(normed[l].data(), z[l].data(), params.data() + s.gamma,
                                    params.data() + s.beta, running_mean.data() + running_offsets_[l],
                                    running_var.data() + running_offsets_[l], B, s.fan_out, eps);
@@ -412,6 +412,7 @@ void Network<T>::update_range(int64_t begin, int64_t end, T weight_decay) {
 template <typename T>
 void Network<T>::optimizer_step(double decay_scale) {
     ++step;
+    weights_changed();
     const OptimizerOptions& o = options_.optimizer;
     const T wd = static_cast<T>(o.weight_decay * decay_scale);
     const int64_t n = static_cast<int64_t>(params.size());
@@ -721,6 +722,7 @@ PredictionProgress Network<T>::run_prediction_chunks(int64_t first, int64_t N, D
                                                      Compute compute) {
     PredictionProgress progress{first, -1};
     if (first >= N) return progress;
+    prepare_bfloat16_weights();
     const int64_t rows = N - first;
     int threads = num_threads();
     const int64_t chunk = prediction_chunk_rows(rows, threads);
@@ -775,6 +777,26 @@ PredictionProgress Network<T>::run_prediction_chunks(int64_t first, int64_t N, D
 }
 
 template <typename T>
+void Network<T>::prepare_bfloat16_weights() {
+    if constexpr (std::is_same_v<T, float>) {
+        if (!bfloat16_compute || bfloat16_weights_current_) return;
+        bfloat16_weights_.resize(layers_.size());
+        for (size_t l = 0; l < layers_.size(); ++l) {
+            const LayerSlices& s = layers_[l];
+            bfloat16_weights_[l].resize(static_cast<size_t>((s.fan_in + s.fan_in % 2) * s.fan_out));
+            round_bfloat16_operand_b(bfloat16_weights_[l].data(), params.data() + s.weight, s.fan_in, s.fan_out,
+                                     false);
+        }
+        bfloat16_weights_current_ = true;
+    }
+}
+
+template <typename T>
+const T* Network<T>::bfloat16_weights(int64_t l) const {
+    return bfloat16_compute && bfloat16_weights_current_ ? bfloat16_weights_[l].data() : nullptr;
+}
+
+template <typename T>
 PredictionProgress Network<T>::predict(T* out, InputRows<T> X, int64_t first, int64_t N, Deadline deadline) {
     const int64_t C = output_width();
     return run_prediction_chunks(first, N, deadline, [&](int64_t start, int64_t B, EvalBuffers& buffers) {
@@ -819,6 +841,7 @@ PredictionProgress Network<T>::predict_labels(int64_t* labels, InputRows<T> X, i
 template <typename T>
 RunTotals Network<T>::evaluate(InputRows<T> X, Targets<T> targets, int64_t N) {
     ensure_workspace(std::min(N, eval_chunk_rows));
+    prepare_bfloat16_weights();
     const int64_t tw = target_width();
     RunTotals totals;
     for (int64_t start = 0; start < N; start += eval_chunk_rows) {

@@ -307,3 +307,25 @@ def test_sklearn_estimators_take_compute_dtype():
         MLPClassifier(compute_dtype="bfloat16", dtype="float64").fit(X, y)
     with pytest.raises(ValueError, match="compute_dtype"):
         MLPClassifier(compute_dtype="half").fit(X, y)
+
+
+def test_prediction_weights_are_prepared_again_after_every_change_of_the_weights():
+    # Prediction reads W_l rounded once per change of the weights: a step, set_weights, a
+    # write through the parameter view and loading must each be seen by the next predict.
+    model, twin = twin_models()
+    rng = np.random.default_rng(16)
+    X = rng.standard_normal((40, SIZES[0])).astype(np.float32)
+
+    def assert_predicts_with_current_weights():
+        twin.set_flat_params(model.flat_parameters)
+        assert_same_bits(model.predict(X), twin.predict(X))
+
+    assert_predicts_with_current_weights()
+    model.train_step(X, rng.standard_normal((40, SIZES[-1])))
+    assert_predicts_with_current_weights()
+    model.set_weights([w * 0.5 for w in model.weights], model.biases)
+    assert_predicts_with_current_weights()
+    model._network.params[:] *= 1.5
+    assert_predicts_with_current_weights()
+    model._network.assign("params", model.flat_parameters[::-1].copy())
+    assert_predicts_with_current_weights()
