@@ -11,5 +11,5 @@ export MPLBACKEND=Agg
 echo "== docs: html (warnings are errors; runs examples/ at --quick for the gallery)"
 python -m sphinx -W --keep-going -q -b html . "$out/html"
 echo "== docs: doctest (the code blocks of the pages)"
-python -m sphinx -W --keep-going -q -b doctest . "$out/doctest"
+python -m sphinx -W --keep-going -q -D plot_gallery=0 -b doctest . "$out/doctest"
 echo "== docs: built in $out/html (open $out/html/index.html)"

@@ -49,6 +49,7 @@ numpydoc_xref_param_type = False
 # Small generated data stand in where a page's text says "X, y"; Fashion-MNIST examples are
 # skipped (with a note in the output) when its files are not installed.
 HAS_FASHION_MNIST = datasets.find_mnist_files(datasets.FASHION_MNIST_DIR) is not None
+doctest_test_doctest_blocks = ""  # only the pages' directives, not docstrings' >>> lines
 doctest_global_setup = f"""
 import os, tempfile
 import numpy as np
