@@ -55,7 +55,8 @@ import os, tempfile
 import numpy as np
 import fastmlp
 HAS_FASHION_MNIST = {HAS_FASHION_MNIST!r}
-X, y = fastmlp.datasets.make_classification(300, 20, 3, seed=0)
+from fastmlp.datasets import make_classification
+X, y = make_classification(300, 20, 3, seed=0)
 X = X.astype(np.float32)
 X_test, y_test = X[200:], y[200:]
 _doc_dir = tempfile.TemporaryDirectory()
