@@ -25,29 +25,25 @@ extensions = [
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "api/generated/*.examples", "sg_execution_times.rst"]
+exclude_patterns = ["_build", "sg_execution_times.rst"]  # the latter: sphinx-gallery's timings
 templates_path = ["_templates"]
 
 # Every reference must resolve (the build runs with -W): links between pages, to headings
 # (MyST gives each heading of depth <= 3 an anchor) and to documented Python objects.
 nitpicky = True
 myst_heading_anchors = 3
-suppress_warnings = [
-    "toc.empty_glob",  # guide/* matches nothing until other pages are added beside ours
-]
 
 # API reference: autosummary writes one page per object, numpydoc renders the docstrings.
 autosummary_generate = True
 autodoc_typehints = "none"  # the numpydoc sections say the types in words
-
 autodoc_default_options = {"members": True}
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 
 # Doctests: every {testcode} / {doctest} block of the pages runs (sphinx-build -b doctest).
-# Small generated data stand in where a page's text says "X, y"; Fashion-MNIST examples are
-# skipped (with a note in the output) when its files are not installed.
+# A small generated problem stands in where a page says X, y; the block that loads
+# Fashion-MNIST is skipped when its files are not installed (:skipif: not HAS_FASHION_MNIST).
 HAS_FASHION_MNIST = datasets.find_mnist_files(datasets.FASHION_MNIST_DIR) is not None
 doctest_test_doctest_blocks = ""  # only the pages' directives, not docstrings' >>> lines
 doctest_global_setup = f"""
@@ -56,15 +52,14 @@ import numpy as np
 import fastmlp
 HAS_FASHION_MNIST = {HAS_FASHION_MNIST!r}
 from fastmlp.datasets import make_classification
-X, y = make_classification(300, 20, 3, seed=0)
-X = X.astype(np.float32)
-X_test, y_test = X[200:], y[200:]
-_doc_dir = tempfile.TemporaryDirectory()
-os.chdir(_doc_dir.name)
+X, y = make_classification(400, 20, 3, seed=0)
+X, y, X_test, y_test = X[:300].astype(np.float32), y[:300], X[300:].astype(np.float32), y[300:]
+_doc_cwd, _doc_dir = os.getcwd(), tempfile.TemporaryDirectory()
+os.chdir(_doc_dir.name)  # the pages' files (model.npz, model.onnx ...) go there
 """
-doctest_global_cleanup = "os.chdir('/')\n_doc_dir.cleanup()"
+doctest_global_cleanup = "os.chdir(_doc_cwd)\n_doc_dir.cleanup()"
 
-
+# The examples gallery: every script of examples/ runs at its --quick size.
 sphinx_gallery_conf = {
     "examples_dirs": "../examples",
     "gallery_dirs": "auto_examples",
