@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 out="${1:-_build}"
 export MPLBACKEND=Agg
+export TQDM_DISABLE=1  # the pages' verbose=1 fits would draw tqdm bars into the log
 
 echo "== docs: README.md's links into the repository (GitHub shows them; Sphinx does not read the README)"
 python - <<'PYTHON'
