@@ -825,7 +825,8 @@ class MLP:
         running statistics, dropout left out. Outputs, by loss: ``label`` and
         ``probabilities`` (cross_entropy: ArgMax and Softmax; bce: threshold 0.5 and
         Sigmoid), ``predictions`` (mse; poisson: the means, Exp of the last Gemm), ``mean`` and
-        ``variance`` (gaussian_nll).
+        ``variance`` (gaussian_nll). The weights written are the float32 (or float64) master
+        weights: the graph computes in the model's dtype, whatever its ``compute_dtype``.
 
         Parameters
         ----------
