@@ -274,9 +274,10 @@ void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool tr
 // ---------------------------------------------------------------------------------------
 // bfloat16 operands. On CPUs with AVX512_BF16 the packed path converts while packing and
 // multiplies with VDPBF16PS (gemm_avx512_bf16.cpp). Every other case -- the skinny and row
-// paths, other CPUs -- is emulated: op(a) and op(b) are rounded into float32 copies whose k
-// runs in the canonical pair order (odd k first, a zero k = K when K is odd), which the
-// float32 kernels then multiply with the pair blocking. A product of two bfloat16 values is
+// paths, other CPUs -- is emulated: the float32 kernels multiply the operands rounded, with
+// their k in the canonical pair order (odd k first, a zero k = K when K is odd) and the pair
+// blocking; the packed path rounds while packing, the skinny and row paths get rounded
+// copies. A product of two bfloat16 values is
 // exact in float32, so each FMA (or the portable multiply then add) is the instruction's
 // rounded add: the same bits, denormals apart (the instruction flushes them to zero).
 // ---------------------------------------------------------------------------------------
@@ -335,23 +336,23 @@ void round_b_in_pair_order(float* out, const Operands<float>& p, int64_t K2, int
     }
 }
 
-// op(a) rounded into pair order, times b_rounded (K2, N), already in pair order, through the
-// float32 kernels with the pair blocking.
-void multiply_rounded_b(const Operands<float>& p, const float* b_rounded, int threads) {
+// p (b raw, or in pairs when b_in_pairs) through the float32 kernels: the packed path
+// rounds while packing; the skinny and row paths, which read their operands in place, get
+// rounded copies in pair order.
+void emulated_gemm_bfloat16(const Operands<float>& p, bool b_in_pairs, int threads) {
+    const Operands<float> packed{p.c, p.a, p.b, p.M, p.N, p.K, p.transpose_a, p.transpose_b, p.accumulate,
+                                 p.epilogue, true, false, b_in_pairs};
+    if (choose_path(p.M, p.N, p.transpose_b) == GemmPath::packed)
+        return active_paths<float>().packed(packed, threads);
     const int64_t K2 = p.K + (p.K & 1);
     float* a = t_rounded_a.get<float>(p.M * K2);
-    if (!a) throw std::bad_alloc();
+    float* b = b_in_pairs ? nullptr : t_rounded_b.get<float>(K2 * p.N);
+    if (!a || (!b_in_pairs && !b)) throw std::bad_alloc();
     round_a_in_pair_order(a, p, K2, threads_for(static_cast<double>(K2) * p.M));
-    const Operands<float> rounded{p.c, a, b_rounded, p.M, p.N, K2, false, false, p.accumulate, p.epilogue, true};
+    if (!b_in_pairs) round_b_in_pair_order(b, p, K2, threads_for(static_cast<double>(K2) * p.N));
+    const Operands<float> rounded{p.c, a, b_in_pairs ? p.b : b, p.M, p.N, K2, false, false, p.accumulate,
+                                  p.epilogue, true, true, true};
     run_path(active_paths<float>(), rounded, threads);
-}
-
-void emulated_gemm_bfloat16(const Operands<float>& p, int threads) {
-    const int64_t K2 = p.K + (p.K & 1);
-    float* b = t_rounded_b.get<float>(K2 * p.N);
-    if (!b) throw std::bad_alloc();
-    round_b_in_pair_order(b, p, K2, threads_for(static_cast<double>(K2) * p.N));
-    multiply_rounded_b(p, b, threads);
 }
 
 }  // namespace
@@ -372,7 +373,7 @@ void gemm_bfloat16(float* c, const float* a, const float* b, int64_t M, int64_t 
     const int threads = threads_for(static_cast<double>(M) * N * K);
     if (native_bfloat16() && choose_path(M, N, transpose_b) == GemmPath::packed)
         return gemm_detail::avx512_bf16_packed_gemm(q, threads);
-    emulated_gemm_bfloat16(q, threads);
+    emulated_gemm_bfloat16(q, /*b_in_pairs=*/false, threads);
 }
 
 void round_bfloat16_operand_b(float* out, const float* b, int64_t K, int64_t N, bool transpose_b) {
@@ -387,7 +388,7 @@ void gemm_bfloat16_prepared_b(float* c, const float* a, const float* b_prepared,
     if (N <= 0) return;
     const Operands<float> p{c, a, b_prepared, M, N, K, transpose_a, false, accumulate, epilogue, true};
     if (finished_without_products(p)) return;
-    multiply_rounded_b(p, b_prepared, threads_for(static_cast<double>(M) * N * K));
+    emulated_gemm_bfloat16(p, /*b_in_pairs=*/true, threads_for(static_cast<double>(M) * N * K));
 }
 
 template void gemm<float>(float*, const float*, const float*, int64_t, int64_t, int64_t, bool,

@@ -68,8 +68,39 @@ struct Zmm<double> {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+// Each lane rounded to bfloat16 as round_to_bfloat16 does it (gemm_internal.h).
+inline __m512 round_lanes_to_bfloat16(__m512 x) {
+    const __m512i bits = _mm512_castps_si512(x);
+    const __m512i low_bit = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    const __m512i keep = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+    __m512i rounded = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), low_bit), keep);
+    const __m512i magnitude = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(magnitude, _mm512_set1_epi32(0x7f800000));
+    const __mmask16 denormal_or_zero =
+        _mm512_cmpeq_epi32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7f800000)), _mm512_setzero_si512());
+    rounded = _mm512_mask_mov_epi32(rounded, nan, _mm512_and_si512(_mm512_or_si512(bits, _mm512_set1_epi32(0x00400000)), keep));
+    rounded = _mm512_mask_mov_epi32(rounded, denormal_or_zero,
+                                    _mm512_and_si512(bits, _mm512_set1_epi32(static_cast<int>(0x80000000u))));
+    return _mm512_castsi512_ps(rounded);
+}
+
 struct Float32Kernels : SimdKernels<float, Zmm<float>, 16, 16, 192, 2048> {
     static constexpr bool kPacksRowsOfA = true;
+    // dst[k * 16 + i] = bfloat16(src[i * lda + (k ^ 1)]) for i < 16, k < kc + kc % 2, zero
+    // where k ^ 1 >= kc (a bfloat16 product's float panel, gemm_driver.h).  dst is
+    // (kc + kc % 2, 16), 64-byte aligned; src is 16 rows of A, row stride lda.
+    static void pack_a_rows_in_pair_order(float* dst, const float* src, int64_t lda, int64_t kc) {
+        int64_t k = 0;
+        for (; k + 16 <= kc; k += 16) {
+            __m512 rows[16];
+            for (int i = 0; i < 16; ++i)  // 0xb1 swaps the two floats of each pair
+                rows[i] = _mm512_permute_ps(round_lanes_to_bfloat16(_mm512_loadu_ps(src + i * lda + k)), 0xb1);
+            transpose_16x16_store(dst + k * 16, rows, 16);
+        }
+        for (; k < kc + (kc & 1); ++k)
+            for (int i = 0; i < 16; ++i)
+                dst[k * 16 + i] = (k ^ 1) < kc ? round_to_bfloat16(src[i * lda + (k ^ 1)]) : 0.0f;
+    }
     // dst[k * 16 + i] = src[i * lda + k] for i < 16, k < kc.  dst is (kc, 16), 64-byte
     // aligned; src is 16 rows of A, row stride lda.
     static void pack_a_rows(float* dst, const float* src, int64_t lda, int64_t kc) {

@@ -27,7 +27,7 @@ namespace gemm_detail {
 // are ceil(pairs / 128) equal blocks of whole pairs, and within a pair the odd k is added
 // first: block_b = fma(a[i, 2q], b[2q, j], fma(a[i, 2q + 1], b[2q + 1, j], ...)). A product
 // of two bfloat16 values is exact in float32, so each fma equals the instruction's rounded
-// add (measured on Zen 4); the emulated path (float32 FMA kernels over bfloat16-rounded
+// add (measured on an AVX512_BF16 Xeon); the emulated path (float32 FMA kernels over bfloat16-rounded
 // operands in that order) gives its bits, except where the instruction flushes denormals.
 // ---------------------------------------------------------------------------------------
 
@@ -64,8 +64,14 @@ struct Operands {
     int64_t M, N, K;
     bool transpose_a, transpose_b, accumulate;
     const GemmEpilogue<T>& epilogue;
-    // Operands rounded to bfloat16 and summed in the pair order above (float only).
+    // A product with bfloat16 operands (float only), summed in the pair order and blocking
+    // above. Kernels that pack pairs (kPacksBfloat16Pairs) round a and b while packing. For
+    // the others an operand "in pairs" is given already rounded, its k in pair order, with
+    // K + K % 2 of them (a not transposed: (M, K + K % 2); b: (K + K % 2, N)); one not in
+    // pairs is the float32 operand, which the packed path rounds and puts in pair order while
+    // packing. The skinny and row paths read operands in place: both must be in pairs.
     bool bfloat16_pairs = false;
+    bool a_in_pairs = false, b_in_pairs = false;
     KBlocking blocking() const { return KBlocking(K, bfloat16_pairs); }
 };
 
