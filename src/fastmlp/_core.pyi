@@ -42,6 +42,9 @@ def set_default_thread_cap(n: int) -> None:
 def build_info() -> Dict[str, Any]:
     """Compiler, OpenMP and SIMD paths of this build."""
 
+def network_size_problem(sizes: Sequence[int], batch_norm: bool, element_size: int) -> str:
+    """Why a network of these widths cannot be held, or '' when it can."""
+
 def _set_signal_check_interval(seconds: float) -> None:
     """How often training looks for Ctrl-C between steps, in [0, 10] s (a test hook)."""
 
@@ -102,6 +105,8 @@ class _Network(Generic[_F]):
     def assign(self, name: str, values: NDArray[Any]) -> None:
         """Copy values into the buffer `name` (params, running_mean, running_var or an optimizer
         state) with the model locked: no prediction sees part of the old and part of the new."""
+    @property
+    def step_left_finite(self) -> bool: ...
     def params_finite(self) -> bool:
         """Whether every parameter is finite."""
     @property

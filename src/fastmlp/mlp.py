@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, KeysView, List, Optional, Sequence, Tuple, Type, Union, TypeVar
 
 import numpy as np
@@ -154,6 +155,20 @@ class _EpochInterrupted(KeyboardInterrupt):
     def __init__(self, logs: Optional[Dict[str, float]], rows: int) -> None:
         super().__init__()
         self.logs, self.rows = logs, rows
+
+
+# Every model that has made its lock. A thread of the parent may hold one when another
+# forks (a fit in progress): the child, which has no such thread, gives each a fresh lock.
+_MODELS_WITH_LOCKS: "weakref.WeakSet[MLP]" = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    for model in list(_MODELS_WITH_LOCKS):
+        model.__dict__.pop("_lock", None)  # made again, unlocked, on first use
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 def _holding_model_lock(method: Callable[..., _T]) -> Callable[..., _T]:
@@ -454,7 +469,25 @@ class MLP:
                 or np.any(weights < 0):
             raise ValueError(f"class_weights must be {self.layer_sizes[-1]} finite non-negative "
                              f"numbers, got {class_weights!r}")
+        if not weights.any():
+            raise ValueError(f"class_weights are all zero ({class_weights!r}): no row would count")
         return [float(weight) for weight in weights]
+
+    def _require_class_weight(self, labels: np.ndarray, sample_weight: Optional[np.ndarray],
+                              what: str, rows: Optional[np.ndarray] = None) -> None:
+        """With class_weights, refuse rows (`rows` of labels, or all) that all weigh 0 (sample
+        weight x class weight, the cross-entropy's normaliser), as all-zero sample weights
+        are: no row would count. A batch of such rows inside a larger set takes no step
+        instead (the core's rule)."""
+        if self.class_weights is None:
+            return
+        row_weights = np.take(self.class_weights, labels if rows is None else labels[rows])
+        if sample_weight is not None:
+            row_weights = row_weights * (sample_weight if rows is None else sample_weight[rows])
+        if not row_weights.any():
+            raise ValueError(f"class_weights={self.class_weights!r} give every row of {what} weight 0 "
+                             "(each row weighs its class's weight times its sample weight): no row "
+                             "would count")
 
     @property
     def _network_sizes(self) -> List[int]:
@@ -465,6 +498,7 @@ class MLP:
 
     def _new_network(self) -> Union[_core.NetworkFloat32, _core.NetworkFloat64]:
         network_class = _core.NetworkFloat32 if self.dtype == np.float32 else _core.NetworkFloat64
+        self._check_network_fits()
         try:
             return self._construct_network(network_class)
         except MemoryError:
@@ -473,6 +507,18 @@ class MLP:
             raise MemoryError(f"layer_sizes={self.layer_sizes!r} need {count:,} parameters "
                               f"({count * self.dtype.itemsize / 2**30:,.1f} GiB each for the "
                               "parameters, gradients and optimizer state): not enough memory") from None
+
+    def _check_network_fits(self) -> None:
+        """Refuse, naming layer_sizes, widths the core cannot hold (its own rule:
+        _core.network_size_problem), before anything is allocated."""
+        sizes = self._network_sizes
+        if sizes[-1] > _INT64_MAX:
+            raise ValueError(f"layer_sizes={self.layer_sizes!r}: loss='gaussian_nll' needs 2 x "
+                             f"{self.layer_sizes[-1]} output units (a mean and a log-variance per "
+                             f"target), more than the core can hold (at most {_INT64_MAX})")
+        problem = _core.network_size_problem(sizes, self.batch_norm, self.dtype.itemsize)
+        if problem:
+            raise ValueError(f"layer_sizes={self.layer_sizes!r} {problem}")
 
     def _construct_network(self, network_class: Union[Type[_core.NetworkFloat32], Type[_core.NetworkFloat64]]
                            ) -> Union[_core.NetworkFloat32, _core.NetworkFloat64]:
@@ -611,9 +657,11 @@ class MLP:
         X = _as_float_matrix(X, name_x, self.dtype, self.layer_sizes[0])
         return X, self._targets(y, X.shape[0], name_y)
 
-    def _weights(self, sample_weight: Any, n_rows: int, name: str = "sample_weight") -> Dict[str, Any]:
-        """The core's sample_weight keyword for `sample_weight` (empty when there is none)."""
-        weights = _as_sample_weight(sample_weight, n_rows, self.dtype, name)
+    def _weights(self, sample_weight: Any, n_rows: int, y: np.ndarray) -> Dict[str, Any]:
+        """The core's sample_weight keyword for `sample_weight` (empty when there is none),
+        once the rows of labels `y` are known not to weigh 0 all together."""
+        weights = _as_sample_weight(sample_weight, n_rows, self.dtype)
+        self._require_class_weight(y, weights, "y")
         return {} if weights is None else {"sample_weight": weights}
 
     @staticmethod
@@ -641,21 +689,23 @@ class MLP:
         Raises
         ------
         FloatingPointError
-            When the loss or a gradient is NaN or infinite; the step is then not applied.
+            When the loss or a gradient is NaN or infinite; the step is then not applied. Also
+            when the step was applied but left parameters NaN/inf, or giving NaN/inf outputs
+            on this batch (a learning rate far too large); the model keeps that step.
         """
         x, y = self._prepare(x, y, "x", "y")
-        weights = self._weights(sample_weight, x.shape[0])
+        weights = self._weights(sample_weight, x.shape[0], y)
         step = self._network.step
         totals = self._network.train_step(x, y, **weights)
         if self._network.step == step:
             raise FloatingPointError(f"the loss ({self._mean_loss(totals)}) or its gradient is NaN or "
                                      f"infinite at step {step + 1}; the step was not applied")
         self.fitted = True
-        if not self._network.params_finite():
-            raise FloatingPointError(f"step {step + 1} made parameters NaN or infinite (its loss "
-                                     f"{self._mean_loss(totals)} and gradient were finite): lower the "
-                                     "learning rate; the model's predictions are NaN until its "
-                                     "weights are replaced")
+        if not self._network.step_left_finite:
+            raise FloatingPointError(f"step {step + 1} made parameters NaN or infinite, or so large that "
+                                     f"the outputs on its batch are (its loss {self._mean_loss(totals)} "
+                                     "and gradient were finite): lower the learning rate; the model's "
+                                     "predictions raise FloatingPointError until its weights are replaced")
         return self._mean_loss(totals)
 
     def gradients(self, x: Any, y: Any, training: bool = False,
@@ -681,7 +731,7 @@ class MLP:
         """
         x, y = self._prepare(x, y, "x", "y")
         totals = self._network.compute_gradients(x, y, bool(training),
-                                                 **self._weights(sample_weight, x.shape[0]))
+                                                 **self._weights(sample_weight, x.shape[0], y))
         return self._mean_loss(totals), self._network.grads.copy()
 
     @_holding_model_lock
@@ -711,7 +761,7 @@ class MLP:
             raise ValueError(f"flat_parameters must be {self.n_parameters} real numbers, got "
                              f"shape {theta.shape} and dtype {theta.dtype}")
         X, y = self._prepare(X, y)
-        weights = self._weights(sample_weight, X.shape[0])
+        weights = self._weights(sample_weight, X.shape[0], y)
         self._network.params[:] = theta  # NaN/inf give a NaN/inf loss, for the solver to see
         totals = self._network.compute_gradients(X, y, False, **weights)
         return self._mean_loss(totals), self._network.grads.copy()
@@ -857,6 +907,9 @@ class MLP:
                 _require_weight("sample_weight of the training rows", weights[training_rows])
         else:
             X_val = y_val = None
+        self._require_class_weight(y, weights, "the training rows of y", training_rows)
+        if y_val is not None:
+            self._require_class_weight(y_val, weights_val, "the validation labels")
         if self.batch_norm and (X.shape[0] if training_rows is None else training_rows.size) < 2:
             raise ValueError("batch_norm needs at least 2 training rows")
         train_weights = {} if weights is None else {"sample_weight": weights}
@@ -956,6 +1009,8 @@ class MLP:
         rows it trained. Ctrl-C raises _EpochInterrupted with the logs of the steps taken.
         `weights`: the core's sample_weight keyword (one weight per row of X), or empty."""
         weights = weights or {}
+        # The core's totals carry weights with sample weights and with class weights.
+        weighted = bool(weights) or self.class_weights is not None
         n = X.shape[0] if rows_of_X is None else rows_of_X.size
         order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
         order = (order if rows_of_X is None else rows_of_X[order]).astype(np.int64)
@@ -978,9 +1033,9 @@ class MLP:
                                                        **weights)
                 except KeyboardInterrupt:
                     # the steps the call took before Ctrl-C
-                    totals.add(self._network.last_run_totals, weighted=bool(weights), weights_at=4)
+                    totals.add(self._network.last_run_totals, weighted=weighted, weights_at=4)
                     raise
-                totals.add(part, weighted=bool(weights))
+                totals.add(part, weighted=weighted)
                 if part[3] >= 0:
                     self._stop_at_non_finite_step(part[3], n_batches, last_good, on_nan == "restore",
                                                   params_overflowed=not part[4])
@@ -1023,7 +1078,9 @@ class MLP:
         is still rolled back to `last_good` (the model is never left NaN), a refused step needs
         nothing (it was not applied), and FloatingPointError follows."""
         if params_overflowed:
-            what = (f"parameters became NaN or infinite in epoch {self.epochs_trained}, by step "
+            how = ("NaN or infinite" if not self._network.params_finite() else
+                   "so large that the network's outputs on a batch are NaN or infinite")
+            what = (f"parameters became {how} in epoch {self.epochs_trained}, by step "
                     f"{int(self._network.step)} at the latest (batch {batch + 1} of {n_batches} of "
                     "the epoch), although the loss and gradients were finite")
             fix = (f"Lower the learning rate; the weights after step {last_good['step']} (the last "
@@ -1065,6 +1122,7 @@ class MLP:
         lock: Optional["threading.RLock"] = self.__dict__.get("_lock")
         if lock is None:
             lock = self.__dict__.setdefault("_lock", threading.RLock())
+            _MODELS_WITH_LOCKS.add(self)
         return lock
 
     def _snapshot(self) -> Dict[str, np.ndarray]:
@@ -1212,7 +1270,7 @@ class MLP:
         """
         self._check_fitted()
         X, y = self._prepare(X, y)
-        weights = self._weights(sample_weight, X.shape[0])
+        weights = self._weights(sample_weight, X.shape[0], y)
         result = self._evaluate_arrays(X, y, **weights)
         if self.loss == "poisson":
             result["deviance"] = _mean_poisson_deviance(y, self._outputs(X), weights.get("sample_weight"))
