@@ -857,6 +857,7 @@ PredictionProgress Network<T>::predict(T* out, InputRows<T> X, int64_t first, in
         const T* x = rows_of(X, start, B, buffers.x.data(), &bad_row);
         if (!x) return bad_row;
         const T* logits = forward_eval(x, B, buffers.z, buffers.y, buffers.normed);
+        note_nonfinite_rows(nonfinite, logits, start, B, C);  // the forward pass overflowed
         T* rows_out = out + start * C;
         switch (options_.loss) {
             case Loss::cross_entropy: softmax_forward(rows_out, logits, B, C); break;
@@ -866,7 +867,7 @@ PredictionProgress Network<T>::predict(T* out, InputRows<T> X, int64_t first, in
                 break;
             default: std::memcpy(rows_out, logits, sizeof(T) * static_cast<size_t>(B * C)); break;
         }
-        note_nonfinite_rows(nonfinite, rows_out, start, B, C);
+        if (options_.loss == Loss::poisson) note_nonfinite_rows(nonfinite, rows_out, start, B, C);  // exp did
         return int64_t(-1);
     });
     progress.nonfinite_row = nonfinite.load();
@@ -887,8 +888,8 @@ PredictionProgress Network<T>::predict_labels(int64_t* labels, InputRows<T> X, i
         // The argmax of the probabilities, not of the logits: predict's rows then give the
         // same labels even where rounding makes two probabilities equal.
         T* probs = buffers.probabilities.data();
+        note_nonfinite_rows(nonfinite, logits, start, B, C);
         softmax_forward(probs, logits, B, C);
-        note_nonfinite_rows(nonfinite, probs, start, B, C);
         for (int64_t i = 0; i < B; ++i) {
             const T* row = probs + i * C;
             labels[start + i] = std::max_element(row, row + C) - row;
