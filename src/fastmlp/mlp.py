@@ -550,11 +550,16 @@ class MLP:
         on_nan : "raise" (default) or "restore"
             A step whose loss or gradient is NaN or infinite is never applied and training
             stops there. "raise": FloatingPointError naming the epoch and the step; an update
-            that made the parameters themselves NaN/inf (a huge learning rate) is first rolled
-            back to the last good point (as below), so the model stays finite. "restore":
-            the parameters, optimizer state and batch-norm statistics of the last good point
-            (at most a tenth of an epoch before the failure) are put back, a RuntimeWarning
-            names the step, and the history so far is returned (``stopped_on_nan`` is True).
+            that made the parameters themselves NaN/inf, or finite but so large that the
+            network's outputs overflow (a huge learning rate), is first rolled back to the last
+            good point (as below), so the model stays finite and answers. Such an update is
+            found when the parameters are checked (every ~0.1 s), when a later step's logits
+            come out NaN/inf, and at the end of every run of batches (an evaluation-mode
+            forward pass of the last batch, ten per epoch), so every good point is one whose
+            outputs were finite. "restore": the parameters, optimizer state and batch-norm
+            statistics of the last good point (at most a tenth of an epoch before the
+            failure) are put back, a RuntimeWarning names the step, and the history so far is
+            returned (``stopped_on_nan`` is True).
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative finite per-row weights (not all zero). Each batch's loss, for every
             loss, is the weighted mean sum_i w_i loss_i / sum_i w_i over the batch's rows
@@ -565,7 +570,10 @@ class MLP:
             are gathered with their rows, so shuffling keeps them together. All-ones weights
             train exactly as no weights (same bits); a weight of 0 removes the row from the
             loss (for a full batch, the same as deleting it); integer weights equal repeating
-            rows (full batch). A batch whose weights are all 0 takes no optimizer step.
+            rows (full batch). A batch whose rows all weigh 0 (their sample weights, times
+            their classes' class_weights with class weights) takes no optimizer step and
+            counts in neither history's loss nor its accuracy; training rows, validation rows
+            or labels that all weigh 0 are refused (ValueError).
             history's loss and accuracy are weighted (sum over batches of mean loss x batch
             weight, over the total weight). With mixup a blended row's weight is blended
             like its targets, lambda * w_a + (1 - lambda) * w_b (equal weights stay exact). Batch norm's batch
@@ -694,6 +702,13 @@ class MLP:
             Class labels (n,) for cross_entropy, 0/1 indicators (n, n_outputs) for bce, or
             predicted values (means for gaussian_nll, the means exp(z) for poisson); a single
             regression output comes back as shape (n,).
+
+        Raises
+        ------
+        FloatingPointError
+            When the network's outputs for a row are NaN or infinite (parameters that
+            overflow the forward pass, or poisson's exp(z)): the message names the first
+            such row. predict_proba, predict_distribution and evaluate do the same.
         """
         if self.loss == "cross_entropy" and self.fitted:
             # One call into the core (argmax there): the latency of one-sample predict.
