@@ -826,7 +826,8 @@ void bind_network(py::module_& m, const char* name) {
         .def("train_batches", [](Model& model, const py::handle& X, const py::handle& y,
                                  const py::handle& order, int64_t batch_size, int64_t first_batch,
                                  int64_t n_batches, const py::handle& partners,
-                                 const py::handle& lambdas, const py::handle& sample_weight) {
+                                 const py::handle& lambdas, const py::handle& sample_weight,
+                                 bool check_outputs) {
             auto xs = checked_rows<T>(X, "X", model.network.input_width());
             const int64_t rows = xs.rows;
             auto targets = check_targets(model.network, y, rows);
@@ -858,8 +859,8 @@ void bind_network(py::module_& m, const char* name) {
                     if (next == stop && stop < end && (totals.nonfinite_batch >= 0 || totals.bad_input_row >= 0))
                         next = end;
                     // The run's last update may leave finite parameters whose forward pass
-                    // overflows: one evaluation-mode forward of its batch, once per call.
-                    if (next == end && totals.nonfinite_batch < 0 && totals.bad_input_row < 0 &&
+                    // overflows: one evaluation-mode forward of its batch, when asked.
+                    if (check_outputs && next == end && totals.nonfinite_batch < 0 && totals.bad_input_row < 0 &&
                         totals.bad_label_row < 0 && !model.network.outputs_finite_after_step()) {
                         totals.nonfinite_batch = end - 1;
                         totals.finite = false;
@@ -886,6 +887,7 @@ void bind_network(py::module_& m, const char* name) {
         }, py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
            py::arg("first_batch"), py::arg("n_batches"), py::arg("partners") = py::none(),
            py::arg("lambdas") = py::none(), py::arg("sample_weight") = py::none(),
+           py::arg("check_outputs") = true,
            "optimizer steps over batches [first_batch, first_batch + n_batches) of X[order] (order: "
            "the epoch's rows of X in the order visited, all of them or a subset) -> "
            "(loss_sum, correct, rows, nonfinite_batch, params_finite); with partners (one row per position of "
@@ -893,7 +895,9 @@ void bind_network(py::module_& m, const char* name) {
            "The run stops before applying the first step whose loss or gradient is NaN/inf, and "
            "names that batch (else -1); params_finite is False when instead an update made a "
            "parameter NaN/inf (found at most a signal-check interval later; nonfinite_batch is "
-           "then the last batch trained). A label found outside [0, C) when its batch is read "
+           "then the last batch trained), when the refused batch's logits were NaN/inf (the "
+           "parameters overflow the forward pass), or, with check_outputs, when the last update "
+           "left outputs on its batch NaN/inf (one evaluation-mode forward of it). A label found outside [0, C) when its batch is read "
            "(changed during the call) raises ValueError naming its row, that batch untrained. "
            "X is a C-contiguous array or a CSR matrix (densified one batch at a time; a malformed "
            "row raises ValueError after the batches before it). With sample_weight (one weight per "

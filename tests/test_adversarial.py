@@ -706,3 +706,19 @@ def test_the_core_refuses_widths_it_cannot_hold_before_allocating():
     with pytest.raises(ValueError, match=r"layer sizes \[2147483648, 2147483648, 2\] need 4611686024869838850 "
                                          r"parameters of 4 bytes"):
         _core.NetworkFloat32([2 ** 31, 2 ** 31, 2], ["relu"], "cross_entropy", {"name": "sgd"})
+
+
+def test_an_overflow_found_by_the_next_runs_first_step_goes_back_two_runs():
+    # 20 one-row batches, run two per call: batch 1 (the last of the first call) is huge, so
+    # its finite update leaves weights whose forward pass overflows on batch 2, the first
+    # step of the second call. The state that call started from is the broken one; the
+    # model goes back to the one before it.
+    X, y = blobs(n=20)
+    X[1] = np.abs(X[1]) * 1e25
+    model = fastmlp.MLP([5, 8, 3], optimizer=optim.SGD(lr=0.1), seed=0)
+    start = model.flat_parameters
+    with pytest.raises(FloatingPointError, match=r"network's outputs on a batch are NaN or infinite in "
+                                                 r"epoch 1.*the weights after step 0"):
+        model.fit(X, y, epochs=1, batch_size=1, shuffle=False)
+    np.testing.assert_array_equal(model.flat_parameters, start)
+    assert np.isfinite(model._network.predict(X[2:])).all()

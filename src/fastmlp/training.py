@@ -199,6 +199,9 @@ class FitLoop:
         self.model, self.data, self.batch_size = model, data, batch_size
         self.shuffle, self.verbose, self.mixup, self.on_nan = shuffle, verbose, mixup, on_nan
         self.last_epoch = last_epoch
+        # The training state at the start of the latest run of batches, and of the one before.
+        self.last_good: Optional[Dict[str, Any]] = None
+        self.before_good: Optional[Dict[str, Any]] = None
 
     def run(self, epochs: int, callbacks: Sequence[CallbackLike], lr_schedule: Optional[LRSchedule], *,
             patience: Optional[int], min_delta: float, restore_best_weights: bool) -> History:
@@ -302,18 +305,24 @@ class FitLoop:
                 count = min(per_call, n_batches - first)
                 # Kept under both policies: an update can overflow the parameters although its
                 # gradient was finite, and the core finds that only after it (3 copies of the
-                # parameters per tenth of an epoch: ~1% of a 784-256-10 epoch).
-                last_good = model._training_state()
+                # parameters per tenth of an epoch: ~1% of a 784-256-10 epoch). The state
+                # before is kept too (no copy): when the call's first step finds its logits
+                # NaN/inf, the previous call's last update overflowed the forward pass, which
+                # only the last call of an epoch checks directly (a forward of its last batch).
+                self.before_good, last_good = self.last_good, model._training_state()
+                self.last_good = last_good
                 try:
                     part = network.train_batches(data.X, data.y, order, batch_size, first, count, *mixing,
-                                                 **weights)
+                                                 check_outputs=first + count == n_batches, **weights)
                 except KeyboardInterrupt:
                     # the steps the call took before Ctrl-C
                     totals.add(network.last_run_totals, weighted=weighted, weights_at=4)
                     raise
                 totals.add(part, weighted=weighted)
                 if part[3] >= 0:
-                    self._stop_at_non_finite_step(part[3], n_batches, last_good,
+                    overflowed_before = not part[4] and part[3] == first and self.before_good is not None
+                    self._stop_at_non_finite_step(part[3], n_batches,
+                                                  self.before_good if overflowed_before else last_good,
                                                   params_overflowed=not part[4])
                 model.fitted = True
                 if bar is not None:
