@@ -508,8 +508,6 @@ struct PyNetwork {
     // when a signal handler's exception (Ctrl-C) ends the call, they still say which steps it
     // took and at what loss (MLP.fit records the interrupted epoch from them).
     RunTotals last_run;
-    // Whether the last train_step left the parameters finite, giving finite outputs on its batch.
-    bool step_left_finite = true;
 };
 
 // The rows a prediction entry point takes: X checked for dtype and width, and for NaN/inf
@@ -768,9 +766,6 @@ void bind_network(py::module_& m, const char* name) {
         }, py::arg("name"), py::arg("values"),
            "copy values into the buffer `name` (params, running_mean, running_var or an optimizer "
            "state) with the model locked, so no prediction sees part of the old and part of the new")
-        .def_property_readonly("step_left_finite", [](Model& model) { return model.step_left_finite; },
-                               "whether the last train_step left the parameters finite and giving "
-                               "finite outputs on its batch")
         .def("params_finite", [](Model& model) {
             py::gil_scoped_release release;
             std::lock_guard<std::recursive_mutex> lock(model.mutex);
@@ -811,8 +806,6 @@ void bind_network(py::module_& m, const char* name) {
                 const DenseBatch<T> batch = dense_batch(xs);
                 bad_row = batch.bad_row;
                 if (bad_row < 0) totals = model.network.train_step(batch.rows, targets.pointers(), rows);
-                // A finite update can still overflow: the parameters, or the forward pass of this batch.
-                model.step_left_finite = model.network.params_finite() && model.network.outputs_finite_after_step();
                 threads.finish(work);
             }
             if (totals.bad_label_row >= 0)

@@ -505,7 +505,7 @@ bool Network<T>::params_finite() const {
 template <typename T>
 bool Network<T>::outputs_finite_after_step() {
     const int64_t B = last_step_rows_;
-    last_step_rows_ = 0;  // the batch belongs to the call that took the step
+    last_step_rows_ = 0;
     if (B == 0) return true;
     const T* logits = forward(last_step_x_, B, /*training=*/false, false);
     return all_finite(logits, B * output_width());
@@ -553,7 +553,7 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
         batch_mean_loss_sum += totals.mean_loss * static_cast<double>(B);
         optimizer_step(decay_reference_weight > 0 ? decay_reference_weight / totals.weight_sum : 1.0);
         last_step_x_ = x;
-        last_step_rows_ = B;
+        last_step_rows_ = x == batch_x_.data() ? B : 0;
     } else {
         std::copy(saved_running_mean_.begin(), saved_running_mean_.end(), running_mean.begin());
         std::copy(saved_running_var_.begin(), saved_running_var_.end(), running_var.begin());

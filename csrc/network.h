@@ -249,8 +249,8 @@ public:
     // although its gradient was finite).
     bool params_finite() const;
     // Whether the parameters give finite evaluation-mode outputs on the batch of the last
-    // step taken (a finite update can still make them overflow the forward pass). Only
-    // within the call that took the step, whose batch is still alive; true when there was none.
+    // step train_batches took (a finite update can still make them overflow the forward
+    // pass): one forward of that batch, still in the workspace; true when there was none.
     bool outputs_finite_after_step();
 
     // One optimizer step on one batch x (B, s_0). Returns the batch's totals. When the loss or
@@ -369,7 +369,8 @@ private:
     // Batch norm's running statistics before the step in progress (put back when it is refused).
     std::vector<T> saved_running_mean_, saved_running_var_;
     int64_t workspace_rows_ = 0;
-    // The batch of the last step taken, for outputs_finite_after_step (rows 0: none).
+    // The batch of the last step taken, for outputs_finite_after_step (rows 0: none; a
+    // train_step's batch belongs to its caller and is never looked at later).
     const T* last_step_x_ = nullptr;
     int64_t last_step_rows_ = 0;
     bool training_forward_ = false;

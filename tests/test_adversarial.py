@@ -582,15 +582,16 @@ def test_fit_on_nan_restore_puts_back_a_state_whose_outputs_are_finite(dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_train_step_says_when_its_update_overflows_the_forward_pass(dtype):
+def test_train_step_after_an_update_that_overflows_the_forward_pass_says_so(dtype):
     X, y = one_batch(dtype)
     model = fastmlp.MLP([5, 8, 3], optimizer=optim.SGD(lr=OVERFLOWING_LR[dtype]), dtype=dtype, seed=0)
-    with pytest.raises(FloatingPointError, match="step 1 made parameters NaN or infinite, or so large "
-                                                 "that the outputs on its batch are"):
-        model.train_step(X, y)
+    assert np.isfinite(model.train_step(X, y))  # its loss, before the update
     assert np.isfinite(model.flat_parameters).all()  # finite, yet the forward pass overflows
     with pytest.raises(FloatingPointError, match="outputs are NaN or infinite for row 0 of X"):
         model.predict(X)
+    with pytest.raises(FloatingPointError, match=r"at step 2; the step was not applied: the model's outputs "
+                                                 r"on this batch are NaN or infinite"):
+        model.train_step(X, y)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

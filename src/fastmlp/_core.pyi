@@ -106,8 +106,6 @@ class _Network(Generic[_F]):
     def assign(self, name: str, values: NDArray[Any]) -> None:
         """Copy values into the buffer `name` (params, running_mean, running_var or an optimizer
         state) with the model locked: no prediction sees part of the old and part of the new."""
-    @property
-    def step_left_finite(self) -> bool: ...
     def params_finite(self) -> bool:
         """Whether every parameter is finite."""
     @property

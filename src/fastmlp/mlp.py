@@ -406,9 +406,12 @@ class MLP:
         Raises
         ------
         FloatingPointError
-            When the loss or a gradient is NaN or infinite; the step is then not applied. Also
-            when the step was applied but left parameters NaN/inf, or giving NaN/inf outputs
-            on this batch (a learning rate far too large); the model keeps that step.
+            When the loss or a gradient is NaN or infinite; the step is then not applied (the
+            message says when the parameters, finite, overflow the forward pass of this batch:
+            an earlier step's update was too large). Also when the step was applied but made
+            parameters NaN/inf; the model keeps that step. A step that leaves finite parameters
+            whose outputs overflow is not looked for here (it would cost a forward pass per
+            call): the next train_step says so, and predictions raise FloatingPointError.
         """
         x, y = self._prepare(x, y, "x", "y")
         weights = self._weights(sample_weight, x.shape[0], y)
@@ -416,14 +419,26 @@ class MLP:
         totals = self._network.train_step(x, y, **weights)
         if self._network.step == step:
             raise FloatingPointError(f"the loss ({self._mean_loss(totals)}) or its gradient is NaN or "
-                                     f"infinite at step {step + 1}; the step was not applied")
+                                     f"infinite at step {step + 1}; the step was not applied"
+                                     f"{self._overflow_note(x)}")
         self.fitted = True
-        if not self._network.step_left_finite:
-            raise FloatingPointError(f"step {step + 1} made parameters NaN or infinite, or so large that "
-                                     f"the outputs on its batch are (its loss {self._mean_loss(totals)} "
-                                     "and gradient were finite): lower the learning rate; the model's "
-                                     "predictions raise FloatingPointError until its weights are replaced")
+        if not self._network.params_finite():
+            raise FloatingPointError(f"step {step + 1} made parameters NaN or infinite (its loss "
+                                     f"{self._mean_loss(totals)} and gradient were finite): lower the "
+                                     "learning rate; the model's predictions raise FloatingPointError "
+                                     "until its weights are replaced")
         return self._mean_loss(totals)
+
+    def _overflow_note(self, x: Any) -> str:
+        """For a refused step: why, when the parameters themselves overflow the forward pass of
+        its batch `x` (only looked at on this failure path: one evaluation-mode forward)."""
+        try:
+            self._network.predict(x)
+        except FloatingPointError:
+            return (": the model's outputs on this batch are NaN or infinite, its parameters (finite) "
+                    "overflow the forward pass, so an earlier step's update was too large; lower the "
+                    "learning rate and replace the weights")
+        return ""
 
     def gradients(self, x: Any, y: Any, training: bool = False,
                   sample_weight: Any = None) -> Tuple[float, np.ndarray]:
@@ -554,9 +569,9 @@ class MLP:
             network's outputs overflow (a huge learning rate), is first rolled back to the last
             good point (as below), so the model stays finite and answers. Such an update is
             found when the parameters are checked (every ~0.1 s), when a later step's logits
-            come out NaN/inf, and at the end of every run of batches (an evaluation-mode
-            forward pass of the last batch, ten per epoch), so every good point is one whose
-            outputs were finite. "restore": the parameters, optimizer state and batch-norm
+            come out NaN/inf (the model then goes back past the state that step started
+            from), and at the end of every epoch (an evaluation-mode forward pass of its last
+            batch), so the good point put back is one whose outputs were finite. "restore": the parameters, optimizer state and batch-norm
             statistics of the last good point (at most a tenth of an epoch before the
             failure) are put back, a RuntimeWarning names the step, and the history so far is
             returned (``stopped_on_nan`` is True).
