@@ -811,7 +811,7 @@ class ReferenceMLP:
     def _weighs_nothing(self, targets: ArrayLike, sample_weights: Optional[ArrayLike]) -> bool:
         """Whether every row of the batch weighs 0: its sample weight, times its class's weight
         for the cross-entropy with class weights and labels (torch's normaliser)."""
-        s = np.ones(len(targets)) if sample_weights is None else np.asarray(sample_weights, np.float64)
+        s = np.ones(np.shape(targets)[0]) if sample_weights is None else np.asarray(sample_weights, np.float64)
         if self.loss == "cross_entropy" and self.class_weights is not None and np.asarray(targets).ndim == 1:
             s = s * np.asarray(self.class_weights, np.float64)[np.asarray(targets, np.int64)]
         return not s.any()

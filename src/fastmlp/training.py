@@ -320,10 +320,10 @@ class FitLoop:
                     raise
                 totals.add(part, weighted=weighted)
                 if part[3] >= 0:
-                    overflowed_before = not part[4] and part[3] == first and self.before_good is not None
-                    self._stop_at_non_finite_step(part[3], n_batches,
-                                                  self.before_good if overflowed_before else last_good,
-                                                  params_overflowed=not part[4])
+                    good = last_good
+                    if not part[4] and part[3] == first and self.before_good is not None:
+                        good = self.before_good
+                    self._stop_at_non_finite_step(part[3], n_batches, good, params_overflowed=not part[4])
                 model.fitted = True
                 if bar is not None:
                     bar.update(first + count, totals.loss_sum / max(totals.weight, 1e-300) if totals.rows else 0.0)
