@@ -33,14 +33,17 @@
 // ((1 - eps) * t + eps / C, as torch does for probability targets), and the loss is the
 // soft-target cross-entropy. Sample weights are blended the same way as the targets.
 // Sample weights (Targets::weights): every loss becomes the weighted mean over the batch's
-// rows, sum_i s_i loss_i / sum_i s_i (kernels.h); a batch whose weights sum to 0 takes no
-// step (its loss and gradient are 0; it counts rows but no weight). Batch norm's batch
-// statistics and dropout ignore the weights.
+// rows, sum_i s_i loss_i / sum_i s_i (kernels.h). A batch whose rows all weigh 0 -- sample
+// weights summing to 0, or for the cross-entropy with class weights sum_i s_i w[y_i] = 0
+// (s_i = 1 without sample weights) -- takes no step (its loss and gradient are 0; it counts
+// rows but no weight, and weighted_correct 0). Batch norm's batch statistics and dropout
+// ignore the weights.
 // Sparse input (InputRows): a CSR training or prediction set is densified one batch (or one
 // evaluation chunk) at a time into the workspace, never whole; a malformed row stops the
 // call before its batch is used and is named (RunTotals::bad_input_row).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -143,9 +146,12 @@ using Deadline = std::chrono::steady_clock::time_point;
 
 // How far a prediction over rows [first, N) got: rows before `next` are done; bad_row is the
 // first malformed sparse row it met (-1: none), which stops it.
+// nonfinite_row: the first row whose outputs came out NaN or infinite (-1: none); such a
+// row does not stop the prediction (the caller refuses its result).
 struct PredictionProgress {
     int64_t next = 0;
     int64_t bad_row = -1;
+    int64_t nonfinite_row = -1;
 };
 
 // Mixup (Zhang et al. 2018) for a run of batches: position k of the epoch's order is mixed
@@ -178,6 +184,11 @@ struct RunTotals {
     double weight_sum = 0;
     double weighted_correct = 0;
     int64_t bad_input_row = -1;
+    // A refused step's logits were NaN/inf (the parameters overflow the forward pass, rather
+    // than the loss or a gradient overflowing), or an evaluation met such outputs, first at
+    // row nonfinite_output_row of its call (else -1) and stopped there.
+    bool outputs_finite = true;
+    int64_t nonfinite_output_row = -1;
     double mean_loss = 0;  // one loss evaluation's (sample-weighted) mean: loss_sum / weight_sum
     // Adds another run's loss, counts and weights (the running sums; not its flags or rows
     // of failure).
@@ -189,6 +200,12 @@ struct RunTotals {
         weighted_correct += part.weighted_correct;
     }
 };
+
+// Why a model of these network widths (s_0 .. s_L) cannot be held, or "" when it can: the
+// parameter count (each buffer in the flat layout), and a row of the workspace, must fit in
+// a buffer of at most PTRDIFF_MAX bytes (what std::vector and the int64 offsets address),
+// every product computed without overflow. Checked before anything is allocated.
+std::string network_size_problem(const std::vector<int64_t>& sizes, bool batch_norm, int64_t element_size);
 
 template <typename T>
 class Network {
@@ -242,6 +259,10 @@ public:
     // Whether every parameter is finite (an update with a huge learning rate can overflow
     // although its gradient was finite).
     bool params_finite() const;
+    // Whether the parameters give finite evaluation-mode outputs on the batch of the last
+    // step train_batches took (a finite update can still make them overflow the forward
+    // pass): one forward of that batch, still in the workspace; true when there was none.
+    bool outputs_finite_after_step();
 
     // One optimizer step on one batch x (B, s_0). Returns the batch's totals. When the loss or
     // a gradient is NaN or infinite the step is not taken (totals.finite is false; step,
@@ -295,6 +316,10 @@ private:
     void prepare_bfloat16_weights();
     // Layer l's prepared bfloat16 weights when they are current and in use, else null.
     const T* bfloat16_weights(int64_t l) const;
+    // Notes in `first` the first of rows [start, start + B) whose C outputs are not all
+    // finite, unless an earlier row is noted already (chunks finish in any order).
+    static void note_nonfinite_rows(std::atomic<int64_t>& first, const T* outputs, int64_t start, int64_t B,
+                                    int64_t C);
     // Rows [first_row, first_row + B) of X: X itself when dense, else densified into `dense`
     // (null when a row is malformed; *bad_row names it).
     const T* rows_of(InputRows<T> X, int64_t first_row, int64_t B, T* dense, int64_t* bad_row) const;
@@ -331,6 +356,9 @@ private:
     // What layer l hands to layer l + 1 (after dropout in a training forward).
     const T* layer_output(int64_t l) const;
     RunTotals loss_forward_backward(Targets<T> targets, int64_t B, bool backward);
+    // sum_i s_i class_weights[y_i] over the batch's labelled rows (s_i = 1 without sample
+    // weights): the cross-entropy's normaliser; 1 (not a factor) without class weights.
+    double label_weight_total(Targets<T> targets, int64_t B) const;
     // Rows classified correctly: their count, and their sample weights summed (*weighted).
     int64_t count_correct(const T* logits, Targets<T> targets, int64_t B, double* weighted) const;
     void backward(const T* x, int64_t B);
@@ -357,6 +385,10 @@ private:
     // Batch norm's running statistics before the step in progress (put back when it is refused).
     std::vector<T> saved_running_mean_, saved_running_var_;
     int64_t workspace_rows_ = 0;
+    // The batch of the last step taken, for outputs_finite_after_step (rows 0: none; a
+    // train_step's batch belongs to its caller and is never looked at later).
+    const T* last_step_x_ = nullptr;
+    int64_t last_step_rows_ = 0;
     bool training_forward_ = false;
     std::vector<EvalBuffers> eval_buffers_;  // one per prediction thread
     std::vector<std::vector<T>> bfloat16_weights_;  // per layer, (fan_in + fan_in % 2, fan_out)
