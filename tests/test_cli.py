@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+import fastmlp
 from fastmlp import datasets
 from fastmlp.__main__ import main
 
@@ -39,6 +40,20 @@ def test_train_on_fashion_mnist_files(capsys, tmp_path):
     accuracy = float(table_rows(out)[2][3])
     assert 0.6 < accuracy <= 1.0
     assert saved.exists()
+
+
+def test_train_with_bfloat16_products_says_so_and_saves_it(tmp_path, capsys):
+    saved = tmp_path / "m.npz"
+    assert main(["train", "--data", str(tmp_path), "--epochs", "1", "--limit", "300",
+                 "--hidden", "16", "--compute-dtype", "bfloat16", "--save", str(saved)]) == 0
+    assert "float32 (products in bfloat16)" in capsys.readouterr().out
+    assert fastmlp.load(saved).compute_dtype == "bfloat16"
+
+
+def test_bfloat16_products_of_a_float64_model_are_refused(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path), "--epochs", "1", "--limit", "300",
+                 "--dtype", "float64", "--compute-dtype", "bfloat16"]) == 2
+    assert "error: compute_dtype='bfloat16' needs a float32 model" in capsys.readouterr().err
 
 
 def test_bad_option_exits_with_a_message(capsys):
