@@ -1,7 +1,7 @@
 """bfloat16 compute against float32 in accuracy: the same networks trained from the same seed on
 Fashion-MNIST in both precisions, per-epoch losses and test accuracy, and a plot of the curves.
 
-    python bench/bfloat16_accuracy.py           # issue 16's setting: ~20 minutes on 2 idle cores
+    python bench/bfloat16_accuracy.py           # issue 16's setting: ~3 minutes on 2 idle cores
     python bench/bfloat16_accuracy.py --quick   # a smoke run: 2,000 / 1,000 images, 2 epochs
 
 The networks are 784-256-10 and 784-1024-1024-10 (relu, cross-entropy, Adam lr 1e-3, batch 128,
