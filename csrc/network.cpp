@@ -31,6 +31,14 @@ void resize_rows(std::vector<T>& buffer, int64_t rows, int64_t width) {
     buffer.assign(static_cast<size_t>(rows * width), T(0));
 }
 
+// x[i] *= factor for i < n (element-wise: any thread split gives the same bits).
+template <typename T>
+void scale_in_place(T* x, int64_t n, T factor) {
+    const int threads = threads_for(static_cast<double>(n));
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t i = 0; i < n; ++i) x[i] *= factor;
+}
+
 }  // namespace
 
 template <typename T>
@@ -159,7 +167,8 @@ const T* Network<T>::forward(const T* x, int64_t B, bool training, bool update_r
             activation_forward(y_[l].data(), normed_[l].data(), B * s.fan_out, act, slope);
         }
         if (hidden && options_.dropout > 0) {
-            const uint64_t counter = static_cast<uint64_t>(step + 1) * 1024u + static_cast<uint64_t>(l);
+            const uint64_t counter = static_cast<uint64_t>(step + 1) * 1024u + static_cast<uint64_t>(l) +
+                                     (dropout_stream << 40);
             dropout_forward(dropped_[l].data(), mask_[l].data(), y_[l].data(), B * s.fan_out,
                             static_cast<T>(options_.dropout), options_.seed, counter);
         }
@@ -480,21 +489,60 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     // The forward moves the running statistics before the step is known to be finite.
     std::copy(running_mean.begin(), running_mean.end(), saved_running_mean_.begin());
     std::copy(running_var.begin(), running_var.end(), saved_running_var_.begin());
-    forward(x, B, /*training=*/true, /*update_running_stats=*/true);
-    totals = loss_forward_backward(targets, B, /*backward=*/true);
-    backward(x, B);
+    // In data-parallel training a rank's share of a global batch may be empty, or a single
+    // row, which batch norm cannot train on: the rank then adds a zero gradient to the step.
+    if (B > 1 || (B == 1 && !options_.batch_norm)) {
+        forward(x, B, /*training=*/true, /*update_running_stats=*/true);
+        totals = loss_forward_backward(targets, B, /*backward=*/true);
+        // The mean's gradient times the rows' weight: the gradient of their loss summed,
+        // which the ranks add up (B x C values, where scaling grads would touch them all).
+        if (reduce_gradient) scale_in_place(loss_out_.data(), B * output_width(), static_cast<T>(totals.weight_sum));
+        backward(x, B);
+    } else {
+        std::fill(grads.begin(), grads.end(), T(0));
+    }
+    if (reduce_gradient) totals = reduce_across_ranks(totals);
     totals.finite = std::isfinite(totals.loss_sum) && all_finite(grads.data(), static_cast<int64_t>(grads.size()));
     // A batch whose sample weights are all 0 has nothing to learn from: no step (a step of
     // zero gradient would still move momentum and weight decay). A step not taken changes
     // nothing: batch norm's running statistics go back to what they were.
     if (totals.finite && totals.weight_sum > 0) {
+        const double rows = static_cast<double>(totals.rows);
         if (track_weight_squares)
-            weight_squares_sum += weight_squares() * static_cast<double>(B) / totals.weight_sum;
-        batch_mean_loss_sum += totals.mean_loss * static_cast<double>(B);
+            weight_squares_sum += weight_squares() * rows / totals.weight_sum;
+        batch_mean_loss_sum += totals.mean_loss * rows;
         optimizer_step(decay_reference_weight > 0 ? decay_reference_weight / totals.weight_sum : 1.0);
     } else {
         std::copy(saved_running_mean_.begin(), saved_running_mean_.end(), running_mean.begin());
         std::copy(saved_running_var_.begin(), saved_running_var_.end(), running_var.begin());
+    }
+    return totals;
+}
+
+template <typename T>
+RunTotals Network<T>::reduce_across_ranks(const RunTotals& local) {
+    const size_t hidden = running_mean.size();
+    reduction_figures.resize(5 + 2 * hidden);
+    double* figures = reduction_figures.data();
+    figures[0] = local.loss_sum;
+    figures[1] = local.weight_sum;
+    figures[2] = static_cast<double>(local.rows);
+    figures[3] = static_cast<double>(local.correct);
+    figures[4] = local.weighted_correct;
+    std::copy(running_mean.begin(), running_mean.end(), figures + 5);
+    std::copy(running_var.begin(), running_var.end(), figures + 5 + hidden);
+    reduce_gradient();
+    RunTotals totals;
+    totals.loss_sum = figures[0];
+    totals.weight_sum = figures[1];
+    totals.rows = static_cast<int64_t>(figures[2]);
+    totals.correct = static_cast<int64_t>(figures[3]);
+    totals.weighted_correct = figures[4];
+    std::copy(figures + 5, figures + 5 + hidden, running_mean.begin());
+    std::copy(figures + 5 + hidden, figures + 5 + 2 * hidden, running_var.begin());
+    if (totals.weight_sum > 0) {
+        totals.mean_loss = totals.loss_sum / totals.weight_sum;
+        scale_in_place(grads.data(), static_cast<int64_t>(grads.size()), static_cast<T>(1.0 / totals.weight_sum));
     }
     return totals;
 }
@@ -620,16 +668,25 @@ Targets<T> Network<T>::gather_mixed_batch(InputRows<T> X, Targets<T> targets, co
 template <typename T>
 RunTotals Network<T>::train_batches(InputRows<T> X, Targets<T> targets, const int64_t* order, int64_t N,
                                     int64_t batch_size, int64_t first_batch, int64_t n_batches,
-                                    MixupPlan<T> mixup) {
-    ensure_workspace(std::min(batch_size, N));
+                                    MixupPlan<T> mixup, const int64_t* bounds) {
+    int64_t widest = std::min(batch_size, N);
+    if (bounds) {
+        widest = 1;
+        for (int64_t k = first_batch; k < first_batch + n_batches; ++k)
+            widest = std::max(widest, bounds[k + 1] - bounds[k]);
+    }
+    ensure_workspace(widest);
     RunTotals totals;
     for (int64_t k = first_batch; k < first_batch + n_batches; ++k) {
-        const int64_t start = k * batch_size;
-        const int64_t B = std::min(batch_size, N - start);
-        if (B <= 0) break;
-        if (B == 1 && options_.batch_norm) continue;  // batch statistics need two rows
+        const int64_t start = bounds ? bounds[k] : k * batch_size;
+        const int64_t B = bounds ? bounds[k + 1] - start : std::min(batch_size, N - start);
+        // A rank's share of a global batch takes part in the ranks' step even when it is too
+        // small to train on (train_step).
+        if (!bounds && B <= 0) break;
+        if (!bounds && B == 1 && options_.batch_norm) continue;  // batch statistics need two rows
         const Targets<T> batch_targets =
-            mixup.partners
+            B == 0 ? targets
+            : mixup.partners
                 ? gather_mixed_batch(X, targets, order, mixup.partners, mixup.lambdas[k], start, B, totals)
                 : gather_batch(X, targets, order, start, B, totals);
         // Nothing of this batch was computed.

@@ -4,7 +4,7 @@ Arrays of real numbers must be float32 or float64 (never converted silently); a 
 returns arrays of its first argument's dtype. tests/test_typing.py checks that every name and
 parameter here matches the compiled module.
 """
-from typing import Any, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 from numpy.typing import NDArray
@@ -96,6 +96,15 @@ class _Network(Generic[_F]):
     lr: float
     num_threads: int
     """Threads for this model's calls (applied per call); 0 follows the process setting."""
+    dropout_stream: int
+    """Added (times 2**40) to dropout's counter: each process of a data-parallel fit draws
+    masks of its own; 0 (default) a single process's."""
+    def set_gradient_reduction(self, reduce: Optional[Callable[[NDArray[_F], NDArray[np.float64]], Any]]) -> None:
+        """Data-parallel training: every training step calls reduce(gradient, figures) between
+        its gradient and its update (None: no longer). reduce replaces, in place, gradient (this
+        process's gradient of its rows' loss summed) and figures (loss_sum, weight_sum, rows,
+        correct, weighted_correct, then running_mean and running_var) by the sums over the
+        processes (running statistics: one process's); the step divides by the summed weight."""
     @property
     def last_call_threads(self) -> int:
         """The thread count the model's last training or prediction call used."""
@@ -114,7 +123,8 @@ class _Network(Generic[_F]):
     def train_batches(self, X: _Rows, y: _Targets, order: NDArray[np.int64], batch_size: int,
                       first_batch: int, n_batches: int, partners: Optional[NDArray[np.int64]] = None,
                       lambdas: Optional[NDArray[_F]] = None,
-                      sample_weight: Optional[NDArray[_F]] = None) -> _BatchRunResult:
+                      sample_weight: Optional[NDArray[_F]] = None,
+                      bounds: Optional[NDArray[np.int64]] = None) -> _BatchRunResult:
         """Optimizer steps over batches [first_batch, first_batch + n_batches) of X[order],
         order being the epoch's rows of X in the order visited (all or a subset); with partners
         (one row per position of order) and lambdas (one per batch of the epoch) each batch is
@@ -125,7 +135,9 @@ class _Network(Generic[_F]):
         last batch trained. A label outside [0, C) when its batch is read (the labels changed
         during the call) raises ValueError naming its row; that batch is not trained.
         sample_weight (one per row of X) weights every batch's loss; a batch whose weights are
-        all 0 takes no step."""
+        all 0 takes no step. With bounds (0, ..., len(order), non-decreasing; one more than the
+        epoch's batches) batch k is order[bounds[k]:bounds[k + 1]], possibly empty (a process's
+        shares of the global batches in data-parallel training)."""
     def compute_gradients(self, x: _Rows, y: _Targets, training: bool = False,
                           sample_weight: Optional[NDArray[_F]] = None) -> _Totals:
         """Gradients of the batch's (weighted) mean loss into grads, no step."""
