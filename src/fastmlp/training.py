@@ -287,9 +287,7 @@ class FitLoop:
                     model.learning_rate = step_schedule(lr_schedule, logs)
                 if self.shown:
                     print(epoch_line(model.epochs_trained, self.last_epoch, logs), flush=True)
-                stop = epoch_ends(callbacks, model.epochs_trained, logs, history)
-                if self.ranks is not None:  # a callback that stops one rank stops them all
-                    stop = self.ranks.any(stop)
+                stop = self._callbacks_stop(callbacks, logs, history)
             except KeyboardInterrupt as interruption:
                 if self.ranks is not None:
                     # The other ranks may be waiting in this step's reduction: ending the
@@ -321,6 +319,15 @@ class FitLoop:
             model._restore(best[1])
         train_ends(callbacks, history)
         return history
+
+    def _callbacks_stop(self, callbacks: Sequence[CallbackLike], logs: Dict[str, float],
+                        history: History) -> bool:
+        """Whether a callback asks to stop. Across ranks: one that stops any rank stops them
+        all, and one that raises on any rank raises on every rank (none is left waiting)."""
+        epoch = self.model.epochs_trained
+        if self.ranks is None:
+            return epoch_ends(callbacks, epoch, logs, history)
+        return self.ranks.any(self.ranks.agree(lambda: epoch_ends(callbacks, epoch, logs, history)))
 
     def _record_partial_epoch(self, history: History, logs: Dict[str, float], rows: int,
                               lr: float) -> None:
