@@ -330,3 +330,43 @@ def test_the_ring_gives_each_chunk_one_fixed_order(monkeypatch, ranks):
         for step in range(1, ranks):
             expected += values[(chunk + step) % ranks][part]
         assert buffers[rank][part].tobytes() == expected.tobytes()
+
+
+SKLEARN_SCRIPT = textwrap.dedent("""
+    import sys, warnings
+    import numpy as np
+    from mpi4py import MPI
+    from fastmlp import MLPClassifier
+    comm = MPI.COMM_WORLD
+    warnings.simplefilter("ignore")  # ConvergenceWarning
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 5))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    results = {}
+    for solver in ("sgd", "lbfgs"):
+        fitted = MLPClassifier((8,), solver=solver, max_iter=15, random_state=None if solver == "sgd" else 1,
+                               comm=comm).fit(X, y)
+        every = comm.allgather(fitted.coefs_[0].tobytes())
+        assert all(copy == every[0] for copy in every)
+        results[solver] = fitted.coefs_[0]
+    if comm.Get_rank() == 0:
+        np.savez(sys.argv[1], **results)
+""")
+
+
+@needs_mpi
+def test_scikit_learn_estimators_take_comm(tmp_path):
+    pytest.importorskip("sklearn")
+    script = tmp_path / "estimators.py"
+    script.write_text(SKLEARN_SCRIPT)
+    done = run_ranks(script, 2, tmp_path / "estimators.npz")
+    assert done.returncode == 0, done.stdout + done.stderr
+    from fastmlp import MLPClassifier
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 5))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    with np.load(tmp_path / "estimators.npz") as results:
+        # lbfgs: the same objective summed over two halves of the rows
+        expected = MLPClassifier((8,), solver="lbfgs", max_iter=15, random_state=1).fit(X, y).coefs_[0]
+        np.testing.assert_allclose(results["lbfgs"], expected, rtol=0, atol=1e-9 * np.abs(expected).max())
+        assert np.all(np.isfinite(results["sgd"]))  # random_state=None: rank 0's draw, on both ranks

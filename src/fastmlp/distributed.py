@@ -143,6 +143,15 @@ class Ranks:
         """Rank 0's `value`, on every rank."""
         return float(self.comm.bcast(value, root=0))
 
+    def weighted_mean(self, mean: float, gradient: np.ndarray, weight: float) -> Tuple[float, np.ndarray]:
+        """The mean and its gradient over the ranks' rows together, from each rank's over its
+        own rows of total weight `weight`: the weighted sums added in a fixed order (float64),
+        then divided by the ranks' total weight."""
+        summed = gradient.astype(np.float64) * weight
+        FixedOrderSum(self.comm, summed.size, summed.dtype)(summed)
+        loss_sum, total = self.sum([mean * weight, weight])
+        return float(loss_sum / total), summed / total
+
     # ---- the model ----
 
     def broadcast_state(self, network: Any, state: dict) -> dict:

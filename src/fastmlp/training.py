@@ -236,15 +236,19 @@ class FitLoop:
             ranks.require_same("the training data (unless sharded=True every rank passes the same X, y "
                                "and sample_weight): rows, and checksums of y and sample_weight",
                                (data.n_rows, _checksum(data.y), _checksum(data.weights.get("sample_weight"))))
+        generators = {"shuffle": model._shuffle_rng, "mixup": model._mixup_rng}
+        # (The scikit-learn adapter's stand-in shuffler has no bit generator: it draws from a
+        # random_state the adapter has made the same on every rank.)
+        generators = {name: generator for name, generator in generators.items()
+                      if isinstance(generator, np.random.Generator)}
         state = ranks.broadcast_state(network, {
             "step": int(network.step), "lr": model.learning_rate, "epochs_trained": model.epochs_trained,
-            "fitted": model.fitted, "shuffle": model._shuffle_rng.bit_generator.state,
-            "mixup": model._mixup_rng.bit_generator.state})
+            "fitted": model.fitted, **{name: generator.bit_generator.state for name, generator in generators.items()}})
         network.step = state["step"]
         model.learning_rate = state["lr"]
         model.epochs_trained, model.fitted = state["epochs_trained"], state["fitted"]
-        model._shuffle_rng.bit_generator.state = state["shuffle"]
-        model._mixup_rng.bit_generator.state = state["mixup"]
+        for name, generator in generators.items():
+            generator.bit_generator.state = state[name]
         ranks.take_core_share()
 
     def run(self, epochs: int, callbacks: Sequence[CallbackLike], lr_schedule: Optional[LRSchedule], *,
