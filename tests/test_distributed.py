@@ -370,3 +370,18 @@ def test_scikit_learn_estimators_take_comm(tmp_path):
         expected = MLPClassifier((8,), solver="lbfgs", max_iter=15, random_state=1).fit(X, y).coefs_[0]
         np.testing.assert_allclose(results["lbfgs"], expected, rtol=0, atol=1e-9 * np.abs(expected).max())
         assert np.all(np.isfinite(results["sgd"]))  # random_state=None: rank 0's draw, on both ranks
+
+
+@needs_mpi
+def test_the_data_parallel_example_prints_one_table_and_ends_with_one_model(tmp_path):
+    from fastmlp import datasets
+    if datasets.find_mnist_files(datasets.FASHION_MNIST_DIR) is None:
+        pytest.skip("needs the Fashion-MNIST IDX files (apt-get install dataset-fashion-mnist)")
+    example = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "data_parallel.py")
+    done = run_ranks(example, 2, "--quick", "--cache", tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert sum(line.split()[:1] == ["epoch"] for line in lines) == 1  # the table's header, once
+    assert "every rank holds the same parameters: True" in done.stdout
+    accuracy = float(done.stdout.split("test accuracy ")[1].split(";")[0])
+    assert accuracy > 0.6  # 4000 images, 2 epochs

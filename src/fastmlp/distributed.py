@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from typing import Any, Callable, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 import numpy as np
 
@@ -154,7 +154,7 @@ class Ranks:
 
     # ---- the model ----
 
-    def broadcast_state(self, network: Any, state: dict) -> dict:
+    def broadcast_state(self, network: Any, state: Dict[str, Any]) -> Dict[str, Any]:
         """Rank 0's parameters, optimizer state and running statistics copied into `network` on
         every rank, and rank 0's `state` (counters, random generators' states) returned."""
         buffers = [network.params, network.running_mean, network.running_var,
@@ -203,7 +203,7 @@ def node_thread_share(ranks_on_node: int) -> int:
 
 def _sum_rows_in_order(rows: np.ndarray) -> np.ndarray:
     """rows[0] + rows[1] + ... in that order."""
-    total = rows[0].copy()
+    total: np.ndarray = rows[0].copy()
     for row in rows[1:]:
         total += row
     return total

@@ -507,4 +507,4 @@ class FitLoop:
 
 def _checksum(array: Optional[np.ndarray]) -> Optional[int]:
     """CRC-32 of an array's bytes (None for None): ranks compare their labels cheaply."""
-    return None if array is None else zlib.crc32(np.ascontiguousarray(array).view(np.uint8))
+    return None if array is None else zlib.crc32(np.ascontiguousarray(array).tobytes())
