@@ -304,7 +304,7 @@ class _ThreadComm:
 
 @pytest.mark.parametrize("ranks", [3, 4, 5])
 def test_the_ring_gives_each_chunk_one_fixed_order(monkeypatch, ranks):
-    """The reduce-scatter over threads: chunk c summed as x_c + x_(c+1) + ... + x_(c-1)."""
+    """The reduce-scatter over threads: chunk c summed as x_(c+1) + x_(c+2) + ... + x_c."""
     import queue
     import threading
     size = 1001
@@ -324,11 +324,10 @@ def test_the_ring_gives_each_chunk_one_fixed_order(monkeypatch, ranks):
         thread.join()
     edges = [(chunk * size) // ranks for chunk in range(ranks + 1)]
     for rank in range(ranks):
-        chunk = (rank + 1) % ranks
-        part = slice(edges[chunk], edges[chunk + 1])
-        expected = values[chunk][part].copy()
-        for step in range(1, ranks):
-            expected += values[(chunk + step) % ranks][part]
+        part = slice(edges[rank], edges[rank + 1])
+        expected = values[(rank + 1) % ranks][part].copy()
+        for step in range(2, ranks + 1):
+            expected += values[(rank + step) % ranks][part]
         assert buffers[rank][part].tobytes() == expected.tobytes()
 
 
