@@ -384,3 +384,33 @@ def test_the_data_parallel_example_prints_one_table_and_ends_with_one_model(tmp_
     assert "every rank holds the same parameters: True" in done.stdout
     accuracy = float(done.stdout.split("test accuracy ")[1].split(";")[0])
     assert accuracy > 0.6  # 4000 images, 2 epochs
+
+
+VALIDATION_SCRIPT = COMMON + textwrap.dedent("""
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    X, y, weights = dataset("float64")
+    shared = model("float64").fit(X, y, epochs=2, batch_size=16, comm=comm,
+                                  validation_data=(X[:50], y[:50], weights[:50]))
+    part = np.arange(rank * 50 // size, (rank + 1) * 50 // size)
+    parts = model("float64").fit(X, y, epochs=2, batch_size=16, comm=comm,
+                                 validation_data=(X[part], y[part], weights[part]))
+    if rank == 0:
+        print(json.dumps({"shared": shared["val_loss"], "parts": parts["val_loss"],
+                          "accuracy": parts["val_accuracy"]}))
+""")
+
+
+@needs_mpi
+def test_validation_data_may_be_the_same_on_every_rank_or_each_ranks_part(tmp_path):
+    script = tmp_path / "validation.py"
+    script.write_text(VALIDATION_SCRIPT)
+    done = run_ranks(script, 2)
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    _, (X, y, weights, model) = one_process_fits("float64")
+    expected = model("float64").fit(X, y, epochs=2, batch_size=16, validation_data=(X[:50], y[:50], weights[:50]))
+    np.testing.assert_allclose(figures["shared"], expected["val_loss"], rtol=1e-12)
+    np.testing.assert_allclose(figures["parts"], expected["val_loss"], rtol=1e-12)
+    np.testing.assert_allclose(figures["accuracy"], expected["val_accuracy"], rtol=1e-12)

@@ -123,6 +123,11 @@ class Ranks:
                 raise error_type(f"{message}{where}")
         return result  # type: ignore[return-value]
 
+    def all_same(self, value: Any) -> bool:
+        """Whether every rank has the same `value` (a small picklable)."""
+        values = self.comm.allgather(value)
+        return all(other == values[0] for other in values)
+
     def require_same(self, what: str, value: Any) -> None:
         """ValueError on every rank unless every rank has the same `value` (a small picklable)."""
         values = self.comm.allgather(value)

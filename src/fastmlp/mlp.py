@@ -540,8 +540,9 @@ class MLP:
             sample_weight (a memmap on a shared disk, say): the global batches are then exactly
             those of a one-process fit with the same seed. True when each rank passes its own
             rows: each shuffles its rows and the ranks' sub-batches make up every global batch
-            (shards of different sizes give sub-batches in proportion); validation data is then
-            each rank's own too.
+            (shards of different sizes give sub-batches in proportion). Either way,
+            validation data may be the same on every rank (each then evaluates a part) or
+            each rank's own part: fit compares sizes and checksums to tell.
 
         Ctrl-C (KeyboardInterrupt) stops training within about 0.1 s, after the step in
         progress: the model keeps every step taken and the returned history has

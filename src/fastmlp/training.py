@@ -218,6 +218,7 @@ class FitLoop:
         # What is printed: rank 0 prints for all (verbose still sets every rank's calls per epoch).
         self.shown = verbose if ranks is None or ranks.rank == 0 else 0
         self.global_rows = data.n_rows  # the ranks' rows together
+        self.validation_shared = False  # every rank passed the same validation rows
         self.last_epoch = 0
 
     def join_ranks(self) -> None:
@@ -236,6 +237,11 @@ class FitLoop:
             ranks.require_same("the training data (unless sharded=True every rank passes the same X, y "
                                "and sample_weight): rows, and checksums of y and sample_weight",
                                (data.n_rows, _checksum(data.y), _checksum(data.weights.get("sample_weight"))))
+        if data.X_val is not None and data.y_val is not None:
+            X_val = data.X_val
+            self.validation_shared = ranks.all_same((
+                X_val.shape, _checksum(X_val) if isinstance(X_val, np.ndarray) else None,
+                _checksum(data.y_val), _checksum(data.val_weights.get("sample_weight"))))
         generators = {"shuffle": model._shuffle_rng, "mixup": model._mixup_rng}
         # (The scikit-learn adapter's stand-in shuffler has no bit generator: it draws from a
         # random_state the adapter has made the same on every rank.)
@@ -268,6 +274,7 @@ class FitLoop:
 
     def _epochs(self, epochs: int, callbacks: Sequence[CallbackLike], lr_schedule: Optional[LRSchedule], *,
                 patience: Optional[int], min_delta: float, restore_best_weights: bool) -> History:
+        """run's epochs, once the ranks (if any) are connected."""
         model, data = self.model, self.data
         self.last_epoch = model.epochs_trained + epochs
         history = History()
@@ -441,14 +448,14 @@ class FitLoop:
 
     def _validation_logs(self, X_val: Any, y_val: np.ndarray,
                          val_weights: Dict[str, np.ndarray]) -> Dict[str, float]:
-        """val_loss (and val_accuracy) over the validation rows. Ranks that share them evaluate
-        a part each; ranks with rows of their own (sharded) all of theirs; the parts' weighted
-        sums are then added in rank order."""
+        """val_loss (and val_accuracy) over the validation rows. Ranks that passed the same
+        rows (same size and checksums) evaluate a part each; ranks that passed parts of their
+        own evaluate those; the parts' weighted sums are then added in rank order."""
         model, ranks = self.model, self.ranks
         if ranks is None:
             return model._evaluate_arrays(X_val, y_val, prefix="val_", **val_weights)
         weights = val_weights.get("sample_weight")
-        if not ranks.sharded:
+        if self.validation_shared:
             n = X_val.shape[0]
             part = np.arange(ranks.rank * n // ranks.size, (ranks.rank + 1) * n // ranks.size)
             X_val, y_val = _take_rows(X_val, part), y_val[part]
