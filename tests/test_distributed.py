@@ -152,7 +152,8 @@ def parity_runs(tmp_path_factory):
         assert done.returncode == 0, done.stdout + done.stderr
         with np.load(f"{out}.npz") as archive:
             results = dict(archive)
-        runs[ranks] = (results, json.loads(open(f"{out}.json").read()), out)
+        with open(f"{out}.json") as file:
+            runs[ranks] = (results, json.load(file), out)
     return runs
 
 
@@ -174,7 +175,10 @@ def test_training_on_ranks_equals_one_process_on_the_same_global_batches(parity_
 @needs_mpi
 def test_every_rank_saves_the_same_file_and_takes_its_share_of_the_cores(parity_runs):
     for ranks, (_, info, out) in parity_runs.items():
-        files = [open(f"{out}.rank{rank}.npz", "rb").read() for rank in range(ranks)]
+        files = []
+        for rank in range(ranks):
+            with open(f"{out}.rank{rank}.npz", "rb") as file:
+                files.append(file.read())
         assert all(contents == files[0] for contents in files)
         assert info["threads"] == node_thread_share(ranks)
         if ranks > 1 and (os.cpu_count() or 1) <= ranks:
