@@ -196,6 +196,7 @@ def test_every_rank_saves_the_same_file_and_takes_its_share_of_the_cores(parity_
 
 
 ERRORS_SCRIPT = COMMON + textwrap.dedent("""
+    import warnings
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
@@ -224,6 +225,14 @@ ERRORS_SCRIPT = COMMON + textwrap.dedent("""
         messages["callback"] = "no error"
     except RuntimeError as error:
         messages["callback"] = str(error)
+    # a step that overflows on rank 1 only: its rows' weights (finite) sum to infinity
+    huge = np.full(len(y), 1e308 if rank == 1 else 1.0)
+    restored = model("float64")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = restored.fit(X, y, epochs=1, batch_size=8, comm=comm, sharded=True, on_nan="restore",
+                               sample_weight=huge)
+    messages["non_finite"] = [history.stopped_on_nan, int(restored._network.step), str(caught[-1].message)]
     every = comm.allgather(messages)
     if rank == 0:
         print(json.dumps(every))
@@ -239,6 +248,8 @@ def test_bad_input_on_one_rank_raises_the_same_error_on_every_rank_before_the_fi
     assert rank0["label"].startswith("y holds label 7, outside [0, 3)")
     assert rank0["empty"] == "X is empty: shape (0, 6) (on rank 1 of 2)"
     assert rank0["callback"] == "a callback failed (on rank 1 of 2)"
+    stopped_on_nan, steps, warning = rank0["non_finite"]  # the same on both ranks (rank0 == rank1)
+    assert stopped_on_nan and steps == 0 and "step 1 (batch 1 of 30 of the epoch)" in warning
 
 
 FAILURE_SCRIPT = COMMON + textwrap.dedent("""
