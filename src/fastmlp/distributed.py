@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["Ranks", "FixedOrderSum"]
+__all__ = ["Ranks", "FixedOrderSum", "ranks_of"]
 
 _T = TypeVar("_T")
 
@@ -37,6 +37,13 @@ def check_comm(comm: Any) -> Any:
     if not all(hasattr(comm, name) for name in required):
         raise TypeError(f"comm must be an mpi4py communicator such as MPI.COMM_WORLD, got {comm!r}")
     return comm
+
+
+def ranks_of(comm: Any, sharded: bool = False) -> Optional["Ranks"]:
+    """The ranks of a data-parallel fit over `comm` (checked), or None for no communicator or
+    one of a single process (an ordinary fit)."""
+    comm = check_comm(comm)
+    return Ranks(comm, sharded) if comm is not None and comm.Get_size() > 1 else None
 
 
 class FixedOrderSum:

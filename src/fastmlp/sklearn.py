@@ -29,7 +29,7 @@ from sklearn.utils.validation import (  # type: ignore[import-untyped]
 from sklearn.metrics import accuracy_score, r2_score  # type: ignore[import-untyped]
 
 from . import optim
-from .distributed import Ranks, check_comm
+from .distributed import Ranks, ranks_of
 from .mlp import MLP, load
 
 __all__ = ["MLPClassifier", "MLPRegressor", "expected_failed_checks"]
@@ -596,8 +596,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
 
     def _ranks(self) -> Optional[Ranks]:
         """The ranks of a data-parallel fit (comm of several processes), else None."""
-        comm = check_comm(self.comm)
-        return Ranks(comm, sharded=False) if comm is not None and comm.Get_size() > 1 else None
+        return ranks_of(self.comm)
 
     def _set_fitted_attributes(self) -> None:
         self.coefs_ = self.model_.weights

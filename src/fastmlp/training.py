@@ -15,7 +15,7 @@ import numpy as np
 
 from ._checks import CLASSIFICATION_LOSSES, _INT64_MAX, _as_sample_weight, _check_choice, \
     _check_fraction, _check_positive_int, _require_weight, _take_rows
-from .distributed import Ranks, check_comm, shard_bounds, shares_of_batches
+from .distributed import Ranks, ranks_of, shard_bounds, shares_of_batches
 from .feedback import CallbackLike, History, check_callbacks, epoch_ends, epoch_line, \
     progress_bar, train_begins, train_ends
 from .mixup import check_mixup_alpha, mixup_plan
@@ -128,8 +128,7 @@ def fit(model: TrainableModel, X: Any, y: Any, epochs: int, batch_size: int, *,
     rank's error before the first step."""
     if not isinstance(sharded, (bool, np.bool_)):
         raise TypeError(f"sharded must be True or False, got {sharded!r}")
-    comm = check_comm(comm)
-    ranks = Ranks(comm, bool(sharded)) if comm is not None and comm.Get_size() > 1 else None
+    ranks = ranks_of(comm, bool(sharded))
 
     def prepare() -> Tuple[FitLoop, int, List[CallbackLike], Optional[LRSchedule], int]:
         checked_epochs = _check_positive_int("epochs", epochs)
