@@ -233,6 +233,14 @@ ERRORS_SCRIPT = COMMON + textwrap.dedent("""
         history = restored.fit(X, y, epochs=1, batch_size=8, comm=comm, sharded=True, on_nan="restore",
                                sample_weight=huge)
     messages["non_finite"] = [history.stopped_on_nan, int(restored._network.step), str(caught[-1].message)]
+    # an update that overflows the parameters: found at the same step on every rank
+    overflowing = model("float64", optimizer=fastmlp.optim.SGD(lr=1e306))
+    try:
+        overflowing.fit(X * 1000.0, y, epochs=1, batch_size=8, comm=comm)
+        messages["overflow"] = "no error"
+    except FloatingPointError as error:
+        messages["overflow"] = str(error)
+    assert np.isfinite(overflowing.flat_parameters).all()
     every = comm.allgather(messages)
     if rank == 0:
         print(json.dumps(every))
@@ -248,6 +256,7 @@ def test_bad_input_on_one_rank_raises_the_same_error_on_every_rank_before_the_fi
     assert rank0["label"].startswith("y holds label 7, outside [0, 3)")
     assert rank0["empty"] == "X is empty: shape (0, 6) (on rank 1 of 2)"
     assert rank0["callback"] == "a callback failed (on rank 1 of 2)"
+    assert rank0["overflow"].startswith("parameters became NaN or infinite in epoch 1, by step 1 at the latest")
     stopped_on_nan, steps, warning = rank0["non_finite"]  # the same on both ranks (rank0 == rank1)
     assert stopped_on_nan and steps == 0 and "step 1 (batch 1 of 30 of the epoch)" in warning
 
