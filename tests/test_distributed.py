@@ -290,6 +290,40 @@ def test_a_rank_that_exits_or_is_killed_ends_every_rank_within_30_seconds(tmp_pa
     assert done.returncode != 0
 
 
+CTRL_C_SCRIPT = COMMON + textwrap.dedent("""
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    X, y, weights = dataset("float32", n=2000)
+
+    def started(epoch, logs):
+        if comm.Get_rank() == 0 and epoch == 1:
+            print("training", flush=True)
+
+    model("float32").fit(X, y, epochs=100000, batch_size=4, comm=comm, callbacks=[started])
+""")
+
+
+@needs_mpi
+def test_ctrl_c_ends_every_rank_within_30_seconds(tmp_path):
+    import signal
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C_SCRIPT)
+    command = [MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py", str(script)]
+    launched = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert launched.stdout.readline().strip() == "training"
+        interrupted = time.perf_counter()
+        launched.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends mpiexec
+        _, err = launched.communicate(timeout=60)
+    finally:
+        if launched.poll() is None:
+            launched.kill()
+            launched.communicate()
+    assert time.perf_counter() - interrupted < 30
+    assert launched.returncode != 0
+    assert "interrupted: a data-parallel fit ends on every rank" in err
+
+
 def test_import_fastmlp_never_imports_mpi4py():
     code = "import sys, fastmlp, fastmlp.training, fastmlp.distributed; print('mpi4py' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
