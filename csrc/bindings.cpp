@@ -44,6 +44,14 @@ std::string shape_string(const py::array& array) {
     return out.str();
 }
 
+std::string list_string(const std::vector<int64_t>& values) {
+    std::ostringstream out;
+    out << "[";
+    for (size_t k = 0; k < values.size(); ++k) out << (k ? ", " : "") << values[k];
+    out << "]";
+    return out.str();
+}
+
 // A C-contiguous array of exactly dtype T and the given rank (a copy when the input is
 // not contiguous; never a silent dtype conversion).
 template <typename T>
@@ -227,6 +235,9 @@ struct CheckedTargets {
     py::array_t<int64_t, py::array::c_style> labels;
     py::array_t<T, py::array::c_style> values, weights;
     bool has_labels = false, has_values = false, has_weights = false;
+    // The totals carry weight_sum and weighted_correct: with sample weights, and with class
+    // weights (a batch whose class-weighted total is 0 counts rows but no weight).
+    bool reports_weights = false;
     Targets<T> pointers() const {
         Targets<T> targets;
         if (has_labels) targets.labels = labels.data();
@@ -241,7 +252,7 @@ template <typename T>
 void check_sample_weight(CheckedTargets<T>& checked, const py::handle& object, int64_t rows) {
     if (object.is_none()) return;
     checked.weights = as_contiguous<T>(object, "sample_weight", 1);
-    checked.has_weights = true;
+    checked.has_weights = checked.reports_weights = true;
     if (checked.weights.shape(0) != rows)
         throw py::value_error("sample_weight must have one weight per row (" + std::to_string(rows) +
                               "), got shape " + shape_string(checked.weights));
@@ -255,6 +266,7 @@ void check_sample_weight(CheckedTargets<T>& checked, const py::handle& object, i
 template <typename T>
 CheckedTargets<T> check_targets(const Network<T>& network, const py::handle& object, int64_t rows) {
     CheckedTargets<T> checked;
+    checked.reports_weights = !network.options().class_weights.empty();
     if (network.options().loss == Loss::cross_entropy) {
         checked.labels = as_contiguous<int64_t>(object, "y", 1);
         checked.has_labels = true;
@@ -355,7 +367,7 @@ py::array_t<int64_t, py::array::c_style> checked_bounds(const py::handle& bounds
 // (loss_sum, correct, rows), and with sample weights also (weight_sum, weighted_correct).
 template <typename T>
 py::tuple totals_tuple(const RunTotals& totals, const CheckedTargets<T>& targets) {
-    if (targets.has_weights)
+    if (targets.reports_weights)
         return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.weight_sum,
                               totals.weighted_correct);
     return py::make_tuple(totals.loss_sum, totals.correct, totals.rows);
@@ -423,11 +435,14 @@ NetworkOptions network_options(const std::vector<int64_t>& sizes,
                                const std::string& loss, const py::dict& optimizer, double dropout,
                                bool batch_norm, uint64_t seed,
                                const std::vector<double>& class_weights, double label_smoothing,
-                               double slope, double batch_norm_momentum, double batch_norm_eps) {
+                               double slope, double batch_norm_momentum, double batch_norm_eps,
+                               int64_t element_size) {
     NetworkOptions o;
     if (sizes.size() < 2) throw py::value_error("sizes needs at least an input and an output width");
     for (int64_t size : sizes)
         if (size < 1) throw py::value_error("every layer size must be >= 1, got " + std::to_string(size));
+    const std::string too_large = network_size_problem(sizes, batch_norm, element_size);
+    if (!too_large.empty()) throw py::value_error("layer sizes " + list_string(sizes) + " " + too_large);
     if (activations.size() != sizes.size() - 2)
         throw py::value_error("need one activation per hidden layer (" +
                               std::to_string(sizes.size() - 2) + "), got " +
@@ -468,6 +483,16 @@ void check_thread_count(const char* name, int n, int minimum) {
                               std::to_string(kMaxThreads) + "], got " + std::to_string(n));
 }
 
+// Predictions whose outputs came out NaN or infinite are refused rather than returned.
+[[noreturn]] void throw_nonfinite_outputs(int64_t row) {
+    const std::string message =
+        "the model's outputs are NaN or infinite for row " + std::to_string(row) + " of X: its parameters "
+        "overflow the forward pass (trained with too large a learning rate?); retrain with a lower one "
+        "or replace the weights";
+    PyErr_SetString(PyExc_FloatingPointError, message.c_str());
+    throw py::error_already_set();
+}
+
 // The message for a label that changed after the boundary checked it (RunTotals::bad_label_row).
 [[noreturn]] void throw_bad_label(const RunTotals& totals, int64_t classes, const char* consequence) {
     throw py::value_error("y[" + std::to_string(totals.bad_label_row) + "] = " +
@@ -483,7 +508,12 @@ void check_thread_count(const char* name, int n, int minimum) {
 // GIL released, so waiting for the GIL while holding it cannot deadlock.
 template <typename T>
 struct PyNetwork {
-    explicit PyNetwork(const NetworkOptions& options) : network(options) {}
+    explicit PyNetwork(const NetworkOptions& options) : network(options) {
+        register_for_reset_after_fork(&mutex);
+    }
+    ~PyNetwork() { unregister_for_reset_after_fork(&mutex); }
+    PyNetwork(const PyNetwork&) = delete;
+    PyNetwork& operator=(const PyNetwork&) = delete;
     Network<T> network;
     std::recursive_mutex mutex;
     int num_threads = 0;  // this model's own thread count for its calls; 0: the process's
@@ -590,8 +620,10 @@ void run_prediction(PyNetwork<T>& model, int64_t N, Run run) {
     threads.finish(work);
 }
 
-// Ends a run of run_prediction: the next row, or N once a malformed row stopped it.
-inline int64_t next_row(const PredictionProgress& progress, int64_t N, int64_t& bad_row) {
+// Ends a run of run_prediction: the next row, or N once a malformed row stopped it; keeps
+// the first row of non-finite outputs (runs go in row order).
+inline int64_t next_row(const PredictionProgress& progress, int64_t N, int64_t& bad_row, int64_t& nonfinite_row) {
+    if (nonfinite_row < 0) nonfinite_row = progress.nonfinite_row;
     if (progress.bad_row < 0) return progress.next;
     bad_row = progress.bad_row;
     return N;
@@ -616,8 +648,9 @@ int64_t train_batches_for(Network<T>& network, RunTotals& totals, InputRows<T> X
         }
         if (batch.nonfinite_batch >= 0) {  // the step was refused: the run ends here
             totals.nonfinite_batch = batch.nonfinite_batch;
-            // Parameters an earlier update of this interval overflowed make the loss NaN: say so.
-            if (!network.params_finite()) totals.finite = false;
+            // Parameters an earlier update of this interval overflowed (or made overflow the
+            // forward pass: NaN/inf logits) make the loss NaN: say so.
+            if (!batch.outputs_finite || !network.params_finite()) totals.finite = false;
             return end;
         }
         if (batch.bad_input_row >= 0) {  // a malformed sparse row: the batch was not trained
@@ -657,7 +690,8 @@ void bind_network(py::module_& m, const char* name) {
                          double batch_norm_eps) {
                  return new Model(network_options(sizes, activations, loss, optimizer, dropout,
                                                   batch_norm, seed, class_weights, label_smoothing,
-                                                  slope, batch_norm_momentum, batch_norm_eps));
+                                                  slope, batch_norm_momentum, batch_norm_eps,
+                                                  static_cast<int64_t>(sizeof(T))));
              }),
              py::arg("sizes"), py::arg("activations"), py::arg("loss"), py::arg("optimizer"),
              py::arg("dropout") = 0.0, py::arg("batch_norm") = false, py::arg("seed") = 0,
@@ -746,10 +780,11 @@ void bind_network(py::module_& m, const char* name) {
         }, py::arg("reduce"),
            "data-parallel training: reduce(gradient, figures) is called by every training step "
            "between its gradient and its update (None: no longer); it must replace, in place, "
-           "gradient (this process's gradient of its rows' loss summed) and figures (loss_sum, "
-           "weight_sum, rows, correct, weighted_correct, then running_mean and running_var) by "
+           "gradient (this process's gradient of its rows' loss summed) and figures (mean loss "
+           "times its normaliser, weight_sum, rows, correct, weighted_correct, 1 if its logits "
+           "were not finite, the normaliser, then running_mean and running_var) by "
            "the sums over the processes (running statistics: one process's). The step then "
-           "divides the gradient by the summed weight_sum")
+           "divides the gradient by the summed normaliser")
         .def_property("dropout_stream", [](Model& model) { return model.network.dropout_stream; },
                       [](Model& model, uint64_t stream) {
                           py::gil_scoped_release release;
@@ -779,6 +814,7 @@ void bind_network(py::module_& m, const char* name) {
                                       ",), got " + shape_string(array));
             py::gil_scoped_release release;
             std::lock_guard<std::recursive_mutex> lock(model.mutex);
+            const ModelStateWrite write;  // a fork sees the old values or the new, not a mix
             std::copy(array.data(), array.data() + array.shape(0), buffer->begin());
         }, py::arg("name"), py::arg("values"),
            "copy values into the buffer `name` (params, running_mean, running_var or an optimizer "
@@ -837,7 +873,7 @@ void bind_network(py::module_& m, const char* name) {
                                  const py::handle& order, int64_t batch_size, int64_t first_batch,
                                  int64_t n_batches, const py::handle& partners,
                                  const py::handle& lambdas, const py::handle& sample_weight,
-                                 const py::handle& bounds) {
+                                 const py::handle& bounds, bool check_outputs) {
             auto xs = checked_rows<T>(X, "X", model.network.input_width());
             const int64_t rows = xs.rows;
             auto targets = check_targets(model.network, y, rows);
@@ -873,6 +909,13 @@ void bind_network(py::module_& m, const char* name) {
                                              bounds_data);
                     if (next == stop && stop < end && (totals.nonfinite_batch >= 0 || totals.bad_input_row >= 0))
                         next = end;
+                    // The run's last update may leave finite parameters whose forward pass
+                    // overflows: one evaluation-mode forward of its batch, when asked.
+                    if (check_outputs && next == end && totals.nonfinite_batch < 0 && totals.bad_input_row < 0 &&
+                        totals.bad_label_row < 0 && !model.network.outputs_finite_after_step()) {
+                        totals.nonfinite_batch = end - 1;
+                        totals.finite = false;
+                    }
                     threads.finish(static_cast<double>(totals.rows - rows_before) * per_row);
                 }
                 model.last_run = totals;
@@ -887,7 +930,7 @@ void bind_network(py::module_& m, const char* name) {
             // params_finite: false when the run ended because an update overflowed the
             // parameters (nonfinite_batch is then the last step taken), not a refused step.
             const bool params_overflowed = totals.nonfinite_batch >= 0 && !totals.finite;
-            if (targets.has_weights)
+            if (targets.reports_weights)
                 return py::tuple(py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch,
                                                 !params_overflowed, totals.weight_sum, totals.weighted_correct));
             return py::tuple(py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch,
@@ -895,7 +938,7 @@ void bind_network(py::module_& m, const char* name) {
         }, py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
            py::arg("first_batch"), py::arg("n_batches"), py::arg("partners") = py::none(),
            py::arg("lambdas") = py::none(), py::arg("sample_weight") = py::none(),
-           py::arg("bounds") = py::none(),
+           py::arg("bounds") = py::none(), py::arg("check_outputs") = true,
            "optimizer steps over batches [first_batch, first_batch + n_batches) of X[order] (order: "
            "the epoch's rows of X in the order visited, all of them or a subset) -> "
            "(loss_sum, correct, rows, nonfinite_batch, params_finite); with partners (one row per position of "
@@ -903,7 +946,9 @@ void bind_network(py::module_& m, const char* name) {
            "The run stops before applying the first step whose loss or gradient is NaN/inf, and "
            "names that batch (else -1); params_finite is False when instead an update made a "
            "parameter NaN/inf (found at most a signal-check interval later; nonfinite_batch is "
-           "then the last batch trained). A label found outside [0, C) when its batch is read "
+           "then the last batch trained), when the refused batch's logits were NaN/inf (the "
+           "parameters overflow the forward pass), or, with check_outputs, when the last update "
+           "left outputs on its batch NaN/inf (one evaluation-mode forward of it). A label found outside [0, C) when its batch is read "
            "(changed during the call) raises ValueError naming its row, that batch untrained. "
            "X is a C-contiguous array or a CSR matrix (densified one batch at a time; a malformed "
            "row raises ValueError after the batches before it). With sample_weight (one weight per "
@@ -956,11 +1001,13 @@ void bind_network(py::module_& m, const char* name) {
                                 static_cast<py::ssize_t>(model.network.output_width())});
             T* out_data = out.mutable_data();
             const InputRows<T> all = xs.pointers();
-            int64_t bad_row = -1;
+            int64_t bad_row = -1, nonfinite_row = -1;
             run_prediction(model, rows, [&](int64_t start, Deadline deadline) {
-                return next_row(model.network.predict(out_data, all, start, rows, deadline), rows, bad_row);
+                return next_row(model.network.predict(out_data, all, start, rows, deadline), rows, bad_row,
+                                nonfinite_row);
             });
             raise_if_bad_row(xs, "X", bad_row);
+            if (nonfinite_row >= 0) throw_nonfinite_outputs(nonfinite_row);
             return out;
         }, py::arg("X"), py::arg("check_finite") = false,
            "outputs after the loss's link, evaluation mode; check_finite rejects NaN/inf in X")
@@ -972,12 +1019,13 @@ void bind_network(py::module_& m, const char* name) {
             py::array_t<int64_t> labels(static_cast<py::ssize_t>(rows));
             int64_t* labels_data = labels.mutable_data();
             const InputRows<T> all = xs.pointers();
-            int64_t bad_row = -1;
+            int64_t bad_row = -1, nonfinite_row = -1;
             run_prediction(model, rows, [&](int64_t start, Deadline deadline) {
                 return next_row(model.network.predict_labels(labels_data, all, start, rows, deadline), rows,
-                                bad_row);
+                                bad_row, nonfinite_row);
             });
             raise_if_bad_row(xs, "X", bad_row);
+            if (nonfinite_row >= 0) throw_nonfinite_outputs(nonfinite_row);
             return labels;
         }, py::arg("X"), py::arg("check_finite") = false,
            "class labels (argmax of predict's rows), cross_entropy only; the one-call path of MLP.predict")
@@ -1005,6 +1053,10 @@ void bind_network(py::module_& m, const char* name) {
                     totals.bad_input_row = start + part.bad_input_row;
                     return rows;
                 }
+                if (part.nonfinite_output_row >= 0) {
+                    totals.nonfinite_output_row = start + part.nonfinite_output_row;
+                    return rows;
+                }
                 totals.add_counts(part);
                 return start + count;
             };
@@ -1017,6 +1069,7 @@ void bind_network(py::module_& m, const char* name) {
             if (totals.bad_label_row >= 0)
                 throw_bad_label(totals, model.network.output_width(), "nothing was evaluated");
             raise_if_bad_row(xs, "X", totals.bad_input_row);
+            if (totals.nonfinite_output_row >= 0) throw_nonfinite_outputs(totals.nonfinite_output_row);
             return totals_tuple(totals, targets);
         }, py::arg("X"), py::arg("y"), py::arg("sample_weight") = py::none(),
            "evaluation mode -> (loss_sum, correct, rows), plus (weight_sum, weighted_correct) with "
@@ -1099,6 +1152,10 @@ PYBIND11_MODULE(_core, m) {
         signal_check_interval_us = static_cast<int64_t>(seconds * 1e6);
     }, py::arg("seconds"), "how often training looks for Ctrl-C between steps (a test hook)");
     m.def("build_info", &build_info, "compiler, OpenMP and SIMD paths of this build");
+    m.def("network_size_problem", &network_size_problem, py::arg("sizes"), py::arg("batch_norm"),
+          py::arg("element_size"),
+          "why a network of these widths cannot be held (parameters or a workspace row beyond what a "
+          "buffer of the core addresses), or '' when it can");
     m.def("_thread_learner_choices", [](int threads, const std::vector<double>& seconds_one,
                                         const std::vector<double>& seconds_many) {
         if (seconds_one.size() != seconds_many.size())

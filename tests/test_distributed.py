@@ -70,6 +70,10 @@ PARITY_SCRIPT = COMMON + textwrap.dedent("""
         trained = model(dtype, optimizer=fastmlp.optim.SGD(lr=0.05, momentum=0.9))
         trained.fit(X, y, epochs=1, batch_size=14, shuffle=False, comm=comm)
         record(f"unshuffled_{dtype}", trained)
+        # class weights: the loss's normaliser is the rows' class weights summed
+        trained = model(dtype, class_weights=[1.0, 3.0, 0.5], label_smoothing=0.1)
+        trained.fit(X, y, epochs=1, batch_size=16, sample_weight=weights, comm=comm)
+        record(f"class_weighted_{dtype}", trained)
         # way (b): rank r passes rows [r n / P, (r + 1) n / P), in order
         shard = np.arange(rank * len(X) // size, (rank + 1) * len(X) // size)
         trained = model(dtype, optimizer="adam")
@@ -126,6 +130,9 @@ def one_process_fits(dtype):
     trained = model(dtype, optimizer=fastmlp.optim.SGD(lr=0.05, momentum=0.9))
     trained.fit(X, y, epochs=1, batch_size=14, shuffle=False)
     results[f"unshuffled_{dtype}"] = trained.flat_parameters
+    trained = model(dtype, class_weights=[1.0, 3.0, 0.5], label_smoothing=0.1)
+    trained.fit(X, y, epochs=1, batch_size=16, sample_weight=weights)
+    results[f"class_weighted_{dtype}"] = trained.flat_parameters
     return results, (X, y, weights, model)
 
 

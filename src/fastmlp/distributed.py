@@ -16,9 +16,10 @@ __all__ = ["Ranks", "FixedOrderSum", "ranks_of"]
 
 _T = TypeVar("_T")
 
-# Scalars each step reduces beside the gradient (Network::reduce_across_ranks): loss_sum,
-# weight_sum, rows, correct, weighted_correct; batch norm's running statistics follow them.
-_STEP_SCALARS = 5
+# Scalars each step reduces beside the gradient (Network::reduce_across_ranks): mean loss
+# times normaliser, weight_sum, rows, correct, weighted_correct, ranks whose logits were not
+# finite, the loss's normaliser; batch norm's running statistics follow them.
+_STEP_SCALARS = 7
 
 # Exception types a rank's failure is raised as on every rank (anything else: RuntimeError).
 _AGREED_ERRORS = (ValueError, TypeError, FloatingPointError, MemoryError, FileNotFoundError, OSError)

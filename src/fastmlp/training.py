@@ -52,6 +52,9 @@ class TrainableModel(Protocol):
 
     def _prepare(self, X: Any, y: Any, name_x: str = ..., name_y: str = ...) -> Tuple[Any, np.ndarray]: ...
 
+    def _require_class_weight(self, labels: np.ndarray, sample_weight: Optional[np.ndarray], what: str,
+                              rows: Optional[np.ndarray] = ...) -> None: ...
+
     def _evaluate_arrays(self, X: Any, y: np.ndarray, prefix: str = ...,
                          sample_weight: Optional[np.ndarray] = ...) -> Dict[str, float]: ...
 
@@ -79,14 +82,14 @@ class _EpochInterrupted(KeyboardInterrupt):
 
 class _EpochTotals:
     """The core's running totals over an epoch's calls: loss_sum, rows, and the rows' weight
-    and weighted correct count (the rows and the correct count without sample weights)."""
+    and weighted correct count (the rows and the correct count without sample or class weights)."""
 
     def __init__(self) -> None:
         self.loss_sum, self.rows, self.weight, self.weighted_correct = 0.0, 0, 0.0, 0.0
 
     def add(self, part: Sequence[Any], weighted: bool, weights_at: int = 5) -> None:
         """Add a train_batches result (loss_sum, correct, rows, nonfinite_batch, params_finite,
-        then weight_sum and weighted_correct with sample weights) or last_run_totals (the
+        then weight_sum and weighted_correct with sample or class weights) or last_run_totals (the
         same without params_finite: weights_at=4)."""
         self.loss_sum += part[0]
         self.rows += part[2]
@@ -181,6 +184,9 @@ def _training_data(model: TrainableModel, X: Any, y: Any, validation_data: Optio
             weights_val = weights[validation_rows]
             _require_weight("sample_weight of the validation_split rows", weights_val)
             _require_weight("sample_weight of the training rows", weights[data.rows])
+    model._require_class_weight(y, weights, "the training rows of y", data.rows)
+    if data.y_val is not None:
+        model._require_class_weight(data.y_val, weights_val, "the validation labels")
     if weights_val is not None:
         data.val_weights = {"sample_weight": weights_val}
     if model.batch_norm and data.n_rows < 2:
@@ -219,6 +225,9 @@ class FitLoop:
         self.global_rows = data.n_rows  # the ranks' rows together
         self.validation_shared = False  # every rank passed the same validation rows
         self.last_epoch = 0
+        # The training state at the start of the latest run of batches, and of the one before.
+        self.last_good: Optional[Dict[str, Any]] = None
+        self.before_good: Optional[Dict[str, Any]] = None
 
     def join_ranks(self) -> None:
         """Before the first step of a data-parallel fit: check that the ranks hold one model
@@ -368,6 +377,8 @@ class FitLoop:
         raises _EpochInterrupted with the logs of the steps taken."""
         model, data, batch_size = self.model, self.data, self.batch_size
         network, weights = model._network, data.weights
+        # The core's totals carry weights with sample weights and with class weights.
+        weighted = bool(weights) or model.class_weights is not None
         order, bounds, mixing = self._epoch_batches()
         n_batches = -(-self.global_rows // batch_size)
         calls = _PROGRESS_CALLS_PER_EPOCH if self.verbose == 1 else _SILENT_CALLS_PER_EPOCH
@@ -381,19 +392,26 @@ class FitLoop:
                 count = min(per_call, n_batches - first)
                 # Kept under both policies: an update can overflow the parameters although its
                 # gradient was finite, and the core finds that only after it (3 copies of the
-                # parameters per tenth of an epoch: ~1% of a 784-256-10 epoch).
-                last_good = model._training_state()
+                # parameters per tenth of an epoch: ~1% of a 784-256-10 epoch). The state
+                # before is kept too (no copy): when the call's first step finds its logits
+                # NaN/inf, the previous call's last update overflowed the forward pass, which
+                # only the last call of an epoch checks directly (a forward of its last batch).
+                self.before_good, last_good = self.last_good, model._training_state()
+                self.last_good = last_good
                 try:
                     part = network.train_batches(data.X, data.y, order, batch_size, first, count, *mixing,
-                                                 bounds=bounds, **weights)
+                                                 bounds=bounds, check_outputs=self._checks_outputs(first + count),
+                                                 **weights)
                 except KeyboardInterrupt:
                     # the steps the call took before Ctrl-C
-                    totals.add(network.last_run_totals, weighted=bool(weights), weights_at=4)
+                    totals.add(network.last_run_totals, weighted=weighted, weights_at=4)
                     raise
-                totals.add(part, weighted=bool(weights))
+                totals.add(part, weighted=weighted)
                 if part[3] >= 0:
-                    self._stop_at_non_finite_step(part[3], n_batches, last_good,
-                                                  params_overflowed=not part[4])
+                    good = last_good
+                    if not part[4] and part[3] == first and self.before_good is not None:
+                        good = self.before_good
+                    self._stop_at_non_finite_step(part[3], n_batches, good, params_overflowed=not part[4])
                 model.fitted = True
                 if bar is not None:
                     bar.update(first + count, totals.loss_sum / max(totals.weight, 1e-300) if totals.rows else 0.0)
@@ -414,6 +432,13 @@ class FitLoop:
             raise FloatingPointError(f"the training loss became {logs['loss']} in epoch {model.epochs_trained}; "
                                      "lower the learning rate or check the data")
         return logs, totals.rows
+
+    def _checks_outputs(self, end: int) -> bool:
+        """Whether the run of batches ending before batch `end` checks the outputs after its
+        last update (a forward of its batch): the epoch's last run, in one process. A rank
+        would check its own rows only and could decide alone; across ranks the next step's
+        logits, whose finiteness the reduction combines, tell instead."""
+        return self.ranks is None and end == -(-self.global_rows // self.batch_size)
 
     def _epoch_batches(self) -> Tuple[np.ndarray, Optional[np.ndarray], Tuple[np.ndarray, ...]]:
         """The epoch's rows of X in the order this process trains them, the bounds of its
@@ -483,14 +508,18 @@ class FitLoop:
     def _stop_at_non_finite_step(self, batch: int, n_batches: int, last_good: Dict[str, Any],
                                  params_overflowed: bool = False) -> None:
         """Raise for the step the C++ core refused (its loss or gradient was NaN/inf), or for the
-        update that made parameters NaN/inf (`params_overflowed`: the core finds that within a
-        signal-check interval; `batch` is then the last one trained). With on_nan="restore"
+        update that made parameters NaN/inf or made them overflow the forward pass
+        (`params_overflowed`: the core finds the first within a signal-check interval, the
+        second when a refused step's logits are NaN/inf or at the end of its call; `batch` is
+        then the last one trained). With on_nan="restore"
         `last_good` is put back and a warning follows; with "raise" an overflow is still
         rolled back to `last_good` (the model is never left NaN), a refused step needs
         nothing (it was not applied), and FloatingPointError follows."""
         model = self.model
         if params_overflowed:
-            what = (f"parameters became NaN or infinite in epoch {model.epochs_trained}, by step "
+            how = ("NaN or infinite" if not model._network.params_finite() else
+                   "so large that the network's outputs on a batch are NaN or infinite")
+            what = (f"parameters became {how} in epoch {model.epochs_trained}, by step "
                     f"{int(model._network.step)} at the latest (batch {batch + 1} of {n_batches} of "
                     "the epoch), although the loss and gradients were finite")
             fix = (f"Lower the learning rate; the weights after step {last_good['step']} (the last "
