@@ -196,6 +196,11 @@ GemmPath choose_path(int64_t M, int64_t N, bool transpose_b) {
 
 }  // namespace
 
+bool gemm_detail::cpu_has_avx512_bf16() {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+}
+
 Isa gemm_detail::active_isa() { return static_cast<Isa>(g_isa.load(std::memory_order_relaxed)); }
 
 const char* gemm_kernel_name() { return kIsaNames[static_cast<int>(gemm_detail::active_isa())]; }

@@ -104,3 +104,31 @@ def test_contention_quick_run_times_every_workload_and_stops_its_competitors(tmp
     assert "## contended" in open(results["files"][0]).read()
     with pytest.raises(SystemExit):
         contention.parse_args(["--competitors", "0"])
+
+
+def cpu_flags():
+    """The CPU's feature flags as Linux reports them (an independent check of the cpuid test)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    pytest.skip("no /proc/cpuinfo to say what the CPU has")
+
+
+@pytest.mark.parametrize("name", ["fma_peak_gflops", "bf16_peak_gflops"])
+@pytest.mark.parametrize("seconds", [0.0, -1.0, float("nan"), float("inf"), 61.0])
+def test_peak_loops_refuse_durations_that_would_not_end_or_mean_nothing(name, seconds):
+    with pytest.raises(ValueError, match=rf"{name}: seconds must be in \(0, 60\], got"):
+        getattr(fastmlp._core.kernels, name)(seconds)
+
+
+def test_bf16_peak_runs_where_the_cpu_has_avx512_bf16_and_says_why_not_elsewhere():
+    has_bf16 = {"avx512f", "avx512_bf16"} <= cpu_flags()
+    if has_bf16:
+        assert 0 < fastmlp._core.kernels.bf16_peak_gflops(0.01) < 1e4
+    else:
+        with pytest.raises(RuntimeError, match="AVX512_BF16"):
+            fastmlp._core.kernels.bf16_peak_gflops(0.01)
