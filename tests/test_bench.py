@@ -40,9 +40,24 @@ def test_quick_run_reports_every_section_and_writes_results(bench, tmp_path, res
         assert {"onnxruntime"} <= set(results["inference"]["one"]) & set(results["inference"]["many"])
     assert results["peak_isa"] == fastmlp.build_info().get("isa", fastmlp.build_info()["gemm_kernel"])
     assert set(results["thread_scaling"]) == {"1 thread", "2 threads"}
+    # bfloat16 beside float32: timed where this build / torch has it, else a row saying why.
+    assert set(results["bf16_peaks"]) == {1, 2}
+    for table in (small, wide):
+        if bench.has_bf16_model():
+            assert "fastmlp bf16" in table["seconds"]
+        else:
+            assert table["missing"] == {"fastmlp bf16": bench.NO_BF16}
+        if importlib.util.find_spec("torch"):
+            assert {"torch eager", "torch bf16 autocast"} <= set(table["seconds"])
+            assert not any(name.startswith("torch.compile") for name in table["seconds"])  # not in --quick
+    gemm_names = set(results["gemm"][0]["gflops"])
+    assert ("fastmlp bf16" in gemm_names) == bench.has_bf16_gemm()
+    if importlib.util.find_spec("torch"):
+        assert "torch bf16" in gemm_names and "torch bf16 autocast" in results["inference"]["many"]
     # Files: markdown with the tables, JSON that round-trips.
     markdown = open(results["files"][0]).read()
-    for title in ("## GEMM", "## Training: one epoch, 784-256-10", "## Inference", "## Thread scaling",
+    for title in ("## GEMM, float32", "## GEMM, bfloat16", "## Training: one epoch, 784-256-10",
+                  "## Inference", "## Thread scaling", "measured bf16 peak (VDPBF16PS",
                   "machine:", "versions:", f"FMA peak ({results['peak_isa']} registers)",
                   "BLAS (threadpoolctl):", "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE:"):
         assert title in markdown
