@@ -147,3 +147,21 @@ def test_bf16_peak_runs_where_the_cpu_has_avx512_bf16_and_says_why_not_elsewhere
     else:
         with pytest.raises(RuntimeError, match="AVX512_BF16"):
             fastmlp._core.kernels.bf16_peak_gflops(0.01)
+
+
+def test_optimizer_share_times_every_contestant_per_network_and_precision(restore_threads):
+    share = load_script("optimizer_share")
+    rows = share.main(["--quick", "--repetitions", "2"])
+    precisions = ["float32"] + (["bfloat16"] if share.has_bf16_model() else [])
+    assert [(row["sizes"], row["compute_dtype"]) for row in rows] == [
+        (list(sizes), p) for sizes in share.NETWORKS for p in precisions]
+    for row in rows:
+        assert set(row["seconds"]) == {"train_step", "gradients", "core gradients", "train_step SGD"}
+        assert all(len(s) == 2 and min(s) > 0 for s in row["seconds"].values())
+        median = row["median_seconds"]
+        assert row["beyond_gradients"] == pytest.approx(median["train_step"] - median["core gradients"])
+        assert row["fused_saving"] == pytest.approx(max(row["beyond_gradients"], 0) * 8 / 28)
+    # 784-256-10: 784*256 + 256 + 256*10 + 10 parameters.
+    assert rows[0]["parameters"] == 203530
+    with pytest.raises(SystemExit):
+        share.parse_args(["--repetitions", "0"])
