@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 
+#include "avx512_transpose.h"
 #include "gemm_driver.h"
 #include "gemm_internal.h"
 #include "gemm_simd.h"
@@ -67,23 +68,6 @@ struct Zmm<double> {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-// Transposes 4 groups of 4 rows: g[4j + m] holds, in 128-bit lane L, columns 4L + m of rows
-// 4j .. 4j + 3 (the layout two rounds of unpacks leave). Writes column c of the 16 rows to
-// out + c * 16, for c < 16.
-inline void store_columns_of_lane_groups(float* out, const __m512 (&g)[16]) {
-    for (int m = 0; m < 4; ++m) {
-        // 0x88 takes lanes 0, 2 of each operand; 0xdd lanes 1, 3.
-        const __m512 even_low = _mm512_shuffle_f32x4(g[m], g[4 + m], 0x88);
-        const __m512 odd_low = _mm512_shuffle_f32x4(g[m], g[4 + m], 0xdd);
-        const __m512 even_high = _mm512_shuffle_f32x4(g[8 + m], g[12 + m], 0x88);
-        const __m512 odd_high = _mm512_shuffle_f32x4(g[8 + m], g[12 + m], 0xdd);
-        _mm512_store_ps(out + (m + 0) * 16, _mm512_shuffle_f32x4(even_low, even_high, 0x88));
-        _mm512_store_ps(out + (m + 8) * 16, _mm512_shuffle_f32x4(even_low, even_high, 0xdd));
-        _mm512_store_ps(out + (m + 4) * 16, _mm512_shuffle_f32x4(odd_low, odd_high, 0x88));
-        _mm512_store_ps(out + (m + 12) * 16, _mm512_shuffle_f32x4(odd_low, odd_high, 0xdd));
-    }
-}
-
 struct Float32Kernels : SimdKernels<float, Zmm<float>, 16, 16, 192, 2048> {
     static constexpr bool kPacksRowsOfA = true;
     // dst[k * 16 + i] = src[i * lda + k] for i < 16, k < kc.  dst is (kc, 16), 64-byte
@@ -91,22 +75,9 @@ struct Float32Kernels : SimdKernels<float, Zmm<float>, 16, 16, 192, 2048> {
     static void pack_a_rows(float* dst, const float* src, int64_t lda, int64_t kc) {
         int64_t k = 0;
         for (; k + 16 <= kc; k += 16) {
-            __m512 rows[16], pairs[16], quads[16];
+            __m512 rows[16];
             for (int i = 0; i < 16; ++i) rows[i] = _mm512_loadu_ps(src + i * lda + k);
-            for (int j = 0; j < 8; ++j) {  // 32-bit interleave of rows 2j, 2j + 1
-                pairs[2 * j] = _mm512_unpacklo_ps(rows[2 * j], rows[2 * j + 1]);
-                pairs[2 * j + 1] = _mm512_unpackhi_ps(rows[2 * j], rows[2 * j + 1]);
-            }
-            for (int j = 0; j < 4; ++j) {  // 64-bit interleave: rows 4j .. 4j + 3 together
-                const __m512d low = _mm512_castps_pd(pairs[4 * j]), high = _mm512_castps_pd(pairs[4 * j + 1]);
-                const __m512d low2 = _mm512_castps_pd(pairs[4 * j + 2]), high2 = _mm512_castps_pd(pairs[4 * j + 3]);
-                quads[4 * j + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(low, low2));
-                quads[4 * j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(low, low2));
-                quads[4 * j + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(high, high2));
-                quads[4 * j + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(high, high2));
-            }
-            // quads[4j + m] lane L: columns 4L + m of rows 4j .. 4j + 3.
-            store_columns_of_lane_groups(dst + k * 16, quads);
+            transpose_16x16_store(dst + k * 16, rows, 16);
         }
         for (; k < kc; ++k)
             for (int i = 0; i < 16; ++i) dst[k * 16 + i] = src[i * lda + k];

@@ -5,6 +5,12 @@
 //
 // A kernel set `Kernels` provides, for one T:
 //   MR, NR, MC, NC      register tile and cache blocks of the packed path (MC % MR == 0)
+//   kPacksBfloat16Pairs whether its packed path takes bfloat16 operands (Operands::
+//                       bfloat16_pairs) packed by pack_a_pairs / pack_b_pairs, the pack_*
+//                       slivers' contracts with each k pair of a sliver as one 32-bit word
+//                       per row (column) holding two bfloat16, the even k in the low half,
+//                       and micro_tile reading such panels; the other kernels take float
+//                       operands already rounded (gemm_bfloat16.cpp)
 //   SKINNY_ROWS         rows of c per skinny tile
 //   micro_tile(kc, a_panel, b_panel, c, ldc, load_c)
 //       c[MR, NR] = (load_c ? c : 0) + sum over k < kc of a_panel[k, :]^T b_panel[k, :]
@@ -81,6 +87,7 @@ template <typename T, typename Kernels>
 void pack_a_sliver(T* dst, const Operands<T>& p, int64_t i0, int64_t k0, int64_t kc) {
     constexpr int64_t MR = Kernels::MR;
     const int64_t rows = std::min(MR, p.M - i0);
+    if constexpr (Kernels::kPacksBfloat16Pairs) return Kernels::pack_a_pairs(dst, p, i0, k0, kc);
     if constexpr (Kernels::kPacksRowsOfA) {
         if (!p.transpose_a && rows == MR) return Kernels::pack_a_rows(dst, p.a + i0 * p.K + k0, p.K, kc);
     }
@@ -103,8 +110,10 @@ void pack_a_sliver(T* dst, const Operands<T>& p, int64_t i0, int64_t k0, int64_t
 
 // Also adds the sliver's columns to sums[0, cols) in k order when sums is not null (the
 // first K block starts them at zero): the same order as sum_b_columns.
-template <typename T, int64_t NR>
+template <typename T, typename Kernels>
 void pack_b_sliver(T* dst, const Operands<T>& p, int64_t j0, int64_t k0, int64_t kc, T* sums) {
+    constexpr int64_t NR = Kernels::NR;
+    if constexpr (Kernels::kPacksBfloat16Pairs) return Kernels::pack_b_pairs(dst, p, j0, k0, kc);
     const int64_t cols = std::min(NR, p.N - j0);
     if (sums && k0 == 0) std::fill(sums, sums + cols, T(0));
     if (p.transpose_b) {  // b is (N, K): gather one element from each of NR rows per k
@@ -191,7 +200,7 @@ template <typename T, typename Kernels>
 void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, int threads,
                         std::atomic<bool>& out_of_memory) {
     constexpr int64_t MR = Kernels::MR, NR = Kernels::NR, MC = Kernels::MC, NC = Kernels::NC;
-    const KBlocking kb(p.K);
+    const KBlocking kb = p.blocking();
     const int64_t row_tiles = ceil_div(p.M, MR);
     const TeamGrid grid = team_grid(p.M, p.N, row_tiles, threads);
     const int row_part = thread % grid.row_parts, col_part = thread / grid.row_parts;
@@ -224,7 +233,7 @@ void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, 
             T* b_panel = b_panels[panels_packed++ % 2];
             for (int64_t s = my_pack.begin; s < my_pack.end; ++s) {
                 const int64_t j = j0 + s * NR;
-                pack_b_sliver<T, NR>(b_panel + s * sliver_stride, p, j, k0, kc, sums ? sums + j : nullptr);
+                pack_b_sliver<T, Kernels>(b_panel + s * sliver_stride, p, j, k0, kc, sums ? sums + j : nullptr);
             }
             if (shares_panel) {
 #pragma omp barrier
@@ -243,7 +252,7 @@ void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, 
 template <typename T, typename Kernels>
 void packed_gemm(const Operands<T>& p, int threads) {
     constexpr int64_t NR = Kernels::NR, NC = Kernels::NC;
-    const KBlocking kb(p.K);
+    const KBlocking kb = p.blocking();
     const int64_t panel_size = kb.size * ceil_div(std::min(NC, p.N), NR) * NR;
     // Panels start on 64-byte boundaries (the micro-kernel's aligned loads of B).
     const int64_t stride = (panel_size * static_cast<int64_t>(sizeof(T)) + 63) / 64 * 64 /
@@ -279,7 +288,7 @@ void skinny_gemm(const Operands<T>& p, int threads) {
         for (int64_t j = p.N; j < SC; ++j) out[j] = 0;
     }
     const int64_t a_row_stride = p.transpose_a ? 1 : p.K, a_k_stride = p.transpose_a ? p.M : 1;
-    const KBlocking kb(p.K);
+    const KBlocking kb = p.blocking();
     const int64_t tiles = ceil_div(p.M, SR);
     auto run = [&](int thread, int team) {
         const Range mine = split(tiles, thread, team);
@@ -311,7 +320,7 @@ void row_gemm(const Operands<T>& p, int threads) {
     // Column shares in multiples of 64 so every thread's register chunks stay whole.
     constexpr int64_t QUANTUM = 64;
     const int64_t quanta = ceil_div(p.N, QUANTUM);
-    const KBlocking kb(p.K);
+    const KBlocking kb = p.blocking();
     auto run = [&](int thread, int team) {
         const Range share = split(quanta, thread, team);
         const int64_t j0 = share.begin * QUANTUM, j1 = std::min(p.N, share.end * QUANTUM);

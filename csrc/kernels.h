@@ -90,7 +90,8 @@ template <typename T>
 void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool transpose_a,
           bool transpose_b, bool accumulate);
 
-// The instruction set gemm and the optimizer loops use: "portable", "avx2" or "avx512".
+// The instruction set gemm and the optimizer loops use: "portable", "avx2", "avx512" or
+// "avx512_bf16" (the AVX-512 kernels, plus VDPBF16PS for gemm_bfloat16).
 // Chosen at load as the widest the CPU has; set_isa(name) forces one ("" or "auto": the
 // widest again) and returns false, changing nothing, for an unknown name or one the CPU
 // lacks. The AVX2 and AVX-512 kernels give the same bits (the canonical order of
@@ -99,6 +100,7 @@ void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool tr
 const char* gemm_kernel_name();
 const char* widest_cpu_isa_name();
 bool cpu_supports_isa(const std::string& name);
+bool is_isa_name(const std::string& name);
 bool set_isa(const std::string& name);
 void force_portable_gemm(bool force);
 
@@ -170,6 +172,21 @@ struct GemmEpilogue {
 template <typename T>
 void gemm_fused(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool transpose_a,
                 bool transpose_b, bool accumulate, const GemmEpilogue<T>& epilogue);
+
+// gemm_fused with bfloat16 operands (float32 only): every element of op(a) and op(b) is
+// rounded to the nearest bfloat16 (ties to even; a float32 denormal to zero, as
+// VCVTNE2PS2BF16), their products are summed in float32 in the canonical pair order
+// (gemm_internal.h: k in pairs, the odd one first, ceil(K / 256) blocks of whole pairs) --
+// VDPBF16PS's arithmetic -- then the epilogue as gemm_fused's. b_column_sums sums the float32
+// op(b), not its rounding. Bits independent of M, the thread count and the path; the same
+// on every ISA except where a sum or product is a float32 denormal (VDPBF16PS, on CPUs with
+// AVX512_BF16, flushes those to zero; the emulation elsewhere keeps them).
+void gemm_bfloat16(float* c, const float* a, const float* b, int64_t M, int64_t N, int64_t K,
+                   bool transpose_a, bool transpose_b, bool accumulate,
+                   const GemmEpilogue<float>& epilogue);
+// Whether gemm_bfloat16 runs VDPBF16PS (the CPU has AVX512_BF16 and the ISA in use is
+// avx512_bf16) rather than the emulation.
+bool native_bfloat16();
 
 // ---------------------------------------------------------------------------------------
 // Losses (losses.cpp). Every loss is a mean, as torch's default reduction; sums over the

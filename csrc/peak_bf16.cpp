@@ -1,6 +1,6 @@
 // The bfloat16 "peak" line of the benchmarks: VDPBF16PS throughput of a register-only loop,
-// compiled with -mavx512f -mavx512bf16 in this translation unit only; call it only when the
-// CPU has AVX512_BF16 (cpu_has_avx512_bf16(), defined in a TU without those flags).
+// compiled with the AVX512_BF16 flags (as gemm_avx512_bf16.cpp); call it only when
+// cpu_supports_isa("avx512_bf16").
 #include <immintrin.h>
 
 #include <chrono>

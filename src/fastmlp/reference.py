@@ -356,6 +356,50 @@ def csr_rows_to_dense(data: ArrayLike, indices: ArrayLike, indptr: ArrayLike,
     return out, -1
 
 
+# ---- bfloat16 GEMM --------------------------------------------------------------------------
+
+
+def round_to_bfloat16(x: ArrayLike) -> Array:
+    """float32 x rounded to the nearest bfloat16, ties to even, returned as float32 (VCVTNE2PS2BF16:
+    a float32 denormal becomes a zero of its sign, a NaN stays a quiet NaN)."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    exponent_zero = (bits & 0x7F800000) == 0
+    nan = (bits & 0x7FFFFFFF) > 0x7F800000
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    rounded = np.where(exponent_zero, bits & 0x80000000, rounded)
+    rounded = np.where(nan, (bits | 0x00400000) & 0xFFFF0000, rounded)
+    return rounded.astype(np.uint32).view(np.float32)
+
+
+def bfloat16_k_blocks(K: int) -> List[Tuple[int, int]]:
+    """The canonical blocks [k0, k1) of the bfloat16 GEMM: k in pairs, ceil(pairs / 128) blocks of
+    equal, even size (csrc/gemm_internal.h)."""
+    pairs = (K + 1) // 2
+    count = -(-pairs // 128)
+    size = 2 * -(-pairs // count)
+    return [(k0, min(k0 + size, K)) for k0 in range(0, K, size)]
+
+
+def gemm_bfloat16(a: ArrayLike, b: ArrayLike, transpose_a: bool = False, transpose_b: bool = False) -> Array:
+    """op(a) @ op(b) with bfloat16 operands, in the kernel's order: each operand rounded to bfloat16,
+    then per block of k pairs a float32 sum from zero over each pair's odd k, then its even k (a
+    product of two bfloat16 is exact in float32, so multiply-then-add is VDPBF16PS's fused step),
+    the blocks added in order. -> float32 (M, N)"""
+    A = round_to_bfloat16(np.asarray(a, dtype=np.float32).T if transpose_a else a)
+    B = round_to_bfloat16(np.asarray(b, dtype=np.float32).T if transpose_b else b)
+    M, K = A.shape
+    c = np.zeros((M, B.shape[1]), dtype=np.float32)
+    for block, (k0, k1) in enumerate(bfloat16_k_blocks(K)):
+        acc = np.zeros_like(c)
+        for k_even in range(k0, k1, 2):
+            # A K that is odd has a zero k = K, added first as VDPBF16PS adds its pair's zero.
+            for k in (k_even + 1, k_even):
+                product = A[:, k, None] * B[None, k, :] if k < K else np.zeros_like(c)
+                acc = acc + product
+        c = acc if block == 0 else c + acc
+    return c
+
+
 # ---- dense layer ---------------------------------------------------------------------------
 
 
