@@ -493,20 +493,20 @@ def reference_epoch(sizes, X, y, batch_size, lr):
     return epoch
 
 
-# A training contestant: (make(sizes, X, y, batch_size, lr) -> one epoch, the precision of its
-# GEMMs, whose peak its GFLOP/s are set against).
-Contestant = Tuple[Callable, str]
+# A training contestant: (make(sizes, X, y, batch_size, lr) -> one epoch, or None where this
+# build lacks it; the precision of its GEMMs, whose peak its GFLOP/s are set against).
+Contestant = Tuple[Optional[Callable], str]
 
 
-def training_contestants(args: argparse.Namespace, wide: bool) -> Tuple[Dict[str, Optional[Contestant]], List[str]]:
+def training_contestants(args: argparse.Namespace, wide: bool) -> Tuple[Dict[str, Contestant], List[str]]:
     """fastmlp float32 and bf16, torch eager float32 and bf16 autocast, torch.compile of both
     (unless --no-torch-compile or --quick), and on the small network scikit-learn and the NumPy
-    reference. A contestant this build or machine lacks is None (its row says why); the notes
-    say what was left out."""
-    contestants: Dict[str, Optional[Contestant]] = {
+    reference. fastmlp bf16 without a bfloat16 path in this build has no maker (its row says
+    so); the notes say what was left out."""
+    contestants: Dict[str, Contestant] = {
         "fastmlp": (fastmlp_epoch, "float32"),
-        "fastmlp bf16": (functools.partial(fastmlp_epoch, compute_dtype="bfloat16"), "bfloat16")
-        if has_bf16_model() else None,
+        "fastmlp bf16": (functools.partial(fastmlp_epoch, compute_dtype="bfloat16") if has_bf16_model() else None,
+                         "bfloat16"),
     }
     notes = []
     if torch is not None:
@@ -536,17 +536,17 @@ def first_epoch_or_failure(name: str, epoch: Callable[[], None]) -> Tuple[Option
     return epoch, f"{name}: first epoch (compilation included) {time.perf_counter() - start:.1f} s"
 
 
-def training_table(title: str, sizes: Sequence[int], X, y, contestants: Dict[str, Optional[Contestant]],
+def training_table(title: str, sizes: Sequence[int], X, y, contestants: Dict[str, Contestant],
                    notes: List[str], args: argparse.Namespace,
                    peaks: Dict[str, Optional[float]]) -> Tuple[List[str], dict]:
     batch_size, lr = 128, 1e-3
     epochs: Dict[str, Callable[[], None]] = {}
     missing: Dict[str, str] = {}
-    for name, contestant in contestants.items():
-        if contestant is None:
+    for name, (make, _) in contestants.items():
+        if make is None:
             missing[name] = NO_BF16
             continue
-        epoch = contestant[0](sizes, X, y, batch_size, lr)
+        epoch = make(sizes, X, y, batch_size, lr)
         if name.startswith("torch.compile"):
             epoch, note = first_epoch_or_failure(name, epoch)
             notes = notes + [note]
@@ -565,15 +565,14 @@ def training_table(title: str, sizes: Sequence[int], X, y, contestants: Dict[str
              "compute_dtype=\"bfloat16\"; torch autocast); % of the peak of their own precision.", "",
              "| implementation | precision | seconds per epoch | fastmlp float32 is faster by | GFLOP/s | % of own peak |",
              "|---|---|---|---|---|---|"]
-    for name, contestant in contestants.items():
-        precision = "bfloat16" if "bf16" in name else "float32"
+    for name, (_, precision) in contestants.items():
         if name in missing:
             lines.append(f"| {name} | {precision} | {missing[name]} | n/a | n/a | n/a |")
             continue
         s = samples[name]
         speed = flops / s.median / 1e9
         lines.append(f"| {name} | {precision} | {s.cell()} | {'-' if name == 'fastmlp' else ratio(s, ours)} | "
-                     f"{speed:.0f} | {percent_of(speed, peaks[contestant[1]])} |")
+                     f"{speed:.0f} | {percent_of(speed, peaks[precision])} |")
     lines += [""] + bf16_training_summary(samples) + [f"- {note}" for note in notes]
     return lines + [""], {"sizes": list(sizes), "seconds": {k: s.seconds for k, s in samples.items()},
                           "missing": missing}
