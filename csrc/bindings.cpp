@@ -644,7 +644,10 @@ void bind_network(py::module_& m, const char* name) {
              py::arg("slope") = 0.01, py::arg("batch_norm_momentum") = 0.1,
              py::arg("batch_norm_eps") = 1e-5)
         .def_property_readonly("params", [](py::object self) {
-            return view_of(self.cast<Model&>().network.params, self); },
+            Model& model = self.cast<Model&>();
+            // Whoever holds the view may write the weights through it.
+            model.network.weights_changed();
+            return view_of(model.network.params, self); },
             "the flat parameter buffer (a writable view)")
         .def_property_readonly("grads", [](py::object self) {
             return view_of(self.cast<Model&>().network.grads, self); },
@@ -665,6 +668,15 @@ void bind_network(py::module_& m, const char* name) {
                           if (step < 0 || step > kMaxStep)
                               throw py::value_error("step must be in [0, 2**62], got " + std::to_string(step));
                           model.network.step = step; })
+        .def_property("bfloat16_compute", [](Model& model) { return model.network.bfloat16_compute; },
+                      [](Model& model, bool on) {
+                          if (on && !std::is_same_v<T, float>)
+                              throw py::value_error("compute_dtype='bfloat16' needs a float32 model, this one is float64");
+                          py::gil_scoped_release release;
+                          std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                          model.network.bfloat16_compute = on; },
+                      "when True (float32 models), every GEMM rounds its operands to bfloat16 and sums "
+                      "in float32 (kernels.gemm_bfloat16); parameters and everything else stay float32")
         .def_property("track_weight_squares", [](Model& model) { return model.network.track_weight_squares; },
                       [](Model& model, bool on) {
                           py::gil_scoped_release release;
@@ -728,6 +740,7 @@ void bind_network(py::module_& m, const char* name) {
             py::gil_scoped_release release;
             std::lock_guard<std::recursive_mutex> lock(model.mutex);
             std::copy(array.data(), array.data() + array.shape(0), buffer->begin());
+            model.network.weights_changed();
         }, py::arg("name"), py::arg("values"),
            "copy values into the buffer `name` (params, running_mean, running_var or an optimizer "
            "state) with the model locked, so no prediction sees part of the old and part of the new")

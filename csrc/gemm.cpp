@@ -288,16 +288,34 @@ thread_local gemm_detail::ScratchBuffer t_rounded_a, t_rounded_b;
 // The position in the pair order of k: the odd k of each pair comes first.
 inline int64_t pair_order(int64_t k) { return k ^ 1; }
 
+// out[0, 2 * pairs) = bfloat16 of x[pair_order(k) * stride], k < 2 * pairs, 0 past `count`.
+void round_line_in_pair_order(float* out, const float* x, int64_t stride, int64_t count, int64_t pairs) {
+    const int64_t whole = count / 2;
+    if (stride == 1) {
+        for (int64_t q = 0; q < whole; ++q) {
+            out[2 * q] = gemm_detail::round_to_bfloat16(x[2 * q + 1]);
+            out[2 * q + 1] = gemm_detail::round_to_bfloat16(x[2 * q]);
+        }
+    } else {
+        for (int64_t q = 0; q < whole; ++q) {
+            out[2 * q] = gemm_detail::round_to_bfloat16(x[(2 * q + 1) * stride]);
+            out[2 * q + 1] = gemm_detail::round_to_bfloat16(x[2 * q * stride]);
+        }
+    }
+    if (whole < pairs) {  // an odd count: its last k pairs with a zero, which comes first
+        out[2 * whole] = 0.0f;
+        out[2 * whole + 1] = gemm_detail::round_to_bfloat16(x[2 * whole * stride]);
+    }
+}
+
 // out[i, k] = bfloat16(op(a)[i, pair_order(k)]), 0 past K.  out is (M, K2), K2 = K rounded up
 // to even.
 void round_a_in_pair_order(float* out, const Operands<float>& p, int64_t K2, int threads) {
 #pragma omp parallel for num_threads(threads) if (threads > 1)
-    for (int64_t i = 0; i < p.M; ++i)
-        for (int64_t k = 0; k < K2; ++k) {
-            const int64_t source = pair_order(k);
-            const float value = source >= p.K ? 0.0f : p.transpose_a ? p.a[source * p.M + i] : p.a[i * p.K + source];
-            out[i * K2 + k] = gemm_detail::round_to_bfloat16(value);
-        }
+    for (int64_t i = 0; i < p.M; ++i) {
+        const float* row = p.transpose_a ? p.a + i : p.a + i * p.K;
+        round_line_in_pair_order(out + i * K2, row, p.transpose_a ? p.M : 1, p.K, K2 / 2);
+    }
 }
 
 // out[k, j] = bfloat16(op(b)[pair_order(k), j]), 0 past K.  out is (K2, N).
@@ -305,23 +323,35 @@ void round_b_in_pair_order(float* out, const Operands<float>& p, int64_t K2, int
 #pragma omp parallel for num_threads(threads) if (threads > 1)
     for (int64_t k = 0; k < K2; ++k) {
         const int64_t source = pair_order(k);
-        for (int64_t j = 0; j < p.N; ++j) {
-            const float value = source >= p.K ? 0.0f : p.transpose_b ? p.b[j * p.K + source] : p.b[source * p.N + j];
-            out[k * p.N + j] = gemm_detail::round_to_bfloat16(value);
+        float* out_row = out + k * p.N;
+        if (source >= p.K) {
+            std::fill(out_row, out_row + p.N, 0.0f);
+        } else if (p.transpose_b) {
+            for (int64_t j = 0; j < p.N; ++j) out_row[j] = gemm_detail::round_to_bfloat16(p.b[j * p.K + source]);
+        } else {
+            const float* row = p.b + source * p.N;
+            for (int64_t j = 0; j < p.N; ++j) out_row[j] = gemm_detail::round_to_bfloat16(row[j]);
         }
     }
 }
 
-void emulated_gemm_bfloat16(const Operands<float>& p, int threads) {
+// op(a) rounded into pair order, times b_rounded (K2, N), already in pair order, through the
+// float32 kernels with the pair blocking.
+void multiply_rounded_b(const Operands<float>& p, const float* b_rounded, int threads) {
     const int64_t K2 = p.K + (p.K & 1);
     float* a = t_rounded_a.get<float>(p.M * K2);
-    float* b = t_rounded_b.get<float>(K2 * p.N);
-    if (!a || !b) throw std::bad_alloc();
-    const int copy_threads = threads_for(static_cast<double>(K2) * (p.M + p.N));
-    round_a_in_pair_order(a, p, K2, copy_threads);
-    round_b_in_pair_order(b, p, K2, copy_threads);
-    const Operands<float> rounded{p.c, a, b, p.M, p.N, K2, false, false, p.accumulate, p.epilogue, true};
+    if (!a) throw std::bad_alloc();
+    round_a_in_pair_order(a, p, K2, threads_for(static_cast<double>(K2) * p.M));
+    const Operands<float> rounded{p.c, a, b_rounded, p.M, p.N, K2, false, false, p.accumulate, p.epilogue, true};
     run_path(active_paths<float>(), rounded, threads);
+}
+
+void emulated_gemm_bfloat16(const Operands<float>& p, int threads) {
+    const int64_t K2 = p.K + (p.K & 1);
+    float* b = t_rounded_b.get<float>(K2 * p.N);
+    if (!b) throw std::bad_alloc();
+    round_b_in_pair_order(b, p, K2, threads_for(static_cast<double>(K2) * p.N));
+    multiply_rounded_b(p, b, threads);
 }
 
 }  // namespace
@@ -343,6 +373,21 @@ void gemm_bfloat16(float* c, const float* a, const float* b, int64_t M, int64_t 
     if (native_bfloat16() && choose_path(M, N, transpose_b) == GemmPath::packed)
         return gemm_detail::avx512_bf16_packed_gemm(q, threads);
     emulated_gemm_bfloat16(q, threads);
+}
+
+void round_bfloat16_operand_b(float* out, const float* b, int64_t K, int64_t N, bool transpose_b) {
+    const GemmEpilogue<float> none;
+    const Operands<float> p{nullptr, nullptr, b, 0, N, K, false, transpose_b, false, none, true};
+    round_b_in_pair_order(out, p, K + (K & 1), threads_for(static_cast<double>(K) * N));
+}
+
+void gemm_bfloat16_prepared_b(float* c, const float* a, const float* b_prepared, int64_t M, int64_t N,
+                              int64_t K, bool transpose_a, bool accumulate,
+                              const GemmEpilogue<float>& epilogue) {
+    if (N <= 0) return;
+    const Operands<float> p{c, a, b_prepared, M, N, K, transpose_a, false, accumulate, epilogue, true};
+    if (finished_without_products(p)) return;
+    multiply_rounded_b(p, b_prepared, threads_for(static_cast<double>(M) * N * K));
 }
 
 template void gemm<float>(float*, const float*, const float*, int64_t, int64_t, int64_t, bool,

@@ -75,13 +75,12 @@ struct Operands {
 inline float round_to_bfloat16(float x) {
     uint32_t bits;
     std::memcpy(&bits, &x, sizeof bits);
-    if ((bits & 0x7f800000u) == 0) {
-        bits &= 0x80000000u;
-    } else if ((bits & 0x7fffffffu) > 0x7f800000u) {
-        bits = (bits | 0x00400000u) & 0xffff0000u;
-    } else {
-        bits = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
-    }
+    // Branch-free (selects), so that the loops rounding whole operands vectorise.
+    const uint32_t nearest = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+    const uint32_t quiet_nan = (bits | 0x00400000u) & 0xffff0000u;
+    const uint32_t signed_zero = bits & 0x80000000u;
+    const bool nan = (bits & 0x7fffffffu) > 0x7f800000u, denormal_or_zero = (bits & 0x7f800000u) == 0;
+    bits = nan ? quiet_nan : denormal_or_zero ? signed_zero : nearest;
     float rounded;
     std::memcpy(&rounded, &bits, sizeof rounded);
     return rounded;

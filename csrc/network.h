@@ -225,6 +225,17 @@ public:
     // kept: one multiply-add per step; the caller resets it.
     double batch_mean_loss_sum = 0;
 
+    // compute_dtype="bfloat16" (float models only; the bindings refuse it for double): every
+    // GEMM -- forward, the weight gradients and the input gradients -- is gemm_bfloat16,
+    // its operands rounded to bfloat16 as it packs them, its sums float32; parameters,
+    // gradients, optimizer state, activations, losses and every other sum stay T. May
+    // change between calls (a float32-trained model switched to bfloat16 prediction).
+    bool bfloat16_compute = false;
+    // Says that the parameters may have changed: the bfloat16 weights prepared for prediction
+    // are made again before the next one. Every writer of params outside an optimizer step
+    // (the bindings' assign and params view) calls it.
+    void weights_changed() { bfloat16_weights_current_ = false; }
+
     // Rows predict and evaluate compute at a time (a caller slicing a call in multiples of it
     // gets the same bits as one call).
     static constexpr int64_t eval_chunk_rows = 1024;
@@ -279,6 +290,11 @@ private:
         int64_t rows = 0;
     };
     void ensure_eval_buffers(int threads, int64_t rows);
+    // With bfloat16_compute: each W_l rounded and put in pair order once per change of the
+    // weights (round_bfloat16_operand_b), for the evaluation forwards that follow.
+    void prepare_bfloat16_weights();
+    // Layer l's prepared bfloat16 weights when they are current and in use, else null.
+    const T* bfloat16_weights(int64_t l) const;
     // Rows [first_row, first_row + B) of X: X itself when dense, else densified into `dense`
     // (null when a row is malformed; *bad_row names it).
     const T* rows_of(InputRows<T> X, int64_t first_row, int64_t B, T* dense, int64_t* bad_row) const;
@@ -343,6 +359,8 @@ private:
     int64_t workspace_rows_ = 0;
     bool training_forward_ = false;
     std::vector<EvalBuffers> eval_buffers_;  // one per prediction thread
+    std::vector<std::vector<T>> bfloat16_weights_;  // per layer, (fan_in + fan_in % 2, fan_out)
+    bool bfloat16_weights_current_ = false;
 };
 
 }  // namespace fastmlp

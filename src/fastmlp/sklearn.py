@@ -143,7 +143,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
                  beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8,
                  n_iter_no_change: Any = 10, max_fun: int = 15000, dropout: float = 0.0,
                  batch_norm: bool = False, weight_decay: float = 0.0, dtype: Any = None,
-                 n_threads: Optional[int] = None) -> None:
+                 n_threads: Optional[int] = None, compute_dtype: Optional[str] = None) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -172,6 +172,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         self.weight_decay = weight_decay
         self.dtype = dtype
         self.n_threads = n_threads
+        self.compute_dtype = compute_dtype
 
     # -- what the subclasses provide --
 
@@ -229,6 +230,12 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
             raise _bad("dtype", self.dtype, "None (the input's float dtype), 'float32' or 'float64'")
         if self.n_threads is not None:
             _check_int("n_threads", self.n_threads, 1)
+        if not (self.compute_dtype is None or (isinstance(self.compute_dtype, str) and self.compute_dtype
+                                                in ("float32", "float64", "bfloat16"))):
+            raise _bad("compute_dtype", self.compute_dtype, "None, 'float32', 'float64' or 'bfloat16'")
+        if self.compute_dtype == "bfloat16" and self.dtype not in (None, "float32", np.float32):
+            raise _bad("compute_dtype", self.compute_dtype, f"None or the dtype with dtype={self.dtype!r} "
+                       "('bfloat16' needs float32 master weights)")
         if isinstance(self.verbose, (bool, np.bool_)):
             pass
         elif not isinstance(self.verbose, Integral) or self.verbose < 0:
@@ -254,7 +261,9 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         return {"hidden_layer_sizes": _check_hidden_layer_sizes(self.hidden_layer_sizes),
                 "activation": ACTIVATIONS[self.activation], "dropout": float(self.dropout),
                 "batch_norm": bool(self.batch_norm),
-                "dtype": None if self.dtype is None else np.dtype(self.dtype).name,
+                # bfloat16 products keep float32 master weights, whatever the input's dtype.
+                "dtype": ("float32" if self.compute_dtype == "bfloat16" else None) if self.dtype is None
+                else np.dtype(self.dtype).name,
                 "loss": self._loss_name()}
 
     def _batch_size(self, n_samples: int) -> int:
@@ -344,6 +353,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
             self.model_ = self._new_model(X.shape[1])
             self._reset_progress()
         self.model_.n_threads = self.n_threads
+        self.model_.compute_dtype = self.compute_dtype
         if self.solver == "lbfgs":
             self._fit_lbfgs(X, targets, sample_weight)
         else:
@@ -609,6 +619,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         """Outputs for an already validated X (no feature-name checks: early stopping's
         validation set is an array split from a DataFrame)."""
         self.model_.n_threads = self.n_threads
+        self.model_.compute_dtype = self.compute_dtype
         return self.model_._outputs(X).astype(X.dtype, copy=False)
 
     # -- pickling: the compiled model travels as fastmlp's own .npz file --
@@ -799,7 +810,7 @@ def _rebuilt(model: MLP, optimizer: optim.Optimizer, keep_state: bool) -> MLP:
     same parameters, seed and shuffling stream; the optimizer's moments too with keep_state."""
     new = MLP(model.layer_sizes, activation=model.activations, loss=model.loss,
               optimizer=optimizer, dropout=model.dropout, batch_norm=model.batch_norm,
-              dtype=model.dtype, seed=model.seed)
+              dtype=model.dtype, seed=model.seed, compute_dtype=model.compute_dtype)
     new._restore(model._snapshot())
     new._shuffle_rng = model._shuffle_rng
     new.epochs_trained, new.fitted = model.epochs_trained, model.fitted
@@ -839,7 +850,7 @@ _SHARED_PARAMETERS = """
     batch_size : int or "auto", default "auto"
         Rows per step; "auto" is min(200, n_samples); larger values are clipped with a warning.
     learning_rate : "constant", "invscaling" or "adaptive", default "constant"
-        scikit-learn's schedules for "sgd": invscaling sets learning_rate_init / (t_ + 1) **
+        scikit-learn's schedules for "sgd": invscaling sets learning_rate_init / (``t_`` + 1) **
         power_t after every epoch; adaptive divides the rate by 5 where training would stop,
         and stops once it is 1e-6 or less.
     learning_rate_init : float, default 1e-3
@@ -882,28 +893,33 @@ _SHARED_PARAMETERS = """
         fastmlp: added to the decay that alpha implies (alpha / batch_size), with the same
         reach (the weight matrices, not the biases) and scaling (a shorter last batch
         decays by more, as alpha does); decoupled for "adamw". It is not part
-        of loss_ or loss_curve_ (scikit-learn's loss holds alpha's penalty only); lbfgs adds
+        of ``loss_`` or ``loss_curve_`` (scikit-learn's loss holds alpha's penalty only); lbfgs adds
         0.5 * weight_decay * ||W||^2 to the objective it minimises.
     dtype : None, "float32" or "float64", default None
         fastmlp: the precision the network trains and predicts in; None takes the training
         input's float dtype (float32 stays float32, anything else float64), as scikit-learn.
     n_threads : int or None, default None
         fastmlp: OpenMP threads for this estimator's calls; None uses fastmlp's setting.
+    compute_dtype : None, "float32", "float64" or "bfloat16", default None
+        fastmlp: the precision of the matrix products (``fastmlp.MLP``'s compute_dtype): None
+        the model's dtype; "bfloat16" rounds their operands to bfloat16 and sums in float32,
+        with float32 weights (dtype None then means float32). Applied at every fit and
+        predict, so it can be changed between them.
 """
 
 _SHARED_ATTRIBUTES = """
     coefs_ : list of ndarray
-        Copies of the weight matrices, coefs_[i] of shape (fan_in, fan_out), in the model's dtype.
+        Copies of the weight matrices, ``coefs_[i]`` of shape (fan_in, fan_out), in the model's dtype.
     intercepts_ : list of ndarray
         Copies of the bias vectors.
     loss_ : float
         The last epoch's loss as scikit-learn defines it (see the class description),
         plus the L2 penalty.
     loss_curve_ : list of float
-        loss_ of every epoch (stochastic solvers only: lbfgs has none, as in scikit-learn;
-        nor best_loss_, validation_scores_, best_validation_score_).
+        ``loss_`` of every epoch (stochastic solvers only: lbfgs has none, as in scikit-learn;
+        nor ``best_loss_``, ``validation_scores_``, ``best_validation_score_``).
     best_loss_ : float or None
-        The lowest loss_ (None with early_stopping).
+        The lowest ``loss_`` (None with early_stopping).
     validation_scores_ : list of float or None
         The held-out score of every epoch with early_stopping (else None), weighted by
         the held-out rows' sample weights.
@@ -912,11 +928,11 @@ _SHARED_ATTRIBUTES = """
     n_iter_ : int
         Epochs of the last fit / partial_fit call (lbfgs: its iterations).
     model_ : fastmlp.MLP
-        The fitted network (to_onnx, save, predict ...); history_ is its last fit's History.
+        The fitted network (to_onnx, save, predict ...); ``history_`` is its last fit's History.
     t_ : int
         Training samples seen.
     n_features_in_ : int
-        Input width; feature_names_in_ too when X had string column names.
+        Input width; ``feature_names_in_`` too when X had string column names.
     n_layers_ : int
         Layers, input and output included.
     n_outputs_ : int
@@ -947,7 +963,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
     ----------
     classes_ : ndarray
         The class labels (for multi-label, 0..n_labels-1).""" + _SHARED_ATTRIBUTES + """
-    loss_ is the mean log-loss (summed over labels for multi-label), as scikit-learn reports it.
+    ``loss_`` is the mean log-loss (summed over labels for multi-label), as scikit-learn reports it.
 """
 
     @_fill_doc
@@ -1093,7 +1109,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
         Returns
         -------
         ndarray of shape (n_samples, n_classes)
-            Probabilities in the order of classes_ (multi-label: each label's), in X's
+            Probabilities in the order of ``classes_`` (multi-label: each label's), in X's
             float dtype.
         """
         outputs = self._forward(X)
@@ -1128,7 +1144,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
         Returns
         -------
         ndarray of shape (n_samples,) or (n_samples, n_labels)
-            Labels from classes_ (multi-label: a 0/1 matrix).
+            Labels from ``classes_`` (multi-label: a 0/1 matrix).
         """
         return self._labels(self._forward(X))
 
@@ -1149,12 +1165,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
     or (n_samples, n_outputs) for multi-output regression.
 """ + _SHARED_PARAMETERS + """    loss : "squared_error" or "poisson", default "squared_error"
         scikit-learn's names. "poisson" trains fastmlp.MLP(loss="poisson"): predictions are
-        exp of the last layer's output (out_activation_ "exp"), y must be >= 0.
+        exp of the last layer's output (``out_activation_`` "exp"), y must be >= 0.
 """ + """
     Attributes
     ----------""" + _SHARED_ATTRIBUTES + """
-    loss_ is scikit-learn's: half the mean squared error, or for poisson half the Poisson
-    deviance, mean(y log(y / mu) - y + mu) summed over the outputs; validation_scores_ are R^2.
+    ``loss_`` is scikit-learn's: half the mean squared error, or for poisson half the Poisson
+    deviance, mean(y log(y / mu) - y + mu) summed over the outputs; ``validation_scores_`` are R^2.
 """
 
     def __init__(self, hidden_layer_sizes: Any = (100,), activation: str = "relu", *,
@@ -1167,7 +1183,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
                  validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
                  dropout: float = 0.0, batch_norm: bool = False, weight_decay: float = 0.0,
-                 dtype: Any = None, n_threads: Optional[int] = None) -> None:
+                 dtype: Any = None, n_threads: Optional[int] = None,
+                 compute_dtype: Optional[str] = None) -> None:
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
@@ -1177,7 +1194,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             dropout=dropout, batch_norm=batch_norm, weight_decay=weight_decay, dtype=dtype,
-            n_threads=n_threads)
+            n_threads=n_threads, compute_dtype=compute_dtype)
         self.loss = loss
 
     _loss = "mse"
