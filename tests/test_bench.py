@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastmlp
+from fastmlp import datasets
 
 BENCH_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "bench")
 
@@ -165,3 +166,20 @@ def test_optimizer_share_times_every_contestant_per_network_and_precision(restor
     assert rows[0]["parameters"] == 203530
     with pytest.raises(SystemExit):
         share.parse_args(["--repetitions", "0"])
+
+
+@pytest.mark.skipif(datasets.find_mnist_files(datasets.FASHION_MNIST_DIR) is None,
+                    reason="Fashion-MNIST absent: apt-get install dataset-fashion-mnist")
+def test_bfloat16_accuracy_quick_run_writes_its_table_plot_and_figures(tmp_path, capsys):
+    plot, figures = tmp_path / "curves.png", tmp_path / "figures.json"
+    results = load_script("bfloat16_accuracy").main(
+        ["--quick", "--networks", "784-256-10", "--plot", str(plot), "--json", str(figures)])
+    runs = results["784-256-10"]
+    assert set(runs) == {"float32", "bfloat16"}
+    for run in runs.values():
+        assert len(run["train_loss"]) == len(run["test_loss"]) == len(run["test_accuracy"]) == 2
+        assert run["train_loss"][1] < run["train_loss"][0] and 0.5 < run["test_accuracy"][1] <= 1
+    assert runs["float32"]["train_loss"] != runs["bfloat16"]["train_loss"]  # the products differ
+    assert json.loads(figures.read_text())["results"] == results
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "final test accuracy: float32" in capsys.readouterr().out
