@@ -5,8 +5,8 @@ Fashion-MNIST training set) ends within 0.3 points of test accuracy of each othe
 Where each case runs: 784-256-10 (both precisions: about 15 s on 2 idle cores, 3.5 minutes on
 the loaded machine of 2026-12-07) in the normal suite; 784-1024-1024-10 (about 2 minutes idle,
 18 loaded) is marked slow, which the normal run deselects (pyproject's addopts) and .ci/run
-runs as its own step (`pytest -m slow`). Idle times are estimated from the epoch times. The per-epoch curves and the table
-of the guide come from bench/bfloat16_accuracy.py."""
+runs as its own step (`pytest -m slow`); idle times are estimated from the epoch times. The
+per-epoch curves and the table of the guide come from bench/bfloat16_accuracy.py."""
 import numpy as np
 import pytest
 
