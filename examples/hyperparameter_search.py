@@ -1,6 +1,7 @@
-"""Hyperparameter search for fastmlp.MLPClassifier on a Fashion-MNIST subset: hidden size,
-learning rate and dropout, tuned with optuna's TPE sampler (Bayesian optimisation) and median
-pruning, or with scikit-learn's RandomizedSearchCV when optuna is not installed.
+"""Hyperparameter search for fastmlp.MLPClassifier on a Fashion-MNIST subset (generated blob
+images without the files): hidden size, learning rate and dropout, tuned with optuna's TPE
+sampler (Bayesian optimisation) and median pruning, or with scikit-learn's RandomizedSearchCV
+when optuna is not installed.
 
     python examples/hyperparameter_search.py            # 20 trials, 10,000 training images
     python examples/hyperparameter_search.py --quick    # 3 small trials, a few seconds
@@ -55,23 +56,23 @@ def optuna_module():
     return optuna
 
 
+def stratified_subset(X, y, n, seed):
+    """n rows of (X, y) with the class proportions of y; all of them when n is not fewer."""
+    if n >= len(y):  # train_test_split wants a proper subset
+        return X, y
+    X, _, y, _ = train_test_split(X, y, train_size=n, stratify=y, random_state=seed)
+    return X, y
+
+
 def load_subsets(args):
-    """Stratified (train, validation, test) subsets; a generated stand-in without the files."""
-    if datasets.find_mnist_files(args.data) is not None:
-        X, y, X_test, y_test = datasets.load_fashion_mnist(args.data)
-        source = f"Fashion-MNIST from {args.data}"
-    else:
-        X, y = datasets.make_classification(70000, n_features=784, n_classes=10, seed=args.seed)
-        X, X_test, y, y_test = X[:60000].astype(np.float32), X[60000:].astype(np.float32), \
-            y[:60000], y[60000:]
-        source = f"no IDX files in {args.data}: a generated 784-feature, 10-class problem"
+    """Stratified (train, validation, test) subsets; generated blob images without the files."""
+    (X, y, X_test, y_test), source = datasets.load_fashion_mnist_or_blob_images(args.data,
+                                                                                seed=args.seed)
     n_validation = max(args.train_size // 4, 10)
-    X, _, y, _ = train_test_split(X, y, train_size=args.train_size + n_validation,
-                                  stratify=y, random_state=args.seed)
+    X, y = stratified_subset(X, y, args.train_size + n_validation, args.seed)
     X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=n_validation,
                                                       stratify=y, random_state=args.seed)
-    X_test, _, y_test, _ = train_test_split(X_test, y_test, train_size=min(len(y_test), 4 * n_validation),
-                                            stratify=y_test, random_state=args.seed)
+    X_test, y_test = stratified_subset(X_test, y_test, 4 * n_validation, args.seed)
     return source, (X_train, y_train), (X_val, y_val), (X_test, y_test)
 
 
