@@ -215,7 +215,7 @@ def test_ctrl_c_between_core_calls_records_the_partial_epoch(rng, monkeypatch, c
         def close(self):
             pass
 
-    monkeypatch.setattr(fastmlp.mlp, "progress_bar", InterruptingBar)
+    monkeypatch.setattr(fastmlp.training, "progress_bar", InterruptingBar)
     model, recorder = small_model(), Recorder()
     history = model.fit(X, y, epochs=5, batch_size=4, validation_data=(X_val, y_val), verbose=1,
                         callbacks=[recorder])
@@ -329,7 +329,7 @@ def test_history_plot_errors(rng, tmp_path, monkeypatch):
 INTERRUPT_SCRIPT = textwrap.dedent("""
     import json, os, signal, sys, threading, time
     import numpy as np
-    import fastmlp, fastmlp.feedback, fastmlp.mlp
+    import fastmlp, fastmlp.feedback, fastmlp.training
     from fastmlp import _core
 
     # Python's own Ctrl-C handler, also when this test runs from a background job (whose
@@ -338,8 +338,8 @@ INTERRUPT_SCRIPT = textwrap.dedent("""
     check_every_step = sys.argv[1] == "every-step"
     if check_every_step:
         _core._set_signal_check_interval(0.0)
-    fastmlp.mlp._SILENT_CALLS_PER_EPOCH = 1     # a whole epoch per C++ call
-    fastmlp.mlp._PROGRESS_CALLS_PER_EPOCH = 1
+    fastmlp.training._SILENT_CALLS_PER_EPOCH = 1     # a whole epoch per C++ call
+    fastmlp.training._PROGRESS_CALLS_PER_EPOCH = 1
     fastmlp.feedback.tqdm_class = lambda: None  # the plain bar, on our stderr
 
     rng = np.random.default_rng(0)

@@ -210,15 +210,15 @@ def test_stops_when_the_training_loss_stalls_as_scikit_learn_defines_it():
 
 def test_ctrl_c_ends_fit_keeping_the_model_and_the_finished_iterations(monkeypatch):
     X, y = blobs()
-    train_epoch, calls = fastmlp.MLP._train_epoch, []
+    train_epoch, calls = fastmlp.training.FitLoop.train_epoch, []
 
-    def interrupted_third_epoch(model, *args, **kwargs):
+    def interrupted_third_epoch(loop, *args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return train_epoch(model, *args, **kwargs)
+        return train_epoch(loop, *args, **kwargs)
 
-    monkeypatch.setattr(fastmlp.MLP, "_train_epoch", interrupted_third_epoch)
+    monkeypatch.setattr(fastmlp.training.FitLoop, "train_epoch", interrupted_third_epoch)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         model = MLPClassifier(hidden_layer_sizes=(16,), max_iter=50, random_state=0).fit(X, y)

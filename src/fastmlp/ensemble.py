@@ -7,7 +7,8 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .mlp import CLASSIFICATION_LOSSES, MLP, History
+from .feedback import History
+from .mlp import CLASSIFICATION_LOSSES, MLP
 
 __all__ = ["Ensemble"]
 

@@ -1,5 +1,6 @@
-"""Feedback while training: progress bars (tqdm when installed, else a plain one-line bar),
-the Keras-like per-epoch line, user callbacks, and drawing a history's curves with matplotlib.
+"""Feedback while training: the History of a fit, progress bars (tqdm when installed, else a
+plain one-line bar), the Keras-like per-epoch line, user callbacks, and drawing a history's
+curves with matplotlib. It knows nothing of the model (the training loop hands it what it shows).
 """
 from __future__ import annotations
 
@@ -7,16 +8,14 @@ import importlib
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, KeysView, List, Optional, Protocol, Sequence, Union
 
 from ._files import PathLike, write_atomically
 
-if TYPE_CHECKING:  # imported for annotations only: mlp imports this module
+if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .mlp import MLP, History
-
-__all__ = ["Callback", "EpochCallable", "CallbackLike"]
+__all__ = ["History", "Callback", "EpochCallable", "CallbackLike"]
 
 EpochCallable = Callable[[int, Dict[str, float]], Any]
 
@@ -34,7 +33,7 @@ class Callback:
     ...         return logs["accuracy"] < 0.99      # False stops training
     """
 
-    def on_train_begin(self, model: "MLP") -> None:
+    def on_train_begin(self, model: Any) -> None:
         """Called once when ``fit`` starts, before the first epoch.
 
         Parameters
@@ -94,7 +93,7 @@ def check_callbacks(callbacks: Optional[Sequence[CallbackLike]]) -> List[Callbac
     return checked
 
 
-def train_begins(callbacks: Sequence[CallbackLike], model: "MLP") -> None:
+def train_begins(callbacks: Sequence[CallbackLike], model: Any) -> None:
     """Tell every Callback instance that training starts."""
     for callback in callbacks:
         if isinstance(callback, Callback):
@@ -227,3 +226,93 @@ def plot_history(history: "History", path: PathLike) -> "Figure":
     figure.tight_layout()
     write_atomically(path, lambda file: figure.savefig(file, format=extension))
     return figure
+
+
+class History:
+    """Per-epoch records of a fit: ``history["loss"]``, ``history["val_accuracy"]`` ...
+
+    Keys: loss, accuracy (classification), val_loss, val_accuracy (with validation data),
+    lr (the learning rate the epoch used), seconds, samples_per_second. ``epoch`` lists the
+    epoch numbers (counting across fits).
+
+    Attributes
+    ----------
+    stopped_early, stopped_on_nan, interrupted : bool
+        Why fit stopped before its last epoch, if it did (``interrupted``: Ctrl-C).
+    partial_epoch : bool
+        True when the last record is of an epoch that Ctrl-C cut short: its loss and accuracy
+        cover the steps the epoch took (``partial_epoch_rows`` rows); its val_loss and
+        val_accuracy are NaN (validation did not run); callbacks did not see it.
+    partial_epoch_rows : int
+        The training rows the partial record covers (0 when ``partial_epoch`` is False).
+    """
+
+    def __init__(self) -> None:
+        self.history: Dict[str, List[float]] = {}
+        self.epoch: List[int] = []
+        self.stopped_early = False
+        self.stopped_on_nan = False
+        self.interrupted = False
+        self.partial_epoch = False
+        self.partial_epoch_rows = 0
+
+    def append(self, epoch: int, logs: Dict[str, float]) -> None:
+        """Record one epoch.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch's number.
+        logs : dict of str to float
+            Its values; a key seen for the first time starts a new list.
+        """
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+    def __getitem__(self, key: str) -> List[float]:
+        return self.history[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.history
+
+    def keys(self) -> KeysView[str]:
+        """The recorded quantities.
+
+        Returns
+        -------
+        KeysView of str
+            loss, accuracy, val_loss, val_accuracy, lr, seconds, samples_per_second:
+            those recorded.
+        """
+        return self.history.keys()
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def __repr__(self) -> str:
+        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+    def plot(self, path: PathLike) -> "Figure":
+        """Draw the loss curves (loss, val_loss) and, for classifiers, the accuracy curves
+        (accuracy, val_accuracy) per epoch into an image file.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination; the format follows the extension (PNG when there is none). The
+            file is written beside its destination and renamed into place.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure drawn (no pyplot state is touched, so this works without a display).
+
+        Raises
+        ------
+        ImportError
+            When matplotlib is not installed (it is optional: ``pip install matplotlib``).
+        ValueError
+            When the history is empty or the extension is not an image format.
+        """
+        return plot_history(self, path)

@@ -1,6 +1,6 @@
-"""fastmlp.MLP: the public model. Validation, initialisation, fit/predict/evaluate, history,
-save/load. Every number crunched here is crunched in C++ (fastmlp._core), one call per run of
-batches with the GIL released.
+"""fastmlp.MLP: the public model (options, initialisation, parameters, predict/evaluate) and its
+file format (save/load). Its training loop is fastmlp.training; every number is crunched in C++
+(fastmlp._core), one call per run of batches with the GIL released.
 """
 from __future__ import annotations
 
@@ -10,150 +10,33 @@ import json
 import math
 import os
 import stat
-import sys
 import threading
-import time
-import warnings
-from typing import TYPE_CHECKING, Any, Callable, Dict, KeysView, List, Optional, Sequence, Tuple, Type, Union, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union, TypeVar
 
 import numpy as np
 
-from . import _core
+from . import _core, training
+from ._checks import ACTIVATIONS, CLASSIFICATION_LOSSES, LOSSES, _UINT64_MAX, _all_finite, \
+    _as_float_matrix, _as_labels, _as_sample_weight, _check_choice, _check_dtype, \
+    _check_finite_in_dtype, _check_fraction, _check_positive_int
 from ._files import PathLike, write_atomically
-from ._sparse import CsrRows, as_csr_rows, is_sparse
-from .feedback import CallbackLike, check_callbacks, epoch_ends, epoch_line, plot_history, \
-    progress_bar, train_begins, train_ends
-from .mixup import check_mixup_alpha, mixup_plan
+from ._sparse import CsrRows, is_sparse
+from .feedback import CallbackLike, History
 from .optim import Optimizer, make_optimizer
-from .schedules import LRSchedule, check_schedule, step_schedule
+from .schedules import LRSchedule
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+__all__ = ["MLP", "History", "NotFittedError", "load", "ACTIVATIONS", "LOSSES", "CLASSIFICATION_LOSSES"]
 
-__all__ = ["MLP", "History", "NotFittedError", "load", "ACTIVATIONS", "LOSSES"]
-
-ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "gelu")
-LOSSES = ("cross_entropy", "mse", "bce", "gaussian_nll", "poisson")
-CLASSIFICATION_LOSSES = ("cross_entropy", "bce")
 RELU_LIKE = ("relu", "leaky_relu", "gelu")
-ON_NAN = ("raise", "restore")
 FORMAT_NAME = "fastmlp-model"
 FORMAT_VERSION = 1
-
-# Batches per C++ call when nothing is shown: often enough for Ctrl-C to be honoured within a
-# fraction of a second, rarely enough that the Python overhead is nil.
-_SILENT_CALLS_PER_EPOCH = 10
-_PROGRESS_CALLS_PER_EPOCH = 30
 
 
 class NotFittedError(ValueError, AttributeError):
     """Raised when a model is used for prediction before it was fitted or given weights."""
 
 
-class History:
-    """Per-epoch records of a fit: ``history["loss"]``, ``history["val_accuracy"]`` ...
-
-    Keys: loss, accuracy (classification), val_loss, val_accuracy (with validation data),
-    lr (the learning rate the epoch used), seconds, samples_per_second. ``epoch`` lists the
-    epoch numbers (counting across fits).
-
-    Attributes
-    ----------
-    stopped_early, stopped_on_nan, interrupted : bool
-        Why fit stopped before its last epoch, if it did (``interrupted``: Ctrl-C).
-    partial_epoch : bool
-        True when the last record is of an epoch that Ctrl-C cut short: its loss and accuracy
-        cover the steps the epoch took (``partial_epoch_rows`` rows); its val_loss and
-        val_accuracy are NaN (validation did not run); callbacks did not see it.
-    partial_epoch_rows : int
-        The training rows the partial record covers (0 when ``partial_epoch`` is False).
-    """
-
-    def __init__(self) -> None:
-        self.history: Dict[str, List[float]] = {}
-        self.epoch: List[int] = []
-        self.stopped_early = False
-        self.stopped_on_nan = False
-        self.interrupted = False
-        self.partial_epoch = False
-        self.partial_epoch_rows = 0
-
-    def append(self, epoch: int, logs: Dict[str, float]) -> None:
-        """Record one epoch.
-
-        Parameters
-        ----------
-        epoch : int
-            The epoch's number.
-        logs : dict of str to float
-            Its values; a key seen for the first time starts a new list.
-        """
-        self.epoch.append(epoch)
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(value)
-
-    def __getitem__(self, key: str) -> List[float]:
-        return self.history[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.history
-
-    def keys(self) -> KeysView[str]:
-        """The recorded quantities.
-
-        Returns
-        -------
-        KeysView of str
-            loss, accuracy, val_loss, val_accuracy, lr, seconds, samples_per_second:
-            those recorded.
-        """
-        return self.history.keys()
-
-    def __len__(self) -> int:
-        return len(self.epoch)
-
-    def __repr__(self) -> str:
-        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
-
-    def plot(self, path: PathLike) -> "Figure":
-        """Draw the loss curves (loss, val_loss) and, for classifiers, the accuracy curves
-        (accuracy, val_accuracy) per epoch into an image file.
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            Destination; the format follows the extension (PNG when there is none). The
-            file is written beside its destination and renamed into place.
-
-        Returns
-        -------
-        matplotlib.figure.Figure
-            The figure drawn (no pyplot state is touched, so this works without a display).
-
-        Raises
-        ------
-        ImportError
-            When matplotlib is not installed (it is optional: ``pip install matplotlib``).
-        ValueError
-            When the history is empty or the extension is not an image format.
-        """
-        return plot_history(self, path)
-
-
 _T = TypeVar("_T")
-
-
-class _RestoredAfterNonFinite(FloatingPointError):
-    """fit(on_nan="restore") met a NaN/inf step and put the last good state back."""
-
-
-class _EpochInterrupted(KeyboardInterrupt):
-    """Ctrl-C during an epoch's training: carries the epoch's record over the steps taken
-    (None when it took none) and the rows they trained."""
-
-    def __init__(self, logs: Optional[Dict[str, float]], rows: int) -> None:
-        super().__init__()
-        self.logs, self.rows = logs, rows
 
 
 def _holding_model_lock(method: Callable[..., _T]) -> Callable[..., _T]:
@@ -166,172 +49,6 @@ def _holding_model_lock(method: Callable[..., _T]) -> Callable[..., _T]:
         with self._model_lock:
             return method(self, *args, **kwargs)
     return locked
-
-
-# ---- input checks ------------------------------------------------------------------------------------
-
-
-def _as_float_matrix(X: Any, name: str, dtype: np.dtype, width: Optional[int] = None) -> Any:
-    """X as a C-contiguous (n, width) array of dtype, converted once; rejects what is not numeric.
-    A scipy.sparse X becomes checked CSR arrays instead (fastmlp._sparse), never densified here."""
-    if isinstance(X, CsrRows) or is_sparse(X):
-        return X if isinstance(X, CsrRows) else as_csr_rows(X, name, dtype, width)
-    array = np.asarray(X)
-    if array.dtype == object or array.dtype.kind in "cUSVMm":
-        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
-    if array.ndim == 1 and width == 1:
-        array = array.reshape(-1, 1)
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {array.shape}")
-    if array.shape[0] == 0:
-        raise ValueError(f"{name} is empty: shape {array.shape}")
-    if width is not None and array.shape[1] != width:
-        raise ValueError(f"{name} must have {width} columns (the model's input width), "
-                         f"got shape {array.shape}")
-    array = np.ascontiguousarray(array, dtype=dtype)
-    if not _all_finite(array):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return array
-
-
-# Rows checked per block by _all_finite: about 16 MB of data.
-_FINITE_CHECK_BYTES = 1 << 24
-
-
-def _all_finite(array: np.ndarray) -> bool:
-    """np.isfinite(array).all(): for a contiguous float32/float64 array the core's check
-    (vectorised, threaded, no temporary: 6 ms against NumPy's 10 for Fashion-MNIST's 188 MB),
-    else NumPy over blocks of rows, so that a large dataset (a memmap) is checked without a
-    boolean temporary of its full size."""
-    if array.dtype in (np.float32, np.float64) and array.flags.c_contiguous:
-        return bool(_core.kernels.all_finite(array))
-    row_bytes = max(1, array.itemsize * int(np.prod(array.shape[1:])))
-    rows = max(1, _FINITE_CHECK_BYTES // row_bytes)
-    return all(np.isfinite(array[start:start + rows]).all() for start in range(0, len(array), rows))
-
-
-def _as_labels(y: Any, name: str, n_rows: int, n_classes: int) -> np.ndarray:
-    labels = np.asarray(y)
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.ndim != 1:
-        raise ValueError(f"{name} must be 1-D class labels, got shape {labels.shape}")
-    if labels.shape[0] != n_rows:
-        raise ValueError(f"{name} has {labels.shape[0]} labels but X has {n_rows} rows")
-    if labels.dtype.kind == "b" or labels.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must hold integer class labels, got dtype {labels.dtype}")
-    if labels.dtype.kind == "f":
-        if not np.isfinite(labels).all():
-            raise ValueError(f"{name} contains NaN or infinity")
-        if not np.all(labels == np.round(labels)):
-            bad = labels[labels != np.round(labels)][0].item()
-            raise ValueError(f"{name} must hold integer class labels, got {bad!r}")
-    bad = (labels < 0) | (labels >= n_classes)
-    if bad.any():
-        raise ValueError(f"{name} holds label {labels[bad][0].item()!r}, outside [0, {n_classes}) "
-                         f"for a model with {n_classes} outputs")
-    return np.ascontiguousarray(labels, dtype=np.int64)
-
-
-def _as_sample_weight(sample_weight: Any, n_rows: int, dtype: np.dtype,
-                      name: str = "sample_weight") -> Optional[np.ndarray]:
-    """sample_weight as a C-contiguous (n_rows,) array of dtype, or None for none: finite,
-    non-negative and not all zero (a scalar weighs every row alike)."""
-    if sample_weight is None:
-        return None
-    weights = np.asarray(sample_weight)
-    if weights.dtype == object or weights.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold real numbers, got dtype {weights.dtype}")
-    if weights.ndim == 0:
-        weights = np.full(n_rows, weights, dtype=dtype)
-    if weights.ndim != 1 or weights.shape[0] != n_rows:
-        raise ValueError(f"{name} must have one weight per row of X ({n_rows}), got shape {weights.shape}")
-    converted = np.ascontiguousarray(weights, dtype=dtype)
-    if not np.isfinite(converted).all():
-        bad = int(np.flatnonzero(~np.isfinite(converted))[0])
-        raise ValueError(f"{name}[{bad}] = {weights[bad].item()!r} is not finite (in {dtype.name})")
-    if (converted < 0).any():
-        bad = int(np.flatnonzero(converted < 0)[0])
-        raise ValueError(f"{name}[{bad}] = {weights[bad].item()!r} is negative; weights must be >= 0")
-    if not converted.any():
-        raise ValueError(f"{name} is all zero (in {dtype.name}): no row would count")
-    return converted
-
-
-def _require_weight(what: str, weights: np.ndarray) -> None:
-    if not weights.any():
-        raise ValueError(f"{what} are all zero: no row would count")
-
-
-def _take_rows(X: Any, rows: np.ndarray) -> Any:
-    """X's rows `rows`, copied (dense or CSR)."""
-    return X.take_rows(rows) if isinstance(X, CsrRows) else X[rows]
-
-
-class _EpochTotals:
-    """The core's running totals over an epoch's calls: loss_sum, rows, and the rows' weight
-    and weighted correct count (the rows and the correct count without sample weights)."""
-
-    def __init__(self) -> None:
-        self.loss_sum, self.rows, self.weight, self.weighted_correct = 0.0, 0, 0.0, 0.0
-
-    def add(self, part: Sequence[Any], weighted: bool, weights_at: int = 5) -> None:
-        """Add a train_batches result (loss_sum, correct, rows, nonfinite_batch, params_finite,
-        then weight_sum and weighted_correct with sample weights) or last_run_totals (the
-        same without params_finite: weights_at=4)."""
-        self.loss_sum += part[0]
-        self.rows += part[2]
-        if weighted:
-            self.weight += part[weights_at]
-            self.weighted_correct += part[weights_at + 1]
-        else:
-            self.weight += part[2]
-            self.weighted_correct += part[1]
-
-
-def _check_choice(name: str, value: Any, valid: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
-    return value
-
-
-def _check_dtype(dtype: Any) -> np.dtype:
-    try:
-        resolved: Optional[np.dtype] = np.dtype(dtype)
-    except TypeError:
-        resolved = None
-    if resolved is None or resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
-    return resolved
-
-
-# The largest values the core's integer arguments hold (int64 counts, a uint64 seed, int thread
-# counts capped as a model file's are): a larger Python int is refused naming its parameter.
-_INT64_MAX = 2 ** 63 - 1
-_UINT64_MAX = 2 ** 64 - 1
-
-
-def _check_positive_int(name: str, value: Any, minimum: int = 1, maximum: int = _INT64_MAX) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value > maximum:
-        raise ValueError(f"{name} must be an integer <= {maximum}, got {value!r}")
-    return int(value)
-
-
-def _check_finite_in_dtype(name: str, value: float, dtype: np.dtype) -> None:
-    """Refuse a number that is finite in Python but infinite once the core rounds it to dtype."""
-    if abs(value) > float(np.finfo(dtype).max):
-        raise ValueError(f"{name}={value!r} is infinite in {dtype.name}, the model's dtype "
-                         f"(at most {float(np.finfo(dtype).max):.6g})")
-
-
-def _check_fraction(name: str, value: Any, allow_zero: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) \
-            or not (0 <= value < 1) or (not allow_zero and value == 0):
-        low = "[0" if allow_zero else "(0"
-        raise ValueError(f"{name} must be in {low}, 1), got {value!r}")
-    return float(value)
 
 
 # ---- the model ----------------------------------------------------------------------------------------
@@ -819,229 +536,12 @@ class MLP:
         -------
         History of this call's epochs.
         """
-        epochs = _check_positive_int("epochs", epochs)
-        batch_size = _check_positive_int("batch_size", batch_size)
-        patience = _check_positive_int("patience", patience)
-        if batch_size > _INT64_MAX // 2:  # the core computes batch offsets in int64
-            raise ValueError(f"batch_size must be an integer <= {_INT64_MAX // 2}, got {batch_size!r}")
-        if isinstance(verbose, bool) or verbose not in (0, 1, 2):
-            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        on_nan = _check_choice("on_nan", on_nan, ON_NAN)
-        if not isinstance(min_delta, (int, float)) or not min_delta >= 0:
-            raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
-        mixup = check_mixup_alpha(mixup, self.class_weights)
-        lr_schedule = check_schedule(lr_schedule)
-        X, y = self._prepare(X, y)
-        weights = _as_sample_weight(sample_weight, X.shape[0], self.dtype)
-        X_val: Optional[Any]
-        y_val: Optional[np.ndarray]
-        weights_val: Optional[np.ndarray] = None
-        training_rows: Optional[np.ndarray] = None  # None: every row of X
-        if validation_data is not None:
-            if validation_split:
-                raise ValueError("give validation_data or validation_split, not both")
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-                raise ValueError("validation_data must be a pair (X_val, y_val) or a triple "
-                                 "(X_val, y_val, sample_weight_val)")
-            X_val, y_val = self._prepare(validation_data[0], validation_data[1], "X_val", "y_val")
-            if len(validation_data) == 3:
-                weights_val = _as_sample_weight(validation_data[2], X_val.shape[0], self.dtype,
-                                                "sample_weight_val")
-        elif validation_split:
-            training_rows, validation_rows = self._split(X.shape[0], _check_fraction(
-                "validation_split", validation_split))
-            X_val, y_val = _take_rows(X, validation_rows), y[validation_rows]  # the held-out rows only
-            if weights is not None:
-                weights_val = weights[validation_rows]
-                _require_weight("sample_weight of the validation_split rows", weights_val)
-                _require_weight("sample_weight of the training rows", weights[training_rows])
-        else:
-            X_val = y_val = None
-        if self.batch_norm and (X.shape[0] if training_rows is None else training_rows.size) < 2:
-            raise ValueError("batch_norm needs at least 2 training rows")
-        train_weights = {} if weights is None else {"sample_weight": weights}
-        val_weights = {} if weights_val is None else {"sample_weight": weights_val}
-
-        callbacks = check_callbacks(callbacks)
-        history = History()
-        best: Tuple[float, Optional[Dict[str, np.ndarray]]] = (math.inf, None)  # (monitored loss, saved state)
-        epochs_without_improvement = 0
-        last_epoch = self.epochs_trained + epochs
-        train_begins(callbacks, self)
-        if lr_schedule is not None:
-            self.learning_rate = lr_schedule.start(self.learning_rate, owner=self)
-        for _ in range(epochs):
-            self.epochs_trained += 1
-            epoch_lr = self.learning_rate
-            trained: Optional[Tuple[Dict[str, float], int]] = None  # the epoch's training logs and rows
-            try:  # Ctrl-C anywhere in the epoch, validation and callbacks included
-                logs, rows = self._train_epoch(X, y, batch_size, shuffle, verbose, last_epoch, mixup, on_nan,
-                                               training_rows, train_weights)
-                trained = (dict(logs), rows)
-                if X_val is not None and y_val is not None:
-                    logs.update(self._evaluate_arrays(X_val, y_val, prefix="val_", **val_weights))
-                logs["lr"] = epoch_lr
-                history.append(self.epochs_trained, logs)
-                if lr_schedule is not None:
-                    self.learning_rate = step_schedule(lr_schedule, logs)
-                if verbose:
-                    print(epoch_line(self.epochs_trained, last_epoch, logs), flush=True)
-                stop = epoch_ends(callbacks, self.epochs_trained, logs, history)
-            except KeyboardInterrupt as interruption:
-                if isinstance(interruption, _EpochInterrupted):
-                    trained = None if interruption.logs is None else (interruption.logs, interruption.rows)
-                recorded = bool(history.epoch) and history.epoch[-1] == self.epochs_trained
-                if trained is not None and not recorded:
-                    self._record_partial_epoch(history, *trained, epoch_lr, X_val is not None)
-                self._interrupted(history, verbose)
-                break
-            except _RestoredAfterNonFinite as failure:
-                history.stopped_on_nan = True
-                warnings.warn(str(failure), RuntimeWarning, stacklevel=3)
-                break
-            if early_stopping:
-                monitored = logs.get("val_loss", logs["loss"])
-                if monitored < best[0] - min_delta:
-                    best = (monitored, self._snapshot() if restore_best_weights else None)
-                    epochs_without_improvement = 0
-                else:
-                    epochs_without_improvement += 1
-                    if epochs_without_improvement >= patience:
-                        history.stopped_early = stop = True
-            if stop:
-                break
-        if early_stopping and restore_best_weights and best[1] is not None:
-            self._restore(best[1])
-        train_ends(callbacks, history)
-        return history
-
-    def _record_partial_epoch(self, history: History, logs: Dict[str, float], rows: int,
-                              lr: float, validating: bool) -> None:
-        """Append the epoch Ctrl-C cut short: its training logs over the `rows` it trained, NaN
-        for the validation it did not run (so every key's list stays as long as the epochs')."""
-        logs = dict(logs)
-        if validating:
-            logs["val_loss"] = math.nan
-            if self.loss in CLASSIFICATION_LOSSES:
-                logs["val_accuracy"] = math.nan
-        logs["lr"] = lr
-        history.append(self.epochs_trained, logs)
-        history.partial_epoch, history.partial_epoch_rows = True, rows
-
-    def _interrupted(self, history: History, verbose: int) -> None:
-        """After Ctrl-C: the steps the core took are kept, so the model counts as fitted."""
-        history.interrupted = True
-        self.fitted = self.fitted or self._network.step > 0
-        if verbose:
-            partial = (f" after {history.partial_epoch_rows} training rows (loss: "
-                       f"{history['loss'][-1]:.4f})" if history.partial_epoch else "")
-            print(f"\ninterrupted in epoch {self.epochs_trained}{partial}: the model keeps the "
-                  f"{self._network.step} steps taken so far", file=sys.stderr, flush=True)
-
-    def _split(self, n: int, fraction: float) -> Tuple[np.ndarray, np.ndarray]:
-        """validation_split's (training rows, validation rows) of n, each sorted: a seeded
-        random choice. Training indexes X's rows in place, so a memmap is not copied."""
-        n_val = int(round(n * fraction))
-        if n_val < 1 or n_val >= n:
-            raise ValueError(f"validation_split={fraction!r} leaves no rows for training or validation "
-                             f"out of {n}")
-        order = np.random.default_rng([self.seed, 2]).permutation(n)
-        return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-    def _train_epoch(self, X: Any, y: np.ndarray, batch_size: int, shuffle: bool,
-                     verbose: int, last_epoch: int, mixup: float = 0.0,
-                     on_nan: str = "raise", rows_of_X: Optional[np.ndarray] = None,
-                     weights: Optional[Dict[str, np.ndarray]] = None) -> Tuple[Dict[str, float], int]:
-        """One pass over (X, y), or over its rows `rows_of_X` only: the epoch's logs and the
-        rows it trained. Ctrl-C raises _EpochInterrupted with the logs of the steps taken.
-        `weights`: the core's sample_weight keyword (one weight per row of X), or empty."""
-        weights = weights or {}
-        n = X.shape[0] if rows_of_X is None else rows_of_X.size
-        order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
-        order = (order if rows_of_X is None else rows_of_X[order]).astype(np.int64)
-        mixing = mixup_plan(self._mixup_rng, order, batch_size, mixup, self.dtype) if mixup else ()
-        n_batches = (n + batch_size - 1) // batch_size
-        calls = _PROGRESS_CALLS_PER_EPOCH if verbose == 1 else _SILENT_CALLS_PER_EPOCH
-        per_call = max(1, -(-n_batches // calls))
-        started = time.perf_counter()
-        totals = _EpochTotals()
-        bar = progress_bar(n_batches, f"Epoch {self.epochs_trained}/{last_epoch}") if verbose == 1 else None
-        try:
-            for first in range(0, n_batches, per_call):
-                count = min(per_call, n_batches - first)
-                # Kept under both policies: an update can overflow the parameters although its
-                # gradient was finite, and the core finds that only after it (3 copies of the
-                # parameters per tenth of an epoch: ~1% of a 784-256-10 epoch).
-                last_good = self._training_state()
-                try:
-                    part = self._network.train_batches(X, y, order, batch_size, first, count, *mixing,
-                                                       **weights)
-                except KeyboardInterrupt:
-                    # the steps the call took before Ctrl-C
-                    totals.add(self._network.last_run_totals, weighted=bool(weights), weights_at=4)
-                    raise
-                totals.add(part, weighted=bool(weights))
-                if part[3] >= 0:
-                    self._stop_at_non_finite_step(part[3], n_batches, last_good, on_nan == "restore",
-                                                  params_overflowed=not part[4])
-                self.fitted = True
-                if bar is not None:
-                    bar.update(first + count, totals.loss_sum / max(totals.weight, 1e-300) if totals.rows else 0.0)
-        except KeyboardInterrupt:
-            seconds = time.perf_counter() - started
-            logs = self._epoch_logs(totals, seconds) if totals.rows else None
-            raise _EpochInterrupted(logs, totals.rows) from None
-        finally:
-            if bar is not None:
-                bar.close()
-        seconds = time.perf_counter() - started
-        if totals.rows == 0:
-            raise ValueError("no batch could be trained (batch_norm needs batches of 2+ rows)")
-        logs = self._epoch_logs(totals, seconds)
-        if not math.isfinite(logs["loss"]):
-            raise FloatingPointError(f"the training loss became {logs['loss']} in epoch {self.epochs_trained}; "
-                                     "lower the learning rate or check the data")
-        return logs, totals.rows
-
-    def _epoch_logs(self, totals: "_EpochTotals", seconds: float) -> Dict[str, float]:
-        """An epoch's record from the core's running totals over its trained rows: loss and
-        accuracy per unit of weight (per row without sample weights)."""
-        weight = totals.weight
-        logs = {"loss": totals.loss_sum / weight if weight > 0 else math.nan}
-        if self.loss in CLASSIFICATION_LOSSES:
-            logs["accuracy"] = totals.weighted_correct / weight if weight > 0 else math.nan
-        logs["seconds"] = seconds
-        logs["samples_per_second"] = totals.rows / seconds if seconds > 0 else math.inf
-        return logs
-
-    def _stop_at_non_finite_step(self, batch: int, n_batches: int, last_good: Dict[str, Any],
-                                 restore: bool, params_overflowed: bool = False) -> None:
-        """Raise for the step the C++ core refused (its loss or gradient was NaN/inf), or for the
-        update that made parameters NaN/inf (`params_overflowed`: the core finds that within a
-        signal-check interval; `batch` is then the last one trained). With `restore` (fit's
-        on_nan="restore") `last_good` is put back and a warning follows; without it an overflow
-        is still rolled back to `last_good` (the model is never left NaN), a refused step needs
-        nothing (it was not applied), and FloatingPointError follows."""
-        if params_overflowed:
-            what = (f"parameters became NaN or infinite in epoch {self.epochs_trained}, by step "
-                    f"{int(self._network.step)} at the latest (batch {batch + 1} of {n_batches} of "
-                    "the epoch), although the loss and gradients were finite")
-            fix = (f"Lower the learning rate; the weights after step {last_good['step']} (the last "
-                   "finite ones) were put back. ")
-        else:
-            what = (f"the training loss became NaN or infinite (or a gradient did) in epoch "
-                    f"{self.epochs_trained}, step {int(self._network.step) + 1} (batch {batch + 1} of "
-                    f"{n_batches} of the epoch); that step was not applied")
-            fix = "Lower the learning rate or check the data; "
-        if not restore:
-            if params_overflowed:
-                self._set_training_state(last_good)
-            raise FloatingPointError(
-                f"{what} and training stopped. {fix}fit(..., on_nan='restore') returns the "
-                "history instead of raising")
-        self._set_training_state(last_good)
-        raise _RestoredAfterNonFinite(
-            f"{what}; training stopped and the weights after step {last_good['step']} were restored")
+        return training.fit(self, X, y, epochs, batch_size, validation_data=validation_data,
+                            validation_split=validation_split, shuffle=shuffle,
+                            early_stopping=early_stopping, patience=patience, min_delta=min_delta,
+                            restore_best_weights=restore_best_weights, verbose=verbose,
+                            callbacks=callbacks, mixup=mixup, lr_schedule=lr_schedule,
+                            on_nan=on_nan, sample_weight=sample_weight)
 
     def _training_state(self) -> Dict[str, Any]:
         """Copies of everything a training step changes (for fit's on_nan="restore")."""

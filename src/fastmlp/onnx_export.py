@@ -13,14 +13,25 @@ Graph, for input ``X`` of shape (N, n_features) in the model's dtype:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+from typing import Any, Dict, List, Protocol, Tuple
 
 import numpy as np
 
 from ._files import PathLike, write_atomically
 
-if TYPE_CHECKING:
-    from .mlp import MLP
+
+class ExportableModel(Protocol):
+    """What the export reads of a model (fastmlp.MLP has it; this module never imports mlp,
+    which imports it when to_onnx is called)."""
+
+    _network: Any
+    loss: str
+    dtype: np.dtype
+    layer_sizes: List[int]
+    activations: List[str]
+    leaky_relu_slope: float
+
+    def _check_fitted(self) -> None: ...
 
 # MLP leaves the core's batch norm epsilon at its default.
 BATCH_NORM_EPS = 1e-5
@@ -39,7 +50,7 @@ def _import_onnx() -> Any:
     return onnx
 
 
-def folded_layers(model: "MLP") -> List[Tuple[np.ndarray, np.ndarray]]:
+def folded_layers(model: ExportableModel) -> List[Tuple[np.ndarray, np.ndarray]]:
     """(W, b) per dense layer in evaluation mode, batch norm folded into the hidden ones.
 
     Batch norm after a dense layer is affine at inference:
@@ -137,7 +148,7 @@ class _GraphBuilder:
         return self.helper.make_tensor_value_info(name, tensor_type, shape)
 
 
-def build_model(model: "MLP") -> Any:
+def build_model(model: ExportableModel) -> Any:
     """The ONNX ModelProto of a fitted MLP (checked by onnx.checker)."""
     onnx = _import_onnx()
     dtype = model.dtype
@@ -162,7 +173,7 @@ def build_model(model: "MLP") -> Any:
     return proto
 
 
-def _output_heads(builder: _GraphBuilder, model: "MLP", h: str,
+def _output_heads(builder: _GraphBuilder, model: ExportableModel, h: str,
                   last: Tuple[np.ndarray, np.ndarray]) -> List[Tuple[str, int, List[Any]]]:
     """Nodes after the last hidden layer; returns (name, element type, shape) per output."""
     weight, bias = last
@@ -194,7 +205,7 @@ def _output_heads(builder: _GraphBuilder, model: "MLP", h: str,
     return [("mean", values, ["N", width]), ("variance", values, ["N", width])]
 
 
-def _metadata(model: "MLP") -> Dict[str, str]:
+def _metadata(model: ExportableModel) -> Dict[str, str]:
     return {"loss": model.loss, "layer_sizes": ",".join(map(str, model.layer_sizes)),
             "activations": ",".join(model.activations), "dtype": model.dtype.name}
 
@@ -204,7 +215,7 @@ def _version() -> str:
     return __version__
 
 
-def to_onnx(model: "MLP", path: PathLike) -> None:
+def to_onnx(model: ExportableModel, path: PathLike) -> None:
     """Build and check the graph, then write it atomically; see MLP.to_onnx."""
     model._check_fitted()
     serialized = build_model(model).SerializeToString()
