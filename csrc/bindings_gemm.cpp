@@ -115,13 +115,18 @@ widest the CPU has). ValueError for another name or one this CPU lacks. Process-
           "The instruction set in use: 'avx512', 'avx2' or 'portable'.");
     m.def(
         "fma_peak_gflops",
-        [](double seconds) {
+        [](double seconds) -> double {
             const std::string isa = fastmlp::gemm_kernel_name();
             if (isa == "portable")
                 throw std::runtime_error("fma_peak_gflops needs the avx2 or avx512 kernels in use");
+#if FASTMLP_X86_KERNELS
             py::gil_scoped_release release;
             return isa == "avx512" ? fastmlp::gemm_detail::avx512_fma_peak_gflops(seconds)
                                    : fastmlp::gemm_detail::avx2_fma_peak_gflops(seconds);
+#else
+            static_cast<void>(seconds);  // only the portable kernels are compiled here
+            throw std::logic_error("fma_peak_gflops: no avx2 or avx512 kernels in this build");
+#endif
         },
         py::arg("seconds") = 0.2,
         "Single-thread fp32 FMA throughput (GFLOP/s) of a register-only loop, in the registers "

@@ -145,6 +145,9 @@ namespace {
 constexpr const char* kIsaNames[] = {"portable", "avx2", "avx512"};
 
 bool cpu_has(Isa isa) {
+#if !FASTMLP_X86_KERNELS
+    return isa == Isa::portable;
+#else
     __builtin_cpu_init();
     switch (isa) {
         case Isa::portable: return true;
@@ -155,6 +158,7 @@ bool cpu_has(Isa isa) {
                    __builtin_cpu_supports("avx512dq");
     }
     return false;
+#endif
 }
 
 Isa widest_isa() {
@@ -170,16 +174,20 @@ const gemm_detail::GemmPaths<T>& active_paths();
 template <>
 const gemm_detail::GemmPaths<float>& active_paths<float>() {
     switch (gemm_detail::active_isa()) {
+#if FASTMLP_X86_KERNELS
         case Isa::avx512: return gemm_detail::avx512_paths_float();
         case Isa::avx2: return gemm_detail::avx2_paths_float();
+#endif
         default: return gemm_detail::portable_paths_float();
     }
 }
 template <>
 const gemm_detail::GemmPaths<double>& active_paths<double>() {
     switch (gemm_detail::active_isa()) {
+#if FASTMLP_X86_KERNELS
         case Isa::avx512: return gemm_detail::avx512_paths_double();
         case Isa::avx2: return gemm_detail::avx2_paths_double();
+#endif
         default: return gemm_detail::portable_paths_double();
     }
 }
