@@ -1,4 +1,7 @@
-"""The classic 784-256-10 MLP on Fashion-MNIST: parameter shapes, an evaluation function,
+"""Fashion-MNIST with a 784-256-10 MLP
+===================================
+
+The classic 784-256-10 MLP on Fashion-MNIST: parameter shapes, an evaluation function,
 per-epoch training loss and accuracy, and the test accuracy (>= 0.88 at full size). Adam's
 learning rate is annealed along a cosine to 0 over the run, which settles the last epochs.
 

@@ -1,4 +1,7 @@
-"""Hebbian learning on centred 2-D Gaussian data: Oja's rule finds the first principal
+"""Hebbian learning: Oja's rule and plain Hebb
+===========================================
+
+Hebbian learning on centred 2-D Gaussian data: Oja's rule finds the first principal
 component (checked against NumPy's eigenvector) while plain Hebb's weights blow up."""
 import argparse
 

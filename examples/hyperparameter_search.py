@@ -1,7 +1,16 @@
+<<<<<<< HEAD
 """Hyperparameter search for fastmlp.MLPClassifier on a Fashion-MNIST subset (generated blob
 images without the files): hidden size, learning rate and dropout, tuned with optuna's TPE
 sampler (Bayesian optimisation) and median pruning, or with scikit-learn's RandomizedSearchCV
 when optuna is not installed.
+=======
+"""Hyperparameter search with optuna or scikit-learn
+=================================================
+
+Hyperparameter search for fastmlp.MLPClassifier on a Fashion-MNIST subset: hidden size,
+learning rate and dropout, tuned with optuna's TPE sampler (Bayesian optimisation) and median
+pruning, or with scikit-learn's RandomizedSearchCV when optuna is not installed::
+>>>>>>> main
 
     python examples/hyperparameter_search.py            # 20 trials, 10,000 training images
     python examples/hyperparameter_search.py --quick    # 3 small trials, a few seconds
@@ -33,7 +42,7 @@ DROPOUT_RANGE = (0.0, 0.5)
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 3 trials of 3 epochs on 1,500 images")
     parser.add_argument("--method", choices=("optuna", "random"), default=None,

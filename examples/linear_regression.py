@@ -1,4 +1,7 @@
-"""Linear regression y = w x + b by gradient descent on the mean squared error, compared
+"""Linear regression by gradient descent
+=====================================
+
+Linear regression y = w x + b by gradient descent on the mean squared error, compared
 with the closed-form least-squares line."""
 import argparse
 

@@ -1,4 +1,7 @@
-"""Rosenblatt's perceptron on the two-input logic gates: it learns AND, OR, NAND and NOR,
+"""Logic gates with the perceptron
+===============================
+
+Rosenblatt's perceptron on the two-input logic gates: it learns AND, OR, NAND and NOR,
 and never learns XOR, because no straight line separates XOR's two classes."""
 import argparse
 

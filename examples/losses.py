@@ -1,4 +1,7 @@
-"""Three losses and what they assume.
+"""MSE, Gaussian NLL and cross-entropy
+===================================
+
+Three losses and what they assume.
 
 1. Regression, MSE vs Gaussian likelihood: on data whose noise grows with x, a network with a
    mean head and a (log-)variance head trained by Gaussian NLL predicts a variance that tracks

@@ -1,4 +1,7 @@
-"""SGD, momentum, Nesterov, Adagrad, Adadelta, RMSprop and Adam on one problem (two spirals,
+"""Optimizers compared on two spirals
+==================================
+
+SGD, momentum, Nesterov, Adagrad, Adadelta, RMSprop and Adam on one problem (two spirals,
 a 2-64-64-2 relu network, the same initial weights and batches for all): the training loss
 per epoch as a table, and as a PNG plot when matplotlib is installed."""
 import argparse

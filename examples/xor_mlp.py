@@ -1,4 +1,7 @@
-"""A 2-4-1 MLP solves XOR, which no single perceptron can: its hidden layer maps the four
+"""XOR with a 2-4-1 MLP
+====================
+
+A 2-4-1 MLP solves XOR, which no single perceptron can: its hidden layer maps the four
 points to features in which the two classes ARE linearly separable (a perceptron trained on
 the hidden features converges, one trained on the raw inputs does not)."""
 import argparse

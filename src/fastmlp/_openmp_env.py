@@ -5,8 +5,8 @@ Its default has an idle thread spin 300,000 times (about 0.1-0.3 ms) before slee
 machine where something else competes for the cores, a spinning thread takes the time slice
 of the very thread it waits for, and 2-thread training became 1.7-2.5x slower than with a
 short spin, while on an idle machine a spin of 10,000 was as fast as the default and a
-passive wait 1.9x slower (100-step runs of 784-256-10, interleaved; see the README's
-"Threads and processes").
+passive wait 1.9x slower (100-step runs of 784-256-10, interleaved; see docs/guide/threads.md,
+"Busy machines").
 """
 import contextlib
 import os

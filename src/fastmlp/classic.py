@@ -426,7 +426,7 @@ class HebbianLayer:
 
         Notes
         -----
-        Calling fit again continues from the current weights, and weights_ of shape
+        Calling fit again continues from the current weights, and ``weights_`` of shape
         (n_inputs, n_outputs) set before the first fit are used as the starting point
         (otherwise they are drawn from a normal distribution with std 0.1). If the plain
         Hebb rule overflows, training stops at the last finite weights with a

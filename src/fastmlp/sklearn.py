@@ -839,7 +839,7 @@ _SHARED_PARAMETERS = """
     batch_size : int or "auto", default "auto"
         Rows per step; "auto" is min(200, n_samples); larger values are clipped with a warning.
     learning_rate : "constant", "invscaling" or "adaptive", default "constant"
-        scikit-learn's schedules for "sgd": invscaling sets learning_rate_init / (t_ + 1) **
+        scikit-learn's schedules for "sgd": invscaling sets learning_rate_init / (``t_`` + 1) **
         power_t after every epoch; adaptive divides the rate by 5 where training would stop,
         and stops once it is 1e-6 or less.
     learning_rate_init : float, default 1e-3
@@ -882,7 +882,7 @@ _SHARED_PARAMETERS = """
         fastmlp: added to the decay that alpha implies (alpha / batch_size), with the same
         reach (the weight matrices, not the biases) and scaling (a shorter last batch
         decays by more, as alpha does); decoupled for "adamw". It is not part
-        of loss_ or loss_curve_ (scikit-learn's loss holds alpha's penalty only); lbfgs adds
+        of ``loss_`` or ``loss_curve_`` (scikit-learn's loss holds alpha's penalty only); lbfgs adds
         0.5 * weight_decay * ||W||^2 to the objective it minimises.
     dtype : None, "float32" or "float64", default None
         fastmlp: the precision the network trains and predicts in; None takes the training
@@ -893,17 +893,17 @@ _SHARED_PARAMETERS = """
 
 _SHARED_ATTRIBUTES = """
     coefs_ : list of ndarray
-        Copies of the weight matrices, coefs_[i] of shape (fan_in, fan_out), in the model's dtype.
+        Copies of the weight matrices, ``coefs_[i]`` of shape (fan_in, fan_out), in the model's dtype.
     intercepts_ : list of ndarray
         Copies of the bias vectors.
     loss_ : float
         The last epoch's loss as scikit-learn defines it (see the class description),
         plus the L2 penalty.
     loss_curve_ : list of float
-        loss_ of every epoch (stochastic solvers only: lbfgs has none, as in scikit-learn;
-        nor best_loss_, validation_scores_, best_validation_score_).
+        ``loss_`` of every epoch (stochastic solvers only: lbfgs has none, as in scikit-learn;
+        nor ``best_loss_``, ``validation_scores_``, ``best_validation_score_``).
     best_loss_ : float or None
-        The lowest loss_ (None with early_stopping).
+        The lowest ``loss_`` (None with early_stopping).
     validation_scores_ : list of float or None
         The held-out score of every epoch with early_stopping (else None), weighted by
         the held-out rows' sample weights.
@@ -912,11 +912,11 @@ _SHARED_ATTRIBUTES = """
     n_iter_ : int
         Epochs of the last fit / partial_fit call (lbfgs: its iterations).
     model_ : fastmlp.MLP
-        The fitted network (to_onnx, save, predict ...); history_ is its last fit's History.
+        The fitted network (to_onnx, save, predict ...); ``history_`` is its last fit's History.
     t_ : int
         Training samples seen.
     n_features_in_ : int
-        Input width; feature_names_in_ too when X had string column names.
+        Input width; ``feature_names_in_`` too when X had string column names.
     n_layers_ : int
         Layers, input and output included.
     n_outputs_ : int
@@ -947,7 +947,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
     ----------
     classes_ : ndarray
         The class labels (for multi-label, 0..n_labels-1).""" + _SHARED_ATTRIBUTES + """
-    loss_ is the mean log-loss (summed over labels for multi-label), as scikit-learn reports it.
+    ``loss_`` is the mean log-loss (summed over labels for multi-label), as scikit-learn reports it.
 """
 
     @_fill_doc
@@ -1093,7 +1093,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
         Returns
         -------
         ndarray of shape (n_samples, n_classes)
-            Probabilities in the order of classes_ (multi-label: each label's), in X's
+            Probabilities in the order of ``classes_`` (multi-label: each label's), in X's
             float dtype.
         """
         outputs = self._forward(X)
@@ -1128,7 +1128,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]
         Returns
         -------
         ndarray of shape (n_samples,) or (n_samples, n_labels)
-            Labels from classes_ (multi-label: a 0/1 matrix).
+            Labels from ``classes_`` (multi-label: a 0/1 matrix).
         """
         return self._labels(self._forward(X))
 
@@ -1149,12 +1149,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
     or (n_samples, n_outputs) for multi-output regression.
 """ + _SHARED_PARAMETERS + """    loss : "squared_error" or "poisson", default "squared_error"
         scikit-learn's names. "poisson" trains fastmlp.MLP(loss="poisson"): predictions are
-        exp of the last layer's output (out_activation_ "exp"), y must be >= 0.
+        exp of the last layer's output (``out_activation_`` "exp"), y must be >= 0.
 """ + """
     Attributes
     ----------""" + _SHARED_ATTRIBUTES + """
-    loss_ is scikit-learn's: half the mean squared error, or for poisson half the Poisson
-    deviance, mean(y log(y / mu) - y + mu) summed over the outputs; validation_scores_ are R^2.
+    ``loss_`` is scikit-learn's: half the mean squared error, or for poisson half the Poisson
+    deviance, mean(y log(y / mu) - y + mu) summed over the outputs; ``validation_scores_`` are R^2.
 """
 
     def __init__(self, hidden_layer_sizes: Any = (100,), activation: str = "relu", *,
