@@ -1,16 +1,10 @@
-<<<<<<< HEAD
-"""Hyperparameter search for fastmlp.MLPClassifier on a Fashion-MNIST subset (generated blob
-images without the files): hidden size, learning rate and dropout, tuned with optuna's TPE
-sampler (Bayesian optimisation) and median pruning, or with scikit-learn's RandomizedSearchCV
-when optuna is not installed.
-=======
 """Hyperparameter search with optuna or scikit-learn
 =================================================
 
-Hyperparameter search for fastmlp.MLPClassifier on a Fashion-MNIST subset: hidden size,
-learning rate and dropout, tuned with optuna's TPE sampler (Bayesian optimisation) and median
-pruning, or with scikit-learn's RandomizedSearchCV when optuna is not installed::
->>>>>>> main
+Hyperparameter search for fastmlp.MLPClassifier on a Fashion-MNIST subset (generated blob
+images without the files): hidden size, learning rate and dropout, tuned with optuna's TPE
+sampler (Bayesian optimisation) and median pruning, or with scikit-learn's RandomizedSearchCV
+when optuna is not installed::
 
     python examples/hyperparameter_search.py            # 20 trials, 10,000 training images
     python examples/hyperparameter_search.py --quick    # 3 small trials, a few seconds
@@ -18,7 +12,7 @@ pruning, or with scikit-learn's RandomizedSearchCV when optuna is not installed:
 
 Several processes (on one machine or many) can share one optuna study: start each with the same
 --storage (a journal file on a shared file system, or a database URL) and --study-name; each
-runs its --trials and proposes from everybody's results so far.
+runs its --trials and proposes from everybody's results so far::
 
     python examples/hyperparameter_search.py --storage search.log --study-name s1 &
     python examples/hyperparameter_search.py --storage search.log --study-name s1
