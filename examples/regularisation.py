@@ -3,9 +3,9 @@
 
 The regularisation toolbox on a Fashion-MNIST subset (generated blob images without the files):
 the same 784-256-10 network trained plainly and with dropout, weight decay, batch norm, early
-stopping, mixup, a cosine learning rate schedule and as an ensemble; a table of train and test accuracy shows the generalisation
-gap each one leaves, and k-fold cross-validation estimates the plain network's test accuracy
-from the training subset alone."""
+stopping, mixup, a cosine learning rate schedule and as an ensemble; a table of train and test
+accuracy shows the generalisation gap each one leaves, and k-fold cross-validation estimates
+the plain network's test accuracy from the training subset alone."""
 import argparse
 import time
 
