@@ -44,6 +44,14 @@ std::string shape_string(const py::array& array) {
     return out.str();
 }
 
+std::string list_string(const std::vector<int64_t>& values) {
+    std::ostringstream out;
+    out << "[";
+    for (size_t k = 0; k < values.size(); ++k) out << (k ? ", " : "") << values[k];
+    out << "]";
+    return out.str();
+}
+
 // A C-contiguous array of exactly dtype T and the given rank (a copy when the input is
 // not contiguous; never a silent dtype conversion).
 template <typename T>
@@ -227,6 +235,9 @@ struct CheckedTargets {
     py::array_t<int64_t, py::array::c_style> labels;
     py::array_t<T, py::array::c_style> values, weights;
     bool has_labels = false, has_values = false, has_weights = false;
+    // The totals carry weight_sum and weighted_correct: with sample weights, and with class
+    // weights (a batch whose class-weighted total is 0 counts rows but no weight).
+    bool reports_weights = false;
     Targets<T> pointers() const {
         Targets<T> targets;
         if (has_labels) targets.labels = labels.data();
@@ -241,7 +252,7 @@ template <typename T>
 void check_sample_weight(CheckedTargets<T>& checked, const py::handle& object, int64_t rows) {
     if (object.is_none()) return;
     checked.weights = as_contiguous<T>(object, "sample_weight", 1);
-    checked.has_weights = true;
+    checked.has_weights = checked.reports_weights = true;
     if (checked.weights.shape(0) != rows)
         throw py::value_error("sample_weight must have one weight per row (" + std::to_string(rows) +
                               "), got shape " + shape_string(checked.weights));
@@ -255,6 +266,7 @@ void check_sample_weight(CheckedTargets<T>& checked, const py::handle& object, i
 template <typename T>
 CheckedTargets<T> check_targets(const Network<T>& network, const py::handle& object, int64_t rows) {
     CheckedTargets<T> checked;
+    checked.reports_weights = !network.options().class_weights.empty();
     if (network.options().loss == Loss::cross_entropy) {
         checked.labels = as_contiguous<int64_t>(object, "y", 1);
         checked.has_labels = true;
@@ -312,7 +324,7 @@ struct CheckedMixup {
 template <typename T>
 CheckedMixup<T> check_mixup(const Network<T>& network, const py::handle& partners,
                             const py::handle& lambdas, int64_t rows, int64_t epoch_rows,
-                            int64_t batch_size) {
+                            int64_t batches) {
     CheckedMixup<T> checked;
     if (partners.is_none() && lambdas.is_none()) return checked;
     if (partners.is_none() || lambdas.is_none())
@@ -322,7 +334,6 @@ CheckedMixup<T> check_mixup(const Network<T>& network, const py::handle& partner
     checked.partners = row_indices(partners, "partners", rows, epoch_rows);
     checked.active = true;
     checked.lambdas = as_contiguous<T>(lambdas, "lambdas", 1);
-    const int64_t batches = (epoch_rows + batch_size - 1) / batch_size;
     if (checked.lambdas.shape(0) != batches)
         throw py::value_error("lambdas must have one value per batch of the epoch (" +
                               std::to_string(batches) + "), got " + shape_string(checked.lambdas));
@@ -335,10 +346,28 @@ CheckedMixup<T> check_mixup(const Network<T>& network, const py::handle& partner
     return checked;
 }
 
+// train_batches' bounds: batch k of the epoch is order[bounds[k]:bounds[k + 1]]; empty when
+// None (the batches are then batch_size rows each).
+py::array_t<int64_t, py::array::c_style> checked_bounds(const py::handle& bounds, int64_t epoch_rows,
+                                                        int64_t first_batch, int64_t n_batches) {
+    if (bounds.is_none()) return py::array_t<int64_t, py::array::c_style>(0);
+    auto checked = as_contiguous<int64_t>(bounds, "bounds", 1);
+    const int64_t count = checked.shape(0);
+    const int64_t* b = checked.data();
+    if (count < 1 || b[0] != 0 || b[count - 1] != epoch_rows)
+        throw py::value_error("bounds must run from 0 to len(order) (" + std::to_string(epoch_rows) + ")");
+    for (int64_t k = 1; k < count; ++k)
+        if (b[k] < b[k - 1]) throw py::value_error("bounds must be non-decreasing");
+    if (first_batch + n_batches > count - 1)
+        throw py::value_error("first_batch + n_batches is past the epoch's " + std::to_string(count - 1) +
+                              " batches");
+    return checked;
+}
+
 // (loss_sum, correct, rows), and with sample weights also (weight_sum, weighted_correct).
 template <typename T>
 py::tuple totals_tuple(const RunTotals& totals, const CheckedTargets<T>& targets) {
-    if (targets.has_weights)
+    if (targets.reports_weights)
         return py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.weight_sum,
                               totals.weighted_correct);
     return py::make_tuple(totals.loss_sum, totals.correct, totals.rows);
@@ -406,11 +435,14 @@ NetworkOptions network_options(const std::vector<int64_t>& sizes,
                                const std::string& loss, const py::dict& optimizer, double dropout,
                                bool batch_norm, uint64_t seed,
                                const std::vector<double>& class_weights, double label_smoothing,
-                               double slope, double batch_norm_momentum, double batch_norm_eps) {
+                               double slope, double batch_norm_momentum, double batch_norm_eps,
+                               int64_t element_size) {
     NetworkOptions o;
     if (sizes.size() < 2) throw py::value_error("sizes needs at least an input and an output width");
     for (int64_t size : sizes)
         if (size < 1) throw py::value_error("every layer size must be >= 1, got " + std::to_string(size));
+    const std::string too_large = network_size_problem(sizes, batch_norm, element_size);
+    if (!too_large.empty()) throw py::value_error("layer sizes " + list_string(sizes) + " " + too_large);
     if (activations.size() != sizes.size() - 2)
         throw py::value_error("need one activation per hidden layer (" +
                               std::to_string(sizes.size() - 2) + "), got " +
@@ -451,6 +483,16 @@ void check_thread_count(const char* name, int n, int minimum) {
                               std::to_string(kMaxThreads) + "], got " + std::to_string(n));
 }
 
+// Predictions whose outputs came out NaN or infinite are refused rather than returned.
+[[noreturn]] void throw_nonfinite_outputs(int64_t row) {
+    const std::string message =
+        "the model's outputs are NaN or infinite for row " + std::to_string(row) + " of X: its parameters "
+        "overflow the forward pass (trained with too large a learning rate?); retrain with a lower one "
+        "or replace the weights";
+    PyErr_SetString(PyExc_FloatingPointError, message.c_str());
+    throw py::error_already_set();
+}
+
 // The message for a label that changed after the boundary checked it (RunTotals::bad_label_row).
 [[noreturn]] void throw_bad_label(const RunTotals& totals, int64_t classes, const char* consequence) {
     throw py::value_error("y[" + std::to_string(totals.bad_label_row) + "] = " +
@@ -466,7 +508,12 @@ void check_thread_count(const char* name, int n, int minimum) {
 // GIL released, so waiting for the GIL while holding it cannot deadlock.
 template <typename T>
 struct PyNetwork {
-    explicit PyNetwork(const NetworkOptions& options) : network(options) {}
+    explicit PyNetwork(const NetworkOptions& options) : network(options) {
+        register_for_reset_after_fork(&mutex);
+    }
+    ~PyNetwork() { unregister_for_reset_after_fork(&mutex); }
+    PyNetwork(const PyNetwork&) = delete;
+    PyNetwork& operator=(const PyNetwork&) = delete;
     Network<T> network;
     std::recursive_mutex mutex;
     int num_threads = 0;  // this model's own thread count for its calls; 0: the process's
@@ -573,8 +620,10 @@ void run_prediction(PyNetwork<T>& model, int64_t N, Run run) {
     threads.finish(work);
 }
 
-// Ends a run of run_prediction: the next row, or N once a malformed row stopped it.
-inline int64_t next_row(const PredictionProgress& progress, int64_t N, int64_t& bad_row) {
+// Ends a run of run_prediction: the next row, or N once a malformed row stopped it; keeps
+// the first row of non-finite outputs (runs go in row order).
+inline int64_t next_row(const PredictionProgress& progress, int64_t N, int64_t& bad_row, int64_t& nonfinite_row) {
+    if (nonfinite_row < 0) nonfinite_row = progress.nonfinite_row;
     if (progress.bad_row < 0) return progress.next;
     bad_row = progress.bad_row;
     return N;
@@ -586,10 +635,11 @@ inline int64_t next_row(const PredictionProgress& progress, int64_t N, int64_t& 
 template <typename T>
 int64_t train_batches_for(Network<T>& network, RunTotals& totals, InputRows<T> X, Targets<T> targets,
                           const int64_t* order, int64_t rows, int64_t batch_size, int64_t next,
-                          int64_t end, std::chrono::microseconds interval, MixupPlan<T> mixup) {
+                          int64_t end, std::chrono::microseconds interval, MixupPlan<T> mixup,
+                          const int64_t* bounds) {
     const auto started = std::chrono::steady_clock::now();
     do {
-        const RunTotals batch = network.train_batches(X, targets, order, rows, batch_size, next, 1, mixup);
+        const RunTotals batch = network.train_batches(X, targets, order, rows, batch_size, next, 1, mixup, bounds);
         totals.add_counts(batch);
         if (batch.bad_label_row >= 0) {  // a label changed under the run: it ends here
             totals.bad_label_row = batch.bad_label_row;
@@ -598,8 +648,9 @@ int64_t train_batches_for(Network<T>& network, RunTotals& totals, InputRows<T> X
         }
         if (batch.nonfinite_batch >= 0) {  // the step was refused: the run ends here
             totals.nonfinite_batch = batch.nonfinite_batch;
-            // Parameters an earlier update of this interval overflowed make the loss NaN: say so.
-            if (!network.params_finite()) totals.finite = false;
+            // Parameters an earlier update of this interval overflowed (or made overflow the
+            // forward pass: NaN/inf logits) make the loss NaN: say so.
+            if (!batch.outputs_finite || !network.params_finite()) totals.finite = false;
             return end;
         }
         if (batch.bad_input_row >= 0) {  // a malformed sparse row: the batch was not trained
@@ -607,7 +658,10 @@ int64_t train_batches_for(Network<T>& network, RunTotals& totals, InputRows<T> X
             return end;
         }
         ++next;
-    } while (next < end && std::chrono::steady_clock::now() - started < interval);
+        // The ranks of a data-parallel fit run intervals of their own length, so they look
+        // after every step instead, all finding an overflow at the same one (a scan of the
+        // parameters, well under 1% of a step).
+    } while (next < end && std::chrono::steady_clock::now() - started < interval && !network.reduce_gradient);
     // A finite gradient can still overflow the update (a huge learning rate): checked once per
     // interval, not per step, so the scan costs nothing measurable. The run ends at the last
     // step taken, which the caller is told made the parameters non-finite.
@@ -636,7 +690,8 @@ void bind_network(py::module_& m, const char* name) {
                          double batch_norm_eps) {
                  return new Model(network_options(sizes, activations, loss, optimizer, dropout,
                                                   batch_norm, seed, class_weights, label_smoothing,
-                                                  slope, batch_norm_momentum, batch_norm_eps));
+                                                  slope, batch_norm_momentum, batch_norm_eps,
+                                                  static_cast<int64_t>(sizeof(T))));
              }),
              py::arg("sizes"), py::arg("activations"), py::arg("loss"), py::arg("optimizer"),
              py::arg("dropout") = 0.0, py::arg("batch_norm") = false, py::arg("seed") = 0,
@@ -705,6 +760,38 @@ void bind_network(py::module_& m, const char* name) {
                           py::gil_scoped_release release;
                           std::lock_guard<std::recursive_mutex> lock(model.mutex);
                           model.network.optimizer_options().lr = lr; })
+        .def("set_gradient_reduction", [](Model& model, const py::object& reduce) {
+            if (reduce.is_none()) {
+                model.network.reduce_gradient = nullptr;
+                return;
+            }
+            if (!PyCallable_Check(reduce.ptr())) throw py::type_error("reduce must be callable or None");
+            Network<T>& network = model.network;
+            // Called by each training step from the thread that released the GIL, outside any
+            // parallel region; its exception (an MPI error) ends the call like Ctrl-C's.
+            network.reduce_gradient = [reduce, &network]() {
+                py::gil_scoped_acquire acquire;
+                const py::array_t<T> gradient({static_cast<py::ssize_t>(network.grads.size())}, {sizeof(T)},
+                                              network.grads.data(), py::none());
+                const py::array_t<double> figures({static_cast<py::ssize_t>(network.reduction_figures.size())},
+                                                  {sizeof(double)}, network.reduction_figures.data(), py::none());
+                reduce(gradient, figures);
+            };
+        }, py::arg("reduce"),
+           "data-parallel training: reduce(gradient, figures) is called by every training step "
+           "between its gradient and its update (None: no longer); it must replace, in place, "
+           "gradient (this process's gradient of its rows' loss summed) and figures (mean loss "
+           "times its normaliser, weight_sum, rows, correct, weighted_correct, 1 if its logits "
+           "were not finite, the normaliser, then running_mean and running_var) by "
+           "the sums over the processes (running statistics: one process's). The step then "
+           "divides the gradient by the summed normaliser")
+        .def_property("dropout_stream", [](Model& model) { return model.network.dropout_stream; },
+                      [](Model& model, uint64_t stream) {
+                          py::gil_scoped_release release;
+                          std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                          model.network.dropout_stream = stream; },
+                      "added (times 2**40) to dropout's counter: each process of a data-parallel fit "
+                      "draws masks of its own; 0 (default) a single process's")
         .def_property("num_threads", [](Model& model) { return model.num_threads; },
                       [](Model& model, int n) {
                           check_thread_count("num_threads", n, 0);
@@ -727,6 +814,7 @@ void bind_network(py::module_& m, const char* name) {
                                       ",), got " + shape_string(array));
             py::gil_scoped_release release;
             std::lock_guard<std::recursive_mutex> lock(model.mutex);
+            const ModelStateWrite write;  // a fork sees the old values or the new, not a mix
             std::copy(array.data(), array.data() + array.shape(0), buffer->begin());
         }, py::arg("name"), py::arg("values"),
            "copy values into the buffer `name` (params, running_mean, running_var or an optimizer "
@@ -784,7 +872,8 @@ void bind_network(py::module_& m, const char* name) {
         .def("train_batches", [](Model& model, const py::handle& X, const py::handle& y,
                                  const py::handle& order, int64_t batch_size, int64_t first_batch,
                                  int64_t n_batches, const py::handle& partners,
-                                 const py::handle& lambdas, const py::handle& sample_weight) {
+                                 const py::handle& lambdas, const py::handle& sample_weight,
+                                 const py::handle& bounds, bool check_outputs) {
             auto xs = checked_rows<T>(X, "X", model.network.input_width());
             const int64_t rows = xs.rows;
             auto targets = check_targets(model.network, y, rows);
@@ -793,8 +882,12 @@ void bind_network(py::module_& m, const char* name) {
             const int64_t epoch_rows = permutation.shape(0);
             if (batch_size < 1) throw py::value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
             if (first_batch < 0 || n_batches < 0) throw py::value_error("first_batch and n_batches must be >= 0");
+            const auto batch_bounds = checked_bounds(bounds, epoch_rows, first_batch, n_batches);
+            const int64_t epoch_batches = bounds.is_none() ? (epoch_rows + batch_size - 1) / batch_size
+                                                           : batch_bounds.shape(0) - 1;
             CheckedMixup<T> mixup = check_mixup<T>(model.network, partners, lambdas, rows, epoch_rows,
-                                                   batch_size);
+                                                   epoch_batches);
+            const int64_t* bounds_data = bounds.is_none() ? nullptr : batch_bounds.data();
             RunTotals totals;
             model.last_run = totals;
             const auto interval = std::chrono::microseconds(signal_check_interval_us.load());
@@ -812,9 +905,17 @@ void bind_network(py::module_& m, const char* name) {
                     const int64_t stop = threads.probe() ? next + std::max<int64_t>(1, (end - next) / 4) : end;
                     next = train_batches_for(model.network, totals, xs.pointers(), targets.pointers(),
                                              permutation.data(), epoch_rows, batch_size, next, stop,
-                                             threads.probe() ? interval / 4 : interval, mixup.plan());
+                                             threads.probe() ? interval / 4 : interval, mixup.plan(),
+                                             bounds_data);
                     if (next == stop && stop < end && (totals.nonfinite_batch >= 0 || totals.bad_input_row >= 0))
                         next = end;
+                    // The run's last update may leave finite parameters whose forward pass
+                    // overflows: one evaluation-mode forward of its batch, when asked.
+                    if (check_outputs && next == end && totals.nonfinite_batch < 0 && totals.bad_input_row < 0 &&
+                        totals.bad_label_row < 0 && !model.network.outputs_finite_after_step()) {
+                        totals.nonfinite_batch = end - 1;
+                        totals.finite = false;
+                    }
                     threads.finish(static_cast<double>(totals.rows - rows_before) * per_row);
                 }
                 model.last_run = totals;
@@ -829,7 +930,7 @@ void bind_network(py::module_& m, const char* name) {
             // params_finite: false when the run ended because an update overflowed the
             // parameters (nonfinite_batch is then the last step taken), not a refused step.
             const bool params_overflowed = totals.nonfinite_batch >= 0 && !totals.finite;
-            if (targets.has_weights)
+            if (targets.reports_weights)
                 return py::tuple(py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch,
                                                 !params_overflowed, totals.weight_sum, totals.weighted_correct));
             return py::tuple(py::make_tuple(totals.loss_sum, totals.correct, totals.rows, totals.nonfinite_batch,
@@ -837,6 +938,7 @@ void bind_network(py::module_& m, const char* name) {
         }, py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
            py::arg("first_batch"), py::arg("n_batches"), py::arg("partners") = py::none(),
            py::arg("lambdas") = py::none(), py::arg("sample_weight") = py::none(),
+           py::arg("bounds") = py::none(), py::arg("check_outputs") = true,
            "optimizer steps over batches [first_batch, first_batch + n_batches) of X[order] (order: "
            "the epoch's rows of X in the order visited, all of them or a subset) -> "
            "(loss_sum, correct, rows, nonfinite_batch, params_finite); with partners (one row per position of "
@@ -844,12 +946,16 @@ void bind_network(py::module_& m, const char* name) {
            "The run stops before applying the first step whose loss or gradient is NaN/inf, and "
            "names that batch (else -1); params_finite is False when instead an update made a "
            "parameter NaN/inf (found at most a signal-check interval later; nonfinite_batch is "
-           "then the last batch trained). A label found outside [0, C) when its batch is read "
+           "then the last batch trained), when the refused batch's logits were NaN/inf (the "
+           "parameters overflow the forward pass), or, with check_outputs, when the last update "
+           "left outputs on its batch NaN/inf (one evaluation-mode forward of it). A label found outside [0, C) when its batch is read "
            "(changed during the call) raises ValueError naming its row, that batch untrained. "
            "X is a C-contiguous array or a CSR matrix (densified one batch at a time; a malformed "
            "row raises ValueError after the batches before it). With sample_weight (one weight per "
            "row of X) every batch's loss is the weighted mean, loss_sum sums mean * the batch's "
-           "weight, and the tuple ends with (weight_sum, weighted_correct)")
+           "weight, and the tuple ends with (weight_sum, weighted_correct). With bounds (int64, "
+           "one more than the epoch's batches: 0, ..., len(order), non-decreasing) batch k is "
+           "order[bounds[k]:bounds[k + 1]] instead, possibly empty (data-parallel training)")
         .def("compute_gradients", [](Model& model, const py::handle& x, const py::handle& y, bool training,
                                      const py::handle& sample_weight) {
             auto xs = checked_rows<T>(x, "x", model.network.input_width());
@@ -895,11 +1001,13 @@ void bind_network(py::module_& m, const char* name) {
                                 static_cast<py::ssize_t>(model.network.output_width())});
             T* out_data = out.mutable_data();
             const InputRows<T> all = xs.pointers();
-            int64_t bad_row = -1;
+            int64_t bad_row = -1, nonfinite_row = -1;
             run_prediction(model, rows, [&](int64_t start, Deadline deadline) {
-                return next_row(model.network.predict(out_data, all, start, rows, deadline), rows, bad_row);
+                return next_row(model.network.predict(out_data, all, start, rows, deadline), rows, bad_row,
+                                nonfinite_row);
             });
             raise_if_bad_row(xs, "X", bad_row);
+            if (nonfinite_row >= 0) throw_nonfinite_outputs(nonfinite_row);
             return out;
         }, py::arg("X"), py::arg("check_finite") = false,
            "outputs after the loss's link, evaluation mode; check_finite rejects NaN/inf in X")
@@ -911,12 +1019,13 @@ void bind_network(py::module_& m, const char* name) {
             py::array_t<int64_t> labels(static_cast<py::ssize_t>(rows));
             int64_t* labels_data = labels.mutable_data();
             const InputRows<T> all = xs.pointers();
-            int64_t bad_row = -1;
+            int64_t bad_row = -1, nonfinite_row = -1;
             run_prediction(model, rows, [&](int64_t start, Deadline deadline) {
                 return next_row(model.network.predict_labels(labels_data, all, start, rows, deadline), rows,
-                                bad_row);
+                                bad_row, nonfinite_row);
             });
             raise_if_bad_row(xs, "X", bad_row);
+            if (nonfinite_row >= 0) throw_nonfinite_outputs(nonfinite_row);
             return labels;
         }, py::arg("X"), py::arg("check_finite") = false,
            "class labels (argmax of predict's rows), cross_entropy only; the one-call path of MLP.predict")
@@ -944,6 +1053,10 @@ void bind_network(py::module_& m, const char* name) {
                     totals.bad_input_row = start + part.bad_input_row;
                     return rows;
                 }
+                if (part.nonfinite_output_row >= 0) {
+                    totals.nonfinite_output_row = start + part.nonfinite_output_row;
+                    return rows;
+                }
                 totals.add_counts(part);
                 return start + count;
             };
@@ -956,6 +1069,7 @@ void bind_network(py::module_& m, const char* name) {
             if (totals.bad_label_row >= 0)
                 throw_bad_label(totals, model.network.output_width(), "nothing was evaluated");
             raise_if_bad_row(xs, "X", totals.bad_input_row);
+            if (totals.nonfinite_output_row >= 0) throw_nonfinite_outputs(totals.nonfinite_output_row);
             return totals_tuple(totals, targets);
         }, py::arg("X"), py::arg("y"), py::arg("sample_weight") = py::none(),
            "evaluation mode -> (loss_sum, correct, rows), plus (weight_sum, weighted_correct) with "
@@ -1038,6 +1152,10 @@ PYBIND11_MODULE(_core, m) {
         signal_check_interval_us = static_cast<int64_t>(seconds * 1e6);
     }, py::arg("seconds"), "how often training looks for Ctrl-C between steps (a test hook)");
     m.def("build_info", &build_info, "compiler, OpenMP and SIMD paths of this build");
+    m.def("network_size_problem", &network_size_problem, py::arg("sizes"), py::arg("batch_norm"),
+          py::arg("element_size"),
+          "why a network of these widths cannot be held (parameters or a workspace row beyond what a "
+          "buffer of the core addresses), or '' when it can");
     m.def("_thread_learner_choices", [](int threads, const std::vector<double>& seconds_one,
                                         const std::vector<double>& seconds_many) {
         if (seconds_one.size() != seconds_many.size())

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 namespace fastmlp {
@@ -39,6 +40,24 @@ public:
 private:
     int saved_;
 };
+// fork() and a model's state. When one thread of the parent forks while another is inside a
+// training step, the child would get that model's parameters half-updated and its mutex
+// locked by a thread the child does not have (every later call on the model would wait for
+// ever). So fork() waits until no ModelStateWrite is alive and lets none begin until it is
+// done: a child sees every model as of its last completed step (or buffer copy). And in the
+// child every mutex registered here is made anew, unlocked.
+// One ModelStateWrite around each write of a model's parameters, optimizer state, step or
+// running statistics made with the GIL released; never nested on one thread (a nested one
+// would wait for a fork that waits for the outer one).
+class ModelStateWrite {
+public:
+    ModelStateWrite();
+    ~ModelStateWrite();
+    ModelStateWrite(const ModelStateWrite&) = delete;
+    ModelStateWrite& operator=(const ModelStateWrite&) = delete;
+};
+void register_for_reset_after_fork(std::recursive_mutex* mutex);
+void unregister_for_reset_after_fork(std::recursive_mutex* mutex);
 // Threads worth using for a parallel region of `work` multiply-adds: 1 below
 // parallel_work_threshold() (what a fork/join and its barrier cost, on an idle and on a busy
 // machine: threads.cpp), num_threads() above it.

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <exception>
 
@@ -31,7 +32,46 @@ void resize_rows(std::vector<T>& buffer, int64_t rows, int64_t width) {
     buffer.assign(static_cast<size_t>(rows * width), T(0));
 }
 
+// x[i] *= factor for i < n (element-wise: any thread split gives the same bits).
+template <typename T>
+void scale_in_place(T* x, int64_t n, T factor) {
+    const int threads = threads_for(static_cast<double>(n));
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t i = 0; i < n; ++i) x[i] *= factor;
+}
+
 }  // namespace
+
+std::string network_size_problem(const std::vector<int64_t>& sizes, bool batch_norm, int64_t element_size) {
+    constexpr int64_t kMaxBytes = PTRDIFF_MAX;
+    // a * b + c within kMaxBytes, or false.
+    auto multiply_add = [](int64_t a, int64_t b, int64_t c, int64_t* out) {
+        return !__builtin_mul_overflow(a, b, out) && !__builtin_add_overflow(*out, c, out) && *out <= kMaxBytes;
+    };
+    const size_t L = sizes.size() - 1;
+    int64_t parameters = 0, row = sizes.front() + 2, widest = sizes.front();
+    for (size_t l = 0; l < L; ++l) {
+        const int64_t fan_in = sizes[l], fan_out = sizes[l + 1];
+        const int64_t per_unit = (batch_norm && l + 1 < L) ? 3 : 1;  // bias, [gamma, beta]
+        int64_t weights = 0;
+        if (!multiply_add(fan_in, fan_out, 0, &weights) || !multiply_add(per_unit, fan_out, weights, &weights) ||
+            !multiply_add(1, weights, parameters, &parameters))
+            return "need more parameters than the core can hold (layer " + std::to_string(l) + ", " +
+                   std::to_string(fan_in) + " x " + std::to_string(fan_out) + ", and those before it)";
+        widest = std::max(widest, fan_out);
+        // Up to six (rows, fan_out) buffers per layer: z, y, xhat, normed, mask, dropped.
+        if (!multiply_add(6, fan_out, row, &row)) return "need a workspace row larger than the core can hold";
+    }
+    // The two gradient buffers of the widest layer, the loss gradient, targets and probabilities.
+    int64_t bytes = 0;
+    if (!multiply_add(2, widest, row, &row) || !multiply_add(3, sizes.back(), row, &row) ||
+        !multiply_add(row, element_size, 0, &bytes))
+        return "need a workspace row larger than the core can hold";
+    if (!multiply_add(parameters, element_size, 0, &bytes))
+        return "need " + std::to_string(parameters) + " parameters of " + std::to_string(element_size) +
+               " bytes: more than a buffer of the core can hold (" + std::to_string(kMaxBytes) + " bytes)";
+    return "";
+}
 
 template <typename T>
 Network<T>::Network(const NetworkOptions& options) : options_(options) {
@@ -124,6 +164,7 @@ void Network<T>::ensure_workspace(int64_t rows) {
     if (options_.loss == Loss::cross_entropy) resize_rows(batch_probabilities_, rows, output_width());
     batch_labels_.assign(static_cast<size_t>(rows), 0);
     workspace_rows_ = rows;
+    last_step_rows_ = 0;  // a gathered batch it pointed to is gone
 }
 
 // ---- forward -------------------------------------------------------------------------------------
@@ -159,7 +200,8 @@ const T* Network<T>::forward(const T* x, int64_t B, bool training, bool update_r
             activation_forward(y_[l].data(), normed_[l].data(), B * s.fan_out, act, slope);
         }
         if (hidden && options_.dropout > 0) {
-            const uint64_t counter = static_cast<uint64_t>(step + 1) * 1024u + static_cast<uint64_t>(l);
+            const uint64_t counter = static_cast<uint64_t>(step + 1) * 1024u + static_cast<uint64_t>(l) +
+                                     (dropout_stream << 40);
             dropout_forward(dropped_[l].data(), mask_[l].data(), y_[l].data(), B * s.fan_out,
                             static_cast<T>(options_.dropout), options_.seed, counter);
         }
@@ -235,10 +277,14 @@ RunTotals Network<T>::loss_forward_backward(Targets<T> targets, int64_t B, bool 
     if (sample) {
         totals.weight_sum = 0;
         for (int64_t i = 0; i < B; ++i) totals.weight_sum += sample[i];
-        if (totals.weight_sum == 0) {  // nothing to learn from: loss and gradient 0
-            if (backward) std::fill(d_logits, d_logits + B * C, T(0));
-            return totals;
-        }
+    }
+    // Nothing to learn from when every row weighs 0 (sample weights, or for the cross-entropy
+    // sample weight times class weight, torch's normaliser): loss and gradient 0, and the
+    // batch counts rows but no weight, so it takes no step and no average sees it.
+    if (totals.weight_sum == 0 || label_weight_total(targets, B) == 0) {
+        totals.weight_sum = totals.weighted_correct = 0;
+        if (backward) std::fill(d_logits, d_logits + B * C, T(0));
+        return totals;
     }
     T loss = 0;
     switch (options_.loss) {
@@ -277,6 +323,16 @@ RunTotals Network<T>::loss_forward_backward(Targets<T> targets, int64_t B, bool 
     totals.mean_loss = static_cast<double>(loss);
     totals.loss_sum = totals.mean_loss * totals.weight_sum;
     return totals;
+}
+
+template <typename T>
+double Network<T>::label_weight_total(Targets<T> targets, int64_t B) const {
+    if (class_weights_.empty() || !targets.labels) return 1;  // no class weights: not a factor
+    double total = 0;
+    for (int64_t i = 0; i < B; ++i)
+        total += static_cast<double>(class_weights_[targets.labels[i]]) *
+                 (targets.weights ? static_cast<double>(targets.weights[i]) : 1.0);
+    return total;
 }
 
 template <typename T>
@@ -456,6 +512,15 @@ bool Network<T>::params_finite() const {
 }
 
 template <typename T>
+bool Network<T>::outputs_finite_after_step() {
+    const int64_t B = last_step_rows_;
+    last_step_rows_ = 0;
+    if (B == 0) return true;
+    const T* logits = forward(last_step_x_, B, /*training=*/false, false);
+    return all_finite(logits, B * output_width());
+}
+
+template <typename T>
 bool Network<T>::take_labels(Targets<T>& targets, int64_t B, int64_t first_row, RunTotals& totals) {
     if (!targets.labels) return true;
     if (targets.labels != batch_labels_.data())
@@ -477,24 +542,83 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     ensure_workspace(B);
     RunTotals totals;
     if (!take_labels(targets, B, 0, totals)) return totals;
+    // From the running statistics' update to the optimizer's: a fork waits for the end.
+    const ModelStateWrite write;
     // The forward moves the running statistics before the step is known to be finite.
     std::copy(running_mean.begin(), running_mean.end(), saved_running_mean_.begin());
     std::copy(running_var.begin(), running_var.end(), saved_running_var_.begin());
-    forward(x, B, /*training=*/true, /*update_running_stats=*/true);
-    totals = loss_forward_backward(targets, B, /*backward=*/true);
-    backward(x, B);
+    // In data-parallel training a rank's share of a global batch may be empty, or a single
+    // row, which batch norm cannot train on: the rank then adds a zero gradient to the step.
+    bool logits_finite = true;  // this rank's, for the ranks' agreement on why a step is refused
+    double normaliser = 0;      // what the loss divided by: the rows' weight (class weights included)
+    if (B > 1 || (B == 1 && !options_.batch_norm)) {
+        forward(x, B, /*training=*/true, /*update_running_stats=*/true);
+        totals = loss_forward_backward(targets, B, /*backward=*/true);
+        if (reduce_gradient) {
+            logits_finite = all_finite(y_.back().data(), B * output_width());
+            normaliser = class_weights_.empty() || totals.weight_sum == 0 ? totals.weight_sum
+                                                                         : label_weight_total(targets, B);
+            // The mean's gradient times its normaliser: the gradient of the rows' weighted loss
+            // summed, which the ranks add up (B x C values, where scaling grads would touch all).
+            scale_in_place(loss_out_.data(), B * output_width(), static_cast<T>(normaliser));
+        }
+        backward(x, B);
+    } else {
+        std::fill(grads.begin(), grads.end(), T(0));
+    }
+    if (reduce_gradient) totals = reduce_across_ranks(totals, logits_finite, normaliser);
     totals.finite = std::isfinite(totals.loss_sum) && all_finite(grads.data(), static_cast<int64_t>(grads.size()));
+    // Only on the rare refusal: whether the parameters themselves overflowed the forward pass
+    // (across ranks: on any rank's rows, which the reduction said).
+    if (!totals.finite && !reduce_gradient) totals.outputs_finite = all_finite(y_.back().data(), B * output_width());
     // A batch whose sample weights are all 0 has nothing to learn from: no step (a step of
     // zero gradient would still move momentum and weight decay). A step not taken changes
     // nothing: batch norm's running statistics go back to what they were.
     if (totals.finite && totals.weight_sum > 0) {
+        const double rows = static_cast<double>(totals.rows);
         if (track_weight_squares)
-            weight_squares_sum += weight_squares() * static_cast<double>(B) / totals.weight_sum;
-        batch_mean_loss_sum += totals.mean_loss * static_cast<double>(B);
+            weight_squares_sum += weight_squares() * rows / totals.weight_sum;
+        batch_mean_loss_sum += totals.mean_loss * rows;
         optimizer_step(decay_reference_weight > 0 ? decay_reference_weight / totals.weight_sum : 1.0);
+        last_step_x_ = x;
+        last_step_rows_ = x == batch_x_.data() ? B : 0;
     } else {
         std::copy(saved_running_mean_.begin(), saved_running_mean_.end(), running_mean.begin());
         std::copy(saved_running_var_.begin(), saved_running_var_.end(), running_var.begin());
+    }
+    return totals;
+}
+
+template <typename T>
+RunTotals Network<T>::reduce_across_ranks(const RunTotals& local, bool logits_finite, double normaliser) {
+    constexpr size_t scalars = 7;
+    const size_t hidden = running_mean.size();
+    reduction_figures.resize(scalars + 2 * hidden);
+    double* figures = reduction_figures.data();
+    figures[0] = local.mean_loss * normaliser;
+    figures[1] = local.weight_sum;
+    figures[2] = static_cast<double>(local.rows);
+    figures[3] = static_cast<double>(local.correct);
+    figures[4] = local.weighted_correct;
+    figures[5] = logits_finite ? 0.0 : 1.0;
+    figures[6] = normaliser;
+    std::copy(running_mean.begin(), running_mean.end(), figures + scalars);
+    std::copy(running_var.begin(), running_var.end(), figures + scalars + hidden);
+    reduce_gradient();
+    RunTotals totals;
+    totals.weight_sum = figures[1];
+    totals.rows = static_cast<int64_t>(figures[2]);
+    totals.correct = static_cast<int64_t>(figures[3]);
+    totals.weighted_correct = figures[4];
+    totals.outputs_finite = figures[5] == 0;
+    std::copy(figures + scalars, figures + scalars + hidden, running_mean.begin());
+    std::copy(figures + scalars + hidden, figures + scalars + 2 * hidden, running_var.begin());
+    const double global_normaliser = figures[6];
+    if (global_normaliser > 0) {
+        // The global batch's mean, as one process computes it; loss_sum weighs it as there.
+        totals.mean_loss = figures[0] / global_normaliser;
+        totals.loss_sum = totals.mean_loss * totals.weight_sum;
+        scale_in_place(grads.data(), static_cast<int64_t>(grads.size()), static_cast<T>(1.0 / global_normaliser));
     }
     return totals;
 }
@@ -620,16 +744,25 @@ Targets<T> Network<T>::gather_mixed_batch(InputRows<T> X, Targets<T> targets, co
 template <typename T>
 RunTotals Network<T>::train_batches(InputRows<T> X, Targets<T> targets, const int64_t* order, int64_t N,
                                     int64_t batch_size, int64_t first_batch, int64_t n_batches,
-                                    MixupPlan<T> mixup) {
-    ensure_workspace(std::min(batch_size, N));
+                                    MixupPlan<T> mixup, const int64_t* bounds) {
+    int64_t widest = std::min(batch_size, N);
+    if (bounds) {
+        widest = 1;
+        for (int64_t k = first_batch; k < first_batch + n_batches; ++k)
+            widest = std::max(widest, bounds[k + 1] - bounds[k]);
+    }
+    ensure_workspace(widest);
     RunTotals totals;
     for (int64_t k = first_batch; k < first_batch + n_batches; ++k) {
-        const int64_t start = k * batch_size;
-        const int64_t B = std::min(batch_size, N - start);
-        if (B <= 0) break;
-        if (B == 1 && options_.batch_norm) continue;  // batch statistics need two rows
+        const int64_t start = bounds ? bounds[k] : k * batch_size;
+        const int64_t B = bounds ? bounds[k + 1] - start : std::min(batch_size, N - start);
+        // A rank's share of a global batch takes part in the ranks' step even when it is too
+        // small to train on (train_step).
+        if (!bounds && B <= 0) break;
+        if (!bounds && B == 1 && options_.batch_norm) continue;  // batch statistics need two rows
         const Targets<T> batch_targets =
-            mixup.partners
+            B == 0 ? targets
+            : mixup.partners
                 ? gather_mixed_batch(X, targets, order, mixup.partners, mixup.lambdas[k], start, B, totals)
                 : gather_batch(X, targets, order, start, B, totals);
         // Nothing of this batch was computed.
@@ -637,6 +770,7 @@ RunTotals Network<T>::train_batches(InputRows<T> X, Targets<T> targets, const in
         const RunTotals batch = train_step(batch_x_.data(), batch_targets, B);
         if (!batch.finite) {
             totals.nonfinite_batch = k;
+            totals.outputs_finite = batch.outputs_finite;
             break;
         }
         totals.add_counts(batch);
@@ -774,13 +908,27 @@ PredictionProgress Network<T>::run_prediction_chunks(int64_t first, int64_t N, D
 }
 
 template <typename T>
+void Network<T>::note_nonfinite_rows(std::atomic<int64_t>& first, const T* outputs, int64_t start, int64_t B,
+                                     int64_t C) {
+    if (all_finite(outputs, B * C)) return;
+    int64_t row = 0;
+    while (all_finite(outputs + row * C, C)) ++row;
+    int64_t seen = first.load();
+    while ((seen < 0 || start + row < seen) && !first.compare_exchange_weak(seen, start + row)) {
+    }
+}
+
+template <typename T>
 PredictionProgress Network<T>::predict(T* out, InputRows<T> X, int64_t first, int64_t N, Deadline deadline) {
     const int64_t C = output_width();
-    return run_prediction_chunks(first, N, deadline, [&](int64_t start, int64_t B, EvalBuffers& buffers) {
+    std::atomic<int64_t> nonfinite{-1};
+    PredictionProgress progress =
+        run_prediction_chunks(first, N, deadline, [&](int64_t start, int64_t B, EvalBuffers& buffers) {
         int64_t bad_row;
         const T* x = rows_of(X, start, B, buffers.x.data(), &bad_row);
         if (!x) return bad_row;
         const T* logits = forward_eval(x, B, buffers.z, buffers.y, buffers.normed);
+        note_nonfinite_rows(nonfinite, logits, start, B, C);  // the forward pass overflowed
         T* rows_out = out + start * C;
         switch (options_.loss) {
             case Loss::cross_entropy: softmax_forward(rows_out, logits, B, C); break;
@@ -790,15 +938,20 @@ PredictionProgress Network<T>::predict(T* out, InputRows<T> X, int64_t first, in
                 break;
             default: std::memcpy(rows_out, logits, sizeof(T) * static_cast<size_t>(B * C)); break;
         }
+        if (options_.loss == Loss::poisson) note_nonfinite_rows(nonfinite, rows_out, start, B, C);  // exp did
         return int64_t(-1);
     });
+    progress.nonfinite_row = nonfinite.load();
+    return progress;
 }
 
 template <typename T>
 PredictionProgress Network<T>::predict_labels(int64_t* labels, InputRows<T> X, int64_t first, int64_t N,
                                               Deadline deadline) {
     const int64_t C = output_width();
-    return run_prediction_chunks(first, N, deadline, [&](int64_t start, int64_t B, EvalBuffers& buffers) {
+    std::atomic<int64_t> nonfinite{-1};
+    PredictionProgress progress =
+        run_prediction_chunks(first, N, deadline, [&](int64_t start, int64_t B, EvalBuffers& buffers) {
         int64_t bad_row;
         const T* x = rows_of(X, start, B, buffers.x.data(), &bad_row);
         if (!x) return bad_row;
@@ -806,6 +959,7 @@ PredictionProgress Network<T>::predict_labels(int64_t* labels, InputRows<T> X, i
         // The argmax of the probabilities, not of the logits: predict's rows then give the
         // same labels even where rounding makes two probabilities equal.
         T* probs = buffers.probabilities.data();
+        note_nonfinite_rows(nonfinite, logits, start, B, C);
         softmax_forward(probs, logits, B, C);
         for (int64_t i = 0; i < B; ++i) {
             const T* row = probs + i * C;
@@ -813,6 +967,8 @@ PredictionProgress Network<T>::predict_labels(int64_t* labels, InputRows<T> X, i
         }
         return int64_t(-1);
     });
+    progress.nonfinite_row = nonfinite.load();
+    return progress;
 }
 
 template <typename T>
@@ -826,7 +982,13 @@ RunTotals Network<T>::evaluate(InputRows<T> X, Targets<T> targets, int64_t N) {
         if (!take_labels(chunk, B, start, totals)) return totals;
         const T* x = chunk_rows(X, start, B, &totals.bad_input_row);
         if (!x) break;
-        forward(x, B, /*training=*/false, false);
+        const T* logits = forward(x, B, /*training=*/false, false);
+        std::atomic<int64_t> nonfinite{-1};
+        note_nonfinite_rows(nonfinite, logits, start, B, output_width());
+        if (nonfinite.load() >= 0) {
+            totals.nonfinite_output_row = nonfinite.load();
+            return totals;
+        }
         const RunTotals part = loss_forward_backward(chunk, B, /*backward=*/false);
         totals.add_counts(part);
     }

@@ -33,16 +33,20 @@
 // ((1 - eps) * t + eps / C, as torch does for probability targets), and the loss is the
 // soft-target cross-entropy. Sample weights are blended the same way as the targets.
 // Sample weights (Targets::weights): every loss becomes the weighted mean over the batch's
-// rows, sum_i s_i loss_i / sum_i s_i (kernels.h); a batch whose weights sum to 0 takes no
-// step (its loss and gradient are 0; it counts rows but no weight). Batch norm's batch
-// statistics and dropout ignore the weights.
+// rows, sum_i s_i loss_i / sum_i s_i (kernels.h). A batch whose rows all weigh 0 -- sample
+// weights summing to 0, or for the cross-entropy with class weights sum_i s_i w[y_i] = 0
+// (s_i = 1 without sample weights) -- takes no step (its loss and gradient are 0; it counts
+// rows but no weight, and weighted_correct 0). Batch norm's batch statistics and dropout
+// ignore the weights.
 // Sparse input (InputRows): a CSR training or prediction set is densified one batch (or one
 // evaluation chunk) at a time into the workspace, never whole; a malformed row stops the
 // call before its batch is used and is named (RunTotals::bad_input_row).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -143,9 +147,12 @@ using Deadline = std::chrono::steady_clock::time_point;
 
 // How far a prediction over rows [first, N) got: rows before `next` are done; bad_row is the
 // first malformed sparse row it met (-1: none), which stops it.
+// nonfinite_row: the first row whose outputs came out NaN or infinite (-1: none); such a
+// row does not stop the prediction (the caller refuses its result).
 struct PredictionProgress {
     int64_t next = 0;
     int64_t bad_row = -1;
+    int64_t nonfinite_row = -1;
 };
 
 // Mixup (Zhang et al. 2018) for a run of batches: position k of the epoch's order is mixed
@@ -178,6 +185,11 @@ struct RunTotals {
     double weight_sum = 0;
     double weighted_correct = 0;
     int64_t bad_input_row = -1;
+    // A refused step's logits were NaN/inf (the parameters overflow the forward pass, rather
+    // than the loss or a gradient overflowing), or an evaluation met such outputs, first at
+    // row nonfinite_output_row of its call (else -1) and stopped there.
+    bool outputs_finite = true;
+    int64_t nonfinite_output_row = -1;
     double mean_loss = 0;  // one loss evaluation's (sample-weighted) mean: loss_sum / weight_sum
     // Adds another run's loss, counts and weights (the running sums; not its flags or rows
     // of failure).
@@ -189,6 +201,12 @@ struct RunTotals {
         weighted_correct += part.weighted_correct;
     }
 };
+
+// Why a model of these network widths (s_0 .. s_L) cannot be held, or "" when it can: the
+// parameter count (each buffer in the flat layout), and a row of the workspace, must fit in
+// a buffer of at most PTRDIFF_MAX bytes (what std::vector and the int64 offsets address),
+// every product computed without overflow. Checked before anything is allocated.
+std::string network_size_problem(const std::vector<int64_t>& sizes, bool batch_norm, int64_t element_size);
 
 template <typename T>
 class Network {
@@ -224,6 +242,21 @@ public:
     // batch's rows to batch_mean_loss_sum (loss_sum's sum without sample weights). Always
     // kept: one multiply-add per step; the caller resets it.
     double batch_mean_loss_sum = 0;
+    // Data-parallel training (fastmlp.training with an MPI communicator). When set, every
+    // training step calls reduce_gradient between its gradient and its update, from the
+    // calling thread outside any parallel region: grads then holds this rank's gradient of
+    // its rows' loss summed (the mean times its normaliser: the rows' weight, with class
+    // weights their sum of sample times class weight), reduction_figures its (mean loss times
+    // normaliser, weight_sum, rows, correct, weighted_correct, 1 if its logits were not
+    // finite else 0, normaliser) followed by running_mean and running_var, and the hook
+    // replaces both with the sums over the ranks (the running statistics with rank 0's). The
+    // step then divides by the summed normaliser and applies the same update on every rank.
+    // A rank whose share of a batch is empty still takes part (a zero gradient).
+    std::function<void()> reduce_gradient;
+    std::vector<double> reduction_figures;
+    // Added to dropout's counter (times 2^40): each rank draws masks of its own. 0: a
+    // single process's masks.
+    uint64_t dropout_stream = 0;
 
     // Rows predict and evaluate compute at a time (a caller slicing a call in multiples of it
     // gets the same bits as one call).
@@ -231,6 +264,10 @@ public:
     // Whether every parameter is finite (an update with a huge learning rate can overflow
     // although its gradient was finite).
     bool params_finite() const;
+    // Whether the parameters give finite evaluation-mode outputs on the batch of the last
+    // step train_batches took (a finite update can still make them overflow the forward
+    // pass): one forward of that batch, still in the workspace; true when there was none.
+    bool outputs_finite_after_step();
 
     // One optimizer step on one batch x (B, s_0). Returns the batch's totals. When the loss or
     // a gradient is NaN or infinite the step is not taken (totals.finite is false; step,
@@ -243,9 +280,11 @@ public:
     // row is skipped (batch statistics need two rows). With a mixup plan each batch is
     // blended first (see MixupPlan). Stops at the first batch whose step is not finite
     // (totals.nonfinite_batch = k; the totals cover the batches before it).
+    // With `bounds` (n_batches_in_epoch + 1 offsets into order) batch k is instead the rows
+    // order[bounds[k] .. bounds[k + 1]) (a rank's shares of the global batches).
     RunTotals train_batches(InputRows<T> X, Targets<T> targets, const int64_t* order, int64_t N,
                             int64_t batch_size, int64_t first_batch, int64_t n_batches,
-                            MixupPlan<T> mixup = {});
+                            MixupPlan<T> mixup = {}, const int64_t* bounds = nullptr);
     // Gradients of the batch's mean loss into grads, no step; training-mode forward when
     // `training` (dropout counter of step + 1), running statistics left unchanged.
     RunTotals compute_gradients(const T* x, Targets<T> targets, int64_t B, bool training);
@@ -279,6 +318,10 @@ private:
         int64_t rows = 0;
     };
     void ensure_eval_buffers(int threads, int64_t rows);
+    // Notes in `first` the first of rows [start, start + B) whose C outputs are not all
+    // finite, unless an earlier row is noted already (chunks finish in any order).
+    static void note_nonfinite_rows(std::atomic<int64_t>& first, const T* outputs, int64_t start, int64_t B,
+                                    int64_t C);
     // Rows [first_row, first_row + B) of X: X itself when dense, else densified into `dense`
     // (null when a row is malformed; *bad_row names it).
     const T* rows_of(InputRows<T> X, int64_t first_row, int64_t B, T* dense, int64_t* bad_row) const;
@@ -315,6 +358,9 @@ private:
     // What layer l hands to layer l + 1 (after dropout in a training forward).
     const T* layer_output(int64_t l) const;
     RunTotals loss_forward_backward(Targets<T> targets, int64_t B, bool backward);
+    // sum_i s_i class_weights[y_i] over the batch's labelled rows (s_i = 1 without sample
+    // weights): the cross-entropy's normaliser; 1 (not a factor) without class weights.
+    double label_weight_total(Targets<T> targets, int64_t B) const;
     // Rows classified correctly: their count, and their sample weights summed (*weighted).
     int64_t count_correct(const T* logits, Targets<T> targets, int64_t B, double* weighted) const;
     void backward(const T* x, int64_t B);
@@ -322,6 +368,10 @@ private:
     bool derivative_fuses_into_gemm(int64_t l) const;
     // One update of every parameter, the weight decay times decay_scale.
     void optimizer_step(double decay_scale);
+    // reduce_gradient's side of a step: hands grads (this rank's summed gradient), its totals,
+    // whether its logits were finite and its loss's normaliser to the hook and returns the
+    // ranks' totals, grads then the gradient of the global batch's weighted mean loss.
+    RunTotals reduce_across_ranks(const RunTotals& local, bool logits_finite, double normaliser);
     // Sum of the squares of every weight matrix's entries (not biases, gamma or beta), in double.
     double weight_squares() const;
     // The optimizer kernel over params[begin, end) and the same range of grads and of every
@@ -341,6 +391,10 @@ private:
     // Batch norm's running statistics before the step in progress (put back when it is refused).
     std::vector<T> saved_running_mean_, saved_running_var_;
     int64_t workspace_rows_ = 0;
+    // The batch of the last step taken, for outputs_finite_after_step (rows 0: none; a
+    // train_step's batch belongs to its caller and is never looked at later).
+    const T* last_step_x_ = nullptr;
+    int64_t last_step_rows_ = 0;
     bool training_forward_ = false;
     std::vector<EvalBuffers> eval_buffers_;  // one per prediction thread
 };

@@ -6,6 +6,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <mutex>
+#include <new>
+#include <thread>
+#include <vector>
 
 #include "kernels.h"
 
@@ -56,17 +60,44 @@ const bool g_omp_num_threads_given = [] {
     return value != nullptr && value[0] != '\0';
 }();
 
-// Runs in the child right after fork(): only atomic stores, nothing that could take a lock.
-// Workers of a forked process pool then default to one thread each (unless OMP_NUM_THREADS
-// says otherwise) instead of every one of them starting as many threads as there are cores.
+// ModelStateWrite's bookkeeping: the writes in progress, and whether a fork waits for them.
+std::atomic<int> g_state_writes{0};
+std::atomic<bool> g_fork_pending{false};
+// The models' mutexes, which a child needs unlocked. Held across fork() so that no model is
+// being added or removed at that moment.
+std::mutex g_reset_mutexes_lock;
+std::vector<std::recursive_mutex*> g_reset_mutexes;
+
+// Runs in the forking thread before fork(): waits for the writes of model state in progress
+// (one training step at most) and holds new ones back.
+void before_fork() {
+    g_reset_mutexes_lock.lock();
+    g_fork_pending.store(true);
+    while (g_state_writes.load() != 0) std::this_thread::yield();
+}
+
+void after_fork_in_parent() {
+    g_fork_pending.store(false);
+    g_reset_mutexes_lock.unlock();
+}
+
+// Runs in the child right after fork(), where only the forking thread exists. Workers of a
+// forked process pool default to one thread each (unless OMP_NUM_THREADS says otherwise)
+// instead of every one of them starting as many threads as there are cores. Each model's
+// mutex is constructed again in place: a thread of the parent may have held it, and that
+// thread is not here to unlock it (the old object's storage is simply reused).
 void after_fork_in_child() {
     if (!g_omp_num_threads_given) g_default_cap.store(1, std::memory_order_relaxed);
     if (g_went_parallel.load(std::memory_order_relaxed))
         g_single_thread_only.store(true, std::memory_order_relaxed);
+    for (std::recursive_mutex* mutex : g_reset_mutexes) new (mutex) std::recursive_mutex;
+    g_state_writes.store(0);  // a writer that had announced itself but was held back
+    g_fork_pending.store(false);
+    g_reset_mutexes_lock.unlock();
 }
 
 struct ForkHandlerRegistration {
-    ForkHandlerRegistration() { pthread_atfork(nullptr, nullptr, &after_fork_in_child); }
+    ForkHandlerRegistration() { pthread_atfork(&before_fork, &after_fork_in_parent, &after_fork_in_child); }
 };
 const ForkHandlerRegistration register_fork_handler;
 }  // namespace
@@ -97,6 +128,27 @@ void set_default_thread_cap(int n) { g_default_cap.store(n < 1 ? 0 : n, std::mem
 ScopedCallThreads::ScopedCallThreads(int n) : saved_(t_call_threads) { t_call_threads = n < 1 ? 0 : n; }
 
 ScopedCallThreads::~ScopedCallThreads() { t_call_threads = saved_; }
+
+ModelStateWrite::ModelStateWrite() {
+    for (;;) {
+        g_state_writes.fetch_add(1);  // announce, then look: a fork either sees us or we see it
+        if (!g_fork_pending.load()) return;
+        g_state_writes.fetch_sub(1);
+        while (g_fork_pending.load()) std::this_thread::yield();
+    }
+}
+
+ModelStateWrite::~ModelStateWrite() { g_state_writes.fetch_sub(1); }
+
+void register_for_reset_after_fork(std::recursive_mutex* mutex) {
+    const std::lock_guard<std::mutex> lock(g_reset_mutexes_lock);
+    g_reset_mutexes.push_back(mutex);
+}
+
+void unregister_for_reset_after_fork(std::recursive_mutex* mutex) {
+    const std::lock_guard<std::mutex> lock(g_reset_mutexes_lock);
+    g_reset_mutexes.erase(std::find(g_reset_mutexes.begin(), g_reset_mutexes.end(), mutex));
+}
 
 int threads_for(double work) {
     if (work < kParallelWorkThreshold) return 1;

@@ -20,6 +20,7 @@ import pytest
 import fastmlp
 from fastmlp import _core, optim
 from fastmlp import _files
+from fastmlp import reference as R
 from test_hardening import SANITIZED, inf_target_data, members, small_model, write_npz
 from test_mlp import blobs
 
@@ -449,6 +450,55 @@ def test_save_removes_only_stale_temporaries_of_killed_writers(tmp_path):
     assert {f".fastmlp-{gone}-dirdirdi.tmp", f".fastmlp-{gone}-linklink.tmp", "model.npz"} <= left
 
 
+# A writer that stops for good in the middle of writing its temporary file (issue 18).
+STUCK_WRITER = textwrap.dedent("""
+    import sys, time
+    from fastmlp import _files
+
+    def write(file):
+        file.write(b"x" * 1000)
+        file.flush()
+        print("writing", flush=True)
+        time.sleep(600)
+
+    _files.write_atomically(sys.argv[1], write)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="start times come from /proc")
+def test_the_next_save_removes_a_killed_writers_temporary_file_whatever_its_age(tmp_path):
+    writer = subprocess.Popen([sys.executable, "-c", STUCK_WRITER, str(tmp_path / "model.npz")],
+                              stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    [temporary] = os.listdir(tmp_path)
+    small_model().save(tmp_path / "other.npz")
+    assert temporary in os.listdir(tmp_path)  # its writer is alive: kept
+    writer.kill()
+    writer.wait()
+    writer.stdout.close()
+    small_model().save(tmp_path / "other.npz")  # a second later, not an hour
+    assert sorted(os.listdir(tmp_path)) == ["other.npz"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="start times come from /proc")
+def test_a_reused_pid_does_not_keep_a_dead_writers_temporary_file(tmp_path):
+    pid, tag = os.getpid(), _files._system_tag()
+    start = _files._start_time(pid)
+    files = {
+        f".fastmlp-{pid}-{start}-{tag}-abcd_123.tmp": True,        # a live writer: this process
+        f".fastmlp-{pid}-{start + 1}-{tag}-abcd_123.tmp": False,   # its pid, another process's start
+        f".fastmlp-{dead_pid()}-{start}-{tag}-abcd_123.tmp": False,  # gone
+        f".fastmlp-{pid}-{start + 1}-0123456789ab-abcd_123.tmp": True,  # another host's: too young
+        f".fastmlp-{pid}-{start + 1}-{tag}-abcd_123.tmp.keep": True,  # not our pattern
+    }
+    for name in files:
+        (tmp_path / name).write_bytes(b"x" * 10)
+    small_model().save(tmp_path / "model.npz")
+    left = set(os.listdir(tmp_path))
+    for name, kept in files.items():
+        assert (name in left) == kept, name
+
+
 # ---- Ctrl-C during predict and evaluate ---------------------------------------------------------------------
 
 
@@ -492,3 +542,184 @@ def test_ctrl_c_interrupts_a_long_predict_and_evaluate():
     finally:
         child.kill()
         child.stdout.close()
+
+
+# ---- issue 18: finite parameters that overflow the forward pass ----------------------------------------------
+
+
+OVERFLOWING_LR = {"float32": 1e30, "float64": 1e300}
+
+
+def one_batch(dtype):
+    X, y = blobs(n=32)
+    return X.astype(dtype), y
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fit_rolls_back_an_update_whose_finite_parameters_overflow_the_forward_pass(dtype):
+    X, y = one_batch(dtype)
+    model = fastmlp.MLP([5, 8, 3], optimizer=optim.SGD(lr=OVERFLOWING_LR[dtype]), dtype=dtype, seed=0)
+    start = model.flat_parameters
+    with pytest.raises(FloatingPointError, match=r"parameters became so large that the network's outputs "
+                                                 r"on a batch are NaN or infinite in epoch 1, by step 1"):
+        model.fit(X, y, epochs=1, batch_size=32)
+    np.testing.assert_array_equal(model.flat_parameters, start)
+    assert model._network.step == 0 and not model.fitted
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fit_on_nan_restore_puts_back_a_state_whose_outputs_are_finite(dtype):
+    X, y = one_batch(dtype)
+    model = fastmlp.MLP([5, 8, 3], optimizer=optim.SGD(lr=0.1), dtype=dtype, seed=0)
+    model.fit(X, y, epochs=1, batch_size=32)
+    good, good_outputs = model.flat_parameters, model.predict_proba(X)
+    model.learning_rate = OVERFLOWING_LR[dtype]
+    with pytest.warns(RuntimeWarning, match="network's outputs on a batch are NaN or infinite"):
+        history = model.fit(X, y, epochs=3, batch_size=32, on_nan="restore")
+    assert history.stopped_on_nan and len(history) == 0
+    np.testing.assert_array_equal(model.flat_parameters, good)
+    np.testing.assert_array_equal(model.predict_proba(X), good_outputs)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_train_step_after_an_update_that_overflows_the_forward_pass_says_so(dtype):
+    X, y = one_batch(dtype)
+    model = fastmlp.MLP([5, 8, 3], optimizer=optim.SGD(lr=OVERFLOWING_LR[dtype]), dtype=dtype, seed=0)
+    assert np.isfinite(model.train_step(X, y))  # its loss, before the update
+    assert np.isfinite(model.flat_parameters).all()  # finite, yet the forward pass overflows
+    with pytest.raises(FloatingPointError, match="outputs are NaN or infinite for row 0 of X"):
+        model.predict(X)
+    with pytest.raises(FloatingPointError, match=r"at step 2; the step was not applied: the model's outputs "
+                                                 r"on this batch are NaN or infinite"):
+        model.train_step(X, y)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "bce", "mse", "poisson"])
+def test_predictions_whose_outputs_are_not_finite_raise(dtype, loss):
+    X, _ = one_batch(dtype)
+    model = fastmlp.MLP([5, 8, 3], activation="tanh", loss=loss, dtype=dtype, seed=0)
+    huge = float(np.finfo(dtype).max) / 2  # finite weights: the hidden units saturate, the logits overflow
+    model.set_weights([np.full_like(w, huge) for w in model.weights], model.biases)
+    calls = [model.predict, lambda rows: model._outputs(rows)]
+    y = np.zeros(len(X), np.int64) if loss == "cross_entropy" else np.zeros((len(X), 3), dtype)
+    calls.append(lambda rows: model.evaluate(rows, y))
+    if loss in ("cross_entropy", "bce"):
+        calls.append(model.predict_proba)
+    for call in calls:
+        with pytest.raises(FloatingPointError, match=r"outputs are NaN or infinite for row 0 of X"):
+            call(X)
+    # One row overflowing is named, in a prediction of many chunks; the others are fine.
+    model = fastmlp.MLP([5, 8, 3], activation="identity", loss=loss, dtype=dtype, seed=0)
+    model.set_weights([np.ones_like(w) for w in model.weights], model.biases)
+    many = np.zeros((5000, 5), dtype)
+    many[3333, 0] = huge
+    model.predict(many[:3333])
+    with pytest.raises(FloatingPointError, match=r"for row 3333 of X"):
+        model.predict(many)
+
+
+# ---- issue 18: batches whose rows all weigh 0 -----------------------------------------------------------------
+
+
+def zero_weight_first_batch():
+    """64 rows: the first 32 hold classes 1 and 2 only, the rest every class."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 4))
+    y = np.r_[rng.integers(1, 3, 32), np.arange(32) % 3]
+    return X, y
+
+
+@pytest.mark.parametrize("how", ["class_weights", "sample_weight"])
+def test_a_batch_whose_rows_all_weigh_zero_takes_no_step(how):
+    X, y = zero_weight_first_batch()
+    options = dict(dtype="float64", seed=0)
+    if how == "class_weights":
+        options["class_weights"] = [1.0, 0.0, 0.0]
+        weights = {}
+        weights_alone = {}
+    else:
+        sample_weight = np.r_[np.zeros(32), np.where(y[32:] == 0, 1.0, 0.0)]
+        options["class_weights"] = None
+        weights = {"sample_weight": sample_weight}
+        weights_alone = {"sample_weight": sample_weight[32:]}
+    model = fastmlp.MLP([4, 3], **options)
+    history = model.fit(X, y, epochs=3, batch_size=32, shuffle=False, **weights)
+    # The same as training on the second batch alone: the first counts for nothing.
+    alone = fastmlp.MLP([4, 3], **options)
+    expected = alone.fit(X[32:], y[32:], epochs=3, batch_size=32, shuffle=False, **weights_alone)
+    assert model._network.step == 3
+    np.testing.assert_array_equal(model.flat_parameters, alone.flat_parameters)
+    assert history["loss"] == expected["loss"] and history["accuracy"] == expected["accuracy"]
+    assert np.isfinite(history["loss"]).all()
+
+
+def test_class_weights_that_weigh_every_row_zero_are_refused_where_sample_weights_are():
+    X, y = zero_weight_first_batch()
+    model = fastmlp.MLP([4, 3], class_weights=[1, 0, 0], seed=0)
+    model.fit(X, y, epochs=1)
+    for call in (lambda: model.fit(X[:32], y[:32]), lambda: model.evaluate(X[:32], y[:32]),
+                 lambda: model.train_step(X[:32], y[:32]), lambda: model.gradients(X[:32], y[:32]),
+                 lambda: model.fit(X, y, validation_data=(X[:32], y[:32]))):
+        with pytest.raises(ValueError, match=r"class_weights=\[1.0, 0.0, 0.0\] give every row of .* weight 0"):
+            call()
+    with pytest.raises(ValueError, match=r"class_weights are all zero \(\[0, 0, 0\]\)"):
+        fastmlp.MLP([4, 3], class_weights=[0, 0, 0])
+
+
+def test_evaluate_skips_a_chunk_whose_rows_all_weigh_zero():
+    X, y = zero_weight_first_batch()
+    model = fastmlp.MLP([4, 3], class_weights=[1, 0, 0], dtype="float64", seed=0)
+    model.fit(X, y, epochs=1)
+    zero_chunk = np.tile(X[:32], (32, 1))  # 1024 rows of classes 1 and 2: one evaluation chunk
+    labels = np.tile(y[:32], 32)
+    result = model.evaluate(np.r_[zero_chunk, X[32:]], np.r_[labels, y[32:]])
+    assert result == model.evaluate(X[32:], y[32:])
+    assert np.isfinite(result["loss"])
+
+
+def test_the_reference_takes_no_step_on_a_batch_whose_class_weights_sum_to_zero():
+    X, y = zero_weight_first_batch()
+    reference = R.ReferenceMLP([4, 3], [], class_weights=[1, 0, 0], optimizer="sgd",
+                               optimizer_options={"lr": 0.1, "momentum": 0.9})
+    start = reference.params.copy()
+    assert reference.train_step(X[:32], y[:32]) == 0 and reference.step == 0
+    np.testing.assert_array_equal(reference.params, start)
+    assert reference.train_step(X[32:], y[32:]) > 0 and reference.step == 1
+
+
+# ---- issue 18: layer sizes the core cannot hold --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sizes, options", [
+    ([4, 2 ** 62], {"loss": "gaussian_nll"}),   # 2 x 2**62 output units: beyond int64
+    ([4, 2 ** 62], {"loss": "mse"}),
+    ([2 ** 31, 2 ** 31, 2], {}),                 # 2**62 weights of 4 bytes
+    ([2 ** 62, 2 ** 62], {"loss": "mse"}),       # fan_in * fan_out overflows int64
+    ([4, 2 ** 60, 2], {"batch_norm": True, "dtype": "float64"}),
+])
+def test_layer_sizes_the_core_cannot_hold_are_refused_naming_them(sizes, options):
+    with pytest.raises(ValueError, match=re.escape(f"layer_sizes={sizes!r}")):
+        fastmlp.MLP(sizes, **options)
+
+
+def test_the_core_refuses_widths_it_cannot_hold_before_allocating():
+    with pytest.raises(ValueError, match=r"layer sizes \[2147483648, 2147483648, 2\] need 4611686024869838850 "
+                                         r"parameters of 4 bytes"):
+        _core.NetworkFloat32([2 ** 31, 2 ** 31, 2], ["relu"], "cross_entropy", {"name": "sgd"})
+
+
+def test_an_overflow_found_by_the_next_runs_first_step_goes_back_two_runs():
+    # 20 one-row batches, run two per call: batch 1 (the last of the first call) is huge, so
+    # its finite update leaves weights whose forward pass overflows on batch 2, the first
+    # step of the second call. The state that call started from is the broken one; the
+    # model goes back to the one before it.
+    X, y = blobs(n=20)
+    X[1] = np.abs(X[1]) * 1e25
+    model = fastmlp.MLP([5, 8, 3], optimizer=optim.SGD(lr=0.1), seed=0)
+    start = model.flat_parameters
+    with pytest.raises(FloatingPointError, match=r"network's outputs on a batch are NaN or infinite in "
+                                                 r"epoch 1.*the weights after step 0"):
+        model.fit(X, y, epochs=1, batch_size=1, shuffle=False)
+    np.testing.assert_array_equal(model.flat_parameters, start)
+    assert np.isfinite(model._network.predict(X[2:])).all()

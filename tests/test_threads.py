@@ -369,3 +369,58 @@ def test_the_users_own_wait_setting_is_kept(env):
     assert reported and reported[0] != "10000"
     if "GOMP_SPINCOUNT" in env:
         assert reported == ["777"] and after == "777"
+
+
+# ---- fork while another thread trains (issue 18) ------------------------------------------------
+
+FORK_DURING_FIT = """
+    import copy, multiprocessing, queue, threading
+    import numpy as np
+    import fastmlp
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(512, 256)).astype(np.float32)
+    y = rng.integers(0, 10, size=512)
+    model = fastmlp.MLP([256, 512, 10], seed=0)
+    model.fit(X, y, epochs=1, batch_size=512, shuffle=False)
+    twin, first_step = copy.deepcopy(model), model._network.step
+    stop = threading.Event()
+
+    def child(results):
+        step, params = int(model._network.step), model.flat_parameters
+        probabilities = model.predict_proba(X[:8])
+        model.train_step(X[:8], y[:8])  # the model's locks are free in the child
+        results.put((step, params, probabilities))
+
+    fitting = threading.Thread(target=model.fit, args=(X, y), kwargs=dict(
+        epochs=10**6, batch_size=512, shuffle=False, callbacks=[lambda epoch, logs: not stop.is_set()]))
+    fitting.start()
+    while model._network.step < first_step + 3:
+        pass
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    process = context.Process(target=child, args=(results,))
+    process.start()  # while the other thread is inside fit
+    try:
+        step, params, probabilities = results.get(timeout=20)
+    except queue.Empty:
+        print("child-hung")
+        process.kill()
+        step = None
+    stop.set()
+    fitting.join()
+    process.join()
+    if step is not None:
+        # The child's model is the parent's after a completed step: the same bits as a copy
+        # taken before the fit that takes as many steps (full batches, no shuffle).
+        for _ in range(step - first_step):
+            twin.train_step(X, y)
+        print("steps", step - first_step, "same-parameters", np.array_equal(params, twin.flat_parameters),
+              "same-predictions", np.array_equal(probabilities, twin.predict_proba(X[:8])))
+"""
+
+
+def test_a_child_forked_while_another_thread_fits_can_use_the_model():
+    words = run_python(FORK_DURING_FIT)
+    assert words[0] != "child-hung", "the child's predict_proba did not return in 20 s"
+    assert words[0] == "steps" and int(words[1]) >= 3
+    assert words[2:] == ["same-parameters", "True", "same-predictions", "True"]

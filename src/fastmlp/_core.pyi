@@ -4,7 +4,7 @@ Arrays of real numbers must be float32 or float64 (never converted silently); a 
 returns arrays of its first argument's dtype. tests/test_typing.py checks that every name and
 parameter here matches the compiled module.
 """
-from typing import Any, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,8 +16,9 @@ _F = TypeVar("_F", np.float32, np.float64)
 # (weight_sum, weighted_correct), the rows' weights summed and those of the correct rows.
 _Totals = Union[Tuple[float, int, int], Tuple[float, int, int, float, float]]
 # train_batches' result: the totals, the refused batch's index in the epoch (-1: none was
-# refused), whether the parameters are finite (False: an update overflowed them; the index is
-# then the last batch trained), then (weight_sum, weighted_correct) with sample_weight.
+# refused), whether the parameters are finite and give finite outputs (False: an update
+# overflowed them or the forward pass; the index is then the last batch trained, or the
+# refused one), then (weight_sum, weighted_correct) with sample or class weights.
 _BatchRunResult = Union[Tuple[float, int, int, int, bool], Tuple[float, int, int, int, bool, float, float]]
 # X as the core reads it: a C-contiguous array, or a CSR matrix (an object with format "csr",
 # shape, data of the network's dtype, int32/int64 indices, indptr: scipy's csr_matrix/csr_array
@@ -41,6 +42,9 @@ def set_default_thread_cap(n: int) -> None:
 
 def build_info() -> Dict[str, Any]:
     """Compiler, OpenMP and SIMD paths of this build."""
+
+def network_size_problem(sizes: Sequence[int], batch_norm: bool, element_size: int) -> str:
+    """Why a network of these widths cannot be held, or '' when it can."""
 
 def _set_signal_check_interval(seconds: float) -> None:
     """How often training looks for Ctrl-C between steps, in [0, 10] s (a test hook)."""
@@ -96,6 +100,16 @@ class _Network(Generic[_F]):
     lr: float
     num_threads: int
     """Threads for this model's calls (applied per call); 0 follows the process setting."""
+    dropout_stream: int
+    """Added (times 2**40) to dropout's counter: each process of a data-parallel fit draws
+    masks of its own; 0 (default) a single process's."""
+    def set_gradient_reduction(self, reduce: Optional[Callable[[NDArray[_F], NDArray[np.float64]], Any]]) -> None:
+        """Data-parallel training: every training step calls reduce(gradient, figures) between
+        its gradient and its update (None: no longer). reduce replaces, in place, gradient (this
+        process's gradient of its rows' loss summed) and figures (mean loss times its
+        normaliser, weight_sum, rows, correct, weighted_correct, 1 if its logits were not
+        finite, the normaliser, then running_mean and running_var) by the sums over the
+        processes (running statistics: one process's); the step divides by the summed normaliser."""
     @property
     def last_call_threads(self) -> int:
         """The thread count the model's last training or prediction call used."""
@@ -114,7 +128,9 @@ class _Network(Generic[_F]):
     def train_batches(self, X: _Rows, y: _Targets, order: NDArray[np.int64], batch_size: int,
                       first_batch: int, n_batches: int, partners: Optional[NDArray[np.int64]] = None,
                       lambdas: Optional[NDArray[_F]] = None,
-                      sample_weight: Optional[NDArray[_F]] = None) -> _BatchRunResult:
+                      sample_weight: Optional[NDArray[_F]] = None,
+                      bounds: Optional[NDArray[np.int64]] = None,
+                      check_outputs: bool = True) -> _BatchRunResult:
         """Optimizer steps over batches [first_batch, first_batch + n_batches) of X[order],
         order being the epoch's rows of X in the order visited (all or a subset); with partners
         (one row per position of order) and lambdas (one per batch of the epoch) each batch is
@@ -122,10 +138,14 @@ class _Network(Generic[_F]):
         batch whose loss or gradient is NaN/inf is not applied and ends the run; its index is
         the fourth total (-1 if none). An update that made a parameter NaN/inf (found within a
         signal-check interval) ends it too: the fifth value is then False and the fourth the
-        last batch trained. A label outside [0, C) when its batch is read (the labels changed
+        last batch trained; so does a refused batch whose logits were NaN/inf, and, with
+        check_outputs, a last update that leaves the outputs on its batch NaN/inf. A label outside [0, C) when its batch is read (the labels changed
         during the call) raises ValueError naming its row; that batch is not trained.
-        sample_weight (one per row of X) weights every batch's loss; a batch whose weights are
-        all 0 takes no step."""
+        sample_weight (one per row of X) weights every batch's loss; a batch whose rows all
+        weigh 0 (sample weights, times class weights) takes no step. With bounds (0, ...,
+        len(order), non-decreasing; one more than the epoch's batches) batch k is
+        order[bounds[k]:bounds[k + 1]], possibly empty (a process's shares of the global
+        batches in data-parallel training)."""
     def compute_gradients(self, x: _Rows, y: _Targets, training: bool = False,
                           sample_weight: Optional[NDArray[_F]] = None) -> _Totals:
         """Gradients of the batch's (weighted) mean loss into grads, no step."""

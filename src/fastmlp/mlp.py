@@ -11,12 +11,13 @@ import math
 import os
 import stat
 import threading
+import weakref
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union, TypeVar
 
 import numpy as np
 
 from . import _core, training
-from ._checks import ACTIVATIONS, CLASSIFICATION_LOSSES, LOSSES, _UINT64_MAX, _all_finite, \
+from ._checks import ACTIVATIONS, CLASSIFICATION_LOSSES, LOSSES, _INT64_MAX, _UINT64_MAX, _all_finite, \
     _as_float_matrix, _as_labels, _as_sample_weight, _check_choice, _check_dtype, \
     _check_finite_in_dtype, _check_fraction, _check_positive_int
 from ._files import PathLike, write_atomically
@@ -37,6 +38,20 @@ class NotFittedError(ValueError, AttributeError):
 
 
 _T = TypeVar("_T")
+
+
+# Every model that has made its lock. A thread of the parent may hold one when another
+# forks (a fit in progress): the child, which has no such thread, gives each a fresh lock.
+_MODELS_WITH_LOCKS: "weakref.WeakSet[MLP]" = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    for model in list(_MODELS_WITH_LOCKS):
+        model.__dict__.pop("_lock", None)  # made again, unlocked, on first use
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 def _holding_model_lock(method: Callable[..., _T]) -> Callable[..., _T]:
@@ -171,7 +186,25 @@ class MLP:
                 or np.any(weights < 0):
             raise ValueError(f"class_weights must be {self.layer_sizes[-1]} finite non-negative "
                              f"numbers, got {class_weights!r}")
+        if not weights.any():
+            raise ValueError(f"class_weights are all zero ({class_weights!r}): no row would count")
         return [float(weight) for weight in weights]
+
+    def _require_class_weight(self, labels: np.ndarray, sample_weight: Optional[np.ndarray],
+                              what: str, rows: Optional[np.ndarray] = None) -> None:
+        """With class_weights, refuse rows (`rows` of labels, or all) that all weigh 0 (sample
+        weight x class weight, the cross-entropy's normaliser), as all-zero sample weights
+        are: no row would count. A batch of such rows inside a larger set takes no step
+        instead (the core's rule)."""
+        if self.class_weights is None:
+            return
+        row_weights = np.take(self.class_weights, labels if rows is None else labels[rows])
+        if sample_weight is not None:
+            row_weights = row_weights * (sample_weight if rows is None else sample_weight[rows])
+        if not row_weights.any():
+            raise ValueError(f"class_weights={self.class_weights!r} give every row of {what} weight 0 "
+                             "(each row weighs its class's weight times its sample weight): no row "
+                             "would count")
 
     @property
     def _network_sizes(self) -> List[int]:
@@ -182,6 +215,7 @@ class MLP:
 
     def _new_network(self) -> Union[_core.NetworkFloat32, _core.NetworkFloat64]:
         network_class = _core.NetworkFloat32 if self.dtype == np.float32 else _core.NetworkFloat64
+        self._check_network_fits()
         try:
             return self._construct_network(network_class)
         except MemoryError:
@@ -190,6 +224,18 @@ class MLP:
             raise MemoryError(f"layer_sizes={self.layer_sizes!r} need {count:,} parameters "
                               f"({count * self.dtype.itemsize / 2**30:,.1f} GiB each for the "
                               "parameters, gradients and optimizer state): not enough memory") from None
+
+    def _check_network_fits(self) -> None:
+        """Refuse, naming layer_sizes, widths the core cannot hold (its own rule:
+        _core.network_size_problem), before anything is allocated."""
+        sizes = self._network_sizes
+        if sizes[-1] > _INT64_MAX:
+            raise ValueError(f"layer_sizes={self.layer_sizes!r}: loss='gaussian_nll' needs 2 x "
+                             f"{self.layer_sizes[-1]} output units (a mean and a log-variance per "
+                             f"target), more than the core can hold (at most {_INT64_MAX})")
+        problem = _core.network_size_problem(sizes, self.batch_norm, self.dtype.itemsize)
+        if problem:
+            raise ValueError(f"layer_sizes={self.layer_sizes!r} {problem}")
 
     def _construct_network(self, network_class: Union[Type[_core.NetworkFloat32], Type[_core.NetworkFloat64]]
                            ) -> Union[_core.NetworkFloat32, _core.NetworkFloat64]:
@@ -328,9 +374,11 @@ class MLP:
         X = _as_float_matrix(X, name_x, self.dtype, self.layer_sizes[0])
         return X, self._targets(y, X.shape[0], name_y)
 
-    def _weights(self, sample_weight: Any, n_rows: int, name: str = "sample_weight") -> Dict[str, Any]:
-        """The core's sample_weight keyword for `sample_weight` (empty when there is none)."""
-        weights = _as_sample_weight(sample_weight, n_rows, self.dtype, name)
+    def _weights(self, sample_weight: Any, n_rows: int, y: np.ndarray) -> Dict[str, Any]:
+        """The core's sample_weight keyword for `sample_weight` (empty when there is none),
+        once the rows of labels `y` are known not to weigh 0 all together."""
+        weights = _as_sample_weight(sample_weight, n_rows, self.dtype)
+        self._require_class_weight(y, weights, "y")
         return {} if weights is None else {"sample_weight": weights}
 
     @staticmethod
@@ -358,22 +406,39 @@ class MLP:
         Raises
         ------
         FloatingPointError
-            When the loss or a gradient is NaN or infinite; the step is then not applied.
+            When the loss or a gradient is NaN or infinite; the step is then not applied (the
+            message says when the parameters, finite, overflow the forward pass of this batch:
+            an earlier step's update was too large). Also when the step was applied but made
+            parameters NaN/inf; the model keeps that step. A step that leaves finite parameters
+            whose outputs overflow is not looked for here (it would cost a forward pass per
+            call): the next train_step says so, and predictions raise FloatingPointError.
         """
         x, y = self._prepare(x, y, "x", "y")
-        weights = self._weights(sample_weight, x.shape[0])
+        weights = self._weights(sample_weight, x.shape[0], y)
         step = self._network.step
         totals = self._network.train_step(x, y, **weights)
         if self._network.step == step:
             raise FloatingPointError(f"the loss ({self._mean_loss(totals)}) or its gradient is NaN or "
-                                     f"infinite at step {step + 1}; the step was not applied")
+                                     f"infinite at step {step + 1}; the step was not applied"
+                                     f"{self._overflow_note(x)}")
         self.fitted = True
         if not self._network.params_finite():
             raise FloatingPointError(f"step {step + 1} made parameters NaN or infinite (its loss "
                                      f"{self._mean_loss(totals)} and gradient were finite): lower the "
-                                     "learning rate; the model's predictions are NaN until its "
-                                     "weights are replaced")
+                                     "learning rate; the model's predictions raise FloatingPointError "
+                                     "until its weights are replaced")
         return self._mean_loss(totals)
+
+    def _overflow_note(self, x: Any) -> str:
+        """For a refused step: why, when the parameters themselves overflow the forward pass of
+        its batch `x` (only looked at on this failure path: one evaluation-mode forward)."""
+        try:
+            self._network.predict(x)
+        except FloatingPointError:
+            return (": the model's outputs on this batch are NaN or infinite, its parameters (finite) "
+                    "overflow the forward pass, so an earlier step's update was too large; lower the "
+                    "learning rate and replace the weights")
+        return ""
 
     def gradients(self, x: Any, y: Any, training: bool = False,
                   sample_weight: Any = None) -> Tuple[float, np.ndarray]:
@@ -398,7 +463,7 @@ class MLP:
         """
         x, y = self._prepare(x, y, "x", "y")
         totals = self._network.compute_gradients(x, y, bool(training),
-                                                 **self._weights(sample_weight, x.shape[0]))
+                                                 **self._weights(sample_weight, x.shape[0], y))
         return self._mean_loss(totals), self._network.grads.copy()
 
     @_holding_model_lock
@@ -428,7 +493,7 @@ class MLP:
             raise ValueError(f"flat_parameters must be {self.n_parameters} real numbers, got "
                              f"shape {theta.shape} and dtype {theta.dtype}")
         X, y = self._prepare(X, y)
-        weights = self._weights(sample_weight, X.shape[0])
+        weights = self._weights(sample_weight, X.shape[0], y)
         self._network.params[:] = theta  # NaN/inf give a NaN/inf loss, for the solver to see
         totals = self._network.compute_gradients(X, y, False, **weights)
         return self._mean_loss(totals), self._network.grads.copy()
@@ -452,7 +517,8 @@ class MLP:
             min_delta: float = 0.0, restore_best_weights: bool = True, verbose: int = 0,
             callbacks: Optional[Sequence[CallbackLike]] = None,
             mixup: float = 0.0, lr_schedule: Optional[LRSchedule] = None,
-            on_nan: str = "raise", sample_weight: Any = None) -> History:
+            on_nan: str = "raise", sample_weight: Any = None, comm: Any = None,
+            sharded: bool = False) -> History:
         """Train for ``epochs`` passes over (X, y); calling fit again continues training.
 
         Parameters
@@ -500,11 +566,16 @@ class MLP:
         on_nan : "raise" (default) or "restore"
             A step whose loss or gradient is NaN or infinite is never applied and training
             stops there. "raise": FloatingPointError naming the epoch and the step; an update
-            that made the parameters themselves NaN/inf (a huge learning rate) is first rolled
-            back to the last good point (as below), so the model stays finite. "restore":
-            the parameters, optimizer state and batch-norm statistics of the last good point
-            (at most a tenth of an epoch before the failure) are put back, a RuntimeWarning
-            names the step, and the history so far is returned (``stopped_on_nan`` is True).
+            that made the parameters themselves NaN/inf, or finite but so large that the
+            network's outputs overflow (a huge learning rate), is first rolled back to the last
+            good point (as below), so the model stays finite and answers. Such an update is
+            found when the parameters are checked (every ~0.1 s), when a later step's logits
+            come out NaN/inf (the model then goes back past the state that step started
+            from), and at the end of every epoch (an evaluation-mode forward pass of its last
+            batch), so the good point put back is one whose outputs were finite. "restore": the parameters, optimizer state and batch-norm
+            statistics of the last good point (at most a tenth of an epoch before the
+            failure) are put back, a RuntimeWarning names the step, and the history so far is
+            returned (``stopped_on_nan`` is True).
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative finite per-row weights (not all zero). Each batch's loss, for every
             loss, is the weighted mean sum_i w_i loss_i / sum_i w_i over the batch's rows
@@ -515,12 +586,36 @@ class MLP:
             are gathered with their rows, so shuffling keeps them together. All-ones weights
             train exactly as no weights (same bits); a weight of 0 removes the row from the
             loss (for a full batch, the same as deleting it); integer weights equal repeating
-            rows (full batch). A batch whose weights are all 0 takes no optimizer step.
+            rows (full batch). A batch whose rows all weigh 0 (their sample weights, times
+            their classes' class_weights with class weights) takes no optimizer step and
+            counts in neither history's loss nor its accuracy; training rows, validation rows
+            or labels that all weigh 0 are refused (ValueError).
             history's loss and accuracy are weighted (sum over batches of mean loss x batch
             weight, over the total weight). With mixup a blended row's weight is blended
             like its targets, lambda * w_a + (1 - lambda) * w_b (equal weights stay exact). Batch norm's batch
             statistics and dropout do not use the weights. Early stopping monitors the
             weighted loss (the weighted val_loss when there is validation data).
+        comm : mpi4py communicator, optional
+            Synchronous data-parallel training over the processes of ``comm`` (e.g.
+            ``MPI.COMM_WORLD``; launch with ``mpiexec -n 4 python -m mpi4py train.py``).
+            ``batch_size`` is the global batch: each step every rank computes the gradient of
+            its share of it, the gradients are summed over the ranks in a fixed order (every
+            rank gets the same bits) and every rank applies the same update, starting from rank
+            0's parameters and optimizer state. Validation figures, early stopping, schedules
+            and callbacks' stops are decided from figures combined over the ranks; ``verbose``
+            prints on rank 0. Dropout draws each rank's masks from its own stream; batch norm
+            normalises with each rank's own batch statistics (as torch's DDP) and every rank
+            keeps rank 0's running statistics. Bad input on any rank raises the same error on
+            every rank before the first step. One process (or None): an ordinary fit, same bits.
+            See docs/guide/distributed.md.
+        sharded : bool
+            With ``comm``: False (default) when every rank passes the same X, y and
+            sample_weight (a memmap on a shared disk, say): the global batches are then exactly
+            those of a one-process fit with the same seed. True when each rank passes its own
+            rows: each shuffles its rows and the ranks' sub-batches make up every global batch
+            (shards of different sizes give sub-batches in proportion). Either way,
+            validation data may be the same on every rank (each then evaluates a part) or
+            each rank's own part: fit compares sizes and checksums to tell.
 
         Ctrl-C (KeyboardInterrupt) stops training within about 0.1 s, after the step in
         progress: the model keeps every step taken and the returned history has
@@ -541,7 +636,7 @@ class MLP:
                             early_stopping=early_stopping, patience=patience, min_delta=min_delta,
                             restore_best_weights=restore_best_weights, verbose=verbose,
                             callbacks=callbacks, mixup=mixup, lr_schedule=lr_schedule,
-                            on_nan=on_nan, sample_weight=sample_weight)
+                            on_nan=on_nan, sample_weight=sample_weight, comm=comm, sharded=sharded)
 
     def _training_state(self) -> Dict[str, Any]:
         """Copies of everything a training step changes (for fit's on_nan="restore")."""
@@ -565,6 +660,7 @@ class MLP:
         lock: Optional["threading.RLock"] = self.__dict__.get("_lock")
         if lock is None:
             lock = self.__dict__.setdefault("_lock", threading.RLock())
+            _MODELS_WITH_LOCKS.add(self)
         return lock
 
     def _snapshot(self) -> Dict[str, np.ndarray]:
@@ -643,6 +739,13 @@ class MLP:
             Class labels (n,) for cross_entropy, 0/1 indicators (n, n_outputs) for bce, or
             predicted values (means for gaussian_nll, the means exp(z) for poisson); a single
             regression output comes back as shape (n,).
+
+        Raises
+        ------
+        FloatingPointError
+            When the network's outputs for a row are NaN or infinite (parameters that
+            overflow the forward pass, or poisson's exp(z)): the message names the first
+            such row. predict_proba, predict_distribution and evaluate do the same.
         """
         if self.loss == "cross_entropy" and self.fitted:
             # One call into the core (argmax there): the latency of one-sample predict.
@@ -712,7 +815,7 @@ class MLP:
         """
         self._check_fitted()
         X, y = self._prepare(X, y)
-        weights = self._weights(sample_weight, X.shape[0])
+        weights = self._weights(sample_weight, X.shape[0], y)
         result = self._evaluate_arrays(X, y, **weights)
         if self.loss == "poisson":
             result["deviance"] = _mean_poisson_deviance(y, self._outputs(X), weights.get("sample_weight"))

@@ -786,10 +786,10 @@ class ReferenceMLP:
     def _loss(self, logits: Array, targets: ArrayLike,
               sample_weights: Optional[ArrayLike] = None) -> Tuple[Any, Array]:
         """(mean loss, d loss / d logits), the mean weighted by sample_weights (B,) when given;
-        (0, zeros) when they sum to 0 (Network: such a batch takes no step). cross_entropy
+        (0, zeros) when every row weighs 0 (Network: such a batch takes no step). cross_entropy
         takes labels (B,) or soft targets (B, C), the latter being what a mixup batch trains on."""
         s = None if sample_weights is None else np.asarray(sample_weights, self.dtype)
-        if s is not None and not s.any():
+        if self._weighs_nothing(targets, s):
             return self.dtype.type(0), np.zeros_like(logits)
         if self.loss == "cross_entropy" and np.asarray(targets).ndim == 2:  # soft (mixup)
             loss, probs = softmax_xent_soft_forward(logits, targets, s)
@@ -807,6 +807,14 @@ class ReferenceMLP:
         if self.loss == "poisson":
             return poisson_nll_forward(logits, targets, s), poisson_nll_backward(logits, targets, s)
         return gaussian_nll_forward(logits, targets, s), gaussian_nll_backward(logits, targets, s)
+
+    def _weighs_nothing(self, targets: ArrayLike, sample_weights: Optional[ArrayLike]) -> bool:
+        """Whether every row of the batch weighs 0: its sample weight, times its class's weight
+        for the cross-entropy with class weights and labels (torch's normaliser)."""
+        s = np.ones(np.shape(targets)[0]) if sample_weights is None else np.asarray(sample_weights, np.float64)
+        if self.loss == "cross_entropy" and self.class_weights is not None and np.asarray(targets).ndim == 1:
+            s = s * np.asarray(self.class_weights, np.float64)[np.asarray(targets, np.int64)]
+        return not s.any()
 
     def _backward(self, dlogits: Array, saved: List[Dict[str, Array]], params: Array,
                   training: bool) -> Array:
@@ -874,10 +882,12 @@ class ReferenceMLP:
     def train_step(self, x: ArrayLike, targets: ArrayLike,
                    sample_weights: Optional[ArrayLike] = None) -> Any:
         """One optimizer step on one batch; returns the batch's mean loss before the step
-        (no step when the sample weights sum to 0)."""
+        (no step when every row weighs 0: sample weights, times class weights)."""
+        running = (list(self.running_mean), list(self.running_var))
         logits, saved = self._forward(x, training=True, update_running_stats=True)
         loss, dlogits = self._loss(logits, targets, sample_weights)
-        if sample_weights is not None and not np.asarray(sample_weights, self.dtype).any():
+        if self._weighs_nothing(targets, sample_weights):
+            self.running_mean, self.running_var = running  # a step not taken changes nothing
             return loss
         grads = self._backward(dlogits, saved, self.params, training=True)
         self.step += 1
