@@ -2,7 +2,7 @@
 with compute_dtype="bfloat16" (relu, Adam lr 1e-3, batch 128, 10 epochs, the whole
 Fashion-MNIST training set) ends within 0.3 points of test accuracy of each other.
 
-Where each case runs: 784-256-10 (both precisions: about 15 s on 2 idle cores, 3.5 minutes on
+Where each case runs: 784-256-10 (both precisions: about 20 s on 2 idle cores, 1-3.5 minutes on
 the loaded machine of 2026-12-07) in the normal suite; 784-1024-1024-10 (about 2 minutes idle,
 18 loaded) is marked slow, which the normal run deselects (pyproject's addopts) and .ci/run
 runs as its own step (`pytest -m slow`); idle times are estimated from the epoch times. The
