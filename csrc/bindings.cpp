@@ -1052,16 +1052,24 @@ py::dict build_info() {
     compiled.append("avx2");
     compiled.append("avx512");
     compiled.append("avx512_bf16");
+    compiled.append("amx_bf16");
     info["cpu_avx2_fma"] = cpu_supports_isa("avx2");
     info["cpu_avx512"] = cpu_supports_isa("avx512");
     info["cpu_avx512_bf16"] = cpu_supports_isa("avx512_bf16");
+    // AMX-BF16 and the OS's leave to use the tiles.
+    info["cpu_amx_bf16"] = cpu_supports_isa("amx_bf16");
 #else
     info["cpu_avx2_fma"] = false;
     info["cpu_avx512"] = false;
     info["cpu_avx512_bf16"] = false;
+    info["cpu_amx_bf16"] = false;
 #endif
-    // Whether compute_dtype="bfloat16" multiplies with VDPBF16PS (else: emulated, kernels.h).
+    // Whether compute_dtype="bfloat16" multiplies with a bfloat16 instruction (else: emulated,
+    // kernels.h), and which: "amx_bf16" (whose sums are not in the canonical order, the
+    // bfloat16 guide), "avx512_bf16" or "emulated".
     info["bfloat16_native"] = native_bfloat16();
+    info["bfloat16_path"] = bfloat16_path();
+    info["bfloat16_canonical_order"] = std::string(bfloat16_path()) != "amx_bf16";
     info["simd_compiled"] = compiled;
     info["cpu_widest_isa"] = widest_cpu_isa_name();
     // The instruction set every kernel with one (GEMM, optimizer loops) runs in.
@@ -1076,7 +1084,7 @@ py::dict build_info() {
 
 }  // namespace
 
-// FASTMLP_ISA=portable|avx2|avx512|avx512_bf16|auto forces the kernels' instruction set for the process
+// FASTMLP_ISA=portable|avx2|avx512|avx512_bf16|amx_bf16|auto forces the kernels' instruction set for the process
 // (FASTMLP_FORCE_PORTABLE=1, the older switch, means portable). A name this CPU cannot run
 // stops the import with a ValueError that says so, rather than silently running another.
 void apply_isa_from_environment() {
@@ -1087,7 +1095,7 @@ void apply_isa_from_environment() {
         if (is_isa_name(isa))
             throw py::value_error("FASTMLP_ISA=" + isa + ": this CPU cannot run those kernels (its widest is '" +
                                   widest_cpu_isa_name() + "')");
-        throw py::value_error("FASTMLP_ISA must be portable, avx2, avx512, avx512_bf16 or auto, got '" + isa + "'");
+        throw py::value_error("FASTMLP_ISA must be portable, avx2, avx512, avx512_bf16, amx_bf16 or auto, got '" + isa + "'");
     }
     const char* portable = std::getenv("FASTMLP_FORCE_PORTABLE");
     if (portable && portable[0] == '1') set_isa("portable");

@@ -231,9 +231,12 @@ void gemm_fused_in(bool bfloat16_operands, T* c, const T* a, const T* b, int64_t
     gemm_fused(c, a, b, M, N, K, transpose_a, transpose_b, accumulate, epilogue);
 }
 
-// Whether gemm_bfloat16 runs VDPBF16PS (the CPU has AVX512_BF16 and the ISA in use is
-// avx512_bf16) rather than the emulation.
+// Whether gemm_bfloat16 runs a bfloat16 instruction (the ISA in use is avx512_bf16:
+// VDPBF16PS, or amx_bf16: AMX's TDPBF16PS) rather than the emulation.
 bool native_bfloat16();
+// What gemm_bfloat16's products wider than 16 columns run on: "amx_bf16" (TDPBF16PS, its own
+// summation order, gemm_internal.h), "avx512_bf16" (VDPBF16PS) or "emulated".
+const char* bfloat16_path();
 
 // ---------------------------------------------------------------------------------------
 // Losses (losses.cpp). Every loss is a mean, as torch's default reduction; sums over the

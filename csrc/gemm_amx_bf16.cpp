@@ -1,0 +1,126 @@
+// The packed GEMM path over bfloat16 operands with AMX (TDPBF16PS on 16 x 16 float32 tiles),
+// compiled with -mamx-tile -mamx-bf16 and the AVX-512 flags in this translation unit only and
+// chosen by gemm.cpp on CPUs (and kernels) that allow AMX. Packing (avx512_bf16_pairs.h)
+// rounds A into 16-row x 16-pair tiles and B into pair-row tiles; the loops around are
+// gemm_driver.h's. TDPBF16PS does not add in the canonical order (gemm_internal.h): see
+// amx_bf16_packed_gemm there.
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "avx512_bf16_pairs.h"
+#include "gemm_driver.h"
+#include "gemm_internal.h"
+
+namespace fastmlp {
+namespace gemm_detail {
+
+namespace {
+
+// The tile configuration (LDTILECFG's 64-byte operand), palette 1.
+struct alignas(64) TileConfig {
+    uint8_t palette = 1, start_row = 0, reserved[14] = {};
+    uint16_t bytes_per_row[16] = {};
+    uint8_t rows[16] = {};
+};
+
+// Tiles 0-3: the 32 x 32 float32 block of c; 4, 5: the two 16-row halves of A's 32 rows x
+// 16 pairs; 6, 7: B's 16 pairs x the two 16-column halves. Each 16 rows of 64 bytes.
+const TileConfig& tile_config() {
+    static const TileConfig config = [] {
+        TileConfig c;
+        for (int t = 0; t < 8; ++t) {
+            c.rows[t] = 16;
+            c.bytes_per_row[t] = 64;
+        }
+        return c;
+    }();
+    return config;
+}
+
+// 32 x 32 tile of c, TDPBF16PS: four accumulator tiles, two A and two B tiles per 16 pairs.
+// A sliver (32 rows) and a B sliver (32 columns) are each two 16-line halves of `pairs`
+// (a multiple of 16) pairs, the second half `pairs * 16` words after the first: A's halves
+// in line rows, B's in pair rows (avx512_bf16_pairs.h).
+struct AmxKernels {
+    static constexpr int64_t MR = 32, NR = 32, MC = 192, NC = 2048;
+    static constexpr int64_t kPairsPerTile = 16;
+    static constexpr bool kPacksRowsOfA = false;
+    static constexpr bool kPacksBfloat16Pairs = true;
+
+    // The panels' depth is counted in 32-bit words per line: kc k, padded with zero pairs to
+    // whole tiles (a zero product adds +0 or -0 to a sum started at +0: no change).
+    static int64_t panel_depth(int64_t kc) { return ceil_div(kc, 2 * kPairsPerTile) * kPairsPerTile; }
+
+    // Configured at every product: another library in the thread (oneDNN) may have loaded its
+    // own configuration, or released the tiles, since the last one.
+    static void enter_thread() { _tile_loadconfig(&tile_config()); }
+    static void leave_thread() { _tile_release(); }
+
+    static void pack_a_pairs(float* dst, const Operands<float>& p, int64_t i0, int64_t k0, int64_t kc) {
+        const int64_t pairs = panel_depth(kc);
+        for (int64_t half = 0; half < 2; ++half) {
+            const int64_t first = i0 + 16 * half, rows = std::max<int64_t>(0, std::min<int64_t>(16, p.M - first));
+            float* out = dst + half * pairs * 16;
+            if (p.transpose_a)
+                pack_pairs_lines_contiguous(out, p.a + k0 * p.M + first, p.M, rows, kc, pairs, PairLayout::line_rows);
+            else
+                pack_pairs_k_contiguous(out, p.a + first * p.K + k0, p.K, rows, kc, pairs, PairLayout::line_rows);
+        }
+    }
+
+    static void pack_b_pairs(float* dst, const Operands<float>& p, int64_t j0, int64_t k0, int64_t kc) {
+        const int64_t pairs = panel_depth(kc);
+        for (int64_t half = 0; half < 2; ++half) {
+            const int64_t first = j0 + 16 * half, cols = std::max<int64_t>(0, std::min<int64_t>(16, p.N - first));
+            float* out = dst + half * pairs * 16;
+            if (p.transpose_b)
+                pack_pairs_k_contiguous(out, p.b + first * p.K + k0, p.K, cols, kc, pairs, PairLayout::pair_rows);
+            else
+                pack_pairs_lines_contiguous(out, p.b + k0 * p.N + first, p.N, cols, kc, pairs, PairLayout::pair_rows);
+        }
+    }
+
+    // c[32, 32] = (load_c ? c : 0) + the panels' products over `pairs` pairs (the block's sum
+    // from zero in the tiles, then added to c in float32, as the canonical order's blocks).
+    static void micro_tile(int64_t pairs, const float* a_panel, const float* b_panel, float* c, int64_t ldc,
+                           bool load_c) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        const int64_t half = pairs * 16;
+        for (int64_t q = 0; q < pairs; q += kPairsPerTile) {
+            _tile_loadd(4, a_panel + q * 16, 64);
+            _tile_loadd(5, a_panel + half + q * 16, 64);
+            _tile_loadd(6, b_panel + q * 16, 64);
+            _tile_loadd(7, b_panel + half + q * 16, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        const int64_t stride = load_c ? NR : ldc;
+        alignas(64) float block[MR * NR];
+        float* out = load_c ? block : c;
+        _tile_stored(0, out, stride * 4);
+        _tile_stored(1, out + 16, stride * 4);
+        _tile_stored(2, out + 16 * stride, stride * 4);
+        _tile_stored(3, out + 16 * stride + 16, stride * 4);
+        if (!load_c) return;
+        for (int64_t i = 0; i < MR; ++i)
+            for (int64_t j = 0; j < NR; j += 16) {
+                float* row = c + i * ldc + j;
+                _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), _mm512_load_ps(block + i * NR + j)));
+            }
+    }
+};
+
+}  // namespace
+
+void amx_bf16_packed_gemm(const Operands<float>& p, int threads) {
+    packed_gemm<float, AmxKernels>(p, threads);
+}
+
+}  // namespace gemm_detail
+}  // namespace fastmlp
