@@ -57,28 +57,31 @@ struct AmxKernels {
     static void enter_thread() { _tile_loadconfig(&tile_config()); }
     static void leave_thread() { _tile_release(); }
 
-    static void pack_a_pairs(float* dst, const Operands<float>& p, int64_t i0, int64_t k0, int64_t kc) {
+    // The two 16-line halves of a sliver of `lines` (<= 32) lines, one after the other.
+    // element(x, k) = src[x * ld + k] when k_contiguous, else src[k * ld + x].
+    static void pack_halves(float* dst, const float* src, int64_t ld, bool k_contiguous, int64_t lines,
+                            int64_t kc, PairLayout layout) {
         const int64_t pairs = panel_depth(kc);
         for (int64_t half = 0; half < 2; ++half) {
-            const int64_t first = i0 + 16 * half, rows = std::max<int64_t>(0, std::min<int64_t>(16, p.M - first));
+            const int64_t first = 16 * half, count = std::clamp<int64_t>(lines - first, 0, 16);
             float* out = dst + half * pairs * 16;
-            if (p.transpose_a)
-                pack_pairs_lines_contiguous(out, p.a + k0 * p.M + first, p.M, rows, kc, pairs, PairLayout::line_rows);
+            if (k_contiguous)
+                pack_pairs_k_contiguous(out, src + first * ld, ld, count, kc, pairs, layout);
             else
-                pack_pairs_k_contiguous(out, p.a + first * p.K + k0, p.K, rows, kc, pairs, PairLayout::line_rows);
+                pack_pairs_lines_contiguous(out, src + first, ld, count, kc, pairs, layout);
         }
     }
 
+    static void pack_a_pairs(float* dst, const Operands<float>& p, int64_t i0, int64_t k0, int64_t kc) {
+        const int64_t rows = std::min(MR, p.M - i0);
+        if (p.transpose_a) return pack_halves(dst, p.a + k0 * p.M + i0, p.M, false, rows, kc, PairLayout::line_rows);
+        pack_halves(dst, p.a + i0 * p.K + k0, p.K, true, rows, kc, PairLayout::line_rows);
+    }
+
     static void pack_b_pairs(float* dst, const Operands<float>& p, int64_t j0, int64_t k0, int64_t kc) {
-        const int64_t pairs = panel_depth(kc);
-        for (int64_t half = 0; half < 2; ++half) {
-            const int64_t first = j0 + 16 * half, cols = std::max<int64_t>(0, std::min<int64_t>(16, p.N - first));
-            float* out = dst + half * pairs * 16;
-            if (p.transpose_b)
-                pack_pairs_k_contiguous(out, p.b + first * p.K + k0, p.K, cols, kc, pairs, PairLayout::pair_rows);
-            else
-                pack_pairs_lines_contiguous(out, p.b + k0 * p.N + first, p.N, cols, kc, pairs, PairLayout::pair_rows);
-        }
+        const int64_t cols = std::min(NR, p.N - j0);
+        if (p.transpose_b) return pack_halves(dst, p.b + j0 * p.K + k0, p.K, true, cols, kc, PairLayout::pair_rows);
+        pack_halves(dst, p.b + k0 * p.N + j0, p.N, false, cols, kc, PairLayout::pair_rows);
     }
 
     // c[32, 32] = (load_c ? c : 0) + the panels' products over `pairs` pairs (the block's sum
