@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "avx512_bf16_pairs.h"
 #include "gemm_driver.h"
@@ -52,10 +53,16 @@ struct AmxKernels {
     // whole tiles (a zero product adds +0 or -0 to a sum started at +0: no change).
     static int64_t panel_depth(int64_t kc) { return ceil_div(kc, 2 * kPairsPerTile) * kPairsPerTile; }
 
-    // Configured at every product: another library in the thread (oneDNN) may have loaded its
-    // own configuration, or released the tiles, since the last one.
-    static void enter_thread() { _tile_loadconfig(&tile_config()); }
-    static void leave_thread() { _tile_release(); }
+    // Checked at every product: another library in the thread (oneDNN) may have loaded its
+    // own configuration, or released the tiles, since the last one. Left configured after:
+    // LDTILECFG costs ~300 ns, reading the configuration back and comparing it ~40 ns
+    // (tools/amx_bf16_probe.c).
+    static void enter_thread() {
+        TileConfig current;
+        _tile_storeconfig(&current);
+        if (std::memcmp(&current, &tile_config(), sizeof current) != 0) _tile_loadconfig(&tile_config());
+    }
+    static void leave_thread() {}
 
     // The two 16-line halves of a sliver of `lines` (<= 32) lines, one after the other.
     // element(x, k) = src[x * ld + k] when k_contiguous, else src[k * ld + x].

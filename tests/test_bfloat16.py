@@ -200,6 +200,19 @@ def test_amx_does_not_sum_in_the_canonical_order(amx):
 
 
 @needs_amx
+def test_amx_products_survive_another_librarys_tile_configuration(amx):
+    # torch's oneDNN runs its bfloat16 matmuls on AMX too, in this thread, with tile shapes
+    # of its own; the next product must configure the tiles again.
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    a, b = operands(rng, 70, 300, 90, False, False)
+    before = kernels.gemm_bfloat16(a, b)
+    x = torch.randn(40, 72, dtype=torch.bfloat16)
+    torch.matmul(x, torch.randn(72, 24, dtype=torch.bfloat16))
+    assert_same_bits(kernels.gemm_bfloat16(a, b), before)
+
+
+@needs_amx
 def test_amx_flushes_denormals_as_vdpbf16ps():
     rng = np.random.default_rng(5)
     a, b = operands(rng, 8, 20, 24, False, False, scale=2.0 ** -65)

@@ -104,6 +104,21 @@ int main(void) {
     const double seconds = (double)(end.tv_sec - start.tv_sec) + 1e-9 * (double)(end.tv_nsec - start.tv_nsec);
     printf("TDPBF16PS, 4 independent tiles, registers only: %.0f GFLOP/s on one core (%.1f ns each)\n",
            4.0 * iterations * 16 * 16 * 32 * 2 / seconds * 1e-9, seconds / (4.0 * iterations) * 1e9);
+
+    // What a product could pay per thread to be sure of its configuration: load it each time,
+    // or read it back and load it only when another one is in place (gemm_amx_bf16.cpp).
+    for (int check = 0; check < 2; ++check) {
+        clock_gettime(CLOCK_MONOTONIC, &start);
+        for (long n = 0; n < 1000000; ++n) {
+            TileConfig current;
+            if (check) _tile_storeconfig(&current);
+            if (!check || memcmp(&current, &config, sizeof current) != 0) _tile_loadconfig(&config);
+            _tile_zero(0);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &end);
+        printf("%s + TILEZERO: %.0f ns\n", check ? "STTILECFG, compare" : "LDTILECFG",
+               ((double)(end.tv_sec - start.tv_sec) * 1e9 + (double)(end.tv_nsec - start.tv_nsec)) / 1e6);
+    }
     _tile_release();
     return 0;
 }
