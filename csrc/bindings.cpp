@@ -324,7 +324,7 @@ struct CheckedMixup {
 template <typename T>
 CheckedMixup<T> check_mixup(const Network<T>& network, const py::handle& partners,
                             const py::handle& lambdas, int64_t rows, int64_t epoch_rows,
-                            int64_t batch_size) {
+                            int64_t batches) {
     CheckedMixup<T> checked;
     if (partners.is_none() && lambdas.is_none()) return checked;
     if (partners.is_none() || lambdas.is_none())
@@ -334,7 +334,6 @@ CheckedMixup<T> check_mixup(const Network<T>& network, const py::handle& partner
     checked.partners = row_indices(partners, "partners", rows, epoch_rows);
     checked.active = true;
     checked.lambdas = as_contiguous<T>(lambdas, "lambdas", 1);
-    const int64_t batches = (epoch_rows + batch_size - 1) / batch_size;
     if (checked.lambdas.shape(0) != batches)
         throw py::value_error("lambdas must have one value per batch of the epoch (" +
                               std::to_string(batches) + "), got " + shape_string(checked.lambdas));
@@ -344,6 +343,24 @@ CheckedMixup<T> check_mixup(const Network<T>& network, const py::handle& partner
             throw py::value_error("lambdas[" + std::to_string(k) + "] = " + std::to_string(lambda) +
                                   " is not in [0, 1]");
     }
+    return checked;
+}
+
+// train_batches' bounds: batch k of the epoch is order[bounds[k]:bounds[k + 1]]; empty when
+// None (the batches are then batch_size rows each).
+py::array_t<int64_t, py::array::c_style> checked_bounds(const py::handle& bounds, int64_t epoch_rows,
+                                                        int64_t first_batch, int64_t n_batches) {
+    if (bounds.is_none()) return py::array_t<int64_t, py::array::c_style>(0);
+    auto checked = as_contiguous<int64_t>(bounds, "bounds", 1);
+    const int64_t count = checked.shape(0);
+    const int64_t* b = checked.data();
+    if (count < 1 || b[0] != 0 || b[count - 1] != epoch_rows)
+        throw py::value_error("bounds must run from 0 to len(order) (" + std::to_string(epoch_rows) + ")");
+    for (int64_t k = 1; k < count; ++k)
+        if (b[k] < b[k - 1]) throw py::value_error("bounds must be non-decreasing");
+    if (first_batch + n_batches > count - 1)
+        throw py::value_error("first_batch + n_batches is past the epoch's " + std::to_string(count - 1) +
+                              " batches");
     return checked;
 }
 
@@ -618,10 +635,11 @@ inline int64_t next_row(const PredictionProgress& progress, int64_t N, int64_t& 
 template <typename T>
 int64_t train_batches_for(Network<T>& network, RunTotals& totals, InputRows<T> X, Targets<T> targets,
                           const int64_t* order, int64_t rows, int64_t batch_size, int64_t next,
-                          int64_t end, std::chrono::microseconds interval, MixupPlan<T> mixup) {
+                          int64_t end, std::chrono::microseconds interval, MixupPlan<T> mixup,
+                          const int64_t* bounds) {
     const auto started = std::chrono::steady_clock::now();
     do {
-        const RunTotals batch = network.train_batches(X, targets, order, rows, batch_size, next, 1, mixup);
+        const RunTotals batch = network.train_batches(X, targets, order, rows, batch_size, next, 1, mixup, bounds);
         totals.add_counts(batch);
         if (batch.bad_label_row >= 0) {  // a label changed under the run: it ends here
             totals.bad_label_row = batch.bad_label_row;
@@ -640,7 +658,10 @@ int64_t train_batches_for(Network<T>& network, RunTotals& totals, InputRows<T> X
             return end;
         }
         ++next;
-    } while (next < end && std::chrono::steady_clock::now() - started < interval);
+        // The ranks of a data-parallel fit run intervals of their own length, so they look
+        // after every step instead, all finding an overflow at the same one (a scan of the
+        // parameters, well under 1% of a step).
+    } while (next < end && std::chrono::steady_clock::now() - started < interval && !network.reduce_gradient);
     // A finite gradient can still overflow the update (a huge learning rate): checked once per
     // interval, not per step, so the scan costs nothing measurable. The run ends at the last
     // step taken, which the caller is told made the parameters non-finite.
@@ -751,6 +772,38 @@ void bind_network(py::module_& m, const char* name) {
                           py::gil_scoped_release release;
                           std::lock_guard<std::recursive_mutex> lock(model.mutex);
                           model.network.optimizer_options().lr = lr; })
+        .def("set_gradient_reduction", [](Model& model, const py::object& reduce) {
+            if (reduce.is_none()) {
+                model.network.reduce_gradient = nullptr;
+                return;
+            }
+            if (!PyCallable_Check(reduce.ptr())) throw py::type_error("reduce must be callable or None");
+            Network<T>& network = model.network;
+            // Called by each training step from the thread that released the GIL, outside any
+            // parallel region; its exception (an MPI error) ends the call like Ctrl-C's.
+            network.reduce_gradient = [reduce, &network]() {
+                py::gil_scoped_acquire acquire;
+                const py::array_t<T> gradient({static_cast<py::ssize_t>(network.grads.size())}, {sizeof(T)},
+                                              network.grads.data(), py::none());
+                const py::array_t<double> figures({static_cast<py::ssize_t>(network.reduction_figures.size())},
+                                                  {sizeof(double)}, network.reduction_figures.data(), py::none());
+                reduce(gradient, figures);
+            };
+        }, py::arg("reduce"),
+           "data-parallel training: reduce(gradient, figures) is called by every training step "
+           "between its gradient and its update (None: no longer); it must replace, in place, "
+           "gradient (this process's gradient of its rows' loss summed) and figures (mean loss "
+           "times its normaliser, weight_sum, rows, correct, weighted_correct, 1 if its logits "
+           "were not finite, the normaliser, then running_mean and running_var) by "
+           "the sums over the processes (running statistics: one process's). The step then "
+           "divides the gradient by the summed normaliser")
+        .def_property("dropout_stream", [](Model& model) { return model.network.dropout_stream; },
+                      [](Model& model, uint64_t stream) {
+                          py::gil_scoped_release release;
+                          std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                          model.network.dropout_stream = stream; },
+                      "added (times 2**40) to dropout's counter: each process of a data-parallel fit "
+                      "draws masks of its own; 0 (default) a single process's")
         .def_property("num_threads", [](Model& model) { return model.num_threads; },
                       [](Model& model, int n) {
                           check_thread_count("num_threads", n, 0);
@@ -833,7 +886,7 @@ void bind_network(py::module_& m, const char* name) {
                                  const py::handle& order, int64_t batch_size, int64_t first_batch,
                                  int64_t n_batches, const py::handle& partners,
                                  const py::handle& lambdas, const py::handle& sample_weight,
-                                 bool check_outputs) {
+                                 const py::handle& bounds, bool check_outputs) {
             auto xs = checked_rows<T>(X, "X", model.network.input_width());
             const int64_t rows = xs.rows;
             auto targets = check_targets(model.network, y, rows);
@@ -842,8 +895,12 @@ void bind_network(py::module_& m, const char* name) {
             const int64_t epoch_rows = permutation.shape(0);
             if (batch_size < 1) throw py::value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
             if (first_batch < 0 || n_batches < 0) throw py::value_error("first_batch and n_batches must be >= 0");
+            const auto batch_bounds = checked_bounds(bounds, epoch_rows, first_batch, n_batches);
+            const int64_t epoch_batches = bounds.is_none() ? (epoch_rows + batch_size - 1) / batch_size
+                                                           : batch_bounds.shape(0) - 1;
             CheckedMixup<T> mixup = check_mixup<T>(model.network, partners, lambdas, rows, epoch_rows,
-                                                   batch_size);
+                                                   epoch_batches);
+            const int64_t* bounds_data = bounds.is_none() ? nullptr : batch_bounds.data();
             RunTotals totals;
             model.last_run = totals;
             const auto interval = std::chrono::microseconds(signal_check_interval_us.load());
@@ -861,7 +918,8 @@ void bind_network(py::module_& m, const char* name) {
                     const int64_t stop = threads.probe() ? next + std::max<int64_t>(1, (end - next) / 4) : end;
                     next = train_batches_for(model.network, totals, xs.pointers(), targets.pointers(),
                                              permutation.data(), epoch_rows, batch_size, next, stop,
-                                             threads.probe() ? interval / 4 : interval, mixup.plan());
+                                             threads.probe() ? interval / 4 : interval, mixup.plan(),
+                                             bounds_data);
                     if (next == stop && stop < end && (totals.nonfinite_batch >= 0 || totals.bad_input_row >= 0))
                         next = end;
                     // The run's last update may leave finite parameters whose forward pass
@@ -893,7 +951,7 @@ void bind_network(py::module_& m, const char* name) {
         }, py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
            py::arg("first_batch"), py::arg("n_batches"), py::arg("partners") = py::none(),
            py::arg("lambdas") = py::none(), py::arg("sample_weight") = py::none(),
-           py::arg("check_outputs") = true,
+           py::arg("bounds") = py::none(), py::arg("check_outputs") = true,
            "optimizer steps over batches [first_batch, first_batch + n_batches) of X[order] (order: "
            "the epoch's rows of X in the order visited, all of them or a subset) -> "
            "(loss_sum, correct, rows, nonfinite_batch, params_finite); with partners (one row per position of "
@@ -908,7 +966,9 @@ void bind_network(py::module_& m, const char* name) {
            "X is a C-contiguous array or a CSR matrix (densified one batch at a time; a malformed "
            "row raises ValueError after the batches before it). With sample_weight (one weight per "
            "row of X) every batch's loss is the weighted mean, loss_sum sums mean * the batch's "
-           "weight, and the tuple ends with (weight_sum, weighted_correct)")
+           "weight, and the tuple ends with (weight_sum, weighted_correct). With bounds (int64, "
+           "one more than the epoch's batches: 0, ..., len(order), non-decreasing) batch k is "
+           "order[bounds[k]:bounds[k + 1]] instead, possibly empty (data-parallel training)")
         .def("compute_gradients", [](Model& model, const py::handle& x, const py::handle& y, bool training,
                                      const py::handle& sample_weight) {
             auto xs = checked_rows<T>(x, "x", model.network.input_width());

@@ -32,6 +32,14 @@ void resize_rows(std::vector<T>& buffer, int64_t rows, int64_t width) {
     buffer.assign(static_cast<size_t>(rows * width), T(0));
 }
 
+// x[i] *= factor for i < n (element-wise: any thread split gives the same bits).
+template <typename T>
+void scale_in_place(T* x, int64_t n, T factor) {
+    const int threads = threads_for(static_cast<double>(n));
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t i = 0; i < n; ++i) x[i] *= factor;
+}
+
 }  // namespace
 
 std::string network_size_problem(const std::vector<int64_t>& sizes, bool batch_norm, int64_t element_size) {
@@ -192,7 +200,8 @@ const T* Network<T>::forward(const T* x, int64_t B, bool training, bool update_r
             activation_forward(y_[l].data(), normed_[l].data(), B * s.fan_out, act, slope);
         }
         if (hidden && options_.dropout > 0) {
-            const uint64_t counter = static_cast<uint64_t>(step + 1) * 1024u + static_cast<uint64_t>(l);
+            const uint64_t counter = static_cast<uint64_t>(step + 1) * 1024u + static_cast<uint64_t>(l) +
+                                     (dropout_stream << 40);
             dropout_forward(dropped_[l].data(), mask_[l].data(), y_[l].data(), B * s.fan_out,
                             static_cast<T>(options_.dropout), options_.seed, counter);
         }
@@ -540,25 +549,78 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     // The forward moves the running statistics before the step is known to be finite.
     std::copy(running_mean.begin(), running_mean.end(), saved_running_mean_.begin());
     std::copy(running_var.begin(), running_var.end(), saved_running_var_.begin());
-    forward(x, B, /*training=*/true, /*update_running_stats=*/true);
-    totals = loss_forward_backward(targets, B, /*backward=*/true);
-    backward(x, B);
+    // In data-parallel training a rank's share of a global batch may be empty, or a single
+    // row, which batch norm cannot train on: the rank then adds a zero gradient to the step.
+    bool logits_finite = true;  // this rank's, for the ranks' agreement on why a step is refused
+    double normaliser = 0;      // what the loss divided by: the rows' weight (class weights included)
+    if (B > 1 || (B == 1 && !options_.batch_norm)) {
+        forward(x, B, /*training=*/true, /*update_running_stats=*/true);
+        totals = loss_forward_backward(targets, B, /*backward=*/true);
+        if (reduce_gradient) {
+            logits_finite = all_finite(y_.back().data(), B * output_width());
+            normaliser = class_weights_.empty() || totals.weight_sum == 0 ? totals.weight_sum
+                                                                         : label_weight_total(targets, B);
+            // The mean's gradient times its normaliser: the gradient of the rows' weighted loss
+            // summed, which the ranks add up (B x C values, where scaling grads would touch all).
+            scale_in_place(loss_out_.data(), B * output_width(), static_cast<T>(normaliser));
+        }
+        backward(x, B);
+    } else {
+        std::fill(grads.begin(), grads.end(), T(0));
+    }
+    if (reduce_gradient) totals = reduce_across_ranks(totals, logits_finite, normaliser);
     totals.finite = std::isfinite(totals.loss_sum) && all_finite(grads.data(), static_cast<int64_t>(grads.size()));
-    // Only on the rare refusal: whether the parameters themselves overflowed the forward pass.
-    if (!totals.finite) totals.outputs_finite = all_finite(y_.back().data(), B * output_width());
+    // Only on the rare refusal: whether the parameters themselves overflowed the forward pass
+    // (across ranks: on any rank's rows, which the reduction said).
+    if (!totals.finite && !reduce_gradient) totals.outputs_finite = all_finite(y_.back().data(), B * output_width());
     // A batch whose sample weights are all 0 has nothing to learn from: no step (a step of
     // zero gradient would still move momentum and weight decay). A step not taken changes
     // nothing: batch norm's running statistics go back to what they were.
     if (totals.finite && totals.weight_sum > 0) {
+        const double rows = static_cast<double>(totals.rows);
         if (track_weight_squares)
-            weight_squares_sum += weight_squares() * static_cast<double>(B) / totals.weight_sum;
-        batch_mean_loss_sum += totals.mean_loss * static_cast<double>(B);
+            weight_squares_sum += weight_squares() * rows / totals.weight_sum;
+        batch_mean_loss_sum += totals.mean_loss * rows;
         optimizer_step(decay_reference_weight > 0 ? decay_reference_weight / totals.weight_sum : 1.0);
         last_step_x_ = x;
         last_step_rows_ = x == batch_x_.data() ? B : 0;
     } else {
         std::copy(saved_running_mean_.begin(), saved_running_mean_.end(), running_mean.begin());
         std::copy(saved_running_var_.begin(), saved_running_var_.end(), running_var.begin());
+    }
+    return totals;
+}
+
+template <typename T>
+RunTotals Network<T>::reduce_across_ranks(const RunTotals& local, bool logits_finite, double normaliser) {
+    constexpr size_t scalars = 7;
+    const size_t hidden = running_mean.size();
+    reduction_figures.resize(scalars + 2 * hidden);
+    double* figures = reduction_figures.data();
+    figures[0] = local.mean_loss * normaliser;
+    figures[1] = local.weight_sum;
+    figures[2] = static_cast<double>(local.rows);
+    figures[3] = static_cast<double>(local.correct);
+    figures[4] = local.weighted_correct;
+    figures[5] = logits_finite ? 0.0 : 1.0;
+    figures[6] = normaliser;
+    std::copy(running_mean.begin(), running_mean.end(), figures + scalars);
+    std::copy(running_var.begin(), running_var.end(), figures + scalars + hidden);
+    reduce_gradient();
+    RunTotals totals;
+    totals.weight_sum = figures[1];
+    totals.rows = static_cast<int64_t>(figures[2]);
+    totals.correct = static_cast<int64_t>(figures[3]);
+    totals.weighted_correct = figures[4];
+    totals.outputs_finite = figures[5] == 0;
+    std::copy(figures + scalars, figures + scalars + hidden, running_mean.begin());
+    std::copy(figures + scalars + hidden, figures + scalars + 2 * hidden, running_var.begin());
+    const double global_normaliser = figures[6];
+    if (global_normaliser > 0) {
+        // The global batch's mean, as one process computes it; loss_sum weighs it as there.
+        totals.mean_loss = figures[0] / global_normaliser;
+        totals.loss_sum = totals.mean_loss * totals.weight_sum;
+        scale_in_place(grads.data(), static_cast<int64_t>(grads.size()), static_cast<T>(1.0 / global_normaliser));
     }
     return totals;
 }
@@ -684,16 +746,25 @@ Targets<T> Network<T>::gather_mixed_batch(InputRows<T> X, Targets<T> targets, co
 template <typename T>
 RunTotals Network<T>::train_batches(InputRows<T> X, Targets<T> targets, const int64_t* order, int64_t N,
                                     int64_t batch_size, int64_t first_batch, int64_t n_batches,
-                                    MixupPlan<T> mixup) {
-    ensure_workspace(std::min(batch_size, N));
+                                    MixupPlan<T> mixup, const int64_t* bounds) {
+    int64_t widest = std::min(batch_size, N);
+    if (bounds) {
+        widest = 1;
+        for (int64_t k = first_batch; k < first_batch + n_batches; ++k)
+            widest = std::max(widest, bounds[k + 1] - bounds[k]);
+    }
+    ensure_workspace(widest);
     RunTotals totals;
     for (int64_t k = first_batch; k < first_batch + n_batches; ++k) {
-        const int64_t start = k * batch_size;
-        const int64_t B = std::min(batch_size, N - start);
-        if (B <= 0) break;
-        if (B == 1 && options_.batch_norm) continue;  // batch statistics need two rows
+        const int64_t start = bounds ? bounds[k] : k * batch_size;
+        const int64_t B = bounds ? bounds[k + 1] - start : std::min(batch_size, N - start);
+        // A rank's share of a global batch takes part in the ranks' step even when it is too
+        // small to train on (train_step).
+        if (!bounds && B <= 0) break;
+        if (!bounds && B == 1 && options_.batch_norm) continue;  // batch statistics need two rows
         const Targets<T> batch_targets =
-            mixup.partners
+            B == 0 ? targets
+            : mixup.partners
                 ? gather_mixed_batch(X, targets, order, mixup.partners, mixup.lambdas[k], start, B, totals)
                 : gather_batch(X, targets, order, start, B, totals);
         // Nothing of this batch was computed.

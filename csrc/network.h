@@ -46,6 +46,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -241,6 +242,21 @@ public:
     // batch's rows to batch_mean_loss_sum (loss_sum's sum without sample weights). Always
     // kept: one multiply-add per step; the caller resets it.
     double batch_mean_loss_sum = 0;
+    // Data-parallel training (fastmlp.training with an MPI communicator). When set, every
+    // training step calls reduce_gradient between its gradient and its update, from the
+    // calling thread outside any parallel region: grads then holds this rank's gradient of
+    // its rows' loss summed (the mean times its normaliser: the rows' weight, with class
+    // weights their sum of sample times class weight), reduction_figures its (mean loss times
+    // normaliser, weight_sum, rows, correct, weighted_correct, 1 if its logits were not
+    // finite else 0, normaliser) followed by running_mean and running_var, and the hook
+    // replaces both with the sums over the ranks (the running statistics with rank 0's). The
+    // step then divides by the summed normaliser and applies the same update on every rank.
+    // A rank whose share of a batch is empty still takes part (a zero gradient).
+    std::function<void()> reduce_gradient;
+    std::vector<double> reduction_figures;
+    // Added to dropout's counter (times 2^40): each rank draws masks of its own. 0: a
+    // single process's masks.
+    uint64_t dropout_stream = 0;
 
     // compute_dtype="bfloat16" (float models only; the bindings refuse it for double): every
     // GEMM -- forward, the weight gradients and the input gradients -- is gemm_bfloat16,
@@ -275,9 +291,11 @@ public:
     // row is skipped (batch statistics need two rows). With a mixup plan each batch is
     // blended first (see MixupPlan). Stops at the first batch whose step is not finite
     // (totals.nonfinite_batch = k; the totals cover the batches before it).
+    // With `bounds` (n_batches_in_epoch + 1 offsets into order) batch k is instead the rows
+    // order[bounds[k] .. bounds[k + 1]) (a rank's shares of the global batches).
     RunTotals train_batches(InputRows<T> X, Targets<T> targets, const int64_t* order, int64_t N,
                             int64_t batch_size, int64_t first_batch, int64_t n_batches,
-                            MixupPlan<T> mixup = {});
+                            MixupPlan<T> mixup = {}, const int64_t* bounds = nullptr);
     // Gradients of the batch's mean loss into grads, no step; training-mode forward when
     // `training` (dropout counter of step + 1), running statistics left unchanged.
     RunTotals compute_gradients(const T* x, Targets<T> targets, int64_t B, bool training);
@@ -366,6 +384,10 @@ private:
     bool derivative_fuses_into_gemm(int64_t l) const;
     // One update of every parameter, the weight decay times decay_scale.
     void optimizer_step(double decay_scale);
+    // reduce_gradient's side of a step: hands grads (this rank's summed gradient), its totals,
+    // whether its logits were finite and its loss's normaliser to the hook and returns the
+    // ranks' totals, grads then the gradient of the global batch's weighted mean loss.
+    RunTotals reduce_across_ranks(const RunTotals& local, bool logits_finite, double normaliser);
     // Sum of the squares of every weight matrix's entries (not biases, gamma or beta), in double.
     double weight_squares() const;
     // The optimizer kernel over params[begin, end) and the same range of grads and of every

@@ -30,7 +30,8 @@ def one_thread(restore_threads):
 
 def test_every_example_is_tested():
     tested = {"logic_gates", "linear_regression", "hebbian", "xor_mlp", "fashion_mnist_mlp",
-              "losses", "regularisation", "optimizers", "hyperparameter_search"}
+              "losses", "regularisation", "optimizers", "hyperparameter_search",
+              "data_parallel"}  # data_parallel: tests/test_distributed.py (under mpiexec)
     assert {path.stem for path in EXAMPLES.glob("*.py")} == tested
 
 

@@ -4,7 +4,7 @@ Arrays of real numbers must be float32 or float64 (never converted silently); a 
 returns arrays of its first argument's dtype. tests/test_typing.py checks that every name and
 parameter here matches the compiled module.
 """
-from typing import Any, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 from numpy.typing import NDArray
@@ -103,6 +103,16 @@ class _Network(Generic[_F]):
     lr: float
     num_threads: int
     """Threads for this model's calls (applied per call); 0 follows the process setting."""
+    dropout_stream: int
+    """Added (times 2**40) to dropout's counter: each process of a data-parallel fit draws
+    masks of its own; 0 (default) a single process's."""
+    def set_gradient_reduction(self, reduce: Optional[Callable[[NDArray[_F], NDArray[np.float64]], Any]]) -> None:
+        """Data-parallel training: every training step calls reduce(gradient, figures) between
+        its gradient and its update (None: no longer). reduce replaces, in place, gradient (this
+        process's gradient of its rows' loss summed) and figures (mean loss times its
+        normaliser, weight_sum, rows, correct, weighted_correct, 1 if its logits were not
+        finite, the normaliser, then running_mean and running_var) by the sums over the
+        processes (running statistics: one process's); the step divides by the summed normaliser."""
     @property
     def last_call_threads(self) -> int:
         """The thread count the model's last training or prediction call used."""
@@ -122,6 +132,7 @@ class _Network(Generic[_F]):
                       first_batch: int, n_batches: int, partners: Optional[NDArray[np.int64]] = None,
                       lambdas: Optional[NDArray[_F]] = None,
                       sample_weight: Optional[NDArray[_F]] = None,
+                      bounds: Optional[NDArray[np.int64]] = None,
                       check_outputs: bool = True) -> _BatchRunResult:
         """Optimizer steps over batches [first_batch, first_batch + n_batches) of X[order],
         order being the epoch's rows of X in the order visited (all or a subset); with partners
@@ -134,7 +145,10 @@ class _Network(Generic[_F]):
         check_outputs, a last update that leaves the outputs on its batch NaN/inf. A label outside [0, C) when its batch is read (the labels changed
         during the call) raises ValueError naming its row; that batch is not trained.
         sample_weight (one per row of X) weights every batch's loss; a batch whose rows all
-        weigh 0 (sample weights, times class weights) takes no step."""
+        weigh 0 (sample weights, times class weights) takes no step. With bounds (0, ...,
+        len(order), non-decreasing; one more than the epoch's batches) batch k is
+        order[bounds[k]:bounds[k + 1]], possibly empty (a process's shares of the global
+        batches in data-parallel training)."""
     def compute_gradients(self, x: _Rows, y: _Targets, training: bool = False,
                           sample_weight: Optional[NDArray[_F]] = None) -> _Totals:
         """Gradients of the batch's (weighted) mean loss into grads, no step."""
@@ -292,5 +306,7 @@ class _Kernels:
     def cpu_supports_isa(isa: str) -> bool: ...
     @staticmethod
     def fma_peak_gflops(seconds: float = 0.2) -> float: ...
+    @staticmethod
+    def bf16_peak_gflops(seconds: float = 0.2) -> float: ...
 
 kernels: _Kernels

@@ -544,7 +544,8 @@ class MLP:
             min_delta: float = 0.0, restore_best_weights: bool = True, verbose: int = 0,
             callbacks: Optional[Sequence[CallbackLike]] = None,
             mixup: float = 0.0, lr_schedule: Optional[LRSchedule] = None,
-            on_nan: str = "raise", sample_weight: Any = None) -> History:
+            on_nan: str = "raise", sample_weight: Any = None, comm: Any = None,
+            sharded: bool = False) -> History:
         """Train for ``epochs`` passes over (X, y); calling fit again continues training.
 
         Parameters
@@ -621,6 +622,27 @@ class MLP:
             like its targets, lambda * w_a + (1 - lambda) * w_b (equal weights stay exact). Batch norm's batch
             statistics and dropout do not use the weights. Early stopping monitors the
             weighted loss (the weighted val_loss when there is validation data).
+        comm : mpi4py communicator, optional
+            Synchronous data-parallel training over the processes of ``comm`` (e.g.
+            ``MPI.COMM_WORLD``; launch with ``mpiexec -n 4 python -m mpi4py train.py``).
+            ``batch_size`` is the global batch: each step every rank computes the gradient of
+            its share of it, the gradients are summed over the ranks in a fixed order (every
+            rank gets the same bits) and every rank applies the same update, starting from rank
+            0's parameters and optimizer state. Validation figures, early stopping, schedules
+            and callbacks' stops are decided from figures combined over the ranks; ``verbose``
+            prints on rank 0. Dropout draws each rank's masks from its own stream; batch norm
+            normalises with each rank's own batch statistics (as torch's DDP) and every rank
+            keeps rank 0's running statistics. Bad input on any rank raises the same error on
+            every rank before the first step. One process (or None): an ordinary fit, same bits.
+            See docs/guide/distributed.md.
+        sharded : bool
+            With ``comm``: False (default) when every rank passes the same X, y and
+            sample_weight (a memmap on a shared disk, say): the global batches are then exactly
+            those of a one-process fit with the same seed. True when each rank passes its own
+            rows: each shuffles its rows and the ranks' sub-batches make up every global batch
+            (shards of different sizes give sub-batches in proportion). Either way,
+            validation data may be the same on every rank (each then evaluates a part) or
+            each rank's own part: fit compares sizes and checksums to tell.
 
         Ctrl-C (KeyboardInterrupt) stops training within about 0.1 s, after the step in
         progress: the model keeps every step taken and the returned history has
@@ -641,7 +663,7 @@ class MLP:
                             early_stopping=early_stopping, patience=patience, min_delta=min_delta,
                             restore_best_weights=restore_best_weights, verbose=verbose,
                             callbacks=callbacks, mixup=mixup, lr_schedule=lr_schedule,
-                            on_nan=on_nan, sample_weight=sample_weight)
+                            on_nan=on_nan, sample_weight=sample_weight, comm=comm, sharded=sharded)
 
     def _training_state(self) -> Dict[str, Any]:
         """Copies of everything a training step changes (for fit's on_nan="restore")."""

@@ -29,6 +29,7 @@ from sklearn.utils.validation import (  # type: ignore[import-untyped]
 from sklearn.metrics import accuracy_score, r2_score  # type: ignore[import-untyped]
 
 from . import optim
+from .distributed import Ranks, ranks_of
 from .mlp import MLP, load
 
 __all__ = ["MLPClassifier", "MLPRegressor", "expected_failed_checks"]
@@ -143,7 +144,8 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
                  beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8,
                  n_iter_no_change: Any = 10, max_fun: int = 15000, dropout: float = 0.0,
                  batch_norm: bool = False, weight_decay: float = 0.0, dtype: Any = None,
-                 n_threads: Optional[int] = None, compute_dtype: Optional[str] = None) -> None:
+                 n_threads: Optional[int] = None, compute_dtype: Optional[str] = None,
+                 comm: Any = None) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -173,6 +175,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         self.dtype = dtype
         self.n_threads = n_threads
         self.compute_dtype = compute_dtype
+        self.comm = comm
 
     # -- what the subclasses provide --
 
@@ -345,6 +348,9 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         # gives the same stream each time): initialisation, then the validation split, then
         # the epochs' shuffles all draw from it, in that order.
         self._random_state = check_random_state(self.random_state)
+        ranks = self._ranks()
+        if ranks is not None:  # every rank draws rank 0's stream: one model, one split, one order
+            self._random_state.set_state(ranks.comm.bcast(self._random_state.get_state(), root=0))
         if not continuing:
             self._config = dict(config, dtype_requested=config["dtype"],
                                 dtype=config["dtype"] or X.dtype.name)
@@ -476,7 +482,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
                 warnings.simplefilter("ignore", RuntimeWarning)  # on_nan's notice; recorded below
                 history = model.fit(X, targets, epochs=epochs, batch_size=batch_size,
                                     shuffle=bool(self.shuffle), callbacks=[stopper],
-                                    on_nan="restore", **fit_options)
+                                    on_nan="restore", comm=self.comm, **fit_options)
         finally:
             model._shuffle_rng = own_shuffle
         self.history_ = history
@@ -569,8 +575,10 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         # In the value L-BFGS-B sees, as scikit-learn's: its relative-decrease test reads it.
         offset = self._loss_offset = self._loss_constant(targets, sample_weight)
 
+        full_batch = _RowsOfThisRank(self._ranks(), X, targets, sample_weight)
+
         def loss_and_gradient(theta: np.ndarray) -> Tuple[float, np.ndarray]:
-            loss, gradient = model.loss_and_gradient(theta, X, targets, sample_weight=sample_weight)
+            loss, gradient = full_batch.loss_and_gradient(model, theta)
             weights = theta[mask]
             loss = loss * scale + offset + 0.5 * decay * float(weights @ weights)
             gradient = gradient.astype(np.float64) * scale
@@ -596,6 +604,10 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         if not np.all(np.isfinite(result.x)):
             raise ValueError("Solver produced non-finite parameter weights. The input data may "
                              "contain large values and need to be preprocessed.")
+
+    def _ranks(self) -> Optional[Ranks]:
+        """The ranks of a data-parallel fit (comm of several processes), else None."""
+        return ranks_of(self.comm)
 
     def _set_fitted_attributes(self) -> None:
         self.coefs_ = self.model_.weights
@@ -644,6 +656,34 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
                 with open(path, "wb") as file:
                     file.write(saved)
                 self.model_ = load(path)
+
+
+class _RowsOfThisRank:
+    """lbfgs's full-batch loss and gradient: over all rows in one process; over this rank's
+    part of them, the parts' weighted means then combined over the ranks, with several."""
+
+    def __init__(self, ranks: Optional[Ranks], X: Any, targets: np.ndarray,
+                 sample_weight: Optional[np.ndarray]) -> None:
+        self.ranks = ranks
+        if ranks is not None:
+            n = X.shape[0]
+            part = np.arange(ranks.rank * n // ranks.size, (ranks.rank + 1) * n // ranks.size)
+            X, targets = X[part], targets[part]
+            sample_weight = None if sample_weight is None else sample_weight[part]
+        self.X, self.targets, self.sample_weight = X, targets, sample_weight
+        rows = targets.shape[0]
+        self.weight = float(rows if sample_weight is None else np.sum(sample_weight, dtype=np.float64))
+
+    def loss_and_gradient(self, model: MLP, theta: np.ndarray) -> Tuple[float, np.ndarray]:
+        if self.ranks is None:
+            return model.loss_and_gradient(theta, self.X, self.targets, sample_weight=self.sample_weight)
+        if self.weight > 0:
+            loss, gradient = model.loss_and_gradient(theta, self.X, self.targets,
+                                                     sample_weight=self.sample_weight)
+        else:  # no rows (more ranks than rows), or weights all 0: nothing to add
+            model._network.params[:] = theta
+            loss, gradient = 0.0, np.zeros(theta.size, dtype=model.dtype)
+        return self.ranks.weighted_mean(loss, gradient, self.weight)
 
 
 class _ScikitLearnShuffle:
@@ -905,6 +945,13 @@ _SHARED_PARAMETERS = """
         the model's dtype; "bfloat16" rounds their operands to bfloat16 and sums in float32,
         with float32 weights (dtype None then means float32). Applied at every fit and
         predict, so it can be changed between them.
+    comm : mpi4py communicator or None, default None
+        fastmlp: data-parallel training over the ranks of ``comm`` (``MPI.COMM_WORLD``; see
+        ``fastmlp.MLP.fit``), every rank passing the same X, y and sample_weight. Rank 0's
+        random_state stream is used on every rank. sgd and adam: each batch_size batch is
+        shared out over the ranks, whose gradients are summed (the batches of a one-process
+        fit); lbfgs: each rank computes the loss and gradient of a part of the rows, summed
+        over the ranks before every solver call. Every rank ends with the same model.
 """
 
 _SHARED_ATTRIBUTES = """
@@ -1184,7 +1231,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
                  epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
                  dropout: float = 0.0, batch_norm: bool = False, weight_decay: float = 0.0,
                  dtype: Any = None, n_threads: Optional[int] = None,
-                 compute_dtype: Optional[str] = None) -> None:
+                 compute_dtype: Optional[str] = None, comm: Any = None) -> None:
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
@@ -1194,7 +1241,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             dropout=dropout, batch_norm=batch_norm, weight_decay=weight_decay, dtype=dtype,
-            n_threads=n_threads, compute_dtype=compute_dtype)
+            n_threads=n_threads, compute_dtype=compute_dtype, comm=comm)
         self.loss = loss
 
     _loss = "mse"

@@ -7,6 +7,7 @@ import math
 import sys
 import time
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from ._checks import CLASSIFICATION_LOSSES, _INT64_MAX, _as_sample_weight, _check_choice, \
     _check_fraction, _check_positive_int, _require_weight, _take_rows
+from .distributed import Ranks, ranks_of, shard_bounds, shares_of_batches
 from .feedback import CallbackLike, History, check_callbacks, epoch_ends, epoch_line, \
     progress_bar, train_begins, train_ends
 from .mixup import check_mixup_alpha, mixup_plan
@@ -122,26 +124,39 @@ def fit(model: TrainableModel, X: Any, y: Any, epochs: int, batch_size: int, *,
         validation_data: Optional[Tuple[Any, ...]], validation_split: float, shuffle: bool,
         early_stopping: bool, patience: int, min_delta: float, restore_best_weights: bool,
         verbose: int, callbacks: Optional[Sequence[CallbackLike]], mixup: float,
-        lr_schedule: Optional[LRSchedule], on_nan: str, sample_weight: Any) -> History:
-    """MLP.fit: check the arguments, then train (see MLP.fit for their meaning)."""
-    epochs = _check_positive_int("epochs", epochs)
-    batch_size = _check_positive_int("batch_size", batch_size)
-    patience = _check_positive_int("patience", patience)
-    if batch_size > _INT64_MAX // 2:  # the core computes batch offsets in int64
-        raise ValueError(f"batch_size must be an integer <= {_INT64_MAX // 2}, got {batch_size!r}")
-    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
-        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-    on_nan = _check_choice("on_nan", on_nan, ON_NAN)
-    if not isinstance(min_delta, (int, float)) or not min_delta >= 0:
-        raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
-    mixup = check_mixup_alpha(mixup, model.class_weights)
-    lr_schedule = check_schedule(lr_schedule)
-    data = _training_data(model, X, y, validation_data, validation_split, sample_weight)
-    loop = FitLoop(model, data, batch_size, shuffle=shuffle, verbose=verbose, mixup=mixup,
-                   on_nan=on_nan, last_epoch=model.epochs_trained + epochs)
-    return loop.run(epochs, check_callbacks(callbacks), lr_schedule,
-                    patience=patience if early_stopping else None, min_delta=min_delta,
-                    restore_best_weights=restore_best_weights)
+        lr_schedule: Optional[LRSchedule], on_nan: str, sample_weight: Any,
+        comm: Any = None, sharded: bool = False) -> History:
+    """MLP.fit: check the arguments, then train (see MLP.fit for their meaning). With a
+    communicator of several ranks every rank checks its own, and all raise the first failing
+    rank's error before the first step."""
+    if not isinstance(sharded, (bool, np.bool_)):
+        raise TypeError(f"sharded must be True or False, got {sharded!r}")
+    ranks = ranks_of(comm, bool(sharded))
+
+    def prepare() -> Tuple[FitLoop, int, List[CallbackLike], Optional[LRSchedule], int]:
+        checked_epochs = _check_positive_int("epochs", epochs)
+        checked_batch_size = _check_positive_int("batch_size", batch_size)
+        checked_patience = _check_positive_int("patience", patience)
+        if checked_batch_size > _INT64_MAX // 2:  # the core computes batch offsets in int64
+            raise ValueError(f"batch_size must be an integer <= {_INT64_MAX // 2}, got {batch_size!r}")
+        if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        checked_on_nan = _check_choice("on_nan", on_nan, ON_NAN)
+        if not isinstance(min_delta, (int, float)) or not min_delta >= 0:
+            raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
+        checked_mixup = check_mixup_alpha(mixup, model.class_weights)
+        checked_schedule = check_schedule(lr_schedule)
+        checked_callbacks = check_callbacks(callbacks)
+        data = _training_data(model, X, y, validation_data, validation_split, sample_weight)
+        loop = FitLoop(model, data, checked_batch_size, shuffle=shuffle, verbose=verbose,
+                       mixup=checked_mixup, on_nan=checked_on_nan, ranks=ranks)
+        return loop, checked_epochs, checked_callbacks, checked_schedule, checked_patience
+
+    loop, epochs, callbacks, lr_schedule, patience = prepare() if ranks is None else ranks.agree(prepare)
+    if ranks is not None:
+        loop.join_ranks()
+    return loop.run(epochs, callbacks, lr_schedule, patience=patience if early_stopping else None,
+                    min_delta=min_delta, restore_best_weights=restore_best_weights)
 
 
 def _training_data(model: TrainableModel, X: Any, y: Any, validation_data: Optional[Tuple[Any, ...]],
@@ -192,21 +207,84 @@ def split_rows(seed: int, n: int, fraction: float) -> Tuple[np.ndarray, np.ndarr
 
 class FitLoop:
     """One fit call's epochs over `data`: training through the core, validation, the history,
-    early stopping, callbacks and the lr schedule, and what a non-finite step or Ctrl-C does."""
+    early stopping, callbacks and the lr schedule, and what a non-finite step or Ctrl-C does.
+
+    Data-parallel training (`ranks`, several MPI processes) is this loop with one seam: each
+    step's gradient and figures are summed over the ranks inside the core's step (the hook of
+    Network.set_gradient_reduction), so every rank applies the same update, and the epoch's
+    figures (validation, time, a callback's stop) are combined before anything is decided
+    from them. Each rank trains on its share of every global batch (see _epoch_batches)."""
 
     def __init__(self, model: TrainableModel, data: TrainingData, batch_size: int, *, shuffle: bool,
-                 verbose: int, mixup: float, on_nan: str, last_epoch: int) -> None:
+                 verbose: int, mixup: float, on_nan: str, ranks: Optional[Ranks] = None) -> None:
         self.model, self.data, self.batch_size = model, data, batch_size
         self.shuffle, self.verbose, self.mixup, self.on_nan = shuffle, verbose, mixup, on_nan
-        self.last_epoch = last_epoch
+        self.ranks = ranks
+        # What is printed: rank 0 prints for all (verbose still sets every rank's calls per epoch).
+        self.shown = verbose if ranks is None or ranks.rank == 0 else 0
+        self.global_rows = data.n_rows  # the ranks' rows together
+        self.validation_shared = False  # every rank passed the same validation rows
+        self.last_epoch = 0
         # The training state at the start of the latest run of batches, and of the one before.
         self.last_good: Optional[Dict[str, Any]] = None
         self.before_good: Optional[Dict[str, Any]] = None
 
+    def join_ranks(self) -> None:
+        """Before the first step of a data-parallel fit: check that the ranks hold one model
+        and (unless sharded) one dataset, start every rank from rank 0's parameters, optimizer
+        state, counters and random generators, and take this rank's share of the node's cores."""
+        model, data, ranks = self.model, self.data, self.ranks
+        assert ranks is not None
+        network = model._network
+        ranks.require_same("the model (dtype, loss, parameters, batch norm, optimizer state)",
+                           (model.dtype.name, model.loss, int(network.params.size),
+                            int(network.running_mean.size), sorted(network.optimizer_state)))
+        if ranks.sharded:
+            self.global_rows = int(ranks.sum([float(data.n_rows)])[0])
+        else:
+            ranks.require_same("the training data (unless sharded=True every rank passes the same X, y "
+                               "and sample_weight): rows, and checksums of y and sample_weight",
+                               (data.n_rows, _checksum(data.y), _checksum(data.weights.get("sample_weight"))))
+        if data.X_val is not None and data.y_val is not None:
+            X_val = data.X_val
+            self.validation_shared = ranks.all_same((
+                X_val.shape, _checksum(X_val) if isinstance(X_val, np.ndarray) else None,
+                _checksum(data.y_val), _checksum(data.val_weights.get("sample_weight"))))
+        generators = {"shuffle": model._shuffle_rng, "mixup": model._mixup_rng}
+        # (The scikit-learn adapter's stand-in shuffler has no bit generator: it draws from a
+        # random_state the adapter has made the same on every rank.)
+        generators = {name: generator for name, generator in generators.items()
+                      if isinstance(generator, np.random.Generator)}
+        state = ranks.broadcast_state(network, {
+            "step": int(network.step), "lr": model.learning_rate, "epochs_trained": model.epochs_trained,
+            "fitted": model.fitted, **{name: generator.bit_generator.state for name, generator in generators.items()}})
+        network.step = state["step"]
+        model.learning_rate = state["lr"]
+        model.epochs_trained, model.fitted = state["epochs_trained"], state["fitted"]
+        for name, generator in generators.items():
+            generator.bit_generator.state = state[name]
+        ranks.take_core_share()
+
     def run(self, epochs: int, callbacks: Sequence[CallbackLike], lr_schedule: Optional[LRSchedule], *,
             patience: Optional[int], min_delta: float, restore_best_weights: bool) -> History:
         """Train `epochs` epochs; early stopping when `patience` is not None."""
+        network = self.model._network
+        if self.ranks is not None:
+            network.set_gradient_reduction(self.ranks.reduce_step)
+            network.dropout_stream = self.ranks.rank
+        try:
+            return self._epochs(epochs, callbacks, lr_schedule, patience=patience, min_delta=min_delta,
+                                restore_best_weights=restore_best_weights)
+        finally:
+            if self.ranks is not None:
+                network.set_gradient_reduction(None)
+                network.dropout_stream = 0
+
+    def _epochs(self, epochs: int, callbacks: Sequence[CallbackLike], lr_schedule: Optional[LRSchedule], *,
+                patience: Optional[int], min_delta: float, restore_best_weights: bool) -> History:
+        """run's epochs, once the ranks (if any) are connected."""
         model, data = self.model, self.data
+        self.last_epoch = model.epochs_trained + epochs
         history = History()
         best: Tuple[float, Optional[Dict[str, np.ndarray]]] = (math.inf, None)  # (monitored loss, saved state)
         epochs_without_improvement = 0
@@ -221,16 +299,19 @@ class FitLoop:
                 logs, rows = self.train_epoch()
                 trained = (dict(logs), rows)
                 if data.X_val is not None and data.y_val is not None:
-                    logs.update(model._evaluate_arrays(data.X_val, data.y_val, prefix="val_",
-                                                       **data.val_weights))
+                    logs.update(self._validation_logs(data.X_val, data.y_val, data.val_weights))
                 logs["lr"] = epoch_lr
                 history.append(model.epochs_trained, logs)
                 if lr_schedule is not None:
                     model.learning_rate = step_schedule(lr_schedule, logs)
-                if self.verbose:
+                if self.shown:
                     print(epoch_line(model.epochs_trained, self.last_epoch, logs), flush=True)
-                stop = epoch_ends(callbacks, model.epochs_trained, logs, history)
+                stop = self._callbacks_stop(callbacks, logs, history)
             except KeyboardInterrupt as interruption:
+                if self.ranks is not None:
+                    # The other ranks may be waiting in this step's reduction: ending the
+                    # process is what frees them (python -m mpi4py aborts every rank).
+                    raise KeyboardInterrupt("interrupted: a data-parallel fit ends on every rank") from None
                 if isinstance(interruption, _EpochInterrupted):
                     trained = None if interruption.logs is None else (interruption.logs, interruption.rows)
                 recorded = bool(history.epoch) and history.epoch[-1] == model.epochs_trained
@@ -258,6 +339,15 @@ class FitLoop:
         train_ends(callbacks, history)
         return history
 
+    def _callbacks_stop(self, callbacks: Sequence[CallbackLike], logs: Dict[str, float],
+                        history: History) -> bool:
+        """Whether a callback asks to stop. Across ranks: one that stops any rank stops them
+        all, and one that raises on any rank raises on every rank (none is left waiting)."""
+        epoch = self.model.epochs_trained
+        if self.ranks is None:
+            return epoch_ends(callbacks, epoch, logs, history)
+        return self.ranks.any(self.ranks.agree(lambda: epoch_ends(callbacks, epoch, logs, history)))
+
     def _record_partial_epoch(self, history: History, logs: Dict[str, float], rows: int,
                               lr: float) -> None:
         """Append the epoch Ctrl-C cut short: its training logs over the `rows` it trained, NaN
@@ -276,7 +366,7 @@ class FitLoop:
         model = self.model
         history.interrupted = True
         model.fitted = model.fitted or model._network.step > 0
-        if self.verbose:
+        if self.shown:
             partial = (f" after {history.partial_epoch_rows} training rows (loss: "
                        f"{history['loss'][-1]:.4f})" if history.partial_epoch else "")
             print(f"\ninterrupted in epoch {model.epochs_trained}{partial}: the model keeps the "
@@ -289,17 +379,14 @@ class FitLoop:
         network, weights = model._network, data.weights
         # The core's totals carry weights with sample weights and with class weights.
         weighted = bool(weights) or model.class_weights is not None
-        n = data.n_rows
-        order = model._shuffle_rng.permutation(n) if self.shuffle else np.arange(n)
-        order = (order if data.rows is None else data.rows[order]).astype(np.int64)
-        mixing = mixup_plan(model._mixup_rng, order, batch_size, self.mixup, model.dtype) if self.mixup else ()
-        n_batches = (n + batch_size - 1) // batch_size
+        order, bounds, mixing = self._epoch_batches()
+        n_batches = -(-self.global_rows // batch_size)
         calls = _PROGRESS_CALLS_PER_EPOCH if self.verbose == 1 else _SILENT_CALLS_PER_EPOCH
         per_call = max(1, -(-n_batches // calls))
         started = time.perf_counter()
         totals = _EpochTotals()
         bar = progress_bar(n_batches, f"Epoch {model.epochs_trained}/{self.last_epoch}") \
-            if self.verbose == 1 else None
+            if self.shown == 1 else None
         try:
             for first in range(0, n_batches, per_call):
                 count = min(per_call, n_batches - first)
@@ -313,7 +400,8 @@ class FitLoop:
                 self.last_good = last_good
                 try:
                     part = network.train_batches(data.X, data.y, order, batch_size, first, count, *mixing,
-                                                 check_outputs=first + count == n_batches, **weights)
+                                                 bounds=bounds, check_outputs=self._checks_outputs(first + count),
+                                                 **weights)
                 except KeyboardInterrupt:
                     # the steps the call took before Ctrl-C
                     totals.add(network.last_run_totals, weighted=weighted, weights_at=4)
@@ -335,6 +423,8 @@ class FitLoop:
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - started
+        if self.ranks is not None:  # one history on every rank
+            seconds = self.ranks.first_ranks(seconds)
         if totals.rows == 0:
             raise ValueError("no batch could be trained (batch_norm needs batches of 2+ rows)")
         logs = self._epoch_logs(totals, seconds)
@@ -342,6 +432,67 @@ class FitLoop:
             raise FloatingPointError(f"the training loss became {logs['loss']} in epoch {model.epochs_trained}; "
                                      "lower the learning rate or check the data")
         return logs, totals.rows
+
+    def _checks_outputs(self, end: int) -> bool:
+        """Whether the run of batches ending before batch `end` checks the outputs after its
+        last update (a forward of its batch): the epoch's last run, in one process. A rank
+        would check its own rows only and could decide alone; across ranks the next step's
+        logits, whose finiteness the reduction combines, tell instead."""
+        return self.ranks is None and end == -(-self.global_rows // self.batch_size)
+
+    def _epoch_batches(self) -> Tuple[np.ndarray, Optional[np.ndarray], Tuple[np.ndarray, ...]]:
+        """The epoch's rows of X in the order this process trains them, the bounds of its
+        batches in that order (None: batch_size rows each) and the mixup plan (empty without).
+
+        One process: a permutation of the training rows from the model's generator. Ranks
+        that share X (way (a)) draw that same permutation and each takes its share of every
+        global batch, so the global batches are a single process's. Ranks with rows of their
+        own (way (b), sharded) each shuffle their rows with a generator of their own (seeded
+        from the model's, which takes the same draws on every rank) and cut them into as many
+        near-equal runs as the global batches, the ranks' k-th runs making global batch k.
+        """
+        model, data, ranks, batch_size = self.model, self.data, self.ranks, self.batch_size
+        n = data.n_rows
+        if ranks is not None and ranks.sharded:
+            stream: Optional[int] = ranks.rank
+            generator = np.random.default_rng([int(model._shuffle_rng.integers(2 ** 63)), ranks.rank])
+            bounds: Optional[np.ndarray] = shard_bounds(n, -(-self.global_rows // batch_size))
+        else:
+            stream, generator, bounds = None, model._shuffle_rng, None
+        order = generator.permutation(n) if self.shuffle else np.arange(n)
+        order = (order if data.rows is None else data.rows[order]).astype(np.int64)
+        mixing: Tuple[np.ndarray, ...] = mixup_plan(model._mixup_rng, order, batch_size, self.mixup, model.dtype,
+                                                    bounds, stream) if self.mixup else ()
+        if ranks is None or ranks.sharded:
+            return order, bounds, mixing
+        positions, bounds = shares_of_batches(n, batch_size, ranks.rank, ranks.size)
+        if mixing:
+            mixing = (np.ascontiguousarray(mixing[0][positions]), mixing[1])
+        return np.ascontiguousarray(order[positions]), bounds, mixing
+
+    def _validation_logs(self, X_val: Any, y_val: np.ndarray,
+                         val_weights: Dict[str, np.ndarray]) -> Dict[str, float]:
+        """val_loss (and val_accuracy) over the validation rows. Ranks that passed the same
+        rows (same size and checksums) evaluate a part each; ranks that passed parts of their
+        own evaluate those; the parts' weighted sums are then added in rank order."""
+        model, ranks = self.model, self.ranks
+        if ranks is None:
+            return model._evaluate_arrays(X_val, y_val, prefix="val_", **val_weights)
+        weights = val_weights.get("sample_weight")
+        if self.validation_shared:
+            n = X_val.shape[0]
+            part = np.arange(ranks.rank * n // ranks.size, (ranks.rank + 1) * n // ranks.size)
+            X_val, y_val = _take_rows(X_val, part), y_val[part]
+            weights = None if weights is None else weights[part]
+        weight = float(y_val.shape[0] if weights is None else np.sum(weights, dtype=np.float64))
+        logs = {} if weight == 0 else model._evaluate_arrays(
+            X_val, y_val, prefix="val_", **({} if weights is None else {"sample_weight": weights}))
+        loss_sum, correct_sum, total = ranks.sum([logs.get("val_loss", 0.0) * weight,
+                                                  logs.get("val_accuracy", 0.0) * weight, weight])
+        combined = {"val_loss": float(loss_sum / total)}
+        if model.loss in CLASSIFICATION_LOSSES:
+            combined["val_accuracy"] = float(correct_sum / total)
+        return combined
 
     def _epoch_logs(self, totals: _EpochTotals, seconds: float) -> Dict[str, float]:
         """An epoch's record from the core's running totals over its trained rows: loss and
@@ -387,3 +538,8 @@ class FitLoop:
         model._set_training_state(last_good)
         raise _RestoredAfterNonFinite(
             f"{what}; training stopped and the weights after step {last_good['step']} were restored")
+
+
+def _checksum(array: Optional[np.ndarray]) -> Optional[int]:
+    """CRC-32 of an array's bytes (None for None): ranks compare their labels cheaply."""
+    return None if array is None else zlib.crc32(np.ascontiguousarray(array).tobytes())

@@ -1,0 +1,245 @@
+"""Data-parallel training over MPI for ``MLP.fit(..., comm=...)``: the sum of the ranks'
+gradients in a fixed order (the same bits on every rank, whatever MPI's own algorithms do), the
+ranks' agreement on errors and figures, and each rank's share of its node's cores. mpi4py is
+imported only here, and only when a communicator is handed to fit."""
+from __future__ import annotations
+
+import builtins
+import os
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["Ranks", "FixedOrderSum", "ranks_of"]
+
+_T = TypeVar("_T")
+
+# Scalars each step reduces beside the gradient (Network::reduce_across_ranks): mean loss
+# times normaliser, weight_sum, rows, correct, weighted_correct, ranks whose logits were not
+# finite, the loss's normaliser; batch norm's running statistics follow them.
+_STEP_SCALARS = 7
+
+# Exception types a rank's failure is raised as on every rank (anything else: RuntimeError).
+_AGREED_ERRORS = (ValueError, TypeError, FloatingPointError, MemoryError, FileNotFoundError, OSError)
+
+
+def _mpi() -> Any:
+    from mpi4py import MPI  # the caller already uses mpi4py: it handed us a communicator
+    return MPI
+
+
+def check_comm(comm: Any) -> Any:
+    """`comm` when it is an mpi4py communicator (intracommunicator), else TypeError."""
+    if comm is None:
+        return None
+    required = ("Get_rank", "Get_size", "Sendrecv", "Allgather", "Bcast", "allgather")
+    if not all(hasattr(comm, name) for name in required):
+        raise TypeError(f"comm must be an mpi4py communicator such as MPI.COMM_WORLD, got {comm!r}")
+    return comm
+
+
+def ranks_of(comm: Any, sharded: bool = False) -> Optional["Ranks"]:
+    """The ranks of a data-parallel fit over `comm` (checked), or None for no communicator or
+    one of a single process (an ordinary fit)."""
+    comm = check_comm(comm)
+    return Ranks(comm, sharded) if comm is not None and comm.Get_size() > 1 else None
+
+
+class FixedOrderSum:
+    """Sums a flat buffer over the ranks, in place, with one association fixed by the number of
+    ranks: every rank ends with the same bits, and a run repeats them.
+
+    MPI's own Allreduce picks an algorithm by message size and library version, and has given
+    ranks different bits; here two ranks exchange buffers and add (a + b == b + a exactly), and
+    more ranks run a ring: a reduce-scatter in which chunk c's partial sum travels c+1, c+2,
+    ..., c (one fixed order per chunk), then an all-gather that copies the sums. Each rank sends
+    and receives 2 (P - 1) / P of the buffer, as a ring Allreduce does.
+    """
+
+    def __init__(self, comm: Any, size: int, dtype: np.dtype) -> None:
+        self.comm, self.rank, self.ranks = comm, comm.Get_rank(), comm.Get_size()
+        self.edges = [(chunk * size) // self.ranks for chunk in range(self.ranks + 1)]
+        widest = size if self.ranks == 2 else max(b - a for a, b in zip(self.edges, self.edges[1:]))
+        self.received = np.empty(widest, dtype=dtype)
+
+    def __call__(self, buffer: np.ndarray) -> None:
+        if self.ranks == 1:
+            return
+        if self.ranks == 2:
+            other = 1 - self.rank
+            self.comm.Sendrecv(buffer, dest=other, recvbuf=self.received, source=other)
+            np.add(buffer, self.received, out=buffer)
+            return
+        self._reduce_scatter(buffer)
+        self._all_gather(buffer)
+
+    def _chunk(self, buffer: np.ndarray, chunk: int) -> np.ndarray:
+        chunk %= self.ranks
+        return buffer[self.edges[chunk]:self.edges[chunk + 1]]
+
+    def _reduce_scatter(self, buffer: np.ndarray) -> None:
+        """After step s, this rank holds chunk (rank - s - 2) summed over ranks rank - s - 1 ...
+        rank; after P - 1 steps, its own chunk `rank` summed over every rank, starting from
+        rank + 1."""
+        right, left = (self.rank + 1) % self.ranks, (self.rank - 1) % self.ranks
+        for step in range(self.ranks - 1):
+            outgoing = self._chunk(buffer, self.rank - step - 1)
+            incoming = self._chunk(buffer, self.rank - step - 2)
+            received = self.received[:incoming.size]
+            self.comm.Sendrecv(outgoing, dest=right, recvbuf=received, source=left)
+            np.add(received, incoming, out=incoming)  # the earlier ranks' sum, then this rank's
+
+    def _all_gather(self, buffer: np.ndarray) -> None:
+        """The ring again, copying: at step s this rank passes on chunk (rank - s), which it
+        summed or received, and receives chunk (rank - s - 1) in place. (MPICH's in-place
+        Allgatherv of the same chunks took 50 times as long here.)"""
+        right, left = (self.rank + 1) % self.ranks, (self.rank - 1) % self.ranks
+        for step in range(self.ranks - 1):
+            self.comm.Sendrecv(self._chunk(buffer, self.rank - step), dest=right,
+                               recvbuf=self._chunk(buffer, self.rank - step - 1), source=left)
+
+
+class Ranks:
+    """The ranks of one data-parallel fit: who this process is, how the ranks agree on errors
+    and figures, and the step's reduction (Network.set_gradient_reduction's hook)."""
+
+    def __init__(self, comm: Any, sharded: bool) -> None:
+        self.comm, self.sharded = comm, sharded
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self._gradient_sum: Optional[FixedOrderSum] = None
+
+    # ---- agreement ----
+
+    def agree(self, action: Callable[[], _T]) -> _T:
+        """action()'s result on every rank, or, when it raised on any rank, the first failing
+        rank's exception (type and message) raised on every rank: no rank goes on to wait in
+        a collective for one that stopped."""
+        try:
+            result, failure = action(), None
+        except Exception as error:  # re-raised below, on every rank
+            result, failure = None, (type(error).__name__, str(error))
+        failures = self.comm.allgather(failure)
+        for rank, failed in enumerate(failures):
+            if failed is not None:
+                name, message = failed
+                error_type = getattr(builtins, name, None)
+                if not (isinstance(error_type, type) and issubclass(error_type, _AGREED_ERRORS)):
+                    error_type = RuntimeError
+                where = "" if self.size == 1 else f" (on rank {rank} of {self.size})"
+                raise error_type(f"{message}{where}")
+        return result  # type: ignore[return-value]
+
+    def all_same(self, value: Any) -> bool:
+        """Whether every rank has the same `value` (a small picklable)."""
+        values = self.comm.allgather(value)
+        return all(other == values[0] for other in values)
+
+    def require_same(self, what: str, value: Any) -> None:
+        """ValueError on every rank unless every rank has the same `value` (a small picklable)."""
+        values = self.comm.allgather(value)
+        for rank, other in enumerate(values):
+            if other != values[0]:
+                raise ValueError(f"the ranks disagree on {what}: rank 0 has {values[0]!r}, "
+                                 f"rank {rank} has {other!r}")
+
+    def sum(self, values: List[float]) -> np.ndarray:
+        """The values summed over the ranks in rank order (the same bits on every rank)."""
+        local = np.asarray(values, dtype=np.float64)
+        gathered = np.empty((self.size, local.size), dtype=np.float64)
+        self.comm.Allgather(local, gathered)
+        return _sum_rows_in_order(gathered)
+
+    def any(self, flag: bool) -> bool:
+        """Whether `flag` is True on any rank."""
+        return bool(self.sum([1.0 if flag else 0.0])[0] > 0)
+
+    def first_ranks(self, value: float) -> float:
+        """Rank 0's `value`, on every rank."""
+        return float(self.comm.bcast(value, root=0))
+
+    def weighted_mean(self, mean: float, gradient: np.ndarray, weight: float) -> Tuple[float, np.ndarray]:
+        """The mean and its gradient over the ranks' rows together, from each rank's over its
+        own rows of total weight `weight`: the weighted sums added in a fixed order (float64),
+        then divided by the ranks' total weight."""
+        summed = gradient.astype(np.float64) * weight
+        FixedOrderSum(self.comm, summed.size, summed.dtype)(summed)
+        loss_sum, total = self.sum([mean * weight, weight])
+        return float(loss_sum / total), summed / total
+
+    # ---- the model ----
+
+    def broadcast_state(self, network: Any, state: Dict[str, Any]) -> Dict[str, Any]:
+        """Rank 0's parameters, optimizer state and running statistics copied into `network` on
+        every rank, and rank 0's `state` (counters, random generators' states) returned."""
+        buffers = [network.params, network.running_mean, network.running_var,
+                   *(network.optimizer_state[name] for name in sorted(network.optimizer_state))]
+        for buffer in buffers:
+            if buffer.size:
+                self.comm.Bcast(buffer, root=0)
+        return dict(self.comm.bcast(state, root=0))
+
+    def reduce_step(self, gradient: np.ndarray, figures: np.ndarray) -> None:
+        """Network.set_gradient_reduction's hook: gradient and figures become their sums over
+        the ranks (the running statistics rank 0's), the same bits on every rank."""
+        if self._gradient_sum is None or self._gradient_sum.received.dtype != gradient.dtype:
+            self._gradient_sum = FixedOrderSum(self.comm, gradient.size, gradient.dtype)
+        self._gradient_sum(gradient)
+        gathered = np.empty((self.size, figures.size), dtype=np.float64)
+        self.comm.Allgather(figures, gathered)
+        figures[:_STEP_SCALARS] = _sum_rows_in_order(gathered[:, :_STEP_SCALARS])
+        figures[_STEP_SCALARS:] = gathered[0, _STEP_SCALARS:]
+
+    # ---- threads ----
+
+    def take_core_share(self) -> Optional[int]:
+        """Unless a thread count was chosen (fastmlp.set_num_threads, OMP_NUM_THREADS), set
+        fastmlp's process-wide count to this rank's share of its node's cores (the ranks on one
+        node found with COMM_TYPE_SHARED) and return it; None when a count was chosen."""
+        if _core.num_threads_is_set() or os.environ.get("OMP_NUM_THREADS"):
+            return None
+        node = self.comm.Split_type(_mpi().COMM_TYPE_SHARED)
+        try:
+            ranks_on_node = node.Get_size()
+        finally:
+            node.Free()
+        share = node_thread_share(ranks_on_node)
+        _core.set_num_threads(share)
+        return share
+
+
+def node_thread_share(ranks_on_node: int) -> int:
+    """Threads for one of `ranks_on_node` ranks: its cores (those it may run on, when MPI
+    binds it) or an equal share of the node's, at least 1."""
+    cores = os.cpu_count() or 1
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    return max(1, min(allowed, cores // max(1, ranks_on_node)))
+
+
+def _sum_rows_in_order(rows: np.ndarray) -> np.ndarray:
+    """rows[0] + rows[1] + ... in that order."""
+    total: np.ndarray = rows[0].copy()
+    for row in rows[1:]:
+        total += row
+    return total
+
+
+def shares_of_batches(n: int, batch_size: int, rank: int, ranks: int) -> Tuple[np.ndarray, np.ndarray]:
+    """This rank's part of every global batch of an epoch of n rows (way (a): every rank has
+    all rows): (positions in the epoch's order, bounds of its batches in them). Rank r takes
+    rows [r B / P, (r + 1) B / P) of each batch of B rows (rounded down), so the shares differ
+    by at most one row and together are the batch."""
+    starts = np.arange(0, n, batch_size, dtype=np.int64)
+    sizes = np.minimum(batch_size, n - starts)
+    first = starts + (rank * sizes) // ranks
+    counts = starts + ((rank + 1) * sizes) // ranks - first
+    bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    positions = np.repeat(first - bounds[:-1], counts) + np.arange(bounds[-1], dtype=np.int64)
+    return positions, bounds
+
+
+def shard_bounds(n_local: int, n_batches: int) -> np.ndarray:
+    """Way (b): this rank's n_local rows cut into n_batches consecutive runs of near-equal size
+    (the global batch k is the ranks' k-th runs together)."""
+    return (np.arange(n_batches + 1, dtype=np.int64) * n_local) // n_batches

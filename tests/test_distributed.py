@@ -1,0 +1,485 @@
+"""Data-parallel fit over MPI (fit(comm=...)): scripts run under ``mpiexec -n P`` (P = 1, 2, 3;
+3 ranks oversubscribe 2 cores, one thread each) against one-process fits computed here: the same
+parameters after an epoch (1e-12 relative in float64, 1e-5 in float32; P = 1 the same bits),
+every rank the same bits, the same error on every rank for bad input on one, and no hang when
+a rank raises or dies. Skipped, saying why, without mpi4py or mpiexec."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp.distributed import FixedOrderSum, node_thread_share, shard_bounds, shares_of_batches
+
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+try:
+    import mpi4py  # noqa: F401
+    HAS_MPI4PY = True
+except ImportError:
+    HAS_MPI4PY = False
+needs_mpi = pytest.mark.skipif(not (HAS_MPI4PY and MPIEXEC),
+                               reason="needs mpi4py and mpiexec (pip install 'fastmlp[mpi]')")
+TIMEOUT = 120
+
+# The data and the fits every script and every one-process reference share.
+COMMON = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import fastmlp
+
+    def dataset(dtype, n=120, features=6, classes=3):
+        rng = np.random.default_rng(7)
+        X = rng.normal(size=(n, features)).astype(dtype)
+        y = rng.integers(0, classes, size=n)
+        weights = rng.uniform(0.25, 2.0, size=n)
+        return X, y, weights
+
+    def model(dtype, **options):
+        return fastmlp.MLP([6, 8, 3], seed=11, dtype=dtype, **options)
+""")
+
+PARITY_SCRIPT = COMMON + textwrap.dedent("""
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    out = sys.argv[1]
+    results = {}
+
+    def record(name, trained):
+        parameters = trained.flat_parameters
+        every = comm.allgather(parameters.tobytes())
+        assert all(copy == every[0] for copy in every), f"{name}: ranks differ"
+        results[name] = parameters
+
+    for dtype in ("float64", "float32"):
+        X, y, weights = dataset(dtype)
+        # way (a), shuffled, sample weights, validation: every rank passes everything
+        trained = model(dtype, optimizer="adam")
+        history = trained.fit(X, y, epochs=1, batch_size=16, sample_weight=weights, comm=comm,
+                              validation_data=(X[:30], y[:30]))
+        record(f"shuffled_weighted_{dtype}", trained)
+        results[f"val_loss_{dtype}"] = np.array(history["val_loss"])
+        # way (a), in order, SGD with momentum, a last batch of 8 rows
+        trained = model(dtype, optimizer=fastmlp.optim.SGD(lr=0.05, momentum=0.9))
+        trained.fit(X, y, epochs=1, batch_size=14, shuffle=False, comm=comm)
+        record(f"unshuffled_{dtype}", trained)
+        # class weights: the loss's normaliser is the rows' class weights summed
+        trained = model(dtype, class_weights=[1.0, 3.0, 0.5], label_smoothing=0.1)
+        trained.fit(X, y, epochs=1, batch_size=16, sample_weight=weights, comm=comm)
+        record(f"class_weighted_{dtype}", trained)
+        # way (b): rank r passes rows [r n / P, (r + 1) n / P), in order
+        shard = np.arange(rank * len(X) // size, (rank + 1) * len(X) // size)
+        trained = model(dtype, optimizer="adam")
+        trained.fit(X[shard], y[shard], epochs=1, batch_size=12, shuffle=False,
+                    sample_weight=weights[shard], comm=comm, sharded=True)
+        record(f"sharded_{dtype}", trained)
+
+    # identical replicas under dropout, batch norm, mixup and early stopping, and the files
+    X, y, weights = dataset("float32")
+    trained = model("float32", dropout=0.2, batch_norm=True)
+    trained.fit(X, y, epochs=3, batch_size=20, mixup=0.4, comm=comm, early_stopping=True,
+                validation_data=(X[:40], y[:40]))
+    record("replicas", trained)
+    trained.save(f"{out}.rank{rank}.npz")
+    loaded = fastmlp.load(f"{out}.rank{rank}.npz")
+    every = comm.allgather(loaded.predict_proba(X).tobytes())
+    assert all(copy == every[0] for copy in every)
+    if rank == 0:
+        np.savez(out, **results)
+        with open(out + ".json", "w") as file:
+            json.dump({"threads": fastmlp.get_num_threads()}, file)
+""")
+
+
+def run_ranks(script_path, ranks, *arguments, timeout=TIMEOUT):
+    """mpiexec -n ranks python -m mpi4py script: the completed process (never hangs the suite).
+    Without OMP_NUM_THREADS, so that each rank takes its share of the cores."""
+    command = [MPIEXEC, "-n", str(ranks), sys.executable, "-m", "mpi4py", str(script_path), *map(str, arguments)]
+    environment = {name: value for name, value in os.environ.items() if name != "OMP_NUM_THREADS"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+def printed_by_rank_0(tmp_path, name, source, ranks=2):
+    """Run `source` as a script on `ranks` ranks: the JSON its rank 0 printed last."""
+    script = tmp_path / f"{name}.py"
+    script.write_text(source)
+    done = run_ranks(script, ranks)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def one_process_fits(dtype):
+    """The fits PARITY_SCRIPT runs on several ranks, in this process: {name: parameters}."""
+    namespace = {}
+    exec(COMMON, namespace)
+    dataset, model = namespace["dataset"], namespace["model"]
+    X, y, weights = dataset(dtype)
+    results = {}
+    trained = model(dtype, optimizer="adam")
+    history = trained.fit(X, y, epochs=1, batch_size=16, sample_weight=weights,
+                          validation_data=(X[:30], y[:30]))
+    results[f"shuffled_weighted_{dtype}"] = trained.flat_parameters
+    results[f"val_loss_{dtype}"] = np.array(history["val_loss"])
+    trained = model(dtype, optimizer=fastmlp.optim.SGD(lr=0.05, momentum=0.9))
+    trained.fit(X, y, epochs=1, batch_size=14, shuffle=False)
+    results[f"unshuffled_{dtype}"] = trained.flat_parameters
+    trained = model(dtype, class_weights=[1.0, 3.0, 0.5], label_smoothing=0.1)
+    trained.fit(X, y, epochs=1, batch_size=16, sample_weight=weights)
+    results[f"class_weighted_{dtype}"] = trained.flat_parameters
+    return results, (X, y, weights, model)
+
+
+def sharded_reference(ranks, dtype):
+    """Way (b)'s global batches as one process sees them: batch k is the ranks' k-th runs of
+    their shards (each shard cut into as many runs as there are global batches), in rank order."""
+    _, (X, y, weights, model) = one_process_fits(dtype)
+    n, batch_size = len(X), 12
+    n_batches = -(-n // batch_size)
+    shards = [np.arange(rank * n // ranks, (rank + 1) * n // ranks) for rank in range(ranks)]
+    cuts = [shard_bounds(shard.size, n_batches) for shard in shards]
+    order = np.concatenate([shards[rank][cuts[rank][k]:cuts[rank][k + 1]]
+                            for k in range(n_batches) for rank in range(ranks)])
+    sizes = [sum(cuts[rank][k + 1] - cuts[rank][k] for rank in range(ranks)) for k in range(n_batches)]
+    assert set(sizes) == {batch_size}  # the split this test chose makes every global batch 12 rows
+    trained = model(dtype, optimizer="adam")
+    trained.fit(X[order], y[order], epochs=1, batch_size=batch_size, shuffle=False,
+                sample_weight=weights[order])
+    return trained.flat_parameters
+
+
+@pytest.fixture(scope="module")
+def parity_runs(tmp_path_factory):
+    """{ranks: (results, info, directory)} of PARITY_SCRIPT under 1, 2 and 3 ranks."""
+    if not (HAS_MPI4PY and MPIEXEC):
+        pytest.skip("needs mpi4py and mpiexec (pip install 'fastmlp[mpi]')")
+    directory = tmp_path_factory.mktemp("parity")
+    script = directory / "parity.py"
+    script.write_text(PARITY_SCRIPT)
+    runs = {}
+    for ranks in (1, 2, 3):
+        out = directory / f"p{ranks}"
+        done = run_ranks(script, ranks, out)
+        assert done.returncode == 0, done.stdout + done.stderr
+        with np.load(f"{out}.npz") as archive:
+            results = dict(archive)
+        with open(f"{out}.json") as file:
+            runs[ranks] = (results, json.load(file), out)
+    return runs
+
+
+@needs_mpi
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 1e-5)])
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_training_on_ranks_equals_one_process_on_the_same_global_batches(parity_runs, ranks, dtype, rtol):
+    results, _, _ = parity_runs[ranks]
+    expected, _ = one_process_fits(dtype)
+    expected[f"sharded_{dtype}"] = sharded_reference(ranks, dtype)
+    for name, parameters in expected.items():
+        scale = np.max(np.abs(parameters))
+        if ranks == 1 and not name.startswith("sharded"):
+            assert results[name].tobytes() == parameters.tobytes(), name  # the same bits
+        np.testing.assert_allclose(results[name], parameters, rtol=0, atol=rtol * scale, err_msg=name)
+        assert results[name].dtype == parameters.dtype
+
+
+@needs_mpi
+def test_every_rank_saves_the_same_file_and_takes_its_share_of_the_cores(parity_runs):
+    for ranks, (_, info, out) in parity_runs.items():
+        files = []
+        for rank in range(ranks):
+            with open(f"{out}.rank{rank}.npz", "rb") as file:
+                files.append(file.read())
+        assert all(contents == files[0] for contents in files)
+        assert info["threads"] == node_thread_share(ranks)
+        if ranks > 1 and (os.cpu_count() or 1) <= ranks:
+            assert info["threads"] == 1  # this machine's 2 cores: never oversubscribed
+
+
+ERRORS_SCRIPT = COMMON + textwrap.dedent("""
+    import warnings
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    X, y, weights = dataset("float64")
+    cases = {
+        "nan": lambda X, y: (np.where(np.arange(X.size).reshape(X.shape) == 9, np.nan, X), y),
+        "width": lambda X, y: (X[:, :5], y),
+        "label": lambda X, y: (X, np.where(np.arange(y.size) == 4, 7, y)),
+        "empty": lambda X, y: (X[:0], y[:0]),
+    }
+    messages = {}
+    for name, spoil in cases.items():
+        X_rank, y_rank = spoil(X, y) if rank == 1 else (X, y)
+        trained = model("float64")
+        try:
+            trained.fit(X_rank, y_rank, epochs=1, batch_size=8, comm=comm, sharded=name == "empty")
+            messages[name] = "no error"
+        except ValueError as error:
+            messages[name] = str(error)
+        assert trained._network.step == 0
+    def raising(epoch, logs):
+        if rank == 1 and epoch == 2:
+            raise ZeroDivisionError("a callback failed")
+    try:
+        model("float64").fit(X, y, epochs=5, batch_size=8, comm=comm, callbacks=[raising])
+        messages["callback"] = "no error"
+    except RuntimeError as error:
+        messages["callback"] = str(error)
+    # a step that overflows on rank 1 only: its rows' weights (finite) sum to infinity
+    huge = np.full(len(y), 1e308 if rank == 1 else 1.0)
+    restored = model("float64")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = restored.fit(X, y, epochs=1, batch_size=8, comm=comm, sharded=True, on_nan="restore",
+                               sample_weight=huge)
+    messages["non_finite"] = [history.stopped_on_nan, int(restored._network.step), str(caught[-1].message)]
+    # an update that overflows the parameters: found at the same step on every rank
+    overflowing = model("float64", optimizer=fastmlp.optim.SGD(lr=1e306))
+    try:
+        overflowing.fit(X * 1000.0, y, epochs=1, batch_size=8, comm=comm)
+        messages["overflow"] = "no error"
+    except FloatingPointError as error:
+        messages["overflow"] = str(error)
+    assert np.isfinite(overflowing.flat_parameters).all()
+    every = comm.allgather(messages)
+    if rank == 0:
+        print(json.dumps(every))
+""")
+
+
+@needs_mpi
+def test_bad_input_on_one_rank_raises_the_same_error_on_every_rank_before_the_first_step(tmp_path):
+    rank0, rank1 = printed_by_rank_0(tmp_path, "errors", ERRORS_SCRIPT)
+    assert rank0 == rank1
+    assert rank0["nan"] == "X contains NaN or infinity (on rank 1 of 2)"
+    assert rank0["width"].startswith("X must have 6 columns (the model's input width), got shape (120, 5)")
+    assert rank0["label"].startswith("y holds label 7, outside [0, 3)")
+    assert rank0["empty"] == "X is empty: shape (0, 6) (on rank 1 of 2)"
+    assert rank0["callback"] == "a callback failed (on rank 1 of 2)"
+    assert rank0["overflow"].startswith("parameters became NaN or infinite in epoch 1, by step 1 at the latest")
+    stopped_on_nan, steps, warning = rank0["non_finite"]  # the same on both ranks (rank0 == rank1)
+    assert stopped_on_nan and steps == 0 and "step 1 (batch 1 of 30 of the epoch)" in warning
+
+
+FAILURE_SCRIPT = COMMON + textwrap.dedent("""
+    import os, signal
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    how = sys.argv[1]
+    X, y, weights = dataset("float32", n=2000)
+
+    class Fail(fastmlp.Callback):
+        def on_epoch_end(self, epoch, logs, history):
+            if comm.Get_rank() == 1 and epoch == 2:
+                if how == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                raise SystemExit(3)  # not an Exception: no agreement, the process just ends
+
+    model("float32").fit(X, y, epochs=10000, batch_size=4, comm=comm, callbacks=[Fail()])
+""")
+
+
+@needs_mpi
+@pytest.mark.parametrize("how", ["exit", "kill"])
+def test_a_rank_that_exits_or_is_killed_ends_every_rank_within_30_seconds(tmp_path, how):
+    script = tmp_path / "failure.py"
+    script.write_text(FAILURE_SCRIPT)
+    started = time.perf_counter()
+    done = run_ranks(script, 2, how, timeout=60)
+    assert time.perf_counter() - started < 30
+    assert done.returncode != 0
+
+
+CTRL_C_SCRIPT = COMMON + textwrap.dedent("""
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    X, y, weights = dataset("float32", n=2000)
+
+    def started(epoch, logs):
+        if comm.Get_rank() == 0 and epoch == 1:
+            print("training", flush=True)
+
+    model("float32").fit(X, y, epochs=100000, batch_size=4, comm=comm, callbacks=[started])
+""")
+
+
+@needs_mpi
+def test_ctrl_c_ends_every_rank_within_30_seconds(tmp_path):
+    import signal
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C_SCRIPT)
+    command = [MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py", str(script)]
+    launched = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert launched.stdout.readline().strip() == "training"
+        interrupted = time.perf_counter()
+        launched.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends mpiexec
+        _, err = launched.communicate(timeout=60)
+    finally:
+        if launched.poll() is None:
+            launched.kill()
+            launched.communicate()
+    assert time.perf_counter() - interrupted < 30
+    assert launched.returncode != 0
+    assert "interrupted: a data-parallel fit ends on every rank" in err
+
+
+def test_import_fastmlp_never_imports_mpi4py():
+    code = "import sys, fastmlp, fastmlp.training, fastmlp.distributed; print('mpi4py' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_comm_must_be_a_communicator():
+    X, y = np.zeros((4, 2)), np.zeros(4, dtype=np.int64)
+    with pytest.raises(TypeError, match="comm must be an mpi4py communicator"):
+        fastmlp.MLP([2, 2]).fit(X, y, comm=object())
+    with pytest.raises(TypeError, match="sharded must be True or False"):
+        fastmlp.MLP([2, 2]).fit(X, y, sharded="yes")
+
+
+@pytest.mark.parametrize("n, batch_size, ranks", [(120, 16, 2), (10, 4, 3), (7, 7, 3), (2, 5, 3)])
+def test_the_ranks_shares_make_up_every_global_batch(n, batch_size, ranks):
+    order = np.random.default_rng(0).permutation(n)
+    shares = [shares_of_batches(n, batch_size, rank, ranks) for rank in range(ranks)]
+    for k, start in enumerate(range(0, n, batch_size)):
+        together = np.concatenate([order[positions[bounds[k]:bounds[k + 1]]] for positions, bounds in shares])
+        np.testing.assert_array_equal(together, order[start:start + batch_size])
+        sizes = [bounds[k + 1] - bounds[k] for _, bounds in shares]
+        assert max(sizes) - min(sizes) <= 1
+
+
+class _ThreadComm:
+    """Enough of an mpi4py communicator for FixedOrderSum's ring, over threads and queues."""
+
+    def __init__(self, rank, size, boxes, gathered):
+        self.rank, self.size, self.boxes, self.gathered = rank, size, boxes, gathered
+
+    def Get_rank(self):
+        return self.rank
+
+    def Get_size(self):
+        return self.size
+
+    def Sendrecv(self, sendbuf, dest, recvbuf, source):
+        self.boxes[(self.rank, dest)].put(np.array(sendbuf))
+        recvbuf[...] = self.boxes[(source, self.rank)].get(timeout=10)
+
+
+@pytest.mark.parametrize("ranks", [3, 4, 5])
+def test_the_ring_gives_each_chunk_one_fixed_order(monkeypatch, ranks):
+    """The reduce-scatter over threads: chunk c summed as x_(c+1) + x_(c+2) + ... + x_c."""
+    import queue
+    import threading
+    size = 1001
+    values = [np.random.default_rng(rank).normal(size=size).astype(np.float32) * 10.0 ** rank
+              for rank in range(ranks)]
+    boxes = {(a, b): queue.Queue() for a in range(ranks) for b in range(ranks)}
+    buffers = [value.copy() for value in values]
+
+    def run(rank):
+        summer = FixedOrderSum(_ThreadComm(rank, ranks, boxes, None), size, np.dtype(np.float32))
+        summer._reduce_scatter(buffers[rank])
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(ranks)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    edges = [(chunk * size) // ranks for chunk in range(ranks + 1)]
+    for rank in range(ranks):
+        part = slice(edges[rank], edges[rank + 1])
+        expected = values[(rank + 1) % ranks][part].copy()
+        for step in range(2, ranks + 1):
+            expected += values[(rank + step) % ranks][part]
+        assert buffers[rank][part].tobytes() == expected.tobytes()
+
+
+SKLEARN_SCRIPT = textwrap.dedent("""
+    import sys, warnings
+    import numpy as np
+    from mpi4py import MPI
+    from fastmlp import MLPClassifier
+    comm = MPI.COMM_WORLD
+    warnings.simplefilter("ignore")  # ConvergenceWarning
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 5))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    results = {}
+    for solver in ("sgd", "lbfgs"):
+        fitted = MLPClassifier((8,), solver=solver, max_iter=15, random_state=None if solver == "sgd" else 1,
+                               comm=comm).fit(X, y)
+        every = comm.allgather(fitted.coefs_[0].tobytes())
+        assert all(copy == every[0] for copy in every)
+        results[solver] = fitted.coefs_[0]
+    if comm.Get_rank() == 0:
+        np.savez(sys.argv[1], **results)
+""")
+
+
+@needs_mpi
+def test_scikit_learn_estimators_take_comm(tmp_path):
+    pytest.importorskip("sklearn")
+    script = tmp_path / "estimators.py"
+    script.write_text(SKLEARN_SCRIPT)
+    done = run_ranks(script, 2, tmp_path / "estimators.npz")
+    assert done.returncode == 0, done.stdout + done.stderr
+    from fastmlp import MLPClassifier
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 5))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    with np.load(tmp_path / "estimators.npz") as results:
+        # lbfgs: the same objective summed over two halves of the rows
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning: 15 iterations, as on the ranks
+            expected = MLPClassifier((8,), solver="lbfgs", max_iter=15, random_state=1).fit(X, y).coefs_[0]
+        np.testing.assert_allclose(results["lbfgs"], expected, rtol=0, atol=1e-9 * np.abs(expected).max())
+        assert np.all(np.isfinite(results["sgd"]))  # random_state=None: rank 0's draw, on both ranks
+
+
+@needs_mpi
+def test_the_data_parallel_example_prints_one_table_and_ends_with_one_model(tmp_path):
+    from fastmlp import datasets
+    if datasets.find_mnist_files(datasets.FASHION_MNIST_DIR) is None:
+        pytest.skip("needs the Fashion-MNIST IDX files (apt-get install dataset-fashion-mnist)")
+    example = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "data_parallel.py")
+    done = run_ranks(example, 2, "--quick", "--cache", tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert sum(line.split()[:1] == ["epoch"] for line in lines) == 1  # the table's header, once
+    assert "every rank holds the same parameters: True" in done.stdout
+    accuracy = float(done.stdout.split("test accuracy ")[1].split(";")[0])
+    assert accuracy > 0.6  # 4000 images, 2 epochs
+
+
+VALIDATION_SCRIPT = COMMON + textwrap.dedent("""
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    X, y, weights = dataset("float64")
+    shared = model("float64").fit(X, y, epochs=2, batch_size=16, comm=comm,
+                                  validation_data=(X[:50], y[:50], weights[:50]))
+    part = np.arange(rank * 50 // size, (rank + 1) * 50 // size)
+    parts = model("float64").fit(X, y, epochs=2, batch_size=16, comm=comm,
+                                 validation_data=(X[part], y[part], weights[part]))
+    if rank == 0:
+        print(json.dumps({"shared": shared["val_loss"], "parts": parts["val_loss"],
+                          "accuracy": parts["val_accuracy"]}))
+""")
+
+
+@needs_mpi
+def test_validation_data_may_be_the_same_on_every_rank_or_each_ranks_part(tmp_path):
+    figures = printed_by_rank_0(tmp_path, "validation", VALIDATION_SCRIPT)
+    _, (X, y, weights, model) = one_process_fits("float64")
+    expected = model("float64").fit(X, y, epochs=2, batch_size=16, validation_data=(X[:50], y[:50], weights[:50]))
+    np.testing.assert_allclose(figures["shared"], expected["val_loss"], rtol=1e-12)
+    np.testing.assert_allclose(figures["parts"], expected["val_loss"], rtol=1e-12)
+    np.testing.assert_allclose(figures["accuracy"], expected["val_accuracy"], rtol=1e-12)
