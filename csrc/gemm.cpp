@@ -199,9 +199,7 @@ template <typename T>
 const gemm_detail::GemmPaths<T>& active_paths();
 template <>
 const gemm_detail::GemmPaths<float>& active_paths<float>() {
-    switch (gemm_detail::active_isa()) {
-        case Isa::amx_bf16:
-        case Isa::avx512_bf16:
+    switch (gemm_detail::active_float_isa()) {
         case Isa::avx512: return gemm_detail::avx512_paths_float();
         case Isa::avx2: return gemm_detail::avx2_paths_float();
         default: return gemm_detail::portable_paths_float();
@@ -209,9 +207,7 @@ const gemm_detail::GemmPaths<float>& active_paths<float>() {
 }
 template <>
 const gemm_detail::GemmPaths<double>& active_paths<double>() {
-    switch (gemm_detail::active_isa()) {
-        case Isa::amx_bf16:
-        case Isa::avx512_bf16:
+    switch (gemm_detail::active_float_isa()) {
         case Isa::avx512: return gemm_detail::avx512_paths_double();
         case Isa::avx2: return gemm_detail::avx2_paths_double();
         default: return gemm_detail::portable_paths_double();

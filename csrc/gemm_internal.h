@@ -147,6 +147,12 @@ double avx512_bf16_peak_gflops(double seconds);
 
 // The instruction set in use (gemm.cpp): the widest the CPU has, unless forced.
 Isa active_isa();
+// The one whose float kernels (GEMM, element-wise and optimizer loops) run: avx512_bf16 and
+// amx_bf16 differ from avx512 only in gemm_bfloat16.
+inline Isa active_float_isa() {
+    const Isa isa = active_isa();
+    return isa == Isa::avx512_bf16 || isa == Isa::amx_bf16 ? Isa::avx512 : isa;
+}
 
 }  // namespace gemm_detail
 }  // namespace fastmlp
