@@ -49,20 +49,20 @@ struct AmxKernels {
     static constexpr bool kPacksRowsOfA = false;
     static constexpr bool kPacksBfloat16Pairs = true;
 
-    // The panels' depth is counted in 32-bit words per line: kc k, padded with zero pairs to
-    // whole tiles (a zero product adds +0 or -0 to a sum started at +0: no change).
+    // A panel's depth, in pairs (32-bit words) per line: the ceil(kc / 2) pairs of a K block,
+    // padded with zero pairs to whole tiles. The padding depends on K alone, like the blocks,
+    // so it cannot make a row's sum depend on M.
     static int64_t panel_depth(int64_t kc) { return ceil_div(kc, 2 * kPairsPerTile) * kPairsPerTile; }
 
     // Checked at every product: another library in the thread (oneDNN) may have loaded its
-    // own configuration, or released the tiles, since the last one. Left configured after:
-    // LDTILECFG costs ~300 ns, reading the configuration back and comparing it ~40 ns
-    // (tools/amx_bf16_probe.c).
+    // own configuration, or released the tiles, since the last one. Left configured after
+    // (never released): LDTILECFG costs ~270 ns, reading the configuration back and comparing
+    // it ~30 ns (tools/amx_bf16_probe.c).
     static void enter_thread() {
         TileConfig current;
         _tile_storeconfig(&current);
         if (std::memcmp(&current, &tile_config(), sizeof current) != 0) _tile_loadconfig(&tile_config());
     }
-    static void leave_thread() {}
 
     // The two 16-line halves of a sliver of `lines` (<= 32) lines, one after the other.
     // element(x, k) = src[x * ld + k] when k_contiguous, else src[k * ld + x].

@@ -24,7 +24,6 @@ struct Bfloat16Kernels {
     // A panel of kc k holds ceil(kc / 2) pair rows of 16 words: within kc floats per line.
     static int64_t panel_depth(int64_t kc) { return kc; }
     static void enter_thread() {}
-    static void leave_thread() {}
 
     static void pack_a_pairs(float* dst, const Operands<float>& p, int64_t i0, int64_t k0, int64_t kc) {
         const int64_t rows = std::min(MR, p.M - i0);

@@ -11,8 +11,8 @@
 //                       per row (column) holding two bfloat16, the even k in the low half,
 //                       and micro_tile reading such panels, panel_depth(kc) (the floats
 //                       per line a panel of kc k takes, passed to micro_tile as its kc) and
-//                       enter_thread / leave_thread around each thread's share of a packed
-//                       product (AMX's tile configuration); the other kernels take float
+//                       enter_thread before each thread's share of a packed product (AMX's
+//                       tile configuration); the other kernels take float
 //                       operands already rounded (gemm.cpp)
 //   (kPacksRowsOfA: pack_a_rows, and pack_a_rows_in_pair_order for a bfloat16 product's
 //                       float panels, full MR-row slivers of a non-transposed A)
@@ -310,7 +310,6 @@ void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, 
             }
         }
     }
-    if constexpr (Kernels::kPacksBfloat16Pairs) Kernels::leave_thread();
 }
 
 template <typename T, typename Kernels>

@@ -116,8 +116,9 @@ class MLP:
         weight and input gradients, prediction -- rounds its operands (layer inputs, weights,
         output gradients) to bfloat16 and sums their products in float32; parameters,
         optimizer state, activations, the loss and every other sum stay float32. Runs with
-        VDPBF16PS on CPUs with AVX512_BF16 (``fastmlp.build_info()["bfloat16_native"]``),
-        emulated with the same results elsewhere. Settable after training: a float32 model
+        AMX on CPUs (and OSes) allowing AMX-BF16, summed in AMX's own order, else with
+        VDPBF16PS on CPUs with AVX512_BF16, else emulated with VDPBF16PS's results
+        (``fastmlp.build_info()["bfloat16_path"]``). Settable after training: a float32 model
         switched to bfloat16 prediction, or back. See the bfloat16 guide.
     """
 
