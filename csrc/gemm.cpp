@@ -2,8 +2,10 @@
 // CPU has, or FASTMLP_ISA) and the path from the shape (packed, skinny, row; gemm_driver.h),
 // and holds what every instruction set shares: the epilogue, the column sums of b, the
 // scratch memory, and the portable kernels that stand in on CPUs without AVX2/FMA.
-#include <cpuid.h>
 #include <omp.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #if defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -155,6 +157,7 @@ constexpr int kIsaCount = 5;
 // tiles: Linux (>= 5.16) hands out the 8 KiB of tile state per process on request
 // (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), asked once here; refused (an older
 // kernel, another OS), the bfloat16 GEMM keeps VDPBF16PS or the emulation.
+#if FASTMLP_X86_KERNELS
 bool amx_bf16_allowed() {
     static const bool allowed = [] {
         unsigned eax, ebx, ecx, edx;
@@ -169,8 +172,12 @@ bool amx_bf16_allowed() {
     }();
     return allowed;
 }
+#endif
 
 bool cpu_has(Isa isa) {
+#if !FASTMLP_X86_KERNELS
+    return isa == Isa::portable;
+#else
     __builtin_cpu_init();
     switch (isa) {
         case Isa::portable: return true;
@@ -183,6 +190,7 @@ bool cpu_has(Isa isa) {
         case Isa::amx_bf16: return cpu_has(Isa::avx512_bf16) && amx_bf16_allowed();
     }
     return false;
+#endif
 }
 
 Isa widest_isa() {
@@ -200,16 +208,20 @@ const gemm_detail::GemmPaths<T>& active_paths();
 template <>
 const gemm_detail::GemmPaths<float>& active_paths<float>() {
     switch (gemm_detail::active_float_isa()) {
+#if FASTMLP_X86_KERNELS
         case Isa::avx512: return gemm_detail::avx512_paths_float();
         case Isa::avx2: return gemm_detail::avx2_paths_float();
+#endif
         default: return gemm_detail::portable_paths_float();
     }
 }
 template <>
 const gemm_detail::GemmPaths<double>& active_paths<double>() {
     switch (gemm_detail::active_float_isa()) {
+#if FASTMLP_X86_KERNELS
         case Isa::avx512: return gemm_detail::avx512_paths_double();
         case Isa::avx2: return gemm_detail::avx2_paths_double();
+#endif
         default: return gemm_detail::portable_paths_double();
     }
 }
@@ -406,12 +418,14 @@ void gemm_bfloat16(float* c, const float* a, const float* b, int64_t M, int64_t 
     rest.b_column_sums = nullptr;
     const Operands<float> q{c, a, b, M, N, K, transpose_a, transpose_b, accumulate, rest, true};
     const int threads = threads_for(static_cast<double>(M) * N * K);
+#if FASTMLP_X86_KERNELS
     // AMX sums in its own order, so it takes every shape the packed path would at some M:
     // a row of c then gets the same bits in a batch of any size, one row included.
     if (gemm_detail::active_isa() == Isa::amx_bf16 && N > gemm_detail::kSkinnyColumns)
         return gemm_detail::amx_bf16_packed_gemm(q, threads);
     if (native_bfloat16() && choose_path(M, N, transpose_b) == GemmPath::packed)
         return gemm_detail::avx512_bf16_packed_gemm(q, threads);
+#endif
     emulated_gemm_bfloat16(q, /*b_in_pairs=*/false, threads);
 }
 

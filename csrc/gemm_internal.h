@@ -9,6 +9,14 @@
 
 #include "kernels.h"
 
+// The AVX2 and AVX-512 kernels exist on x86 only (CMake compiles their translation units
+// there); elsewhere (aarch64, arm64 macOS) every dispatch takes the portable kernels.
+#if defined(__x86_64__) || defined(__i386__)
+#define FASTMLP_X86_KERNELS 1
+#else
+#define FASTMLP_X86_KERNELS 0
+#endif
+
 namespace fastmlp {
 namespace gemm_detail {
 
