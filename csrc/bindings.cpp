@@ -699,7 +699,10 @@ void bind_network(py::module_& m, const char* name) {
              py::arg("slope") = 0.01, py::arg("batch_norm_momentum") = 0.1,
              py::arg("batch_norm_eps") = 1e-5)
         .def_property_readonly("params", [](py::object self) {
-            return view_of(self.cast<Model&>().network.params, self); },
+            Model& model = self.cast<Model&>();
+            // Whoever holds the view may write the weights through it.
+            model.network.weights_changed();
+            return view_of(model.network.params, self); },
             "the flat parameter buffer (a writable view)")
         .def_property_readonly("grads", [](py::object self) {
             return view_of(self.cast<Model&>().network.grads, self); },
@@ -720,6 +723,15 @@ void bind_network(py::module_& m, const char* name) {
                           if (step < 0 || step > kMaxStep)
                               throw py::value_error("step must be in [0, 2**62], got " + std::to_string(step));
                           model.network.step = step; })
+        .def_property("bfloat16_compute", [](Model& model) { return model.network.bfloat16_compute; },
+                      [](Model& model, bool on) {
+                          if (on && !std::is_same_v<T, float>)
+                              throw py::value_error("compute_dtype='bfloat16' needs a float32 model, this one is float64");
+                          py::gil_scoped_release release;
+                          std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                          model.network.bfloat16_compute = on; },
+                      "when True (float32 models), every GEMM rounds its operands to bfloat16 and sums "
+                      "in float32 (kernels.gemm_bfloat16); parameters and everything else stay float32")
         .def_property("track_weight_squares", [](Model& model) { return model.network.track_weight_squares; },
                       [](Model& model, bool on) {
                           py::gil_scoped_release release;
@@ -823,6 +835,7 @@ void bind_network(py::module_& m, const char* name) {
             std::lock_guard<std::recursive_mutex> lock(model.mutex);
             const ModelStateWrite write;  // a fork sees the old values or the new, not a mix
             std::copy(array.data(), array.data() + array.shape(0), buffer->begin());
+            model.network.weights_changed();
         }, py::arg("name"), py::arg("values"),
            "copy values into the buffer `name` (params, running_mean, running_var or an optimizer "
            "state) with the model locked, so no prediction sees part of the old and part of the new")
@@ -1105,12 +1118,17 @@ py::dict build_info() {
 #if defined(__x86_64__) || defined(__i386__)
     compiled.append("avx2");
     compiled.append("avx512");
+    compiled.append("avx512_bf16");
     info["cpu_avx2_fma"] = cpu_supports_isa("avx2");
     info["cpu_avx512"] = cpu_supports_isa("avx512");
+    info["cpu_avx512_bf16"] = cpu_supports_isa("avx512_bf16");
 #else
     info["cpu_avx2_fma"] = false;
     info["cpu_avx512"] = false;
+    info["cpu_avx512_bf16"] = false;
 #endif
+    // Whether compute_dtype="bfloat16" multiplies with VDPBF16PS (else: emulated, kernels.h).
+    info["bfloat16_native"] = native_bfloat16();
     info["simd_compiled"] = compiled;
     info["cpu_widest_isa"] = widest_cpu_isa_name();
     // The instruction set every kernel with one (GEMM, optimizer loops) runs in.
@@ -1125,7 +1143,7 @@ py::dict build_info() {
 
 }  // namespace
 
-// FASTMLP_ISA=portable|avx2|avx512|auto forces the kernels' instruction set for the process
+// FASTMLP_ISA=portable|avx2|avx512|avx512_bf16|auto forces the kernels' instruction set for the process
 // (FASTMLP_FORCE_PORTABLE=1, the older switch, means portable). A name this CPU cannot run
 // stops the import with a ValueError that says so, rather than silently running another.
 void apply_isa_from_environment() {
@@ -1133,10 +1151,10 @@ void apply_isa_from_environment() {
     if (forced && forced[0] != '\0') {
         const std::string isa = forced;
         if (set_isa(isa)) return;
-        if (isa == "portable" || isa == "avx2" || isa == "avx512")
+        if (is_isa_name(isa))
             throw py::value_error("FASTMLP_ISA=" + isa + ": this CPU cannot run those kernels (its widest is '" +
                                   widest_cpu_isa_name() + "')");
-        throw py::value_error("FASTMLP_ISA must be portable, avx2, avx512 or auto, got '" + isa + "'");
+        throw py::value_error("FASTMLP_ISA must be portable, avx2, avx512, avx512_bf16 or auto, got '" + isa + "'");
     }
     const char* portable = std::getenv("FASTMLP_FORCE_PORTABLE");
     if (portable && portable[0] == '1') set_isa("portable");

@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include <string>
+#include <type_traits>
 
 #include "gemm_internal.h"
 #include "kernels.h"
@@ -26,7 +27,8 @@ void require_matrix(const py::array& x, const char* name) {
 
 template <typename T>
 py::array typed_gemm(const py::array& a_in, const py::array& b_in, bool transpose_a,
-                     bool transpose_b, const py::object& c_obj, bool accumulate) {
+                     bool transpose_b, const py::object& c_obj, bool accumulate,
+                     bool bfloat16 = false) {
     using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
     // Non-contiguous inputs become contiguous copies (the dtype already matches: no cast).
     const Array a = Array::ensure(a_in), b = Array::ensure(b_in);
@@ -64,7 +66,15 @@ py::array typed_gemm(const py::array& a_in, const py::array& b_in, bool transpos
     T* c_ptr = c.mutable_data();
     {
         py::gil_scoped_release release;
-        fastmlp::gemm<T>(c_ptr, a_ptr, b_ptr, M, N, K, transpose_a, transpose_b, accumulate);
+        if constexpr (std::is_same_v<T, float>) {
+            if (bfloat16)
+                fastmlp::gemm_bfloat16(c_ptr, a_ptr, b_ptr, M, N, K, transpose_a, transpose_b, accumulate,
+                                       fastmlp::GemmEpilogue<float>{});
+            else
+                fastmlp::gemm<T>(c_ptr, a_ptr, b_ptr, M, N, K, transpose_a, transpose_b, accumulate);
+        } else {
+            fastmlp::gemm<T>(c_ptr, a_ptr, b_ptr, M, N, K, transpose_a, transpose_b, accumulate);
+        }
     }
     return std::move(c);
 }
@@ -86,12 +96,23 @@ py::array gemm_binding(const py::array& a, const py::array& b, bool transpose_a,
                          std::string(py::str(a.dtype())));
 }
 
+py::array gemm_bfloat16_binding(const py::array& a, const py::array& b, bool transpose_a,
+                                bool transpose_b, const py::object& c, bool accumulate) {
+    require_matrix(a, "a");
+    require_matrix(b, "b");
+    const auto float32 = py::dtype::of<float>();
+    if (a.dtype().num() != float32.num() || b.dtype().num() != float32.num())
+        throw py::type_error("gemm_bfloat16: a and b must be float32 (rounded to bfloat16 inside), got " +
+                             std::string(py::str(a.dtype())) + " and " + std::string(py::str(b.dtype())));
+    return typed_gemm<float>(a, b, transpose_a, transpose_b, c, accumulate, /*bfloat16=*/true);
+}
+
 void set_isa_or_raise(const std::string& isa) {
     if (fastmlp::set_isa(isa)) return;
-    if (isa == "portable" || isa == "avx2" || isa == "avx512")
+    if (fastmlp::is_isa_name(isa))
         throw py::value_error("isa '" + isa + "' is not supported by this CPU (its widest is '" +
                               fastmlp::widest_cpu_isa_name() + "')");
-    throw py::value_error("isa must be 'portable', 'avx2', 'avx512' or 'auto', got '" + isa + "'");
+    throw py::value_error("isa must be 'portable', 'avx2', 'avx512', 'avx512_bf16' or 'auto', got '" + isa + "'");
 }
 
 }  // namespace
@@ -104,15 +125,23 @@ void bind_gemm(py::module_& m) {
 
 a, b (and c if given) must share a dtype, float32 or float64. c, if given, must be a
 writeable C-contiguous (M, N) array and is returned. The GIL is released during the call.)doc");
+    m.def("gemm_bfloat16", &gemm_bfloat16_binding, py::arg("a"), py::arg("b"),
+          py::arg("transpose_a") = false, py::arg("transpose_b") = false, py::arg("c") = py::none(),
+          py::arg("accumulate") = false,
+          R"doc(c = op(a) @ op(b) with bfloat16 operands: float32 a and b rounded to bfloat16 (nearest
+even), products summed in float32 in the canonical pair order (VDPBF16PS's arithmetic; on CPUs
+without AVX512_BF16 emulated with the same bits, denormals apart). c is float32, as in gemm.)doc");
+    m.def("native_bfloat16", &fastmlp::native_bfloat16,
+          "Whether gemm_bfloat16 runs VDPBF16PS (True) or the emulation (False).");
     m.def("force_portable_gemm", &fastmlp::force_portable_gemm, py::arg("flag"),
           "Use the portable kernels (True) or the CPU's widest ones (False).");
     m.def("set_isa", &set_isa_or_raise, py::arg("isa"),
-          R"doc(Use the kernels of one instruction set: 'portable', 'avx2', 'avx512', or 'auto' (the
-widest the CPU has). ValueError for another name or one this CPU lacks. Process-wide.)doc");
+          R"doc(Use the kernels of one instruction set: 'portable', 'avx2', 'avx512', 'avx512_bf16'
+(AVX-512 plus VDPBF16PS for bfloat16 GEMMs), or 'auto' (the widest the CPU has). ValueError for another name or one this CPU lacks. Process-wide.)doc");
     m.def("cpu_supports_isa", [](const std::string& isa) { return fastmlp::cpu_supports_isa(isa); },
           py::arg("isa"), "Whether this CPU can run the kernels of `isa`.");
     m.def("gemm_kernel_name", &fastmlp::gemm_kernel_name,
-          "The instruction set in use: 'avx512', 'avx2' or 'portable'.");
+          "The instruction set in use: 'avx512_bf16', 'avx512', 'avx2' or 'portable'.");
     m.def(
         "fma_peak_gflops",
         [](double seconds) {
@@ -120,7 +149,7 @@ widest the CPU has). ValueError for another name or one this CPU lacks. Process-
             if (isa == "portable")
                 throw std::runtime_error("fma_peak_gflops needs the avx2 or avx512 kernels in use");
             py::gil_scoped_release release;
-            return isa == "avx512" ? fastmlp::gemm_detail::avx512_fma_peak_gflops(seconds)
+            return isa == "avx512" || isa == "avx512_bf16" ? fastmlp::gemm_detail::avx512_fma_peak_gflops(seconds)
                                    : fastmlp::gemm_detail::avx2_fma_peak_gflops(seconds);
         },
         py::arg("seconds") = 0.2,

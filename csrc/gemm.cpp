@@ -34,6 +34,7 @@ struct PortableKernels {
     static constexpr int64_t MR = 6, NR = 16, MC = 144, NC = 2048, SKINNY_ROWS = 4;
     static constexpr bool kPacksRowsOfA = false;  // gemm_driver.h's element loop packs A
     static void pack_a_rows(T*, const T*, int64_t, int64_t) {}
+    static constexpr bool kPacksBfloat16Pairs = false;
 
     static void micro_tile(int64_t kc, const T* a_panel, const T* b_panel, T* c, int64_t ldc,
                            bool load_c) {
@@ -142,7 +143,8 @@ template double* shared_b_scratch<double>(int64_t);
 
 namespace {
 
-constexpr const char* kIsaNames[] = {"portable", "avx2", "avx512"};
+constexpr const char* kIsaNames[] = {"portable", "avx2", "avx512", "avx512_bf16"};
+constexpr int kIsaCount = 4;
 
 bool cpu_has(Isa isa) {
     __builtin_cpu_init();
@@ -153,11 +155,13 @@ bool cpu_has(Isa isa) {
             return cpu_has(Isa::avx2) && __builtin_cpu_supports("avx512f") &&
                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512dq");
+        case Isa::avx512_bf16: return cpu_has(Isa::avx512) && __builtin_cpu_supports("avx512bf16");
     }
     return false;
 }
 
 Isa widest_isa() {
+    if (cpu_has(Isa::avx512_bf16)) return Isa::avx512_bf16;
     if (cpu_has(Isa::avx512)) return Isa::avx512;
     return cpu_has(Isa::avx2) ? Isa::avx2 : Isa::portable;
 }
@@ -170,6 +174,7 @@ const gemm_detail::GemmPaths<T>& active_paths();
 template <>
 const gemm_detail::GemmPaths<float>& active_paths<float>() {
     switch (gemm_detail::active_isa()) {
+        case Isa::avx512_bf16:
         case Isa::avx512: return gemm_detail::avx512_paths_float();
         case Isa::avx2: return gemm_detail::avx2_paths_float();
         default: return gemm_detail::portable_paths_float();
@@ -178,6 +183,7 @@ const gemm_detail::GemmPaths<float>& active_paths<float>() {
 template <>
 const gemm_detail::GemmPaths<double>& active_paths<double>() {
     switch (gemm_detail::active_isa()) {
+        case Isa::avx512_bf16:
         case Isa::avx512: return gemm_detail::avx512_paths_double();
         case Isa::avx2: return gemm_detail::avx2_paths_double();
         default: return gemm_detail::portable_paths_double();
@@ -194,6 +200,28 @@ GemmPath choose_path(int64_t M, int64_t N, bool transpose_b) {
     return GemmPath::packed;
 }
 
+// A product without multiplications (M or K zero) still owes the column sums of b -- with
+// M == 0 they are the bias gradient of a layer without inputs (dW is (0, N), db is not
+// empty) -- and, with K == 0, c = 0 (or c unchanged) and its epilogue. False otherwise.
+template <typename T>
+bool finished_without_products(const Operands<T>& p) {
+    if (p.M > 0 && p.K > 0) return false;
+    gemm_detail::sum_b_columns(p);
+    if (p.M <= 0) return true;
+    if (!p.accumulate) std::memset(p.c, 0, sizeof(T) * static_cast<size_t>(p.M * p.N));
+    gemm_detail::finish_block(p, 0, 0, p.M, p.N);
+    return true;
+}
+
+template <typename T>
+void run_path(const gemm_detail::GemmPaths<T>& paths, const Operands<T>& p, int threads) {
+    switch (choose_path(p.M, p.N, p.transpose_b)) {
+        case GemmPath::row: return paths.row(p, threads);
+        case GemmPath::skinny: return paths.skinny(p, threads);
+        case GemmPath::packed: return paths.packed(p, threads);
+    }
+}
+
 }  // namespace
 
 Isa gemm_detail::active_isa() { return static_cast<Isa>(g_isa.load(std::memory_order_relaxed)); }
@@ -203,9 +231,13 @@ const char* gemm_kernel_name() { return kIsaNames[static_cast<int>(gemm_detail::
 const char* widest_cpu_isa_name() { return kIsaNames[static_cast<int>(g_widest_isa)]; }
 
 bool cpu_supports_isa(const std::string& name) {
-    for (int i = 0; i < 3; ++i)
+    for (int i = 0; i < kIsaCount; ++i)
         if (name == kIsaNames[i]) return cpu_has(static_cast<Isa>(i));
     return false;
+}
+
+bool is_isa_name(const std::string& name) {
+    return std::find(std::begin(kIsaNames), std::end(kIsaNames), name) != std::end(kIsaNames);
 }
 
 bool set_isa(const std::string& name) {
@@ -213,7 +245,7 @@ bool set_isa(const std::string& name) {
         g_isa.store(static_cast<int>(g_widest_isa));
         return true;
     }
-    for (int i = 0; i < 3; ++i)
+    for (int i = 0; i < kIsaCount; ++i)
         if (name == kIsaNames[i]) {
             if (!cpu_has(static_cast<Isa>(i))) return false;
             g_isa.store(i);
@@ -229,28 +261,134 @@ void gemm_fused(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, b
                 bool transpose_b, bool accumulate, const GemmEpilogue<T>& epilogue) {
     if (N <= 0) return;
     const Operands<T> p{c, a, b, M, N, K, transpose_a, transpose_b, accumulate, epilogue};
-    if (M <= 0 || K <= 0) {
-        // Nothing to multiply, but the column sums of b are still owed: with M == 0 they are
-        // the bias gradient of a layer without inputs (dW is (0, N), db is not empty).
-        gemm_detail::sum_b_columns(p);
-        if (M <= 0) return;
-        if (!accumulate) std::memset(c, 0, sizeof(T) * static_cast<size_t>(M * N));
-        gemm_detail::finish_block(p, 0, 0, M, N);
-        return;
-    }
-    const gemm_detail::GemmPaths<T>& paths = active_paths<T>();
-    const int threads = threads_for(static_cast<double>(M) * N * K);
-    switch (choose_path(M, N, transpose_b)) {
-        case GemmPath::row: return paths.row(p, threads);
-        case GemmPath::skinny: return paths.skinny(p, threads);
-        case GemmPath::packed: return paths.packed(p, threads);
-    }
+    if (finished_without_products(p)) return;
+    run_path(active_paths<T>(), p, threads_for(static_cast<double>(M) * N * K));
 }
 
 template <typename T>
 void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool transpose_a,
           bool transpose_b, bool accumulate) {
     gemm_fused(c, a, b, M, N, K, transpose_a, transpose_b, accumulate, GemmEpilogue<T>{});
+}
+
+// ---------------------------------------------------------------------------------------
+// bfloat16 operands. On CPUs with AVX512_BF16 the packed path converts while packing and
+// multiplies with VDPBF16PS (gemm_avx512_bf16.cpp). Every other case -- the skinny and row
+// paths, other CPUs -- is emulated: the float32 kernels multiply the operands rounded, with
+// their k in the canonical pair order (odd k first, a zero k = K when K is odd) and the pair
+// blocking; the packed path rounds while packing, the skinny and row paths get rounded
+// copies. A product of two bfloat16 values is
+// exact in float32, so each FMA (or the portable multiply then add) is the instruction's
+// rounded add: the same bits, denormals apart (the instruction flushes them to zero).
+// ---------------------------------------------------------------------------------------
+
+namespace {
+
+thread_local gemm_detail::ScratchBuffer t_rounded_a, t_rounded_b;
+
+// The position in the pair order of k: the odd k of each pair comes first.
+inline int64_t pair_order(int64_t k) { return k ^ 1; }
+
+// out[0, 2 * pairs) = bfloat16 of x[pair_order(k) * stride], k < 2 * pairs, 0 past `count`.
+void round_line_in_pair_order(float* out, const float* x, int64_t stride, int64_t count, int64_t pairs) {
+    const int64_t whole = count / 2;
+    if (stride == 1) {
+        for (int64_t q = 0; q < whole; ++q) {
+            out[2 * q] = gemm_detail::round_to_bfloat16(x[2 * q + 1]);
+            out[2 * q + 1] = gemm_detail::round_to_bfloat16(x[2 * q]);
+        }
+    } else {
+        for (int64_t q = 0; q < whole; ++q) {
+            out[2 * q] = gemm_detail::round_to_bfloat16(x[(2 * q + 1) * stride]);
+            out[2 * q + 1] = gemm_detail::round_to_bfloat16(x[2 * q * stride]);
+        }
+    }
+    if (whole < pairs) {  // an odd count: its last k pairs with a zero, which comes first
+        out[2 * whole] = 0.0f;
+        out[2 * whole + 1] = gemm_detail::round_to_bfloat16(x[2 * whole * stride]);
+    }
+}
+
+// out[i, k] = bfloat16(op(a)[i, pair_order(k)]), 0 past K.  out is (M, K2), K2 = K rounded up
+// to even.
+void round_a_in_pair_order(float* out, const Operands<float>& p, int64_t K2, int threads) {
+#pragma omp parallel for num_threads(threads) if (threads > 1)
+    for (int64_t i = 0; i < p.M; ++i) {
+        const float* row = p.transpose_a ? p.a + i : p.a + i * p.K;
+        round_line_in_pair_order(out + i * K2, row, p.transpose_a ? p.M : 1, p.K, K2 / 2);
+    }
+}
+
+// out[k, j] = bfloat16(op(b)[pair_order(k), j]), 0 past K.  out is (K2, N).
+void round_b_in_pair_order(float* out, const Operands<float>& p, int64_t K2, int threads) {
+#pragma omp parallel for num_threads(threads) if (threads > 1)
+    for (int64_t k = 0; k < K2; ++k) {
+        const int64_t source = pair_order(k);
+        float* out_row = out + k * p.N;
+        if (source >= p.K) {
+            std::fill(out_row, out_row + p.N, 0.0f);
+        } else if (p.transpose_b) {
+            for (int64_t j = 0; j < p.N; ++j) out_row[j] = gemm_detail::round_to_bfloat16(p.b[j * p.K + source]);
+        } else {
+            const float* row = p.b + source * p.N;
+            for (int64_t j = 0; j < p.N; ++j) out_row[j] = gemm_detail::round_to_bfloat16(row[j]);
+        }
+    }
+}
+
+// p (b raw, or in pairs when b_in_pairs) through the float32 kernels: the packed path
+// rounds while packing; the skinny and row paths, which read their operands in place, get
+// rounded copies in pair order.
+void emulated_gemm_bfloat16(const Operands<float>& p, bool b_in_pairs, int threads) {
+    const Operands<float> packed{p.c, p.a, p.b, p.M, p.N, p.K, p.transpose_a, p.transpose_b, p.accumulate,
+                                 p.epilogue, true, false, b_in_pairs};
+    if (choose_path(p.M, p.N, p.transpose_b) == GemmPath::packed)
+        return active_paths<float>().packed(packed, threads);
+    const int64_t K2 = p.K + (p.K & 1);
+    float* a = t_rounded_a.get<float>(p.M * K2);
+    float* b = b_in_pairs ? nullptr : t_rounded_b.get<float>(K2 * p.N);
+    if (!a || (!b_in_pairs && !b)) throw std::bad_alloc();
+    round_a_in_pair_order(a, p, K2, threads_for(static_cast<double>(K2) * p.M));
+    if (!b_in_pairs) round_b_in_pair_order(b, p, K2, threads_for(static_cast<double>(K2) * p.N));
+    const Operands<float> rounded{p.c, a, b_in_pairs ? p.b : b, p.M, p.N, K2, false, false, p.accumulate,
+                                  p.epilogue, true, true, true};
+    run_path(active_paths<float>(), rounded, threads);
+}
+
+}  // namespace
+
+bool native_bfloat16() { return gemm_detail::active_isa() == Isa::avx512_bf16; }
+
+void gemm_bfloat16(float* c, const float* a, const float* b, int64_t M, int64_t N, int64_t K,
+                   bool transpose_a, bool transpose_b, bool accumulate,
+                   const GemmEpilogue<float>& epilogue) {
+    if (N <= 0) return;
+    const Operands<float> p{c, a, b, M, N, K, transpose_a, transpose_b, accumulate, epilogue};
+    if (finished_without_products(p)) return;
+    // The column sums of b are of its float32 values, as gemm_fused's.
+    gemm_detail::sum_b_columns(p);
+    GemmEpilogue<float> rest = epilogue;
+    rest.b_column_sums = nullptr;
+    const Operands<float> q{c, a, b, M, N, K, transpose_a, transpose_b, accumulate, rest, true};
+    const int threads = threads_for(static_cast<double>(M) * N * K);
+    if (native_bfloat16() && choose_path(M, N, transpose_b) == GemmPath::packed)
+        return gemm_detail::avx512_bf16_packed_gemm(q, threads);
+    emulated_gemm_bfloat16(q, /*b_in_pairs=*/false, threads);
+}
+
+void round_bfloat16_operand_b(float* out, const float* b, int64_t K, int64_t N, bool transpose_b) {
+    const GemmEpilogue<float> none;
+    const Operands<float> p{nullptr, nullptr, b, 0, N, K, false, transpose_b, false, none, true};
+    round_b_in_pair_order(out, p, K + (K & 1), threads_for(static_cast<double>(K) * N));
+}
+
+void gemm_bfloat16_prepared_b(float* c, const float* a, const float* b_prepared, int64_t M, int64_t N,
+                              int64_t K, bool transpose_a, bool accumulate,
+                              const GemmEpilogue<float>& epilogue) {
+    if (N <= 0) return;
+    const Operands<float> p{c, a, b_prepared, M, N, K, transpose_a, false, accumulate, epilogue, true};
+    if (finished_without_products(p)) return;
+    emulated_gemm_bfloat16(p, /*b_in_pairs=*/true, threads_for(static_cast<double>(M) * N * K));
 }
 
 template void gemm<float>(float*, const float*, const float*, int64_t, int64_t, int64_t, bool,

@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 
+#include "avx512_transpose.h"
 #include "gemm_driver.h"
 #include "gemm_internal.h"
 #include "gemm_simd.h"
@@ -67,46 +68,47 @@ struct Zmm<double> {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-// Transposes 4 groups of 4 rows: g[4j + m] holds, in 128-bit lane L, columns 4L + m of rows
-// 4j .. 4j + 3 (the layout two rounds of unpacks leave). Writes column c of the 16 rows to
-// out + c * 16, for c < 16.
-inline void store_columns_of_lane_groups(float* out, const __m512 (&g)[16]) {
-    for (int m = 0; m < 4; ++m) {
-        // 0x88 takes lanes 0, 2 of each operand; 0xdd lanes 1, 3.
-        const __m512 even_low = _mm512_shuffle_f32x4(g[m], g[4 + m], 0x88);
-        const __m512 odd_low = _mm512_shuffle_f32x4(g[m], g[4 + m], 0xdd);
-        const __m512 even_high = _mm512_shuffle_f32x4(g[8 + m], g[12 + m], 0x88);
-        const __m512 odd_high = _mm512_shuffle_f32x4(g[8 + m], g[12 + m], 0xdd);
-        _mm512_store_ps(out + (m + 0) * 16, _mm512_shuffle_f32x4(even_low, even_high, 0x88));
-        _mm512_store_ps(out + (m + 8) * 16, _mm512_shuffle_f32x4(even_low, even_high, 0xdd));
-        _mm512_store_ps(out + (m + 4) * 16, _mm512_shuffle_f32x4(odd_low, odd_high, 0x88));
-        _mm512_store_ps(out + (m + 12) * 16, _mm512_shuffle_f32x4(odd_low, odd_high, 0xdd));
-    }
+// Each lane rounded to bfloat16 as round_to_bfloat16 does it (gemm_internal.h).
+inline __m512 round_lanes_to_bfloat16(__m512 x) {
+    const __m512i bits = _mm512_castps_si512(x);
+    const __m512i low_bit = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    const __m512i keep = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+    __m512i rounded = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), low_bit), keep);
+    const __m512i magnitude = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(magnitude, _mm512_set1_epi32(0x7f800000));
+    const __mmask16 denormal_or_zero =
+        _mm512_cmpeq_epi32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7f800000)), _mm512_setzero_si512());
+    rounded = _mm512_mask_mov_epi32(rounded, nan, _mm512_and_si512(_mm512_or_si512(bits, _mm512_set1_epi32(0x00400000)), keep));
+    rounded = _mm512_mask_mov_epi32(rounded, denormal_or_zero,
+                                    _mm512_and_si512(bits, _mm512_set1_epi32(static_cast<int>(0x80000000u))));
+    return _mm512_castsi512_ps(rounded);
 }
 
 struct Float32Kernels : SimdKernels<float, Zmm<float>, 16, 16, 192, 2048> {
     static constexpr bool kPacksRowsOfA = true;
+    // dst[k * 16 + i] = bfloat16(src[i * lda + (k ^ 1)]) for i < 16, k < kc + kc % 2, zero
+    // where k ^ 1 >= kc (a bfloat16 product's float panel, gemm_driver.h).  dst is
+    // (kc + kc % 2, 16), 64-byte aligned; src is 16 rows of A, row stride lda.
+    static void pack_a_rows_in_pair_order(float* dst, const float* src, int64_t lda, int64_t kc) {
+        int64_t k = 0;
+        for (; k + 16 <= kc; k += 16) {
+            __m512 rows[16];
+            for (int i = 0; i < 16; ++i)  // 0xb1 swaps the two floats of each pair
+                rows[i] = _mm512_permute_ps(round_lanes_to_bfloat16(_mm512_loadu_ps(src + i * lda + k)), 0xb1);
+            transpose_16x16_store(dst + k * 16, rows, 16);
+        }
+        for (; k < kc + (kc & 1); ++k)
+            for (int i = 0; i < 16; ++i)
+                dst[k * 16 + i] = (k ^ 1) < kc ? round_to_bfloat16(src[i * lda + (k ^ 1)]) : 0.0f;
+    }
     // dst[k * 16 + i] = src[i * lda + k] for i < 16, k < kc.  dst is (kc, 16), 64-byte
     // aligned; src is 16 rows of A, row stride lda.
     static void pack_a_rows(float* dst, const float* src, int64_t lda, int64_t kc) {
         int64_t k = 0;
         for (; k + 16 <= kc; k += 16) {
-            __m512 rows[16], pairs[16], quads[16];
+            __m512 rows[16];
             for (int i = 0; i < 16; ++i) rows[i] = _mm512_loadu_ps(src + i * lda + k);
-            for (int j = 0; j < 8; ++j) {  // 32-bit interleave of rows 2j, 2j + 1
-                pairs[2 * j] = _mm512_unpacklo_ps(rows[2 * j], rows[2 * j + 1]);
-                pairs[2 * j + 1] = _mm512_unpackhi_ps(rows[2 * j], rows[2 * j + 1]);
-            }
-            for (int j = 0; j < 4; ++j) {  // 64-bit interleave: rows 4j .. 4j + 3 together
-                const __m512d low = _mm512_castps_pd(pairs[4 * j]), high = _mm512_castps_pd(pairs[4 * j + 1]);
-                const __m512d low2 = _mm512_castps_pd(pairs[4 * j + 2]), high2 = _mm512_castps_pd(pairs[4 * j + 3]);
-                quads[4 * j + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(low, low2));
-                quads[4 * j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(low, low2));
-                quads[4 * j + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(high, high2));
-                quads[4 * j + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(high, high2));
-            }
-            // quads[4j + m] lane L: columns 4L + m of rows 4j .. 4j + 3.
-            store_columns_of_lane_groups(dst + k * 16, quads);
+            transpose_16x16_store(dst + k * 16, rows, 16);
         }
         for (; k < kc; ++k)
             for (int i = 0; i < 16; ++i) dst[k * 16 + i] = src[i * lda + k];

@@ -5,6 +5,14 @@
 //
 // A kernel set `Kernels` provides, for one T:
 //   MR, NR, MC, NC      register tile and cache blocks of the packed path (MC % MR == 0)
+//   kPacksBfloat16Pairs whether its packed path takes bfloat16 operands (Operands::
+//                       bfloat16_pairs) packed by pack_a_pairs / pack_b_pairs, the pack_*
+//                       slivers' contracts with each k pair of a sliver as one 32-bit word
+//                       per row (column) holding two bfloat16, the even k in the low half,
+//                       and micro_tile reading such panels; the other kernels take float
+//                       operands already rounded (gemm.cpp)
+//   (kPacksRowsOfA: pack_a_rows, and pack_a_rows_in_pair_order for a bfloat16 product's
+//                       float panels, full MR-row slivers of a non-transposed A)
 //   SKINNY_ROWS         rows of c per skinny tile
 //   micro_tile(kc, a_panel, b_panel, c, ldc, load_c)
 //       c[MR, NR] = (load_c ? c : 0) + sum over k < kc of a_panel[k, :]^T b_panel[k, :]
@@ -28,6 +36,7 @@
 #include <algorithm>
 #include <atomic>
 #include <new>
+#include <type_traits>
 
 #include "activation_math.h"
 #include "gemm_internal.h"
@@ -77,10 +86,55 @@ void sum_b_columns(const Operands<T>& p) {
 // an edge. The transposes are absorbed here: only the read pattern changes.
 // ---------------------------------------------------------------------------------------
 
+// The k a float panel of a bfloat16 product holds: kc rounded up to a whole pair.
+template <typename T, typename Kernels>
+int64_t panel_depth(const Operands<T>& p, int64_t kc) {
+    return p.bfloat16_pairs && !Kernels::kPacksBfloat16Pairs ? kc + (kc & 1) : kc;
+}
+
+// Float panels of a bfloat16 product, from an operand not in pairs: element (x, k) of the
+// sliver is element(x, k0 + (k ^ 1)) rounded to bfloat16 (the odd k of each pair first),
+// zero for x >= lines or k0 + (k ^ 1) past the block's kc.  dst is (kc + kc % 2, width).
+// k_contiguous: the operand's k are adjacent in memory, so each line is read in k order.
+template <typename T, typename Element>
+void pack_rounded_in_pair_order(T* dst, int64_t width, int64_t lines, int64_t k0, int64_t kc,
+                                bool k_contiguous, Element element) {
+    if constexpr (std::is_same_v<T, float>) {
+        const int64_t depth = kc + (kc & 1);
+        if (k_contiguous) {
+            for (int64_t x = 0; x < width; ++x)
+                for (int64_t k = 0; k < depth; ++k) {
+                    const int64_t source = k ^ 1;
+                    dst[k * width + x] = x < lines && source < kc ? round_to_bfloat16(element(x, k0 + source)) : T(0);
+                }
+            return;
+        }
+        for (int64_t k = 0; k < depth; ++k) {  // plain loops over x, which vectorise
+            const int64_t source = k ^ 1;
+            T* out = dst + k * width;
+            const int64_t valid = source < kc ? lines : 0;
+            for (int64_t x = 0; x < valid; ++x) out[x] = round_to_bfloat16(element(x, k0 + source));
+            for (int64_t x = valid; x < width; ++x) out[x] = T(0);
+        }
+    }
+}
+
 template <typename T, typename Kernels>
 void pack_a_sliver(T* dst, const Operands<T>& p, int64_t i0, int64_t k0, int64_t kc) {
     constexpr int64_t MR = Kernels::MR;
     const int64_t rows = std::min(MR, p.M - i0);
+    if constexpr (Kernels::kPacksBfloat16Pairs) return Kernels::pack_a_pairs(dst, p, i0, k0, kc);
+    if (p.bfloat16_pairs && !p.a_in_pairs) {
+        if constexpr (std::is_same_v<T, float> && Kernels::kPacksRowsOfA) {
+            if (!p.transpose_a && rows == MR)
+                return Kernels::pack_a_rows_in_pair_order(dst, p.a + i0 * p.K + k0, p.K, kc);
+        }
+        if (p.transpose_a)
+            return pack_rounded_in_pair_order(dst, MR, rows, k0, kc, false,
+                                              [&](int64_t i, int64_t k) { return p.a[k * p.M + i0 + i]; });
+        return pack_rounded_in_pair_order(dst, MR, rows, k0, kc, true,
+                                          [&](int64_t i, int64_t k) { return p.a[(i0 + i) * p.K + k]; });
+    }
     if constexpr (Kernels::kPacksRowsOfA) {
         if (!p.transpose_a && rows == MR) return Kernels::pack_a_rows(dst, p.a + i0 * p.K + k0, p.K, kc);
     }
@@ -103,9 +157,19 @@ void pack_a_sliver(T* dst, const Operands<T>& p, int64_t i0, int64_t k0, int64_t
 
 // Also adds the sliver's columns to sums[0, cols) in k order when sums is not null (the
 // first K block starts them at zero): the same order as sum_b_columns.
-template <typename T, int64_t NR>
+template <typename T, typename Kernels>
 void pack_b_sliver(T* dst, const Operands<T>& p, int64_t j0, int64_t k0, int64_t kc, T* sums) {
+    constexpr int64_t NR = Kernels::NR;
+    if constexpr (Kernels::kPacksBfloat16Pairs) return Kernels::pack_b_pairs(dst, p, j0, k0, kc);
     const int64_t cols = std::min(NR, p.N - j0);
+    if (p.bfloat16_pairs && !p.b_in_pairs) {
+        if (p.transpose_b)
+            return pack_rounded_in_pair_order(dst, NR, cols, k0, kc, true,
+                                              [&](int64_t j, int64_t k) { return p.b[(j0 + j) * p.K + k]; });
+        return pack_rounded_in_pair_order(dst, NR, cols, k0, kc, false,
+                                          [&](int64_t j, int64_t k) { return p.b[k * p.N + j0 + j]; });
+    }
+    kc = panel_depth<T, Kernels>(p, kc);  // b in pairs: its rows hold the pair order already
     if (sums && k0 == 0) std::fill(sums, sums + cols, T(0));
     if (p.transpose_b) {  // b is (N, K): gather one element from each of NR rows per k
         for (int64_t j = 0; j < cols; ++j) {
@@ -191,7 +255,7 @@ template <typename T, typename Kernels>
 void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, int threads,
                         std::atomic<bool>& out_of_memory) {
     constexpr int64_t MR = Kernels::MR, NR = Kernels::NR, MC = Kernels::MC, NC = Kernels::NC;
-    const KBlocking kb(p.K);
+    const KBlocking kb = p.blocking();
     const int64_t row_tiles = ceil_div(p.M, MR);
     const TeamGrid grid = team_grid(p.M, p.N, row_tiles, threads);
     const int row_part = thread % grid.row_parts, col_part = thread / grid.row_parts;
@@ -220,11 +284,12 @@ void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, 
         const bool shares_panel = grid.row_parts > 1;
         for (int64_t block = 0; block < kb.count; ++block) {
             const int64_t k0 = block * kb.size, kc = std::min(kb.size, p.K - k0);
+            const int64_t depth = panel_depth<T, Kernels>(p, kc);
             const bool load_c = p.accumulate || block > 0;
             T* b_panel = b_panels[panels_packed++ % 2];
             for (int64_t s = my_pack.begin; s < my_pack.end; ++s) {
                 const int64_t j = j0 + s * NR;
-                pack_b_sliver<T, NR>(b_panel + s * sliver_stride, p, j, k0, kc, sums ? sums + j : nullptr);
+                pack_b_sliver<T, Kernels>(b_panel + s * sliver_stride, p, j, k0, kc, sums ? sums + j : nullptr);
             }
             if (shares_panel) {
 #pragma omp barrier
@@ -232,9 +297,9 @@ void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, 
             for (int64_t i0 = my_i0; a_block && i0 < my_i1; i0 += MC) {
                 const int64_t mc = std::min(MC, my_i1 - i0);
                 for (int64_t r = 0; r * MR < mc; ++r)
-                    pack_a_sliver<T, Kernels>(a_block + r * MR * kc, p, i0 + r * MR, k0, kc);
+                    pack_a_sliver<T, Kernels>(a_block + r * MR * depth, p, i0 + r * MR, k0, kc);
                 macro_kernel<T, Kernels>(p, a_block, b_panel, sliver_stride, i0, mc, j0, my_slivers.begin,
-                                         my_slivers.end, kc, load_c, block == kb.count - 1);
+                                         my_slivers.end, depth, load_c, block == kb.count - 1);
             }
         }
     }
@@ -243,7 +308,7 @@ void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, 
 template <typename T, typename Kernels>
 void packed_gemm(const Operands<T>& p, int threads) {
     constexpr int64_t NR = Kernels::NR, NC = Kernels::NC;
-    const KBlocking kb(p.K);
+    const KBlocking kb = p.blocking();
     const int64_t panel_size = kb.size * ceil_div(std::min(NC, p.N), NR) * NR;
     // Panels start on 64-byte boundaries (the micro-kernel's aligned loads of B).
     const int64_t stride = (panel_size * static_cast<int64_t>(sizeof(T)) + 63) / 64 * 64 /
@@ -279,7 +344,7 @@ void skinny_gemm(const Operands<T>& p, int threads) {
         for (int64_t j = p.N; j < SC; ++j) out[j] = 0;
     }
     const int64_t a_row_stride = p.transpose_a ? 1 : p.K, a_k_stride = p.transpose_a ? p.M : 1;
-    const KBlocking kb(p.K);
+    const KBlocking kb = p.blocking();
     const int64_t tiles = ceil_div(p.M, SR);
     auto run = [&](int thread, int team) {
         const Range mine = split(tiles, thread, team);
@@ -311,7 +376,7 @@ void row_gemm(const Operands<T>& p, int threads) {
     // Column shares in multiples of 64 so every thread's register chunks stay whole.
     constexpr int64_t QUANTUM = 64;
     const int64_t quanta = ceil_div(p.N, QUANTUM);
-    const KBlocking kb(p.K);
+    const KBlocking kb = p.blocking();
     auto run = [&](int thread, int team) {
         const Range share = split(quanta, thread, team);
         const int64_t j0 = share.begin * QUANTUM, j1 = std::min(p.N, share.end * QUANTUM);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "kernels.h"
 
@@ -20,17 +21,29 @@ namespace gemm_detail {
 // path or the machine -- so predict(X)[i] == predict(X[i:i+1]) bit for bit, and the AVX2
 // and AVX-512 kernels (both FMA) give the same bits. The portable kernels follow the same
 // order with a separate multiply and add (no FMA in the x86-64 baseline).
+//
+// With bfloat16 operands (gemm_bfloat16 in kernels.h) the order is the one VDPBF16PS
+// computes: k goes in pairs (2q, 2q + 1) -- a K that is odd gets a zero k = K --, the blocks
+// are ceil(pairs / 128) equal blocks of whole pairs, and within a pair the odd k is added
+// first: block_b = fma(a[i, 2q], b[2q, j], fma(a[i, 2q + 1], b[2q + 1, j], ...)). A product
+// of two bfloat16 values is exact in float32, so each fma equals the instruction's rounded
+// add (measured on an AVX512_BF16 Xeon); the emulated path (float32 FMA kernels over bfloat16-rounded
+// operands in that order) gives its bits, except where the instruction flushes denormals.
 // ---------------------------------------------------------------------------------------
 
 constexpr int64_t kCanonicalKC = 256;
 
 inline int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
 
-// ceil(K / 256) blocks of equal size (the last one shorter).
+// ceil(K / 256) blocks of equal size (the last one shorter); with bfloat16 operands
+// ceil(K / 2 / 128) blocks of equal, even size (the last one shorter, odd when K is).
 struct KBlocking {
     int64_t count, size;
-    explicit KBlocking(int64_t K)
-        : count(ceil_div(K, kCanonicalKC)), size(ceil_div(K, ceil_div(K, kCanonicalKC))) {}
+    explicit KBlocking(int64_t K, bool bfloat16_pairs = false) {
+        const int64_t items = bfloat16_pairs ? ceil_div(K, 2) : K, per_item = bfloat16_pairs ? 2 : 1;
+        count = ceil_div(items, kCanonicalKC / per_item);
+        size = per_item * ceil_div(items, count);
+    }
 };
 
 // The half-open range [begin, end) of `count` items given to part `index` of `parts`.
@@ -51,7 +64,33 @@ struct Operands {
     int64_t M, N, K;
     bool transpose_a, transpose_b, accumulate;
     const GemmEpilogue<T>& epilogue;
+    // A product with bfloat16 operands (float only), summed in the pair order and blocking
+    // above. Kernels that pack pairs (kPacksBfloat16Pairs) round a and b while packing. For
+    // the others an operand "in pairs" is given already rounded, its k in pair order, with
+    // K + K % 2 of them (a not transposed: (M, K + K % 2); b: (K + K % 2, N)); one not in
+    // pairs is the float32 operand, which the packed path rounds and puts in pair order while
+    // packing. The skinny and row paths read operands in place: both must be in pairs.
+    bool bfloat16_pairs = false;
+    bool a_in_pairs = false, b_in_pairs = false;
+    KBlocking blocking() const { return KBlocking(K, bfloat16_pairs); }
 };
+
+// x rounded to the nearest bfloat16, ties to even, as VCVTNE2PS2BF16 does it: a float32
+// denormal becomes a zero of its sign, a NaN stays a (quiet) NaN. Returned as the float32
+// of the same value (the low 16 bits zero).
+inline float round_to_bfloat16(float x) {
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    // Branch-free (selects), so that the loops rounding whole operands vectorise.
+    const uint32_t nearest = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+    const uint32_t quiet_nan = (bits | 0x00400000u) & 0xffff0000u;
+    const uint32_t signed_zero = bits & 0x80000000u;
+    const bool nan = (bits & 0x7fffffffu) > 0x7f800000u, denormal_or_zero = (bits & 0x7f800000u) == 0;
+    bits = nan ? quiet_nan : denormal_or_zero ? signed_zero : nearest;
+    float rounded;
+    std::memcpy(&rounded, &bits, sizeof rounded);
+    return rounded;
+}
 
 // Per-thread scratch, 64-byte aligned, grown on demand and kept for the next call (fresh
 // pages would cost a page fault per 4 KiB every call). Each OpenMP thread runs one region
@@ -72,7 +111,8 @@ struct GemmPaths {
 // Widest c the skinny path takes (the 10-wide output layer, a 1-output regressor).
 constexpr int64_t kSkinnyColumns = 16;
 
-enum class Isa : int { portable = 0, avx2 = 1, avx512 = 2 };
+// avx512_bf16: the AVX-512 kernels, and VDPBF16PS for gemm_bfloat16's packed path.
+enum class Isa : int { portable = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3 };
 
 // Defined in gemm.cpp, gemm_avx2.cpp (-mavx2 -mfma) and gemm_avx512.cpp (-mavx512f ...):
 // call the last two only when the CPU has those instructions.
@@ -82,6 +122,9 @@ const GemmPaths<float>& avx2_paths_float();
 const GemmPaths<double>& avx2_paths_double();
 const GemmPaths<float>& avx512_paths_float();
 const GemmPaths<double>& avx512_paths_double();
+// The packed path over bfloat16 operands (p.bfloat16_pairs) with VDPBF16PS, in
+// gemm_avx512_bf16.cpp (-mavx512bf16 ...): only when the CPU has AVX512_BF16.
+void avx512_bf16_packed_gemm(const Operands<float>& p, int threads);
 
 // Single-thread fp32 FMA throughput of a register-only loop run for about `seconds`, in
 // GFLOP/s (2 flops per lane per FMA): 8 lanes (AVX2) and 16 lanes (AVX-512).

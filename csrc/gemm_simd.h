@@ -31,6 +31,7 @@ struct SimdKernels {
     // (pack_a_rows, through registers); otherwise gemm_driver.h's element loop does.
     static constexpr bool kPacksRowsOfA = false;
     static void pack_a_rows(T*, const T*, int64_t, int64_t) {}
+    static constexpr bool kPacksBfloat16Pairs = false;
 
     // ---- packed micro-kernel: MR broadcasts of A and NR / W loads of B per k ----
     static void micro_tile(int64_t kc, const T* a_panel, const T* b_panel, T* c, int64_t ldc,

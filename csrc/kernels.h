@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <type_traits>
 
 namespace fastmlp {
 
@@ -121,7 +122,8 @@ template <typename T>
 void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool transpose_a,
           bool transpose_b, bool accumulate);
 
-// The instruction set gemm and the optimizer loops use: "portable", "avx2" or "avx512".
+// The instruction set gemm and the optimizer loops use: "portable", "avx2", "avx512" or
+// "avx512_bf16" (the AVX-512 kernels, plus VDPBF16PS for gemm_bfloat16).
 // Chosen at load as the widest the CPU has; set_isa(name) forces one ("" or "auto": the
 // widest again) and returns false, changing nothing, for an unknown name or one the CPU
 // lacks. The AVX2 and AVX-512 kernels give the same bits (the canonical order of
@@ -130,6 +132,7 @@ void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool tr
 const char* gemm_kernel_name();
 const char* widest_cpu_isa_name();
 bool cpu_supports_isa(const std::string& name);
+bool is_isa_name(const std::string& name);
 bool set_isa(const std::string& name);
 void force_portable_gemm(bool force);
 
@@ -201,6 +204,48 @@ struct GemmEpilogue {
 template <typename T>
 void gemm_fused(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool transpose_a,
                 bool transpose_b, bool accumulate, const GemmEpilogue<T>& epilogue);
+
+// gemm_fused with bfloat16 operands (float32 only): every element of op(a) and op(b) is
+// rounded to the nearest bfloat16 (ties to even; a float32 denormal to zero, as
+// VCVTNE2PS2BF16), their products are summed in float32 in the canonical pair order
+// (gemm_internal.h: k in pairs, the odd one first, ceil(K / 256) blocks of whole pairs) --
+// VDPBF16PS's arithmetic -- then the epilogue as gemm_fused's. b_column_sums sums the float32
+// op(b), not its rounding. Bits independent of M, the thread count and the path; the same
+// on every ISA except where a sum or product is a float32 denormal (VDPBF16PS, on CPUs with
+// AVX512_BF16, flushes those to zero; the emulation elsewhere keeps them).
+void gemm_bfloat16(float* c, const float* a, const float* b, int64_t M, int64_t N, int64_t K,
+                   bool transpose_a, bool transpose_b, bool accumulate,
+                   const GemmEpilogue<float>& epilogue);
+// The b operand of gemm_bfloat16 prepared once for many products (a model's weights for its
+// predictions): op(b) rounded to bfloat16 as gemm_bfloat16 rounds it, stored as float32 with
+// its k in the canonical pair order (k ^ 1: the odd k of each pair first) and a zero row
+// k = K when K is odd.
+//   out is (K + K % 2, N); b is (K, N), or (N, K) when transpose_b
+void round_bfloat16_operand_b(float* out, const float* b, int64_t K, int64_t N, bool transpose_b);
+// gemm_bfloat16(c, a, b, ..., transpose_b = false, ...) with b given as
+// round_bfloat16_operand_b prepared it: the bits of gemm_bfloat16's emulation (those of
+// VDPBF16PS but for denormals). The epilogue must not ask for b_column_sums.
+//   b_prepared is (K + K % 2, N)
+void gemm_bfloat16_prepared_b(float* c, const float* a, const float* b_prepared, int64_t M, int64_t N,
+                              int64_t K, bool transpose_a, bool accumulate,
+                              const GemmEpilogue<float>& epilogue);
+
+// gemm_bfloat16 when bfloat16_operands, else gemm_fused: a float model's compute dtype
+// (network.h). Float only with bfloat16_operands (a double model never has it).
+template <typename T>
+void gemm_fused_in(bool bfloat16_operands, T* c, const T* a, const T* b, int64_t M, int64_t N,
+                   int64_t K, bool transpose_a, bool transpose_b, bool accumulate,
+                   const GemmEpilogue<T>& epilogue) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (bfloat16_operands)
+            return gemm_bfloat16(c, a, b, M, N, K, transpose_a, transpose_b, accumulate, epilogue);
+    }
+    gemm_fused(c, a, b, M, N, K, transpose_a, transpose_b, accumulate, epilogue);
+}
+
+// Whether gemm_bfloat16 runs VDPBF16PS (the CPU has AVX512_BF16 and the ISA in use is
+// avx512_bf16) rather than the emulation.
+bool native_bfloat16();
 
 // ---------------------------------------------------------------------------------------
 // Losses (losses.cpp). Every loss is a mean, as torch's default reduction; sums over the
@@ -330,9 +375,12 @@ int64_t csr_rows_to_dense(T* out, const T* data, const Index* indices, const int
 //   z is (B, OUT), the pre-activation; may be null unless act is gelu (see activation_backward)
 //   y is (B, OUT); may equal z when act is identity
 //   x is (B, IN); w is (IN, OUT); b is (OUT)
+// bfloat16_operands: x @ w as gemm_bfloat16 (float only); with bfloat16_weights, w as
+// round_bfloat16_operand_b prepared it ((IN + IN % 2, OUT)), read in place of w.
 template <typename T>
 void dense_forward(T* z, T* y, const T* x, const T* w, const T* b, int64_t B, int64_t IN,
-                   int64_t OUT, Activation act, T slope);
+                   int64_t OUT, Activation act, T slope, bool bfloat16_operands = false,
+                   const T* bfloat16_weights = nullptr);
 
 // Dense layer backward:
 //   dz = dy * act'(z)         written into dz (B, OUT); dz may alias dy

@@ -10,7 +10,8 @@ namespace fastmlp {
 
 template <typename T>
 void dense_forward(T* z, T* y, const T* x, const T* w, const T* b, int64_t B, int64_t IN,
-                   int64_t OUT, Activation act, T slope) {
+                   int64_t OUT, Activation act, T slope, bool bfloat16_operands,
+                   const T* bfloat16_weights) {
     // Bias and activation are applied to each tile of x @ w as the GEMM finishes it.
     GemmEpilogue<T> epilogue;
     epilogue.kind = GemmEpilogueKind::bias_activation;
@@ -18,7 +19,11 @@ void dense_forward(T* z, T* y, const T* x, const T* w, const T* b, int64_t B, in
     epilogue.slope = slope;
     epilogue.bias = b;
     epilogue.pre_activation = z != y ? z : nullptr;
-    gemm_fused(y, x, w, B, OUT, IN, false, false, false, epilogue);
+    if constexpr (std::is_same_v<T, float>) {
+        if (bfloat16_operands && bfloat16_weights)
+            return gemm_bfloat16_prepared_b(y, x, bfloat16_weights, B, OUT, IN, false, false, epilogue);
+    }
+    gemm_fused_in(bfloat16_operands, y, x, w, B, OUT, IN, false, false, false, epilogue);
 }
 
 template <typename T>
@@ -130,7 +135,7 @@ void batchnorm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* xhat, 
 
 #define FASTMLP_INSTANTIATE(T)                                                                 \
     template void dense_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t,      \
-                                   int64_t, Activation, T);                                     \
+                                   int64_t, Activation, T, bool, const T*);                     \
     template void dense_backward<T>(T*, T*, T*, T*, const T*, const T*, const T*, const T*,     \
                                     const T*, int64_t, int64_t, int64_t, Activation, T);        \
     template void dropout_forward<T>(T*, T*, const T*, int64_t, T, uint64_t, uint64_t);         \

@@ -192,10 +192,10 @@ const T* Network<T>::forward(const T* x, int64_t B, bool training, bool update_r
         if (s.gamma < 0) {
             // Only gelu's derivative reads the pre-activation; the others skip storing it.
             T* z = act == Activation::gelu ? z_[l].data() : nullptr;
-            dense_forward(z, y_[l].data(), input, w, b, B, s.fan_in, s.fan_out, act, slope);
+            dense_forward(z, y_[l].data(), input, w, b, B, s.fan_in, s.fan_out, act, slope, bfloat16_compute);
         } else {
             dense_forward<T>(nullptr, z_[l].data(), input, w, b, B, s.fan_in, s.fan_out,
-                             Activation::identity, slope);
+                             Activation::identity, slope, bfloat16_compute);
             batch_norm_forward_train(l, B, update_running_stats);
             activation_forward(y_[l].data(), normed_[l].data(), B * s.fan_out, act, slope);
         }
@@ -227,10 +227,11 @@ const T* Network<T>::forward_eval(const T* x, int64_t B, std::vector<std::vector
             // Only gelu's derivative reads the pre-activation (compute_gradients in evaluation
             // mode runs backward after this); the others skip storing it.
             T* pre_activation = act == Activation::gelu ? z[l].data() : nullptr;
-            dense_forward(pre_activation, y[l].data(), input, w, b, B, s.fan_in, s.fan_out, act, slope);
+            dense_forward(pre_activation, y[l].data(), input, w, b, B, s.fan_in, s.fan_out, act, slope,
+                          bfloat16_compute, bfloat16_weights(l));
         } else {
             dense_forward<T>(nullptr, z[l].data(), input, w, b, B, s.fan_in, s.fan_out,
-                             Activation::identity, slope);
+                             Activation::identity, slope, bfloat16_compute, bfloat16_weights(l));
             batchnorm_forward_eval(normed[l].data(), z[l].data(), params.data() + s.gamma,
                                    params.data() + s.beta, running_mean.data() + running_offsets_[l],
                                    running_var.data() + running_offsets_[l], B, s.fan_out, eps);
@@ -412,8 +413,8 @@ void Network<T>::backward(const T* x, int64_t B) {
         // dw = input^T dz, with db summed while dz is packed.
         GemmEpilogue<T> bias_gradient;
         bias_gradient.b_column_sums = grads.data() + s.bias;
-        gemm_fused(grads.data() + s.weight, input, dz, s.fan_in, s.fan_out, B,
-                   /*transpose_a=*/true, false, false, bias_gradient);
+        gemm_fused_in(bfloat16_compute, grads.data() + s.weight, input, dz, s.fan_in, s.fan_out, B,
+                      /*transpose_a=*/true, false, false, bias_gradient);
         if (l == 0) break;  // the first layer never needs its input's gradient
         // dx = dz w^T into whichever ping-pong buffer does not hold dz; when layer l - 1 is
         // plain, its activation derivative is applied to each tile as it is finished.
@@ -427,8 +428,8 @@ void Network<T>::backward(const T* x, int64_t B) {
             derivative.x = z_[l - 1].data();
             derivative.y = y_[l - 1].data();
         }
-        gemm_fused(dx, dz, params.data() + s.weight, B, s.fan_in, s.fan_out, false,
-                   /*transpose_b=*/true, false, derivative);
+        gemm_fused_in(bfloat16_compute, dx, dz, params.data() + s.weight, B, s.fan_in, s.fan_out, false,
+                      /*transpose_b=*/true, false, derivative);
         if (!fused) to_pre_activation_gradient(l - 1, dx, B);
         dz = dx;
     }
@@ -467,6 +468,7 @@ void Network<T>::update_range(int64_t begin, int64_t end, T weight_decay) {
 template <typename T>
 void Network<T>::optimizer_step(double decay_scale) {
     ++step;
+    weights_changed();
     const OptimizerOptions& o = options_.optimizer;
     const T wd = static_cast<T>(o.weight_decay * decay_scale);
     const int64_t n = static_cast<int64_t>(params.size());
@@ -867,6 +869,7 @@ PredictionProgress Network<T>::run_prediction_chunks(int64_t first, int64_t N, D
                                                      Compute compute) {
     PredictionProgress progress{first, -1};
     if (first >= N) return progress;
+    prepare_bfloat16_weights();
     const int64_t rows = N - first;
     int threads = num_threads();
     const int64_t chunk = prediction_chunk_rows(rows, threads);
@@ -918,6 +921,26 @@ PredictionProgress Network<T>::run_prediction_chunks(int64_t first, int64_t N, D
     progress.next = std::min(N, first + std::min(next_chunk.load(), chunks) * chunk);
     progress.bad_row = first_bad_row.load();
     return progress;
+}
+
+template <typename T>
+void Network<T>::prepare_bfloat16_weights() {
+    if constexpr (std::is_same_v<T, float>) {
+        if (!bfloat16_compute || bfloat16_weights_current_) return;
+        bfloat16_weights_.resize(layers_.size());
+        for (size_t l = 0; l < layers_.size(); ++l) {
+            const LayerSlices& s = layers_[l];
+            bfloat16_weights_[l].resize(static_cast<size_t>((s.fan_in + s.fan_in % 2) * s.fan_out));
+            round_bfloat16_operand_b(bfloat16_weights_[l].data(), params.data() + s.weight, s.fan_in, s.fan_out,
+                                     false);
+        }
+        bfloat16_weights_current_ = true;
+    }
+}
+
+template <typename T>
+const T* Network<T>::bfloat16_weights(int64_t l) const {
+    return bfloat16_compute && bfloat16_weights_current_ ? bfloat16_weights_[l].data() : nullptr;
 }
 
 template <typename T>
@@ -987,6 +1010,7 @@ PredictionProgress Network<T>::predict_labels(int64_t* labels, InputRows<T> X, i
 template <typename T>
 RunTotals Network<T>::evaluate(InputRows<T> X, Targets<T> targets, int64_t N) {
     ensure_workspace(std::min(N, eval_chunk_rows));
+    prepare_bfloat16_weights();
     const int64_t tw = target_width();
     RunTotals totals;
     for (int64_t start = 0; start < N; start += eval_chunk_rows) {

@@ -258,6 +258,17 @@ public:
     // single process's masks.
     uint64_t dropout_stream = 0;
 
+    // compute_dtype="bfloat16" (float models only; the bindings refuse it for double): every
+    // GEMM -- forward, the weight gradients and the input gradients -- is gemm_bfloat16,
+    // its operands rounded to bfloat16 as it packs them, its sums float32; parameters,
+    // gradients, optimizer state, activations, losses and every other sum stay T. May
+    // change between calls (a float32-trained model switched to bfloat16 prediction).
+    bool bfloat16_compute = false;
+    // Says that the parameters may have changed: the bfloat16 weights prepared for prediction
+    // are made again before the next one. Every writer of params outside an optimizer step
+    // (the bindings' assign and params view) calls it.
+    void weights_changed() { bfloat16_weights_current_ = false; }
+
     // Rows predict and evaluate compute at a time (a caller slicing a call in multiples of it
     // gets the same bits as one call).
     static constexpr int64_t eval_chunk_rows = 1024;
@@ -318,6 +329,11 @@ private:
         int64_t rows = 0;
     };
     void ensure_eval_buffers(int threads, int64_t rows);
+    // With bfloat16_compute: each W_l rounded and put in pair order once per change of the
+    // weights (round_bfloat16_operand_b), for the evaluation forwards that follow.
+    void prepare_bfloat16_weights();
+    // Layer l's prepared bfloat16 weights when they are current and in use, else null.
+    const T* bfloat16_weights(int64_t l) const;
     // Notes in `first` the first of rows [start, start + B) whose C outputs are not all
     // finite, unless an earlier row is noted already (chunks finish in any order).
     static void note_nonfinite_rows(std::atomic<int64_t>& first, const T* outputs, int64_t start, int64_t B,
@@ -399,6 +415,8 @@ private:
     int64_t last_step_rows_ = 0;
     bool training_forward_ = false;
     std::vector<EvalBuffers> eval_buffers_;  // one per prediction thread
+    std::vector<std::vector<T>> bfloat16_weights_;  // per layer, (fan_in + fan_in % 2, fan_out)
+    bool bfloat16_weights_current_ = false;
 };
 
 }  // namespace fastmlp

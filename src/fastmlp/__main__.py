@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
     train.add_argument("--threads", type=_positive_int, default=None, help="OpenMP threads")
     train.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    train.add_argument("--compute-dtype", default=None, choices=("float32", "float64", "bfloat16"),
+                       help="precision of the matrix products (default: --dtype); bfloat16 rounds their "
+                            "operands to bfloat16 and sums in float32, weights float32")
     train.add_argument("--dropout", type=float, default=0.0)
     train.add_argument("--batch-norm", action="store_true")
     train.add_argument("--seed", type=int, default=0)
@@ -94,10 +97,12 @@ def train(args: argparse.Namespace) -> int:
         optimizer = type(optimizer)(**dict(optimizer.options, lr=args.lr))
     sizes = [X.shape[1], *args.hidden, int(max(y.max(), y_test.max())) + 1]
     model = fastmlp.MLP(sizes, activation=args.activation, optimizer=optimizer, dtype=args.dtype,
-                        dropout=args.dropout, batch_norm=args.batch_norm, seed=args.seed)
+                        dropout=args.dropout, batch_norm=args.batch_norm, seed=args.seed,
+                        compute_dtype=args.compute_dtype)
     print(f"data: {description}")
     print(f"model: {'-'.join(map(str, sizes))} {args.activation}, softmax cross-entropy, "
-          f"{optimizer!r}, batch {args.batch_size}, {args.dtype}, "
+          f"{optimizer!r}, batch {args.batch_size}, {args.dtype}"
+          f"{' (products in ' + args.compute_dtype + ')' if args.compute_dtype else ''}, "
           f"{fastmlp.get_num_threads()} threads, {model.n_parameters} parameters")
     _print_row(TABLE_COLUMNS)
     _print_row(["-" * 12] * len(TABLE_COLUMNS))

@@ -84,6 +84,9 @@ class _Network(Generic[_F]):
     def layers(self) -> List[Dict[str, int]]:
         """Per layer: offsets into params (weight, bias, gamma, beta; -1 when absent), fan_in, fan_out."""
     step: int
+    bfloat16_compute: bool
+    """When True (float32 models), every GEMM rounds its operands to bfloat16 and sums in
+    float32 (kernels.gemm_bfloat16); parameters and everything else stay float32."""
     track_weight_squares: bool
     """When True, every optimizer step adds ||W||^2 before it (all weight matrices), times the
     batch's rows over its weight sum, to weight_squares_sum."""
@@ -284,13 +287,21 @@ class _Kernels:
              c: Optional[NDArray[_F]] = None, accumulate: bool = False) -> NDArray[_F]:
         """op(a) @ op(b), into c (and added to it with accumulate) when given."""
     @staticmethod
+    def gemm_bfloat16(a: NDArray[np.float32], b: NDArray[np.float32], transpose_a: bool = False,
+                      transpose_b: bool = False, c: Optional[NDArray[np.float32]] = None,
+                      accumulate: bool = False) -> NDArray[np.float32]:
+        """op(a) @ op(b) with a and b rounded to bfloat16, products summed in float32."""
+    @staticmethod
+    def native_bfloat16() -> bool:
+        """Whether gemm_bfloat16 runs VDPBF16PS (else the emulation)."""
+    @staticmethod
     def gemm_kernel_name() -> str:
-        """The instruction set in use: 'avx512', 'avx2' or 'portable'."""
+        """The instruction set in use: 'avx512_bf16', 'avx512', 'avx2' or 'portable'."""
     @staticmethod
     def force_portable_gemm(flag: bool) -> None: ...
     @staticmethod
     def set_isa(isa: str) -> None:
-        """Use one instruction set's kernels ('portable', 'avx2', 'avx512', 'auto')."""
+        """Use one instruction set's kernels ('portable', 'avx2', 'avx512', 'avx512_bf16', 'auto')."""
     @staticmethod
     def cpu_supports_isa(isa: str) -> bool: ...
     @staticmethod

@@ -110,6 +110,15 @@ class MLP:
         OpenMP threads for this model's training and prediction calls, applied per call
         without changing fastmlp's process-wide setting. None uses that setting
         (``fastmlp.set_num_threads``, else OMP_NUM_THREADS / threadpoolctl limits).
+    compute_dtype : None, "float32" or "bfloat16"
+        The precision of the matrix products. None (default) or the model's dtype: computed
+        in that dtype. "bfloat16" (float32 models only): every matrix product -- forward,
+        weight and input gradients, prediction -- rounds its operands (layer inputs, weights,
+        output gradients) to bfloat16 and sums their products in float32; parameters,
+        optimizer state, activations, the loss and every other sum stay float32. Runs with
+        VDPBF16PS on CPUs with AVX512_BF16 (``fastmlp.build_info()["bfloat16_native"]``),
+        emulated with the same results elsewhere. Settable after training: a float32 model
+        switched to bfloat16 prediction, or back. See the bfloat16 guide.
     """
 
     def __init__(self, layer_sizes: Sequence[int], activation: Union[str, Sequence[str]] = "relu",
@@ -117,7 +126,8 @@ class MLP:
                  weight_decay: Optional[float] = None, dropout: float = 0.0,
                  batch_norm: bool = False, dtype: Any = "float32", seed: Optional[int] = None,
                  class_weights: Optional[Sequence[float]] = None, label_smoothing: float = 0.0,
-                 leaky_relu_slope: float = 0.01, n_threads: Optional[int] = None) -> None:
+                 leaky_relu_slope: float = 0.01, n_threads: Optional[int] = None,
+                 compute_dtype: Optional[str] = None) -> None:
         self.layer_sizes = self._check_layer_sizes(layer_sizes)
         self.loss = _check_choice("loss", loss, LOSSES)
         self.activations = self._check_activations(activation, len(self.layer_sizes) - 2)
@@ -146,6 +156,7 @@ class MLP:
         self.leaky_relu_slope = float(leaky_relu_slope)
         self._network = self._new_network()
         self.n_threads = n_threads
+        self.compute_dtype = compute_dtype
         self._initialise_parameters()
         self._shuffle_rng = np.random.default_rng([self.seed, 1])
         self._mixup_rng = np.random.default_rng([self.seed, 3])
@@ -268,6 +279,22 @@ class MLP:
     def n_threads(self, n: Optional[int]) -> None:
         self._network.num_threads = 0 if n is None else _check_positive_int("n_threads", n,
                                                                              maximum=_MAX_FILE_THREADS)
+
+    @property
+    def compute_dtype(self) -> Optional[str]:
+        """The matrix products' precision: None (the model's dtype), "float32" or "bfloat16"."""
+        return self._compute_dtype
+
+    @compute_dtype.setter
+    def compute_dtype(self, value: Optional[str]) -> None:
+        allowed = (None, self.dtype.name) + (("bfloat16",) if self.dtype == np.float32 else ())
+        if isinstance(value, str) and value == "bfloat16" and self.dtype != np.float32:
+            raise ValueError(f"compute_dtype='bfloat16' needs a float32 model; this one is {self.dtype.name} "
+                             "(bfloat16 products with float32 master weights)")
+        if not (value is None or isinstance(value, str)) or value not in allowed:
+            raise ValueError(f"compute_dtype must be one of {allowed}, got {value!r}")
+        self._network.bfloat16_compute = value == "bfloat16"
+        self._compute_dtype = value
 
     # ---- parameters ----
 
@@ -692,6 +719,7 @@ class MLP:
             clone._network = clone._new_network()
             network = self._network
             clone._network.num_threads = network.num_threads
+            clone._network.bfloat16_compute = network.bfloat16_compute
             for name in ("params", "running_mean", "running_var"):
                 clone._network.assign(name, getattr(network, name))
             for name, buffer in network.optimizer_state.items():
@@ -870,7 +898,7 @@ class MLP:
             "fitted": self.fitted, "shuffle_state": self._shuffle_rng.bit_generator.state,
             "mixup_state": self._mixup_rng.bit_generator.state,
             "optimizer_state": sorted(self._network.optimizer_state),
-            "n_threads": self.n_threads,
+            "n_threads": self.n_threads, "compute_dtype": self.compute_dtype,
         }
 
     @_holding_model_lock
@@ -906,7 +934,8 @@ class MLP:
         running statistics, dropout left out. Outputs, by loss: ``label`` and
         ``probabilities`` (cross_entropy: ArgMax and Softmax; bce: threshold 0.5 and
         Sigmoid), ``predictions`` (mse; poisson: the means, Exp of the last Gemm), ``mean`` and
-        ``variance`` (gaussian_nll).
+        ``variance`` (gaussian_nll). The weights written are the float32 (or float64) master
+        weights: the graph computes in the model's dtype, whatever its ``compute_dtype``.
 
         Parameters
         ----------
@@ -935,7 +964,8 @@ class MLP:
 
     def __repr__(self) -> str:
         return (f"MLP({self.layer_sizes}, activation={self.activations!r}, loss={self.loss!r}, "
-                f"optimizer={self.optimizer!r}, dtype={self.dtype.name})")
+                f"optimizer={self.optimizer!r}, dtype={self.dtype.name}"
+                + (f", compute_dtype={self.compute_dtype!r}" if self.compute_dtype else "") + ")")
 
 
 def _place(row: int, column: int, width: int) -> str:
@@ -1107,7 +1137,8 @@ def load(path: PathLike) -> MLP:
     -------
     MLP
         The model, ready to predict or to continue training exactly where it stopped, with
-        the ``n_threads`` it was saved with (None for files written before fastmlp saved it).
+        the ``n_threads`` and ``compute_dtype`` it was saved with (None for files written
+        before fastmlp saved them).
 
     Raises
     ------
@@ -1170,6 +1201,7 @@ def _load_from(path: str, file: Any, file_size: int) -> MLP:
             if "mixup_state" in header:  # files written before mixup existed lack it
                 model._mixup_rng.bit_generator.state = header["mixup_state"]
             model.n_threads = _file_thread_count(path, header.get("n_threads"))  # older files: None
+            model.compute_dtype = header.get("compute_dtype")  # older files: None
         except (KeyError, TypeError, ValueError, OverflowError) as error:
             if isinstance(error, ValueError) and "not a valid fastmlp model file" in str(error):
                 raise

@@ -356,23 +356,71 @@ def csr_rows_to_dense(data: ArrayLike, indices: ArrayLike, indptr: ArrayLike,
     return out, -1
 
 
+# ---- bfloat16 GEMM --------------------------------------------------------------------------
+
+
+def round_to_bfloat16(x: ArrayLike) -> Array:
+    """float32 x rounded to the nearest bfloat16, ties to even, returned as float32 (VCVTNE2PS2BF16:
+    a float32 denormal becomes a zero of its sign, a NaN stays a quiet NaN)."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    exponent_zero = (bits & 0x7F800000) == 0
+    nan = (bits & 0x7FFFFFFF) > 0x7F800000
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    rounded = np.where(exponent_zero, bits & 0x80000000, rounded)
+    rounded = np.where(nan, (bits | 0x00400000) & 0xFFFF0000, rounded)
+    return rounded.astype(np.uint32).view(np.float32)
+
+
+def bfloat16_k_blocks(K: int) -> List[Tuple[int, int]]:
+    """The canonical blocks [k0, k1) of the bfloat16 GEMM: k in pairs, ceil(pairs / 128) blocks of
+    equal, even size (csrc/gemm_internal.h)."""
+    pairs = (K + 1) // 2
+    count = -(-pairs // 128)
+    size = 2 * -(-pairs // count)
+    return [(k0, min(k0 + size, K)) for k0 in range(0, K, size)]
+
+
+def gemm_bfloat16(a: ArrayLike, b: ArrayLike, transpose_a: bool = False, transpose_b: bool = False,
+                  c: Optional[ArrayLike] = None) -> Array:
+    """op(a) @ op(b) with bfloat16 operands, in the kernel's order: each operand rounded to bfloat16,
+    then per block of k pairs a float32 sum from zero over each pair's odd k, then its even k (a
+    product of two bfloat16 is exact in float32, so multiply-then-add is VDPBF16PS's fused step),
+    the blocks added in order, to c when given (accumulate). -> float32 (M, N)"""
+    A = round_to_bfloat16(np.asarray(a, dtype=np.float32).T if transpose_a else a)
+    B = round_to_bfloat16(np.asarray(b, dtype=np.float32).T if transpose_b else b)
+    M, K = A.shape
+    total = np.zeros((M, B.shape[1]), np.float32) if c is None else np.asarray(c, dtype=np.float32)
+    for block, (k0, k1) in enumerate(bfloat16_k_blocks(K)):
+        acc = np.zeros_like(total)
+        for k_even in range(k0, k1, 2):
+            # A K that is odd has a zero k = K, added first as VDPBF16PS adds its pair's zero.
+            for k in (k_even + 1, k_even):
+                product = A[:, k, None] * B[None, k, :] if k < K else np.zeros_like(total)
+                acc = acc + product
+        # The first block is c itself unless accumulating (not 0 + block: -0 stays -0).
+        total = acc if block == 0 and c is None else total + acc
+    return total
+
+
 # ---- dense layer ---------------------------------------------------------------------------
 
 
 def dense_forward(x: Array, w: Array, b: Array, act: Union[str, int],
-                  slope: float = 0.01) -> Tuple[Array, Array]:
-    """z = x @ w + b; y = act(z). -> (z, y)"""
-    z = x @ w + b
+                  slope: float = 0.01, bfloat16: bool = False) -> Tuple[Array, Array]:
+    """z = x @ w + b; y = act(z), x @ w as gemm_bfloat16 when bfloat16. -> (z, y)"""
+    z = (gemm_bfloat16(x, w) if bfloat16 else x @ w) + b
     return z, activation_forward(z, act, slope)
 
 
 def dense_backward(dy: Array, x: Array, w: Array, z: Array, y: Array, act: Union[str, int],
-                   slope: float = 0.01, need_dx: bool = True) -> Tuple[Optional[Array], Array, Array]:
-    """-> (dx or None, dw, db), with dz = dy * act'(z)."""
+                   slope: float = 0.01, need_dx: bool = True,
+                   bfloat16: bool = False) -> Tuple[Optional[Array], Array, Array]:
+    """-> (dx or None, dw, db), with dz = dy * act'(z); the products as gemm_bfloat16 when
+    bfloat16 (db sums the float32 dz)."""
     dz = activation_backward(dy, z, y, act, slope)
-    dw = x.T @ dz
+    dw = gemm_bfloat16(x, dz, transpose_a=True) if bfloat16 else x.T @ dz
     db = dz.sum(axis=0)
-    dx = dz @ w.T if need_dx else None
+    dx = (gemm_bfloat16(dz, w, transpose_b=True) if bfloat16 else dz @ w.T) if need_dx else None
     return dx, dw, db
 
 
@@ -634,7 +682,8 @@ class ReferenceMLP:
                  optimizer_options: Optional[Dict[str, Any]] = None, dropout: float = 0.0,
                  batch_norm: bool = False, seed: int = 0, class_weights: Optional[ArrayLike] = None,
                  label_smoothing: float = 0.0, slope: float = 0.01, dtype: Any = np.float64,
-                 batch_norm_momentum: float = 0.1, batch_norm_eps: float = 1e-5) -> None:
+                 batch_norm_momentum: float = 0.1, batch_norm_eps: float = 1e-5,
+                 compute_dtype: Optional[str] = None) -> None:
         self.sizes = [int(s) for s in sizes]
         if len(self.sizes) < 2:
             raise ValueError(f"sizes needs at least an input and an output width, got {sizes}")
@@ -653,6 +702,9 @@ class ReferenceMLP:
         self.batch_norm = bool(batch_norm)
         self.seed = int(seed)
         self.dtype = np.dtype(dtype)
+        if compute_dtype == "bfloat16" and self.dtype != np.float32:
+            raise ValueError(f"compute_dtype='bfloat16' needs dtype float32, got {self.dtype}")
+        self.bfloat16 = compute_dtype == "bfloat16"  # every product as gemm_bfloat16
         self.class_weights = None if class_weights is None else np.asarray(class_weights, self.dtype)
         self.label_smoothing = float(label_smoothing)
         self.slope = float(slope)
@@ -749,17 +801,17 @@ class ReferenceMLP:
             b = self._view(params, layer, "bias")
             record = {"input": a}
             if not self._is_hidden(layer):
-                z, logits = dense_forward(a, w, b, "identity", self.slope)
+                z, logits = dense_forward(a, w, b, "identity", self.slope, self.bfloat16)
                 saved.append(record)
                 return logits, saved
             act = self.activations[layer]
             if self.batch_norm:
-                dense_out, _ = dense_forward(a, w, b, "identity", self.slope)
+                dense_out, _ = dense_forward(a, w, b, "identity", self.slope, self.bfloat16)
                 record["dense_out"] = dense_out
                 z = self._batch_norm_forward(dense_out, layer, params, training,
                                              update_running_stats, record)
             else:
-                z, _ = dense_forward(a, w, b, "identity", self.slope)
+                z, _ = dense_forward(a, w, b, "identity", self.slope, self.bfloat16)
             a = activation_forward(z, act, self.slope)
             record["z"], record["y"] = z, a
             if training and self.dropout > 0:
@@ -833,7 +885,7 @@ class ReferenceMLP:
                     d = self._batch_norm_backward(d, layer, record, params, grads, training)
             dz = d  # gradient with respect to this layer's dense output
             dx, dw, db = dense_backward(dz, record["input"], w, dz, dz, "identity", self.slope,
-                                        need_dx=layer > 0)
+                                        need_dx=layer > 0, bfloat16=self.bfloat16)
             self._view(grads, layer, "weight")[:] = dw
             self._view(grads, layer, "bias")[:] = db
             if dx is None:  # the first layer: no gradient for the network's input

@@ -144,7 +144,8 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
                  beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8,
                  n_iter_no_change: Any = 10, max_fun: int = 15000, dropout: float = 0.0,
                  batch_norm: bool = False, weight_decay: float = 0.0, dtype: Any = None,
-                 n_threads: Optional[int] = None, comm: Any = None) -> None:
+                 n_threads: Optional[int] = None, compute_dtype: Optional[str] = None,
+                 comm: Any = None) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -173,6 +174,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         self.weight_decay = weight_decay
         self.dtype = dtype
         self.n_threads = n_threads
+        self.compute_dtype = compute_dtype
         self.comm = comm
 
     # -- what the subclasses provide --
@@ -231,6 +233,12 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
             raise _bad("dtype", self.dtype, "None (the input's float dtype), 'float32' or 'float64'")
         if self.n_threads is not None:
             _check_int("n_threads", self.n_threads, 1)
+        if not (self.compute_dtype is None or (isinstance(self.compute_dtype, str) and self.compute_dtype
+                                                in ("float32", "float64", "bfloat16"))):
+            raise _bad("compute_dtype", self.compute_dtype, "None, 'float32', 'float64' or 'bfloat16'")
+        if self.compute_dtype == "bfloat16" and self.dtype not in (None, "float32", np.float32):
+            raise _bad("compute_dtype", self.compute_dtype, f"None or the dtype with dtype={self.dtype!r} "
+                       "('bfloat16' needs float32 master weights)")
         if isinstance(self.verbose, (bool, np.bool_)):
             pass
         elif not isinstance(self.verbose, Integral) or self.verbose < 0:
@@ -256,7 +264,9 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         return {"hidden_layer_sizes": _check_hidden_layer_sizes(self.hidden_layer_sizes),
                 "activation": ACTIVATIONS[self.activation], "dropout": float(self.dropout),
                 "batch_norm": bool(self.batch_norm),
-                "dtype": None if self.dtype is None else np.dtype(self.dtype).name,
+                # bfloat16 products keep float32 master weights, whatever the input's dtype.
+                "dtype": ("float32" if self.compute_dtype == "bfloat16" else None) if self.dtype is None
+                else np.dtype(self.dtype).name,
                 "loss": self._loss_name()}
 
     def _batch_size(self, n_samples: int) -> int:
@@ -349,6 +359,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
             self.model_ = self._new_model(X.shape[1])
             self._reset_progress()
         self.model_.n_threads = self.n_threads
+        self.model_.compute_dtype = self.compute_dtype
         if self.solver == "lbfgs":
             self._fit_lbfgs(X, targets, sample_weight)
         else:
@@ -620,6 +631,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         """Outputs for an already validated X (no feature-name checks: early stopping's
         validation set is an array split from a DataFrame)."""
         self.model_.n_threads = self.n_threads
+        self.model_.compute_dtype = self.compute_dtype
         return self.model_._outputs(X).astype(X.dtype, copy=False)
 
     # -- pickling: the compiled model travels as fastmlp's own .npz file --
@@ -838,7 +850,7 @@ def _rebuilt(model: MLP, optimizer: optim.Optimizer, keep_state: bool) -> MLP:
     same parameters, seed and shuffling stream; the optimizer's moments too with keep_state."""
     new = MLP(model.layer_sizes, activation=model.activations, loss=model.loss,
               optimizer=optimizer, dropout=model.dropout, batch_norm=model.batch_norm,
-              dtype=model.dtype, seed=model.seed)
+              dtype=model.dtype, seed=model.seed, compute_dtype=model.compute_dtype)
     new._restore(model._snapshot())
     new._shuffle_rng = model._shuffle_rng
     new.epochs_trained, new.fitted = model.epochs_trained, model.fitted
@@ -928,6 +940,11 @@ _SHARED_PARAMETERS = """
         input's float dtype (float32 stays float32, anything else float64), as scikit-learn.
     n_threads : int or None, default None
         fastmlp: OpenMP threads for this estimator's calls; None uses fastmlp's setting.
+    compute_dtype : None, "float32", "float64" or "bfloat16", default None
+        fastmlp: the precision of the matrix products (``fastmlp.MLP``'s compute_dtype): None
+        the model's dtype; "bfloat16" rounds their operands to bfloat16 and sums in float32,
+        with float32 weights (dtype None then means float32). Applied at every fit and
+        predict, so it can be changed between them.
     comm : mpi4py communicator or None, default None
         fastmlp: data-parallel training over the ranks of ``comm`` (``MPI.COMM_WORLD``; see
         ``fastmlp.MLP.fit``), every rank passing the same X, y and sample_weight. Rank 0's
@@ -1213,7 +1230,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
                  validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-8, n_iter_no_change: Any = 10, max_fun: int = 15000,
                  dropout: float = 0.0, batch_norm: bool = False, weight_decay: float = 0.0,
-                 dtype: Any = None, n_threads: Optional[int] = None, comm: Any = None) -> None:
+                 dtype: Any = None, n_threads: Optional[int] = None,
+                 compute_dtype: Optional[str] = None, comm: Any = None) -> None:
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
@@ -1223,7 +1241,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             dropout=dropout, batch_norm=batch_norm, weight_decay=weight_decay, dtype=dtype,
-            n_threads=n_threads, comm=comm)
+            n_threads=n_threads, compute_dtype=compute_dtype, comm=comm)
         self.loss = loss
 
     _loss = "mse"

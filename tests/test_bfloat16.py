@@ -1,0 +1,331 @@
+"""bfloat16 compute: the bfloat16 GEMM against its NumPy mirror bit for bit on every instruction
+set this CPU has (VDPBF16PS and the emulation), batch and thread invariance, and
+compute_dtype="bfloat16" models against ReferenceMLP with bfloat16 products."""
+import json
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import _core, optim, reference
+from fastmlp._core import kernels
+from fastmlp.reference import ReferenceMLP
+
+ISAS = [isa for isa in ("portable", "avx2", "avx512", "avx512_bf16") if kernels.cpu_supports_isa(isa)]
+
+# Shapes (M, K, N): 1s, odd K (a zero-padded last pair), K across a block boundary (256 k,
+# 128 pairs; 258 = 2 blocks of 130 and 128), non-multiples of every tile, the MLP's layers,
+# the skinny (N <= 16) and row (M == 1) paths.
+SHAPES = [(1, 1, 1), (3, 5, 7), (17, 33, 19), (40, 513, 33), (1, 300, 70), (5, 258, 16),
+          (70, 1, 40), (33, 600, 10), (128, 784, 64), (20, 257, 300), (1, 784, 256)]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    kernels.set_isa(request.param)
+    yield request.param
+    kernels.set_isa("auto")
+
+
+def operands(rng, M, K, N, transpose_a, transpose_b, scale=1.0):
+    a = (scale * rng.standard_normal((K, M) if transpose_a else (M, K))).astype(np.float32)
+    b = (scale * rng.standard_normal((N, K) if transpose_b else (K, N))).astype(np.float32)
+    return a, b
+
+
+def assert_same_bits(actual, expected):
+    assert actual.dtype == expected.dtype == np.float32
+    np.testing.assert_array_equal(actual.view(np.uint32), expected.view(np.uint32))
+
+
+# ---- rounding --------------------------------------------------------------------------------
+
+def test_round_to_bfloat16_ties_to_even_and_special_values():
+    values = np.array([1.0, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -8 + 2 ** -20, -(1 + 2 ** -8),
+                       3.4028235e38, np.inf, -np.inf, 1e-40, -1e-40, 0.0, -0.0], np.float32)
+    expected = np.array([1.0, 1.0, 1 + 2 ** -6, 1 + 2 ** -7, -1.0,
+                         np.inf, np.inf, -np.inf, 0.0, -0.0, 0.0, -0.0], np.float32)
+    assert_same_bits(reference.round_to_bfloat16(values), expected)
+    assert np.signbit(reference.round_to_bfloat16(values))[[4, 7, 9, 11]].all()
+    nan = reference.round_to_bfloat16(np.array([np.nan, -np.nan], np.float32))
+    assert np.isnan(nan).all() and (nan.view(np.uint32) & 0xFFFF == 0).all()
+
+
+def test_round_to_bfloat16_matches_torch_on_normal_numbers():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(100_000) * np.exp(rng.uniform(-30, 30, 100_000))).astype(np.float32)
+    theirs = torch.from_numpy(x).to(torch.bfloat16).to(torch.float32).numpy()
+    assert_same_bits(reference.round_to_bfloat16(x), theirs)
+
+
+def test_the_kernel_rounds_its_operands_as_the_mirror(isa):
+    # c = a @ I: each element is one rounded operand (times 1, plus zeros).
+    rng = np.random.default_rng(1)
+    a = (rng.standard_normal((9, 37)) * np.exp(rng.uniform(-20, 20, (9, 37)))).astype(np.float32)
+    c = kernels.gemm_bfloat16(a, np.eye(37, dtype=np.float32))
+    assert_same_bits(c, reference.round_to_bfloat16(a))
+
+
+# ---- the GEMM --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("M,K,N", SHAPES)
+@pytest.mark.parametrize("transpose_a,transpose_b", [(False, False), (True, False), (False, True), (True, True)])
+def test_gemm_bfloat16_equals_its_mirror_bit_for_bit(isa, M, K, N, transpose_a, transpose_b):
+    rng = np.random.default_rng(M * 1000 + K + N)
+    a, b = operands(rng, M, K, N, transpose_a, transpose_b)
+    ours = kernels.gemm_bfloat16(a, b, transpose_a, transpose_b)
+    assert_same_bits(ours, reference.gemm_bfloat16(a, b, transpose_a, transpose_b))
+
+
+def test_gemm_bfloat16_accumulates_as_its_mirror(isa):
+    rng = np.random.default_rng(2)
+    a, b = operands(rng, 30, 301, 45, False, False)
+    c = rng.standard_normal((30, 45)).astype(np.float32)
+    expected = reference.gemm_bfloat16(a, b, c=c)
+    ours = kernels.gemm_bfloat16(a, b, c=c.copy(), accumulate=True)
+    assert_same_bits(ours, expected)
+
+
+def test_gemm_bfloat16_is_the_float32_gemm_of_rounded_pair_swapped_operands():
+    # The canonical order in another form: k in pairs with the odd one first, blocks of whole
+    # pairs. With K = 512 (two 256-blocks either way) that is the float32 GEMM of the rounded
+    # operands with each pair of k swapped -- and, as the sums are not associative, not
+    # the float32 GEMM without the swap.
+    rng = np.random.default_rng(3)
+    a, b = operands(rng, 64, 512, 48, False, False)
+    rounded_a, rounded_b = reference.round_to_bfloat16(a), reference.round_to_bfloat16(b)
+    swap = np.arange(512) ^ 1
+    assert_same_bits(kernels.gemm_bfloat16(a, b), kernels.gemm(rounded_a[:, swap], rounded_b[swap]))
+    assert not np.array_equal(kernels.gemm_bfloat16(a, b), kernels.gemm(rounded_a, rounded_b))
+
+
+def test_gemm_bfloat16_rows_do_not_depend_on_the_batch_or_the_threads(isa):
+    rng = np.random.default_rng(4)
+    a, b = operands(rng, 150, 784, 256, False, False)
+    whole = kernels.gemm_bfloat16(a, b)
+    for row in (0, 77, 149):
+        assert_same_bits(kernels.gemm_bfloat16(a[row:row + 1], b)[0], whole[row])
+    assert_same_bits(kernels.gemm_bfloat16(a[10:27], b), whole[10:27])
+    previous = fastmlp.get_num_threads()
+    try:
+        fastmlp.set_num_threads(1)
+        one = kernels.gemm_bfloat16(a, b)
+        fastmlp.set_num_threads(2)
+        two = kernels.gemm_bfloat16(a, b)
+    finally:
+        fastmlp.set_num_threads(previous)
+    assert_same_bits(one, whole)
+    assert_same_bits(two, whole)
+
+
+@pytest.mark.skipif("avx512_bf16" not in ISAS, reason="needs a CPU with AVX512_BF16")
+def test_vdpbf16ps_flushes_denormals_where_the_emulation_keeps_them():
+    # Products of about 2^-130 are float32 denormals: VDPBF16PS flushes them to zero, the
+    # emulation (FMA) keeps them. The difference is below K smallest normals per element.
+    rng = np.random.default_rng(5)
+    a, b = operands(rng, 8, 20, 24, False, False, scale=2.0 ** -65)
+    kernels.set_isa("avx512_bf16")
+    native = kernels.gemm_bfloat16(a, b)
+    kernels.set_isa("avx512")
+    try:
+        emulated = kernels.gemm_bfloat16(a, b)
+    finally:
+        kernels.set_isa("auto")
+    assert (native == 0).all()
+    assert (emulated != 0).any()
+    assert np.abs(emulated).max() <= 20 * np.finfo(np.float32).tiny
+
+
+def test_gemm_bfloat16_refuses_other_dtypes():
+    with pytest.raises(TypeError, match="gemm_bfloat16: a and b must be float32"):
+        kernels.gemm_bfloat16(np.ones((2, 2)), np.ones((2, 2)))
+    with pytest.raises(ValueError, match="inner dimensions differ"):
+        kernels.gemm_bfloat16(np.ones((2, 3), np.float32), np.ones((2, 2), np.float32))
+
+
+def test_build_info_says_whether_bfloat16_runs_natively():
+    info = _core.build_info()
+    assert info["bfloat16_native"] == kernels.native_bfloat16()
+    assert info["cpu_avx512_bf16"] == kernels.cpu_supports_isa("avx512_bf16")
+    assert info["bfloat16_native"] == (kernels.gemm_kernel_name() == "avx512_bf16")
+
+
+# ---- the model -------------------------------------------------------------------------------
+
+SIZES = [12, 40, 24, 5]
+
+
+def twin_models(loss="mse", activations=("relu", "tanh"), **options):
+    """A bfloat16 fastmlp.MLP and a float32 ReferenceMLP with bfloat16 products, same bits."""
+    optimizer = optim.Adam(lr=0.01)
+    model = fastmlp.MLP(SIZES, activation=list(activations), loss=loss, optimizer=optimizer,
+                        seed=7, compute_dtype="bfloat16", **options)
+    twin = ReferenceMLP(SIZES, list(activations), loss=loss, optimizer="adam",
+                        optimizer_options=dict(optimizer.options), seed=7, dtype=np.float32,
+                        compute_dtype="bfloat16")
+    twin.set_flat_params(model.flat_parameters)
+    model.fitted = True
+    return model, twin
+
+
+def test_predictions_equal_the_reference_with_bfloat16_products_bit_for_bit(isa):
+    model, twin = twin_models()
+    X = np.random.default_rng(8).standard_normal((300, SIZES[0])).astype(np.float32)
+    assert_same_bits(model.predict(X), twin.predict(X))
+    float32_twin = ReferenceMLP(SIZES, ["relu", "tanh"], loss="mse", dtype=np.float32)
+    float32_twin.set_flat_params(model.flat_parameters)
+    assert not np.array_equal(model.predict(X), float32_twin.predict(X))
+
+
+def test_gradients_and_a_trajectory_follow_the_reference():
+    # Bit for bit through the GEMMs; the losses' and column sums' float32 rounding differs
+    # from NumPy's (pairwise sums), which a bfloat16 rounding can then amplify to 2^-8 of an
+    # operand: a bound far below the distance to float32 products.
+    model, twin = twin_models(loss="cross_entropy")
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((64, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], 64)
+    ours = model.gradients(x, y)[1]
+    theirs = twin.compute_gradients(x, y)[1]
+    float32_twin = ReferenceMLP(SIZES, ["relu", "tanh"], dtype=np.float32)
+    float32_twin.set_flat_params(model.flat_parameters)
+    float32_gradients = float32_twin.compute_gradients(x, y)[1]
+    scale = np.abs(theirs).max()
+    assert np.abs(ours - theirs).max() <= 1e-5 * scale
+    assert np.abs(float32_gradients - theirs).max() > 100 * np.abs(ours - theirs).max()
+    for step in range(10):
+        xb = rng.standard_normal((32, SIZES[0])).astype(np.float32)
+        yb = rng.integers(0, SIZES[-1], 32)
+        loss_ours, loss_theirs = model.train_step(xb, yb), twin.train_step(xb, yb)
+        np.testing.assert_allclose(loss_ours, loss_theirs, rtol=1e-4, err_msg=f"step {step}")
+    np.testing.assert_allclose(model.flat_parameters, twin.params, rtol=0, atol=2e-4)
+
+
+def test_bfloat16_predictions_do_not_depend_on_batch_or_threads():
+    model, _ = twin_models()
+    X = np.random.default_rng(10).standard_normal((2500, SIZES[0])).astype(np.float32)
+    whole = model.predict(X)
+    assert_same_bits(model.predict(X[5:6]), whole[5:6])
+    assert_same_bits(model.predict(X[1000:2100]), whole[1000:2100])
+    model.n_threads = 1
+    assert_same_bits(model.predict(X), whole)
+    model.n_threads = 2
+    assert_same_bits(model.predict(X), whole)
+
+
+def test_a_float32_model_switches_to_bfloat16_prediction_and_back():
+    model, twin = twin_models()
+    X = np.random.default_rng(11).standard_normal((50, SIZES[0])).astype(np.float32)
+    bfloat16 = model.predict(X)
+    model.compute_dtype = None
+    float32 = model.predict(X)
+    assert not np.array_equal(bfloat16, float32)
+    model.compute_dtype = "bfloat16"
+    assert_same_bits(model.predict(X), bfloat16)
+    model.compute_dtype = "float32"
+    assert_same_bits(model.predict(X), float32)
+
+
+def test_training_in_bfloat16_learns():
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((2000, 10)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 0.5)
+    results = {}
+    for compute_dtype in (None, "bfloat16"):
+        model = fastmlp.MLP([10, 32, 3], seed=0, compute_dtype=compute_dtype, optimizer=optim.Adam(lr=0.01))
+        model.fit(X, y, epochs=10, batch_size=64)
+        results[compute_dtype] = model.evaluate(X, y)
+    assert model.flat_parameters.dtype == np.float32
+    assert results["bfloat16"]["accuracy"] > 0.95
+    assert abs(results["bfloat16"]["loss"] - results[None]["loss"]) < 0.1 * results[None]["loss"]
+
+
+def test_compute_dtype_is_checked_and_refused_by_float64_models():
+    with pytest.raises(ValueError, match="compute_dtype='bfloat16' needs a float32 model; this one is float64"):
+        fastmlp.MLP([3, 2], dtype="float64", compute_dtype="bfloat16")
+    model = fastmlp.MLP([3, 2], dtype="float64")
+    with pytest.raises(ValueError, match="compute_dtype='bfloat16' needs a float32 model"):
+        model.compute_dtype = "bfloat16"
+    assert model.compute_dtype is None and not model._network.bfloat16_compute
+    for bad in ("fp16", "float16", 16, np.float32):
+        with pytest.raises(ValueError, match="compute_dtype must be one of"):
+            fastmlp.MLP([3, 2], compute_dtype=bad)
+    with pytest.raises(ValueError, match="compute_dtype must be one of"):
+        fastmlp.MLP([3, 2], compute_dtype="float64")
+    with pytest.raises(ValueError, match="needs a float32 model"):
+        model._network.bfloat16_compute = True  # the core's own check
+
+
+def test_save_and_load_keep_compute_dtype_and_older_files_load_with_none(tmp_path):
+    model, _ = twin_models()
+    X = np.random.default_rng(13).standard_normal((20, SIZES[0])).astype(np.float32)
+    model.save(tmp_path / "model.npz")
+    loaded = fastmlp.load(tmp_path / "model.npz")
+    assert loaded.compute_dtype == "bfloat16"
+    assert_same_bits(loaded.predict(X), model.predict(X))
+    with np.load(tmp_path / "model.npz") as archive:
+        arrays = dict(archive)
+    header = json.loads(arrays["header"].tobytes())
+    del header["compute_dtype"]
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "old.npz", **arrays)
+    old = fastmlp.load(tmp_path / "old.npz")
+    assert old.compute_dtype is None and not old._network.bfloat16_compute
+    model.compute_dtype = None
+    assert_same_bits(old.predict(X), model.predict(X))
+
+
+def test_copies_keep_compute_dtype():
+    import copy
+
+    model, _ = twin_models()
+    clone = copy.deepcopy(model)
+    assert clone.compute_dtype == "bfloat16" and clone._network.bfloat16_compute
+    X = np.random.default_rng(14).standard_normal((20, SIZES[0])).astype(np.float32)
+    assert_same_bits(clone.predict(X), model.predict(X))
+
+
+def test_sklearn_estimators_take_compute_dtype():
+    from fastmlp.sklearn import MLPClassifier, MLPRegressor
+
+    rng = np.random.default_rng(15)
+    X = rng.standard_normal((200, 6))  # float64: the bfloat16 model is float32 all the same
+    y = (X[:, 0] > 0).astype(int)
+    classifier = MLPClassifier((16,), max_iter=5, random_state=0, compute_dtype="bfloat16").fit(X, y)
+    assert classifier.model_.compute_dtype == "bfloat16" and classifier.model_.dtype == np.float32
+    # Binary: one sigmoid output; predict_proba's second column is the model's.
+    np.testing.assert_array_equal(classifier.predict_proba(X)[:, 1].astype(np.float32),
+                                  classifier.model_.predict_proba(X.astype(np.float32))[:, 0])
+    bfloat16 = classifier.predict_proba(X)
+    classifier.set_params(compute_dtype=None)  # applied at every predict
+    assert not np.array_equal(classifier.predict_proba(X), bfloat16)
+    assert classifier.model_.compute_dtype is None
+    regressor = MLPRegressor((8,), max_iter=3, random_state=0, compute_dtype="bfloat16").fit(X, X[:, 0])
+    assert regressor.model_.compute_dtype == "bfloat16"
+    with pytest.raises(ValueError, match="compute_dtype"):
+        MLPClassifier(compute_dtype="bfloat16", dtype="float64").fit(X, y)
+    with pytest.raises(ValueError, match="compute_dtype"):
+        MLPClassifier(compute_dtype="half").fit(X, y)
+
+
+def test_prediction_weights_are_prepared_again_after_every_change_of_the_weights():
+    # Prediction reads W_l rounded once per change of the weights: a step, set_weights, a
+    # write through the parameter view and loading must each be seen by the next predict.
+    model, twin = twin_models()
+    rng = np.random.default_rng(16)
+    X = rng.standard_normal((40, SIZES[0])).astype(np.float32)
+
+    def assert_predicts_with_current_weights():
+        twin.set_flat_params(model.flat_parameters)
+        assert_same_bits(model.predict(X), twin.predict(X))
+
+    assert_predicts_with_current_weights()
+    model.train_step(X, rng.standard_normal((40, SIZES[-1])))
+    assert_predicts_with_current_weights()
+    model.set_weights([w * 0.5 for w in model.weights], model.biases)
+    assert_predicts_with_current_weights()
+    model._network.params[:] *= 1.5
+    assert_predicts_with_current_weights()
+    model._network.assign("params", model.flat_parameters[::-1].copy())
+    assert_predicts_with_current_weights()
