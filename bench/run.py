@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _datetime
+import functools
+import inspect
 import json
 import os
 import platform
@@ -192,17 +194,14 @@ def openblas_environment() -> str:
     return "; ".join(parts) or "not set"
 
 
-def fma_peak(n_threads: int, seconds: float) -> Optional[float]:
-    """Measured fp32 FMA throughput in GFLOP/s: fastmlp's register loop, in the instruction set
-    its kernels use (fastmlp_isa()), run on n_threads Python threads at once (the loop
-    releases the GIL)."""
-    if not fastmlp.build_info().get("cpu_avx2_fma"):
-        return None
+def measured_peak(loop: Callable[[float], float], n_threads: int, seconds: float) -> float:
+    """GFLOP/s of a register-only peak loop of fastmlp._core.kernels run on n_threads Python
+    threads at once (the loops release the GIL)."""
     results: List[float] = [0.0] * n_threads
 
     def run(index: int) -> None:
         # The best of several short runs: a background load only ever lowers the figure.
-        results[index] = max(kernels.fma_peak_gflops(seconds / 5) for _ in range(5))
+        results[index] = max(loop(seconds / 5) for _ in range(5))
 
     workers = [threading.Thread(target=run, args=(i,)) for i in range(n_threads)]
     for w in workers:
@@ -212,14 +211,71 @@ def fma_peak(n_threads: int, seconds: float) -> Optional[float]:
     return sum(results)
 
 
-def header(args: argparse.Namespace, peaks: Dict[int, Optional[float]]) -> List[str]:
+def fma_peak(n_threads: int, seconds: float) -> Optional[float]:
+    """Measured fp32 FMA throughput in GFLOP/s: fastmlp's register loop, in the instruction set
+    its kernels use (fastmlp_isa()); None on a CPU without AVX2/FMA."""
+    if not fastmlp.build_info().get("cpu_avx2_fma"):
+        return None
+    return measured_peak(kernels.fma_peak_gflops, n_threads, seconds)
+
+
+def bf16_peak(n_threads: int, seconds: float) -> Optional[float]:
+    """Measured bfloat16 throughput in GFLOP/s: VDPBF16PS on zmm registers, 4 flops per lane
+    (kernels.bf16_peak_gflops); None on a CPU without AVX512_BF16 (the loop raises
+    RuntimeError there) or a build without the loop."""
+    if not hasattr(kernels, "bf16_peak_gflops"):
+        return None
+    try:
+        kernels.bf16_peak_gflops(1e-3)
+    except RuntimeError:
+        return None
+    return measured_peak(kernels.bf16_peak_gflops, n_threads, seconds)
+
+
+def measure_peaks(thread_counts: Sequence[int], seconds: float) -> Dict[str, Dict[int, Optional[float]]]:
+    """Each precision's measured peak (GFLOP/s) per thread count: {"float32": {n: ...},
+    "bfloat16": {n: ...}}; float32 and bfloat16 figures are each set against their own."""
+    return {"float32": {n: fma_peak(n, seconds) for n in thread_counts},
+            "bfloat16": {n: bf16_peak(n, seconds) for n in thread_counts}}
+
+
+# A bfloat16 contestant of fastmlp where the build has no bfloat16 path yet.
+NO_BF16 = "n/a (this build has no bfloat16 path)"
+
+
+def has_bf16_gemm() -> bool:
+    return hasattr(kernels, "gemm_bfloat16")
+
+
+def has_bf16_model() -> bool:
+    return "compute_dtype" in inspect.signature(fastmlp.MLP).parameters
+
+
+def percent_of(gflops: float, peak: Optional[float]) -> str:
+    return f"{100 * gflops / peak:.0f}%" if peak else "n/a"
+
+
+def amx_bf16() -> bool:
+    """Whether the CPU has AMX-BF16 tiles (Linux's flag): oneDNN (torch's bf16 matmuls) may use
+    them, and their throughput is far above VDPBF16PS's, which the bf16 peak measures."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
+    except OSError:
+        return False
+
+
+def peak_text(peaks: Dict[int, Optional[float]]) -> str:
+    return ", ".join(f"{n} thread{'s' if n > 1 else ''}: {p:.0f} GFLOP/s" if p else
+                     f"{n} thread{'s' if n > 1 else ''}: n/a" for n, p in peaks.items())
+
+
+def header(args: argparse.Namespace, peaks: Dict[str, Dict[int, Optional[float]]]) -> List[str]:
     versions = [f"fastmlp {fastmlp.__version__}", f"numpy {np.__version__}"]
     for module, name in ((torch, "torch"), (sklearn, "scikit-learn"), (onnxruntime, "onnxruntime")):
         versions.append(f"{name} {module.__version__}" if module else f"{name} (not installed)")
     info = fastmlp.build_info()
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    peak_text = ", ".join(f"{n} thread{'s' if n > 1 else ''}: {p:.0f} GFLOP/s" if p else
-                          f"{n} threads: n/a" for n, p in peaks.items())
     return [
         f"# fastmlp benchmark{' (--quick smoke run: sizes too small to mean anything)' if args.quick else ''}",
         "",
@@ -231,7 +287,12 @@ def header(args: argparse.Namespace, peaks: Dict[int, Optional[float]]) -> List[
         f"- versions: {', '.join(versions)}, Python {platform.python_version()}",
         f"- fastmlp build: {info.get('compiler')}, kernels {fastmlp_isa()} (CPU's widest: "
         f"{info.get('cpu_widest_isa', 'n/a')})",
-        f"- measured fp32 FMA peak ({fastmlp_isa()} registers): {peak_text}",
+        f"- measured fp32 FMA peak ({fastmlp_isa()} registers): {peak_text(peaks['float32'])}",
+        f"- measured bf16 peak (VDPBF16PS on zmm, 4 flops per lane): "
+        + (peak_text(peaks["bfloat16"]) if any(peaks["bfloat16"].values()) else "n/a (no AVX512_BF16)")
+        + ("; this CPU also has AMX-BF16, which oneDNN (torch bf16) may use: its peak is far higher "
+           "and not measured here" if amx_bf16() else ""),
+        f"- fastmlp bfloat16 path: {'yes' if has_bf16_gemm() and has_bf16_model() else NO_BF16}",
         f"- NumPy/torch BLAS (threadpoolctl): {blas_kernels()}",
         f"- OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: {openblas_environment()}",
         f"- repetitions: {args.repetitions}, interleaved, each after a {args.settle} s pause; cells are median (min-max)",
@@ -260,28 +321,54 @@ def gemm_operands(M: int, K: int, N: int, transpose_a: bool, transpose_b: bool):
     return a, b
 
 
-def bench_gemm(args: argparse.Namespace, peaks: Dict[int, Optional[float]]) -> Tuple[List[str], dict]:
+def gemm_contestants(a, b, transpose_a: bool, transpose_b: bool) -> Dict[str, Callable[[], None]]:
+    """The GEMM contestants on one shape, float32 and bfloat16 side by side (one interleaved
+    group): fastmlp, NumPy, torch in float32; fastmlp's bf16 GEMM (float32 in and out, bf16
+    products summed in float32) and torch.matmul on bf16 tensors where they exist."""
+    a_op, b_op = (a.T if transpose_a else a), (b.T if transpose_b else b)
+    out = np.empty((a_op.shape[0], b_op.shape[1]), np.float32)
+    contestants = {
+        "fastmlp": lambda: kernels.gemm(a, b, transpose_a, transpose_b, out),
+        "numpy": lambda: np.matmul(a_op, b_op, out=out),
+    }
+    if torch is not None:
+        ta_t, tb_t, out_t = torch.from_numpy(a_op), torch.from_numpy(b_op), torch.from_numpy(out)
+        contestants["torch"] = lambda: torch.matmul(ta_t, tb_t, out=out_t)
+    if has_bf16_gemm():
+        contestants["fastmlp bf16"] = lambda: kernels.gemm_bfloat16(a, b, transpose_a, transpose_b)
+    if torch is not None:
+        # Converted once, outside the timing; the transposes stay views, as in float32.
+        a_bf16, b_bf16 = (torch.from_numpy(x).to(torch.bfloat16) for x in (a, b))
+        a_bf16, b_bf16 = (a_bf16.T if transpose_a else a_bf16), (b_bf16.T if transpose_b else b_bf16)
+        out_bf16 = torch.empty(out.shape, dtype=torch.bfloat16)
+        contestants["torch bf16"] = lambda: torch.matmul(a_bf16, b_bf16, out=out_bf16)
+    return contestants
+
+
+def bench_gemm(args: argparse.Namespace, peaks: Dict[str, Dict[int, Optional[float]]]) -> Tuple[List[str], dict]:
     shapes = QUICK_GEMM_SHAPES if args.quick else GEMM_SHAPES
-    lines = ["## GEMM, float32: GFLOP/s", "",
-             "fastmlp `kernels.gemm` vs NumPy `@` (OpenBLAS) vs `torch.matmul`, transposes as views.",
-             "Ratios are fastmlp's speed over the peer's (> 1: fastmlp faster).", ""]
     columns = ["shape", "threads", "fastmlp", "numpy", "fastmlp/numpy"]
     if torch is not None:
         columns += ["torch", "fastmlp/torch"]
     columns += ["fastmlp % of peak", "fastmlp time (us)"]
-    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["## GEMM, float32: GFLOP/s", "",
+             "fastmlp `kernels.gemm` vs NumPy `@` (OpenBLAS) vs `torch.matmul`, transposes as views.",
+             "Ratios are fastmlp's speed over the peer's (> 1: fastmlp faster).", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    bf16_columns = ["shape", "threads", "fastmlp bf16", "fastmlp bf16/float32"]
+    if torch is not None:
+        bf16_columns += ["torch bf16", "fastmlp bf16/torch bf16"]
+    bf16_columns += ["fastmlp bf16 % of bf16 peak", "fastmlp bf16 time (us)"]
+    bf16_lines = ["## GEMM, bfloat16 operands: GFLOP/s", "",
+                  "fastmlp `kernels.gemm_bfloat16` (float32 in and out, operands rounded to bf16, "
+                  "products summed in float32) vs `torch.matmul` on bf16 tensors (bf16 out), timed in "
+                  "the same interleaved rounds as the float32 table; percentages of the measured bf16 "
+                  "(VDPBF16PS) peak." + ("" if has_bf16_gemm() else f" fastmlp bf16: {NO_BF16}."), "",
+                  "| " + " | ".join(bf16_columns) + " |", "|" + "---|" * len(bf16_columns)]
     data = []
     for label, M, K, N, ta, tb in shapes:
         a, b = gemm_operands(M, K, N, ta, tb)
-        a_op, b_op = (a.T if ta else a), (b.T if tb else b)
-        out = np.empty((M, N), np.float32)
-        contestants = {
-            "fastmlp": lambda: kernels.gemm(a, b, ta, tb, out),
-            "numpy": lambda: np.matmul(a_op, b_op, out=out),
-        }
-        if torch is not None:
-            ta_t, tb_t, out_t = torch.from_numpy(a_op), torch.from_numpy(b_op), torch.from_numpy(out)
-            contestants["torch"] = lambda: torch.matmul(ta_t, tb_t, out=out_t)
+        contestants = gemm_contestants(a, b, ta, tb)
         flops = 2.0 * M * N * K
         for n in args.thread_counts:
             with threads(n):
@@ -292,13 +379,27 @@ def bench_gemm(args: argparse.Namespace, peaks: Dict[int, Optional[float]]) -> T
                    samples_gflops_cell(samples["numpy"], flops), ratio(samples["numpy"], samples["fastmlp"])]
             if torch is not None:
                 row += [samples_gflops_cell(samples["torch"], flops), ratio(samples["torch"], samples["fastmlp"])]
-            peak = peaks.get(n)
-            row += [f"{100 * gflops['fastmlp'] / peak:.0f}%" if peak else "n/a",
+            row += [percent_of(gflops["fastmlp"], peaks["float32"].get(n)),
                     f"{samples['fastmlp'].median * 1e6:.1f}"]
             lines.append("| " + " | ".join(row) + " |")
+            bf16_lines.append("| " + " | ".join(bf16_gemm_row(label, n, samples, flops, peaks["bfloat16"].get(n)))
+                              + " |")
             data.append({"shape": label, "threads": n, "gflops": gflops,
                          "seconds": {k: s.seconds for k, s in samples.items()}})
-    return lines + [""], {"gemm": data}
+    return lines + [""] + bf16_lines + [""], {"gemm": data}
+
+
+def bf16_gemm_row(label: str, n: int, samples: Dict[str, Samples], flops: float,
+                  peak: Optional[float]) -> List[str]:
+    """One row of the bf16 GEMM table (fastmlp bf16 against its float32 self and torch bf16)."""
+    ours = samples.get("fastmlp bf16")
+    row = [label, str(n)]
+    row += ([samples_gflops_cell(ours, flops), ratio(samples["fastmlp"], ours)] if ours else [NO_BF16, "n/a"])
+    if "torch bf16" in samples:
+        row += [samples_gflops_cell(samples["torch bf16"], flops),
+                ratio(samples["torch bf16"], ours) if ours else "n/a"]
+    row += [percent_of(flops / ours.median / 1e9, peak), f"{ours.median * 1e6:.1f}"] if ours else ["n/a", "n/a"]
+    return row
 
 
 def samples_gflops_cell(samples: Samples, flops: float) -> str:
@@ -332,12 +433,15 @@ def epoch_flops(sizes: Sequence[int], rows: int) -> float:
     return 2.0 * per_row * rows
 
 
-def fastmlp_epoch(sizes, X, y, batch_size, lr):
-    model = fastmlp.MLP(list(sizes), activation="relu", optimizer=fastmlp.optim.Adam(lr=lr), seed=0)
+def fastmlp_epoch(sizes, X, y, batch_size, lr, compute_dtype: str = "float32"):
+    options = {"compute_dtype": compute_dtype} if compute_dtype != "float32" else {}
+    model = fastmlp.MLP(list(sizes), activation="relu", optimizer=fastmlp.optim.Adam(lr=lr), seed=0, **options)
     return lambda: model.fit(X, y, epochs=1, batch_size=batch_size, verbose=0)
 
 
-def torch_epoch(sizes, X, y, batch_size, lr):
+def torch_epoch(sizes, X, y, batch_size, lr, autocast: bool = False, compile: bool = False):
+    """One epoch of torch's MLP: eager float32, or under bf16 autocast (oneDNN's bf16 kernels,
+    float32 weights and Adam, as fastmlp's compute_dtype="bfloat16"), or torch.compile'd."""
     layers = []
     for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         if index:
@@ -345,16 +449,19 @@ def torch_epoch(sizes, X, y, batch_size, lr):
         layers.append(torch.nn.Linear(fan_in, fan_out))
     model = torch.nn.Sequential(*layers)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    forward = torch.compile(model) if compile else model
     loss_fn = torch.nn.CrossEntropyLoss()
     X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
     generator = torch.Generator().manual_seed(0)
+    precision = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
 
     def epoch():
         order = torch.randperm(X_t.shape[0], generator=generator)
         for start in range(0, X_t.shape[0], batch_size):
             index = order[start:start + batch_size]
             optimizer.zero_grad()
-            loss = loss_fn(model(X_t[index]), y_t[index])
+            with precision:
+                loss = loss_fn(forward(X_t[index]), y_t[index])
             loss.backward()
             optimizer.step()
     return epoch
@@ -386,44 +493,115 @@ def reference_epoch(sizes, X, y, batch_size, lr):
     return epoch
 
 
-def training_table(title: str, sizes: Sequence[int], X, y, peers: Dict[str, Callable],
-                   args: argparse.Namespace, peak: Optional[float]) -> Tuple[List[str], dict]:
+# A training contestant: (make(sizes, X, y, batch_size, lr) -> one epoch, or None where this
+# build lacks it; the precision of its GEMMs, whose peak its GFLOP/s are set against).
+Contestant = Tuple[Optional[Callable], str]
+
+
+def training_contestants(args: argparse.Namespace, wide: bool) -> Tuple[Dict[str, Contestant], List[str]]:
+    """fastmlp float32 and bf16, torch eager float32 and bf16 autocast, torch.compile of both
+    (unless --no-torch-compile or --quick), and on the small network scikit-learn and the NumPy
+    reference. fastmlp bf16 without a bfloat16 path in this build has no maker (its row says
+    so); the notes say what was left out."""
+    contestants: Dict[str, Contestant] = {
+        "fastmlp": (fastmlp_epoch, "float32"),
+        "fastmlp bf16": (functools.partial(fastmlp_epoch, compute_dtype="bfloat16") if has_bf16_model() else None,
+                         "bfloat16"),
+    }
+    notes = []
+    if torch is not None:
+        contestants["torch eager"] = (torch_epoch, "float32")
+        contestants["torch bf16 autocast"] = (functools.partial(torch_epoch, autocast=True), "bfloat16")
+        if args.torch_compile:
+            contestants["torch.compile"] = (functools.partial(torch_epoch, compile=True), "float32")
+            contestants["torch.compile bf16 autocast"] = (
+                functools.partial(torch_epoch, autocast=True, compile=True), "bfloat16")
+        else:
+            notes.append("torch.compile: not run (--quick or --no-torch-compile).")
+    if not wide:
+        if sklearn is not None:
+            contestants["scikit-learn MLPClassifier"] = (sklearn_epoch, "float32")
+        contestants["NumPy reference"] = (reference_epoch, "float32")
+    return contestants, notes
+
+
+def first_epoch_or_failure(name: str, epoch: Callable[[], None]) -> Tuple[Optional[Callable], str]:
+    """Runs one epoch untimed (torch.compile compiles then): (epoch, a note on the first epoch's
+    time) or (None, why it failed) -- a compiler that fails here costs its row only."""
+    start = time.perf_counter()
+    try:
+        epoch()
+    except Exception as error:  # noqa: BLE001 (torch.compile's failures have many types)
+        return None, f"{name}: failed ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
+    return epoch, f"{name}: first epoch (compilation included) {time.perf_counter() - start:.1f} s"
+
+
+def training_table(title: str, sizes: Sequence[int], X, y, contestants: Dict[str, Contestant],
+                   notes: List[str], args: argparse.Namespace,
+                   peaks: Dict[str, Optional[float]]) -> Tuple[List[str], dict]:
     batch_size, lr = 128, 1e-3
-    contestants = {"fastmlp": fastmlp_epoch(sizes, X, y, batch_size, lr)}
-    contestants.update({name: make(sizes, X, y, batch_size, lr) for name, make in peers.items()})
+    epochs: Dict[str, Callable[[], None]] = {}
+    missing: Dict[str, str] = {}
+    for name, (make, _) in contestants.items():
+        if make is None:
+            missing[name] = NO_BF16
+            continue
+        epoch = make(sizes, X, y, batch_size, lr)
+        if name.startswith("torch.compile"):
+            epoch, note = first_epoch_or_failure(name, epoch)
+            notes = notes + [note]
+            if epoch is None:
+                missing[name] = "failed: see the notes"
+                continue
+        epochs[name] = epoch
     with threads(args.threads):
-        samples = interleaved(contestants, args.repetitions, settle=args.settle)
+        samples = interleaved(epochs, args.repetitions, settle=args.settle)
     flops = epoch_flops(sizes, X.shape[0])
     ours = samples["fastmlp"]
     lines = [f"## {title}", "",
-             f"{'-'.join(map(str, sizes))}, relu, softmax cross-entropy, Adam lr 1e-3, batch 128, float32, "
-             f"{args.threads} threads; {X.shape[0]} rows per epoch, about {flops / 1e9:.1f} GFLOP.", "",
-             "| implementation | seconds per epoch | fastmlp is faster by | GFLOP/s | % of FMA peak |",
-             "|---|---|---|---|---|"]
-    for name, s in samples.items():
+             f"{'-'.join(map(str, sizes))}, relu, softmax cross-entropy, Adam lr 1e-3, batch 128, "
+             f"{args.threads} threads; {X.shape[0]} rows per epoch, about {flops / 1e9:.1f} GFLOP. "
+             "bf16 rows: float32 weights and optimizer, bf16 GEMM operands (fastmlp "
+             "compute_dtype=\"bfloat16\"; torch autocast); % of the peak of their own precision.", "",
+             "| implementation | precision | seconds per epoch | fastmlp float32 is faster by | GFLOP/s | % of own peak |",
+             "|---|---|---|---|---|---|"]
+    for name, (_, precision) in contestants.items():
+        if name in missing:
+            lines.append(f"| {name} | {precision} | {missing[name]} | n/a | n/a | n/a |")
+            continue
+        s = samples[name]
         speed = flops / s.median / 1e9
-        lines.append(f"| {name} | {s.cell()} | {'-' if name == 'fastmlp' else ratio(s, ours)} | "
-                     f"{speed:.0f} | {f'{100 * speed / peak:.0f}%' if peak else 'n/a'} |")
-    return lines + [""], {"sizes": list(sizes), "seconds": {k: s.seconds for k, s in samples.items()}}
+        lines.append(f"| {name} | {precision} | {s.cell()} | {'-' if name == 'fastmlp' else ratio(s, ours)} | "
+                     f"{speed:.0f} | {percent_of(speed, peaks[precision])} |")
+    lines += [""] + bf16_training_summary(samples) + [f"- {note}" for note in notes]
+    return lines + [""], {"sizes": list(sizes), "seconds": {k: s.seconds for k, s in samples.items()},
+                          "missing": missing}
 
 
-def bench_training(args: argparse.Namespace, peaks: Dict[int, Optional[float]]) -> Tuple[List[str], dict]:
+def bf16_training_summary(samples: Dict[str, Samples]) -> List[str]:
+    """The ratios issue 16's targets are stated in, where both sides ran."""
+    pairs = [("fastmlp bf16", "fastmlp", "fastmlp bf16 epoch / fastmlp float32 epoch"),
+             ("fastmlp bf16", "torch bf16 autocast", "fastmlp bf16 epoch / torch bf16 autocast epoch"),
+             ("fastmlp bf16", "torch.compile bf16 autocast", "fastmlp bf16 epoch / torch.compile bf16 autocast epoch"),
+             ("torch bf16 autocast", "torch eager", "torch bf16 autocast epoch / torch float32 epoch")]
+    return [f"- {text}: {samples[a].median / samples[b].median:.2f}" for a, b, text in pairs
+            if a in samples and b in samples]
+
+
+def bench_training(args: argparse.Namespace, peaks: Dict[str, Dict[int, Optional[float]]]) -> Tuple[List[str], dict]:
     X, y, description = load_data(args.quick)
-    peak = peaks.get(args.threads)
-    peers = {}
-    if torch is not None:
-        peers["torch eager"] = torch_epoch
-    if sklearn is not None:
-        peers["scikit-learn MLPClassifier"] = sklearn_epoch
-    peers["NumPy reference"] = reference_epoch
+    own_peaks = {precision: by_threads.get(args.threads) for precision, by_threads in peaks.items()}
     lines = [f"Training data: {description}.", ""]
-    small, small_data = training_table("Training: one epoch, 784-256-10", [784, 256, 10], X, y,
-                                       peers, args, peak)
+    small_sizes = [784, 256, 10]
     wide_sizes = [784, 128, 128, 10] if args.quick else [784, 1024, 1024, 10]
-    wide_peers = {"torch eager": torch_epoch} if torch is not None else {}
-    wide, wide_data = training_table(f"Training: one epoch, {'-'.join(map(str, wide_sizes))}", wide_sizes,
-                                     X, y, wide_peers, args, peak)
-    return lines + small + wide, {"training": [small_data, wide_data], "data": description}
+    tables, data = [], []
+    for sizes, wide in ((small_sizes, False), (wide_sizes, True)):
+        contestants, notes = training_contestants(args, wide)
+        table, table_data = training_table(f"Training: one epoch, {'-'.join(map(str, sizes))}", sizes, X, y,
+                                           contestants, notes, args, own_peaks)
+        tables += table
+        data.append(table_data)
+    return lines + tables, {"training": data, "data": description}
 
 
 def bench_thread_scaling(args: argparse.Namespace) -> Tuple[List[str], dict]:
@@ -475,6 +653,12 @@ def bench_inference(args: argparse.Namespace) -> Tuple[List[str], dict]:
     one, many = X[:1].copy(), X[: min(10000, X.shape[0])].copy()
     contestants_one = {"fastmlp": lambda: model.predict(one)}
     contestants_many = {"fastmlp": lambda: model.predict(many)}
+    if has_bf16_model():
+        # Trained as the float32 model is; its own weights, so no agreement is asserted.
+        model_bf16 = fastmlp.MLP(sizes, activation="relu", seed=0, compute_dtype="bfloat16")
+        model_bf16.fit(X[:1024], y[:1024], epochs=1, batch_size=128)
+        contestants_one["fastmlp bf16"] = lambda: model_bf16.predict(one)
+        contestants_many["fastmlp bf16"] = lambda: model_bf16.predict(many)
     if torch is not None:
         net = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
         with torch.no_grad():
@@ -486,8 +670,13 @@ def bench_inference(args: argparse.Namespace) -> Tuple[List[str], dict]:
         def torch_predict(x):
             with torch.no_grad():
                 return net(torch.from_numpy(x)).argmax(1).numpy()
+        def torch_bf16_predict(x):
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                return net(torch.from_numpy(x)).argmax(1).numpy()
         contestants_one["torch"] = lambda: torch_predict(one)
         contestants_many["torch"] = lambda: torch_predict(many)
+        contestants_one["torch bf16 autocast"] = lambda: torch_bf16_predict(one)
+        contestants_many["torch bf16 autocast"] = lambda: torch_bf16_predict(many)
         np.testing.assert_array_equal(torch_predict(many), model.predict(many))
     session = onnx_session(model, args.threads)
     if session is not None:
@@ -504,17 +693,25 @@ def bench_inference(args: argparse.Namespace) -> Tuple[List[str], dict]:
         many_samples = interleaved(contestants_many, args.repetitions,
                                    calls_for(contestants_many["fastmlp"], 0.05 if args.quick else 0.2),
                                    settle=args.settle)
-    lines = ["## Inference, 784-256-10 float32: `predict` (class labels) from Python", "",
-             "torch: eager `nn.Sequential` under `no_grad`, argmax; onnxruntime: the `MLP.to_onnx` graph's "
-             f"`label` output, intra_op_num_threads={args.threads}.", "",
-             "| workload | implementation | time | fastmlp is faster by |", "|---|---|---|---|"]
+    lines = ["## Inference, 784-256-10: `predict` (class labels) from Python", "",
+             "torch: eager `nn.Sequential` under `no_grad`, argmax (bf16: under `torch.autocast`); "
+             f"onnxruntime: the `MLP.to_onnx` graph's `label` output, intra_op_num_threads={args.threads}; "
+             "fastmlp bf16: a model of compute_dtype=\"bfloat16\"" + ("" if has_bf16_model() else f" -- {NO_BF16}")
+             + ".", "",
+             "| workload | implementation | time | fastmlp float32 is faster by |", "|---|---|---|---|"]
     for label, samples, scale, unit in (("1 sample", one_samples, 1e-6, "us"),
                                         (f"{many.shape[0]} samples", many_samples, 1e-3, "ms")):
         for name, s in samples.items():
             faster = "-" if name == "fastmlp" else ratio(s, samples["fastmlp"])
             lines.append(f"| {label} | {name} | {s.cell(scale)} {unit} | {faster} |")
     throughput = many.shape[0] / many_samples["fastmlp"].median
-    lines += ["", f"fastmlp throughput: {throughput:,.0f} samples/s.", ""]
+    lines += ["", f"fastmlp throughput: {throughput:,.0f} samples/s."]
+    if "fastmlp bf16" in one_samples:
+        lines.append(f"fastmlp bf16's speed over float32's (> 1: bf16 faster): "
+                     f"{ratio(one_samples['fastmlp'], one_samples['fastmlp bf16'])} (1 sample, "
+                     f"{one_samples['fastmlp bf16'].median * 1e6:.1f} us), "
+                     f"{ratio(many_samples['fastmlp'], many_samples['fastmlp bf16'])} ({many.shape[0]} samples).")
+    lines.append("")
     return lines, {"inference": {"one": {k: s.seconds for k, s in one_samples.items()},
                                  "many": {k: s.seconds for k, s in many_samples.items()}}}
 
@@ -568,6 +765,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--keep-openblas-env", action="store_true",
                         help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for NumPy (by default a script "
                              "run unsets them before NumPy loads)")
+    parser.add_argument("--no-torch-compile", dest="torch_compile", action="store_false",
+                        help="leave out the torch.compile rows of the training tables (--quick always does)")
     parser.add_argument("--settle", type=float, default=None,
                         help=f"seconds of pause before each timed contestant (default {SETTLE_SECONDS}, --quick 0)")
     args = parser.parse_args(argv)
@@ -582,6 +781,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     if args.repetitions < 1:
         parser.error(f"--repetitions must be >= 1, got {args.repetitions}")
     args.thread_counts = sorted({1, args.threads})
+    args.torch_compile = args.torch_compile and not args.quick
     return args
 
 
@@ -589,10 +789,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     sections = args.only or ["gemm", "training", "inference", "threads"]
     peak_seconds = 0.05 if args.quick else 0.5
-    peaks = {n: fma_peak(n, peak_seconds) for n in args.thread_counts}
+    peaks = measure_peaks(args.thread_counts, peak_seconds)
     header_lines = header(args, peaks)
     lines = list(header_lines)
-    results: dict = {"peak": peaks.get(max(args.thread_counts)), "peaks": peaks, "peak_isa": fastmlp_isa(),
+    results: dict = {"peak": peaks["float32"].get(max(args.thread_counts)), "peaks": peaks["float32"],
+                     "bf16_peaks": peaks["bfloat16"], "peak_isa": fastmlp_isa(),
                      "blas": blas_kernels(), "openblas_environment": openblas_environment()}
     runners = {"gemm": lambda: bench_gemm(args, peaks), "training": lambda: bench_training(args, peaks),
                "inference": lambda: bench_inference(args), "threads": lambda: bench_thread_scaling(args)}

@@ -115,6 +115,13 @@ void set_isa_or_raise(const std::string& isa) {
     throw py::value_error("isa must be 'portable', 'avx2', 'avx512', 'avx512_bf16' or 'auto', got '" + isa + "'");
 }
 
+// The peak loops run until `seconds` have passed: a NaN, infinite or huge figure would hang.
+void require_peak_seconds(const char* function, double seconds) {
+    if (!(seconds > 0 && seconds <= 60))
+        throw py::value_error(std::string(function) + ": seconds must be in (0, 60], got " +
+                              std::string(py::str(py::float_(seconds))));
+}
+
 }  // namespace
 
 void bind_gemm(py::module_& m) {
@@ -144,15 +151,39 @@ without AVX512_BF16 emulated with the same bits, denormals apart). c is float32,
           "The instruction set in use: 'avx512_bf16', 'avx512', 'avx2' or 'portable'.");
     m.def(
         "fma_peak_gflops",
-        [](double seconds) {
+        [](double seconds) -> double {
+            require_peak_seconds("fma_peak_gflops", seconds);
             const std::string isa = fastmlp::gemm_kernel_name();
             if (isa == "portable")
                 throw std::runtime_error("fma_peak_gflops needs the avx2 or avx512 kernels in use");
+#if FASTMLP_X86_KERNELS
             py::gil_scoped_release release;
             return isa == "avx512" || isa == "avx512_bf16" ? fastmlp::gemm_detail::avx512_fma_peak_gflops(seconds)
                                    : fastmlp::gemm_detail::avx2_fma_peak_gflops(seconds);
+#else
+            static_cast<void>(seconds);  // only the portable kernels are compiled here
+            throw std::logic_error("fma_peak_gflops: no avx2 or avx512 kernels in this build");
+#endif
         },
         py::arg("seconds") = 0.2,
         "Single-thread fp32 FMA throughput (GFLOP/s) of a register-only loop, in the registers "
         "of the instruction set in use (ymm for avx2, zmm for avx512).");
+    m.def(
+        "bf16_peak_gflops",
+        [](double seconds) -> double {
+            require_peak_seconds("bf16_peak_gflops", seconds);
+            if (!fastmlp::cpu_supports_isa("avx512_bf16"))
+                throw std::runtime_error(
+                    "bf16_peak_gflops needs a CPU with AVX512_BF16 (VDPBF16PS); this one has not");
+#if FASTMLP_X86_KERNELS
+            py::gil_scoped_release release;
+            return fastmlp::gemm_detail::avx512_bf16_peak_gflops(seconds);
+#else
+            throw std::logic_error("bf16_peak_gflops: no avx512_bf16 kernels in this build");
+#endif
+        },
+        py::arg("seconds") = 0.2,
+        "Single-thread bfloat16 dot-product throughput (GFLOP/s) of a register-only VDPBF16PS "
+        "loop on zmm registers, 4 flops per float32 lane (two products, two adds). RuntimeError "
+        "on a CPU without AVX512_BF16; ValueError unless 0 < seconds <= 60.");
 }

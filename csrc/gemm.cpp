@@ -147,6 +147,9 @@ constexpr const char* kIsaNames[] = {"portable", "avx2", "avx512", "avx512_bf16"
 constexpr int kIsaCount = 4;
 
 bool cpu_has(Isa isa) {
+#if !FASTMLP_X86_KERNELS
+    return isa == Isa::portable;
+#else
     __builtin_cpu_init();
     switch (isa) {
         case Isa::portable: return true;
@@ -158,6 +161,7 @@ bool cpu_has(Isa isa) {
         case Isa::avx512_bf16: return cpu_has(Isa::avx512) && __builtin_cpu_supports("avx512bf16");
     }
     return false;
+#endif
 }
 
 Isa widest_isa() {
@@ -174,18 +178,22 @@ const gemm_detail::GemmPaths<T>& active_paths();
 template <>
 const gemm_detail::GemmPaths<float>& active_paths<float>() {
     switch (gemm_detail::active_isa()) {
+#if FASTMLP_X86_KERNELS
         case Isa::avx512_bf16:
         case Isa::avx512: return gemm_detail::avx512_paths_float();
         case Isa::avx2: return gemm_detail::avx2_paths_float();
+#endif
         default: return gemm_detail::portable_paths_float();
     }
 }
 template <>
 const gemm_detail::GemmPaths<double>& active_paths<double>() {
     switch (gemm_detail::active_isa()) {
+#if FASTMLP_X86_KERNELS
         case Isa::avx512_bf16:
         case Isa::avx512: return gemm_detail::avx512_paths_double();
         case Isa::avx2: return gemm_detail::avx2_paths_double();
+#endif
         default: return gemm_detail::portable_paths_double();
     }
 }
@@ -371,8 +379,10 @@ void gemm_bfloat16(float* c, const float* a, const float* b, int64_t M, int64_t 
     rest.b_column_sums = nullptr;
     const Operands<float> q{c, a, b, M, N, K, transpose_a, transpose_b, accumulate, rest, true};
     const int threads = threads_for(static_cast<double>(M) * N * K);
+#if FASTMLP_X86_KERNELS
     if (native_bfloat16() && choose_path(M, N, transpose_b) == GemmPath::packed)
         return gemm_detail::avx512_bf16_packed_gemm(q, threads);
+#endif
     emulated_gemm_bfloat16(q, /*b_in_pairs=*/false, threads);
 }
 

@@ -9,6 +9,14 @@
 
 #include "kernels.h"
 
+// The AVX2 and AVX-512 kernels exist on x86 only (CMake compiles their translation units
+// there); elsewhere (aarch64, arm64 macOS) every dispatch takes the portable kernels.
+#if defined(__x86_64__) || defined(__i386__)
+#define FASTMLP_X86_KERNELS 1
+#else
+#define FASTMLP_X86_KERNELS 0
+#endif
+
 namespace fastmlp {
 namespace gemm_detail {
 
@@ -130,6 +138,9 @@ void avx512_bf16_packed_gemm(const Operands<float>& p, int threads);
 // GFLOP/s (2 flops per lane per FMA): 8 lanes (AVX2) and 16 lanes (AVX-512).
 double avx2_fma_peak_gflops(double seconds);
 double avx512_fma_peak_gflops(double seconds);
+// The same for bfloat16 pairs (peak_bf16.cpp, -mavx512bf16): VDPBF16PS on zmm, 4 flops per
+// lane (two products, two adds). Call it only when cpu_supports_isa("avx512_bf16").
+double avx512_bf16_peak_gflops(double seconds);
 
 // The instruction set in use (gemm.cpp): the widest the CPU has, unless forced.
 Isa active_isa();

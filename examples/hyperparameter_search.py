@@ -1,15 +1,24 @@
 """Hyperparameter search with optuna or scikit-learn
 =================================================
 
-Hyperparameter search for fastmlp.MLPClassifier on a Fashion-MNIST subset: hidden size,
-learning rate and dropout, tuned with optuna's TPE sampler (Bayesian optimisation) and median
-pruning, or with scikit-learn's RandomizedSearchCV when optuna is not installed::
+Hyperparameter search for fastmlp.MLPClassifier on a Fashion-MNIST subset (generated blob
+images without the files): hidden size, learning rate and dropout, tuned with optuna's TPE
+sampler (Bayesian optimisation) and median pruning, or with scikit-learn's RandomizedSearchCV
+when optuna is not installed::
 
     python examples/hyperparameter_search.py            # 20 trials, 10,000 training images
     python examples/hyperparameter_search.py --quick    # 3 small trials, a few seconds
     python examples/hyperparameter_search.py --method random
+
+Several processes (on one machine or many) can share one optuna study: start each with the same
+--storage (a journal file on a shared file system, or a database URL) and --study-name; each
+runs its --trials and proposes from everybody's results so far::
+
+    python examples/hyperparameter_search.py --storage search.log --study-name s1 &
+    python examples/hyperparameter_search.py --storage search.log --study-name s1
 """
 import argparse
+import os
 import time
 import warnings
 
@@ -39,6 +48,11 @@ def parse_args(argv):
     parser.add_argument("--data", default=datasets.FASHION_MNIST_DIR,
                         help="directory of the Fashion-MNIST IDX files")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--storage", default=None,
+                        help="share the optuna study through this journal file, or a database "
+                             "URL such as sqlite:///search.db (default: in memory, this process)")
+    parser.add_argument("--study-name", default="fastmlp-search",
+                        help="the shared study's name (with --storage)")
     args = parser.parse_args(argv)
     quick = {"trials": 3, "epochs": 3, "train_size": 1500}
     full = {"trials": 20, "epochs": 15, "train_size": 10000}
@@ -47,6 +61,8 @@ def parse_args(argv):
             setattr(args, name, value)
     if args.method is None:
         args.method = "optuna" if optuna_module() is not None else "random"
+    if args.storage is not None and args.method != "optuna":
+        parser.error("--storage shares an optuna study; it needs --method optuna")
     return args
 
 
@@ -58,23 +74,23 @@ def optuna_module():
     return optuna
 
 
+def stratified_subset(X, y, n, seed):
+    """n rows of (X, y) with the class proportions of y; all of them when n is not fewer."""
+    if n >= len(y):  # train_test_split wants a proper subset
+        return X, y
+    X, _, y, _ = train_test_split(X, y, train_size=n, stratify=y, random_state=seed)
+    return X, y
+
+
 def load_subsets(args):
-    """Stratified (train, validation, test) subsets; a generated stand-in without the files."""
-    if datasets.find_mnist_files(args.data) is not None:
-        X, y, X_test, y_test = datasets.load_fashion_mnist(args.data)
-        source = f"Fashion-MNIST from {args.data}"
-    else:
-        X, y = datasets.make_classification(70000, n_features=784, n_classes=10, seed=args.seed)
-        X, X_test, y, y_test = X[:60000].astype(np.float32), X[60000:].astype(np.float32), \
-            y[:60000], y[60000:]
-        source = f"no IDX files in {args.data}: a generated 784-feature, 10-class problem"
+    """Stratified (train, validation, test) subsets; generated blob images without the files."""
     n_validation = max(args.train_size // 4, 10)
-    X, _, y, _ = train_test_split(X, y, train_size=args.train_size + n_validation,
-                                  stratify=y, random_state=args.seed)
+    (X, y, X_test, y_test), source = datasets.load_fashion_mnist_or_blob_images(
+        args.data, n_train=args.train_size + n_validation, n_test=4 * n_validation, seed=args.seed)
+    X, y = stratified_subset(X, y, args.train_size + n_validation, args.seed)
     X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=n_validation,
                                                       stratify=y, random_state=args.seed)
-    X_test, _, y_test, _ = train_test_split(X_test, y_test, train_size=min(len(y_test), 4 * n_validation),
-                                            stratify=y_test, random_state=args.seed)
+    X_test, y_test = stratified_subset(X_test, y_test, 4 * n_validation, args.seed)
     return source, (X_train, y_train), (X_val, y_val), (X_test, y_test)
 
 
@@ -95,6 +111,7 @@ def search_with_optuna(args, train, validation):
     classes = np.unique(y_train)
 
     def objective(trial):
+        trial.set_user_attr("process", os.getpid())  # which process ran it, in a shared study
         model = classifier(args, trial.suggest_int("hidden", *HIDDEN_RANGE, log=True),
                            trial.suggest_float("learning_rate_init", *LR_RANGE, log=True),
                            trial.suggest_float("dropout", *DROPOUT_RANGE))
@@ -106,14 +123,42 @@ def search_with_optuna(args, train, validation):
                 raise optuna.TrialPruned()
         return accuracy
 
-    sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=min(5, args.trials))
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    study = create_or_load_study(optuna, args)
     study.optimize(objective, n_trials=args.trials)
-    for trial in study.trials:
-        value = "pruned" if trial.value is None else f"{trial.value:.4f}"
-        print(f"  trial {trial.number:2d}: {format_params(trial.params)} -> {value}")
+    for trial in study.trials:  # a shared study's: other processes' too, some still running
+        process = f" (process {trial.user_attrs.get('process')})" if args.storage else ""
+        if trial.state == optuna.trial.TrialState.RUNNING:  # its parameters may be incomplete
+            print(f"  trial {trial.number:2d}: running{process}")
+            continue
+        value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+        print(f"  trial {trial.number:2d}: {format_params(trial.params)} -> {value}{process}")
     return study.best_params, study.best_value
+
+
+def create_or_load_study(optuna, args):
+    """An in-memory study, or the shared one in --storage (created by whichever process comes
+    first). A shared study's proposals depend on when other processes finish their trials, so
+    its sampler is not seeded: processes with one seed would propose the same first trials."""
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    sampler = optuna.samplers.TPESampler(seed=None if args.storage else args.seed,
+                                         n_startup_trials=min(5, args.trials))
+    if args.storage is None:
+        return optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    return optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner,
+                               storage=shared_storage(optuna, args.storage),
+                               study_name=args.study_name, load_if_exists=True)
+
+
+def shared_storage(optuna, storage):
+    """A database URL as it is (optuna's RDB storage); anything else names a journal file,
+    which processes on one machine, or on machines sharing a file system, can append to."""
+    if "://" in storage:
+        return storage
+    try:
+        from optuna.storages.journal import JournalFileBackend
+    except ImportError:  # optuna 3.x
+        from optuna.storages import JournalFileStorage as JournalFileBackend
+    return optuna.storages.JournalStorage(JournalFileBackend(storage))
 
 
 def search_with_random_search(args, train, validation):

@@ -40,9 +40,24 @@ def test_quick_run_reports_every_section_and_writes_results(bench, tmp_path, res
         assert {"onnxruntime"} <= set(results["inference"]["one"]) & set(results["inference"]["many"])
     assert results["peak_isa"] == fastmlp.build_info().get("isa", fastmlp.build_info()["gemm_kernel"])
     assert set(results["thread_scaling"]) == {"1 thread", "2 threads"}
+    # bfloat16 beside float32: timed where this build / torch has it, else a row saying why.
+    assert set(results["bf16_peaks"]) == {1, 2}
+    for table in (small, wide):
+        if bench.has_bf16_model():
+            assert "fastmlp bf16" in table["seconds"]
+        else:
+            assert table["missing"] == {"fastmlp bf16": bench.NO_BF16}
+        if importlib.util.find_spec("torch"):
+            assert {"torch eager", "torch bf16 autocast"} <= set(table["seconds"])
+            assert not any(name.startswith("torch.compile") for name in table["seconds"])  # not in --quick
+    gemm_names = set(results["gemm"][0]["gflops"])
+    assert ("fastmlp bf16" in gemm_names) == bench.has_bf16_gemm()
+    if importlib.util.find_spec("torch"):
+        assert "torch bf16" in gemm_names and "torch bf16 autocast" in results["inference"]["many"]
     # Files: markdown with the tables, JSON that round-trips.
     markdown = open(results["files"][0]).read()
-    for title in ("## GEMM", "## Training: one epoch, 784-256-10", "## Inference", "## Thread scaling",
+    for title in ("## GEMM, float32", "## GEMM, bfloat16", "## Training: one epoch, 784-256-10",
+                  "## Inference", "## Thread scaling", "measured bf16 peak (VDPBF16PS",
                   "machine:", "versions:", f"FMA peak ({results['peak_isa']} registers)",
                   "BLAS (threadpoolctl):", "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE:"):
         assert title in markdown
@@ -104,3 +119,49 @@ def test_contention_quick_run_times_every_workload_and_stops_its_competitors(tmp
     assert "## contended" in open(results["files"][0]).read()
     with pytest.raises(SystemExit):
         contention.parse_args(["--competitors", "0"])
+
+
+def cpu_flags():
+    """The CPU's feature flags as Linux reports them (an independent check of the cpuid test)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    pytest.skip("no /proc/cpuinfo to say what the CPU has")
+
+
+@pytest.mark.parametrize("name", ["fma_peak_gflops", "bf16_peak_gflops"])
+@pytest.mark.parametrize("seconds", [0.0, -1.0, float("nan"), float("inf"), 61.0])
+def test_peak_loops_refuse_durations_that_would_not_end_or_mean_nothing(name, seconds):
+    with pytest.raises(ValueError, match=rf"{name}: seconds must be in \(0, 60\], got"):
+        getattr(fastmlp._core.kernels, name)(seconds)
+
+
+def test_bf16_peak_runs_where_the_cpu_has_avx512_bf16_and_says_why_not_elsewhere():
+    has_bf16 = {"avx512f", "avx512_bf16"} <= cpu_flags()
+    if has_bf16:
+        assert 0 < fastmlp._core.kernels.bf16_peak_gflops(0.01) < 1e4
+    else:
+        with pytest.raises(RuntimeError, match="AVX512_BF16"):
+            fastmlp._core.kernels.bf16_peak_gflops(0.01)
+
+
+def test_optimizer_share_times_every_contestant_per_network_and_precision(restore_threads):
+    share = load_script("optimizer_share")
+    rows = share.main(["--quick", "--repetitions", "2"])
+    precisions = ["float32"] + (["bfloat16"] if share.has_bf16_model() else [])
+    assert [(row["sizes"], row["compute_dtype"]) for row in rows] == [
+        (list(sizes), p) for sizes in share.NETWORKS for p in precisions]
+    for row in rows:
+        assert set(row["seconds"]) == {"train_step", "gradients", "core gradients", "train_step SGD"}
+        assert all(len(s) == 2 and min(s) > 0 for s in row["seconds"].values())
+        median = row["median_seconds"]
+        assert row["beyond_gradients"] == pytest.approx(median["train_step"] - median["core gradients"])
+        assert row["fused_saving"] == pytest.approx(max(row["beyond_gradients"], 0) * 8 / 28)
+    # 784-256-10: 784*256 + 256 + 256*10 + 10 parameters.
+    assert rows[0]["parameters"] == 203530
+    with pytest.raises(SystemExit):
+        share.parse_args(["--repetitions", "0"])

@@ -19,13 +19,14 @@ def test_train_on_generated_problem_when_no_idx_files(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path), "--epochs", "2", "--limit", "600",
                  "--hidden", "32", "--lr", "0.01"]) == 0
     out = capsys.readouterr().out
-    assert "generated problem" in out and "dataset-fashion-mnist" in out
+    assert "generated 28x28 blob images" in out and "dataset-fashion-mnist" in out
     rows = table_rows(out)
     assert [cell.strip() for cell in rows[0]] == ["epoch", "loss", "accuracy", "val_accuracy",
                                                     "seconds", "samples/s"]
     epochs = rows[2:]
     assert [int(row[0]) for row in epochs] == [1, 2]
     assert float(epochs[1][1]) < float(epochs[0][1])  # the loss falls
+    assert float(epochs[1][3]) > 0.4  # learned: chance is 0.1
     assert "test accuracy" in out
 
 

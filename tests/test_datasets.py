@@ -337,6 +337,49 @@ def test_classification_is_seeded():
     np.testing.assert_array_equal(a[1], b[1])
 
 
+def test_blob_images_shape_range_balance_and_seed():
+    X, y = datasets.make_blob_images(n_samples=1005, seed=3)
+    assert X.shape == (1005, 784) and X.dtype == np.float32 and y.dtype == np.int64
+    assert X.min() == 0.0 and X.max() == 1.0
+    assert np.bincount(y).min() == 100 and np.bincount(y).max() == 101
+    again, labels_again = datasets.make_blob_images(n_samples=1005, seed=3)
+    np.testing.assert_array_equal(X, again)
+    np.testing.assert_array_equal(y, labels_again)
+    assert not np.array_equal(X, datasets.make_blob_images(n_samples=1005, seed=4)[0])
+
+
+def test_blob_images_are_learnable_by_an_mlp_and_not_linearly_solved():
+    """The stand-in for Fashion-MNIST must teach something: an MLP gets far above chance (0.1);
+    nearest class mean (a linear rule) stays well below it, so the MLP's hidden layer matters."""
+    import fastmlp
+
+    X, y = datasets.make_blob_images(n_samples=4000, seed=0)
+    train, test = slice(0, 3000), slice(3000, None)
+    model = fastmlp.MLP([784, 128, 10], seed=0, optimizer=fastmlp.optim.Adam(lr=1e-3))
+    model.fit(X[train], y[train], epochs=8, batch_size=64)
+    mlp_accuracy = model.score(X[test], y[test])
+    centroids = np.stack([X[train][y[train] == k].mean(axis=0) for k in range(10)])
+    distances = ((X[test][:, None, :] - centroids[None]) ** 2).sum(axis=2)
+    centroid_accuracy = np.mean(distances.argmin(axis=1) == y[test])
+    assert mlp_accuracy > 0.6, mlp_accuracy
+    assert centroid_accuracy < mlp_accuracy - 0.1, (centroid_accuracy, mlp_accuracy)
+
+
+def test_fashion_mnist_or_blob_images(tmp_path):
+    (X, y, X_test, y_test), description = datasets.load_fashion_mnist_or_blob_images(
+        tmp_path, n_train=30, n_test=20, seed=1)
+    assert X.shape == (30, 784) and X_test.shape == (20, 784) and len(y) == 30 and len(y_test) == 20
+    generated, labels = datasets.make_blob_images(50, seed=1)
+    np.testing.assert_array_equal(np.concatenate([X, X_test]), generated)
+    np.testing.assert_array_equal(np.concatenate([y, y_test]), labels)
+    assert "generated 28x28 blob images" in description and str(tmp_path) in description
+    assert "apt-get install dataset-fashion-mnist" in description
+    images = write_fake_mnist(tmp_path)[0]
+    (X, _, _, _), description = datasets.load_fashion_mnist_or_blob_images(tmp_path, n_train=30)
+    np.testing.assert_allclose(X, images.reshape(12, -1) / 255.0, rtol=1e-6)  # the files, whole
+    assert description == f"Fashion-MNIST IDX files in {tmp_path}"
+
+
 @pytest.mark.parametrize("call, error, parameter", [
     (lambda: datasets.make_spirals(n_samples=1), ValueError, "n_samples"),
     (lambda: datasets.make_spirals(n_samples=10.5), TypeError, "n_samples"),
@@ -349,6 +392,10 @@ def test_classification_is_seeded():
     (lambda: datasets.make_classification(n_samples=3, n_classes=4), ValueError, "n_samples"),
     (lambda: datasets.make_classification(n_features=0), ValueError, "n_features"),
     (lambda: datasets.make_classification(seed=-1), ValueError, "seed"),
+    (lambda: datasets.make_blob_images(n_samples=9), ValueError, "n_samples"),
+    (lambda: datasets.make_blob_images(seed=1.5), TypeError, "seed"),
+    (lambda: datasets.load_fashion_mnist_or_blob_images("/nonexistent", n_test=0), ValueError, "n_test"),
+    (lambda: datasets.load_fashion_mnist_or_blob_images(3), TypeError, "data_dir"),
 ])
 def test_generator_argument_errors(call, error, parameter):
     with pytest.raises(error, match=parameter):

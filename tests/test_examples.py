@@ -1,6 +1,8 @@
 """Every script in examples/ at its smoke size (--quick), asserting what it claims: convergence
-or not, accuracy bounds, agreement with closed forms and with NumPy. One thread each, so the
-run time does not depend on how busy the machine is (threads are tested elsewhere)."""
+or not, accuracy bounds, agreement with closed forms and with NumPy. The scripts that read
+Fashion-MNIST run on it when it is installed and always on their stand-in (generated blob images,
+given an empty --data directory), which must be learned too. One thread each, so the run time
+does not depend on how busy the machine is (threads are tested elsewhere)."""
 import importlib.util
 import math
 from pathlib import Path
@@ -13,14 +15,30 @@ from fastmlp import datasets
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 HAS_FASHION = datasets.find_mnist_files(datasets.FASHION_MNIST_DIR) is not None
+CHANCE = 0.1  # ten classes, balanced
 
 
-def run_example(name, *arguments):
-    """Import examples/<name>.py as a module and call its main with the given arguments."""
+@pytest.fixture(params=["fashion-mnist", "generated"])
+def data(request, tmp_path):
+    """(--data arguments, the least test accuracy the quick runs must reach) for each source."""
+    if request.param == "generated":
+        return ["--data", str(tmp_path)], 4 * CHANCE
+    if not HAS_FASHION:
+        pytest.skip("Fashion-MNIST absent: apt-get install dataset-fashion-mnist")
+    return [], 0.7
+
+
+def load_example(name):
+    """Import examples/<name>.py as a module."""
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main(list(arguments))
+    return module
+
+
+def run_example(name, *arguments):
+    """Call examples/<name>.py's main with the given arguments."""
+    return load_example(name).main(list(arguments))
 
 
 @pytest.fixture(autouse=True)
@@ -65,17 +83,19 @@ def test_xor_mlp_hidden_layer_makes_xor_separable(capsys):
     assert "hidden features" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not HAS_FASHION, reason="Fashion-MNIST absent: apt-get install dataset-fashion-mnist")
-def test_fashion_mnist_mlp(capsys):
-    result = run_example("fashion_mnist_mlp", "--quick")
+def test_fashion_mnist_mlp(capsys, data):
+    data_arguments, least_accuracy = data
+    result = run_example("fashion_mnist_mlp", "--quick", *data_arguments)
     assert result["shapes"] == [(784, 256), (256,), (256, 10), (10,)]
     assert len(result["history"]["loss"]) == 2
     assert result["history"]["loss"][1] < result["history"]["loss"][0]
-    assert result["test"]["accuracy"] >= 0.7  # 2 epochs on 2000 images
+    assert result["test"]["accuracy"] >= least_accuracy  # 2 epochs on 2000 images
     # The example's NumPy evaluation agrees with the C++ one.
     assert result["test"]["accuracy"] == result["core_evaluate"]["accuracy"]
     assert result["test"]["loss"] == pytest.approx(result["core_evaluate"]["loss"], rel=1e-5)
-    assert "W1 (784, 256), b1 (256,), W2 (256, 10), b2 (10,)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "W1 (784, 256), b1 (256,), W2 (256, 10), b2 (10,)" in out
+    assert ("generated 28x28 blob images" in out) == bool(data_arguments)
 
 
 def test_losses():
@@ -95,15 +115,18 @@ def test_losses():
     assert classification["numpy_nll"] == pytest.approx(classification["core_loss"], rel=1e-9)
 
 
-def test_regularisation_table(capsys):
-    result = run_example("regularisation", "--quick")
+def test_regularisation_table(capsys, data):
+    data_arguments, least_accuracy = data
+    result = run_example("regularisation", "--quick", *data_arguments)
     rows = result["rows"]
     assert len(rows) == 9 and "plain" in rows and "ensemble of 2 plain" in rows
-    for name, row in rows.items():
-        assert 0.5 < row["test"] <= 1 and 0.5 < row["train"] <= 1, name
+    for name, row in rows.items():  # 3 epochs on 600 images: every method learns
+        assert 3 * CHANCE < row["test"] <= 1 and 3 * CHANCE < row["train"] <= 1, name
+    assert rows["plain"]["test"] >= least_accuracy
     assert rows["plain"]["train"] > rows["plain"]["test"]  # the generalisation gap
     assert rows["ensemble of 2 plain"]["test"] >= min(result["member_test_accuracies"])
     assert result["cv"]["test_score"].shape == (2,)
+    assert np.all(result["cv"]["test_score"] > 3 * CHANCE)
     assert "| train acc | test acc |" in capsys.readouterr().out
 
 
@@ -128,22 +151,32 @@ def check_search_result(result, method):
     assert result["method"] == method
     for name, (low, high) in from_example.items():
         assert low <= result["best_params"][name] <= high, name
-    # Ten classes: chance is 0.1; a few epochs on a small subset reach about 0.7.
-    assert result["validation_accuracy"] > 0.4 and result["test_accuracy"] > 0.4
+    # A few epochs on a small subset: about 0.7 on Fashion-MNIST, 0.5 on the blob images.
+    assert result["validation_accuracy"] > 4 * CHANCE and result["test_accuracy"] > 4 * CHANCE
 
 
-def test_hyperparameter_search_with_optuna(capsys):
+def test_hyperparameter_search_with_optuna(capsys, data):
     pytest.importorskip("sklearn")
     pytest.importorskip("optuna")
-    result = run_example("hyperparameter_search", "--quick")
+    result = run_example("hyperparameter_search", "--quick", *data[0])
     check_search_result(result, "optuna")
     out = capsys.readouterr().out
     assert out.count("trial ") == 3 and "best: hidden=" in out
 
 
-def test_hyperparameter_search_with_randomized_search_cv(capsys):
+def test_hyperparameter_search_with_randomized_search_cv(capsys, data):
     pytest.importorskip("sklearn")
     result = run_example("hyperparameter_search", "--quick", "--method", "random", "--trials", "2",
-                         "--epochs", "2", "--train-size", "600")
+                         "--epochs", "2", "--train-size", "600", *data[0])
     check_search_result(result, "random")
     assert "search: random, 2 trials" in capsys.readouterr().out
+
+
+def test_hyperparameter_search_takes_the_whole_test_set():
+    """The default size asks for as many test images as there are (10,000): all of them."""
+    pytest.importorskip("sklearn")
+    module = load_example("hyperparameter_search")
+    X, y = np.arange(40.0).reshape(20, 2), np.arange(20) % 2
+    assert module.stratified_subset(X, y, 20, seed=0)[0] is X
+    subset, labels = module.stratified_subset(X, y, 10, seed=0)
+    assert len(subset) == 10 and np.bincount(labels).tolist() == [5, 5]

@@ -4,6 +4,7 @@
                         optimizer=fastmlp.optim.Adam(lr=1e-3), seed=0)
     history = model.fit(X, y, epochs=10, batch_size=128, validation_data=(Xv, yv))
 """
+from importlib.metadata import version as _installed_version
 from typing import Any, Dict, Optional
 
 from ._openmp_env import short_spin_waits
@@ -17,7 +18,9 @@ from .feedback import Callback
 from .mlp import MLP, History, NotFittedError, load
 from .model_selection import cross_validate
 
-__version__ = "0.1.0"
+# One place for the version: pyproject.toml, read back from the installed package's metadata
+# (build_info()["version"] is the same string, compiled in from it).
+__version__ = _installed_version("fastmlp")
 __all__ = ["MLP", "History", "Callback", "NotFittedError", "load", "optim", "schedules", "Ensemble",
            "cross_validate", "set_num_threads", "get_num_threads", "build_info", "__version__",
            "MLPClassifier", "MLPRegressor"]

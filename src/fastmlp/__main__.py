@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train an MLP and print a per-epoch table")
     train.add_argument("--data", default=datasets.FASHION_MNIST_DIR,
                        help="directory of (Fashion-)MNIST IDX files (default: %(default)s); "
-                            "a generated problem is used when they are absent")
+                            "generated blob images are used when they are absent")
     train.add_argument("--hidden", type=_layer_sizes, default=[256],
                        help="hidden layer widths, comma-separated (default: 256)")
     train.add_argument("--activation", default="relu", choices=fastmlp.mlp.ACTIVATIONS)
@@ -68,17 +68,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load_data(data_dir: str, limit: Optional[int],
                seed: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
-    """(X, y, X_test, y_test, description): real IDX files if present, else a generated problem."""
-    X: np.ndarray
-    X_test: np.ndarray
-    if datasets.find_mnist_files(data_dir) is not None:
-        X, y, X_test, y_test = datasets.load_fashion_mnist(data_dir)
-        description = f"IDX files in {data_dir} ({X.shape[0]} train / {X_test.shape[0]} test rows)"
-    else:
-        X_all, y_all = datasets.make_classification(n_samples=12000, n_features=784, n_classes=10, seed=seed)
-        X, y, X_test, y_test = X_all[:10000], y_all[:10000], X_all[10000:], y_all[10000:]
-        description = (f"no IDX files in {data_dir}: a generated problem of Gaussian clusters, 784 "
-                       "features, 10 classes (apt-get install dataset-fashion-mnist for the real data)")
+    """(X, y, X_test, y_test, description): real IDX files if present, else generated images."""
+    (X, y, X_test, y_test), description = datasets.load_fashion_mnist_or_blob_images(
+        data_dir, n_train=10000, n_test=2000, seed=seed)
+    description += f" ({X.shape[0]} train / {X_test.shape[0]} test rows)"
     if limit is not None:
         X, y = X[:limit], y[:limit]
     return X, y, X_test, y_test, description
