@@ -773,15 +773,13 @@ void bind_network(py::module_& m, const char* name) {
                           std::lock_guard<std::recursive_mutex> lock(model.mutex);
                           model.network.optimizer_options().lr = lr; })
         .def("set_gradient_reduction", [](Model& model, const py::object& reduce) {
-            if (reduce.is_none()) {
-                model.network.reduce_gradient = nullptr;
-                return;
-            }
-            if (!PyCallable_Check(reduce.ptr())) throw py::type_error("reduce must be callable or None");
+            if (!reduce.is_none() && !PyCallable_Check(reduce.ptr()))
+                throw py::type_error("reduce must be callable or None");
             Network<T>& network = model.network;
+            std::function<void()> hook;
             // Called by each training step from the thread that released the GIL, outside any
             // parallel region; its exception (an MPI error) ends the call like Ctrl-C's.
-            network.reduce_gradient = [reduce, &network]() {
+            if (!reduce.is_none()) hook = [reduce, &network]() {
                 py::gil_scoped_acquire acquire;
                 const py::array_t<T> gradient({static_cast<py::ssize_t>(network.grads.size())}, {sizeof(T)},
                                               network.grads.data(), py::none());
@@ -789,6 +787,12 @@ void bind_network(py::module_& m, const char* name) {
                                                   {sizeof(double)}, network.reduction_figures.data(), py::none());
                 reduce(gradient, figures);
             };
+            {  // not while another thread's step runs the old hook
+                py::gil_scoped_release release;
+                std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                network.reduce_gradient.swap(hook);
+            }
+            // hook, the old one now, is destroyed here, with the GIL (it holds a Python callable)
         }, py::arg("reduce"),
            "data-parallel training: reduce(gradient, figures) is called by every training step "
            "between its gradient and its update (None: no longer); it must replace, in place, "
@@ -797,6 +801,9 @@ void bind_network(py::module_& m, const char* name) {
            "were not finite, the normaliser, then running_mean and running_var) by "
            "the sums over the processes (running statistics: one process's). The step then "
            "divides the gradient by the summed normaliser")
+        .def_property_readonly("reduces_gradient", [](Model& model) {
+            return static_cast<bool>(model.network.reduce_gradient); },
+            "whether set_gradient_reduction's hook is set (a data-parallel fit is running)")
         .def_property("dropout_stream", [](Model& model) { return model.network.dropout_stream; },
                       [](Model& model, uint64_t stream) {
                           py::gil_scoped_release release;

@@ -106,6 +106,9 @@ class _Network(Generic[_F]):
     dropout_stream: int
     """Added (times 2**40) to dropout's counter: each process of a data-parallel fit draws
     masks of its own; 0 (default) a single process's."""
+    @property
+    def reduces_gradient(self) -> bool:
+        """Whether set_gradient_reduction's hook is set (a data-parallel fit is running)."""
     def set_gradient_reduction(self, reduce: Optional[Callable[[NDArray[_F], NDArray[np.float64]], Any]]) -> None:
         """Data-parallel training: every training step calls reduce(gradient, figures) between
         its gradient and its update (None: no longer). reduce replaces, in place, gradient (this
