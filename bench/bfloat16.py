@@ -1,12 +1,15 @@
 """bfloat16 compute against float32 on this machine: the GEMM at 2048^3 and at the MLP's
-shapes (VDPBF16PS where the CPU has it, and the emulation), a training epoch and predict.
+shapes (AMX and VDPBF16PS where the CPU has them, and the emulation), a training epoch and
+predict.
 
     python bench/bfloat16.py            # about 2 minutes on 2 idle cores
     python bench/bfloat16.py --quick    # a smoke run at tiny sizes (seconds)
 
-Every cell is the median of interleaved repetitions (float32, native, emulated, float32, ...).
-"native" is the avx512_bf16 instruction set (VDPBF16PS in the packed path), "emulated" the
-avx512 one (float32 FMA kernels over rounded operands); the same bits but for denormals.
+Every cell is the median of interleaved repetitions (float32, amx, vdpbf16ps, emulated,
+float32, ...). "amx" is the amx_bf16 instruction set (TDPBF16PS for c wider than 16 columns;
+its own summation order), "vdpbf16ps" the avx512_bf16 one (VDPBF16PS in the packed path),
+"emulated" the avx512 one (float32 FMA kernels over rounded operands); the last two give the
+same bits but for denormals. Prediction runs the emulation under every instruction set.
 """
 from __future__ import annotations
 
@@ -51,7 +54,9 @@ def with_isa(isa: str, run: Callable[[], float]) -> Callable[[], float]:
 def bfloat16_isas() -> Dict[str, str]:
     isas = {"emulated": "avx512" if kernels.cpu_supports_isa("avx512") else "auto"}
     if kernels.cpu_supports_isa("avx512_bf16"):
-        isas = {"native": "avx512_bf16", **isas}
+        isas = {"vdpbf16ps": "avx512_bf16", **isas}
+    if kernels.cpu_supports_isa("amx_bf16"):
+        isas = {"amx": "amx_bf16", **isas}
     return isas
 
 
@@ -118,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     info = fastmlp.build_info()
-    print(f"kernels {info['isa']}, bfloat16 native: {info['bfloat16_native']}, "
+    print(f"kernels {info['isa']}, bfloat16 path: {info['bfloat16_path']}, "
           f"{fastmlp.get_num_threads()} threads")
     gemm_rows(args.quick, rounds)
     model_rows(args.quick, rounds)

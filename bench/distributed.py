@@ -9,7 +9,8 @@ configurations interleaved round by round; each run times one warm-up epoch and 
 --epochs epochs, and its median epoch counts. The 2-rank runs also time the step's
 reduction (the hook between gradient and update: the fixed-order sum of the gradient and
 the figures, waiting for the other rank included), giving its share of a step, and time the
-fixed-order sum alone against MPI's own in-place Allreduce at both gradient sizes. Last, the
+fixed-order sum alone against MPI's in-place Allreduce and a shared-memory sum (the candidate
+that docs/guide/distributed.md measured and did not keep) at both gradient sizes. Last, the
 scaling model: a ring allreduce costs about 2 (P - 1) latency + 2 (P - 1) / P x buffer /
 bandwidth per step; against the measured 1 x 1 step time divided over P ranks, it says
 where more ranks stop paying at 10, 25 and 100 Gb/s. Results go to bench/results/.
@@ -78,25 +79,69 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def time_reductions(comm: Any, size: int, repetitions: int = 30) -> Dict[str, float]:
-    """Median seconds of the fixed-order sum and of MPI's in-place Allreduce over `size`
-    float32 values, interleaved."""
+    """Median seconds over `size` float32 values, interleaved, of the fixed-order sum (what fit
+    uses), MPI's in-place Allreduce and the shared-memory candidate (SharedMemorySum)."""
     from mpi4py import MPI
 
     from fastmlp.distributed import FixedOrderSum
     buffer = np.ones(size, dtype=np.float32)
-    summer = FixedOrderSum(comm, size, buffer.dtype)
-    times: Dict[str, List[float]] = {"fixed_order": [], "allreduce": []}
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    shared = SharedMemorySum(node, size, buffer.dtype) if node.Get_size() == comm.Get_size() else None
+    summers = {"fixed_order": FixedOrderSum(comm, size, buffer.dtype),
+               "allreduce": lambda values: comm.Allreduce(MPI.IN_PLACE, values)}
+    if shared is not None:
+        summers["shared_memory"] = shared
+    times: Dict[str, List[float]] = {name: [] for name in summers}
     for _ in range(repetitions):
-        for name in times:
+        for name, summer in summers.items():
             comm.Barrier()
             started = time.perf_counter()
-            if name == "fixed_order":
-                summer(buffer)
-            else:
-                comm.Allreduce(MPI.IN_PLACE, buffer)
+            summer(buffer)
             times[name].append(time.perf_counter() - started)
             buffer.fill(1.0)
+    if shared is not None:
+        shared.window.Free()
+    node.Free()
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+class SharedMemorySum:
+    """The candidate measured against the fixed-order exchange (docs/guide/distributed.md):
+    ranks on one node sum through an MPI-3 shared window. Rank r copies the chunks the others
+    sum into its slot, a barrier, sums chunk r over the ranks in rank order (its own part read
+    in place) into the window's result row, a barrier, and copies the other chunks' sums back;
+    the window's two halves alternate between calls, so a rank may begin the next call while
+    another still reads this one's result. The same bits on every rank."""
+
+    def __init__(self, node: Any, size: int, dtype: np.dtype) -> None:
+        from mpi4py import MPI
+        self.node, self.rank, self.ranks = node, node.Get_rank(), node.Get_size()
+        per_call = (self.ranks + 1) * size
+        bytes_ = 2 * per_call * dtype.itemsize if self.rank == 0 else 0
+        self.window = MPI.Win.Allocate_shared(bytes_, dtype.itemsize, comm=node)
+        memory, _ = self.window.Shared_query(0)
+        shared = np.frombuffer(memory, dtype=dtype, count=2 * per_call)
+        self.halves = [shared[k * per_call:(k + 1) * per_call].reshape(self.ranks + 1, size) for k in range(2)]
+        self.chunks = [slice((c * size) // self.ranks, ((c + 1) * size) // self.ranks) for c in range(self.ranks)]
+        self.calls = 0
+
+    def __call__(self, buffer: np.ndarray) -> None:
+        slots = self.halves[self.calls % 2]
+        self.calls += 1
+        mine = self.chunks[self.rank]
+        others = [chunk for c, chunk in enumerate(self.chunks) if c != self.rank]
+        for chunk in others:
+            slots[self.rank, chunk] = buffer[chunk]
+        self.node.Barrier()
+        parts = [buffer[mine] if r == self.rank else slots[r, mine] for r in range(self.ranks)]
+        total = slots[self.ranks, mine]
+        np.add(parts[0], parts[1], out=total)
+        for part in parts[2:]:
+            total += part
+        self.node.Barrier()
+        buffer[mine] = total
+        for chunk in others:
+            buffer[chunk] = slots[self.ranks, chunk]
 
 
 # ---- the driver ----------------------------------------------------------------------------
@@ -149,10 +194,12 @@ def report(results: Dict[str, Any]) -> str:
         lines.append(f"| {network} | {medians['1x2']:.3f} s | {medians['2x1']:.3f} s | {medians['1x1']:.3f} s | "
                      f"{ratio:.2f} (<= {TARGETS[network]}) | {100 * share:.1f}% |")
     lines += ["", "The reduction alone, two ranks on this machine (median of 30, float32):", "",
-              "| network | gradient | fixed-order sum | MPI Allreduce (in place) |", "|---|---|---|---|"]
+              "| network | gradient | fixed-order sum (fit's) | MPI Allreduce (in place) | shared memory (candidate) |",
+              "|---|---|---|---|---|"]
     for network, alone in results["reduction_alone"].items():
+        shared = f"{1e6 * alone['shared_memory']:.0f} us" if "shared_memory" in alone else "-"
         lines.append(f"| {network} | {alone['megabytes']:.2f} MB | {1e6 * alone['fixed_order']:.0f} us | "
-                     f"{1e6 * alone['allreduce']:.0f} us |")
+                     f"{1e6 * alone['allreduce']:.0f} us | {shared} |")
     lines += ["", f"Scaling model (ring allreduce, {LATENCY_SECONDS * 1e6:.0f} us latency; step = 1x1 step / P "
               "+ allreduce, no overlap):", ""]
     for network, model in results["scaling"].items():

@@ -55,9 +55,8 @@ namespace activation_math {
 template <>
 const vector_math::ElementwiseLoops<float>& active_elementwise_loops<float>() {
     static const auto portable = vector_math::elementwise_loops_of_this_isa<false, float>();
-    switch (gemm_detail::active_isa()) {
+    switch (gemm_detail::active_float_isa()) {
 #if FASTMLP_X86_KERNELS
-        case gemm_detail::Isa::avx512_bf16:
         case gemm_detail::Isa::avx512: return vector_math::avx512_elementwise_loops_float();
         case gemm_detail::Isa::avx2: return vector_math::avx2_elementwise_loops_float();
 #endif
@@ -68,9 +67,8 @@ const vector_math::ElementwiseLoops<float>& active_elementwise_loops<float>() {
 template <>
 const vector_math::ElementwiseLoops<double>& active_elementwise_loops<double>() {
     static const auto portable = vector_math::elementwise_loops_of_this_isa<false, double>();
-    switch (gemm_detail::active_isa()) {
+    switch (gemm_detail::active_float_isa()) {
 #if FASTMLP_X86_KERNELS
-        case gemm_detail::Isa::avx512_bf16:
         case gemm_detail::Isa::avx512: return vector_math::avx512_elementwise_loops_double();
         case gemm_detail::Isa::avx2: return vector_math::avx2_elementwise_loops_double();
 #endif

@@ -773,15 +773,13 @@ void bind_network(py::module_& m, const char* name) {
                           std::lock_guard<std::recursive_mutex> lock(model.mutex);
                           model.network.optimizer_options().lr = lr; })
         .def("set_gradient_reduction", [](Model& model, const py::object& reduce) {
-            if (reduce.is_none()) {
-                model.network.reduce_gradient = nullptr;
-                return;
-            }
-            if (!PyCallable_Check(reduce.ptr())) throw py::type_error("reduce must be callable or None");
+            if (!reduce.is_none() && !PyCallable_Check(reduce.ptr()))
+                throw py::type_error("reduce must be callable or None");
             Network<T>& network = model.network;
+            std::function<void()> hook;
             // Called by each training step from the thread that released the GIL, outside any
             // parallel region; its exception (an MPI error) ends the call like Ctrl-C's.
-            network.reduce_gradient = [reduce, &network]() {
+            if (!reduce.is_none()) hook = [reduce, &network]() {
                 py::gil_scoped_acquire acquire;
                 const py::array_t<T> gradient({static_cast<py::ssize_t>(network.grads.size())}, {sizeof(T)},
                                               network.grads.data(), py::none());
@@ -789,6 +787,12 @@ void bind_network(py::module_& m, const char* name) {
                                                   {sizeof(double)}, network.reduction_figures.data(), py::none());
                 reduce(gradient, figures);
             };
+            {  // not while another thread's step runs the old hook
+                py::gil_scoped_release release;
+                std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                network.reduce_gradient.swap(hook);
+            }
+            // hook, the old one now, is destroyed here, with the GIL (it holds a Python callable)
         }, py::arg("reduce"),
            "data-parallel training: reduce(gradient, figures) is called by every training step "
            "between its gradient and its update (None: no longer); it must replace, in place, "
@@ -797,6 +801,9 @@ void bind_network(py::module_& m, const char* name) {
            "were not finite, the normaliser, then running_mean and running_var) by "
            "the sums over the processes (running statistics: one process's). The step then "
            "divides the gradient by the summed normaliser")
+        .def_property_readonly("reduces_gradient", [](Model& model) {
+            return static_cast<bool>(model.network.reduce_gradient); },
+            "whether set_gradient_reduction's hook is set (a data-parallel fit is running)")
         .def_property("dropout_stream", [](Model& model) { return model.network.dropout_stream; },
                       [](Model& model, uint64_t stream) {
                           py::gil_scoped_release release;
@@ -1112,16 +1119,24 @@ py::dict build_info() {
     compiled.append("avx2");
     compiled.append("avx512");
     compiled.append("avx512_bf16");
+    compiled.append("amx_bf16");
     info["cpu_avx2_fma"] = cpu_supports_isa("avx2");
     info["cpu_avx512"] = cpu_supports_isa("avx512");
     info["cpu_avx512_bf16"] = cpu_supports_isa("avx512_bf16");
+    // AMX-BF16 and the OS's leave to use the tiles.
+    info["cpu_amx_bf16"] = cpu_supports_isa("amx_bf16");
 #else
     info["cpu_avx2_fma"] = false;
     info["cpu_avx512"] = false;
     info["cpu_avx512_bf16"] = false;
+    info["cpu_amx_bf16"] = false;
 #endif
-    // Whether compute_dtype="bfloat16" multiplies with VDPBF16PS (else: emulated, kernels.h).
+    // Whether compute_dtype="bfloat16" multiplies with a bfloat16 instruction (else: emulated,
+    // kernels.h), and which: "amx_bf16" (whose sums are not in the canonical order, the
+    // bfloat16 guide), "avx512_bf16" or "emulated".
     info["bfloat16_native"] = native_bfloat16();
+    info["bfloat16_path"] = bfloat16_path();
+    info["bfloat16_canonical_order"] = std::string(bfloat16_path()) != "amx_bf16";
     info["simd_compiled"] = compiled;
     info["cpu_widest_isa"] = widest_cpu_isa_name();
     // The instruction set every kernel with one (GEMM, optimizer loops) runs in.
@@ -1136,7 +1151,7 @@ py::dict build_info() {
 
 }  // namespace
 
-// FASTMLP_ISA=portable|avx2|avx512|avx512_bf16|auto forces the kernels' instruction set for the process
+// FASTMLP_ISA=portable|avx2|avx512|avx512_bf16|amx_bf16|auto forces the kernels' instruction set for the process
 // (FASTMLP_FORCE_PORTABLE=1, the older switch, means portable). A name this CPU cannot run
 // stops the import with a ValueError that says so, rather than silently running another.
 void apply_isa_from_environment() {
@@ -1147,7 +1162,7 @@ void apply_isa_from_environment() {
         if (is_isa_name(isa))
             throw py::value_error("FASTMLP_ISA=" + isa + ": this CPU cannot run those kernels (its widest is '" +
                                   widest_cpu_isa_name() + "')");
-        throw py::value_error("FASTMLP_ISA must be portable, avx2, avx512, avx512_bf16 or auto, got '" + isa + "'");
+        throw py::value_error("FASTMLP_ISA must be portable, avx2, avx512, avx512_bf16, amx_bf16 or auto, got '" + isa + "'");
     }
     const char* portable = std::getenv("FASTMLP_FORCE_PORTABLE");
     if (portable && portable[0] == '1') set_isa("portable");

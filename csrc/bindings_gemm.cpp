@@ -112,7 +112,7 @@ void set_isa_or_raise(const std::string& isa) {
     if (fastmlp::is_isa_name(isa))
         throw py::value_error("isa '" + isa + "' is not supported by this CPU (its widest is '" +
                               fastmlp::widest_cpu_isa_name() + "')");
-    throw py::value_error("isa must be 'portable', 'avx2', 'avx512', 'avx512_bf16' or 'auto', got '" + isa + "'");
+    throw py::value_error("isa must be 'portable', 'avx2', 'avx512', 'avx512_bf16', 'amx_bf16' or 'auto', got '" + isa + "'");
 }
 
 // The peak loops run until `seconds` have passed: a NaN, infinite or huge figure would hang.
@@ -137,18 +137,23 @@ writeable C-contiguous (M, N) array and is returned. The GIL is released during 
           py::arg("accumulate") = false,
           R"doc(c = op(a) @ op(b) with bfloat16 operands: float32 a and b rounded to bfloat16 (nearest
 even), products summed in float32 in the canonical pair order (VDPBF16PS's arithmetic; on CPUs
-without AVX512_BF16 emulated with the same bits, denormals apart). c is float32, as in gemm.)doc");
+without AVX512_BF16 emulated with the same bits, denormals apart), except under the amx_bf16
+instruction set: AMX's own order for c wider than 16 columns (bfloat16_path). c is float32,
+as in gemm.)doc");
     m.def("native_bfloat16", &fastmlp::native_bfloat16,
-          "Whether gemm_bfloat16 runs VDPBF16PS (True) or the emulation (False).");
+          "Whether gemm_bfloat16 runs VDPBF16PS or AMX (True) or the emulation (False).");
+    m.def("bfloat16_path", &fastmlp::bfloat16_path,
+          "What gemm_bfloat16 runs for c wider than 16 columns: 'amx_bf16', 'avx512_bf16' or 'emulated'.");
     m.def("force_portable_gemm", &fastmlp::force_portable_gemm, py::arg("flag"),
           "Use the portable kernels (True) or the CPU's widest ones (False).");
     m.def("set_isa", &set_isa_or_raise, py::arg("isa"),
           R"doc(Use the kernels of one instruction set: 'portable', 'avx2', 'avx512', 'avx512_bf16'
-(AVX-512 plus VDPBF16PS for bfloat16 GEMMs), or 'auto' (the widest the CPU has). ValueError for another name or one this CPU lacks. Process-wide.)doc");
+(AVX-512 plus VDPBF16PS for bfloat16 GEMMs), 'amx_bf16' (AVX-512 plus AMX for bfloat16 GEMMs), or
+'auto' (the widest the CPU has). ValueError for another name or one this CPU lacks. Process-wide.)doc");
     m.def("cpu_supports_isa", [](const std::string& isa) { return fastmlp::cpu_supports_isa(isa); },
           py::arg("isa"), "Whether this CPU can run the kernels of `isa`.");
     m.def("gemm_kernel_name", &fastmlp::gemm_kernel_name,
-          "The instruction set in use: 'avx512_bf16', 'avx512', 'avx2' or 'portable'.");
+          "The instruction set in use: 'amx_bf16', 'avx512_bf16', 'avx512', 'avx2' or 'portable'.");
     m.def(
         "fma_peak_gflops",
         [](double seconds) -> double {
@@ -158,7 +163,7 @@ without AVX512_BF16 emulated with the same bits, denormals apart). c is float32,
                 throw std::runtime_error("fma_peak_gflops needs the avx2 or avx512 kernels in use");
 #if FASTMLP_X86_KERNELS
             py::gil_scoped_release release;
-            return isa == "avx512" || isa == "avx512_bf16" ? fastmlp::gemm_detail::avx512_fma_peak_gflops(seconds)
+            return isa == "avx512" || isa == "avx512_bf16" || isa == "amx_bf16" ? fastmlp::gemm_detail::avx512_fma_peak_gflops(seconds)
                                    : fastmlp::gemm_detail::avx2_fma_peak_gflops(seconds);
 #else
             static_cast<void>(seconds);  // only the portable kernels are compiled here

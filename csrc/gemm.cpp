@@ -3,6 +3,13 @@
 // and holds what every instruction set shares: the epilogue, the column sums of b, the
 // scratch memory, and the portable kernels that stand in on CPUs without AVX2/FMA.
 #include <omp.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -143,8 +150,29 @@ template double* shared_b_scratch<double>(int64_t);
 
 namespace {
 
-constexpr const char* kIsaNames[] = {"portable", "avx2", "avx512", "avx512_bf16"};
-constexpr int kIsaCount = 4;
+constexpr const char* kIsaNames[] = {"portable", "avx2", "avx512", "avx512_bf16", "amx_bf16"};
+constexpr int kIsaCount = 5;
+
+// AMX-TILE and AMX-BF16 (CPUID leaf 7: EDX bits 24 and 22), and the kernel's leave to use the
+// tiles: Linux (>= 5.16) hands out the 8 KiB of tile state per process on request
+// (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), asked once here; refused (an older
+// kernel, another OS), the bfloat16 GEMM keeps VDPBF16PS or the emulation.
+#if FASTMLP_X86_KERNELS
+bool amx_bf16_allowed() {
+    static const bool allowed = [] {
+        unsigned eax, ebx, ecx, edx;
+        if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+        if (!(edx & (1u << 24)) || !(edx & (1u << 22))) return false;
+#if defined(__linux__) && defined(SYS_arch_prctl)
+        constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+        return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+        return false;
+#endif
+    }();
+    return allowed;
+}
+#endif
 
 bool cpu_has(Isa isa) {
 #if !FASTMLP_X86_KERNELS
@@ -159,12 +187,14 @@ bool cpu_has(Isa isa) {
                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512dq");
         case Isa::avx512_bf16: return cpu_has(Isa::avx512) && __builtin_cpu_supports("avx512bf16");
+        case Isa::amx_bf16: return cpu_has(Isa::avx512_bf16) && amx_bf16_allowed();
     }
     return false;
 #endif
 }
 
 Isa widest_isa() {
+    if (cpu_has(Isa::amx_bf16)) return Isa::amx_bf16;
     if (cpu_has(Isa::avx512_bf16)) return Isa::avx512_bf16;
     if (cpu_has(Isa::avx512)) return Isa::avx512;
     return cpu_has(Isa::avx2) ? Isa::avx2 : Isa::portable;
@@ -177,9 +207,8 @@ template <typename T>
 const gemm_detail::GemmPaths<T>& active_paths();
 template <>
 const gemm_detail::GemmPaths<float>& active_paths<float>() {
-    switch (gemm_detail::active_isa()) {
+    switch (gemm_detail::active_float_isa()) {
 #if FASTMLP_X86_KERNELS
-        case Isa::avx512_bf16:
         case Isa::avx512: return gemm_detail::avx512_paths_float();
         case Isa::avx2: return gemm_detail::avx2_paths_float();
 #endif
@@ -188,9 +217,8 @@ const gemm_detail::GemmPaths<float>& active_paths<float>() {
 }
 template <>
 const gemm_detail::GemmPaths<double>& active_paths<double>() {
-    switch (gemm_detail::active_isa()) {
+    switch (gemm_detail::active_float_isa()) {
 #if FASTMLP_X86_KERNELS
-        case Isa::avx512_bf16:
         case Isa::avx512: return gemm_detail::avx512_paths_double();
         case Isa::avx2: return gemm_detail::avx2_paths_double();
 #endif
@@ -365,7 +393,18 @@ void emulated_gemm_bfloat16(const Operands<float>& p, bool b_in_pairs, int threa
 
 }  // namespace
 
-bool native_bfloat16() { return gemm_detail::active_isa() == Isa::avx512_bf16; }
+bool native_bfloat16() {
+    const Isa isa = gemm_detail::active_isa();
+    return isa == Isa::avx512_bf16 || isa == Isa::amx_bf16;
+}
+
+const char* bfloat16_path() {
+    switch (gemm_detail::active_isa()) {
+        case Isa::amx_bf16: return "amx_bf16";
+        case Isa::avx512_bf16: return "avx512_bf16";
+        default: return "emulated";
+    }
+}
 
 void gemm_bfloat16(float* c, const float* a, const float* b, int64_t M, int64_t N, int64_t K,
                    bool transpose_a, bool transpose_b, bool accumulate,
@@ -380,6 +419,10 @@ void gemm_bfloat16(float* c, const float* a, const float* b, int64_t M, int64_t 
     const Operands<float> q{c, a, b, M, N, K, transpose_a, transpose_b, accumulate, rest, true};
     const int threads = threads_for(static_cast<double>(M) * N * K);
 #if FASTMLP_X86_KERNELS
+    // AMX sums in its own order, so it takes every shape the packed path would at some M:
+    // a row of c then gets the same bits in a batch of any size, one row included.
+    if (gemm_detail::active_isa() == Isa::amx_bf16 && N > gemm_detail::kSkinnyColumns)
+        return gemm_detail::amx_bf16_packed_gemm(q, threads);
     if (native_bfloat16() && choose_path(M, N, transpose_b) == GemmPath::packed)
         return gemm_detail::avx512_bf16_packed_gemm(q, threads);
 #endif

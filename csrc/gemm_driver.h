@@ -9,7 +9,10 @@
 //                       bfloat16_pairs) packed by pack_a_pairs / pack_b_pairs, the pack_*
 //                       slivers' contracts with each k pair of a sliver as one 32-bit word
 //                       per row (column) holding two bfloat16, the even k in the low half,
-//                       and micro_tile reading such panels; the other kernels take float
+//                       and micro_tile reading such panels, panel_depth(kc) (the floats
+//                       per line a panel of kc k takes, passed to micro_tile as its kc) and
+//                       enter_thread before each thread's share of a packed product (AMX's
+//                       tile configuration); the other kernels take float
 //                       operands already rounded (gemm.cpp)
 //   (kPacksRowsOfA: pack_a_rows, and pack_a_rows_in_pair_order for a bfloat16 product's
 //                       float panels, full MR-row slivers of a non-transposed A)
@@ -86,10 +89,12 @@ void sum_b_columns(const Operands<T>& p) {
 // an edge. The transposes are absorbed here: only the read pattern changes.
 // ---------------------------------------------------------------------------------------
 
-// The k a float panel of a bfloat16 product holds: kc rounded up to a whole pair.
+// The floats per line a panel of a K block of kc k takes: kc (a bfloat16 product's float
+// panels: rounded up to a whole pair); kernels that pack pairs say theirs.
 template <typename T, typename Kernels>
 int64_t panel_depth(const Operands<T>& p, int64_t kc) {
-    return p.bfloat16_pairs && !Kernels::kPacksBfloat16Pairs ? kc + (kc & 1) : kc;
+    if constexpr (Kernels::kPacksBfloat16Pairs) return Kernels::panel_depth(kc);
+    return p.bfloat16_pairs ? kc + (kc & 1) : kc;
 }
 
 // Float panels of a bfloat16 product, from an operand not in pairs: element (x, k) of the
@@ -261,7 +266,8 @@ void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, 
     const int row_part = thread % grid.row_parts, col_part = thread / grid.row_parts;
     const Range my_row_tiles = split(row_tiles, row_part, grid.row_parts);
     const int64_t my_i0 = my_row_tiles.begin * MR, my_i1 = std::min(p.M, my_row_tiles.end * MR);
-    T* a_block = packed_a_scratch<T>(std::min(MC, row_tiles * MR) * kb.size);
+    const int64_t max_depth = panel_depth<T, Kernels>(p, kb.size);
+    T* a_block = packed_a_scratch<T>(std::min(MC, row_tiles * MR) * max_depth);
     // Without its A block a thread still packs its share of B and meets every barrier (the
     // team would wait for it forever otherwise); it only skips its multiplications.
     if (!a_block) out_of_memory.store(true, std::memory_order_relaxed);
@@ -270,7 +276,8 @@ void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, 
 
     // A sliver keeps its place in the panel buffers for every K block (the last block may be
     // shorter), so under a column split a thread only ever writes where it alone reads.
-    const int64_t sliver_stride = NR * kb.size;
+    const int64_t sliver_stride = NR * max_depth;
+    if constexpr (Kernels::kPacksBfloat16Pairs) Kernels::enter_thread();
     for (int64_t j0 = 0; j0 < p.N; j0 += NC) {
         const int64_t nc = std::min(NC, p.N - j0), slivers = ceil_div(nc, NR);
         // A new panel (N > NC) shares the slivers out afresh: under a column split, wait until
@@ -309,7 +316,7 @@ template <typename T, typename Kernels>
 void packed_gemm(const Operands<T>& p, int threads) {
     constexpr int64_t NR = Kernels::NR, NC = Kernels::NC;
     const KBlocking kb = p.blocking();
-    const int64_t panel_size = kb.size * ceil_div(std::min(NC, p.N), NR) * NR;
+    const int64_t panel_size = panel_depth<T, Kernels>(p, kb.size) * ceil_div(std::min(NC, p.N), NR) * NR;
     // Panels start on 64-byte boundaries (the micro-kernel's aligned loads of B).
     const int64_t stride = (panel_size * static_cast<int64_t>(sizeof(T)) + 63) / 64 * 64 /
                            static_cast<int64_t>(sizeof(T));

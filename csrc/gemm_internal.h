@@ -120,7 +120,9 @@ struct GemmPaths {
 constexpr int64_t kSkinnyColumns = 16;
 
 // avx512_bf16: the AVX-512 kernels, and VDPBF16PS for gemm_bfloat16's packed path.
-enum class Isa : int { portable = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3 };
+// amx_bf16: the same, but AMX's TDPBF16PS for gemm_bfloat16 wherever c is wider than
+// kSkinnyColumns (any M, so that a row's sum never depends on the batch).
+enum class Isa : int { portable = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3, amx_bf16 = 4 };
 
 // Defined in gemm.cpp, gemm_avx2.cpp (-mavx2 -mfma) and gemm_avx512.cpp (-mavx512f ...):
 // call the last two only when the CPU has those instructions.
@@ -133,6 +135,15 @@ const GemmPaths<double>& avx512_paths_double();
 // The packed path over bfloat16 operands (p.bfloat16_pairs) with VDPBF16PS, in
 // gemm_avx512_bf16.cpp (-mavx512bf16 ...): only when the CPU has AVX512_BF16.
 void avx512_bf16_packed_gemm(const Operands<float>& p, int threads);
+// The same with AMX, in gemm_amx_bf16.cpp (-mamx-tile -mamx-bf16 ...): only when the CPU has
+// AMX-BF16 and the kernel lets the process use tiles. TDPBF16PS does NOT add in the canonical
+// order: its 32 products per 16 pairs are summed in a way of its own (one pair: the two
+// products' exact sum rounded once, then added to c; more: neither sequential nor one
+// rounding), measured within 7 * 2^-24 * sum |a b| per tile step against the exact sum on
+// this Xeon. Each element's sum still depends on K alone (the same blocks, padded with zero
+// pairs to whole tile steps, summed in the tiles from zero and then added to c in float32),
+// so the rows stay independent of M and of the threads; denormals are flushed as VDPBF16PS.
+void amx_bf16_packed_gemm(const Operands<float>& p, int threads);
 
 // Single-thread fp32 FMA throughput of a register-only loop run for about `seconds`, in
 // GFLOP/s (2 flops per lane per FMA): 8 lanes (AVX2) and 16 lanes (AVX-512).
@@ -144,6 +155,12 @@ double avx512_bf16_peak_gflops(double seconds);
 
 // The instruction set in use (gemm.cpp): the widest the CPU has, unless forced.
 Isa active_isa();
+// The one whose float kernels (GEMM, element-wise and optimizer loops) run: avx512_bf16 and
+// amx_bf16 differ from avx512 only in gemm_bfloat16.
+inline Isa active_float_isa() {
+    const Isa isa = active_isa();
+    return isa == Isa::avx512_bf16 || isa == Isa::amx_bf16 ? Isa::avx512 : isa;
+}
 
 }  // namespace gemm_detail
 }  // namespace fastmlp

@@ -49,13 +49,25 @@ private:
 // child every mutex registered here is made anew, unlocked.
 // One ModelStateWrite around each write of a model's parameters, optimizer state, step or
 // running statistics made with the GIL released; never nested on one thread (a nested one
-// would wait for a fork that waits for the outer one).
+// would wait for a fork that waits for the outer one). Nothing inside one may wait for the
+// GIL or for anything else a forking thread can hold: os.fork() holds the GIL while it waits
+// for the writes in progress.
 class ModelStateWrite {
 public:
     ModelStateWrite();
     ~ModelStateWrite();
     ModelStateWrite(const ModelStateWrite&) = delete;
     ModelStateWrite& operator=(const ModelStateWrite&) = delete;
+};
+// Inside a ModelStateWrite, on its thread, with the model's state whole again (as a fork may
+// see it): ends the write while it lives and begins it again after, so that what runs
+// meanwhile (a data-parallel step's reduction, which takes the GIL) may let a fork happen.
+class ModelStateWritePause {
+public:
+    ModelStateWritePause();
+    ~ModelStateWritePause();
+    ModelStateWritePause(const ModelStateWritePause&) = delete;
+    ModelStateWritePause& operator=(const ModelStateWritePause&) = delete;
 };
 void register_for_reset_after_fork(std::recursive_mutex* mutex);
 void unregister_for_reset_after_fork(std::recursive_mutex* mutex);
@@ -231,9 +243,12 @@ void gemm_fused_in(bool bfloat16_operands, T* c, const T* a, const T* b, int64_t
     gemm_fused(c, a, b, M, N, K, transpose_a, transpose_b, accumulate, epilogue);
 }
 
-// Whether gemm_bfloat16 runs VDPBF16PS (the CPU has AVX512_BF16 and the ISA in use is
-// avx512_bf16) rather than the emulation.
+// Whether gemm_bfloat16 runs a bfloat16 instruction (the ISA in use is avx512_bf16:
+// VDPBF16PS, or amx_bf16: AMX's TDPBF16PS) rather than the emulation.
 bool native_bfloat16();
+// What gemm_bfloat16's products wider than 16 columns run on: "amx_bf16" (TDPBF16PS, its own
+// summation order, gemm_internal.h), "avx512_bf16" (VDPBF16PS) or "emulated".
+const char* bfloat16_path();
 
 // ---------------------------------------------------------------------------------------
 // Losses (losses.cpp). Every loss is a mean, as torch's default reduction; sums over the

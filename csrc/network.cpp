@@ -544,7 +544,8 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     ensure_workspace(B);
     RunTotals totals;
     if (!take_labels(targets, B, 0, totals)) return totals;
-    // From the running statistics' update to the optimizer's: a fork waits for the end.
+    // From the running statistics' update to the optimizer's: a fork waits for the end
+    // (across ranks, it may happen during the reduction, which sees the state before the step).
     const ModelStateWrite write;
     // The forward moves the running statistics before the step is known to be finite.
     std::copy(running_mean.begin(), running_mean.end(), saved_running_mean_.begin());
@@ -585,10 +586,15 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
         last_step_x_ = x;
         last_step_rows_ = x == batch_x_.data() ? B : 0;
     } else {
-        std::copy(saved_running_mean_.begin(), saved_running_mean_.end(), running_mean.begin());
-        std::copy(saved_running_var_.begin(), saved_running_var_.end(), running_var.begin());
+        restore_running_statistics();
     }
     return totals;
+}
+
+template <typename T>
+void Network<T>::restore_running_statistics() {
+    std::copy(saved_running_mean_.begin(), saved_running_mean_.end(), running_mean.begin());
+    std::copy(saved_running_var_.begin(), saved_running_var_.end(), running_var.begin());
 }
 
 template <typename T>
@@ -606,7 +612,14 @@ RunTotals Network<T>::reduce_across_ranks(const RunTotals& local, bool logits_fi
     figures[6] = normaliser;
     std::copy(running_mean.begin(), running_mean.end(), figures + scalars);
     std::copy(running_var.begin(), running_var.end(), figures + scalars + hidden);
-    reduce_gradient();
+    // The hook takes the GIL, which a thread in os.fork() holds while it waits for the state
+    // writes in progress: the write pauses around the hook, the model as before the step (the
+    // statistics this rank's forward moved are in figures), so a fork then sees a whole step.
+    restore_running_statistics();
+    {
+        const ModelStateWritePause pause;
+        reduce_gradient();
+    }
     RunTotals totals;
     totals.weight_sum = figures[1];
     totals.rows = static_cast<int64_t>(figures[2]);

@@ -388,6 +388,8 @@ private:
     // whether its logits were finite and its loss's normaliser to the hook and returns the
     // ranks' totals, grads then the gradient of the global batch's weighted mean loss.
     RunTotals reduce_across_ranks(const RunTotals& local, bool logits_finite, double normaliser);
+    // Batch norm's running statistics back to what they were before the step's forward.
+    void restore_running_statistics();
     // Sum of the squares of every weight matrix's entries (not biases, gamma or beta), in double.
     double weight_squares() const;
     // The optimizer kernel over params[begin, end) and the same range of grads and of every

@@ -20,9 +20,8 @@ using optim_detail::UpdateScalars;
 // The loops follow the GEMM's instruction set (all builds give the same bits).
 const UpdateLoops<float>& active_loops(float) {
     static const auto portable = optim_detail::update_loops_of_this_isa<float>();
-    switch (gemm_detail::active_isa()) {
+    switch (gemm_detail::active_float_isa()) {
 #if FASTMLP_X86_KERNELS
-        case gemm_detail::Isa::avx512_bf16:
         case gemm_detail::Isa::avx512: return optim_detail::avx512_update_loops_float();
         case gemm_detail::Isa::avx2: return optim_detail::avx2_update_loops_float();
 #endif
@@ -31,9 +30,8 @@ const UpdateLoops<float>& active_loops(float) {
 }
 const UpdateLoops<double>& active_loops(double) {
     static const auto portable = optim_detail::update_loops_of_this_isa<double>();
-    switch (gemm_detail::active_isa()) {
+    switch (gemm_detail::active_float_isa()) {
 #if FASTMLP_X86_KERNELS
-        case gemm_detail::Isa::avx512_bf16:
         case gemm_detail::Isa::avx512: return optim_detail::avx512_update_loops_double();
         case gemm_detail::Isa::avx2: return optim_detail::avx2_update_loops_double();
 #endif

@@ -129,7 +129,8 @@ ScopedCallThreads::ScopedCallThreads(int n) : saved_(t_call_threads) { t_call_th
 
 ScopedCallThreads::~ScopedCallThreads() { t_call_threads = saved_; }
 
-ModelStateWrite::ModelStateWrite() {
+namespace {
+void begin_state_write() {
     for (;;) {
         g_state_writes.fetch_add(1);  // announce, then look: a fork either sees us or we see it
         if (!g_fork_pending.load()) return;
@@ -138,7 +139,16 @@ ModelStateWrite::ModelStateWrite() {
     }
 }
 
-ModelStateWrite::~ModelStateWrite() { g_state_writes.fetch_sub(1); }
+void end_state_write() { g_state_writes.fetch_sub(1); }
+}  // namespace
+
+ModelStateWrite::ModelStateWrite() { begin_state_write(); }
+
+ModelStateWrite::~ModelStateWrite() { end_state_write(); }
+
+ModelStateWritePause::ModelStateWritePause() { end_state_write(); }
+
+ModelStateWritePause::~ModelStateWritePause() { begin_state_write(); }
 
 void register_for_reset_after_fork(std::recursive_mutex* mutex) {
     const std::lock_guard<std::mutex> lock(g_reset_mutexes_lock);

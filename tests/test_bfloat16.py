@@ -1,6 +1,7 @@
 """bfloat16 compute: the bfloat16 GEMM against its NumPy mirror bit for bit on every instruction
-set this CPU has (VDPBF16PS and the emulation), batch and thread invariance, and
-compute_dtype="bfloat16" models against ReferenceMLP with bfloat16 products."""
+set this CPU has that sums in the canonical order (VDPBF16PS and the emulation), AMX's within
+its stated bound, batch and thread invariance on all, and compute_dtype="bfloat16" models
+against ReferenceMLP with bfloat16 products."""
 import json
 
 import numpy as np
@@ -11,7 +12,12 @@ from fastmlp import _core, optim, reference
 from fastmlp._core import kernels
 from fastmlp.reference import ReferenceMLP
 
+# The instruction sets whose bfloat16 GEMM sums in the canonical order (bit for bit with the
+# mirror); amx_bf16 sums in AMX's own order (the bfloat16 guide), checked against a bound.
 ISAS = [isa for isa in ("portable", "avx2", "avx512", "avx512_bf16") if kernels.cpu_supports_isa(isa)]
+AMX = kernels.cpu_supports_isa("amx_bf16")
+needs_amx = pytest.mark.skipif(not AMX, reason="needs a CPU with AMX-BF16 and an OS that lets the process use "
+                                               "its tiles (Linux >= 5.16)")
 
 # Shapes (M, K, N): 1s, odd K (a zero-padded last pair), K across a block boundary (256 k,
 # 128 pairs; 258 = 2 blocks of 130 and 128), non-multiples of every tile, the MLP's layers,
@@ -24,6 +30,21 @@ SHAPES = [(1, 1, 1), (3, 5, 7), (17, 33, 19), (40, 513, 33), (1, 300, 70), (5, 2
 def isa(request):
     kernels.set_isa(request.param)
     yield request.param
+    kernels.set_isa("auto")
+
+
+@pytest.fixture(params=ISAS + ["amx_bf16"] * AMX)
+def any_isa(request):
+    """Every instruction set this CPU has, AMX's included."""
+    kernels.set_isa(request.param)
+    yield request.param
+    kernels.set_isa("auto")
+
+
+@pytest.fixture
+def amx():
+    kernels.set_isa("amx_bf16")
+    yield
     kernels.set_isa("auto")
 
 
@@ -59,7 +80,7 @@ def test_round_to_bfloat16_matches_torch_on_normal_numbers():
     assert_same_bits(reference.round_to_bfloat16(x), theirs)
 
 
-def test_the_kernel_rounds_its_operands_as_the_mirror(isa):
+def test_the_kernel_rounds_its_operands_as_the_mirror(any_isa):
     # c = a @ I: each element is one rounded operand (times 1, plus zeros).
     rng = np.random.default_rng(1)
     a = (rng.standard_normal((9, 37)) * np.exp(rng.uniform(-20, 20, (9, 37)))).astype(np.float32)
@@ -87,7 +108,7 @@ def test_gemm_bfloat16_accumulates_as_its_mirror(isa):
     assert_same_bits(ours, expected)
 
 
-def test_gemm_bfloat16_is_the_float32_gemm_of_rounded_pair_swapped_operands():
+def test_gemm_bfloat16_is_the_float32_gemm_of_rounded_pair_swapped_operands(isa):
     # The canonical order in another form: k in pairs with the odd one first, blocks of whole
     # pairs. With K = 512 (two 256-blocks either way) that is the float32 GEMM of the rounded
     # operands with each pair of k swapped -- and, as the sums are not associative, not
@@ -100,10 +121,14 @@ def test_gemm_bfloat16_is_the_float32_gemm_of_rounded_pair_swapped_operands():
     assert not np.array_equal(kernels.gemm_bfloat16(a, b), kernels.gemm(rounded_a, rounded_b))
 
 
-def test_gemm_bfloat16_rows_do_not_depend_on_the_batch_or_the_threads(isa):
+@pytest.mark.parametrize("K,N,transpose_a", [(784, 256, False), (257, 33, True), (600, 10, False)])
+def test_gemm_bfloat16_rows_do_not_depend_on_the_batch_or_the_threads(any_isa, K, N, transpose_a):
     rng = np.random.default_rng(4)
-    a, b = operands(rng, 150, 784, 256, False, False)
+    a, b = operands(rng, 150, K, N, False, False)
     whole = kernels.gemm_bfloat16(a, b)
+    # A transposed a (the dW product's layout) gives the same rows as its copy.
+    a_given = np.ascontiguousarray(a.T) if transpose_a else a
+    assert_same_bits(kernels.gemm_bfloat16(a_given, b, transpose_a=transpose_a), whole)
     for row in (0, 77, 149):
         assert_same_bits(kernels.gemm_bfloat16(a[row:row + 1], b)[0], whole[row])
     assert_same_bits(kernels.gemm_bfloat16(a[10:27], b), whole[10:27])
@@ -117,6 +142,85 @@ def test_gemm_bfloat16_rows_do_not_depend_on_the_batch_or_the_threads(isa):
         fastmlp.set_num_threads(previous)
     assert_same_bits(one, whole)
     assert_same_bits(two, whole)
+
+
+# ---- AMX: its own summation order, within a bound of the mirror -------------------------------
+
+def amx_bound(a, b, transpose_a, transpose_b, c=None):
+    """K * 2^-24 * (|c| + sum_k |a_ik b_kj|) of the rounded operands, twice: the first-order
+    error bound of a K-term float32 sum in any order (the canonical one included), for the
+    AMX result and for the mirror."""
+    rounded_a = reference.round_to_bfloat16(a).astype(np.float64)
+    rounded_b = reference.round_to_bfloat16(b).astype(np.float64)
+    magnitude = np.abs(rounded_a.T if transpose_a else rounded_a) @ np.abs(rounded_b.T if transpose_b else rounded_b)
+    if c is not None:
+        magnitude += np.abs(c)
+    K = rounded_a.shape[0 if transpose_a else 1]
+    return 2 * (K + 1) * 2.0 ** -24 * magnitude
+
+
+@needs_amx
+@pytest.mark.parametrize("M,K,N", SHAPES + [(64, 1024, 1024), (2, 2048, 48)])
+@pytest.mark.parametrize("transpose_a,transpose_b", [(False, False), (True, False), (False, True), (True, True)])
+def test_amx_gemm_bfloat16_is_within_its_bound_of_the_mirror(amx, M, K, N, transpose_a, transpose_b):
+    rng = np.random.default_rng(M * 1000 + K + N)
+    a, b = operands(rng, M, K, N, transpose_a, transpose_b)
+    ours = kernels.gemm_bfloat16(a, b, transpose_a, transpose_b)
+    mirror = reference.gemm_bfloat16(a, b, transpose_a, transpose_b)
+    assert (np.abs(ours.astype(np.float64) - mirror) <= amx_bound(a, b, transpose_a, transpose_b)).all()
+
+
+@needs_amx
+def test_amx_gemm_bfloat16_accumulates_within_its_bound_of_the_mirror(amx):
+    rng = np.random.default_rng(2)
+    a, b = operands(rng, 30, 301, 45, False, False)
+    c = rng.standard_normal((30, 45)).astype(np.float32)
+    ours = kernels.gemm_bfloat16(a, b, c=c.copy(), accumulate=True)
+    mirror = reference.gemm_bfloat16(a, b, c=c)
+    assert (np.abs(ours.astype(np.float64) - mirror) <= amx_bound(a, b, False, False, c)).all()
+
+
+@needs_amx
+def test_amx_does_not_sum_in_the_canonical_order(amx):
+    # Products (2^-24, 1, 2^-24, 0), (2^-24, 2^-24, 1, 0), (1, 2^-24, 0, 2^-24): exact sum
+    # 1 + 2^-23 each; every float32 order gives 1 or 1 + 2^-23, the canonical one 1,
+    # 1 + 2^-23, 1. On the Xeon this was written on AMX gives 1 + 2^-23, 1, 1 + 2^-23, which is
+    # why its results are held to a bound, not to the mirror's bits. (c wider than 16 columns
+    # so that the AMX path runs.)
+    t = 2.0 ** -12
+    results = []
+    for square_roots in ([t, 1, t, 0], [t, t, 1, 0], [1, t, 0, t]):
+        a = np.array([square_roots], np.float32)
+        b = np.tile(a.T, (1, 20))
+        ours, canonical = kernels.gemm_bfloat16(a, b), reference.gemm_bfloat16(a, b)
+        assert ((ours == 1.0) | (ours == 1.0 + 2.0 ** -23)).all() and (ours == ours[0, 0]).all()
+        results.append((ours[0, 0], canonical[0, 0]))
+    assert [canonical for _, canonical in results] == [1.0, 1.0 + 2.0 ** -23, 1.0]
+    assert any(ours != canonical for ours, canonical in results)
+
+
+@needs_amx
+def test_amx_products_survive_another_librarys_tile_configuration(amx):
+    # torch's oneDNN runs its bfloat16 matmuls on AMX too, in this thread, with tile shapes
+    # of its own; the next product must configure the tiles again.
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    a, b = operands(rng, 70, 300, 90, False, False)
+    before = kernels.gemm_bfloat16(a, b)
+    x = torch.randn(40, 72, dtype=torch.bfloat16)
+    torch.matmul(x, torch.randn(72, 24, dtype=torch.bfloat16))
+    assert_same_bits(kernels.gemm_bfloat16(a, b), before)
+
+
+@needs_amx
+def test_amx_flushes_denormals_as_vdpbf16ps():
+    rng = np.random.default_rng(5)
+    a, b = operands(rng, 8, 20, 24, False, False, scale=2.0 ** -65)
+    kernels.set_isa("amx_bf16")
+    try:
+        assert (kernels.gemm_bfloat16(a, b) == 0).all()
+    finally:
+        kernels.set_isa("auto")
 
 
 @pytest.mark.skipif("avx512_bf16" not in ISAS, reason="needs a CPU with AVX512_BF16")
@@ -144,11 +248,21 @@ def test_gemm_bfloat16_refuses_other_dtypes():
         kernels.gemm_bfloat16(np.ones((2, 3), np.float32), np.ones((2, 2), np.float32))
 
 
-def test_build_info_says_whether_bfloat16_runs_natively():
-    info = _core.build_info()
-    assert info["bfloat16_native"] == kernels.native_bfloat16()
+@pytest.mark.parametrize("isa_name", ["auto", "avx512"])
+def test_build_info_says_whether_and_how_bfloat16_runs_natively(isa_name):
+    kernels.set_isa(isa_name)
+    try:
+        info = _core.build_info()
+    finally:
+        kernels.set_isa("auto")
+    assert info["bfloat16_native"] == (info["isa"] in ("avx512_bf16", "amx_bf16"))
     assert info["cpu_avx512_bf16"] == kernels.cpu_supports_isa("avx512_bf16")
-    assert info["bfloat16_native"] == (kernels.gemm_kernel_name() == "avx512_bf16")
+    assert info["cpu_amx_bf16"] == AMX
+    expected_path = info["isa"] if info["bfloat16_native"] else "emulated"
+    assert info["bfloat16_path"] == expected_path
+    assert info["bfloat16_canonical_order"] == (expected_path != "amx_bf16")
+    # The default is AMX wherever the CPU and the OS allow it.
+    assert (info["isa"] == "amx_bf16") == (AMX and isa_name == "auto")
 
 
 # ---- the model -------------------------------------------------------------------------------

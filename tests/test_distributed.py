@@ -268,6 +268,75 @@ def test_bad_input_on_one_rank_raises_the_same_error_on_every_rank_before_the_fi
     assert stopped_on_nan and steps == 0 and "step 1 (batch 1 of 30 of the epoch)" in warning
 
 
+REENTRY_SCRIPT = COMMON + textwrap.dedent("""
+    import copy
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    X, y, weights = dataset("float64")
+    results = {}
+
+    class Reenter(fastmlp.Callback):
+        # calls `call` on the ranks in `on` from the callback hook `when`
+        def __init__(self, when, on, call):
+            self.when, self.on, self.call = when, on, call
+        def on_train_begin(self, model):
+            if self.when == "begin" and rank in self.on:
+                self.call(model)
+        def on_epoch_end(self, epoch, logs, history):
+            if self.when == "epoch" and rank in self.on:
+                self.call(model_)
+
+    cases = {
+        "train_step_everywhere": ("epoch", (0, 1), lambda m: m.train_step(X[:8], y[:8])),
+        "train_step_on_rank_1": ("epoch", (1,), lambda m: m.train_step(X[:8], y[:8])),
+        "fit_on_rank_0_at_begin": ("begin", (0,), lambda m: m.fit(X, y, epochs=1, batch_size=8)),
+        "fit_with_comm": ("epoch", (0, 1), lambda m: m.fit(X, y, epochs=1, batch_size=8, comm=comm)),
+    }
+    for name, (when, on, call) in cases.items():
+        model_ = model("float64")
+        try:
+            model_.fit(X, y, epochs=3, batch_size=8, comm=comm, callbacks=[Reenter(when, on, call)])
+            results[name] = "no error"
+        except RuntimeError as error:
+            results[name] = str(error)
+        results[name + "_steps"] = int(model_._network.step)
+
+    # gradients from a callback: this rank's rows, as a copy of the model outside any fit
+    seen = []
+    def gradients(epoch, logs):
+        rows = slice(rank * 10, rank * 10 + 10)
+        outside = copy.deepcopy(model_).gradients(X[rows], y[rows])
+        inside = model_.gradients(X[rows], y[rows])
+        seen.append(bool(outside[0] == inside[0] and np.array_equal(outside[1], inside[1])))
+    model_ = model("float64")
+    model_.fit(X, y, epochs=2, batch_size=8, comm=comm, callbacks=[gradients])
+    reference = model("float64")  # the same fit without the callback: the same bits
+    reference.fit(X, y, epochs=2, batch_size=8, comm=comm)
+    results["gradients"] = seen + [bool(np.array_equal(reference.flat_parameters, model_.flat_parameters))]
+    every = comm.allgather(results)
+    if rank == 0:
+        print(json.dumps(every))
+""")
+
+
+@needs_mpi
+def test_fit_or_train_step_from_a_callback_of_a_data_parallel_fit_raises_on_every_rank(tmp_path):
+    rank0, rank1 = printed_by_rank_0(tmp_path, "reentry", REENTRY_SCRIPT)
+    assert rank0 == rank1
+    refused = ("cannot be called during a data-parallel fit (comm=...) of this model, e.g. from one "
+               "of its callbacks")
+    for name, where in [("train_step_everywhere", 0), ("train_step_on_rank_1", 1),
+                        ("fit_on_rank_0_at_begin", 0), ("fit_with_comm", 0)]:
+        assert rank0[name].startswith(("train_step " if "train_step" in name else "fit ") + refused), rank0[name]
+        assert rank0[name].endswith(f"(on rank {where} of 2)")
+    # 120 rows in batches of 8: the epoch ran, its callback raised; none before the first epoch
+    assert rank0["fit_on_rank_0_at_begin_steps"] == 0
+    assert [rank0[f"{name}_steps"] for name in ("train_step_everywhere", "train_step_on_rank_1", "fit_with_comm")] \
+        == [15, 15, 15]
+    assert rank0["gradients"] == [True, True, True]
+
+
 FAILURE_SCRIPT = COMMON + textwrap.dedent("""
     import os, signal
     from mpi4py import MPI

@@ -19,8 +19,9 @@ MLP_SHAPES = [(128, 784, 256), (784, 128, 256), (128, 256, 784), (128, 256, 10),
 
 
 ISAS = ["avx512", "avx2", "portable"]
-# avx512_bf16 runs the avx512 kernels above (and VDPBF16PS in gemm_bfloat16, test_bfloat16.py).
-ISA_NAMES = ISAS + ["avx512_bf16"]
+# avx512_bf16 and amx_bf16 run the avx512 kernels above (and VDPBF16PS or AMX in
+# gemm_bfloat16, test_bfloat16.py).
+ISA_NAMES = ISAS + ["avx512_bf16", "amx_bf16"]
 
 
 @pytest.fixture(params=ISAS)
@@ -192,7 +193,7 @@ def test_kernel_name_and_forcing():
 
 
 def test_set_isa_refuses_unknown_and_unsupported_names():
-    with pytest.raises(ValueError, match="isa must be 'portable', 'avx2', 'avx512', 'avx512_bf16' or 'auto', "
+    with pytest.raises(ValueError, match="isa must be 'portable', 'avx2', 'avx512', 'avx512_bf16', 'amx_bf16' or 'auto', "
                        "got 'sse9'"):
         kernels.set_isa("sse9")
     for isa in ISA_NAMES:
@@ -226,7 +227,7 @@ def test_fastmlp_isa_environment_variable(isa):
 def test_fastmlp_isa_environment_variable_refuses_a_typo():
     out = _kernel_name_in_subprocess(FASTMLP_ISA="avx-512")
     assert out.returncode != 0
-    assert "FASTMLP_ISA must be portable, avx2, avx512, avx512_bf16 or auto, got 'avx-512'" in out.stderr
+    assert "FASTMLP_ISA must be portable, avx2, avx512, avx512_bf16, amx_bf16 or auto, got 'avx-512'" in out.stderr
 
 
 def test_non_contiguous_inputs_are_handled():

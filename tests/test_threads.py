@@ -38,7 +38,7 @@ def wide_model(**kwargs):
     return fastmlp.MLP([200, 1024, 4], seed=3, **kwargs)
 
 
-def run_python(code, **env):
+def run_python(code, timeout=SUBPROCESS_TIMEOUT, **env):
     """Run code in a fresh interpreter from a file (spawned workers re-import it) with
     OMP_NUM_THREADS only if given; return its output's words."""
     environment = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
@@ -48,7 +48,7 @@ def run_python(code, **env):
         with open(path, "w") as file:
             file.write(textwrap.dedent(code))
         result = subprocess.run([sys.executable, path], capture_output=True, text=True,
-                                timeout=SUBPROCESS_TIMEOUT, env=environment)
+                                timeout=timeout, env=environment)
     assert result.returncode == 0, result.stderr
     return result.stdout.split()
 
@@ -424,3 +424,75 @@ def test_a_child_forked_while_another_thread_fits_can_use_the_model():
     assert words[0] != "child-hung", "the child's predict_proba did not return in 20 s"
     assert words[0] == "steps" and int(words[1]) >= 3
     assert words[2:] == ["same-parameters", "True", "same-predictions", "True"]
+
+
+FORK_DURING_REDUCTION = """
+    import multiprocessing, queue, threading, warnings
+    import numpy as np
+    import fastmlp
+    warnings.simplefilter("ignore", DeprecationWarning)  # fork() beside a thread, on purpose
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(512, 128)).astype(np.float32)
+    y = rng.integers(0, 10, size=512)
+
+    def one_rank(gradient, figures):
+        pass  # a single rank's sums are its own: the hook only has to take the GIL
+
+    def model_with_reduction():
+        model = fastmlp.MLP([128, 512, 512, 10], batch_norm=True, seed=0)
+        model._network.set_gradient_reduction(one_rank)
+        return model
+
+    def train(steps=30):  # the core's steps (MLP.train_step and fit refuse a model with a hook)
+        for _ in range(steps):
+            model._network.train_step(X, y)
+
+    model, twin = model_with_reduction(), model_with_reduction()
+    model.fitted = twin.fitted = True
+    fitting = threading.Thread(target=train)
+    fitting.start()
+    while model._network.step < 1 and fitting.is_alive():
+        pass
+
+    def child(results):
+        network = model._network
+        results.put((int(network.step), network.params.copy(), network.running_mean.copy(),
+                     network.running_var.copy(), model.predict_proba(X[:8])))
+
+    context = multiprocessing.get_context("fork")
+    seen = []
+    while fitting.is_alive() and len(seen) < 12:
+        results = context.Queue()
+        process = context.Process(target=child, args=(results,))
+        process.start()  # waits for the step in progress: the deadlock was here
+        try:
+            seen.append(results.get(timeout=20))
+        except queue.Empty:
+            print("child-hung")
+            process.kill()
+            break
+        process.join()
+    fitting.join()
+    # Each child's model is the parent's after a completed step, running statistics included:
+    # the same bits as a twin taking as many steps (full batches, no shuffle).
+    same = []
+    for step, params, mean, var, probabilities in seen:
+        while twin._network.step < step:
+            twin._network.train_step(X, y)
+        same.append(np.array_equal(params, twin._network.params) and np.array_equal(mean, twin._network.running_mean)
+                    and np.array_equal(var, twin._network.running_var)
+                    and np.array_equal(probabilities, twin.predict_proba(X[:8])))
+    print("children", len(seen), "same", all(same))
+"""
+
+
+def test_a_fork_while_a_data_parallel_step_reduces_neither_hangs_nor_splits_a_step():
+    # The fitting thread's hook takes the GIL, which os.fork() holds while it waits for the
+    # state writes in progress: if the step's write spanned the hook, both would wait for ever.
+    try:
+        words = run_python(FORK_DURING_REDUCTION, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail("fork() during a training step with a gradient reduction hung for 90 s")
+    assert words[0] != "child-hung", "a child's predict_proba did not return in 20 s"
+    assert words[:2] == ["children", words[1]] and int(words[1]) >= 2
+    assert words[2:] == ["same", "True"]

@@ -16,7 +16,8 @@ AVX = re.compile(r"^\s*[0-9a-f]+:\s+v[a-z0-9]+\b", re.MULTILINE)
 AVX512 = re.compile(r"%zmm\d|%k[0-7]\b|%[xy]mm(1[6-9]|2\d|3[01])\b")
 # Object library (CMake target) -> what its objects may hold.
 ALLOWED = {"fastmlp_kernels": "baseline", "_core": "baseline", "_classic_rules": "baseline",
-           "fastmlp_avx2": "avx2", "fastmlp_avx512": "avx512", "fastmlp_avx512_bf16": "avx512"}
+           "fastmlp_avx2": "avx2", "fastmlp_avx512": "avx512", "fastmlp_avx512_bf16": "avx512",
+           "fastmlp_amx_bf16": "avx512"}
 
 
 def findings(build_dir):

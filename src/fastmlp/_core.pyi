@@ -106,6 +106,9 @@ class _Network(Generic[_F]):
     dropout_stream: int
     """Added (times 2**40) to dropout's counter: each process of a data-parallel fit draws
     masks of its own; 0 (default) a single process's."""
+    @property
+    def reduces_gradient(self) -> bool:
+        """Whether set_gradient_reduction's hook is set (a data-parallel fit is running)."""
     def set_gradient_reduction(self, reduce: Optional[Callable[[NDArray[_F], NDArray[np.float64]], Any]]) -> None:
         """Data-parallel training: every training step calls reduce(gradient, figures) between
         its gradient and its update (None: no longer). reduce replaces, in place, gradient (this
@@ -290,15 +293,18 @@ class _Kernels:
         """op(a) @ op(b) with a and b rounded to bfloat16, products summed in float32."""
     @staticmethod
     def native_bfloat16() -> bool:
-        """Whether gemm_bfloat16 runs VDPBF16PS (else the emulation)."""
+        """Whether gemm_bfloat16 runs VDPBF16PS or AMX (else the emulation)."""
+    @staticmethod
+    def bfloat16_path() -> str:
+        """What gemm_bfloat16 runs for c wider than 16 columns: 'amx_bf16', 'avx512_bf16' or 'emulated'."""
     @staticmethod
     def gemm_kernel_name() -> str:
-        """The instruction set in use: 'avx512_bf16', 'avx512', 'avx2' or 'portable'."""
+        """The instruction set in use: 'amx_bf16', 'avx512_bf16', 'avx512', 'avx2' or 'portable'."""
     @staticmethod
     def force_portable_gemm(flag: bool) -> None: ...
     @staticmethod
     def set_isa(isa: str) -> None:
-        """Use one instruction set's kernels ('portable', 'avx2', 'avx512', 'avx512_bf16', 'auto')."""
+        """Use one instruction set's kernels ('portable', 'avx2', 'avx512', 'avx512_bf16', 'amx_bf16', 'auto')."""
     @staticmethod
     def cpu_supports_isa(isa: str) -> bool: ...
     @staticmethod

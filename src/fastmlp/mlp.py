@@ -116,8 +116,9 @@ class MLP:
         weight and input gradients, prediction -- rounds its operands (layer inputs, weights,
         output gradients) to bfloat16 and sums their products in float32; parameters,
         optimizer state, activations, the loss and every other sum stay float32. Runs with
-        VDPBF16PS on CPUs with AVX512_BF16 (``fastmlp.build_info()["bfloat16_native"]``),
-        emulated with the same results elsewhere. Settable after training: a float32 model
+        AMX on CPUs (and OSes) allowing AMX-BF16, summed in AMX's own order, else with
+        VDPBF16PS on CPUs with AVX512_BF16, else emulated with VDPBF16PS's results
+        (``fastmlp.build_info()["bfloat16_path"]``). Settable after training: a float32 model
         switched to bfloat16 prediction, or back. See the bfloat16 guide.
     """
 
@@ -439,7 +440,12 @@ class MLP:
             parameters NaN/inf; the model keeps that step. A step that leaves finite parameters
             whose outputs overflow is not looked for here (it would cost a forward pass per
             call): the next train_step says so, and predictions raise FloatingPointError.
+        RuntimeError
+            When called during a data-parallel fit of this model (``comm``; from a callback):
+            that fit's steps are summed over the ranks, and a step of one rank's own would
+            wait there for the others. ``gradients`` may be called: this rank's rows' gradient.
         """
+        training.refuse_during_data_parallel_fit(self, "train_step")
         x, y = self._prepare(x, y, "x", "y")
         weights = self._weights(sample_weight, x.shape[0], y)
         step = self._network.step
@@ -634,7 +640,8 @@ class MLP:
             normalises with each rank's own batch statistics (as torch's DDP) and every rank
             keeps rank 0's running statistics. Bad input on any rank raises the same error on
             every rank before the first step. One process (or None): an ordinary fit, same bits.
-            See docs/guide/distributed.md.
+            While it runs, ``fit`` and ``train_step`` of this model raise RuntimeError (from a
+            callback: on every rank). See docs/guide/distributed.md.
         sharded : bool
             With ``comm``: False (default) when every rank passes the same X, y and
             sample_weight (a memmap on a shared disk, say): the global batches are then exactly

@@ -9,7 +9,7 @@ import time
 import warnings
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -22,6 +22,8 @@ from .mixup import check_mixup_alpha, mixup_plan
 from .schedules import LRSchedule, check_schedule, step_schedule
 
 ON_NAN = ("raise", "restore")
+
+_T = TypeVar("_T")
 
 # Batches per C++ call when nothing is shown: often enough for Ctrl-C to be honoured within a
 # fraction of a second, rarely enough that the Python overhead is nil.
@@ -129,6 +131,7 @@ def fit(model: TrainableModel, X: Any, y: Any, epochs: int, batch_size: int, *,
     """MLP.fit: check the arguments, then train (see MLP.fit for their meaning). With a
     communicator of several ranks every rank checks its own, and all raise the first failing
     rank's error before the first step."""
+    refuse_during_data_parallel_fit(model, "fit")
     if not isinstance(sharded, (bool, np.bool_)):
         raise TypeError(f"sharded must be True or False, got {sharded!r}")
     ranks = ranks_of(comm, bool(sharded))
@@ -157,6 +160,17 @@ def fit(model: TrainableModel, X: Any, y: Any, epochs: int, batch_size: int, *,
         loop.join_ranks()
     return loop.run(epochs, callbacks, lr_schedule, patience=patience if early_stopping else None,
                     min_delta=min_delta, restore_best_weights=restore_best_weights)
+
+
+def refuse_during_data_parallel_fit(model: TrainableModel, what: str) -> None:
+    """RuntimeError when a data-parallel fit of `model` is running (a callback of it calls
+    `what`): each of that fit's steps is summed over the ranks inside the core, so a step
+    or a fit of this rank's own would wait there for ranks that never join it, or break
+    the replicas. The error goes to every rank as a callback's does."""
+    if model._network.reduces_gradient:
+        raise RuntimeError(f"{what} cannot be called during a data-parallel fit (comm=...) of this model, "
+                           "e.g. from one of its callbacks: that fit sums every step's gradient over the "
+                           "ranks; call it after fit returns, or on a copy of the model")
 
 
 def _training_data(model: TrainableModel, X: Any, y: Any, validation_data: Optional[Tuple[Any, ...]],
@@ -288,7 +302,7 @@ class FitLoop:
         history = History()
         best: Tuple[float, Optional[Dict[str, np.ndarray]]] = (math.inf, None)  # (monitored loss, saved state)
         epochs_without_improvement = 0
-        train_begins(callbacks, model)
+        self._agreed(lambda: train_begins(callbacks, model))
         if lr_schedule is not None:
             model.learning_rate = lr_schedule.start(model.learning_rate, owner=model)
         for _ in range(epochs):
@@ -336,7 +350,7 @@ class FitLoop:
                 break
         if best[1] is not None:
             model._restore(best[1])
-        train_ends(callbacks, history)
+        self._agreed(lambda: train_ends(callbacks, history))
         return history
 
     def _callbacks_stop(self, callbacks: Sequence[CallbackLike], logs: Dict[str, float],
@@ -344,9 +358,13 @@ class FitLoop:
         """Whether a callback asks to stop. Across ranks: one that stops any rank stops them
         all, and one that raises on any rank raises on every rank (none is left waiting)."""
         epoch = self.model.epochs_trained
-        if self.ranks is None:
-            return epoch_ends(callbacks, epoch, logs, history)
-        return self.ranks.any(self.ranks.agree(lambda: epoch_ends(callbacks, epoch, logs, history)))
+        stop = self._agreed(lambda: epoch_ends(callbacks, epoch, logs, history))
+        return stop if self.ranks is None else self.ranks.any(stop)
+
+    def _agreed(self, action: Callable[[], _T]) -> _T:
+        """action() (a callback's hook); across ranks, when it raises on any rank, the same
+        error on every rank (Ranks.agree), so that none goes on to wait for the others."""
+        return action() if self.ranks is None else self.ranks.agree(action)
 
     def _record_partial_epoch(self, history: History, logs: Dict[str, float], rows: int,
                               lr: float) -> None:
