@@ -38,7 +38,7 @@ inline __m512 interleaved_pairs(__m512 even, __m512 odd) {
 enum class PairLayout { pair_rows, line_rows };
 
 // A sliver of 16 lines x k [k0, k0 + kc) as `pairs_out` (>= ceil(kc / 2)) pairs per line,
-// zero past `lines` and past kc.  dst is 64-byte aligned.
+// zero past `lines` (but see pack_pairs_k_contiguous) and past kc.  dst is 64-byte aligned.
 //
 // Lines contiguous (op(a) of a transposed a, op(b) of a plain b): element(x, k) =
 // src[k * ld + x], x < lines <= 16.
@@ -62,6 +62,8 @@ void pack_pairs_lines_contiguous(float* dst, const float* src, int64_t ld, int64
 
 // k contiguous (op(a) of a plain a, op(b) of a transposed b): element(x, k) = src[x * ld + k],
 // x < lines <= 16. 32 k of each line become 16 words (a line row), transposed for pair rows.
+// Line rows past `lines` are not written: they are rows of an A tile, whose products land in
+// rows of c that are never kept (the few-rows kernels do not even load them).
 void pack_pairs_k_contiguous(float* dst, const float* src, int64_t ld, int64_t lines, int64_t kc,
                              int64_t pairs_out, PairLayout layout) {
     for (int64_t k = 0; k < 2 * pairs_out; k += 32) {
@@ -74,6 +76,7 @@ void pack_pairs_k_contiguous(float* dst, const float* src, int64_t ld, int64_t l
                 const __m512 first = _mm512_maskz_loadu_ps(low, line), second = _mm512_maskz_loadu_ps(high, line + 16);
                 words[x] = reinterpret_cast<__m512>(_mm512_cvtne2ps_pbh(second, first));
             } else {
+                if (layout == PairLayout::line_rows) break;  // see above: not written
                 words[x] = _mm512_setzero_ps();
             }
             if (layout == PairLayout::line_rows) _mm512_store_ps(dst + k / 2 * 16 + x * 16, words[x]);
