@@ -257,4 +257,22 @@ instruction set b was packed under (a float32, rounded to bfloat16; c float32).)
         "Single-thread bfloat16 dot-product throughput (GFLOP/s) of a register-only VDPBF16PS "
         "loop on zmm registers, 4 flops per float32 lane (two products, two adds). RuntimeError "
         "on a CPU without AVX512_BF16; ValueError unless 0 < seconds <= 60.");
+    m.def(
+        "amx_bf16_peak_gflops",
+        [](double seconds) -> double {
+            require_peak_seconds("amx_bf16_peak_gflops", seconds);
+            if (!fastmlp::cpu_supports_isa("amx_bf16"))
+                throw std::runtime_error("amx_bf16_peak_gflops needs a CPU with AMX-BF16 and an OS that lets "
+                                         "the process use its tiles; this one has not");
+#if FASTMLP_X86_KERNELS
+            py::gil_scoped_release release;
+            return fastmlp::gemm_detail::amx_bf16_peak_gflops(seconds);
+#else
+            throw std::logic_error("amx_bf16_peak_gflops: no amx_bf16 kernels in this build");
+#endif
+        },
+        py::arg("seconds") = 0.2,
+        "Single-thread AMX bfloat16 throughput (GFLOP/s): TDPBF16PS on four accumulator tiles "
+        "from operand tiles loaded once, 16 x 16 x 32 multiply-adds per instruction. RuntimeError "
+        "where amx_bf16 is not available; ValueError unless 0 < seconds <= 60.");
 }

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstring>
 
 #include "avx512_bf16_pairs.h"
@@ -225,6 +226,47 @@ void few_rows_gemm(const Operands<float>& p, int threads) {
 }
 
 }  // namespace
+
+// Single-thread TDPBF16PS throughput in GFLOP/s over about `seconds`: four independent
+// accumulator tiles, operands loaded once (nothing but the tile unit is timed), each
+// instruction 16 x 16 x 32 multiply-adds (16,384 flops).
+double amx_bf16_peak_gflops(double seconds) {
+    use_tile_config(tile_config(16));
+    // Products of about 1e-4 * 1e-4 (bfloat16 0x38d1): normal floats, sums far from overflow.
+    alignas(64) static const std::array<uint16_t, 512> operand = [] {
+        std::array<uint16_t, 512> values;
+        values.fill(0x38d1);
+        return values;
+    }();
+    _tile_loadd(4, operand.data(), 64);
+    _tile_loadd(5, operand.data(), 64);
+    _tile_loadd(6, operand.data(), 64);
+    _tile_loadd(7, operand.data(), 64);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    constexpr int64_t iterations = 1 << 14;
+    using clock = std::chrono::steady_clock;
+    const auto started = clock::now();
+    int64_t rounds = 0;
+    double elapsed = 0;
+    do {
+        for (int64_t it = 0; it < iterations; ++it) {
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        ++rounds;
+        elapsed = std::chrono::duration<double>(clock::now() - started).count();
+    } while (elapsed < seconds);
+    alignas(64) float result[256];
+    _tile_stored(0, result, 64);  // the tiles' work is kept
+    volatile float sink = result[0];
+    (void)sink;
+    return static_cast<double>(rounds) * iterations * 4 * 16384 / elapsed * 1e-9;
+}
 
 int64_t amx_bf16_packed_b_size(const Operands<float>& p) { return packed_b_size<float, AmxKernels>(p); }
 

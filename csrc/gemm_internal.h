@@ -162,6 +162,9 @@ double avx512_fma_peak_gflops(double seconds);
 // The same for bfloat16 pairs (peak_bf16.cpp, -mavx512bf16): VDPBF16PS on zmm, 4 flops per
 // lane (two products, two adds). Call it only when cpu_supports_isa("avx512_bf16").
 double avx512_bf16_peak_gflops(double seconds);
+// The same for AMX (gemm_amx_bf16.cpp): TDPBF16PS from tiles loaded once, 16,384 flops per
+// instruction. Call it only when cpu_supports_isa("amx_bf16").
+double amx_bf16_peak_gflops(double seconds);
 
 // The instruction set in use (gemm.cpp): the widest the CPU has, unless forced.
 Isa active_isa();
