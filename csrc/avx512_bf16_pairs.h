@@ -45,18 +45,20 @@ enum class PairLayout { pair_rows, line_rows };
 void pack_pairs_lines_contiguous(float* dst, const float* src, int64_t ld, int64_t lines, int64_t kc,
                                  int64_t pairs_out, PairLayout layout) {
     const __mmask16 mask = first_lanes(lines);
-    for (int64_t q0 = 0; q0 < pairs_out; q0 += 16) {
+    auto pair_row = [&](int64_t q) {
+        const int64_t k = 2 * q;
+        const __m512 even = k < kc ? _mm512_maskz_loadu_ps(mask, src + k * ld) : _mm512_setzero_ps();
+        const __m512 odd = k + 1 < kc ? _mm512_maskz_loadu_ps(mask, src + (k + 1) * ld) : _mm512_setzero_ps();
+        return interleaved_pairs(even, odd);
+    };
+    if (layout == PairLayout::pair_rows) {  // each pair row stored as it is made
+        for (int64_t q = 0; q < pairs_out; ++q) _mm512_store_ps(dst + q * 16, pair_row(q));
+        return;
+    }
+    for (int64_t q0 = 0; q0 < pairs_out; q0 += 16) {  // line rows: 16 pair rows transposed
         __m512 rows[16];
-        const int64_t count = std::min<int64_t>(16, pairs_out - q0);
-        for (int64_t r = 0; r < 16; ++r) {
-            const int64_t k = 2 * (q0 + r);
-            const __m512 even = r < count && k < kc ? _mm512_maskz_loadu_ps(mask, src + k * ld) : _mm512_setzero_ps();
-            const __m512 odd = r < count && k + 1 < kc ? _mm512_maskz_loadu_ps(mask, src + (k + 1) * ld)
-                                                       : _mm512_setzero_ps();
-            rows[r] = interleaved_pairs(even, odd);
-            if (layout == PairLayout::pair_rows && r < count) _mm512_store_ps(dst + (q0 + r) * 16, rows[r]);
-        }
-        if (layout == PairLayout::line_rows) transpose_16x16_store(dst + q0 * 16, rows, 16);
+        for (int64_t r = 0; r < 16; ++r) rows[r] = pair_row(q0 + r);
+        transpose_16x16_store(dst + q0 * 16, rows, 16);
     }
 }
 
