@@ -348,11 +348,16 @@ void round_line_in_pair_order(float* out, const float* x, int64_t stride, int64_
 // out[i, k] = bfloat16(op(a)[i, pair_order(k)]), 0 past K.  out is (M, K2), K2 = K rounded up
 // to even.
 void round_a_in_pair_order(float* out, const Operands<float>& p, int64_t K2, int threads) {
-#pragma omp parallel for num_threads(threads) if (threads > 1)
-    for (int64_t i = 0; i < p.M; ++i) {
+    auto round_row = [&](int64_t i) {
         const float* row = p.transpose_a ? p.a + i : p.a + i * p.K;
         round_line_in_pair_order(out + i * K2, row, p.transpose_a ? p.M : 1, p.K, K2 / 2);
+    };
+    if (threads <= 1) {  // no OpenMP region: for one row it would cost more than the rounding
+        for (int64_t i = 0; i < p.M; ++i) round_row(i);
+        return;
     }
+#pragma omp parallel for num_threads(threads)
+    for (int64_t i = 0; i < p.M; ++i) round_row(i);
 }
 
 // out[k, j] = bfloat16(op(b)[pair_order(k), j]), 0 past K.  out is (K2, N).
