@@ -308,9 +308,10 @@ void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool tr
 }
 
 // ---------------------------------------------------------------------------------------
-// bfloat16 operands. On CPUs with AVX512_BF16 the packed path converts while packing and
-// multiplies with VDPBF16PS (gemm_avx512_bf16.cpp). Every other case -- the skinny and row
-// paths, other CPUs -- is emulated: the float32 kernels multiply the operands rounded, with
+// bfloat16 operands. Under avx512_bf16 (amx_bf16) every product wider than kSkinnyColumns
+// converts while packing and multiplies with VDPBF16PS (AMX): gemm_avx512_bf16.cpp
+// (gemm_amx_bf16.cpp), at any M. Every other case -- the skinny path, other CPUs -- is
+// emulated: the float32 kernels multiply the operands rounded, with
 // their k in the canonical pair order (odd k first, a zero k = K when K is odd) and the pair
 // blocking; the packed path rounds while packing, the skinny and row paths get rounded
 // copies. A product of two bfloat16 values is
