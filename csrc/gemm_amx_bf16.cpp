@@ -273,16 +273,8 @@ int64_t amx_bf16_packed_b_size(const Operands<float>& p) { return packed_b_size<
 
 void amx_bf16_pack_b(float* out, const Operands<float>& p) { pack_whole_b<float, AmxKernels>(out, p); }
 
-// A few rows take few_rows_gemm, b packed whole first unless it is; more take the 32 x 32 tile.
 void amx_bf16_packed_gemm(const Operands<float>& p, int threads) {
-    if (p.M > kFewRows) return packed_gemm<float, AmxKernels>(p, threads);
-    if (p.packed_b) return few_rows_gemm(p, threads);
-    float* packed = shared_b_scratch<float>(packed_b_size<float, AmxKernels>(p));
-    if (!packed) throw std::bad_alloc();
-    pack_whole_b<float, AmxKernels>(packed, p);
-    Operands<float> with_b = p;
-    with_b.packed_b = packed;
-    few_rows_gemm(with_b, threads);
+    packed_or_few_rows_gemm<float, AmxKernels>(p, threads, kFewRows, few_rows_gemm);
 }
 
 }  // namespace gemm_detail

@@ -454,6 +454,21 @@ void row_gemm(const Operands<T>& p, int threads) {
     run(omp_get_thread_num(), omp_get_num_threads());
 }
 
+// The kernels that pack bfloat16 pairs at any M: up to few_rows rows of c go to their
+// few_rows_gemm(p, threads) -- which multiplies b packed whole, packed first unless p has it --,
+// more to the packed path.
+template <typename T, typename Kernels, typename FewRows>
+void packed_or_few_rows_gemm(const Operands<T>& p, int threads, int64_t few_rows, FewRows few_rows_gemm) {
+    if (p.M > few_rows) return packed_gemm<T, Kernels>(p, threads);
+    if (p.packed_b) return few_rows_gemm(p, threads);
+    T* packed = shared_b_scratch<T>(packed_b_size<T, Kernels>(p));
+    if (!packed) throw std::bad_alloc();
+    pack_whole_b<T, Kernels>(packed, p);
+    Operands<T> with_b = p;
+    with_b.packed_b = packed;
+    few_rows_gemm(with_b, threads);
+}
+
 template <typename T, typename Kernels>
 const GemmPaths<T>& paths_around() {
     static const GemmPaths<T> paths{&packed_gemm<T, Kernels>, &skinny_gemm<T, Kernels>,
