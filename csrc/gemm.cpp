@@ -242,7 +242,8 @@ template <>
 const gemm_detail::GemmPaths<double>& active_paths<double>() {
     switch (gemm_detail::active_float_isa()) {
 #if FASTMLP_X86_KERNELS
-        case Isa::avx512: return gemm_detail::avx512_paths_double();
+        case Isa::avx512:
+            return gemm_detail::avx512_paths_double(static_cast<Avx512Tile>(g_tile.load(std::memory_order_relaxed)));
         case Isa::avx2: return gemm_detail::avx2_paths_double();
 #endif
         default: return gemm_detail::portable_paths_double();
