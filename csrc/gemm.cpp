@@ -365,39 +365,36 @@ thread_local gemm_detail::ScratchBuffer t_rounded_a, t_rounded_b;
 // The position in the pair order of k: the odd k of each pair comes first.
 inline int64_t pair_order(int64_t k) { return k ^ 1; }
 
-// out[0, 2 * pairs) = bfloat16 of x[pair_order(k) * stride], k < 2 * pairs, 0 past `count`.
-void round_line_in_pair_order(float* out, const float* x, int64_t stride, int64_t count, int64_t pairs) {
-    const int64_t whole = count / 2;
-    if (stride == 1) {
-        for (int64_t q = 0; q < whole; ++q) {
-            out[2 * q] = gemm_detail::round_to_bfloat16(x[2 * q + 1]);
-            out[2 * q + 1] = gemm_detail::round_to_bfloat16(x[2 * q]);
-        }
-    } else {
-        for (int64_t q = 0; q < whole; ++q) {
-            out[2 * q] = gemm_detail::round_to_bfloat16(x[(2 * q + 1) * stride]);
-            out[2 * q + 1] = gemm_detail::round_to_bfloat16(x[2 * q * stride]);
-        }
-    }
-    if (whole < pairs) {  // an odd count: its last k pairs with a zero, which comes first
-        out[2 * whole] = 0.0f;
-        out[2 * whole + 1] = gemm_detail::round_to_bfloat16(x[2 * whole * stride]);
+// out[k] = bfloat16 of x[swap_pairs ? pair_order(k) : k] for k < out_count, zero where that
+// is count or more: AVX-512 16 lanes at a time where the float kernels are AVX-512's.
+void round_line_to_bfloat16(float* out, const float* x, int64_t count, int64_t out_count, bool swap_pairs) {
+#if FASTMLP_X86_KERNELS
+    if (gemm_detail::active_float_isa() == Isa::avx512)
+        return gemm_detail::avx512_round_line_to_bfloat16(out, x, count, out_count, swap_pairs);
+#endif
+    for (int64_t k = 0; k < out_count; ++k) {
+        const int64_t source = swap_pairs ? pair_order(k) : k;
+        out[k] = source < count ? gemm_detail::round_to_bfloat16(x[source]) : 0.0f;
     }
 }
 
-// out[i, k] = bfloat16(op(a)[i, pair_order(k)]), 0 past K.  out is (M, K2), K2 = K rounded up
-// to even.
+// op(a) rounded to bfloat16, its k in pair order, 0 past K: out is (M, K2) with out[i, k] =
+// op(a)[i, pair_order(k)], or, for a transposed a, (K2, M) with out[k, i] = the same (the
+// rows of a swapped in pairs: both copies are line by line). K2 = K rounded up to even.
 void round_a_in_pair_order(float* out, const Operands<float>& p, int64_t K2, int threads) {
-    auto round_row = [&](int64_t i) {
-        const float* row = p.transpose_a ? p.a + i : p.a + i * p.K;
-        round_line_in_pair_order(out + i * K2, row, p.transpose_a ? p.M : 1, p.K, K2 / 2);
+    auto round_line = [&](int64_t line) {
+        if (!p.transpose_a) return round_line_to_bfloat16(out + line * K2, p.a + line * p.K, p.K, K2, true);
+        const int64_t source = pair_order(line);
+        if (source >= p.K) return std::fill(out + line * p.M, out + (line + 1) * p.M, 0.0f);
+        round_line_to_bfloat16(out + line * p.M, p.a + source * p.M, p.M, p.M, false);
     };
+    const int64_t lines = p.transpose_a ? K2 : p.M;
     if (threads <= 1) {  // no OpenMP region: for one row it would cost more than the rounding
-        for (int64_t i = 0; i < p.M; ++i) round_row(i);
+        for (int64_t line = 0; line < lines; ++line) round_line(line);
         return;
     }
 #pragma omp parallel for num_threads(threads)
-    for (int64_t i = 0; i < p.M; ++i) round_row(i);
+    for (int64_t line = 0; line < lines; ++line) round_line(line);
 }
 
 // out[k, j] = bfloat16(op(b)[pair_order(k), j]), 0 past K.  out is (K2, N).
@@ -411,8 +408,7 @@ void round_b_in_pair_order(float* out, const Operands<float>& p, int64_t K2, int
         } else if (p.transpose_b) {
             for (int64_t j = 0; j < p.N; ++j) out_row[j] = gemm_detail::round_to_bfloat16(p.b[j * p.K + source]);
         } else {
-            const float* row = p.b + source * p.N;
-            for (int64_t j = 0; j < p.N; ++j) out_row[j] = gemm_detail::round_to_bfloat16(row[j]);
+            round_line_to_bfloat16(out_row, p.b + source * p.N, p.N, p.N, false);
         }
     }
 }
@@ -431,8 +427,8 @@ void emulated_gemm_bfloat16(const Operands<float>& p, bool b_in_pairs, int threa
     if (!a || (!b_in_pairs && !b)) throw std::bad_alloc();
     round_a_in_pair_order(a, p, K2, threads_for(static_cast<double>(K2) * p.M));
     if (!b_in_pairs) round_b_in_pair_order(b, p, K2, threads_for(static_cast<double>(K2) * p.N));
-    const Operands<float> rounded{p.c, a, b_in_pairs ? p.b : b, p.M, p.N, K2, false, false, p.accumulate,
-                                  p.epilogue, true, true, true};
+    const Operands<float> rounded{p.c, a, b_in_pairs ? p.b : b, p.M, p.N, K2, p.transpose_a, false,
+                                  p.accumulate, p.epilogue, true, true, true};
     run_path(active_paths<float>(), rounded, threads);
 }
 

@@ -75,7 +75,7 @@ struct Operands {
     // A product with bfloat16 operands (float only), summed in the pair order and blocking
     // above. Kernels that pack pairs (kPacksBfloat16Pairs) round a and b while packing. For
     // the others an operand "in pairs" is given already rounded, its k in pair order, with
-    // K + K % 2 of them (a not transposed: (M, K + K % 2); b: (K + K % 2, N)); one not in
+    // K + K % 2 of them (a: (M, K + K % 2), or (K + K % 2, M) transposed; b: (K + K % 2, N)); one not in
     // pairs is the float32 operand, which the packed path rounds and puts in pair order while
     // packing. The skinny and row paths read operands in place: both must be in pairs.
     bool bfloat16_pairs = false;
@@ -160,6 +160,11 @@ int64_t avx512_bf16_packed_b_size(const Operands<float>& p);
 void avx512_bf16_pack_b(float* out, const Operands<float>& p);
 int64_t amx_bf16_packed_b_size(const Operands<float>& p);
 void amx_bf16_pack_b(float* out, const Operands<float>& p);
+
+// out[k] = round_to_bfloat16(x[swap_pairs ? k ^ 1 : k]) for k < out_count, x read as zero
+// from count on (gemm_avx512.cpp: only when the CPU has AVX-512F). The emulated bfloat16
+// product's rounded copies of its operands, 16 lanes at a time.
+void avx512_round_line_to_bfloat16(float* out, const float* x, int64_t count, int64_t out_count, bool swap_pairs);
 
 // Single-thread fp32 FMA throughput of a register-only loop run for about `seconds`, in
 // GFLOP/s (2 flops per lane per FMA): 8 lanes (AVX2) and 16 lanes (AVX-512).
