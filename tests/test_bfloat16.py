@@ -88,6 +88,31 @@ def test_the_kernel_rounds_its_operands_as_the_mirror(any_isa):
     assert_same_bits(c, reference.round_to_bfloat16(a))
 
 
+def with_rounding_cases(x):
+    """x with ties (to even, both ways), float32 denormals (to zeros of their sign) and
+    magnitudes 2^+-29 apart strewn through it."""
+    x = x.copy()
+    x.flat[::7] = 1 + 2 ** -8
+    x.flat[2::9] = -(1 + 3 * 2 ** -8)
+    x.flat[3::11] = 1e-40
+    x.flat[4::13] = -1e-40
+    return x
+
+
+@pytest.mark.parametrize("M,K,N,transpose_a,transpose_b",
+                         [(9, 37, 10, False, False), (9, 37, 10, True, False), (40, 33, 3, True, True),
+                          (1, 37, 16, False, False), (1, 36, 5, True, False), (17, 300, 16, False, True)])
+def test_the_skinny_and_row_paths_round_their_operands_as_the_mirror(any_isa, M, K, N, transpose_a, transpose_b):
+    # These paths (c at most 16 wide, or one row) read rounded copies of a and b, made 16
+    # lanes at a time on AVX-512: every case of the rounding, odd K and both layouts of a.
+    rng = np.random.default_rng(M + K + N)
+    a, b = operands(rng, M, K, N, transpose_a, transpose_b)
+    a = with_rounding_cases(a * np.exp(rng.uniform(-20, 20, a.shape)).astype(np.float32))
+    b = with_rounding_cases(b)
+    ours = kernels.gemm_bfloat16(a, b, transpose_a, transpose_b)
+    assert_same_bits(ours, reference.gemm_bfloat16(a, b, transpose_a, transpose_b))
+
+
 # ---- the GEMM --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("M,K,N", SHAPES)
