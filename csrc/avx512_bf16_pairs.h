@@ -62,6 +62,28 @@ void pack_pairs_lines_contiguous(float* dst, const float* src, int64_t ld, int64
     }
 }
 
+// The pair_rows slivers of up to 32 lines contiguous in two 16-line halves, the second
+// `half_stride` floats after the first: pack_pairs_lines_contiguous of each half, but k is
+// walked once, so each k row's 32 floats (two adjacent cache lines) are read together instead
+// of one line per pass over a panel whose rows lie ld floats apart.
+void pack_pair_rows_in_two_halves(float* dst, int64_t half_stride, const float* src, int64_t ld, int64_t lines,
+                                  int64_t kc, int64_t pairs_out) {
+    const __mmask16 low = first_lanes(lines), high = first_lanes(lines - 16);
+    for (int64_t q = 0; q < pairs_out; ++q) {
+        const int64_t k = 2 * q;
+        const float* even = src + k * ld;
+        const float* odd = even + ld;
+        const bool has_even = k < kc, has_odd = k + 1 < kc;
+        const __m512 zero = _mm512_setzero_ps();
+        _mm512_store_ps(dst + q * 16,
+                        interleaved_pairs(has_even ? _mm512_maskz_loadu_ps(low, even) : zero,
+                                          has_odd ? _mm512_maskz_loadu_ps(low, odd) : zero));
+        _mm512_store_ps(dst + half_stride + q * 16,
+                        interleaved_pairs(has_even ? _mm512_maskz_loadu_ps(high, even + 16) : zero,
+                                          has_odd ? _mm512_maskz_loadu_ps(high, odd + 16) : zero));
+    }
+}
+
 // k contiguous (op(a) of a plain a, op(b) of a transposed b): element(x, k) = src[x * ld + k],
 // x < lines <= 16. 32 k of each line become 16 words (a line row), transposed for pair rows.
 // Line rows past `lines` are not written: they are rows of an A tile, whose products land in

@@ -95,7 +95,8 @@ struct AmxKernels {
     static void pack_b_pairs(float* dst, const Operands<float>& p, int64_t j0, int64_t k0, int64_t kc) {
         const int64_t cols = std::min(NR, p.N - j0);
         if (p.transpose_b) return pack_halves(dst, p.b + j0 * p.K + k0, p.K, true, cols, kc, PairLayout::pair_rows);
-        pack_halves(dst, p.b + k0 * p.N + j0, p.N, false, cols, kc, PairLayout::pair_rows);
+        const int64_t pairs = panel_depth(kc);
+        pack_pair_rows_in_two_halves(dst, pairs * 16, p.b + k0 * p.N + j0, p.N, cols, kc, pairs);
     }
 
     // c[32, 32] = (load_c ? c : 0) + the panels' products over `pairs` pairs (the block's sum
