@@ -7,8 +7,9 @@ Epochs of 784-256-10 and 784-1024-1024-10 (global batch 128, Adam, float32) run 
 1 process x 2 threads, 2 ranks x 1 thread (mpiexec -n 2 python -m mpi4py) and 1 x 1, the
 configurations interleaved round by round; each run times one warm-up epoch and then
 --epochs epochs, and its median epoch counts. The 2-rank runs also time the step's
-reduction (the hook between gradient and update: the fixed-order sum of the gradient and
-the figures, waiting for the other rank included), giving its share of a step, and time the
+communication (the hooks of the sharded step: the reduce-scatter of the gradient with the
+figures, the agreement on its finiteness, the all-gather of the updated parameters; waiting
+for the other rank included), giving its share of a step, and time the
 fixed-order sum alone against MPI's in-place Allreduce and a shared-memory sum (the candidate
 that docs/guide/distributed.md measured and did not keep) at both gradient sizes. Last, the
 scaling model: a ring allreduce costs about 2 (P - 1) latency + 2 (P - 1) / P x buffer /
@@ -28,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -47,21 +48,15 @@ TARGETS = {"784-1024-1024-10": 1.15, "784-256-10": 1.3}
 def worker(args: argparse.Namespace) -> None:
     import fastmlp
     from fastmlp import datasets
-    from fastmlp.distributed import Ranks
+    from fastmlp.distributed import FixedOrderSum, Ranks
 
     comm = None
     reduce_seconds = [0.0]
     if args.mpi:
         from mpi4py import MPI
         comm = MPI.COMM_WORLD
-        timed_reduce = Ranks.reduce_step
-
-        def reduce_step(self: Ranks, gradient: np.ndarray, figures: np.ndarray) -> None:
-            started = time.perf_counter()
-            timed_reduce(self, gradient, figures)
-            reduce_seconds[0] += time.perf_counter() - started
-
-        Ranks.reduce_step = reduce_step  # type: ignore[method-assign]
+        for owner, name in ((Ranks, "reduce_step"), (Ranks, "all_finite"), (FixedOrderSum, "all_gather")):
+            setattr(owner, name, timed(getattr(owner, name), reduce_seconds))
     fastmlp.set_num_threads(args.threads)
     X, y, _, _ = datasets.load_fashion_mnist(args.data)
     X, y = np.ascontiguousarray(X[:args.rows], dtype=np.float32), y[:args.rows]
@@ -76,6 +71,17 @@ def worker(args: argparse.Namespace) -> None:
         result["reduction_alone"] = time_reductions(comm, model.n_parameters)
     if comm is None or comm.Get_rank() == 0:
         print("RESULT " + json.dumps(result), flush=True)
+
+
+def timed(function: Callable[..., Any], seconds: List[float]) -> Callable[..., Any]:
+    """`function`, adding the seconds each call takes to seconds[0]."""
+    def timed_function(*args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return function(*args)
+        finally:
+            seconds[0] += time.perf_counter() - started
+    return timed_function
 
 
 def time_reductions(comm: Any, size: int, repetitions: int = 30) -> Dict[str, float]:
