@@ -16,8 +16,11 @@ namespace {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-// out[c * 16 + r] = rows[r][c] for r < 16 and c < columns (<= 16); out is 64-byte aligned.
-inline void transpose_16x16_store(float* out, const __m512 (&rows)[16], int columns) {
+// out[c * stride + r] = rows[r][c] for r < lanes and c < columns (columns, lanes <= 16): a
+// k-major sliver of `stride` lines. stride 16 (lanes 16): out is 64-byte aligned; otherwise
+// unaligned stores of the first `lanes` lanes.
+inline void transpose_16x16_store(float* out, const __m512 (&rows)[16], int columns, int64_t stride = 16,
+                                  int lanes = 16) {
     __m512 pairs[16], quads[16];
     for (int j = 0; j < 8; ++j) {  // 32-bit interleave of rows 2j, 2j + 1
         pairs[2 * j] = _mm512_unpacklo_ps(rows[2 * j], rows[2 * j + 1]);
@@ -32,8 +35,11 @@ inline void transpose_16x16_store(float* out, const __m512 (&rows)[16], int colu
         quads[4 * j + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(high, high2));
     }
     // quads[4j + m], 128-bit lane L: columns 4L + m of rows 4j .. 4j + 3.
+    const __mmask16 lane_mask = static_cast<__mmask16>((1u << lanes) - 1u);
     auto store = [&](int column, __m512 v) {
-        if (column < columns) _mm512_store_ps(out + column * 16, v);
+        if (column >= columns) return;
+        if (stride == 16 && lanes == 16) return _mm512_store_ps(out + column * 16, v);
+        _mm512_mask_storeu_ps(out + column * stride, lane_mask, v);
     };
     for (int m = 0; m < 4; ++m) {
         // 0x88 takes lanes 0, 2 of each operand; 0xdd lanes 1, 3.

@@ -1177,6 +1177,7 @@ py::dict build_info() {
     // The instruction set every kernel with one (GEMM, optimizer loops) runs in.
     info["isa"] = gemm_kernel_name();
     info["gemm_kernel"] = gemm_kernel_name();
+    info["avx512_tile"] = avx512_tile_name();
     info["num_threads"] = num_threads();
     // Multiply-adds below which a parallel region, and a whole call, run on one thread.
     info["parallel_work_threshold"] = parallel_work_threshold();

@@ -150,6 +150,18 @@ as in gemm.)doc");
           R"doc(Use the kernels of one instruction set: 'portable', 'avx2', 'avx512', 'avx512_bf16'
 (AVX-512 plus VDPBF16PS for bfloat16 GEMMs), 'amx_bf16' (AVX-512 plus AMX for bfloat16 GEMMs), or
 'auto' (the widest the CPU has). ValueError for another name or one this CPU lacks. Process-wide.)doc");
+    m.def(
+        "set_avx512_tile",
+        [](const std::string& tile) {
+            if (!fastmlp::set_avx512_tile(tile))
+                throw py::value_error("tile must be '16x16', '8x32' or 'auto', got '" + tile + "'");
+        },
+        py::arg("tile"),
+        R"doc(The float tile of the AVX-512 kernels: '16x16' (sized for Zen 4), '8x32' (for Intel
+cores' two 512-bit FMA pipes) or 'auto' (8x32 on Intel CPUs, 16x16 elsewhere). The same bits
+either way. Process-wide.)doc");
+    m.def("avx512_tile", &fastmlp::avx512_tile_name,
+          "The float tile the AVX-512 kernels use: '16x16' or '8x32'.");
     m.def("cpu_supports_isa", [](const std::string& isa) { return fastmlp::cpu_supports_isa(isa); },
           py::arg("isa"), "Whether this CPU can run the kernels of `isa`.");
     m.def("gemm_kernel_name", &fastmlp::gemm_kernel_name,

@@ -40,6 +40,7 @@ template <typename T>
 struct PortableKernels {
     static constexpr int64_t MR = 6, NR = 16, MC = 144, NC = 2048, SKINNY_ROWS = 4;
     static constexpr bool kPacksRowsOfA = false;  // gemm_driver.h's element loop packs A
+    static constexpr bool kPacksColumnsOfB = false;
     static void pack_a_rows(T*, const T*, int64_t, int64_t) {}
     static constexpr bool kPacksBfloat16Pairs = false;
 
@@ -203,13 +204,35 @@ Isa widest_isa() {
 const Isa g_widest_isa = widest_isa();
 std::atomic<int> g_isa{static_cast<int>(g_widest_isa)};
 
+// The AVX-512 float tile: wide on Intel, square elsewhere (gemm_internal.h), unless forced.
+using gemm_detail::Avx512Tile;
+constexpr const char* kTileNames[] = {"16x16", "8x32"};
+
+Avx512Tile cpu_avx512_tile() {
+#if FASTMLP_X86_KERNELS
+    unsigned eax, ebx, ecx, edx;
+    if (__get_cpuid(0, &eax, &ebx, &ecx, &edx)) {
+        char vendor[12];  // EBX, EDX, ECX spell it
+        std::memcpy(vendor, &ebx, 4);
+        std::memcpy(vendor + 4, &edx, 4);
+        std::memcpy(vendor + 8, &ecx, 4);
+        if (std::memcmp(vendor, "GenuineIntel", 12) == 0) return Avx512Tile::wide;
+    }
+#endif
+    return Avx512Tile::square;
+}
+
+const Avx512Tile g_cpu_tile = cpu_avx512_tile();
+std::atomic<int> g_tile{static_cast<int>(g_cpu_tile)};
+
 template <typename T>
 const gemm_detail::GemmPaths<T>& active_paths();
 template <>
 const gemm_detail::GemmPaths<float>& active_paths<float>() {
     switch (gemm_detail::active_float_isa()) {
 #if FASTMLP_X86_KERNELS
-        case Isa::avx512: return gemm_detail::avx512_paths_float();
+        case Isa::avx512:
+            return gemm_detail::avx512_paths_float(static_cast<Avx512Tile>(g_tile.load(std::memory_order_relaxed)));
         case Isa::avx2: return gemm_detail::avx2_paths_float();
 #endif
         default: return gemm_detail::portable_paths_float();
@@ -291,6 +314,21 @@ bool set_isa(const std::string& name) {
 }
 
 void force_portable_gemm(bool force) { set_isa(force ? "portable" : ""); }
+
+const char* avx512_tile_name() { return kTileNames[g_tile.load(std::memory_order_relaxed)]; }
+
+bool set_avx512_tile(const std::string& name) {
+    if (name.empty() || name == "auto") {
+        g_tile.store(static_cast<int>(g_cpu_tile));
+        return true;
+    }
+    for (int i = 0; i < 2; ++i)
+        if (name == kTileNames[i]) {
+            g_tile.store(i);
+            return true;
+        }
+    return false;
+}
 
 template <typename T>
 void gemm_fused(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool transpose_a,

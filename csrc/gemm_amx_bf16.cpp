@@ -47,6 +47,7 @@ struct AmxKernels {
     static constexpr int64_t MR = 32, NR = 32, MC = 192, NC = 2048;
     static constexpr int64_t kPairsPerTile = 16;
     static constexpr bool kPacksRowsOfA = false;
+    static constexpr bool kPacksColumnsOfB = false;
     static constexpr bool kPacksBfloat16Pairs = true;
 
     // A panel's depth, in pairs (32-bit words) per line: the ceil(kc / 2) pairs of a K block,

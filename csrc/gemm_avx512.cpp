@@ -52,16 +52,27 @@ struct Zmm<double> {
     static void store_first(double* p, int64_t n, Reg v) { _mm512_mask_storeu_pd(p, mask(n), v); }
 };
 
+// Two float tiles (gemm.cpp picks one by CPU, Avx512Tile in gemm_internal.h), one double:
+//
 // 16 x 16 floats and 16 x 8 doubles: one zmm per row of the tile, 16 accumulators (enough
 // independent chains for the FMA latency), one load of B and 16 broadcasts of A per 16 FMAs.
 // Sized for Zen 4, which runs a 512-bit FMA as two 256-bit halves: a KC x NR sliver of B is
 // 16 KiB, half of its 32 KiB L1d (NR = 32 would fill it); an MC x KC block of A (192 KiB)
 // stays in its 1 MiB L2. 16 rows divide a 128-row batch evenly between two threads.
 //
-// A (M, K) not transposed is packed a 16 x 16 float (16 x 8 double) block at a time through
-// registers: 16 row loads, an in-register transpose, 16 (8) stores of k-major rows. The
-// scalar gather it replaces (one element per instruction, stores strided by MR) took ~18% of
-// a one-thread 10k-row predict, whose A comes from memory.
+// 8 x 32 floats, for Intel cores with two 512-bit FMA pipes and two loads per cycle: the
+// 16 x 16 tile's 17 loads per 16 FMAs (a broadcast is a load) keep the pipes short of work,
+// these 2 loads of B and 8 broadcasts per 16 FMAs do not. A KC x 32 sliver of B is 32 KiB of
+// a 48 KiB L1d; MC = 96 and NC = 1024 keep an A block and a B panel (1 MiB) together in a
+// 2 MiB L2. 8 rows divide 128- and 64-row batches evenly between two threads. On this Xeon,
+// one thread: 2048^3 ~1.2x the 16 x 16 tile, the MLP shapes ~1.05-1.1x
+// (docs/guide/performance.md).
+//
+// A (M, K) not transposed is packed an MR x 16 float (16 x 8 double) block at a time through
+// registers: MR row loads, an in-register transpose, 16 (8) stores of k-major rows; so is a
+// transposed B (N, K), 16 columns at a time. The scalar gather it replaces (one element per
+// instruction, stores strided by MR) took ~18% of a one-thread 10k-row predict, whose A comes
+// from memory.
 
 // GCC 12's unpack and shuffle intrinsics pass an undefined register as the masked-off source,
 // which -Wmaybe-uninitialized reports (GCC bug 105593) though no lane of it is ever used.
@@ -84,34 +95,51 @@ inline __m512 round_lanes_to_bfloat16(__m512 x) {
     return _mm512_castsi512_ps(rounded);
 }
 
-struct Float32Kernels : SimdKernels<float, Zmm<float>, 16, 16, 192, 2048> {
+template <int64_t MR_, int64_t NR_, int64_t MC_, int64_t NC_>
+struct Float32Kernels : SimdKernels<float, Zmm<float>, MR_, NR_, MC_, NC_> {
+    static constexpr int64_t MR = MR_, NR = NR_;
+    static_assert(MR <= 16 && NR % 16 == 0, "slivers are packed through 16 x 16 transposes");
     static constexpr bool kPacksRowsOfA = true;
-    // dst[k * 16 + i] = bfloat16(src[i * lda + (k ^ 1)]) for i < 16, k < kc + kc % 2, zero
+    static constexpr bool kPacksColumnsOfB = true;
+    // dst[k * MR + i] = bfloat16(src[i * lda + (k ^ 1)]) for i < MR, k < kc + kc % 2, zero
     // where k ^ 1 >= kc (a bfloat16 product's float panel, gemm_driver.h).  dst is
-    // (kc + kc % 2, 16), 64-byte aligned; src is 16 rows of A, row stride lda.
+    // (kc + kc % 2, MR), 64-byte aligned; src is MR rows of A, row stride lda.
     static void pack_a_rows_in_pair_order(float* dst, const float* src, int64_t lda, int64_t kc) {
         int64_t k = 0;
         for (; k + 16 <= kc; k += 16) {
-            __m512 rows[16];
-            for (int i = 0; i < 16; ++i)  // 0xb1 swaps the two floats of each pair
+            __m512 rows[16] = {};
+            for (int i = 0; i < MR; ++i)  // 0xb1 swaps the two floats of each pair
                 rows[i] = _mm512_permute_ps(round_lanes_to_bfloat16(_mm512_loadu_ps(src + i * lda + k)), 0xb1);
-            transpose_16x16_store(dst + k * 16, rows, 16);
+            transpose_16x16_store(dst + k * MR, rows, 16, MR, MR);
         }
         for (; k < kc + (kc & 1); ++k)
-            for (int i = 0; i < 16; ++i)
-                dst[k * 16 + i] = (k ^ 1) < kc ? round_to_bfloat16(src[i * lda + (k ^ 1)]) : 0.0f;
+            for (int i = 0; i < MR; ++i)
+                dst[k * MR + i] = (k ^ 1) < kc ? round_to_bfloat16(src[i * lda + (k ^ 1)]) : 0.0f;
     }
-    // dst[k * 16 + i] = src[i * lda + k] for i < 16, k < kc.  dst is (kc, 16), 64-byte
-    // aligned; src is 16 rows of A, row stride lda.
+    // dst[k * MR + i] = src[i * lda + k] for i < MR, k < kc.  dst is (kc, MR), 64-byte
+    // aligned; src is MR rows of A, row stride lda.
     static void pack_a_rows(float* dst, const float* src, int64_t lda, int64_t kc) {
+        transpose_lines(dst, MR, src, lda, MR, kc);
+    }
+    // dst[k * NR + j] = src[j * ldb + k] for j < NR, k < kc: NR columns of a transposed B
+    // (rows of the stored (N, K) b).  dst is (kc, NR), 64-byte aligned; src row stride ldb.
+    static void pack_b_columns(float* dst, const float* src, int64_t ldb, int64_t kc) {
+        for (int64_t j = 0; j < NR; j += 16) transpose_lines(dst + j, NR, src + j * ldb, ldb, 16, kc);
+    }
+
+   private:
+    // dst[k * stride + x] = src[x * ld + k] for x < lines (<= 16), k < kc: 16 k at a time
+    // through registers (16 row loads, an in-register transpose, 16 stores of k-major lines).
+    static void transpose_lines(float* dst, int64_t stride, const float* src, int64_t ld, int lines,
+                                int64_t kc) {
         int64_t k = 0;
         for (; k + 16 <= kc; k += 16) {
-            __m512 rows[16];
-            for (int i = 0; i < 16; ++i) rows[i] = _mm512_loadu_ps(src + i * lda + k);
-            transpose_16x16_store(dst + k * 16, rows, 16);
+            __m512 rows[16] = {};
+            for (int x = 0; x < lines; ++x) rows[x] = _mm512_loadu_ps(src + x * ld + k);
+            transpose_16x16_store(dst + k * stride, rows, 16, stride, lines);
         }
         for (; k < kc; ++k)
-            for (int i = 0; i < 16; ++i) dst[k * 16 + i] = src[i * lda + k];
+            for (int x = 0; x < lines; ++x) dst[k * stride + x] = src[x * ld + k];
     }
 };
 
@@ -153,7 +181,10 @@ struct Float64Kernels : SimdKernels<double, Zmm<double>, 16, 8, 96, 2048> {
 
 }  // namespace
 
-const GemmPaths<float>& avx512_paths_float() { return paths_around<float, Float32Kernels>(); }
+const GemmPaths<float>& avx512_paths_float(Avx512Tile tile) {
+    if (tile == Avx512Tile::wide) return paths_around<float, Float32Kernels<8, 32, 96, 1024>>();
+    return paths_around<float, Float32Kernels<16, 16, 192, 2048>>();
+}
 const GemmPaths<double>& avx512_paths_double() { return paths_around<double, Float64Kernels>(); }
 
 // 16 independent chains: latency 4 x two FMA pipes, with room to spare.

@@ -20,6 +20,7 @@ namespace {
 struct Bfloat16Kernels {
     static constexpr int64_t MR = 16, NR = 16, MC = 192, NC = 2048;
     static constexpr bool kPacksRowsOfA = false;
+    static constexpr bool kPacksColumnsOfB = false;
     static constexpr bool kPacksBfloat16Pairs = true;
     // A panel of kc k holds ceil(kc / 2) pair rows of 16 words: within kc floats per line.
     static int64_t panel_depth(int64_t kc) { return kc; }

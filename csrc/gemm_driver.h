@@ -16,6 +16,7 @@
 //                       operands already rounded (gemm.cpp)
 //   (kPacksRowsOfA: pack_a_rows, and pack_a_rows_in_pair_order for a bfloat16 product's
 //                       float panels, full MR-row slivers of a non-transposed A)
+//   (kPacksColumnsOfB: pack_b_columns, full NR-column slivers of a transposed float B)
 //   SKINNY_ROWS         rows of c per skinny tile
 //   micro_tile(kc, a_panel, b_panel, c, ldc, load_c)
 //       c[MR, NR] = (load_c ? c : 0) + sum over k < kc of a_panel[k, :]^T b_panel[k, :]
@@ -176,6 +177,10 @@ void pack_b_sliver(T* dst, const Operands<T>& p, int64_t j0, int64_t k0, int64_t
     }
     kc = panel_depth<T, Kernels>(p, kc);  // b in pairs: its rows hold the pair order already
     if (sums && k0 == 0) std::fill(sums, sums + cols, T(0));
+    if constexpr (Kernels::kPacksColumnsOfB) {
+        if (p.transpose_b && cols == NR && !sums && !p.bfloat16_pairs)
+            return Kernels::pack_b_columns(dst, p.b + j0 * p.K + k0, p.K, kc);
+    }
     if (p.transpose_b) {  // b is (N, K): gather one element from each of NR rows per k
         for (int64_t j = 0; j < cols; ++j) {
             const T* src = p.b + (j0 + j) * p.K + k0;

@@ -130,7 +130,12 @@ const GemmPaths<float>& portable_paths_float();
 const GemmPaths<double>& portable_paths_double();
 const GemmPaths<float>& avx2_paths_float();
 const GemmPaths<double>& avx2_paths_double();
-const GemmPaths<float>& avx512_paths_float();
+// The AVX-512 float tile (gemm_avx512.cpp). square: 16 x 16, sized for Zen 4's one 512-bit
+// FMA per cycle; wide: 8 x 32, for Intel cores' two 512-bit FMA pipes. The same canonical
+// order, so the same bits: the tile changes the speed only. gemm.cpp picks wide on Intel CPUs
+// (CPUID vendor GenuineIntel), square elsewhere (AMD), unless set_avx512_tile chose.
+enum class Avx512Tile : int { square = 0, wide = 1 };
+const GemmPaths<float>& avx512_paths_float(Avx512Tile tile);
 const GemmPaths<double>& avx512_paths_double();
 // The packed path over bfloat16 operands (p.bfloat16_pairs) with VDPBF16PS, in
 // gemm_avx512_bf16.cpp (-mavx512bf16 ...): only when the CPU has AVX512_BF16.

@@ -31,12 +31,15 @@ struct SimdKernels {
     // (pack_a_rows, through registers); otherwise gemm_driver.h's element loop does.
     static constexpr bool kPacksRowsOfA = false;
     static void pack_a_rows(T*, const T*, int64_t, int64_t) {}
+    // Whether it packs full NR-column slivers of a transposed B itself (pack_b_columns).
+    static constexpr bool kPacksColumnsOfB = false;
     static constexpr bool kPacksBfloat16Pairs = false;
 
     // ---- packed micro-kernel: MR broadcasts of A and NR / W loads of B per k ----
     static void micro_tile(int64_t kc, const T* a_panel, const T* b_panel, T* c, int64_t ldc,
                            bool load_c) {
         constexpr int64_t NV = NR / V::W;
+        if (load_c) prefetch_tile(c, ldc);
         Reg acc[MR][NV];
 #pragma GCC unroll 16
         for (int64_t i = 0; i < MR; ++i)
@@ -63,6 +66,15 @@ struct SimdKernels {
                 T* p = c + i * ldc + v * V::W;
                 V::store(p, load_c ? V::add(V::load(p), acc[i][v]) : acc[i][v]);
             }
+    }
+
+    // Asks for the lines of c's MR x NR tile, which the tile adds to after its k loop: they
+    // arrive while the FMAs run (c's rows are ldc apart; a power-of-two ldc sends them all to
+    // the same few L1 sets, so without this their misses stall the end of each tile).
+    static void prefetch_tile(const T* c, int64_t ldc) {
+        for (int64_t i = 0; i < MR; ++i)
+            for (int64_t j = 0; j < NR; j += 64 / static_cast<int64_t>(sizeof(T)))
+                _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + j), _MM_HINT_T0);
     }
 
     // ---- skinny tile: ROWS rows of A read in place against the packed (kc, 16) op(b) ----

@@ -137,6 +137,11 @@ bool cpu_supports_isa(const std::string& name);
 bool is_isa_name(const std::string& name);
 bool set_isa(const std::string& name);
 void force_portable_gemm(bool force);
+// The float tile of the AVX-512 kernels: "8x32" on Intel CPUs (two 512-bit FMA pipes), "16x16"
+// elsewhere (Zen 4); set_avx512_tile(name) forces one ("" or "auto": the CPU's again) and
+// returns false, changing nothing, for another name. Both give the same bits.
+const char* avx512_tile_name();
+bool set_avx512_tile(const std::string& name);
 
 // ---------------------------------------------------------------------------------------
 // Activations (activations.cpp)

@@ -22,17 +22,24 @@ ISAS = ["avx512", "avx2", "portable"]
 # avx512_bf16 and amx_bf16 run the avx512 kernels above (and VDPBF16PS or AMX in
 # gemm_bfloat16, test_bfloat16.py).
 ISA_NAMES = ISAS + ["avx512_bf16", "amx_bf16"]
+# The AVX-512 float tiles (one chosen by CPU vendor, the other forced), then the other ISAs.
+AVX512_TILES = ["16x16", "8x32"]
+MICRO_KERNELS = [f"avx512:{tile}" for tile in AVX512_TILES] + ["avx2", "portable"]
 
 
-@pytest.fixture(params=ISAS)
+@pytest.fixture(params=MICRO_KERNELS)
 def micro_kernel(request):
-    """Runs the test once with each instruction set's kernels this CPU can run."""
-    if not kernels.cpu_supports_isa(request.param):
-        pytest.skip(f"{request.param} kernels not available on this CPU")
-    kernels.set_isa(request.param)
-    assert kernels.gemm_kernel_name() == request.param
+    """Runs the test once with each instruction set's kernels this CPU can run (and with each
+    AVX-512 float tile)."""
+    isa, _, tile = request.param.partition(":")
+    if not kernels.cpu_supports_isa(isa):
+        pytest.skip(f"{isa} kernels not available on this CPU")
+    kernels.set_isa(isa)
+    kernels.set_avx512_tile(tile or "auto")
+    assert kernels.gemm_kernel_name() == isa
     yield request.param
     kernels.set_isa("auto")
+    kernels.set_avx512_tile("auto")
 
 
 @pytest.fixture
@@ -115,6 +122,39 @@ def test_beyond_one_cache_block(micro_kernel, dtype):
     rng = np.random.default_rng(3)
     for transpose_a, transpose_b in TRANSPOSES[:3]:
         check_gemm(rng, 157, 600, 2100, dtype, transpose_a, transpose_b, accumulate=True)
+
+
+# Around the tiles' edges: MR (8, 16), NR (16, 32), one and two K blocks (256), the 16-wide
+# transposes that pack A and a transposed B, and the 8 x 32 tile's MC (96) and NC (1024).
+TILE_EDGE_SHAPES = [(M, K, N) for M in (7, 8, 9, 15, 16, 17) for K in (15, 16, 17, 255, 257)
+                    for N in (17, 31, 32, 33)] + [(95, 512, 48), (97, 300, 1023), (193, 40, 1025),
+                                                   (128, 784, 1024), (64, 1024, 784)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tile_edges(micro_kernel, dtype):
+    rng = np.random.default_rng(zlib.crc32(f"edges {dtype.__name__} {micro_kernel}".encode()))
+    for index, (M, K, N) in enumerate(TILE_EDGE_SHAPES):
+        transpose_a, transpose_b = TRANSPOSES[index % 4]
+        check_gemm(rng, M, K, N, dtype, transpose_a, transpose_b, accumulate=index % 3 == 0)
+
+
+def test_avx512_tile_choice_and_forcing():
+    vendor_tile = kernels.avx512_tile()
+    assert vendor_tile in AVX512_TILES and _core.build_info()["avx512_tile"] == vendor_tile
+    with open("/proc/cpuinfo") as cpuinfo:
+        intel = "GenuineIntel" in cpuinfo.read()
+    assert vendor_tile == ("8x32" if intel else "16x16")
+    try:
+        for tile in AVX512_TILES:
+            kernels.set_avx512_tile(tile)
+            assert kernels.avx512_tile() == tile
+        with pytest.raises(ValueError, match="tile must be '16x16', '8x32' or 'auto', got '32x32'"):
+            kernels.set_avx512_tile("32x32")
+        assert kernels.avx512_tile() == AVX512_TILES[-1]
+    finally:
+        kernels.set_avx512_tile("auto")
+    assert kernels.avx512_tile() == vendor_tile
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

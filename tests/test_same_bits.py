@@ -15,15 +15,21 @@ DTYPES = [np.float32, np.float64]
 TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
 FMA_ISAS = [isa for isa in ("avx2", "avx512") if kernels.cpu_supports_isa(isa)]
 ISAS = ["portable"] + FMA_ISAS
+# The FMA GEMMs: AVX2's and each AVX-512 float tile ("isa:tile"; "avx512" alone: the CPU's tile).
+FMA_GEMMS = [name for isa in FMA_ISAS for name in ([f"{isa}:16x16", f"{isa}:8x32"] if isa == "avx512" else [isa])]
 
 
 @contextlib.contextmanager
 def isa(name):
-    kernels.set_isa(name)
+    """The kernels of instruction set `name`, or "avx512:<tile>"."""
+    isa_name, _, tile = name.partition(":")
+    kernels.set_isa(isa_name)
+    kernels.set_avx512_tile(tile or "auto")
     try:
         yield
     finally:
         kernels.set_isa("auto")
+        kernels.set_avx512_tile("auto")
 
 
 @contextlib.contextmanager
@@ -52,7 +58,7 @@ def rows_of(a, rows, transpose_a):
 SHAPES = [(37, 784, 256), (40, 256, 10), (29, 300, 1), (23, 700, 70), (16, 5, 33), (50, 1000, 17)]
 
 
-@pytest.mark.parametrize("name", ISAS)
+@pytest.mark.parametrize("name", ["portable"] + FMA_GEMMS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("transpose_a,transpose_b", TRANSPOSES)
 def test_gemm_rows_do_not_depend_on_the_other_rows(name, dtype, transpose_a, transpose_b):
@@ -74,22 +80,25 @@ def test_gemm_rows_do_not_depend_on_the_other_rows(name, dtype, transpose_a, tra
 
 @pytest.mark.skipif(len(FMA_ISAS) < 2, reason="needs a CPU with both AVX2 and AVX-512")
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_gemm_avx2_and_avx512_give_the_same_bits(dtype):
+def test_gemm_avx2_and_avx512_tiles_give_the_same_bits(dtype):
     rng = np.random.default_rng(4)
     shapes = SHAPES + [(1, 784, 256), (128, 784, 256), (784, 128, 256), (128, 256, 784), (157, 600, 2100)]
+    # around the AVX-512 tiles' edges: MR 8 / 16, NR 16 / 32, the K blocks, MC 96, NC 1024
+    shapes += [(9, 257, 33), (17, 255, 31), (96, 513, 1025), (97, 16, 1024), (128, 1024, 784)]
     shapes += [tuple(int(v) for v in rng.integers(1, 300, 3)) for _ in range(30)]
     for M, K, N in shapes:
         for transpose_a, transpose_b in TRANSPOSES:
             a, b = operands(rng, M, K, N, dtype, transpose_a, transpose_b)
             c0 = rng.standard_normal((M, N)).astype(dtype)
             results = []
-            for name in FMA_ISAS:
+            for name in FMA_GEMMS:
                 with isa(name):
                     results.append((kernels.gemm(a, b, transpose_a, transpose_b),
                                     kernels.gemm(a, b, transpose_a, transpose_b, c=c0.copy(),
                                                  accumulate=True)))
-            assert np.array_equal(results[0][0], results[1][0]), (M, K, N, transpose_a, transpose_b)
-            assert np.array_equal(results[0][1], results[1][1]), (M, K, N, transpose_a, transpose_b)
+            for name, (plain, summed) in zip(FMA_GEMMS[1:], results[1:]):
+                assert np.array_equal(results[0][0], plain), (name, M, K, N, transpose_a, transpose_b)
+                assert np.array_equal(results[0][1], summed), (name, M, K, N, transpose_a, transpose_b)
 
 
 # ---- whole models ------------------------------------------------------------------------
@@ -198,12 +207,13 @@ def test_training_trajectories_are_the_same_with_avx2_and_avx512(dtype, model_na
     spec = MODELS[model_name]
     X, y = data(spec)
     runs = []
-    for name in FMA_ISAS:
+    for name in FMA_GEMMS:
         with isa(name):
             model = trained(spec, dtype, X, y, epochs=2)
             runs.append((model.flat_parameters.copy(), model.predict(X)))
-    assert np.array_equal(runs[0][0], runs[1][0])
-    assert np.array_equal(runs[0][1], runs[1][1])
+    for name, (parameters, predictions) in zip(FMA_GEMMS[1:], runs[1:]):
+        assert np.array_equal(runs[0][0], parameters), name
+        assert np.array_equal(runs[0][1], predictions), name
 
 
 def _update_calls(state):

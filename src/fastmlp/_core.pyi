@@ -306,6 +306,12 @@ class _Kernels:
     def set_isa(isa: str) -> None:
         """Use one instruction set's kernels ('portable', 'avx2', 'avx512', 'avx512_bf16', 'amx_bf16', 'auto')."""
     @staticmethod
+    def set_avx512_tile(tile: str) -> None:
+        """The AVX-512 float tile: '16x16' (Zen 4), '8x32' (Intel) or 'auto' (by CPU vendor)."""
+    @staticmethod
+    def avx512_tile() -> str:
+        """The float tile the AVX-512 kernels use: '16x16' or '8x32'."""
+    @staticmethod
     def cpu_supports_isa(isa: str) -> bool: ...
     @staticmethod
     def fma_peak_gflops(seconds: float = 0.2) -> float: ...
