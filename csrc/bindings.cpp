@@ -800,7 +800,9 @@ void bind_network(py::module_& m, const char* name) {
                                               network.grads.data(), py::none());
                 const py::array_t<double> figures({static_cast<py::ssize_t>(network.reduction_figures.size())},
                                                   {sizeof(double)}, network.reduction_figures.data(), py::none());
-                reduce(gradient, figures);
+                const py::array_t<T> partial({static_cast<py::ssize_t>(network.reduction_partial.size())},
+                                             {sizeof(T)}, network.reduction_partial.data(), py::none());
+                reduce(gradient, figures, partial);
             };
             if (sharded) {
                 agree = [all_ranks_finite](bool finite) {
@@ -825,17 +827,19 @@ void bind_network(py::module_& m, const char* name) {
             // the old hooks are destroyed here, with the GIL (they hold Python callables)
         }, py::arg("reduce"), py::arg("updates") = py::none(), py::arg("all_ranks_finite") = py::none(),
            py::arg("gather_params") = py::none(),
-           "data-parallel training: reduce(gradient, figures) is called by every training step "
-           "between its gradient and its update (None: no longer); it must replace, in place, "
-           "gradient (this process's gradient of its rows' loss summed) and figures (mean loss "
-           "times its normaliser, weight_sum, rows, correct, weighted_correct, 1 if its logits "
-           "were not finite, the normaliser, then running_mean and running_var) by "
-           "the sums over the processes (running statistics: one process's). The step then "
-           "divides the gradient by the summed normaliser. With updates=(begin, end) the "
-           "optimizer is sharded: reduce need only sum gradient[begin:end], the step calls "
-           "all_ranks_finite(bool) -> whether that range is finite on every process, updates "
-           "params[begin:end] only, and gather_params(params) must copy the other processes' "
-           "ranges in; the optimizer state outside the range is not updated")
+           "data-parallel training: reduce(gradient, figures, partial) is called by every "
+           "training step between its gradient and its update (None: no longer). gradient is "
+           "this process's gradient of its rows' loss summed (the hook may use it as scratch); "
+           "the hook must write to partial the other processes' sum of gradient[begin:end] and "
+           "replace, in place, figures (mean loss times its normaliser, weight_sum, rows, "
+           "correct, weighted_correct, 1 if its logits were not finite, the normaliser, then "
+           "running_mean and running_var) by their sums over the processes (running statistics: "
+           "one process's). The step then adds its own gradient[begin:end] to partial and divides "
+           "by the summed normaliser. [begin, end) is all of it unless updates=(begin, end) shards "
+           "the optimizer: then the step calls all_ranks_finite(bool) -> whether that range is "
+           "finite on every process, updates params[begin:end] only, and gather_params(params) "
+           "must copy the other processes' ranges in; the optimizer state outside the range is "
+           "not updated")
         .def_property_readonly("reduces_gradient", [](Model& model) {
             return static_cast<bool>(model.network.reduce_gradient); },
             "whether set_gradient_reduction's hook is set (a data-parallel fit is running)")

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <exception>
 
+#include "activation_math.h"
+
 namespace fastmlp {
 
 namespace {
@@ -38,6 +40,24 @@ void scale_in_place(T* x, int64_t n, T factor) {
     const int threads = threads_for(static_cast<double>(n));
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t i = 0; i < n; ++i) x[i] *= factor;
+}
+
+// x[i] = (partial[i] + x[i]) * factor for i < n -- the other ranks' sum plus this rank's,
+// then the mean's scale: two roundings, as an add and a scale pass would give -- and whether
+// every result is finite. One pass over memory: each block is checked while still in L1.
+template <typename T>
+bool add_scale_all_finite(T* x, const T* partial, int64_t n, T factor) {
+    const auto any_non_finite = activation_math::active_elementwise_loops<T>().any_non_finite;
+    constexpr int64_t BLOCK = 4096;
+    const int threads = threads_for(static_cast<double>(n));
+    int found = 0;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1) reduction(| : found)
+    for (int64_t begin = 0; begin < n; begin += BLOCK) {
+        const int64_t end = std::min(n, begin + BLOCK);
+        for (int64_t i = begin; i < end; ++i) x[i] = (partial[i] + x[i]) * factor;
+        found |= any_non_finite(x + begin, end - begin) ? 1 : 0;
+    }
+    return !found;
 }
 
 }  // namespace
@@ -637,6 +657,8 @@ RunTotals Network<T>::reduce_across_ranks(const RunTotals& local, bool logits_fi
     // writes in progress: the write pauses around the hook, the model as before the step (the
     // statistics this rank's forward moved are in figures), so a fork then sees a whole step.
     restore_running_statistics();
+    const auto [first, last] = updated_range();
+    reduction_partial.resize(static_cast<size_t>(last - first));  // allocates on the first step only
     {
         const ModelStateWritePause pause;
         reduce_gradient();
@@ -648,16 +670,17 @@ RunTotals Network<T>::reduce_across_ranks(const RunTotals& local, bool logits_fi
     totals.weighted_correct = figures[4];
     totals.outputs_finite = figures[5] == 0;
     const double global_normaliser = figures[6];
-    // The range of grads the hook summed: this rank's with a sharded optimizer, else all.
-    const auto [begin, end] = updated_range();
-    T* summed = grads.data() + begin;
     if (global_normaliser > 0) {
         // The global batch's mean, as one process computes it; loss_sum weighs it as there.
         totals.mean_loss = figures[0] / global_normaliser;
         totals.loss_sum = totals.mean_loss * totals.weight_sum;
-        scale_in_place(summed, end - begin, static_cast<T>(1.0 / global_normaliser));
     }
-    totals.finite = std::isfinite(totals.loss_sum) && all_finite(summed, end - begin);
+    // The range of grads this rank sums, scales and updates: the hook left the other ranks'
+    // sum of it in reduction_partial.
+    const auto [begin, end] = updated_range();
+    const T factor = global_normaliser > 0 ? static_cast<T>(1.0 / global_normaliser) : T(1);
+    const bool finite = add_scale_all_finite(grads.data() + begin, reduction_partial.data(), end - begin, factor);
+    totals.finite = std::isfinite(totals.loss_sum) && finite;
     if (all_ranks_finite) {  // each rank saw its range: the step is taken on all or none
         const ModelStateWritePause pause;
         totals.finite = all_ranks_finite(totals.finite);

@@ -249,12 +249,15 @@ public:
     // its rows' loss summed (the mean times its normaliser: the rows' weight, with class
     // weights their sum of sample times class weight), reduction_figures its (mean loss times
     // normaliser, weight_sum, rows, correct, weighted_correct, 1 if its logits were not
-    // finite else 0, normaliser) followed by running_mean and running_var, and the hook
-    // replaces both with the sums over the ranks (the running statistics with rank 0's). The
-    // step then divides by the summed normaliser and applies the same update on every rank.
-    // A rank whose share of a batch is empty still takes part (a zero gradient).
+    // finite else 0, normaliser) followed by running_mean and running_var. The hook replaces
+    // the figures with their sums over the ranks (the running statistics with rank 0's) and
+    // writes to reduction_partial the other ranks' sum of grads over updated_range(), to
+    // which the step adds this rank's (in that order) as it divides by the summed normaliser
+    // and checks finiteness, in one pass; then the same update on every rank. A rank whose
+    // share of a batch is empty still takes part (a zero gradient).
     std::function<void()> reduce_gradient;
     std::vector<double> reduction_figures;
+    std::vector<T> reduction_partial;
     // The optimizer sharded over the ranks (set together with reduce_gradient, or not at all):
     // each rank updates only params[update_begin, update_end), so reduce_gradient need only
     // sum that range of grads (a reduce-scatter); the step asks all_ranks_finite(whether

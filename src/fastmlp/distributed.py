@@ -75,14 +75,19 @@ class FixedOrderSum:
         chunk %= self.ranks
         return buffer[self.edges[chunk]:self.edges[chunk + 1]]
 
-    def reduce_scatter(self, buffer: np.ndarray) -> None:
+    def reduce_scatter(self, buffer: np.ndarray, partial: Optional[np.ndarray] = None) -> None:
         """buffer[owned] becomes its sum over the ranks (the rest of buffer is scratch). After
         step s, this rank holds chunk (rank - s - 2) summed over ranks rank - s - 1 ... rank;
-        after P - 1 steps, its own chunk `rank` summed over every rank, starting from rank + 1."""
+        after P - 1 steps, its own chunk `rank` summed over every rank, starting from rank + 1.
+        With `partial` (the size of the owned chunk) the last addition is the caller's: partial
+        receives the other ranks' sum, to which buffer[owned] is to be added (partial first)."""
         right, left = (self.rank + 1) % self.ranks, (self.rank - 1) % self.ranks
         for step in range(self.ranks - 1):
             outgoing = self._chunk(buffer, self.rank - step - 1)
             incoming = self._chunk(buffer, self.rank - step - 2)
+            if partial is not None and step == self.ranks - 2:
+                self.comm.Sendrecv(outgoing, dest=right, recvbuf=partial, source=left)
+                return
             received = self.received[:incoming.size]
             self.comm.Sendrecv(outgoing, dest=right, recvbuf=received, source=left)
             np.add(received, incoming, out=incoming)  # the earlier ranks' sum, then this rank's
@@ -192,12 +197,13 @@ class Ranks:
         network.set_gradient_reduction(None)
         self._gradient_sum = None
 
-    def reduce_step(self, gradient: np.ndarray, figures: np.ndarray) -> None:
-        """Network.set_gradient_reduction's hook: this rank's chunk of gradient and the figures
-        become their sums over the ranks (the running statistics rank 0's), the same bits on
-        every rank."""
+    def reduce_step(self, gradient: np.ndarray, figures: np.ndarray, partial: np.ndarray) -> None:
+        """Network.set_gradient_reduction's hook: the other ranks' sum of this rank's chunk of
+        gradient into partial (the step adds this rank's part as it scales and checks them in
+        one pass), and the figures summed over the ranks (the running statistics rank 0's);
+        the same bits on every rank."""
         assert self._gradient_sum is not None
-        self._gradient_sum.reduce_scatter(gradient)
+        self._gradient_sum.reduce_scatter(gradient, partial)
         gathered = np.empty((self.size, figures.size), dtype=np.float64)
         self.comm.Allgather(figures, gathered)
         figures[:_STEP_SCALARS] = _sum_rows_in_order(gathered[:, :_STEP_SCALARS])
