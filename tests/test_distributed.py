@@ -44,6 +44,9 @@ COMMON = textwrap.dedent("""
     def model(dtype, **options):
         return fastmlp.MLP([6, 8, 3], seed=11, dtype=dtype, **options)
 
+    def decayed_adam():
+        return fastmlp.optim.Adam(lr=0.01, weight_decay=0.1, amsgrad=True, decay_biases=False)
+
     def trained_state(trained):
         # the parameters, then the optimizer state (which each rank updates a chunk of)
         state = trained._network.optimizer_state
@@ -79,6 +82,10 @@ PARITY_SCRIPT = COMMON + textwrap.dedent("""
         trained = model(dtype, class_weights=[1.0, 3.0, 0.5], label_smoothing=0.1)
         trained.fit(X, y, epochs=1, batch_size=16, sample_weight=weights, comm=comm)
         record(f"class_weighted_{dtype}", trained)
+        # weight decay off the biases: the per-layer ranges cut by the ranks' chunks; AMSGrad's state
+        trained = model(dtype, optimizer=decayed_adam())
+        trained.fit(X, y, epochs=2, batch_size=16, comm=comm)
+        record(f"decayed_{dtype}", trained)
         # way (b): rank r passes rows [r n / P, (r + 1) n / P), in order
         shard = np.arange(rank * len(X) // size, (rank + 1) * len(X) // size)
         trained = model(dtype, optimizer="adam")
@@ -125,6 +132,7 @@ def one_process_fits(dtype):
     namespace = {}
     exec(COMMON, namespace)
     dataset, model, trained_state = namespace["dataset"], namespace["model"], namespace["trained_state"]
+    decayed_adam = namespace["decayed_adam"]
     X, y, weights = dataset(dtype)
     results = {}
     trained = model(dtype, optimizer="adam")
@@ -138,6 +146,9 @@ def one_process_fits(dtype):
     trained = model(dtype, class_weights=[1.0, 3.0, 0.5], label_smoothing=0.1)
     trained.fit(X, y, epochs=1, batch_size=16, sample_weight=weights)
     results[f"class_weighted_{dtype}"] = trained_state(trained)
+    trained = model(dtype, optimizer=decayed_adam())
+    trained.fit(X, y, epochs=2, batch_size=16)
+    results[f"decayed_{dtype}"] = trained_state(trained)
     return results, (X, y, weights, model, trained_state)
 
 
