@@ -168,6 +168,15 @@ def run_configuration(network: str, processes: int, threads: int, args: argparse
     return dict(json.loads(lines[-1][len("RESULT "):]))
 
 
+def load_average() -> float:
+    """The one-minute load average (NaN where /proc/loadavg is missing)."""
+    try:
+        with open("/proc/loadavg") as file:
+            return float(file.read().split()[0])
+    except OSError:
+        return float("nan")
+
+
 def scaling_model(step_seconds_one_core: float, parameters: int) -> List[Dict[str, Any]]:
     """Per link speed: the ring allreduce's time per step, and the step time and speed-up at
     P ranks of one core each (compute divided by P, communication added, not overlapped)."""
@@ -189,8 +198,10 @@ def scaling_model(step_seconds_one_core: float, parameters: int) -> List[Dict[st
 
 
 def report(results: Dict[str, Any]) -> str:
+    loads = [run["load"] for runs in results["networks"].values() for name in runs for run in runs[name]]
     lines = [f"# Data-parallel training: {results['date']}, {results['rounds']} interleaved rounds, "
-             f"{results['rows']} rows, global batch {BATCH_SIZE}", ""]
+             f"{results['rows']} rows, global batch {BATCH_SIZE}; load average after the runs "
+             f"{min(loads):.2f}-{max(loads):.2f} (the benchmark alone keeps it near 2: more is other jobs)", ""]
     lines.append("| network | 1 x 2 epoch | 2 x 1 epoch | 1 x 1 epoch | 2x1 / 1x2 (target) | reduction share of a 2x1 step |")
     lines.append("|---|---|---|---|---|---|")
     for network, runs in results["networks"].items():
@@ -253,7 +264,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             for name, processes, threads in CONFIGURATIONS:
                 run = run_configuration(network, processes, threads, args)
                 epoch = statistics.median(run["epoch_seconds"])
-                entry = {"epoch": epoch, "threads": run["threads"],
+                entry = {"epoch": epoch, "threads": run["threads"], "load": load_average(),
                          "reduce_share": run["reduce_seconds"] / sum(run["epoch_seconds"])}
                 runs[name].append(entry)
                 if "reduction_alone" in run:
@@ -261,8 +272,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                     results["reduction_alone"][network] = {**run["reduction_alone"],
                                                            "megabytes": 4 * parameters / 1e6}
                 print(f"{network} round {round_ + 1} {name}: epoch {epoch:.3f} s"
-                      + (f", reduction {100 * entry['reduce_share']:.1f}% of it" if processes > 1 else ""),
-                      flush=True)
+                      + (f", reduction {100 * entry['reduce_share']:.1f}% of it" if processes > 1 else "")
+                      + f" (load average {entry['load']:.2f})", flush=True)
         results["networks"][network] = runs
         sizes = NETWORKS[network]
         parameters = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
