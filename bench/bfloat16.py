@@ -9,11 +9,14 @@ Every cell is the median of interleaved repetitions (float32, amx, vdpbf16ps, em
 float32, ...). "amx" is the amx_bf16 instruction set (TDPBF16PS for c wider than 16 columns;
 its own summation order), "vdpbf16ps" the avx512_bf16 one (VDPBF16PS in the packed path),
 "emulated" the avx512 one (float32 FMA kernels over rounded operands); the last two give the
-same bits but for denormals. Prediction runs the emulation under every instruction set.
+same bits but for denormals. Prediction packs the weights once for the instruction set's
+kernels (AMX tiles, VDPBF16PS panels, or the emulation's rounded float32) and is timed per
+instruction set at 1 and 2 threads, against float32's predict of the same model.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from typing import Callable, Dict, List
 
@@ -100,20 +103,31 @@ def model_rows(quick: bool, rounds: int) -> None:
               + "  ".join(f"{key} {value:.3f}" for key, value in seconds.items()), flush=True)
         if sizes[1] != 256 and not quick:
             continue
-        model = models[None]
-        one, many = X[:1], X[:10000]
-        for label, count, repeats in (("1 row, us", one, 2000), ("10,000 rows, ms", many, 10)):
-            scale = 1e6 if count.shape[0] == 1 else 1e3
+        prediction_rows(models[None], name, X, rounds)
 
-            def predict(compute_dtype):
-                def measure() -> float:
-                    model.compute_dtype = compute_dtype
-                    return median_seconds(lambda: model._network.predict(count), repeats) * scale
-                return measure
-            results = interleaved({"float32": predict(None), "bfloat16": predict("bfloat16")}, rounds)
-            model.compute_dtype = None
-            print(f"predict {name}, {label}: "
+
+def prediction_rows(model: fastmlp.MLP, name: str, X: np.ndarray, rounds: int) -> None:
+    """MLP.predict of one row and of 10,000, float32 against bfloat16 on each instruction set,
+    at 1 and 2 threads: a copy of the model switched to compute_dtype="bfloat16" per set, so
+    each keeps its weights packed (as a bf16 model does between predictions)."""
+    one, many = X[:1].copy(), X[:10000].copy()
+    copies = {label: (isa, copy.deepcopy(model)) for label, isa in bfloat16_isas().items()}
+    for _, bf16_model in copies.values():
+        bf16_model.compute_dtype = "bfloat16"
+    for n_threads in (1, 2):
+        for label, rows, repeats in (("1 row, us", one, 2000), ("10,000 rows, ms", many, 10)):
+            scale = 1e6 if rows.shape[0] == 1 else 1e3
+            variants = {"float32": lambda: median_seconds(lambda: model.predict(rows), repeats) * scale}
+            for key, (isa, bf16_model) in copies.items():
+                variants[key] = with_isa(isa, lambda m=bf16_model: median_seconds(lambda: m.predict(rows), repeats)
+                                         * scale)
+            model.n_threads = n_threads
+            for _, bf16_model in copies.values():
+                bf16_model.n_threads = n_threads
+            results = interleaved(variants, rounds)
+            print(f"predict {name}, {label}, {n_threads} thread{'s' if n_threads > 1 else ''}: "
                   + "  ".join(f"{key} {value:.2f}" for key, value in results.items()), flush=True)
+    model.n_threads = None
 
 
 def main() -> None:

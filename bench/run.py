@@ -232,11 +232,38 @@ def bf16_peak(n_threads: int, seconds: float) -> Optional[float]:
     return measured_peak(kernels.bf16_peak_gflops, n_threads, seconds)
 
 
+def amx_peak(n_threads: int, seconds: float) -> Optional[float]:
+    """Measured AMX bfloat16 throughput in GFLOP/s: TDPBF16PS from tiles loaded once
+    (kernels.amx_bf16_peak_gflops); None where amx_bf16 is not available (CPU, OS or build)."""
+    if not hasattr(kernels, "amx_bf16_peak_gflops") or not kernels.cpu_supports_isa("amx_bf16"):
+        return None
+    return measured_peak(kernels.amx_bf16_peak_gflops, n_threads, seconds)
+
+
 def measure_peaks(thread_counts: Sequence[int], seconds: float) -> Dict[str, Dict[int, Optional[float]]]:
-    """Each precision's measured peak (GFLOP/s) per thread count: {"float32": {n: ...},
-    "bfloat16": {n: ...}}; float32 and bfloat16 figures are each set against their own."""
+    """Each engine's measured peak (GFLOP/s) per thread count: {"float32": {n: ...},
+    "bfloat16": {n: ...} (VDPBF16PS), "amx": {n: ...}}; each figure is set against the peak of
+    the engine it ran on (bf16_engine)."""
     return {"float32": {n: fma_peak(n, seconds) for n in thread_counts},
-            "bfloat16": {n: bf16_peak(n, seconds) for n in thread_counts}}
+            "bfloat16": {n: bf16_peak(n, seconds) for n in thread_counts},
+            "amx": {n: amx_peak(n, seconds) for n in thread_counts}}
+
+
+# The engines a bfloat16 product runs on: (label, key of its peak in measure_peaks).
+ENGINE_AMX, ENGINE_VDPBF16PS, ENGINE_EMULATED = ("AMX", "amx"), ("VDPBF16PS", "bfloat16"), \
+    ("float32 FMA (emulated)", "float32")
+
+
+def bf16_engine(contestant: str, N: Optional[int] = None) -> Tuple[str, str]:
+    """The engine of a bf16 contestant: fastmlp's from its bfloat16_path (products of at most 16
+    columns, N, are emulated everywhere); torch's (oneDNN) AMX on a CPU that has it, else
+    VDPBF16PS."""
+    if contestant.startswith("torch"):
+        return ENGINE_AMX if amx_bf16() else ENGINE_VDPBF16PS
+    path = kernels.bfloat16_path() if hasattr(kernels, "bfloat16_path") else "emulated"
+    if N is not None and N <= 16:
+        return ENGINE_EMULATED
+    return {"amx_bf16": ENGINE_AMX, "avx512_bf16": ENGINE_VDPBF16PS}.get(path, ENGINE_EMULATED)
 
 
 # A bfloat16 contestant of fastmlp where the build has no bfloat16 path yet.
@@ -289,9 +316,12 @@ def header(args: argparse.Namespace, peaks: Dict[str, Dict[int, Optional[float]]
         f"{info.get('cpu_widest_isa', 'n/a')})",
         f"- measured fp32 FMA peak ({fastmlp_isa()} registers): {peak_text(peaks['float32'])}",
         f"- measured bf16 peak (VDPBF16PS on zmm, 4 flops per lane): "
-        + (peak_text(peaks["bfloat16"]) if any(peaks["bfloat16"].values()) else "n/a (no AVX512_BF16)")
-        + ("; this CPU also has AMX-BF16, which oneDNN (torch bf16) may use: its peak is far higher "
-           "and not measured here" if amx_bf16() else ""),
+        + (peak_text(peaks["bfloat16"]) if any(peaks["bfloat16"].values()) else "n/a (no AVX512_BF16)"),
+        f"- measured AMX bf16 peak (TDPBF16PS from loaded tiles, 16,384 flops per instruction): "
+        + (peak_text(peaks["amx"]) if any(peaks["amx"].values()) else "n/a (no AMX-BF16 here)")
+        + ("; torch's bf16 (oneDNN) runs on AMX on this CPU" if amx_bf16() else ""),
+        f"- fastmlp bf16 products wider than 16 columns run on: "
+        f"{bf16_engine('fastmlp bf16')[0]}; each bf16 figure is a % of its engine's peak",
         f"- fastmlp bfloat16 path: {'yes' if has_bf16_gemm() and has_bf16_model() else NO_BF16}",
         f"- NumPy/torch BLAS (threadpoolctl): {blas_kernels()}",
         f"- OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: {openblas_environment()}",
@@ -336,6 +366,11 @@ def gemm_contestants(a, b, transpose_a: bool, transpose_b: bool) -> Dict[str, Ca
         contestants["torch"] = lambda: torch.matmul(ta_t, tb_t, out=out_t)
     if has_bf16_gemm():
         contestants["fastmlp bf16"] = lambda: kernels.gemm_bfloat16(a, b, transpose_a, transpose_b)
+    if hasattr(kernels, "pack_bfloat16_b"):
+        # b packed once outside the timing, as a bf16 model's weights for prediction (and as
+        # torch's bf16 tensors are converted once below).
+        packed = kernels.pack_bfloat16_b(b, transpose_b)
+        contestants["fastmlp bf16 packed b"] = lambda: kernels.gemm_bfloat16_packed(a, packed, transpose_a)
     if torch is not None:
         # Converted once, outside the timing; the transposes stay views, as in float32.
         a_bf16, b_bf16 = (torch.from_numpy(x).to(torch.bfloat16) for x in (a, b))
@@ -355,16 +390,21 @@ def bench_gemm(args: argparse.Namespace, peaks: Dict[str, Dict[int, Optional[flo
              "fastmlp `kernels.gemm` vs NumPy `@` (OpenBLAS) vs `torch.matmul`, transposes as views.",
              "Ratios are fastmlp's speed over the peer's (> 1: fastmlp faster).", "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    bf16_columns = ["shape", "threads", "fastmlp bf16", "fastmlp bf16/float32"]
+    bf16_columns = ["shape", "threads", "engine", "fastmlp bf16", "fastmlp bf16/float32", "fastmlp bf16 packed b"]
     if torch is not None:
-        bf16_columns += ["torch bf16", "fastmlp bf16/torch bf16"]
-    bf16_columns += ["fastmlp bf16 % of bf16 peak", "fastmlp bf16 time (us)"]
+        bf16_columns += ["torch bf16 (AMX)" if amx_bf16() else "torch bf16", "fastmlp bf16/torch bf16",
+                         "packed b/torch bf16"]
+    bf16_columns += ["fastmlp bf16 % of engine peak", "packed b % of engine peak", "fastmlp bf16 time (us)",
+                     "packed b time (us)"]
     bf16_lines = ["## GEMM, bfloat16 operands: GFLOP/s", "",
-                  "fastmlp `kernels.gemm_bfloat16` (float32 in and out, operands rounded to bf16, "
-                  "products summed in float32) vs `torch.matmul` on bf16 tensors (bf16 out), timed in "
-                  "the same interleaved rounds as the float32 table; percentages of the measured bf16 "
-                  "(VDPBF16PS) peak." + ("" if has_bf16_gemm() else f" fastmlp bf16: {NO_BF16}."), "",
-                  "| " + " | ".join(bf16_columns) + " |", "|" + "---|" * len(bf16_columns)]
+                  "fastmlp `kernels.gemm_bfloat16` (float32 a and b, rounded to bf16 as they are packed, "
+                  "products summed in float32, float32 out), and `kernels.gemm_bfloat16_packed` with b "
+                  "packed once outside the timing (`pack_bfloat16_b`, as a bf16 model's prediction packs "
+                  "its weights), vs `torch.matmul` on bf16 tensors (converted once; bf16 out), timed in "
+                  "the same interleaved rounds as the float32 table. \"engine\" is what fastmlp's product "
+                  "ran on; its percentages are of that engine's measured peak (AMX, VDPBF16PS, or the "
+                  "float32 FMA for the emulation)." + ("" if has_bf16_gemm() else f" fastmlp bf16: {NO_BF16}."),
+                  "", "| " + " | ".join(bf16_columns) + " |", "|" + "---|" * len(bf16_columns)]
     data = []
     for label, M, K, N, ta, tb in shapes:
         a, b = gemm_operands(M, K, N, ta, tb)
@@ -382,23 +422,29 @@ def bench_gemm(args: argparse.Namespace, peaks: Dict[str, Dict[int, Optional[flo
             row += [percent_of(gflops["fastmlp"], peaks["float32"].get(n)),
                     f"{samples['fastmlp'].median * 1e6:.1f}"]
             lines.append("| " + " | ".join(row) + " |")
-            bf16_lines.append("| " + " | ".join(bf16_gemm_row(label, n, samples, flops, peaks["bfloat16"].get(n)))
-                              + " |")
+            bf16_lines.append("| " + " | ".join(bf16_gemm_row(label, n, N, samples, flops, peaks)) + " |")
             data.append({"shape": label, "threads": n, "gflops": gflops,
                          "seconds": {k: s.seconds for k, s in samples.items()}})
     return lines + [""] + bf16_lines + [""], {"gemm": data}
 
 
-def bf16_gemm_row(label: str, n: int, samples: Dict[str, Samples], flops: float,
-                  peak: Optional[float]) -> List[str]:
-    """One row of the bf16 GEMM table (fastmlp bf16 against its float32 self and torch bf16)."""
-    ours = samples.get("fastmlp bf16")
-    row = [label, str(n)]
+def bf16_gemm_row(label: str, n: int, N: int, samples: Dict[str, Samples], flops: float,
+                  peaks: Dict[str, Dict[int, Optional[float]]]) -> List[str]:
+    """One row of the bf16 GEMM table (fastmlp bf16, raw and with b packed once, against its
+    float32 self and torch bf16; percentages of the peak of the engine it ran on)."""
+    ours, packed = samples.get("fastmlp bf16"), samples.get("fastmlp bf16 packed b")
+    engine, peak_key = bf16_engine("fastmlp bf16", N)
+    peak = peaks.get(peak_key, {}).get(n)
+    row = [label, str(n), engine]
     row += ([samples_gflops_cell(ours, flops), ratio(samples["fastmlp"], ours)] if ours else [NO_BF16, "n/a"])
+    row += [samples_gflops_cell(packed, flops) if packed else "n/a"]
     if "torch bf16" in samples:
-        row += [samples_gflops_cell(samples["torch bf16"], flops),
-                ratio(samples["torch bf16"], ours) if ours else "n/a"]
-    row += [percent_of(flops / ours.median / 1e9, peak), f"{ours.median * 1e6:.1f}"] if ours else ["n/a", "n/a"]
+        theirs = samples["torch bf16"]
+        row += [samples_gflops_cell(theirs, flops), ratio(theirs, ours) if ours else "n/a",
+                ratio(theirs, packed) if packed else "n/a"]
+    for s in (ours, packed):
+        row.append(percent_of(flops / s.median / 1e9, peak) if s else "n/a")
+    row += [f"{s.median * 1e6:.1f}" if s else "n/a" for s in (ours, packed)]
     return row
 
 
@@ -562,7 +608,9 @@ def training_table(title: str, sizes: Sequence[int], X, y, contestants: Dict[str
              f"{'-'.join(map(str, sizes))}, relu, softmax cross-entropy, Adam lr 1e-3, batch 128, "
              f"{args.threads} threads; {X.shape[0]} rows per epoch, about {flops / 1e9:.1f} GFLOP. "
              "bf16 rows: float32 weights and optimizer, bf16 GEMM operands (fastmlp "
-             "compute_dtype=\"bfloat16\"; torch autocast); % of the peak of their own precision.", "",
+             "compute_dtype=\"bfloat16\"; torch autocast); % of the peak of the engine their wide "
+             "products ran on (in brackets; fastmlp's output layer, 10 columns, is emulated on the "
+             "float32 FMA).", "",
              "| implementation | precision | seconds per epoch | fastmlp float32 is faster by | GFLOP/s | % of own peak |",
              "|---|---|---|---|---|---|"]
     for name, (_, precision) in contestants.items():
@@ -571,8 +619,10 @@ def training_table(title: str, sizes: Sequence[int], X, y, contestants: Dict[str
             continue
         s = samples[name]
         speed = flops / s.median / 1e9
-        lines.append(f"| {name} | {precision} | {s.cell()} | {'-' if name == 'fastmlp' else ratio(s, ours)} | "
-                     f"{speed:.0f} | {percent_of(speed, peaks[precision])} |")
+        engine, peak_key = bf16_engine(name) if precision == "bfloat16" else ("", precision)
+        shown = f"{precision} ({engine})" if engine else precision
+        lines.append(f"| {name} | {shown} | {s.cell()} | {'-' if name == 'fastmlp' else ratio(s, ours)} | "
+                     f"{speed:.0f} | {percent_of(speed, peaks[peak_key])} |")
     lines += [""] + bf16_training_summary(samples) + [f"- {note}" for note in notes]
     return lines + [""], {"sizes": list(sizes), "seconds": {k: s.seconds for k, s in samples.items()},
                           "missing": missing}
@@ -686,34 +736,39 @@ def bench_inference(args: argparse.Namespace) -> Tuple[List[str], dict]:
         contestants_many["onnxruntime"] = lambda: onnx_predict(many)
         agreement = float(np.mean(onnx_predict(many).reshape(-1) == model.predict(many)))
         assert agreement >= 0.999, f"onnxruntime agrees with fastmlp on only {agreement:.2%} of the rows"
-    with threads(args.threads):
-        one_samples = interleaved(contestants_one, args.repetitions,
-                                  calls_for(contestants_one["fastmlp"], 0.05 if args.quick else 0.2),
-                                  settle=args.settle)
-        many_samples = interleaved(contestants_many, args.repetitions,
-                                   calls_for(contestants_many["fastmlp"], 0.05 if args.quick else 0.2),
-                                   settle=args.settle)
     lines = ["## Inference, 784-256-10: `predict` (class labels) from Python", "",
              "torch: eager `nn.Sequential` under `no_grad`, argmax (bf16: under `torch.autocast`); "
              f"onnxruntime: the `MLP.to_onnx` graph's `label` output, intra_op_num_threads={args.threads}; "
-             "fastmlp bf16: a model of compute_dtype=\"bfloat16\"" + ("" if has_bf16_model() else f" -- {NO_BF16}")
+             "fastmlp bf16: a model of compute_dtype=\"bfloat16\" (weights packed once for the "
+             f"{bf16_engine('fastmlp bf16')[0]} kernels)" + ("" if has_bf16_model() else f" -- {NO_BF16}")
              + ".", "",
-             "| workload | implementation | time | fastmlp float32 is faster by |", "|---|---|---|---|"]
-    for label, samples, scale, unit in (("1 sample", one_samples, 1e-6, "us"),
-                                        (f"{many.shape[0]} samples", many_samples, 1e-3, "ms")):
-        for name, s in samples.items():
-            faster = "-" if name == "fastmlp" else ratio(s, samples["fastmlp"])
-            lines.append(f"| {label} | {name} | {s.cell(scale)} {unit} | {faster} |")
-    throughput = many.shape[0] / many_samples["fastmlp"].median
-    lines += ["", f"fastmlp throughput: {throughput:,.0f} samples/s."]
-    if "fastmlp bf16" in one_samples:
-        lines.append(f"fastmlp bf16's speed over float32's (> 1: bf16 faster): "
-                     f"{ratio(one_samples['fastmlp'], one_samples['fastmlp bf16'])} (1 sample, "
-                     f"{one_samples['fastmlp bf16'].median * 1e6:.1f} us), "
-                     f"{ratio(many_samples['fastmlp'], many_samples['fastmlp bf16'])} ({many.shape[0]} samples).")
-    lines.append("")
-    return lines, {"inference": {"one": {k: s.seconds for k, s in one_samples.items()},
-                                 "many": {k: s.seconds for k, s in many_samples.items()}}}
+             "| workload | threads | implementation | time | fastmlp float32 is faster by |", "|---|---|---|---|---|"]
+    summary, data = [], {}
+    for n in args.thread_counts:
+        with threads(n):
+            one_samples = interleaved(contestants_one, args.repetitions,
+                                      calls_for(contestants_one["fastmlp"], 0.05 if args.quick else 0.2),
+                                      settle=args.settle)
+            many_samples = interleaved(contestants_many, args.repetitions,
+                                       calls_for(contestants_many["fastmlp"], 0.05 if args.quick else 0.2),
+                                       settle=args.settle)
+        for label, samples, scale, unit in (("1 sample", one_samples, 1e-6, "us"),
+                                            (f"{many.shape[0]} samples", many_samples, 1e-3, "ms")):
+            for name, s in samples.items():
+                faster = "-" if name == "fastmlp" else ratio(s, samples["fastmlp"])
+                lines.append(f"| {label} | {n} | {name} | {s.cell(scale)} {unit} | {faster} |")
+        throughput = many.shape[0] / many_samples["fastmlp"].median
+        summary.append(f"- {n} thread{'s' if n > 1 else ''}: fastmlp throughput {throughput:,.0f} samples/s.")
+        if "fastmlp bf16" in one_samples:
+            summary[-1] += (f" fastmlp bf16's speed over float32's (> 1: bf16 faster): "
+                            f"{ratio(one_samples['fastmlp'], one_samples['fastmlp bf16'])} (1 sample, "
+                            f"{one_samples['fastmlp bf16'].median * 1e6:.1f} us against "
+                            f"{one_samples['fastmlp'].median * 1e6:.1f} us), "
+                            f"{ratio(many_samples['fastmlp'], many_samples['fastmlp bf16'])} "
+                            f"({many.shape[0]} samples).")
+        data[n] = {"one": {k: s.seconds for k, s in one_samples.items()},
+                   "many": {k: s.seconds for k, s in many_samples.items()}}
+    return lines + [""] + summary + [""], {"inference": dict(data[args.threads], by_threads=data)}
 
 
 # ---- plot and main ------------------------------------------------------------------------------
@@ -793,7 +848,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     header_lines = header(args, peaks)
     lines = list(header_lines)
     results: dict = {"peak": peaks["float32"].get(max(args.thread_counts)), "peaks": peaks["float32"],
-                     "bf16_peaks": peaks["bfloat16"], "peak_isa": fastmlp_isa(),
+                     "bf16_peaks": peaks["bfloat16"], "amx_peaks": peaks["amx"], "peak_isa": fastmlp_isa(),
                      "blas": blas_kernels(), "openblas_environment": openblas_environment()}
     runners = {"gemm": lambda: bench_gemm(args, peaks), "training": lambda: bench_training(args, peaks),
                "inference": lambda: bench_inference(args), "threads": lambda: bench_thread_scaling(args)}

@@ -38,30 +38,34 @@ inline __m512 interleaved_pairs(__m512 even, __m512 odd) {
 enum class PairLayout { pair_rows, line_rows };
 
 // A sliver of 16 lines x k [k0, k0 + kc) as `pairs_out` (>= ceil(kc / 2)) pairs per line,
-// zero past `lines` and past kc.  dst is 64-byte aligned.
+// zero past `lines` (but see pack_pairs_k_contiguous) and past kc.  dst is 64-byte aligned.
 //
 // Lines contiguous (op(a) of a transposed a, op(b) of a plain b): element(x, k) =
 // src[k * ld + x], x < lines <= 16.
 void pack_pairs_lines_contiguous(float* dst, const float* src, int64_t ld, int64_t lines, int64_t kc,
                                  int64_t pairs_out, PairLayout layout) {
     const __mmask16 mask = first_lanes(lines);
-    for (int64_t q0 = 0; q0 < pairs_out; q0 += 16) {
+    auto pair_row = [&](int64_t q) {
+        const int64_t k = 2 * q;
+        const __m512 even = k < kc ? _mm512_maskz_loadu_ps(mask, src + k * ld) : _mm512_setzero_ps();
+        const __m512 odd = k + 1 < kc ? _mm512_maskz_loadu_ps(mask, src + (k + 1) * ld) : _mm512_setzero_ps();
+        return interleaved_pairs(even, odd);
+    };
+    if (layout == PairLayout::pair_rows) {  // each pair row stored as it is made
+        for (int64_t q = 0; q < pairs_out; ++q) _mm512_store_ps(dst + q * 16, pair_row(q));
+        return;
+    }
+    for (int64_t q0 = 0; q0 < pairs_out; q0 += 16) {  // line rows: 16 pair rows transposed
         __m512 rows[16];
-        const int64_t count = std::min<int64_t>(16, pairs_out - q0);
-        for (int64_t r = 0; r < 16; ++r) {
-            const int64_t k = 2 * (q0 + r);
-            const __m512 even = r < count && k < kc ? _mm512_maskz_loadu_ps(mask, src + k * ld) : _mm512_setzero_ps();
-            const __m512 odd = r < count && k + 1 < kc ? _mm512_maskz_loadu_ps(mask, src + (k + 1) * ld)
-                                                       : _mm512_setzero_ps();
-            rows[r] = interleaved_pairs(even, odd);
-            if (layout == PairLayout::pair_rows && r < count) _mm512_store_ps(dst + (q0 + r) * 16, rows[r]);
-        }
-        if (layout == PairLayout::line_rows) transpose_16x16_store(dst + q0 * 16, rows, 16);
+        for (int64_t r = 0; r < 16; ++r) rows[r] = pair_row(q0 + r);
+        transpose_16x16_store(dst + q0 * 16, rows, 16);
     }
 }
 
 // k contiguous (op(a) of a plain a, op(b) of a transposed b): element(x, k) = src[x * ld + k],
 // x < lines <= 16. 32 k of each line become 16 words (a line row), transposed for pair rows.
+// Line rows past `lines` are not written: they are rows of an A tile, whose products land in
+// rows of c that are never kept (the few-rows kernels do not even load them).
 void pack_pairs_k_contiguous(float* dst, const float* src, int64_t ld, int64_t lines, int64_t kc,
                              int64_t pairs_out, PairLayout layout) {
     for (int64_t k = 0; k < 2 * pairs_out; k += 32) {
@@ -74,6 +78,7 @@ void pack_pairs_k_contiguous(float* dst, const float* src, int64_t ld, int64_t l
                 const __m512 first = _mm512_maskz_loadu_ps(low, line), second = _mm512_maskz_loadu_ps(high, line + 16);
                 words[x] = reinterpret_cast<__m512>(_mm512_cvtne2ps_pbh(second, first));
             } else {
+                if (layout == PairLayout::line_rows) break;  // see above: not written
                 words[x] = _mm512_setzero_ps();
             }
             if (layout == PairLayout::line_rows) _mm512_store_ps(dst + k / 2 * 16 + x * 16, words[x]);

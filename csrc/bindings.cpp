@@ -729,7 +729,8 @@ void bind_network(py::module_& m, const char* name) {
                               throw py::value_error("compute_dtype='bfloat16' needs a float32 model, this one is float64");
                           py::gil_scoped_release release;
                           std::lock_guard<std::recursive_mutex> lock(model.mutex);
-                          model.network.bfloat16_compute = on; },
+                          model.network.bfloat16_compute = on;
+                          model.network.weights_changed(); },
                       "when True (float32 models), every GEMM rounds its operands to bfloat16 and sums "
                       "in float32 (kernels.gemm_bfloat16); parameters and everything else stay float32")
         .def_property("track_weight_squares", [](Model& model) { return model.network.track_weight_squares; },

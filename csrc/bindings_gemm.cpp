@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include <string>
+#include <vector>
 #include <type_traits>
 
 #include "gemm_internal.h"
@@ -107,6 +108,55 @@ py::array gemm_bfloat16_binding(const py::array& a, const py::array& b, bool tra
     return typed_gemm<float>(a, b, transpose_a, transpose_b, c, accumulate, /*bfloat16=*/true);
 }
 
+// A b operand of gemm_bfloat16 packed once (kernels.pack_bfloat16_b), for
+// gemm_bfloat16_packed: the prediction path's product, with the weights packed beforehand.
+struct PackedBfloat16Matrix {
+    std::vector<float, fastmlp::CacheLineAllocator<float>> data;
+    fastmlp::Bfloat16Packing packing;
+    int64_t K, N;
+};
+
+const char* packing_name(fastmlp::Bfloat16Packing packing) {
+    switch (packing) {
+        case fastmlp::Bfloat16Packing::amx: return "amx";
+        case fastmlp::Bfloat16Packing::vdpbf16ps: return "vdpbf16ps";
+        default: return "float_pairs";
+    }
+}
+
+PackedBfloat16Matrix pack_bfloat16_b_binding(const py::array& b_in, bool transpose_b) {
+    require_matrix(b_in, "b");
+    if (b_in.dtype().num() != py::dtype::of<float>().num())
+        throw py::type_error("pack_bfloat16_b: b must be float32, got " + std::string(py::str(b_in.dtype())));
+    using Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+    const Array b = Array::ensure(b_in);
+    const int64_t K = transpose_b ? b.shape(1) : b.shape(0), N = transpose_b ? b.shape(0) : b.shape(1);
+    PackedBfloat16Matrix packed{{}, fastmlp::bfloat16_packing(N), K, N};
+    packed.data.resize(static_cast<size_t>(fastmlp::bfloat16_packed_b_size(packed.packing, K, N)));
+    py::gil_scoped_release release;
+    fastmlp::pack_bfloat16_b(packed.data.data(), packed.packing, b.data(), K, N, transpose_b);
+    return packed;
+}
+
+py::array gemm_bfloat16_packed_binding(const py::array& a_in, const PackedBfloat16Matrix& b, bool transpose_a) {
+    require_matrix(a_in, "a");
+    if (a_in.dtype().num() != py::dtype::of<float>().num())
+        throw py::type_error("gemm_bfloat16_packed: a must be float32, got " + std::string(py::str(a_in.dtype())));
+    using Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+    const Array a = Array::ensure(a_in);
+    const int64_t M = transpose_a ? a.shape(1) : a.shape(0), K = transpose_a ? a.shape(0) : a.shape(1);
+    if (K != b.K)
+        throw py::value_error("gemm_bfloat16_packed: a" + std::string(transpose_a ? ".T" : "") + " has shape (" +
+                              std::to_string(M) + ", " + std::to_string(K) + "), the packed b (" +
+                              std::to_string(b.K) + ", " + std::to_string(b.N) + ")");
+    Array c({M, b.N});
+    float* c_ptr = c.mutable_data();
+    py::gil_scoped_release release;
+    fastmlp::gemm_bfloat16_packed_b(c_ptr, a.data(), {b.data.data(), b.packing}, M, b.N, K, transpose_a, false,
+                                    fastmlp::GemmEpilogue<float>{});
+    return std::move(c);
+}
+
 void set_isa_or_raise(const std::string& isa) {
     if (fastmlp::set_isa(isa)) return;
     if (fastmlp::is_isa_name(isa))
@@ -140,6 +190,22 @@ even), products summed in float32 in the canonical pair order (VDPBF16PS's arith
 without AVX512_BF16 emulated with the same bits, denormals apart), except under the amx_bf16
 instruction set: AMX's own order for c wider than 16 columns (bfloat16_path). c is float32,
 as in gemm.)doc");
+    py::class_<PackedBfloat16Matrix>(m, "PackedBfloat16Matrix",
+                                     "a gemm_bfloat16 b operand packed once (pack_bfloat16_b)")
+        .def_property_readonly("shape", [](const PackedBfloat16Matrix& b) { return py::make_tuple(b.K, b.N); },
+                               "(K, N): the shape of op(b)")
+        .def_property_readonly("packing", [](const PackedBfloat16Matrix& b) { return packing_name(b.packing); },
+                               "'amx' (AMX tiles), 'vdpbf16ps' (VDPBF16PS panels), both bfloat16, or "
+                               "'float_pairs' (the emulation's rounded float32)")
+        .def_property_readonly("nbytes", [](const PackedBfloat16Matrix& b) { return b.data.size() * sizeof(float); });
+    m.def("pack_bfloat16_b", &pack_bfloat16_b_binding, py::arg("b"), py::arg("transpose_b") = false,
+          R"doc(op(b) (float32, rounded to bfloat16) packed once for many gemm_bfloat16_packed calls, in
+the layout of the kernels gemm_bfloat16 runs for it under the instruction set in use (as a
+bfloat16 model's prediction packs its weights).)doc");
+    m.def("gemm_bfloat16_packed", &gemm_bfloat16_packed_binding, py::arg("a"), py::arg("b"),
+          py::arg("transpose_a") = false,
+          R"doc(c = op(a) @ b for b from pack_bfloat16_b: the bits of gemm_bfloat16(a, b) under the
+instruction set b was packed under (a float32, rounded to bfloat16; c float32).)doc");
     m.def("native_bfloat16", &fastmlp::native_bfloat16,
           "Whether gemm_bfloat16 runs VDPBF16PS or AMX (True) or the emulation (False).");
     m.def("bfloat16_path", &fastmlp::bfloat16_path,
@@ -203,4 +269,22 @@ either way. Process-wide.)doc");
         "Single-thread bfloat16 dot-product throughput (GFLOP/s) of a register-only VDPBF16PS "
         "loop on zmm registers, 4 flops per float32 lane (two products, two adds). RuntimeError "
         "on a CPU without AVX512_BF16; ValueError unless 0 < seconds <= 60.");
+    m.def(
+        "amx_bf16_peak_gflops",
+        [](double seconds) -> double {
+            require_peak_seconds("amx_bf16_peak_gflops", seconds);
+            if (!fastmlp::cpu_supports_isa("amx_bf16"))
+                throw std::runtime_error("amx_bf16_peak_gflops needs a CPU with AMX-BF16 and an OS that lets "
+                                         "the process use its tiles; this one has not");
+#if FASTMLP_X86_KERNELS
+            py::gil_scoped_release release;
+            return fastmlp::gemm_detail::amx_bf16_peak_gflops(seconds);
+#else
+            throw std::logic_error("amx_bf16_peak_gflops: no amx_bf16 kernels in this build");
+#endif
+        },
+        py::arg("seconds") = 0.2,
+        "Single-thread AMX bfloat16 throughput (GFLOP/s): TDPBF16PS on four accumulator tiles "
+        "from operand tiles loaded once, 16 x 16 x 32 multiply-adds per instruction. RuntimeError "
+        "where amx_bf16 is not available; ValueError unless 0 < seconds <= 60.");
 }

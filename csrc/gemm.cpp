@@ -242,7 +242,8 @@ template <>
 const gemm_detail::GemmPaths<double>& active_paths<double>() {
     switch (gemm_detail::active_float_isa()) {
 #if FASTMLP_X86_KERNELS
-        case Isa::avx512: return gemm_detail::avx512_paths_double();
+        case Isa::avx512:
+            return gemm_detail::avx512_paths_double(static_cast<Avx512Tile>(g_tile.load(std::memory_order_relaxed)));
         case Isa::avx2: return gemm_detail::avx2_paths_double();
 #endif
         default: return gemm_detail::portable_paths_double();
@@ -346,9 +347,10 @@ void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool tr
 }
 
 // ---------------------------------------------------------------------------------------
-// bfloat16 operands. On CPUs with AVX512_BF16 the packed path converts while packing and
-// multiplies with VDPBF16PS (gemm_avx512_bf16.cpp). Every other case -- the skinny and row
-// paths, other CPUs -- is emulated: the float32 kernels multiply the operands rounded, with
+// bfloat16 operands. Under avx512_bf16 (amx_bf16) every product wider than kSkinnyColumns
+// converts while packing and multiplies with VDPBF16PS (AMX): gemm_avx512_bf16.cpp
+// (gemm_amx_bf16.cpp), at any M. Every other case -- the skinny path, other CPUs -- is
+// emulated: the float32 kernels multiply the operands rounded, with
 // their k in the canonical pair order (odd k first, a zero k = K when K is odd) and the pair
 // blocking; the packed path rounds while packing, the skinny and row paths get rounded
 // copies. A product of two bfloat16 values is
@@ -386,11 +388,16 @@ void round_line_in_pair_order(float* out, const float* x, int64_t stride, int64_
 // out[i, k] = bfloat16(op(a)[i, pair_order(k)]), 0 past K.  out is (M, K2), K2 = K rounded up
 // to even.
 void round_a_in_pair_order(float* out, const Operands<float>& p, int64_t K2, int threads) {
-#pragma omp parallel for num_threads(threads) if (threads > 1)
-    for (int64_t i = 0; i < p.M; ++i) {
+    auto round_row = [&](int64_t i) {
         const float* row = p.transpose_a ? p.a + i : p.a + i * p.K;
         round_line_in_pair_order(out + i * K2, row, p.transpose_a ? p.M : 1, p.K, K2 / 2);
+    };
+    if (threads <= 1) {  // no OpenMP region: for one row it would cost more than the rounding
+        for (int64_t i = 0; i < p.M; ++i) round_row(i);
+        return;
     }
+#pragma omp parallel for num_threads(threads)
+    for (int64_t i = 0; i < p.M; ++i) round_row(i);
 }
 
 // out[k, j] = bfloat16(op(b)[pair_order(k), j]), 0 past K.  out is (K2, N).
@@ -461,25 +468,63 @@ void gemm_bfloat16(float* c, const float* a, const float* b, int64_t M, int64_t 
     // a row of c then gets the same bits in a batch of any size, one row included.
     if (gemm_detail::active_isa() == Isa::amx_bf16 && N > gemm_detail::kSkinnyColumns)
         return gemm_detail::amx_bf16_packed_gemm(q, threads);
-    if (native_bfloat16() && choose_path(M, N, transpose_b) == GemmPath::packed)
+    if (native_bfloat16() && N > gemm_detail::kSkinnyColumns)
         return gemm_detail::avx512_bf16_packed_gemm(q, threads);
 #endif
     emulated_gemm_bfloat16(q, /*b_in_pairs=*/false, threads);
 }
 
-void round_bfloat16_operand_b(float* out, const float* b, int64_t K, int64_t N, bool transpose_b) {
-    const GemmEpilogue<float> none;
-    const Operands<float> p{nullptr, nullptr, b, 0, N, K, false, transpose_b, false, none, true};
+Bfloat16Packing bfloat16_packing(int64_t N) {
+    if (N <= gemm_detail::kSkinnyColumns) return Bfloat16Packing::float_pairs;
+    switch (gemm_detail::active_isa()) {
+        case Isa::amx_bf16: return Bfloat16Packing::amx;
+        case Isa::avx512_bf16: return Bfloat16Packing::vdpbf16ps;
+        default: return Bfloat16Packing::float_pairs;
+    }
+}
+
+namespace {
+
+// The operands of packing b: a, c and M play no part.
+Operands<float> b_to_pack(const float* b, int64_t K, int64_t N, bool transpose_b) {
+    static const GemmEpilogue<float> none;
+    return Operands<float>{nullptr, nullptr, b, 0, N, K, false, transpose_b, false, none, true};
+}
+
+}  // namespace
+
+int64_t bfloat16_packed_b_size(Bfloat16Packing packing, int64_t K, int64_t N) {
+#if FASTMLP_X86_KERNELS
+    const Operands<float> p = b_to_pack(nullptr, K, N, false);
+    if (packing == Bfloat16Packing::amx) return gemm_detail::amx_bf16_packed_b_size(p);
+    if (packing == Bfloat16Packing::vdpbf16ps) return gemm_detail::avx512_bf16_packed_b_size(p);
+#endif
+    return (K + K % 2) * N;
+}
+
+void pack_bfloat16_b(float* out, Bfloat16Packing packing, const float* b, int64_t K, int64_t N,
+                     bool transpose_b) {
+    const Operands<float> p = b_to_pack(b, K, N, transpose_b);
+#if FASTMLP_X86_KERNELS
+    if (packing == Bfloat16Packing::amx) return gemm_detail::amx_bf16_pack_b(out, p);
+    if (packing == Bfloat16Packing::vdpbf16ps) return gemm_detail::avx512_bf16_pack_b(out, p);
+#endif
     round_b_in_pair_order(out, p, K + (K & 1), threads_for(static_cast<double>(K) * N));
 }
 
-void gemm_bfloat16_prepared_b(float* c, const float* a, const float* b_prepared, int64_t M, int64_t N,
-                              int64_t K, bool transpose_a, bool accumulate,
-                              const GemmEpilogue<float>& epilogue) {
+void gemm_bfloat16_packed_b(float* c, const float* a, PackedBfloat16B b, int64_t M, int64_t N, int64_t K,
+                            bool transpose_a, bool accumulate, const GemmEpilogue<float>& epilogue) {
     if (N <= 0) return;
-    const Operands<float> p{c, a, b_prepared, M, N, K, transpose_a, false, accumulate, epilogue, true};
+    Operands<float> p{c, a, b.data, M, N, K, transpose_a, false, accumulate, epilogue, true};
     if (finished_without_products(p)) return;
-    emulated_gemm_bfloat16(p, /*b_in_pairs=*/true, threads_for(static_cast<double>(M) * N * K));
+    const int threads = threads_for(static_cast<double>(M) * N * K);
+    p.packed_b = b.data;
+#if FASTMLP_X86_KERNELS
+    if (b.packing == Bfloat16Packing::amx) return gemm_detail::amx_bf16_packed_gemm(p, threads);
+    if (b.packing == Bfloat16Packing::vdpbf16ps) return gemm_detail::avx512_bf16_packed_gemm(p, threads);
+#endif
+    p.packed_b = nullptr;
+    emulated_gemm_bfloat16(p, /*b_in_pairs=*/true, threads);
 }
 
 template void gemm<float>(float*, const float*, const float*, int64_t, int64_t, int64_t, bool,

@@ -7,6 +7,8 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
+#include <chrono>
 #include <cstring>
 
 #include "avx512_bf16_pairs.h"
@@ -25,18 +27,30 @@ struct alignas(64) TileConfig {
     uint8_t rows[16] = {};
 };
 
-// Tiles 0-3: the 32 x 32 float32 block of c; 4, 5: the two 16-row halves of A's 32 rows x
-// 16 pairs; 6, 7: B's 16 pairs x the two 16-column halves. Each 16 rows of 64 bytes.
-const TileConfig& tile_config() {
-    static const TileConfig config = [] {
-        TileConfig c;
-        for (int t = 0; t < 8; ++t) {
-            c.rows[t] = 16;
-            c.bytes_per_row[t] = 64;
-        }
-        return c;
+// Tiles 0-3: c; 4, 5: A's rows x 16 pairs; 6, 7: B's 16 pairs x 16 columns. Each 16 rows of
+// 64 bytes for the 32 x 32 tile (tiles 0-3 its four 16 x 16 quarters, 4 and 5 the two 16-row
+// halves of A); for few_rows_gemm, c's tiles and A's tile 4 have the M <= 16 rows of c.
+const TileConfig& tile_config(int64_t rows_of_c) {
+    static const auto configs = [] {
+        std::array<TileConfig, 17> all;
+        for (int rows = 1; rows <= 16; ++rows)
+            for (int t = 0; t < 8; ++t) {
+                all[rows].rows[t] = static_cast<uint8_t>(t <= 4 ? rows : 16);
+                all[rows].bytes_per_row[t] = 64;
+            }
+        return all;
     }();
-    return config;
+    return configs[rows_of_c];
+}
+
+// Checked at every product: another library in the thread (oneDNN) may have loaded its
+// own configuration, or released the tiles, since the last one. Left configured after
+// (never released): LDTILECFG costs ~270 ns, reading the configuration back and comparing
+// it ~30 ns (tools/amx_bf16_probe.c).
+void use_tile_config(const TileConfig& wanted) {
+    TileConfig current;
+    _tile_storeconfig(&current);
+    if (std::memcmp(&current, &wanted, sizeof current) != 0) _tile_loadconfig(&wanted);
 }
 
 // 32 x 32 tile of c, TDPBF16PS: four accumulator tiles, two A and two B tiles per 16 pairs.
@@ -55,15 +69,7 @@ struct AmxKernels {
     // so it cannot make a row's sum depend on M.
     static int64_t panel_depth(int64_t kc) { return ceil_div(kc, 2 * kPairsPerTile) * kPairsPerTile; }
 
-    // Checked at every product: another library in the thread (oneDNN) may have loaded its
-    // own configuration, or released the tiles, since the last one. Left configured after
-    // (never released): LDTILECFG costs ~270 ns, reading the configuration back and comparing
-    // it ~30 ns (tools/amx_bf16_probe.c).
-    static void enter_thread() {
-        TileConfig current;
-        _tile_storeconfig(&current);
-        if (std::memcmp(&current, &tile_config(), sizeof current) != 0) _tile_loadconfig(&tile_config());
-    }
+    static void enter_thread() { use_tile_config(tile_config(16)); }
 
     // The two 16-line halves of a sliver of `lines` (<= 32) lines, one after the other.
     // element(x, k) = src[x * ld + k] when k_contiguous, else src[k * ld + x].
@@ -127,10 +133,148 @@ struct AmxKernels {
     }
 };
 
+// ---------------------------------------------------------------------------------------
+// A few rows of c (M <= 16: one-sample prediction) against b packed whole: one A tile of M
+// rows, c's tiles of M rows, so no tile product is spent on rows of zeros (TDPBF16PS with
+// one row runs in ~80% of a 16-row one's time: its cost is loading B). The same blocks,
+// padding and tile steps as AmxKernels::micro_tile, so each row gets the bits it gets there.
+// ---------------------------------------------------------------------------------------
+
+constexpr int64_t kFewRows = 16;
+
+// A's M rows for block `block` as one 16-line half of AmxKernels' A panel (line rows).
+void pack_few_rows(float* dst, const Operands<float>& p, int64_t k0, int64_t kc) {
+    const int64_t pairs = AmxKernels::panel_depth(kc);
+    if (p.transpose_a)
+        return pack_pairs_lines_contiguous(dst, p.a + k0 * p.M, p.M, p.M, kc, pairs, PairLayout::line_rows);
+    pack_pairs_k_contiguous(dst, p.a + k0, p.K, p.M, kc, pairs, PairLayout::line_rows);
+}
+
+// c[:, j : j + 16 kColumnTiles] (j a multiple of 32; kColumnTiles 4, or 2 for the last 32
+// columns of the packed b) over every K block, then the epilogue. a_packed holds each
+// block's A tile rows, a_block_stride floats apart.
+template <int kColumnTiles>
+void few_rows_columns(const Operands<float>& p, const float* a_packed, int64_t a_block_stride, int64_t j) {
+    const KBlocking kb = p.blocking();
+    const int64_t cols = std::min<int64_t>(16 * kColumnTiles, p.N - j);
+    alignas(64) float block[16 * 64];
+    for (int64_t b = 0; b < kb.count; ++b) {
+        const int64_t kc = std::min(kb.size, p.K - b * kb.size), pairs = AmxKernels::panel_depth(kc);
+        const float* a = a_packed + b * a_block_stride;
+        // Column tile t of the 32-column slivers: sliver j / 32 + t / 2, half t % 2.
+        const float* tiles = packed_b_block<float, AmxKernels>(p, b) + j * pairs;
+        const int64_t tile_stride = 16 * pairs;
+        _tile_zero(0);
+        _tile_zero(1);
+        if constexpr (kColumnTiles == 4) {
+            _tile_zero(2);
+            _tile_zero(3);
+        }
+        for (int64_t q = 0; q < pairs; q += AmxKernels::kPairsPerTile) {
+            _tile_loadd(4, a + q * 16, 64);
+            _tile_loadd(6, tiles + q * 16, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_loadd(7, tiles + tile_stride + q * 16, 64);
+            _tile_dpbf16ps(1, 4, 7);
+            if constexpr (kColumnTiles == 4) {
+                _tile_loadd(6, tiles + 2 * tile_stride + q * 16, 64);
+                _tile_dpbf16ps(2, 4, 6);
+                _tile_loadd(7, tiles + 3 * tile_stride + q * 16, 64);
+                _tile_dpbf16ps(3, 4, 7);
+            }
+        }
+        _tile_stored(0, block, 64 * 4);
+        _tile_stored(1, block + 16, 64 * 4);
+        if constexpr (kColumnTiles == 4) {
+            _tile_stored(2, block + 32, 64 * 4);
+            _tile_stored(3, block + 48, 64 * 4);
+        }
+        const bool load_c = p.accumulate || b > 0;
+        for (int64_t i = 0; i < p.M; ++i)
+            for (int64_t t = 0; t < cols; t += 16) {
+                const __mmask16 mask = first_lanes(cols - t);
+                float* row = p.c + i * p.N + j + t;
+                const __m512 sum = _mm512_load_ps(block + i * 64 + t);
+                _mm512_mask_storeu_ps(row, mask, load_c ? _mm512_add_ps(_mm512_maskz_loadu_ps(mask, row), sum) : sum);
+            }
+    }
+    finish_block(p, 0, j, p.M, cols);
+}
+
+// p.M <= kFewRows, p.packed_b set: A packed once, column groups of 64 shared among threads.
+void few_rows_gemm(const Operands<float>& p, int threads) {
+    const KBlocking kb = p.blocking();
+    const int64_t a_block_stride = AmxKernels::panel_depth(kb.size) * 16;
+    float* a_packed = packed_a_scratch<float>(kb.count * a_block_stride);
+    if (!a_packed) throw std::bad_alloc();
+    for (int64_t b = 0; b < kb.count; ++b)
+        pack_few_rows(a_packed + b * a_block_stride, p, b * kb.size, std::min(kb.size, p.K - b * kb.size));
+    const int64_t columns = packed_b_columns<float, AmxKernels>(p), groups = ceil_div(columns, 64);
+    auto run = [&](int thread, int team) {
+        use_tile_config(tile_config(p.M));
+        const Range mine = split(groups, thread, team);
+        for (int64_t g = mine.begin; g < mine.end; ++g) {
+            if (64 * g + 64 <= columns)
+                few_rows_columns<4>(p, a_packed, a_block_stride, 64 * g);
+            else
+                few_rows_columns<2>(p, a_packed, a_block_stride, 64 * g);
+        }
+    };
+    threads = static_cast<int>(std::min<int64_t>(threads, groups));
+    if (threads <= 1) return run(0, 1);
+#pragma omp parallel num_threads(threads)
+    run(omp_get_thread_num(), omp_get_num_threads());
+}
+
 }  // namespace
 
+// Single-thread TDPBF16PS throughput in GFLOP/s over about `seconds`: four independent
+// accumulator tiles, operands loaded once (nothing but the tile unit is timed), each
+// instruction 16 x 16 x 32 multiply-adds (16,384 flops).
+double amx_bf16_peak_gflops(double seconds) {
+    use_tile_config(tile_config(16));
+    // Products of about 1e-4 * 1e-4 (bfloat16 0x38d1): normal floats, sums far from overflow.
+    alignas(64) static const std::array<uint16_t, 512> operand = [] {
+        std::array<uint16_t, 512> values;
+        values.fill(0x38d1);
+        return values;
+    }();
+    _tile_loadd(4, operand.data(), 64);
+    _tile_loadd(5, operand.data(), 64);
+    _tile_loadd(6, operand.data(), 64);
+    _tile_loadd(7, operand.data(), 64);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    constexpr int64_t iterations = 1 << 14;
+    using clock = std::chrono::steady_clock;
+    const auto started = clock::now();
+    int64_t rounds = 0;
+    double elapsed = 0;
+    do {
+        for (int64_t it = 0; it < iterations; ++it) {
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        ++rounds;
+        elapsed = std::chrono::duration<double>(clock::now() - started).count();
+    } while (elapsed < seconds);
+    alignas(64) float result[256];
+    _tile_stored(0, result, 64);  // the tiles' work is kept
+    volatile float sink = result[0];
+    (void)sink;
+    return static_cast<double>(rounds) * iterations * 4 * 16384 / elapsed * 1e-9;
+}
+
+int64_t amx_bf16_packed_b_size(const Operands<float>& p) { return packed_b_size<float, AmxKernels>(p); }
+
+void amx_bf16_pack_b(float* out, const Operands<float>& p) { pack_whole_b<float, AmxKernels>(out, p); }
+
 void amx_bf16_packed_gemm(const Operands<float>& p, int threads) {
-    packed_gemm<float, AmxKernels>(p, threads);
+    packed_or_few_rows_gemm<float, AmxKernels>(p, threads, kFewRows, few_rows_gemm);
 }
 
 }  // namespace gemm_detail

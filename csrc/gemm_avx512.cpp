@@ -52,7 +52,7 @@ struct Zmm<double> {
     static void store_first(double* p, int64_t n, Reg v) { _mm512_mask_storeu_pd(p, mask(n), v); }
 };
 
-// Two float tiles (gemm.cpp picks one by CPU, Avx512Tile in gemm_internal.h), one double:
+// Two tiles per type, gemm.cpp picks one by CPU (Avx512Tile in gemm_internal.h):
 //
 // 16 x 16 floats and 16 x 8 doubles: one zmm per row of the tile, 16 accumulators (enough
 // independent chains for the FMA latency), one load of B and 16 broadcasts of A per 16 FMAs.
@@ -60,13 +60,12 @@ struct Zmm<double> {
 // 16 KiB, half of its 32 KiB L1d (NR = 32 would fill it); an MC x KC block of A (192 KiB)
 // stays in its 1 MiB L2. 16 rows divide a 128-row batch evenly between two threads.
 //
-// 8 x 32 floats, for Intel cores with two 512-bit FMA pipes and two loads per cycle: the
-// 16 x 16 tile's 17 loads per 16 FMAs (a broadcast is a load) keep the pipes short of work,
-// these 2 loads of B and 8 broadcasts per 16 FMAs do not. A KC x 32 sliver of B is 32 KiB of
-// a 48 KiB L1d; MC = 96 and NC = 1024 keep an A block and a B panel (1 MiB) together in a
-// 2 MiB L2. 8 rows divide 128- and 64-row batches evenly between two threads. On this Xeon,
-// one thread: 2048^3 ~1.2x the 16 x 16 tile, the MLP shapes ~1.05-1.1x
-// (docs/guide/performance.md).
+// 8 x 32 floats and 8 x 16 doubles, for Intel cores with two 512-bit FMA pipes and two loads
+// per cycle: the 16 x 16 tile's 17 loads per 16 FMAs (a broadcast is a load) keep the pipes
+// short of work, these 2 loads of B and 8 broadcasts per 16 FMAs do not. A KC x NR sliver of
+// B is 32 KiB of a 48 KiB L1d; MC = 96 (48) and NC = 1024 (512) keep an A block and a B panel
+// (1 MiB) together in a 2 MiB L2. 8 rows divide 128- and 64-row batches evenly between two
+// threads. Measured on a Granite Rapids Xeon: docs/guide/performance.md, "The AVX-512 tile".
 //
 // A (M, K) not transposed is packed an MR x 16 float (16 x 8 double) block at a time through
 // registers: MR row loads, an in-register transpose, 16 (8) stores of k-major rows; so is a
@@ -143,14 +142,17 @@ struct Float32Kernels : SimdKernels<float, Zmm<float>, MR_, NR_, MC_, NC_> {
     }
 };
 
-struct Float64Kernels : SimdKernels<double, Zmm<double>, 16, 8, 96, 2048> {
+template <int64_t MR_, int64_t NR_, int64_t MC_, int64_t NC_>
+struct Float64Kernels : SimdKernels<double, Zmm<double>, MR_, NR_, MC_, NC_> {
+    static constexpr int64_t MR = MR_;
+    static_assert(MR % 8 == 0, "slivers are packed through 8 x 8 transposes");
     static constexpr bool kPacksRowsOfA = true;
-    // dst[k * 16 + i] = src[i * lda + k] for i < 16, k < kc.  dst is (kc, 16), 64-byte
-    // aligned; src is 16 rows of A, row stride lda.
+    // dst[k * MR + i] = src[i * lda + k] for i < MR, k < kc.  dst is (kc, MR), 64-byte
+    // aligned; src is MR rows of A, row stride lda.
     static void pack_a_rows(double* dst, const double* src, int64_t lda, int64_t kc) {
         int64_t k = 0;
         for (; k + 8 <= kc; k += 8) {
-            for (int half = 0; half < 2; ++half) {  // rows 0-7, then 8-15: an 8 x 8 transpose each
+            for (int half = 0; half < MR / 8; ++half) {  // rows 0-7, then 8-15: an 8 x 8 transpose each
                 const double* rows_src = src + half * 8 * lda + k;
                 __m512d pairs[8];
                 for (int j = 0; j < 4; ++j) {  // pairs[2j + m] lane L: columns 2L + m of rows 2j, 2j + 1
@@ -159,21 +161,21 @@ struct Float64Kernels : SimdKernels<double, Zmm<double>, 16, 8, 96, 2048> {
                     pairs[2 * j] = _mm512_unpacklo_pd(a, b);
                     pairs[2 * j + 1] = _mm512_unpackhi_pd(a, b);
                 }
-                double* out = dst + k * 16 + half * 8;
+                double* out = dst + k * MR + half * 8;
                 for (int m = 0; m < 2; ++m) {
                     const __m512d even_low = _mm512_shuffle_f64x2(pairs[m], pairs[2 + m], 0x88);
                     const __m512d odd_low = _mm512_shuffle_f64x2(pairs[m], pairs[2 + m], 0xdd);
                     const __m512d even_high = _mm512_shuffle_f64x2(pairs[4 + m], pairs[6 + m], 0x88);
                     const __m512d odd_high = _mm512_shuffle_f64x2(pairs[4 + m], pairs[6 + m], 0xdd);
-                    _mm512_store_pd(out + (m + 0) * 16, _mm512_shuffle_f64x2(even_low, even_high, 0x88));
-                    _mm512_store_pd(out + (m + 4) * 16, _mm512_shuffle_f64x2(even_low, even_high, 0xdd));
-                    _mm512_store_pd(out + (m + 2) * 16, _mm512_shuffle_f64x2(odd_low, odd_high, 0x88));
-                    _mm512_store_pd(out + (m + 6) * 16, _mm512_shuffle_f64x2(odd_low, odd_high, 0xdd));
+                    _mm512_store_pd(out + (m + 0) * MR, _mm512_shuffle_f64x2(even_low, even_high, 0x88));
+                    _mm512_store_pd(out + (m + 4) * MR, _mm512_shuffle_f64x2(even_low, even_high, 0xdd));
+                    _mm512_store_pd(out + (m + 2) * MR, _mm512_shuffle_f64x2(odd_low, odd_high, 0x88));
+                    _mm512_store_pd(out + (m + 6) * MR, _mm512_shuffle_f64x2(odd_low, odd_high, 0xdd));
                 }
             }
         }
         for (; k < kc; ++k)
-            for (int i = 0; i < 16; ++i) dst[k * 16 + i] = src[i * lda + k];
+            for (int i = 0; i < MR; ++i) dst[k * MR + i] = src[i * lda + k];
     }
 };
 
@@ -185,7 +187,10 @@ const GemmPaths<float>& avx512_paths_float(Avx512Tile tile) {
     if (tile == Avx512Tile::wide) return paths_around<float, Float32Kernels<8, 32, 96, 1024>>();
     return paths_around<float, Float32Kernels<16, 16, 192, 2048>>();
 }
-const GemmPaths<double>& avx512_paths_double() { return paths_around<double, Float64Kernels>(); }
+const GemmPaths<double>& avx512_paths_double(Avx512Tile tile) {
+    if (tile == Avx512Tile::wide) return paths_around<double, Float64Kernels<8, 16, 48, 512>>();
+    return paths_around<double, Float64Kernels<16, 8, 96, 2048>>();
+}
 
 // 16 independent chains: latency 4 x two FMA pipes, with room to spare.
 double avx512_fma_peak_gflops(double seconds) {

@@ -22,8 +22,8 @@ struct Bfloat16Kernels {
     static constexpr bool kPacksRowsOfA = false;
     static constexpr bool kPacksColumnsOfB = false;
     static constexpr bool kPacksBfloat16Pairs = true;
-    // A panel of kc k holds ceil(kc / 2) pair rows of 16 words: within kc floats per line.
-    static int64_t panel_depth(int64_t kc) { return kc; }
+    // A panel of kc k holds ceil(kc / 2) pair rows of 16 words.
+    static int64_t panel_depth(int64_t kc) { return (kc + 1) / 2; }
     static void enter_thread() {}
 
     static void pack_a_pairs(float* dst, const Operands<float>& p, int64_t i0, int64_t k0, int64_t kc) {
@@ -42,14 +42,13 @@ struct Bfloat16Kernels {
         pack_pairs_lines_contiguous(dst, p.b + k0 * p.N + j0, p.N, cols, kc, pairs, PairLayout::pair_rows);
     }
 
-    // c[16, 16] = (load_c ? c : 0) + the pair panels' products over k < kc.  a_panel and
-    // b_panel are (ceil(kc / 2), 16) words of two bfloat16.
-    static void micro_tile(int64_t kc, const float* a_panel, const float* b_panel, float* c, int64_t ldc,
+    // c[16, 16] = (load_c ? c : 0) + the pair panels' products over `pairs` pairs.  a_panel
+    // and b_panel are (pairs, 16) words of two bfloat16.
+    static void micro_tile(int64_t pairs, const float* a_panel, const float* b_panel, float* c, int64_t ldc,
                            bool load_c) {
         __m512 acc[MR];
 #pragma GCC unroll 16
         for (int64_t i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
-        const int64_t pairs = (kc + 1) / 2;
         for (int64_t q = 0; q < pairs; ++q) {
             const __m512bh b = reinterpret_cast<__m512bh>(_mm512_load_ps(b_panel));
 #pragma GCC unroll 16
@@ -68,10 +67,87 @@ struct Bfloat16Kernels {
     }
 };
 
+// ---------------------------------------------------------------------------------------
+// A few rows of c (M <= 4: one-sample prediction) against b packed whole, a row at a time:
+// the 16 x 16 tile would spend 15 of its 16 broadcasts on rows of zeros. Each element is
+// the same VDPBF16PS chain as in micro_tile (per K block from zero, added to c in order).
+// ---------------------------------------------------------------------------------------
+
+constexpr int64_t kFewRows = 4;
+
+// Row i of c, columns of kSlivers 16-column slivers from sliver s0, over every K block (8
+// independent chains hide VDPBF16PS's latency), then the epilogue. a_packed holds each
+// block's rows as line rows (avx512_bf16_pairs.h), a_block_stride floats apart.
+template <int kSlivers>
+void few_rows_slivers(const Operands<float>& p, const float* a_packed, int64_t a_block_stride, int64_t i,
+                      int64_t s0) {
+    const KBlocking kb = p.blocking();
+    const int64_t j0 = s0 * 16;
+    for (int64_t b = 0; b < kb.count; ++b) {
+        const int64_t kc = std::min(kb.size, p.K - b * kb.size), pairs = (kc + 1) / 2;
+        const float* a = a_packed + b * a_block_stride + i * 16;
+        const float* slivers = packed_b_block<float, Bfloat16Kernels>(p, b) + j0 * pairs;
+        __m512 acc[kSlivers];
+        for (int u = 0; u < kSlivers; ++u) acc[u] = _mm512_setzero_ps();
+        for (int64_t q = 0; q < pairs; ++q) {
+            const __m512bh pair = reinterpret_cast<__m512bh>(_mm512_set1_ps(a[(q >> 4) * 256 + (q & 15)]));
+#pragma GCC unroll 8
+            for (int u = 0; u < kSlivers; ++u)
+                acc[u] = _mm512_dpbf16_ps(acc[u], pair,
+                                          reinterpret_cast<__m512bh>(_mm512_load_ps(slivers + (u * pairs + q) * 16)));
+        }
+        const bool load_c = p.accumulate || b > 0;
+        for (int u = 0; u < kSlivers; ++u) {
+            const int64_t j = j0 + 16 * u;
+            const __mmask16 mask = first_lanes(p.N - j);
+            float* row = p.c + i * p.N + j;
+            _mm512_mask_storeu_ps(row, mask, load_c ? _mm512_add_ps(_mm512_maskz_loadu_ps(mask, row), acc[u]) : acc[u]);
+        }
+    }
+    finish_block(p, i, j0, 1, std::min<int64_t>(16 * kSlivers, p.N - j0));
+}
+
+// p.M <= kFewRows, p.packed_b set: A packed once (line rows of 16 pairs, as a 16-line sliver
+// of AMX's A), slivers shared among threads in groups of 8.
+void few_rows_gemm(const Operands<float>& p, int threads) {
+    const KBlocking kb = p.blocking();
+    const int64_t a_block_stride = ceil_div(kb.size, 32) * 256;
+    float* a_packed = packed_a_scratch<float>(kb.count * a_block_stride);
+    if (!a_packed) throw std::bad_alloc();
+    for (int64_t b = 0; b < kb.count; ++b) {
+        const int64_t k0 = b * kb.size, kc = std::min(kb.size, p.K - k0), pairs = ceil_div(kc, 32) * 16;
+        float* out = a_packed + b * a_block_stride;
+        if (p.transpose_a)
+            pack_pairs_lines_contiguous(out, p.a + k0 * p.M, p.M, p.M, kc, pairs, PairLayout::line_rows);
+        else
+            pack_pairs_k_contiguous(out, p.a + k0, p.K, p.M, kc, pairs, PairLayout::line_rows);
+    }
+    const int64_t slivers = ceil_div(p.N, 16), groups = ceil_div(slivers, 8);
+    auto run = [&](int thread, int team) {
+        const Range mine = split(groups, thread, team);
+        for (int64_t i = 0; i < p.M; ++i)
+            for (int64_t g = mine.begin; g < mine.end; ++g) {
+                if (8 * g + 8 <= slivers) {
+                    few_rows_slivers<8>(p, a_packed, a_block_stride, i, 8 * g);
+                } else {
+                    for (int64_t s = 8 * g; s < slivers; ++s) few_rows_slivers<1>(p, a_packed, a_block_stride, i, s);
+                }
+            }
+    };
+    threads = static_cast<int>(std::min<int64_t>(threads, groups));
+    if (threads <= 1) return run(0, 1);
+#pragma omp parallel num_threads(threads)
+    run(omp_get_thread_num(), omp_get_num_threads());
+}
+
 }  // namespace
 
+int64_t avx512_bf16_packed_b_size(const Operands<float>& p) { return packed_b_size<float, Bfloat16Kernels>(p); }
+
+void avx512_bf16_pack_b(float* out, const Operands<float>& p) { pack_whole_b<float, Bfloat16Kernels>(out, p); }
+
 void avx512_bf16_packed_gemm(const Operands<float>& p, int threads) {
-    packed_gemm<float, Bfloat16Kernels>(p, threads);
+    packed_or_few_rows_gemm<float, Bfloat16Kernels>(p, threads, kFewRows, few_rows_gemm);
 }
 
 }  // namespace gemm_detail

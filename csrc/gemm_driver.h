@@ -203,6 +203,46 @@ void pack_b_sliver(T* dst, const Operands<T>& p, int64_t j0, int64_t k0, int64_t
 }
 
 // ---------------------------------------------------------------------------------------
+// b packed whole, once for many products (a model's weights for its predictions; kernels
+// that pack bfloat16 pairs): K block after K block, each the panel_depth(kc) x NR slivers of
+// every NR columns (zero past N), as pack_b_sliver makes them.
+// ---------------------------------------------------------------------------------------
+
+template <typename T, typename Kernels>
+int64_t packed_b_columns(const Operands<T>& p) {
+    return ceil_div(p.N, Kernels::NR) * Kernels::NR;
+}
+
+// Floats the whole packed b takes (every block but the last is kb.size deep).
+template <typename T, typename Kernels>
+int64_t packed_b_size(const Operands<T>& p) {
+    const KBlocking kb = p.blocking();
+    const int64_t last = p.K - (kb.count - 1) * kb.size;
+    return ((kb.count - 1) * panel_depth<T, Kernels>(p, kb.size) + panel_depth<T, Kernels>(p, last)) *
+           packed_b_columns<T, Kernels>(p);
+}
+
+// Block `block`'s slivers in a whole packed b: sliver s starts s * NR * panel_depth(kc) later.
+template <typename T, typename Kernels>
+const T* packed_b_block(const Operands<T>& p, int64_t block) {
+    return p.packed_b + block * panel_depth<T, Kernels>(p, p.blocking().size) * packed_b_columns<T, Kernels>(p);
+}
+
+// out (packed_b_size floats, 64-byte aligned) = p's b packed whole.
+template <typename T, typename Kernels>
+void pack_whole_b(T* out, const Operands<T>& p) {
+    constexpr int64_t NR = Kernels::NR;
+    const KBlocking kb = p.blocking();
+    const int64_t block_size = panel_depth<T, Kernels>(p, kb.size) * packed_b_columns<T, Kernels>(p);
+    for (int64_t block = 0; block < kb.count; ++block) {
+        const int64_t k0 = block * kb.size, kc = std::min(kb.size, p.K - k0);
+        const int64_t depth = panel_depth<T, Kernels>(p, kc);
+        for (int64_t j = 0; j < p.N; j += NR)
+            pack_b_sliver<T, Kernels>(out + block * block_size + j * depth, p, j, k0, kc, nullptr);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The packed path ("five loops around the micro-kernel").
 // ---------------------------------------------------------------------------------------
 
@@ -287,7 +327,7 @@ void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, 
         const int64_t nc = std::min(NC, p.N - j0), slivers = ceil_div(nc, NR);
         // A new panel (N > NC) shares the slivers out afresh: under a column split, wait until
         // every thread is done with the buffers' old contents before packing over them.
-        if (j0 > 0 && threads > 1 && grid.row_parts == 1) {
+        if (j0 > 0 && threads > 1 && grid.row_parts == 1 && !p.packed_b) {
 #pragma omp barrier
         }
         // A column split packs exactly the slivers it multiplies (col_part == thread).
@@ -298,19 +338,27 @@ void packed_gemm_member(const Operands<T>& p, T* const b_panels[2], int thread, 
             const int64_t k0 = block * kb.size, kc = std::min(kb.size, p.K - k0);
             const int64_t depth = panel_depth<T, Kernels>(p, kc);
             const bool load_c = p.accumulate || block > 0;
-            T* b_panel = b_panels[panels_packed++ % 2];
-            for (int64_t s = my_pack.begin; s < my_pack.end; ++s) {
-                const int64_t j = j0 + s * NR;
-                pack_b_sliver<T, Kernels>(b_panel + s * sliver_stride, p, j, k0, kc, sums ? sums + j : nullptr);
-            }
-            if (shares_panel) {
+            const T* b_panel;
+            int64_t stride = sliver_stride;
+            if (p.packed_b) {  // packed already: nothing to write, nothing to wait for
+                stride = NR * depth;
+                b_panel = packed_b_block<T, Kernels>(p, block) + j0 * depth;
+            } else {
+                T* panel = b_panels[panels_packed++ % 2];
+                for (int64_t s = my_pack.begin; s < my_pack.end; ++s) {
+                    const int64_t j = j0 + s * NR;
+                    pack_b_sliver<T, Kernels>(panel + s * sliver_stride, p, j, k0, kc, sums ? sums + j : nullptr);
+                }
+                if (shares_panel) {
 #pragma omp barrier
+                }
+                b_panel = panel;
             }
             for (int64_t i0 = my_i0; a_block && i0 < my_i1; i0 += MC) {
                 const int64_t mc = std::min(MC, my_i1 - i0);
                 for (int64_t r = 0; r * MR < mc; ++r)
                     pack_a_sliver<T, Kernels>(a_block + r * MR * depth, p, i0 + r * MR, k0, kc);
-                macro_kernel<T, Kernels>(p, a_block, b_panel, sliver_stride, i0, mc, j0, my_slivers.begin,
+                macro_kernel<T, Kernels>(p, a_block, b_panel, stride, i0, mc, j0, my_slivers.begin,
                                          my_slivers.end, depth, load_c, block == kb.count - 1);
             }
         }
@@ -325,9 +373,9 @@ void packed_gemm(const Operands<T>& p, int threads) {
     // Panels start on 64-byte boundaries (the micro-kernel's aligned loads of B).
     const int64_t stride = (panel_size * static_cast<int64_t>(sizeof(T)) + 63) / 64 * 64 /
                            static_cast<int64_t>(sizeof(T));
-    T* buffer = shared_b_scratch<T>(2 * stride);
-    if (!buffer) throw std::bad_alloc();
-    T* const b_panels[2] = {buffer, buffer + stride};
+    T* buffer = p.packed_b ? nullptr : shared_b_scratch<T>(2 * stride);
+    if (!buffer && !p.packed_b) throw std::bad_alloc();
+    T* const b_panels[2] = {buffer, buffer ? buffer + stride : nullptr};
     std::atomic<bool> out_of_memory{false};
     if (threads <= 1) {
         packed_gemm_member<T, Kernels>(p, b_panels, 0, 1, out_of_memory);
@@ -404,6 +452,21 @@ void row_gemm(const Operands<T>& p, int threads) {
     if (threads <= 1) return run(0, 1);
 #pragma omp parallel num_threads(threads)
     run(omp_get_thread_num(), omp_get_num_threads());
+}
+
+// The kernels that pack bfloat16 pairs at any M: up to few_rows rows of c go to their
+// few_rows_gemm(p, threads) -- which multiplies b packed whole, packed first unless p has it --,
+// more to the packed path.
+template <typename T, typename Kernels, typename FewRows>
+void packed_or_few_rows_gemm(const Operands<T>& p, int threads, int64_t few_rows, FewRows few_rows_gemm) {
+    if (p.M > few_rows) return packed_gemm<T, Kernels>(p, threads);
+    if (p.packed_b) return few_rows_gemm(p, threads);
+    T* packed = shared_b_scratch<T>(packed_b_size<T, Kernels>(p));
+    if (!packed) throw std::bad_alloc();
+    pack_whole_b<T, Kernels>(packed, p);
+    Operands<T> with_b = p;
+    with_b.packed_b = packed;
+    few_rows_gemm(with_b, threads);
 }
 
 template <typename T, typename Kernels>

@@ -80,6 +80,9 @@ struct Operands {
     // packing. The skinny and row paths read operands in place: both must be in pairs.
     bool bfloat16_pairs = false;
     bool a_in_pairs = false, b_in_pairs = false;
+    // A bfloat16 product's b packed whole beforehand by pack_whole_b (gemm_driver.h) for the
+    // kernels that pack pairs, read in place of packing b (null: b is packed as it is read).
+    const T* packed_b = nullptr;
     KBlocking blocking() const { return KBlocking(K, bfloat16_pairs); }
 };
 
@@ -130,13 +133,14 @@ const GemmPaths<float>& portable_paths_float();
 const GemmPaths<double>& portable_paths_double();
 const GemmPaths<float>& avx2_paths_float();
 const GemmPaths<double>& avx2_paths_double();
-// The AVX-512 float tile (gemm_avx512.cpp). square: 16 x 16, sized for Zen 4's one 512-bit
-// FMA per cycle; wide: 8 x 32, for Intel cores' two 512-bit FMA pipes. The same canonical
+// The AVX-512 tile (gemm_avx512.cpp). square: 16 x 16 floats (16 x 8 doubles), sized for Zen
+// 4's one 512-bit FMA per cycle; wide: 8 x 32 floats (8 x 16 doubles), for Intel cores' two
+// 512-bit FMA pipes. The same canonical
 // order, so the same bits: the tile changes the speed only. gemm.cpp picks wide on Intel CPUs
 // (CPUID vendor GenuineIntel), square elsewhere (AMD), unless set_avx512_tile chose.
 enum class Avx512Tile : int { square = 0, wide = 1 };
 const GemmPaths<float>& avx512_paths_float(Avx512Tile tile);
-const GemmPaths<double>& avx512_paths_double();
+const GemmPaths<double>& avx512_paths_double(Avx512Tile tile);
 // The packed path over bfloat16 operands (p.bfloat16_pairs) with VDPBF16PS, in
 // gemm_avx512_bf16.cpp (-mavx512bf16 ...): only when the CPU has AVX512_BF16.
 void avx512_bf16_packed_gemm(const Operands<float>& p, int threads);
@@ -149,6 +153,13 @@ void avx512_bf16_packed_gemm(const Operands<float>& p, int threads);
 // pairs to whole tile steps, summed in the tiles from zero and then added to c in float32),
 // so the rows stay independent of M and of the threads; denormals are flushed as VDPBF16PS.
 void amx_bf16_packed_gemm(const Operands<float>& p, int threads);
+// Both paths take any M (a few rows go through a kernel of their own, the same sums per
+// row), and p.packed_b: b packed whole beforehand by *_pack_b (out: *_packed_b_size(p)
+// floats, 64-byte aligned; p's a, c and M unused).
+int64_t avx512_bf16_packed_b_size(const Operands<float>& p);
+void avx512_bf16_pack_b(float* out, const Operands<float>& p);
+int64_t amx_bf16_packed_b_size(const Operands<float>& p);
+void amx_bf16_pack_b(float* out, const Operands<float>& p);
 
 // Single-thread fp32 FMA throughput of a register-only loop run for about `seconds`, in
 // GFLOP/s (2 flops per lane per FMA): 8 lanes (AVX2) and 16 lanes (AVX-512).
@@ -157,6 +168,9 @@ double avx512_fma_peak_gflops(double seconds);
 // The same for bfloat16 pairs (peak_bf16.cpp, -mavx512bf16): VDPBF16PS on zmm, 4 flops per
 // lane (two products, two adds). Call it only when cpu_supports_isa("avx512_bf16").
 double avx512_bf16_peak_gflops(double seconds);
+// The same for AMX (gemm_amx_bf16.cpp): TDPBF16PS from tiles loaded once, 16,384 flops per
+// instruction. Call it only when cpu_supports_isa("amx_bf16").
+double amx_bf16_peak_gflops(double seconds);
 
 // The instruction set in use (gemm.cpp): the widest the CPU has, unless forced.
 Isa active_isa();

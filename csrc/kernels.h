@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <new>
 #include <mutex>
 #include <string>
 #include <type_traits>
@@ -223,19 +224,53 @@ void gemm_fused(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, b
 void gemm_bfloat16(float* c, const float* a, const float* b, int64_t M, int64_t N, int64_t K,
                    bool transpose_a, bool transpose_b, bool accumulate,
                    const GemmEpilogue<float>& epilogue);
-// The b operand of gemm_bfloat16 prepared once for many products (a model's weights for its
-// predictions): op(b) rounded to bfloat16 as gemm_bfloat16 rounds it, stored as float32 with
-// its k in the canonical pair order (k ^ 1: the odd k of each pair first) and a zero row
-// k = K when K is odd.
-//   out is (K + K % 2, N); b is (K, N), or (N, K) when transpose_b
-void round_bfloat16_operand_b(float* out, const float* b, int64_t K, int64_t N, bool transpose_b);
-// gemm_bfloat16(c, a, b, ..., transpose_b = false, ...) with b given as
-// round_bfloat16_operand_b prepared it: the bits of gemm_bfloat16's emulation (those of
-// VDPBF16PS but for denormals). The epilogue must not ask for b_column_sums.
-//   b_prepared is (K + K % 2, N)
-void gemm_bfloat16_prepared_b(float* c, const float* a, const float* b_prepared, int64_t M, int64_t N,
-                              int64_t K, bool transpose_a, bool accumulate,
-                              const GemmEpilogue<float>& epilogue);
+// The b operand of gemm_bfloat16 packed once for many products (a model's weights for its
+// predictions), in the layout of the kernels that multiply it:
+enum class Bfloat16Packing : int {
+    float_pairs = 0,  // the emulation's: op(b) rounded to bfloat16, as float32, its k in pair
+                      // order (k ^ 1: the odd k of each pair first) and a zero row k = K when K
+                      // is odd -- (K + K % 2, N) floats
+    vdpbf16ps = 1,    // VDPBF16PS panels: per K block, per 16 columns, (pairs, 16) 32-bit words
+                      // of two bfloat16 (the even k in the low half) -- about K N / 2 floats
+    amx = 2,          // AMX B tiles: per K block, per 32 columns, two (pairs rounded up to 16,
+                      // 16) halves of such words
+};
+// An allocator of 64-byte aligned memory, for the packed b (its kernels' aligned loads).
+template <typename T>
+struct CacheLineAllocator {
+    using value_type = T;
+    CacheLineAllocator() = default;
+    template <typename U>
+    CacheLineAllocator(const CacheLineAllocator<U>&) {}  // NOLINT: rebinding is implicit
+    T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+    void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+    bool operator==(const CacheLineAllocator&) const { return true; }
+    bool operator!=(const CacheLineAllocator&) const { return false; }
+};
+
+struct PackedBfloat16B {
+    const float* data = nullptr;  // 64-byte aligned
+    Bfloat16Packing packing = Bfloat16Packing::float_pairs;
+};
+// The packing gemm_bfloat16's own kernels would use for an N-column b under the active
+// instruction set: amx under amx_bf16 and vdpbf16ps under avx512_bf16 when N > 16 (the
+// products those instructions take), float_pairs otherwise.
+Bfloat16Packing bfloat16_packing(int64_t N);
+// The floats a packed (K, N) b takes.
+int64_t bfloat16_packed_b_size(Bfloat16Packing packing, int64_t K, int64_t N);
+// out = op(b) packed. The CPU must run `packing` (bfloat16_packing gave it, under some
+// instruction set).
+//   out is (bfloat16_packed_b_size) floats, 64-byte aligned; b is (K, N), or (N, K) when
+//   transpose_b
+void pack_bfloat16_b(float* out, Bfloat16Packing packing, const float* b, int64_t K, int64_t N,
+                     bool transpose_b);
+// gemm_bfloat16(c, a, b, M, N, K, transpose_a, false, accumulate, epilogue) with b packed by
+// pack_bfloat16_b: at any M, the bits gemm_bfloat16 gives under the instruction set the
+// packing belongs to (amx: AMX's order; vdpbf16ps: canonical, denormals flushed;
+// float_pairs: the emulation's). The epilogue must not ask for b_column_sums.
+//   c is (M, N); a is (M, K), or (K, M) when transpose_a
+void gemm_bfloat16_packed_b(float* c, const float* a, PackedBfloat16B b, int64_t M, int64_t N, int64_t K,
+                            bool transpose_a, bool accumulate, const GemmEpilogue<float>& epilogue);
 
 // gemm_bfloat16 when bfloat16_operands, else gemm_fused: a float model's compute dtype
 // (network.h). Float only with bfloat16_operands (a double model never has it).
@@ -385,12 +420,12 @@ int64_t csr_rows_to_dense(T* out, const T* data, const Index* indices, const int
 //   z is (B, OUT), the pre-activation; may be null unless act is gelu (see activation_backward)
 //   y is (B, OUT); may equal z when act is identity
 //   x is (B, IN); w is (IN, OUT); b is (OUT)
-// bfloat16_operands: x @ w as gemm_bfloat16 (float only); with bfloat16_weights, w as
-// round_bfloat16_operand_b prepared it ((IN + IN % 2, OUT)), read in place of w.
+// bfloat16_operands: x @ w as gemm_bfloat16 (float only); with bfloat16_weights.data, w as
+// pack_bfloat16_b packed it, read in place of w (gemm_bfloat16_packed_b).
 template <typename T>
 void dense_forward(T* z, T* y, const T* x, const T* w, const T* b, int64_t B, int64_t IN,
                    int64_t OUT, Activation act, T slope, bool bfloat16_operands = false,
-                   const T* bfloat16_weights = nullptr);
+                   PackedBfloat16B bfloat16_weights = {});
 
 // Dense layer backward:
 //   dz = dy * act'(z)         written into dz (B, OUT); dz may alias dy

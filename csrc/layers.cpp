@@ -11,7 +11,7 @@ namespace fastmlp {
 template <typename T>
 void dense_forward(T* z, T* y, const T* x, const T* w, const T* b, int64_t B, int64_t IN,
                    int64_t OUT, Activation act, T slope, bool bfloat16_operands,
-                   const T* bfloat16_weights) {
+                   PackedBfloat16B bfloat16_weights) {
     // Bias and activation are applied to each tile of x @ w as the GEMM finishes it.
     GemmEpilogue<T> epilogue;
     epilogue.kind = GemmEpilogueKind::bias_activation;
@@ -20,8 +20,8 @@ void dense_forward(T* z, T* y, const T* x, const T* w, const T* b, int64_t B, in
     epilogue.bias = b;
     epilogue.pre_activation = z != y ? z : nullptr;
     if constexpr (std::is_same_v<T, float>) {
-        if (bfloat16_operands && bfloat16_weights)
-            return gemm_bfloat16_prepared_b(y, x, bfloat16_weights, B, OUT, IN, false, false, epilogue);
+        if (bfloat16_operands && bfloat16_weights.data)
+            return gemm_bfloat16_packed_b(y, x, bfloat16_weights, B, OUT, IN, false, false, epilogue);
     }
     gemm_fused_in(bfloat16_operands, y, x, w, B, OUT, IN, false, false, false, epilogue);
 }
@@ -135,7 +135,7 @@ void batchnorm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* xhat, 
 
 #define FASTMLP_INSTANTIATE(T)                                                                 \
     template void dense_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t,      \
-                                   int64_t, Activation, T, bool, const T*);                     \
+                                   int64_t, Activation, T, bool, PackedBfloat16B);              \
     template void dense_backward<T>(T*, T*, T*, T*, const T*, const T*, const T*, const T*,     \
                                     const T*, int64_t, int64_t, int64_t, Activation, T);        \
     template void dropout_forward<T>(T*, T*, const T*, int64_t, T, uint64_t, uint64_t);         \

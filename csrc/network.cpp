@@ -979,21 +979,29 @@ PredictionProgress Network<T>::run_prediction_chunks(int64_t first, int64_t N, D
 template <typename T>
 void Network<T>::prepare_bfloat16_weights() {
     if constexpr (std::is_same_v<T, float>) {
-        if (!bfloat16_compute || bfloat16_weights_current_) return;
+        if (!bfloat16_compute) return;
         bfloat16_weights_.resize(layers_.size());
+        bool current = bfloat16_weights_current_;
+        for (size_t l = 0; l < layers_.size(); ++l)  // set_isa may have changed the packing
+            current = current && bfloat16_weights_[l].packing == bfloat16_packing(layers_[l].fan_out);
+        if (current) return;
+        // Not current until every layer is packed: a fork meanwhile leaves a child that packs again.
+        bfloat16_weights_current_ = false;
         for (size_t l = 0; l < layers_.size(); ++l) {
             const LayerSlices& s = layers_[l];
-            bfloat16_weights_[l].resize(static_cast<size_t>((s.fan_in + s.fan_in % 2) * s.fan_out));
-            round_bfloat16_operand_b(bfloat16_weights_[l].data(), params.data() + s.weight, s.fan_in, s.fan_out,
-                                     false);
+            PackedWeights& packed = bfloat16_weights_[l];
+            packed.packing = bfloat16_packing(s.fan_out);
+            packed.data.resize(static_cast<size_t>(bfloat16_packed_b_size(packed.packing, s.fan_in, s.fan_out)));
+            pack_bfloat16_b(packed.data.data(), packed.packing, params.data() + s.weight, s.fan_in, s.fan_out, false);
         }
         bfloat16_weights_current_ = true;
     }
 }
 
 template <typename T>
-const T* Network<T>::bfloat16_weights(int64_t l) const {
-    return bfloat16_compute && bfloat16_weights_current_ ? bfloat16_weights_[l].data() : nullptr;
+PackedBfloat16B Network<T>::bfloat16_weights(int64_t l) const {
+    if (!bfloat16_compute || !bfloat16_weights_current_) return {};
+    return {bfloat16_weights_[l].data.data(), bfloat16_weights_[l].packing};
 }
 
 template <typename T>

@@ -278,9 +278,9 @@ public:
     // gradients, optimizer state, activations, losses and every other sum stay T. May
     // change between calls (a float32-trained model switched to bfloat16 prediction).
     bool bfloat16_compute = false;
-    // Says that the parameters may have changed: the bfloat16 weights prepared for prediction
-    // are made again before the next one. Every writer of params outside an optimizer step
-    // (the bindings' assign and params view) calls it.
+    // Says that the parameters (or bfloat16_compute) may have changed: the bfloat16 weights
+    // packed for prediction are made again before the next one. Every writer of params outside
+    // an optimizer step (the bindings' assign and params view) calls it.
     void weights_changed() { bfloat16_weights_current_ = false; }
 
     // Rows predict and evaluate compute at a time (a caller slicing a call in multiples of it
@@ -343,11 +343,13 @@ private:
         int64_t rows = 0;
     };
     void ensure_eval_buffers(int threads, int64_t rows);
-    // With bfloat16_compute: each W_l rounded and put in pair order once per change of the
-    // weights (round_bfloat16_operand_b), for the evaluation forwards that follow.
+    // With bfloat16_compute: each W_l packed for gemm_bfloat16_packed_b (pack_bfloat16_b, in
+    // the layout of the instruction set in use: bfloat16 words for VDPBF16PS and AMX) once per
+    // change of the weights or of the instruction set, for the evaluation forwards that
+    // follow. Called with the model locked (the bindings' mutex), as everything that reads it.
     void prepare_bfloat16_weights();
-    // Layer l's prepared bfloat16 weights when they are current and in use, else null.
-    const T* bfloat16_weights(int64_t l) const;
+    // Layer l's packed bfloat16 weights when they are current and in use, else data null.
+    PackedBfloat16B bfloat16_weights(int64_t l) const;
     // Notes in `first` the first of rows [start, start + B) whose C outputs are not all
     // finite, unless an earlier row is noted already (chunks finish in any order).
     static void note_nonfinite_rows(std::atomic<int64_t>& first, const T* outputs, int64_t start, int64_t B,
@@ -434,7 +436,12 @@ private:
     int64_t last_step_rows_ = 0;
     bool training_forward_ = false;
     std::vector<EvalBuffers> eval_buffers_;  // one per prediction thread
-    std::vector<std::vector<T>> bfloat16_weights_;  // per layer, (fan_in + fan_in % 2, fan_out)
+    // Per layer: the packed W_l (64-byte aligned) and its packing.
+    struct PackedWeights {
+        std::vector<float, CacheLineAllocator<float>> data;
+        Bfloat16Packing packing = Bfloat16Packing::float_pairs;
+    };
+    std::vector<PackedWeights> bfloat16_weights_;
     bool bfloat16_weights_current_ = false;
 };
 

@@ -42,7 +42,13 @@ def test_quick_run_reports_every_section_and_writes_results(bench, tmp_path, res
     assert results["peak_isa"] == fastmlp.build_info().get("isa", fastmlp.build_info()["gemm_kernel"])
     assert set(results["thread_scaling"]) == {"1 thread", "2 threads"}
     # bfloat16 beside float32: timed where this build / torch has it, else a row saying why.
-    assert set(results["bf16_peaks"]) == {1, 2}
+    assert set(results["bf16_peaks"]) == set(results["amx_peaks"]) == {1, 2}
+    assert all((peak is not None) == bench.kernels.cpu_supports_isa("amx_bf16")
+               for peak in results["amx_peaks"].values())
+    # Inference at each thread count, bf16 beside float32.
+    assert set(results["inference"]["by_threads"]) == {1, 2}
+    for by_size in results["inference"]["by_threads"].values():
+        assert ("fastmlp bf16" in by_size["one"] and "fastmlp bf16" in by_size["many"]) == bench.has_bf16_model()
     for table in (small, wide):
         if bench.has_bf16_model():
             assert "fastmlp bf16" in table["seconds"]
@@ -52,13 +58,14 @@ def test_quick_run_reports_every_section_and_writes_results(bench, tmp_path, res
             assert {"torch eager", "torch bf16 autocast"} <= set(table["seconds"])
             assert not any(name.startswith("torch.compile") for name in table["seconds"])  # not in --quick
     gemm_names = set(results["gemm"][0]["gflops"])
-    assert ("fastmlp bf16" in gemm_names) == bench.has_bf16_gemm()
+    assert ("fastmlp bf16" in gemm_names) == ("fastmlp bf16 packed b" in gemm_names) == bench.has_bf16_gemm()
     if importlib.util.find_spec("torch"):
         assert "torch bf16" in gemm_names and "torch bf16 autocast" in results["inference"]["many"]
     # Files: markdown with the tables, JSON that round-trips.
     markdown = open(results["files"][0]).read()
     for title in ("## GEMM, float32", "## GEMM, bfloat16", "## Training: one epoch, 784-256-10",
                   "## Inference", "## Thread scaling", "measured bf16 peak (VDPBF16PS",
+                  "measured AMX bf16 peak", "% of engine peak",
                   "machine:", "versions:", f"FMA peak ({results['peak_isa']} registers)",
                   "BLAS (threadpoolctl):", "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE:"):
         assert title in markdown

@@ -265,6 +265,83 @@ def test_build_info_says_whether_and_how_bfloat16_runs_natively(isa_name):
     assert (info["isa"] == "amx_bf16") == (AMX and isa_name == "auto")
 
 
+# ---- b packed once (the prediction path's product) ---------------------------------------------
+
+# M: one row, a few (the few-rows kernels: VDPBF16PS's up to 4, AMX's up to 16), the tiles' edges.
+PACKED_ROWS = [1, 2, 4, 5, 16, 17, 33, 150]
+
+
+def expected_packing(isa_name, N):
+    if N <= 16 or isa_name not in ("avx512_bf16", "amx_bf16"):
+        return "float_pairs"
+    return "amx" if isa_name == "amx_bf16" else "vdpbf16ps"
+
+
+@pytest.mark.parametrize("K,N", [(784, 256), (1, 17), (257, 33), (600, 10), (40, 100), (300, 64)])
+@pytest.mark.parametrize("transpose_a,transpose_b", [(False, False), (True, True)])
+def test_a_packed_b_gives_the_bits_of_gemm_bfloat16_at_every_batch_size(any_isa, K, N, transpose_a, transpose_b):
+    rng = np.random.default_rng(K + N)
+    a, b = operands(rng, max(PACKED_ROWS), K, N, transpose_a, transpose_b)
+    packed = kernels.pack_bfloat16_b(b, transpose_b)
+    assert packed.shape == (K, N)
+    assert packed.packing == expected_packing(any_isa, N)
+    if packed.packing != "float_pairs":  # bfloat16 words: half the float32 bytes, and tile padding
+        assert 2 * K * N <= packed.nbytes <= 2 * (K + 64) * (N + 32)
+    for M in PACKED_ROWS:
+        rows = a[:, :M] if transpose_a else a[:M]
+        ours = kernels.gemm_bfloat16_packed(np.ascontiguousarray(rows), packed, transpose_a)
+        assert_same_bits(ours, kernels.gemm_bfloat16(rows, b, transpose_a, transpose_b))
+        if any_isa != "amx_bf16":
+            assert_same_bits(ours, reference.gemm_bfloat16(rows, b, transpose_a, transpose_b).astype(np.float32))
+
+
+@pytest.mark.parametrize("K,N", [(784, 256), (258, 40), (33, 20)])
+def test_a_packed_b_gives_each_row_the_same_bits_in_any_batch_and_on_any_threads(any_isa, K, N):
+    rng = np.random.default_rng(21)
+    a, b = operands(rng, 150, K, N, False, False)
+    packed = kernels.pack_bfloat16_b(b)
+    whole = kernels.gemm_bfloat16_packed(a, packed)
+    for first, last in ((0, 1), (77, 78), (149, 150), (3, 6), (10, 26), (40, 57), (100, 150)):
+        assert_same_bits(kernels.gemm_bfloat16_packed(a[first:last], packed), whole[first:last])
+    previous = fastmlp.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fastmlp.set_num_threads(threads)
+            assert_same_bits(kernels.gemm_bfloat16_packed(a, packed), whole)
+            assert_same_bits(kernels.gemm_bfloat16_packed(a[:3], packed), whole[:3])
+    finally:
+        fastmlp.set_num_threads(previous)
+
+
+@needs_amx
+def test_a_packed_b_keeps_the_bits_of_the_instruction_set_it_was_packed_under():
+    # The packing says which kernels multiply it: another set_isa meanwhile changes nothing.
+    rng = np.random.default_rng(22)
+    a, b = operands(rng, 20, 300, 48, False, False)
+    kernels.set_isa("amx_bf16")
+    try:
+        packed, amx_bits = kernels.pack_bfloat16_b(b), kernels.gemm_bfloat16(a, b)
+        kernels.set_isa("avx512")
+        assert_same_bits(kernels.gemm_bfloat16_packed(a, packed), amx_bits)
+        assert kernels.pack_bfloat16_b(b).packing == "float_pairs"
+    finally:
+        kernels.set_isa("auto")
+
+
+def test_packing_and_packed_products_refuse_bad_operands():
+    packed = kernels.pack_bfloat16_b(np.ones((6, 20), np.float32))
+    with pytest.raises(TypeError, match="pack_bfloat16_b: b must be float32"):
+        kernels.pack_bfloat16_b(np.ones((6, 20)))
+    with pytest.raises(ValueError, match="b must be 2-D"):
+        kernels.pack_bfloat16_b(np.ones(6, np.float32))
+    with pytest.raises(TypeError, match="gemm_bfloat16_packed: a must be float32"):
+        kernels.gemm_bfloat16_packed(np.ones((2, 6)), packed)
+    with pytest.raises(ValueError, match=r"a has shape \(2, 5\), the packed b \(6, 20\)"):
+        kernels.gemm_bfloat16_packed(np.ones((2, 5), np.float32), packed)
+    with pytest.raises(TypeError):
+        kernels.gemm_bfloat16_packed(np.ones((2, 6), np.float32), np.ones((6, 20), np.float32))
+
+
 # ---- the model -------------------------------------------------------------------------------
 
 SIZES = [12, 40, 24, 5]
@@ -316,12 +393,41 @@ def test_gradients_and_a_trajectory_follow_the_reference():
     np.testing.assert_allclose(model.flat_parameters, twin.params, rtol=0, atol=2e-4)
 
 
-def test_bfloat16_predictions_do_not_depend_on_batch_or_threads():
+def forward_with_gemm_bfloat16(model, X):
+    """A relu network's outputs (mse: no link) through kernels.gemm_bfloat16 layer by layer, the
+    training forward's product, whatever the instruction set; bias and relu in NumPy (float32
+    adds and max, the epilogue's bits)."""
+    h = X
+    for layer, (w, b) in enumerate(zip(model.weights, model.biases)):
+        h = kernels.gemm_bfloat16(h, w) + b
+        if layer < len(model.weights) - 1:
+            h = np.maximum(h, np.float32(0))
+    return h
+
+
+def relu_model(sizes=(784, 256, 40, 10)):
+    model = fastmlp.MLP(list(sizes), activation="relu", loss="mse", seed=3, compute_dtype="bfloat16")
+    model.fitted = True
+    return model
+
+
+def test_bfloat16_prediction_runs_the_products_of_training_on_every_instruction_set(any_isa):
+    # Under amx_bf16 the hidden layers run AMX in prediction as in training (not the emulation),
+    # under avx512_bf16 VDPBF16PS: the bits of gemm_bfloat16 on every batch size.
+    model = relu_model()
+    X = np.random.default_rng(23).standard_normal((300, 784)).astype(np.float32)
+    expected = forward_with_gemm_bfloat16(model, X)
+    assert_same_bits(model.predict(X), expected)
+    for first, last in ((0, 1), (7, 10), (20, 37), (100, 300)):
+        assert_same_bits(model.predict(X[first:last]), expected[first:last])
+
+
+def test_bfloat16_predictions_do_not_depend_on_batch_or_threads(any_isa):
     model, _ = twin_models()
     X = np.random.default_rng(10).standard_normal((2500, SIZES[0])).astype(np.float32)
     whole = model.predict(X)
-    assert_same_bits(model.predict(X[5:6]), whole[5:6])
-    assert_same_bits(model.predict(X[1000:2100]), whole[1000:2100])
+    for first, last in ((5, 6), (7, 10), (30, 46), (1000, 2100)):
+        assert_same_bits(model.predict(X[first:last]), whole[first:last])
     model.n_threads = 1
     assert_same_bits(model.predict(X), whole)
     model.n_threads = 2
@@ -423,8 +529,8 @@ def test_sklearn_estimators_take_compute_dtype():
         MLPClassifier(compute_dtype="half").fit(X, y)
 
 
-def test_prediction_weights_are_prepared_again_after_every_change_of_the_weights():
-    # Prediction reads W_l rounded once per change of the weights: a step, set_weights, a
+def test_prediction_weights_are_prepared_again_after_every_change_of_the_weights(any_isa):
+    # Prediction reads W_l packed once per change of the weights: a step, set_weights, a
     # write through the parameter view and loading must each be seen by the next predict.
     model, twin = twin_models()
     rng = np.random.default_rng(16)
@@ -432,7 +538,13 @@ def test_prediction_weights_are_prepared_again_after_every_change_of_the_weights
 
     def assert_predicts_with_current_weights():
         twin.set_flat_params(model.flat_parameters)
-        assert_same_bits(model.predict(X), twin.predict(X))
+        expected = twin.predict(X)
+        ours = model.predict(X)
+        if any_isa == "amx_bf16":  # AMX's order: within its bound of the mirror, and no stale weights
+            assert np.abs(ours - expected).max() <= 1e-5 * np.abs(expected).max()
+            assert_same_bits(model.predict(X[:1]), ours[:1])
+        else:
+            assert_same_bits(ours, expected)
 
     assert_predicts_with_current_weights()
     model.train_step(X, rng.standard_normal((40, SIZES[-1])))
@@ -443,3 +555,55 @@ def test_prediction_weights_are_prepared_again_after_every_change_of_the_weights
     assert_predicts_with_current_weights()
     model._network.assign("params", model.flat_parameters[::-1].copy())
     assert_predicts_with_current_weights()
+
+
+def test_packed_prediction_weights_follow_every_change_of_weights_dtype_and_isa(any_isa, tmp_path):
+    # Bit for bit against the training product (forward_with_gemm_bfloat16) after each change
+    # the packed weights must follow: a step, fit, set_weights, load, compute_dtype, set_isa.
+    model = relu_model((30, 48, 20, 3))
+    rng = np.random.default_rng(24)
+    X = rng.standard_normal((64, 30)).astype(np.float32)
+    y = rng.standard_normal((64, 3)).astype(np.float32)
+
+    def assert_current():
+        assert_same_bits(model.predict(X), forward_with_gemm_bfloat16(model, X))
+        assert_same_bits(model.predict(X[:1]), forward_with_gemm_bfloat16(model, X[:1]))
+
+    assert_current()
+    model.train_step(X, y)
+    assert_current()
+    model.fit(X, y, epochs=2, batch_size=16)
+    assert_current()
+    model.set_weights([w[:, ::-1].copy() if w.shape[1] > 3 else w for w in model.weights], model.biases)
+    assert_current()
+    other = relu_model((30, 48, 20, 3))
+    other.set_weights([w * 2 for w in model.weights], model.biases)
+    other.save(tmp_path / "other.npz")
+    loaded = fastmlp.load(tmp_path / "other.npz")
+    assert loaded.compute_dtype == "bfloat16"
+    assert_same_bits(loaded.predict(X), forward_with_gemm_bfloat16(loaded, X))
+    model.compute_dtype = None
+    float32 = model.predict(X)
+    model.train_step(X, y)  # in float32: the packed weights are stale now
+    model.compute_dtype = "bfloat16"
+    assert_current()
+    assert not np.array_equal(model.predict(X), float32)
+    if any_isa != "portable":  # another instruction set packs for its own kernels
+        kernels.set_isa("portable")
+        assert_current()
+        kernels.set_isa(any_isa)
+        assert_current()
+
+
+def test_a_float32_model_switched_to_bfloat16_predicts_with_the_native_products(any_isa):
+    model = fastmlp.MLP([784, 256, 10], activation="relu", loss="mse", seed=5)
+    rng = np.random.default_rng(25)
+    X = rng.standard_normal((256, 784)).astype(np.float32)
+    model.fit(X, rng.standard_normal((256, 10)).astype(np.float32), epochs=1, batch_size=64)
+    float32 = model.predict(X)
+    model.compute_dtype = "bfloat16"
+    bfloat16 = model.predict(X)
+    assert_same_bits(bfloat16, forward_with_gemm_bfloat16(model, X))
+    assert_same_bits(model.predict(X[9:10]), bfloat16[9:10])
+    assert not np.array_equal(bfloat16, float32)
+    np.testing.assert_allclose(bfloat16, float32, rtol=0, atol=0.05 * np.abs(float32).max())

@@ -168,6 +168,14 @@ class NetworkFloat32(_Network[np.float32]): ...
 class NetworkFloat64(_Network[np.float64]): ...
 
 class _Kernels:
+    class PackedBfloat16Matrix:
+        """A gemm_bfloat16 b operand packed once (kernels.pack_bfloat16_b)."""
+        @property
+        def shape(self) -> Tuple[int, int]: ...
+        @property
+        def packing(self) -> str: ...
+        @property
+        def nbytes(self) -> int: ...
     """fastmlp._core.kernels: the individual kernels, for testing (a submodule at run time)."""
 
     @staticmethod
@@ -292,6 +300,13 @@ class _Kernels:
                       accumulate: bool = False) -> NDArray[np.float32]:
         """op(a) @ op(b) with a and b rounded to bfloat16, products summed in float32."""
     @staticmethod
+    def pack_bfloat16_b(b: NDArray[np.float32], transpose_b: bool = False) -> _Kernels.PackedBfloat16Matrix:
+        """op(b) rounded to bfloat16 and packed once for gemm_bfloat16_packed."""
+    @staticmethod
+    def gemm_bfloat16_packed(a: NDArray[np.float32], b: _Kernels.PackedBfloat16Matrix,
+                             transpose_a: bool = False) -> NDArray[np.float32]:
+        """op(a) @ b for a b packed by pack_bfloat16_b: gemm_bfloat16's bits."""
+    @staticmethod
     def native_bfloat16() -> bool:
         """Whether gemm_bfloat16 runs VDPBF16PS or AMX (else the emulation)."""
     @staticmethod
@@ -317,5 +332,7 @@ class _Kernels:
     def fma_peak_gflops(seconds: float = 0.2) -> float: ...
     @staticmethod
     def bf16_peak_gflops(seconds: float = 0.2) -> float: ...
+    @staticmethod
+    def amx_bf16_peak_gflops(seconds: float = 0.2) -> float: ...
 
 kernels: _Kernels
