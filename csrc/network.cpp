@@ -657,8 +657,10 @@ RunTotals Network<T>::reduce_across_ranks(const RunTotals& local, bool logits_fi
     // writes in progress: the write pauses around the hook, the model as before the step (the
     // statistics this rank's forward moved are in figures), so a fork then sees a whole step.
     restore_running_statistics();
-    const auto [first, last] = updated_range();
-    reduction_partial.resize(static_cast<size_t>(last - first));  // allocates on the first step only
+    // The range of grads this rank sums, scales and updates: the hook leaves the other ranks'
+    // sum of it in reduction_partial.
+    const auto [begin, end] = updated_range();
+    reduction_partial.resize(static_cast<size_t>(end - begin));  // allocates on the first step only
     {
         const ModelStateWritePause pause;
         reduce_gradient();
@@ -675,9 +677,6 @@ RunTotals Network<T>::reduce_across_ranks(const RunTotals& local, bool logits_fi
         totals.mean_loss = figures[0] / global_normaliser;
         totals.loss_sum = totals.mean_loss * totals.weight_sum;
     }
-    // The range of grads this rank sums, scales and updates: the hook left the other ranks'
-    // sum of it in reduction_partial.
-    const auto [begin, end] = updated_range();
     const T factor = global_normaliser > 0 ? static_cast<T>(1.0 / global_normaliser) : T(1);
     const bool finite = add_scale_all_finite(grads.data() + begin, reduction_partial.data(), end - begin, factor);
     totals.finite = std::isfinite(totals.loss_sum) && finite;
