@@ -7,8 +7,9 @@ Epochs of 784-256-10 and 784-1024-1024-10 (global batch 128, Adam, float32) run 
 1 process x 2 threads, 2 ranks x 1 thread (mpiexec -n 2 python -m mpi4py) and 1 x 1, the
 configurations interleaved round by round; each run times one warm-up epoch and then
 --epochs epochs, and its median epoch counts. The 2-rank runs also time the step's
-reduction (the hook between gradient and update: the fixed-order sum of the gradient and
-the figures, waiting for the other rank included), giving its share of a step, and time the
+communication (the hooks of the sharded step: the reduce-scatter of the gradient with the
+figures, the agreement on its finiteness, the all-gather of the updated parameters; waiting
+for the other rank included), giving its share of a step, and time the
 fixed-order sum alone against MPI's in-place Allreduce and a shared-memory sum (the candidate
 that docs/guide/distributed.md measured and did not keep) at both gradient sizes. Last, the
 scaling model: a ring allreduce costs about 2 (P - 1) latency + 2 (P - 1) / P x buffer /
@@ -28,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -47,21 +48,15 @@ TARGETS = {"784-1024-1024-10": 1.15, "784-256-10": 1.3}
 def worker(args: argparse.Namespace) -> None:
     import fastmlp
     from fastmlp import datasets
-    from fastmlp.distributed import Ranks
+    from fastmlp.distributed import FixedOrderSum, Ranks
 
     comm = None
     reduce_seconds = [0.0]
     if args.mpi:
         from mpi4py import MPI
         comm = MPI.COMM_WORLD
-        timed_reduce = Ranks.reduce_step
-
-        def reduce_step(self: Ranks, gradient: np.ndarray, figures: np.ndarray) -> None:
-            started = time.perf_counter()
-            timed_reduce(self, gradient, figures)
-            reduce_seconds[0] += time.perf_counter() - started
-
-        Ranks.reduce_step = reduce_step  # type: ignore[method-assign]
+        for owner, name in ((Ranks, "reduce_step"), (Ranks, "all_finite"), (FixedOrderSum, "all_gather")):
+            setattr(owner, name, timed(getattr(owner, name), reduce_seconds))
     fastmlp.set_num_threads(args.threads)
     X, y, _, _ = datasets.load_fashion_mnist(args.data)
     X, y = np.ascontiguousarray(X[:args.rows], dtype=np.float32), y[:args.rows]
@@ -76,6 +71,17 @@ def worker(args: argparse.Namespace) -> None:
         result["reduction_alone"] = time_reductions(comm, model.n_parameters)
     if comm is None or comm.Get_rank() == 0:
         print("RESULT " + json.dumps(result), flush=True)
+
+
+def timed(function: Callable[..., Any], seconds: List[float]) -> Callable[..., Any]:
+    """`function`, adding the seconds each call takes to seconds[0]."""
+    def timed_function(*args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return function(*args)
+        finally:
+            seconds[0] += time.perf_counter() - started
+    return timed_function
 
 
 def time_reductions(comm: Any, size: int, repetitions: int = 30) -> Dict[str, float]:
@@ -162,6 +168,15 @@ def run_configuration(network: str, processes: int, threads: int, args: argparse
     return dict(json.loads(lines[-1][len("RESULT "):]))
 
 
+def load_average() -> float:
+    """The one-minute load average (NaN where /proc/loadavg is missing)."""
+    try:
+        with open("/proc/loadavg") as file:
+            return float(file.read().split()[0])
+    except OSError:
+        return float("nan")
+
+
 def scaling_model(step_seconds_one_core: float, parameters: int) -> List[Dict[str, Any]]:
     """Per link speed: the ring allreduce's time per step, and the step time and speed-up at
     P ranks of one core each (compute divided by P, communication added, not overlapped)."""
@@ -183,8 +198,10 @@ def scaling_model(step_seconds_one_core: float, parameters: int) -> List[Dict[st
 
 
 def report(results: Dict[str, Any]) -> str:
+    loads = [run["load"] for runs in results["networks"].values() for name in runs for run in runs[name]]
     lines = [f"# Data-parallel training: {results['date']}, {results['rounds']} interleaved rounds, "
-             f"{results['rows']} rows, global batch {BATCH_SIZE}", ""]
+             f"{results['rows']} rows, global batch {BATCH_SIZE}; load average after the runs "
+             f"{min(loads):.2f}-{max(loads):.2f} (the benchmark alone keeps it near 2: more is other jobs)", ""]
     lines.append("| network | 1 x 2 epoch | 2 x 1 epoch | 1 x 1 epoch | 2x1 / 1x2 (target) | reduction share of a 2x1 step |")
     lines.append("|---|---|---|---|---|---|")
     for network, runs in results["networks"].items():
@@ -247,7 +264,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             for name, processes, threads in CONFIGURATIONS:
                 run = run_configuration(network, processes, threads, args)
                 epoch = statistics.median(run["epoch_seconds"])
-                entry = {"epoch": epoch, "threads": run["threads"],
+                entry = {"epoch": epoch, "threads": run["threads"], "load": load_average(),
                          "reduce_share": run["reduce_seconds"] / sum(run["epoch_seconds"])}
                 runs[name].append(entry)
                 if "reduction_alone" in run:
@@ -255,8 +272,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                     results["reduction_alone"][network] = {**run["reduction_alone"],
                                                            "megabytes": 4 * parameters / 1e6}
                 print(f"{network} round {round_ + 1} {name}: epoch {epoch:.3f} s"
-                      + (f", reduction {100 * entry['reduce_share']:.1f}% of it" if processes > 1 else ""),
-                      flush=True)
+                      + (f", reduction {100 * entry['reduce_share']:.1f}% of it" if processes > 1 else "")
+                      + f" (load average {entry['load']:.2f})", flush=True)
         results["networks"][network] = runs
         sizes = NETWORKS[network]
         parameters = sum(a * b + b for a, b in zip(sizes, sizes[1:]))

@@ -773,35 +773,74 @@ void bind_network(py::module_& m, const char* name) {
                           py::gil_scoped_release release;
                           std::lock_guard<std::recursive_mutex> lock(model.mutex);
                           model.network.optimizer_options().lr = lr; })
-        .def("set_gradient_reduction", [](Model& model, const py::object& reduce) {
+        .def("set_gradient_reduction", [](Model& model, const py::object& reduce, const py::object& updates,
+                                           const py::object& all_ranks_finite, const py::object& gather_params) {
+            const bool sharded = !updates.is_none();
             if (!reduce.is_none() && !PyCallable_Check(reduce.ptr()))
                 throw py::type_error("reduce must be callable or None");
+            if (sharded != !all_ranks_finite.is_none() || sharded != !gather_params.is_none() ||
+                (sharded && reduce.is_none()))
+                throw py::value_error("updates, all_ranks_finite and gather_params go together, with reduce");
+            if (sharded && (!PyCallable_Check(all_ranks_finite.ptr()) || !PyCallable_Check(gather_params.ptr())))
+                throw py::type_error("all_ranks_finite and gather_params must be callable");
             Network<T>& network = model.network;
-            std::function<void()> hook;
+            int64_t begin = 0, end = 0;
+            if (sharded) {
+                const auto range = updates.cast<std::pair<int64_t, int64_t>>();
+                std::tie(begin, end) = range;
+                if (!(0 <= begin && begin <= end && end <= static_cast<int64_t>(network.params.size())))
+                    throw py::value_error("updates must be a range (begin, end) of the parameters");
+            }
+            std::function<void()> hook, gather;
+            std::function<bool(bool)> agree;
             // Called by each training step from the thread that released the GIL, outside any
-            // parallel region; its exception (an MPI error) ends the call like Ctrl-C's.
+            // parallel region; their exceptions (an MPI error) end the call like Ctrl-C's.
             if (!reduce.is_none()) hook = [reduce, &network]() {
                 py::gil_scoped_acquire acquire;
                 const py::array_t<T> gradient({static_cast<py::ssize_t>(network.grads.size())}, {sizeof(T)},
                                               network.grads.data(), py::none());
                 const py::array_t<double> figures({static_cast<py::ssize_t>(network.reduction_figures.size())},
                                                   {sizeof(double)}, network.reduction_figures.data(), py::none());
-                reduce(gradient, figures);
+                const py::array_t<T> partial({static_cast<py::ssize_t>(network.reduction_partial.size())},
+                                             {sizeof(T)}, network.reduction_partial.data(), py::none());
+                reduce(gradient, figures, partial);
             };
-            {  // not while another thread's step runs the old hook
+            if (sharded) {
+                agree = [all_ranks_finite](bool finite) {
+                    py::gil_scoped_acquire acquire;
+                    return all_ranks_finite(finite).template cast<bool>();
+                };
+                gather = [gather_params, &network]() {
+                    py::gil_scoped_acquire acquire;
+                    gather_params(py::array_t<T>({static_cast<py::ssize_t>(network.params.size())}, {sizeof(T)},
+                                                 network.params.data(), py::none()));
+                };
+            }
+            {  // not while another thread's step runs the old hooks
                 py::gil_scoped_release release;
                 std::lock_guard<std::recursive_mutex> lock(model.mutex);
                 network.reduce_gradient.swap(hook);
+                network.all_ranks_finite.swap(agree);
+                network.gather_params.swap(gather);
+                network.update_begin = begin;
+                network.update_end = end;
             }
-            // hook, the old one now, is destroyed here, with the GIL (it holds a Python callable)
-        }, py::arg("reduce"),
-           "data-parallel training: reduce(gradient, figures) is called by every training step "
-           "between its gradient and its update (None: no longer); it must replace, in place, "
-           "gradient (this process's gradient of its rows' loss summed) and figures (mean loss "
-           "times its normaliser, weight_sum, rows, correct, weighted_correct, 1 if its logits "
-           "were not finite, the normaliser, then running_mean and running_var) by "
-           "the sums over the processes (running statistics: one process's). The step then "
-           "divides the gradient by the summed normaliser")
+            // the old hooks are destroyed here, with the GIL (they hold Python callables)
+        }, py::arg("reduce"), py::arg("updates") = py::none(), py::arg("all_ranks_finite") = py::none(),
+           py::arg("gather_params") = py::none(),
+           "data-parallel training: reduce(gradient, figures, partial) is called by every "
+           "training step between its gradient and its update (None: no longer). gradient is "
+           "this process's gradient of its rows' loss summed (the hook may use it as scratch); "
+           "the hook must write to partial the other processes' sum of gradient[begin:end] and "
+           "replace, in place, figures (mean loss times its normaliser, weight_sum, rows, "
+           "correct, weighted_correct, 1 if its logits were not finite, the normaliser, then "
+           "running_mean and running_var) by their sums over the processes (running statistics: "
+           "one process's). The step then adds its own gradient[begin:end] to partial and divides "
+           "by the summed normaliser. [begin, end) is all of it unless updates=(begin, end) shards "
+           "the optimizer: then the step calls all_ranks_finite(bool) -> whether that range is "
+           "finite on every process, updates params[begin:end] only, and gather_params(params) "
+           "must copy the other processes' ranges in; the optimizer state outside the range is "
+           "not updated")
         .def_property_readonly("reduces_gradient", [](Model& model) {
             return static_cast<bool>(model.network.reduce_gradient); },
             "whether set_gradient_reduction's hook is set (a data-parallel fit is running)")

@@ -63,6 +63,8 @@ public:
 // Inside a ModelStateWrite, on its thread, with the model's state whole again (as a fork may
 // see it): ends the write while it lives and begins it again after, so that what runs
 // meanwhile (a data-parallel step's reduction, which takes the GIL) may let a fork happen.
+// (The one exception: a sharded step's all-gather of the updated parameters, which a fork
+// sees half done; docs/guide/distributed.md says so.)
 class ModelStateWritePause {
 public:
     ModelStateWritePause();

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <exception>
 
+#include "activation_math.h"
+
 namespace fastmlp {
 
 namespace {
@@ -38,6 +40,24 @@ void scale_in_place(T* x, int64_t n, T factor) {
     const int threads = threads_for(static_cast<double>(n));
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t i = 0; i < n; ++i) x[i] *= factor;
+}
+
+// x[i] = (partial[i] + x[i]) * factor for i < n -- the other ranks' sum plus this rank's,
+// then the mean's scale: two roundings, as an add and a scale pass would give -- and whether
+// every result is finite. One pass over memory: each block is checked while still in L1.
+template <typename T>
+bool add_scale_all_finite(T* x, const T* partial, int64_t n, T factor) {
+    const auto any_non_finite = activation_math::active_elementwise_loops<T>().any_non_finite;
+    constexpr int64_t BLOCK = 4096;
+    const int threads = threads_for(static_cast<double>(n));
+    int found = 0;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1) reduction(| : found)
+    for (int64_t begin = 0; begin < n; begin += BLOCK) {
+        const int64_t end = std::min(n, begin + BLOCK);
+        for (int64_t i = begin; i < end; ++i) x[i] = (partial[i] + x[i]) * factor;
+        found |= any_non_finite(x + begin, end - begin) ? 1 : 0;
+    }
+    return !found;
 }
 
 }  // namespace
@@ -466,14 +486,27 @@ void Network<T>::update_range(int64_t begin, int64_t end, T weight_decay) {
 }
 
 template <typename T>
+std::pair<int64_t, int64_t> Network<T>::updated_range() const {
+    if (gather_params) return {update_begin, update_end};
+    return {0, static_cast<int64_t>(params.size())};
+}
+
+template <typename T>
 void Network<T>::optimizer_step(double decay_scale) {
     ++step;
     weights_changed();
     const OptimizerOptions& o = options_.optimizer;
     const T wd = static_cast<T>(o.weight_decay * decay_scale);
     const int64_t n = static_cast<int64_t>(params.size());
+    const auto [first, last] = updated_range();
+    // The part of [begin, end) this process updates (the optimizers are element-wise).
+    auto update_owned = [this, first = first, last = last](int64_t begin, int64_t end, T decay) {
+        begin = std::max(begin, first);
+        end = std::min(end, last);
+        if (begin < end) update_range(begin, end, decay);
+    };
     if (o.decay_biases || wd == T(0)) {  // one flat loop, torch's semantics
-        update_range(0, n, wd);
+        update_owned(0, n, wd);
         return;
     }
     // A layer's weight matrix decays; what follows it up to the next layer's weights (its
@@ -482,8 +515,8 @@ void Network<T>::optimizer_step(double decay_scale) {
     for (size_t l = 0; l < L; ++l) {
         const int64_t weights_end = layers_[l].bias;
         const int64_t layer_end = l + 1 < L ? layers_[l + 1].weight : n;
-        update_range(layers_[l].weight, weights_end, wd);
-        update_range(weights_end, layer_end, T(0));
+        update_owned(layers_[l].weight, weights_end, wd);
+        update_owned(weights_end, layer_end, T(0));
     }
 }
 
@@ -569,8 +602,10 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     } else {
         std::fill(grads.begin(), grads.end(), T(0));
     }
-    if (reduce_gradient) totals = reduce_across_ranks(totals, logits_finite, normaliser);
-    totals.finite = std::isfinite(totals.loss_sum) && all_finite(grads.data(), static_cast<int64_t>(grads.size()));
+    if (reduce_gradient)
+        totals = reduce_across_ranks(totals, logits_finite, normaliser);
+    else
+        totals.finite = std::isfinite(totals.loss_sum) && all_finite(grads.data(), static_cast<int64_t>(grads.size()));
     // Only on the rare refusal: whether the parameters themselves overflowed the forward pass
     // (across ranks: on any rank's rows, which the reduction said).
     if (!totals.finite && !reduce_gradient) totals.outputs_finite = all_finite(y_.back().data(), B * output_width());
@@ -583,6 +618,12 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
             weight_squares_sum += weight_squares() * rows / totals.weight_sum;
         batch_mean_loss_sum += totals.mean_loss * rows;
         optimizer_step(decay_reference_weight > 0 ? decay_reference_weight / totals.weight_sum : 1.0);
+        if (gather_params) {
+            // The GIL again: a fork meanwhile sees this rank's range of params updated, the
+            // rest not yet (the hook must take the GIL, which a forking thread holds).
+            const ModelStateWritePause pause;
+            gather_params();
+        }
         last_step_x_ = x;
         last_step_rows_ = x == batch_x_.data() ? B : 0;
     } else {
@@ -616,6 +657,10 @@ RunTotals Network<T>::reduce_across_ranks(const RunTotals& local, bool logits_fi
     // writes in progress: the write pauses around the hook, the model as before the step (the
     // statistics this rank's forward moved are in figures), so a fork then sees a whole step.
     restore_running_statistics();
+    // The range of grads this rank sums, scales and updates: the hook leaves the other ranks'
+    // sum of it in reduction_partial.
+    const auto [begin, end] = updated_range();
+    reduction_partial.resize(static_cast<size_t>(end - begin));  // allocates on the first step only
     {
         const ModelStateWritePause pause;
         reduce_gradient();
@@ -626,15 +671,22 @@ RunTotals Network<T>::reduce_across_ranks(const RunTotals& local, bool logits_fi
     totals.correct = static_cast<int64_t>(figures[3]);
     totals.weighted_correct = figures[4];
     totals.outputs_finite = figures[5] == 0;
-    std::copy(figures + scalars, figures + scalars + hidden, running_mean.begin());
-    std::copy(figures + scalars + hidden, figures + scalars + 2 * hidden, running_var.begin());
     const double global_normaliser = figures[6];
     if (global_normaliser > 0) {
         // The global batch's mean, as one process computes it; loss_sum weighs it as there.
         totals.mean_loss = figures[0] / global_normaliser;
         totals.loss_sum = totals.mean_loss * totals.weight_sum;
-        scale_in_place(grads.data(), static_cast<int64_t>(grads.size()), static_cast<T>(1.0 / global_normaliser));
     }
+    const T factor = global_normaliser > 0 ? static_cast<T>(1.0 / global_normaliser) : T(1);
+    const bool finite = add_scale_all_finite(grads.data() + begin, reduction_partial.data(), end - begin, factor);
+    totals.finite = std::isfinite(totals.loss_sum) && finite;
+    if (all_ranks_finite) {  // each rank saw its range: the step is taken on all or none
+        const ModelStateWritePause pause;
+        totals.finite = all_ranks_finite(totals.finite);
+    }
+    // Rank 0's running statistics, after the pauses (a fork in them sees the state before the step).
+    std::copy(figures + scalars, figures + scalars + hidden, running_mean.begin());
+    std::copy(figures + scalars + hidden, figures + scalars + 2 * hidden, running_var.begin());
     return totals;
 }
 

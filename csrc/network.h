@@ -48,6 +48,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels.h"
@@ -248,12 +249,25 @@ public:
     // its rows' loss summed (the mean times its normaliser: the rows' weight, with class
     // weights their sum of sample times class weight), reduction_figures its (mean loss times
     // normaliser, weight_sum, rows, correct, weighted_correct, 1 if its logits were not
-    // finite else 0, normaliser) followed by running_mean and running_var, and the hook
-    // replaces both with the sums over the ranks (the running statistics with rank 0's). The
-    // step then divides by the summed normaliser and applies the same update on every rank.
-    // A rank whose share of a batch is empty still takes part (a zero gradient).
+    // finite else 0, normaliser) followed by running_mean and running_var. The hook replaces
+    // the figures with their sums over the ranks (the running statistics with rank 0's) and
+    // writes to reduction_partial the other ranks' sum of grads over updated_range(), to
+    // which the step adds this rank's (in that order) as it divides by the summed normaliser
+    // and checks finiteness, in one pass; then the same update on every rank. A rank whose
+    // share of a batch is empty still takes part (a zero gradient).
     std::function<void()> reduce_gradient;
     std::vector<double> reduction_figures;
+    std::vector<T> reduction_partial;
+    // The optimizer sharded over the ranks (set together with reduce_gradient, or not at all):
+    // each rank updates only params[update_begin, update_end), so reduce_gradient need only
+    // sum that range of grads (a reduce-scatter); the step asks all_ranks_finite(whether
+    // its range of the summed gradient is finite) whether every rank's is, updates its range,
+    // and gather_params copies the other ranks' ranges of params in (an all-gather). The
+    // optimizer state outside the range is left as it was: the caller gathers it when it
+    // needs it whole. Each rank runs 1/P of the optimizer instead of all of it.
+    std::function<bool(bool)> all_ranks_finite;
+    std::function<void()> gather_params;
+    int64_t update_begin = 0, update_end = 0;
     // Added to dropout's counter (times 2^40): each rank draws masks of its own. 0: a
     // single process's masks.
     uint64_t dropout_stream = 0;
@@ -384,11 +398,16 @@ private:
     void backward(const T* x, int64_t B);
     void to_pre_activation_gradient(int64_t l, T* gradient, int64_t B);
     bool derivative_fuses_into_gemm(int64_t l) const;
-    // One update of every parameter, the weight decay times decay_scale.
+    // One update of every parameter (with a sharded optimizer, of this rank's range), the
+    // weight decay times decay_scale.
     void optimizer_step(double decay_scale);
+    // The parameters this process updates: [update_begin, update_end) with a sharded
+    // optimizer, else all of them.
+    std::pair<int64_t, int64_t> updated_range() const;
     // reduce_gradient's side of a step: hands grads (this rank's summed gradient), its totals,
     // whether its logits were finite and its loss's normaliser to the hook and returns the
-    // ranks' totals, grads then the gradient of the global batch's weighted mean loss.
+    // ranks' totals, grads then the gradient of the global batch's weighted mean loss (in
+    // updated_range()) and totals.finite whether every rank may take the step.
     RunTotals reduce_across_ranks(const RunTotals& local, bool logits_finite, double normaliser);
     // Batch norm's running statistics back to what they were before the step's forward.
     void restore_running_statistics();

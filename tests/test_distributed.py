@@ -43,6 +43,14 @@ COMMON = textwrap.dedent("""
 
     def model(dtype, **options):
         return fastmlp.MLP([6, 8, 3], seed=11, dtype=dtype, **options)
+
+    def decayed_adam():
+        return fastmlp.optim.Adam(lr=0.01, weight_decay=0.1, amsgrad=True, decay_biases=False)
+
+    def trained_state(trained):
+        # the parameters, then the optimizer state (which each rank updates a chunk of)
+        state = trained._network.optimizer_state
+        return np.concatenate([trained.flat_parameters, *(state[name] for name in sorted(state))])
 """)
 
 PARITY_SCRIPT = COMMON + textwrap.dedent("""
@@ -53,7 +61,7 @@ PARITY_SCRIPT = COMMON + textwrap.dedent("""
     results = {}
 
     def record(name, trained):
-        parameters = trained.flat_parameters
+        parameters = trained_state(trained)
         every = comm.allgather(parameters.tobytes())
         assert all(copy == every[0] for copy in every), f"{name}: ranks differ"
         results[name] = parameters
@@ -74,6 +82,10 @@ PARITY_SCRIPT = COMMON + textwrap.dedent("""
         trained = model(dtype, class_weights=[1.0, 3.0, 0.5], label_smoothing=0.1)
         trained.fit(X, y, epochs=1, batch_size=16, sample_weight=weights, comm=comm)
         record(f"class_weighted_{dtype}", trained)
+        # weight decay off the biases: the per-layer ranges cut by the ranks' chunks; AMSGrad's state
+        trained = model(dtype, optimizer=decayed_adam())
+        trained.fit(X, y, epochs=2, batch_size=16, comm=comm)
+        record(f"decayed_{dtype}", trained)
         # way (b): rank r passes rows [r n / P, (r + 1) n / P), in order
         shard = np.arange(rank * len(X) // size, (rank + 1) * len(X) // size)
         trained = model(dtype, optimizer="adam")
@@ -119,27 +131,31 @@ def one_process_fits(dtype):
     """The fits PARITY_SCRIPT runs on several ranks, in this process: {name: parameters}."""
     namespace = {}
     exec(COMMON, namespace)
-    dataset, model = namespace["dataset"], namespace["model"]
+    dataset, model, trained_state = namespace["dataset"], namespace["model"], namespace["trained_state"]
+    decayed_adam = namespace["decayed_adam"]
     X, y, weights = dataset(dtype)
     results = {}
     trained = model(dtype, optimizer="adam")
     history = trained.fit(X, y, epochs=1, batch_size=16, sample_weight=weights,
                           validation_data=(X[:30], y[:30]))
-    results[f"shuffled_weighted_{dtype}"] = trained.flat_parameters
+    results[f"shuffled_weighted_{dtype}"] = trained_state(trained)
     results[f"val_loss_{dtype}"] = np.array(history["val_loss"])
     trained = model(dtype, optimizer=fastmlp.optim.SGD(lr=0.05, momentum=0.9))
     trained.fit(X, y, epochs=1, batch_size=14, shuffle=False)
-    results[f"unshuffled_{dtype}"] = trained.flat_parameters
+    results[f"unshuffled_{dtype}"] = trained_state(trained)
     trained = model(dtype, class_weights=[1.0, 3.0, 0.5], label_smoothing=0.1)
     trained.fit(X, y, epochs=1, batch_size=16, sample_weight=weights)
-    results[f"class_weighted_{dtype}"] = trained.flat_parameters
-    return results, (X, y, weights, model)
+    results[f"class_weighted_{dtype}"] = trained_state(trained)
+    trained = model(dtype, optimizer=decayed_adam())
+    trained.fit(X, y, epochs=2, batch_size=16)
+    results[f"decayed_{dtype}"] = trained_state(trained)
+    return results, (X, y, weights, model, trained_state)
 
 
 def sharded_reference(ranks, dtype):
     """Way (b)'s global batches as one process sees them: batch k is the ranks' k-th runs of
     their shards (each shard cut into as many runs as there are global batches), in rank order."""
-    _, (X, y, weights, model) = one_process_fits(dtype)
+    _, (X, y, weights, model, trained_state) = one_process_fits(dtype)
     n, batch_size = len(X), 12
     n_batches = -(-n // batch_size)
     shards = [np.arange(rank * n // ranks, (rank + 1) * n // ranks) for rank in range(ranks)]
@@ -151,7 +167,7 @@ def sharded_reference(ranks, dtype):
     trained = model(dtype, optimizer="adam")
     trained.fit(X[order], y[order], epochs=1, batch_size=batch_size, shuffle=False,
                 sample_weight=weights[order])
-    return trained.flat_parameters
+    return trained_state(trained)
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +197,7 @@ def test_training_on_ranks_equals_one_process_on_the_same_global_batches(parity_
     results, _, _ = parity_runs[ranks]
     expected, _ = one_process_fits(dtype)
     expected[f"sharded_{dtype}"] = sharded_reference(ranks, dtype)
-    for name, parameters in expected.items():
+    for name, parameters in expected.items():  # and the optimizer state after them
         scale = np.max(np.abs(parameters))
         if ranks == 1 and not name.startswith("sharded"):
             assert results[name].tobytes() == parameters.tobytes(), name  # the same bits
@@ -442,7 +458,7 @@ class _ThreadComm:
         recvbuf[...] = self.boxes[(source, self.rank)].get(timeout=10)
 
 
-@pytest.mark.parametrize("ranks", [3, 4, 5])
+@pytest.mark.parametrize("ranks", [2, 3, 4, 5])
 def test_the_ring_gives_each_chunk_one_fixed_order(monkeypatch, ranks):
     """The reduce-scatter over threads: chunk c summed as x_(c+1) + x_(c+2) + ... + x_c."""
     import queue
@@ -455,7 +471,7 @@ def test_the_ring_gives_each_chunk_one_fixed_order(monkeypatch, ranks):
 
     def run(rank):
         summer = FixedOrderSum(_ThreadComm(rank, ranks, boxes, None), size, np.dtype(np.float32))
-        summer._reduce_scatter(buffers[rank])
+        summer.reduce_scatter(buffers[rank])
 
     threads = [threading.Thread(target=run, args=(rank,)) for rank in range(ranks)]
     for thread in threads:
@@ -547,7 +563,7 @@ VALIDATION_SCRIPT = COMMON + textwrap.dedent("""
 @needs_mpi
 def test_validation_data_may_be_the_same_on_every_rank_or_each_ranks_part(tmp_path):
     figures = printed_by_rank_0(tmp_path, "validation", VALIDATION_SCRIPT)
-    _, (X, y, weights, model) = one_process_fits("float64")
+    _, (X, y, weights, model, _) = one_process_fits("float64")
     expected = model("float64").fit(X, y, epochs=2, batch_size=16, validation_data=(X[:50], y[:50], weights[:50]))
     np.testing.assert_allclose(figures["shared"], expected["val_loss"], rtol=1e-12)
     np.testing.assert_allclose(figures["parts"], expected["val_loss"], rtol=1e-12)

@@ -435,8 +435,8 @@ FORK_DURING_REDUCTION = """
     X = rng.normal(size=(512, 128)).astype(np.float32)
     y = rng.integers(0, 10, size=512)
 
-    def one_rank(gradient, figures):
-        pass  # a single rank's sums are its own: the hook only has to take the GIL
+    def one_rank(gradient, figures, partial):
+        partial.fill(0)  # a single rank's sums are its own: the hook only has to take the GIL
 
     def model_with_reduction():
         model = fastmlp.MLP([128, 512, 512, 10], batch_norm=True, seed=0)

@@ -109,13 +109,22 @@ class _Network(Generic[_F]):
     @property
     def reduces_gradient(self) -> bool:
         """Whether set_gradient_reduction's hook is set (a data-parallel fit is running)."""
-    def set_gradient_reduction(self, reduce: Optional[Callable[[NDArray[_F], NDArray[np.float64]], Any]]) -> None:
-        """Data-parallel training: every training step calls reduce(gradient, figures) between
-        its gradient and its update (None: no longer). reduce replaces, in place, gradient (this
-        process's gradient of its rows' loss summed) and figures (mean loss times its
-        normaliser, weight_sum, rows, correct, weighted_correct, 1 if its logits were not
-        finite, the normaliser, then running_mean and running_var) by the sums over the
-        processes (running statistics: one process's); the step divides by the summed normaliser."""
+    def set_gradient_reduction(
+        self, reduce: Optional[Callable[[NDArray[_F], NDArray[np.float64], NDArray[_F]], Any]],
+        updates: Optional[Tuple[int, int]] = None, all_ranks_finite: Optional[Callable[[bool], bool]] = None,
+        gather_params: Optional[Callable[[NDArray[_F]], Any]] = None) -> None:
+        """Data-parallel training: every training step calls reduce(gradient, figures, partial)
+        between its gradient and its update (None: no longer). gradient is this process's
+        gradient of its rows' loss summed (scratch for the hook); reduce writes to partial the
+        other processes' sum of gradient[begin:end] and replaces, in place, figures (mean loss
+        times its normaliser, weight_sum, rows, correct, weighted_correct, 1 if its logits were
+        not finite, the normaliser, then running_mean and running_var) by their sums over the
+        processes (running statistics: one process's); the step adds its own gradient[begin:end]
+        and divides by the summed normaliser. [begin, end) is everything unless
+        updates=(begin, end) shards the optimizer: the step then asks all_ranks_finite(bool)
+        whether that range is finite on every process, updates params[begin:end] only, and
+        gather_params(params) copies the other processes' ranges in; the optimizer state outside
+        the range is not updated."""
     @property
     def last_call_threads(self) -> int:
         """The thread count the model's last training or prediction call used."""

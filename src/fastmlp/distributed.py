@@ -52,49 +52,51 @@ class FixedOrderSum:
     ranks: every rank ends with the same bits, and a run repeats them.
 
     MPI's own Allreduce picks an algorithm by message size and library version, and has given
-    ranks different bits; here two ranks exchange buffers and add (a + b == b + a exactly), and
-    more ranks run a ring: a reduce-scatter in which chunk c's partial sum travels c+1, c+2,
-    ..., c (one fixed order per chunk), then an all-gather that copies the sums. Each rank sends
-    and receives 2 (P - 1) / P of the buffer, as a ring Allreduce does.
+    ranks different bits; here the ranks run a ring: a reduce-scatter in which chunk c's partial
+    sum travels c+1, c+2, ..., c (one fixed order per chunk; with two ranks, each sends the
+    other its half and adds, a + b == b + a exactly), then an all-gather that copies the sums.
+    Each rank sends and receives 2 (P - 1) / P of the buffer, as a ring Allreduce does. The
+    halves also serve apart: after reduce_scatter, rank r holds the sum of chunk `owned`
+    only, which is all a sharded optimizer step needs, and all_gather then shares any
+    buffer's chunks (the updated parameters).
     """
 
     def __init__(self, comm: Any, size: int, dtype: np.dtype) -> None:
         self.comm, self.rank, self.ranks = comm, comm.Get_rank(), comm.Get_size()
         self.edges = [(chunk * size) // self.ranks for chunk in range(self.ranks + 1)]
-        widest = size if self.ranks == 2 else max(b - a for a, b in zip(self.edges, self.edges[1:]))
-        self.received = np.empty(widest, dtype=dtype)
+        self.owned = (self.edges[self.rank], self.edges[self.rank + 1])
+        self.received = np.empty(max(b - a for a, b in zip(self.edges, self.edges[1:])), dtype=dtype)
 
     def __call__(self, buffer: np.ndarray) -> None:
-        if self.ranks == 1:
-            return
-        if self.ranks == 2:
-            other = 1 - self.rank
-            self.comm.Sendrecv(buffer, dest=other, recvbuf=self.received, source=other)
-            np.add(buffer, self.received, out=buffer)
-            return
-        self._reduce_scatter(buffer)
-        self._all_gather(buffer)
+        self.reduce_scatter(buffer)
+        self.all_gather(buffer)
 
     def _chunk(self, buffer: np.ndarray, chunk: int) -> np.ndarray:
         chunk %= self.ranks
         return buffer[self.edges[chunk]:self.edges[chunk + 1]]
 
-    def _reduce_scatter(self, buffer: np.ndarray) -> None:
-        """After step s, this rank holds chunk (rank - s - 2) summed over ranks rank - s - 1 ...
-        rank; after P - 1 steps, its own chunk `rank` summed over every rank, starting from
-        rank + 1."""
+    def reduce_scatter(self, buffer: np.ndarray, partial: Optional[np.ndarray] = None) -> None:
+        """buffer[owned] becomes its sum over the ranks (the rest of buffer is scratch). After
+        step s, this rank holds chunk (rank - s - 2) summed over ranks rank - s - 1 ... rank;
+        after P - 1 steps, its own chunk `rank` summed over every rank, starting from rank + 1.
+        With `partial` (the size of the owned chunk) the last addition is the caller's: partial
+        receives the other ranks' sum, to which buffer[owned] is to be added (partial first)."""
         right, left = (self.rank + 1) % self.ranks, (self.rank - 1) % self.ranks
         for step in range(self.ranks - 1):
             outgoing = self._chunk(buffer, self.rank - step - 1)
             incoming = self._chunk(buffer, self.rank - step - 2)
+            if partial is not None and step == self.ranks - 2:
+                self.comm.Sendrecv(outgoing, dest=right, recvbuf=partial, source=left)
+                return
             received = self.received[:incoming.size]
             self.comm.Sendrecv(outgoing, dest=right, recvbuf=received, source=left)
             np.add(received, incoming, out=incoming)  # the earlier ranks' sum, then this rank's
 
-    def _all_gather(self, buffer: np.ndarray) -> None:
-        """The ring again, copying: at step s this rank passes on chunk (rank - s), which it
-        summed or received, and receives chunk (rank - s - 1) in place. (MPICH's in-place
-        Allgatherv of the same chunks took 50 times as long here.)"""
+    def all_gather(self, buffer: np.ndarray) -> None:
+        """Every rank's chunk `owned` of buffer copied to every rank. The ring again, copying:
+        at step s this rank passes on chunk (rank - s), which it owns or received, and receives
+        chunk (rank - s - 1) in place. (MPICH's in-place Allgatherv of the same chunks took 50
+        times as long here.)"""
         right, left = (self.rank + 1) % self.ranks, (self.rank - 1) % self.ranks
         for step in range(self.ranks - 1):
             self.comm.Sendrecv(self._chunk(buffer, self.rank - step), dest=right,
@@ -180,16 +182,46 @@ class Ranks:
                 self.comm.Bcast(buffer, root=0)
         return dict(self.comm.bcast(state, root=0))
 
-    def reduce_step(self, gradient: np.ndarray, figures: np.ndarray) -> None:
-        """Network.set_gradient_reduction's hook: gradient and figures become their sums over
-        the ranks (the running statistics rank 0's), the same bits on every rank."""
-        if self._gradient_sum is None or self._gradient_sum.received.dtype != gradient.dtype:
-            self._gradient_sum = FixedOrderSum(self.comm, gradient.size, gradient.dtype)
-        self._gradient_sum(gradient)
+    def connect(self, network: Any) -> None:
+        """Make every training step of `network` a data-parallel one: its gradient summed over
+        the ranks, and its optimizer sharded (each rank updates its chunk of the parameters,
+        then the ranks exchange the chunks). Until disconnect(), the optimizer state is whole
+        only after gather_optimizer_state()."""
+        self._gradient_sum = FixedOrderSum(self.comm, network.params.size, network.params.dtype)
+        network.set_gradient_reduction(self.reduce_step, updates=self._gradient_sum.owned,
+                                       all_ranks_finite=self.all_finite,
+                                       gather_params=self._gradient_sum.all_gather)
+
+    def disconnect(self, network: Any) -> None:
+        """Undo connect()."""
+        network.set_gradient_reduction(None)
+        self._gradient_sum = None
+
+    def reduce_step(self, gradient: np.ndarray, figures: np.ndarray, partial: np.ndarray) -> None:
+        """Network.set_gradient_reduction's hook: the other ranks' sum of this rank's chunk of
+        gradient into partial (the step adds this rank's part as it scales and checks them in
+        one pass), and the figures summed over the ranks (the running statistics rank 0's);
+        the same bits on every rank."""
+        assert self._gradient_sum is not None
+        self._gradient_sum.reduce_scatter(gradient, partial)
         gathered = np.empty((self.size, figures.size), dtype=np.float64)
         self.comm.Allgather(figures, gathered)
         figures[:_STEP_SCALARS] = _sum_rows_in_order(gathered[:, :_STEP_SCALARS])
         figures[_STEP_SCALARS:] = gathered[0, _STEP_SCALARS:]
+
+    def all_finite(self, finite: bool) -> bool:
+        """Whether `finite` is True on every rank."""
+        return not self.any(not finite)
+
+    def gather_optimizer_state(self, network: Any) -> None:
+        """The optimizer state made whole again on every rank: each rank's chunk, which only
+        it updated, copied to the others (the same bits everywhere after)."""
+        if self._gradient_sum is None:
+            return
+        for name in sorted(network.optimizer_state):
+            buffer = network.optimizer_state[name]
+            if buffer.size == network.params.size:  # (amsgrad's maximum is empty without it)
+                self._gradient_sum.all_gather(buffer)
 
     # ---- threads ----
 

@@ -284,14 +284,14 @@ class FitLoop:
         """Train `epochs` epochs; early stopping when `patience` is not None."""
         network = self.model._network
         if self.ranks is not None:
-            network.set_gradient_reduction(self.ranks.reduce_step)
+            self.ranks.connect(network)
             network.dropout_stream = self.ranks.rank
         try:
             return self._epochs(epochs, callbacks, lr_schedule, patience=patience, min_delta=min_delta,
                                 restore_best_weights=restore_best_weights)
         finally:
             if self.ranks is not None:
-                network.set_gradient_reduction(None)
+                self.ranks.disconnect(network)
                 network.dropout_stream = 0
 
     def _epochs(self, epochs: int, callbacks: Sequence[CallbackLike], lr_schedule: Optional[LRSchedule], *,
@@ -441,6 +441,7 @@ class FitLoop:
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - started
+        self._gather_optimizer_state()
         if self.ranks is not None:  # one history on every rank
             seconds = self.ranks.first_ranks(seconds)
         if totals.rows == 0:
@@ -450,6 +451,12 @@ class FitLoop:
             raise FloatingPointError(f"the training loss became {logs['loss']} in epoch {model.epochs_trained}; "
                                      "lower the learning rate or check the data")
         return logs, totals.rows
+
+    def _gather_optimizer_state(self) -> None:
+        """Across ranks, where all of them stop training alike: each rank's optimizer state
+        whole again (a rank updates only its chunk of it during an epoch)."""
+        if self.ranks is not None:
+            self.ranks.gather_optimizer_state(self.model._network)
 
     def _checks_outputs(self, end: int) -> bool:
         """Whether the run of batches ending before batch `end` checks the outputs after its
@@ -550,10 +557,12 @@ class FitLoop:
         if self.on_nan == "raise":
             if params_overflowed:
                 model._set_training_state(last_good)
+            self._gather_optimizer_state()
             raise FloatingPointError(
                 f"{what} and training stopped. {fix}fit(..., on_nan='restore') returns the "
                 "history instead of raising")
         model._set_training_state(last_good)
+        self._gather_optimizer_state()
         raise _RestoredAfterNonFinite(
             f"{what}; training stopped and the weights after step {last_good['step']} were restored")
 
