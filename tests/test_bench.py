@@ -175,6 +175,23 @@ def test_optimizer_share_times_every_contestant_per_network_and_precision(restor
         share.parse_args(["--repetitions", "0"])
 
 
+def test_bfloat16_training_times_every_product_of_a_step_and_the_four_epochs(restore_threads, capsys):
+    script = load_script("bfloat16_training")
+    results = script.main(["--quick", "--repetitions", "1"])
+    assert set(results) == {"784-256-10", "784-1024-1024-10"}
+    # 784-1024-1024-10: forward and dW of 3 layers, dX of the last 2.
+    products = results["784-1024-1024-10"]["products"]
+    assert list(products) == ["forward 0", "dW 0", "forward 1", "dW 1", "dX 1", "forward 2", "dW 2", "dX 2"]
+    assert all(min(seconds.values()) > 0 for seconds in products.values())
+    epochs = results["784-256-10"]["epochs"]
+    expected = {"fastmlp float32", "fastmlp bf16"} | (
+        {"torch float32", "torch bf16 autocast"} if importlib.util.find_spec("torch") else set())
+    assert set(epochs) == expected and min(epochs.values()) > 0
+    assert "fastmlp bf16 / fastmlp float32" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        script.main(["--profile-threads", "0"])
+
+
 @pytest.mark.skipif(datasets.find_mnist_files(datasets.FASHION_MNIST_DIR) is None,
                     reason="Fashion-MNIST absent: apt-get install dataset-fashion-mnist")
 def test_bfloat16_accuracy_quick_run_writes_its_table_plot_and_figures(tmp_path, capsys):
