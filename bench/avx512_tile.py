@@ -107,7 +107,7 @@ def main(argv: List[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions")
     parser.add_argument("--repetitions", type=int, default=15, help="GEMM repetitions (default 15)")
-    parser.add_argument("--epoch-repetitions", type=int, default=5, help="epoch repetitions (default 5)")
+    parser.add_argument("--epoch-repetitions", type=int, default=5, help="epoch repetitions (default 5; 0: no epochs)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="GEMM thread counts")
     parser.add_argument("--epoch-threads", type=int, default=2, help="threads of the epochs (default 2)")
     args = parser.parse_args(argv)
@@ -122,7 +122,8 @@ def main(argv: List[str]) -> None:
           f"load average {' '.join(load)}; measured FMA peak "
           + ", ".join(f"{n} thread{'s' if n > 1 else ''} {p:.0f} GFLOP/s" for n, p in peaks.items()) + "\n", flush=True)
     bench_gemms(args, peaks)
-    bench_epochs(args, peaks)
+    if args.epoch_repetitions > 0:
+        bench_epochs(args, peaks)
     with open("/proc/loadavg") as f:
         print(f"\nload average after: {' '.join(f.read().split()[:3])}")
 

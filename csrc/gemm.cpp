@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <new>
 
 #include "activation_math.h"
@@ -323,7 +324,7 @@ bool set_avx512_tile(const std::string& name) {
         g_tile.store(static_cast<int>(g_cpu_tile));
         return true;
     }
-    for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < static_cast<int>(std::size(kTileNames)); ++i)
         if (name == kTileNames[i]) {
             g_tile.store(i);
             return true;
