@@ -17,18 +17,28 @@ step (an epoch's time per batch: the products, the element-wise kernels, the los
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
-import sys
 import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run as bench_run  # noqa: E402  (bench/run.py's contestants and interleaving)
+import fastmlp
+from fastmlp._core import kernels
 
-import fastmlp  # noqa: E402
-from fastmlp._core import kernels  # noqa: E402
+
+def _load_bench_run():
+    """bench/run.py (its contestants and interleaving) as a module of its own name, without
+    putting bench/ on sys.path, where its distributed.py would hide dask's."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.py")
+    spec = importlib.util.spec_from_file_location("fastmlp_bench_run", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench_run = _load_bench_run()
 
 NETWORKS = ([784, 256, 10], [784, 1024, 1024, 10])
 BATCH, LR = 128, 1e-3

@@ -192,27 +192,10 @@ const GemmPaths<double>& avx512_paths_double(Avx512Tile tile) {
     return paths_around<double, Float64Kernels<16, 8, 96, 2048>>();
 }
 
-// round_to_bfloat16 (gemm_internal.h) of 16 lanes, in AVX-512F integer operations (no
-// AVX512_BF16 needed: the emulation runs on any AVX-512 CPU), bit for bit the scalar's.
-inline __m512 rounded_to_bfloat16(__m512 x) {
-    const __m512i bits = _mm512_castps_si512(x), high_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
-    const __m512i lowest_kept = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-    const __m512i nearest = _mm512_and_si512(
-        _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lowest_kept), high_half);
-    const __m512i quiet_nan = _mm512_and_si512(_mm512_or_si512(bits, _mm512_set1_epi32(0x00400000)), high_half);
-    const __m512i signed_zero = _mm512_and_si512(bits, _mm512_set1_epi32(static_cast<int>(0x80000000u)));
-    const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)),
-                                                  _mm512_set1_epi32(0x7f800000));
-    const __mmask16 denormal_or_zero = _mm512_testn_epi32_mask(bits, _mm512_set1_epi32(0x7f800000));
-    const __m512i rounded = _mm512_mask_blend_epi32(nan, _mm512_mask_blend_epi32(denormal_or_zero, nearest, signed_zero),
-                                                    quiet_nan);
-    return _mm512_castsi512_ps(rounded);
-}
-
 void avx512_round_line_to_bfloat16(float* out, const float* x, int64_t count, int64_t out_count, bool swap_pairs) {
     for (int64_t k = 0; k < out_count; k += 16) {
         const __mmask16 valid = Zmm<float>::mask(std::clamp<int64_t>(count - k, 0, 16));
-        __m512 v = rounded_to_bfloat16(_mm512_maskz_loadu_ps(valid, x + k));
+        __m512 v = round_lanes_to_bfloat16(_mm512_maskz_loadu_ps(valid, x + k));
         if (swap_pairs) v = _mm512_permute_ps(v, 0xb1);  // lanes (1, 0, 3, 2) in each 128 bits
         _mm512_mask_storeu_ps(out + k, Zmm<float>::mask(std::min<int64_t>(out_count - k, 16)), v);
     }

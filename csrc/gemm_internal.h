@@ -75,9 +75,10 @@ struct Operands {
     // A product with bfloat16 operands (float only), summed in the pair order and blocking
     // above. Kernels that pack pairs (kPacksBfloat16Pairs) round a and b while packing. For
     // the others an operand "in pairs" is given already rounded, its k in pair order, with
-    // K + K % 2 of them (a: (M, K + K % 2), or (K + K % 2, M) transposed; b: (K + K % 2, N)); one not in
-    // pairs is the float32 operand, which the packed path rounds and puts in pair order while
-    // packing. The skinny and row paths read operands in place: both must be in pairs.
+    // K + K % 2 of them (a: (M, K + K % 2), or (K + K % 2, M) when transposed; b: (K + K % 2,
+    // N)); one not in pairs is the float32 operand, which the packed path rounds and puts in
+    // pair order while packing. The skinny and row paths read operands in place: both must
+    // be in pairs.
     bool bfloat16_pairs = false;
     bool a_in_pairs = false, b_in_pairs = false;
     // A bfloat16 product's b packed whole beforehand by pack_whole_b (gemm_driver.h) for the
