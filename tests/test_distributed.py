@@ -568,3 +568,106 @@ def test_validation_data_may_be_the_same_on_every_rank_or_each_ranks_part(tmp_pa
     np.testing.assert_allclose(figures["shared"], expected["val_loss"], rtol=1e-12)
     np.testing.assert_allclose(figures["parts"], expected["val_loss"], rtol=1e-12)
     np.testing.assert_allclose(figures["accuracy"], expected["val_accuracy"], rtol=1e-12)
+
+
+# scikit-learn's estimators with comm=: each case spoils one rank's arguments (`on`); the
+# keyword arguments of the estimator, then of the call (fit or partial_fit).
+ESTIMATOR_CASES = textwrap.dedent("""
+    import numpy as np
+    from fastmlp import MLPClassifier, MLPRegressor
+
+    def data():
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(60, 4))
+        return X, (X[:, 0] + X[:, 1] > 0).astype(int)
+
+    def spoiled(name, X, y):
+        # (estimator, method, X, y, call's keywords) with case `name`'s bad argument
+        weights = np.ones(len(y))
+        nan_X = X.copy()
+        nan_X[3, 2] = np.nan
+        negative = weights.copy()
+        negative[45] = -1.0  # in rank 1's half of lbfgs's rows
+        return {
+            "nan_X": (MLPClassifier((5,), max_iter=3), "fit", nan_X, y, {}),
+            "continuous_labels": (MLPClassifier((5,), max_iter=3), "fit", X, X[:, 0], {}),
+            "short_sample_weight": (MLPClassifier((5,), max_iter=3), "fit", X, y, {"sample_weight": weights[:-1]}),
+            "no_classes": (MLPClassifier((5,)), "partial_fit", X, y, {}),
+            "poisson_negative_y": (MLPRegressor((5,), loss="poisson", max_iter=3), "fit", X, -np.abs(X[:, 0]), {}),
+            "lbfgs_nan_X": (MLPClassifier((5,), solver="lbfgs", max_iter=3), "fit", nan_X, y, {}),
+            "lbfgs_negative_weight": (MLPClassifier((5,), solver="lbfgs", max_iter=3), "fit", X, y,
+                                      {"sample_weight": negative}),
+            "early_stopping_split": (MLPClassifier((5,), early_stopping=True, validation_fraction=0.01,
+                                                   max_iter=3), "fit", X, y, {}),
+            "bad_parameter": (MLPClassifier((5,), alpha=-1.0), "fit", X, y, {}),
+        }[name]
+
+    def good(X, y):
+        return (MLPClassifier((5,), max_iter=3, random_state=0), "fit", X, y, {})
+
+    # which rank gets the spoiled arguments (the other the good ones); None: every rank
+    ON = {"nan_X": 1, "continuous_labels": 0, "short_sample_weight": 1, "no_classes": 1,
+          "poisson_negative_y": 0, "lbfgs_nan_X": 1, "lbfgs_negative_weight": None,
+          "early_stopping_split": None, "bad_parameter": 0}
+
+    def attempt(estimator, method, X, y, keywords):
+        try:
+            getattr(estimator, method)(X, y, **keywords)
+            return ["no error", ""]
+        except Exception as error:
+            return [type(error).__name__, str(error)]
+""")
+
+ESTIMATOR_ERRORS_SCRIPT = ESTIMATOR_CASES + textwrap.dedent("""
+    import json, sys, warnings
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    warnings.simplefilter("ignore")  # ConvergenceWarning
+    X, y = data()
+    outcome = {}
+    for name, on in ON.items():
+        estimator, method, X_rank, y_rank, keywords = spoiled(name, X, y) if on in (None, rank) else good(X, y)
+        estimator.set_params(comm=comm)
+        outcome[name] = attempt(estimator, method, X_rank, y_rank, keywords)
+    # the ranks disagree on the data, or on an option that sets the number of epochs
+    width = X[:, :3] if rank == 1 else X
+    outcome["width"] = attempt(MLPClassifier((5,), max_iter=3, comm=comm), "fit", width, y, {})
+    outcome["max_iter"] = attempt(MLPClassifier((5,), max_iter=3 + rank, comm=comm), "fit", X, y, {})
+    # and after all that the ranks are in step: a good fit, the same bits on both
+    fitted = MLPClassifier((5,), max_iter=3, random_state=0, comm=comm).fit(X, y)
+    every = comm.allgather(fitted.coefs_[0].tobytes())
+    outcome["in_step"] = all(copy == every[0] for copy in every)
+    every = comm.allgather(outcome)
+    if rank == 0:
+        print(json.dumps(every))
+""")
+
+
+@needs_mpi
+def test_scikit_learn_input_that_fails_on_one_rank_raises_the_same_error_on_every_rank(tmp_path):
+    pytest.importorskip("sklearn")
+    rank0, rank1 = printed_by_rank_0(tmp_path, "estimator_errors", ESTIMATOR_ERRORS_SCRIPT)
+    assert rank0 == rank1
+    namespace = {}
+    exec(ESTIMATOR_CASES, namespace)
+    X, y = namespace["data"]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, on in namespace["ON"].items():
+            if name == "lbfgs_negative_weight":
+                continue  # its rows are cut between the ranks: below
+            # the one-process error, then the rank that raised it (the same on every rank
+            # when every rank had the bad argument: raised after the ranks agreed)
+            kind, message = namespace["attempt"](*namespace["spoiled"](name, X, y))
+            assert kind == "ValueError", (name, kind, message)
+            assert rank0[name] == [kind, message + ("" if on is None else f" (on rank {on} of 2)")], name
+    assert rank0["lbfgs_negative_weight"] == [
+        "ValueError", "sample_weight[15] = -1.0 is negative; weights must be >= 0 (on rank 1 of 2)"]
+    kind, message = rank0["width"]
+    assert kind == "ValueError" and message.startswith("the ranks disagree on the training data")
+    assert "rank 0 has ((60, 4)," in message and "rank 1 has ((60, 3)," in message
+    kind, message = rank0["max_iter"]
+    assert kind == "ValueError" and message.startswith("the ranks disagree on fit's options (epochs, batch_size")
+    assert "rank 0 has (3, " in message and "rank 1 has (4, " in message
+    assert rank0["in_step"] is True

@@ -157,6 +157,13 @@ def fit(model: TrainableModel, X: Any, y: Any, epochs: int, batch_size: int, *,
 
     loop, epochs, callbacks, lr_schedule, patience = prepare() if ranks is None else ranks.agree(prepare)
     if ranks is not None:
+        # Options that set how many steps and collectives each rank runs, or what it decides
+        # from the agreed figures: a rank with other ones would wait for the rest, or part from them.
+        ranks.require_same("fit's options (epochs, batch_size, shuffle, mixup, on_nan, early stopping's "
+                           "patience, min_delta and restore_best_weights, whether validation data was given)",
+                           (epochs, loop.batch_size, bool(loop.shuffle), loop.mixup, loop.on_nan,
+                            patience if early_stopping else None, float(min_delta), bool(restore_best_weights),
+                            loop.data.X_val is not None))
         loop.join_ranks()
     return loop.run(epochs, callbacks, lr_schedule, patience=patience if early_stopping else None,
                     min_delta=min_delta, restore_best_weights=restore_best_weights)
@@ -256,9 +263,7 @@ class FitLoop:
         if ranks.sharded:
             self.global_rows = int(ranks.sum([float(data.n_rows)])[0])
         else:
-            ranks.require_same("the training data (unless sharded=True every rank passes the same X, y "
-                               "and sample_weight): rows, and checksums of y and sample_weight",
-                               (data.n_rows, _checksum(data.y), _checksum(data.weights.get("sample_weight"))))
+            require_same_data(ranks, (data.n_rows,), data.y, data.weights.get("sample_weight"))
         if data.X_val is not None and data.y_val is not None:
             X_val = data.X_val
             self.validation_shared = ranks.all_same((
@@ -565,6 +570,16 @@ class FitLoop:
         self._gather_optimizer_state()
         raise _RestoredAfterNonFinite(
             f"{what}; training stopped and the weights after step {last_good['step']} were restored")
+
+
+def require_same_data(ranks: Ranks, shape: Tuple[int, ...], y: np.ndarray, sample_weight: Optional[np.ndarray],
+                      *more: Any) -> None:
+    """ValueError on every rank unless the ranks hold the same training data, as a data-parallel
+    fit of every rank's same X (way (a)) needs: the same `shape` (rows; columns where they
+    make the model), checksums of y and sample_weight, and whatever else `more` says."""
+    ranks.require_same("the training data (unless fit(sharded=True), every rank passes the same X, y "
+                       "and sample_weight): shape, and checksums of y and sample_weight",
+                       (tuple(int(size) for size in shape), _checksum(y), _checksum(sample_weight), *more))
 
 
 def _checksum(array: Optional[np.ndarray]) -> Optional[int]:
