@@ -671,3 +671,62 @@ def test_scikit_learn_input_that_fails_on_one_rank_raises_the_same_error_on_ever
     assert kind == "ValueError" and message.startswith("the ranks disagree on fit's options (epochs, batch_size")
     assert "rank 0 has (3, " in message and "rank 1 has (4, " in message
     assert rank0["in_step"] is True
+
+
+FORK_SCRIPT = COMMON + textwrap.dedent("""
+    import copy, os, select, signal, threading
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    X, y, weights = dataset("float32", n=2000)
+    trained = model("float32", dropout=0.1)
+    first_epoch = threading.Event()
+    fit = threading.Thread(target=lambda: trained.fit(X, y, epochs=4, batch_size=4, comm=comm,
+                                                     callbacks=[lambda epoch, logs: first_epoch.set()]))
+    fit.start()
+    first_epoch.wait(timeout=60)
+    report = {"parent_reduces": trained._network.reduces_gradient}
+    reader, writer = os.pipe()
+    child = os.fork()  # while the other thread trains: in epoch 2 of 4
+    if child == 0:
+        try:
+            local = copy.deepcopy(trained)  # a plain model with the same state
+            found = {"reduces": trained._network.reduces_gradient, "stream": int(trained._network.dropout_stream)}
+            found["loss"] = float(trained.train_step(X[:8], y[:8]))
+            local.train_step(X[:8], y[:8])
+            found["same_step"] = trained.flat_parameters.tobytes() == local.flat_parameters.tobytes()
+            found["fit_loss"] = trained.fit(X[:200], y[:200], epochs=1, batch_size=20)["loss"][0]
+            found["predicted"] = trained.predict(X[:5]).tolist()
+        except BaseException as error:
+            found = {"error": repr(error)}
+        os.write(writer, json.dumps(found).encode())
+        os._exit(0)
+    os.close(writer)
+    if select.select([reader], [], [], 30)[0]:
+        report["child"] = json.loads(os.read(reader, 65536).decode())
+    else:
+        report["child"] = {"error": "no answer from the child within 30 s"}
+        os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)
+    fit.join(timeout=120)
+    report["fit_done"] = not fit.is_alive() and int(trained._network.step)
+    every = comm.allgather(trained.flat_parameters.tobytes())
+    report["replicas_same"] = all(copy == every[0] for copy in every)
+    every = comm.allgather(report)
+    if rank == 0:
+        print(json.dumps(every))
+""")
+
+
+@needs_mpi
+def test_a_process_forked_during_a_data_parallel_fit_holds_a_plain_local_model(tmp_path):
+    for report in printed_by_rank_0(tmp_path, "fork", FORK_SCRIPT):
+        assert report["parent_reduces"] is True  # forked while the fit was summing steps
+        child = report["child"]
+        assert "error" not in child, child
+        assert child["reduces"] is False and child["stream"] == 0
+        assert child["same_step"] is True  # its step is a one-process step, not summed
+        assert np.isfinite(child["loss"]) and np.isfinite(child["fit_loss"])
+        assert len(child["predicted"]) == 5
+        assert report["fit_done"] == 4 * 500  # the parents' fit went on: 4 epochs of 500 steps
+        assert report["replicas_same"] is True

@@ -290,14 +290,12 @@ class FitLoop:
         network = self.model._network
         if self.ranks is not None:
             self.ranks.connect(network)
-            network.dropout_stream = self.ranks.rank
         try:
             return self._epochs(epochs, callbacks, lr_schedule, patience=patience, min_delta=min_delta,
                                 restore_best_weights=restore_best_weights)
         finally:
             if self.ranks is not None:
                 self.ranks.disconnect(network)
-                network.dropout_stream = 0
 
     def _epochs(self, epochs: int, callbacks: Sequence[CallbackLike], lr_schedule: Optional[LRSchedule], *,
                 patience: Optional[int], min_delta: float, restore_best_weights: bool) -> History:
