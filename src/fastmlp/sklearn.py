@@ -974,7 +974,8 @@ _SHARED_PARAMETERS = """
         random_state stream is used on every rank. sgd and adam: each batch_size batch is
         shared out over the ranks, whose gradients are summed (the batches of a one-process
         fit); lbfgs: each rank computes the loss and gradient of a part of the rows, summed
-        over the ranks before every solver call. Every rank ends with the same model.
+        over the ranks before every solver call. Every rank ends with the same model. Input
+        that fails a check on one rank raises the same error on every rank, naming that rank.
 """
 
 _SHARED_ATTRIBUTES = """
