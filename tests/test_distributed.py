@@ -730,3 +730,27 @@ def test_a_process_forked_during_a_data_parallel_fit_holds_a_plain_local_model(t
         assert len(child["predicted"]) == 5
         assert report["fit_done"] == 4 * 500  # the parents' fit went on: 4 epochs of 500 steps
         assert report["replicas_same"] is True
+
+
+SPLIT_SCRIPT = COMMON + textwrap.dedent("""
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    X, y, weights = dataset("float64")
+    # seeds of their own on each rank (as seed=None draws): rank 0's picks the held-out rows
+    trained = fastmlp.MLP([6, 8, 3], seed=100 + rank, dtype="float64")
+    history = trained.fit(X, y, epochs=2, batch_size=16, validation_split=0.25, comm=comm)
+    if rank == 0:
+        print(json.dumps({"parameters": trained.flat_parameters.tolist(), "val_loss": history["val_loss"]}))
+""")
+
+
+@needs_mpi
+def test_validation_split_holds_out_rank_0s_rows_on_every_rank(tmp_path):
+    figures = printed_by_rank_0(tmp_path, "split", SPLIT_SCRIPT)
+    _, (X, y, _, _, _) = one_process_fits("float64")
+    alone = fastmlp.MLP([6, 8, 3], seed=100, dtype="float64")
+    history = alone.fit(X, y, epochs=2, batch_size=16, validation_split=0.25)
+    expected = alone.flat_parameters
+    np.testing.assert_allclose(figures["parameters"], expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+    np.testing.assert_allclose(figures["val_loss"], history["val_loss"], rtol=1e-12)

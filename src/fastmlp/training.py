@@ -135,6 +135,9 @@ def fit(model: TrainableModel, X: Any, y: Any, epochs: int, batch_size: int, *,
     if not isinstance(sharded, (bool, np.bool_)):
         raise TypeError(f"sharded must be True or False, got {sharded!r}")
     ranks = ranks_of(comm, bool(sharded))
+    # validation_split holds out the rows rank 0's seed picks, on every rank: ranks whose
+    # models drew seeds of their own (seed=None) would otherwise train on different rows.
+    split_seed = model.seed if ranks is None else int(ranks.comm.bcast(model.seed, root=0))
 
     def prepare() -> Tuple[FitLoop, int, List[CallbackLike], Optional[LRSchedule], int]:
         checked_epochs = _check_positive_int("epochs", epochs)
@@ -150,7 +153,7 @@ def fit(model: TrainableModel, X: Any, y: Any, epochs: int, batch_size: int, *,
         checked_mixup = check_mixup_alpha(mixup, model.class_weights)
         checked_schedule = check_schedule(lr_schedule)
         checked_callbacks = check_callbacks(callbacks)
-        data = _training_data(model, X, y, validation_data, validation_split, sample_weight)
+        data = _training_data(model, X, y, validation_data, validation_split, sample_weight, split_seed)
         loop = FitLoop(model, data, checked_batch_size, shuffle=shuffle, verbose=verbose,
                        mixup=checked_mixup, on_nan=checked_on_nan, ranks=ranks)
         return loop, checked_epochs, checked_callbacks, checked_schedule, checked_patience
@@ -181,8 +184,8 @@ def refuse_during_data_parallel_fit(model: TrainableModel, what: str) -> None:
 
 
 def _training_data(model: TrainableModel, X: Any, y: Any, validation_data: Optional[Tuple[Any, ...]],
-                   validation_split: float, sample_weight: Any) -> TrainingData:
-    """fit's arrays checked and converted, validation_split's rows held out."""
+                   validation_split: float, sample_weight: Any, split_seed: int) -> TrainingData:
+    """fit's arrays checked and converted, validation_split's rows (chosen by split_seed) held out."""
     X, y = model._prepare(X, y)
     weights = _as_sample_weight(sample_weight, X.shape[0], model.dtype)
     data = TrainingData(X, y, weights={} if weights is None else {"sample_weight": weights})
@@ -198,7 +201,7 @@ def _training_data(model: TrainableModel, X: Any, y: Any, validation_data: Optio
             weights_val = _as_sample_weight(validation_data[2], data.X_val.shape[0], model.dtype,
                                             "sample_weight_val")
     elif validation_split:
-        data.rows, validation_rows = split_rows(model.seed, X.shape[0], _check_fraction(
+        data.rows, validation_rows = split_rows(split_seed, X.shape[0], _check_fraction(
             "validation_split", validation_split))
         data.X_val, data.y_val = _take_rows(X, validation_rows), y[validation_rows]  # the held-out rows only
         if weights is not None:
