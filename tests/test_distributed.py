@@ -47,6 +47,10 @@ COMMON = textwrap.dedent("""
     def decayed_adam():
         return fastmlp.optim.Adam(lr=0.01, weight_decay=0.1, amsgrad=True, decay_biases=False)
 
+    def same_on_every_rank(comm, array):
+        every = comm.allgather(array.tobytes())
+        return all(copy == every[0] for copy in every)
+
     def trained_state(trained):
         # the parameters, then the optimizer state (which each rank updates a chunk of)
         state = trained._network.optimizer_state
@@ -618,8 +622,8 @@ ESTIMATOR_CASES = textwrap.dedent("""
             return [type(error).__name__, str(error)]
 """)
 
-ESTIMATOR_ERRORS_SCRIPT = ESTIMATOR_CASES + textwrap.dedent("""
-    import json, sys, warnings
+ESTIMATOR_ERRORS_SCRIPT = COMMON + ESTIMATOR_CASES + textwrap.dedent("""
+    import warnings
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
@@ -636,8 +640,7 @@ ESTIMATOR_ERRORS_SCRIPT = ESTIMATOR_CASES + textwrap.dedent("""
     outcome["max_iter"] = attempt(MLPClassifier((5,), max_iter=3 + rank, comm=comm), "fit", X, y, {})
     # and after all that the ranks are in step: a good fit, the same bits on both
     fitted = MLPClassifier((5,), max_iter=3, random_state=0, comm=comm).fit(X, y)
-    every = comm.allgather(fitted.coefs_[0].tobytes())
-    outcome["in_step"] = all(copy == every[0] for copy in every)
+    outcome["in_step"] = same_on_every_rank(comm, fitted.coefs_[0])
     every = comm.allgather(outcome)
     if rank == 0:
         print(json.dumps(every))
@@ -710,8 +713,7 @@ FORK_SCRIPT = COMMON + textwrap.dedent("""
     os.waitpid(child, 0)
     fit.join(timeout=120)
     report["fit_done"] = not fit.is_alive() and int(trained._network.step)
-    every = comm.allgather(trained.flat_parameters.tobytes())
-    report["replicas_same"] = all(copy == every[0] for copy in every)
+    report["replicas_same"] = same_on_every_rank(comm, trained.flat_parameters)
     every = comm.allgather(report)
     if rank == 0:
         print(json.dumps(every))
