@@ -504,7 +504,7 @@ SKLEARN_SCRIPT = textwrap.dedent("""
     results = {}
     for solver in ("sgd", "lbfgs"):
         fitted = MLPClassifier((8,), solver=solver, max_iter=15, random_state=None if solver == "sgd" else 1,
-                               comm=comm).fit(X, y)
+                               verbose=solver == "sgd", comm=comm).fit(X, y)
         every = comm.allgather(fitted.coefs_[0].tobytes())
         assert all(copy == every[0] for copy in every)
         results[solver] = fitted.coefs_[0]
@@ -520,6 +520,9 @@ def test_scikit_learn_estimators_take_comm(tmp_path):
     script.write_text(SKLEARN_SCRIPT)
     done = run_ranks(script, 2, tmp_path / "estimators.npz")
     assert done.returncode == 0, done.stdout + done.stderr
+    # verbose prints on rank 0 only: one line per epoch, not one per rank
+    assert [line.split(",")[0] for line in done.stdout.splitlines() if line.startswith("Iteration")] == \
+        [f"Iteration {epoch}" for epoch in range(1, 16)], done.stdout
     from fastmlp import MLPClassifier
     rng = np.random.default_rng(0)
     X = rng.normal(size=(150, 5))

@@ -607,7 +607,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         options: Dict[str, Any] = {"maxfun": self.max_fun, "maxiter": self.max_iter,
                                    "gtol": self.tol}
         if _scipy_takes_iprint():
-            options["iprint"] = 1 if self.verbose else -1
+            options["iprint"] = 1 if self._prints() else -1
         result = scipy.optimize.minimize(loss_and_gradient, model.flat_parameters.astype(np.float64),
                                          method="L-BFGS-B", jac=True, options=options)
         if result.status != 0:
@@ -627,6 +627,11 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
     def _ranks(self) -> Optional[Ranks]:
         """The ranks of a data-parallel fit (comm of several processes), else None."""
         return ranks_of(self.comm)
+
+    def _prints(self) -> bool:
+        """Whether this process prints the verbose lines: rank 0 only in a data-parallel fit."""
+        ranks = self._ranks()
+        return bool(self.verbose) and (ranks is None or ranks.rank == 0)
 
     def _set_fitted_attributes(self) -> None:
         self.coefs_ = self.model_.weights
@@ -735,6 +740,7 @@ class _StoppingRules:
                  epochs: int) -> None:
         self.estimator, self.n_samples = estimator, n_samples
         self.validation, self.incremental, self.epochs = validation, incremental, epochs
+        self.prints = estimator._prints()
         self.ran_out = False
         self.shuffler: Optional[_ScikitLearnShuffle] = None
         self.batch_size = n_samples
@@ -785,7 +791,7 @@ class _StoppingRules:
         else:
             est.loss_ = float(mean_loss)
         est.loss_curve_.append(est.loss_)
-        if est.verbose:
+        if self.prints:
             print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
         self._update_no_improvement(np.isfinite(mean_loss))
 
@@ -807,7 +813,7 @@ class _StoppingRules:
             else float(est._validation_score(outputs, y_val, w_val))
         assert est.validation_scores_ is not None and est.best_validation_score_ is not None
         est.validation_scores_.append(score)
-        if est.verbose:
+        if self.prints:
             print(f"Validation score: {score:f}")
         if score < est.best_validation_score_ + est.tol:  # NaN resets the count, as there
             est._no_improvement_count += 1
@@ -860,10 +866,10 @@ class _StoppingRules:
         if est.solver == "sgd" and est.learning_rate == "adaptive":
             if est._optimizer.learning_rate > 1e-6:
                 self._set_learning_rate(est._optimizer.learning_rate / 5.0)
-                if est.verbose:
+                if self.prints:
                     print(f"{message} Setting learning rate to {est._optimizer.learning_rate:f}")
                 return False
-        if est.verbose:
+        if self.prints:
             print(message + " Stopping.")
         return True
 
@@ -930,7 +936,7 @@ _SHARED_PARAMETERS = """
         Training stops after more than n_iter_no_change epochs in a row whose loss (or, with
         early_stopping, validation score) did not improve on the best by tol.
     verbose : bool or int, default False
-        Print the loss of every epoch (any true value).
+        Print the loss of every epoch (any true value); on rank 0 only in a data-parallel fit.
     warm_start : bool, default False
         fit starts from the previous solution (with a new optimizer, as scikit-learn).
     momentum : float, default 0.9
