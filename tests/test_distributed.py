@@ -47,6 +47,10 @@ COMMON = textwrap.dedent("""
     def decayed_adam():
         return fastmlp.optim.Adam(lr=0.01, weight_decay=0.1, amsgrad=True, decay_biases=False)
 
+    def same_on_every_rank(comm, array):
+        every = comm.allgather(array.tobytes())
+        return all(copy == every[0] for copy in every)
+
     def trained_state(trained):
         # the parameters, then the optimizer state (which each rank updates a chunk of)
         state = trained._network.optimizer_state
@@ -500,7 +504,7 @@ SKLEARN_SCRIPT = textwrap.dedent("""
     results = {}
     for solver in ("sgd", "lbfgs"):
         fitted = MLPClassifier((8,), solver=solver, max_iter=15, random_state=None if solver == "sgd" else 1,
-                               comm=comm).fit(X, y)
+                               verbose=solver == "sgd", comm=comm).fit(X, y)
         every = comm.allgather(fitted.coefs_[0].tobytes())
         assert all(copy == every[0] for copy in every)
         results[solver] = fitted.coefs_[0]
@@ -516,6 +520,9 @@ def test_scikit_learn_estimators_take_comm(tmp_path):
     script.write_text(SKLEARN_SCRIPT)
     done = run_ranks(script, 2, tmp_path / "estimators.npz")
     assert done.returncode == 0, done.stdout + done.stderr
+    # verbose prints on rank 0 only: one line per epoch, not one per rank
+    assert [line.split(",")[0] for line in done.stdout.splitlines() if line.startswith("Iteration")] == \
+        [f"Iteration {epoch}" for epoch in range(1, 16)], done.stdout
     from fastmlp import MLPClassifier
     rng = np.random.default_rng(0)
     X = rng.normal(size=(150, 5))
@@ -568,3 +575,187 @@ def test_validation_data_may_be_the_same_on_every_rank_or_each_ranks_part(tmp_pa
     np.testing.assert_allclose(figures["shared"], expected["val_loss"], rtol=1e-12)
     np.testing.assert_allclose(figures["parts"], expected["val_loss"], rtol=1e-12)
     np.testing.assert_allclose(figures["accuracy"], expected["val_accuracy"], rtol=1e-12)
+
+
+# scikit-learn's estimators with comm=: each case spoils one rank's arguments (`on`); the
+# keyword arguments of the estimator, then of the call (fit or partial_fit).
+ESTIMATOR_CASES = textwrap.dedent("""
+    import numpy as np
+    from fastmlp import MLPClassifier, MLPRegressor
+
+    def data():
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(60, 4))
+        return X, (X[:, 0] + X[:, 1] > 0).astype(int)
+
+    def spoiled(name, X, y):
+        # (estimator, method, X, y, call's keywords) with case `name`'s bad argument
+        weights = np.ones(len(y))
+        nan_X = X.copy()
+        nan_X[3, 2] = np.nan
+        negative = weights.copy()
+        negative[45] = -1.0  # in rank 1's half of lbfgs's rows
+        return {
+            "nan_X": (MLPClassifier((5,), max_iter=3), "fit", nan_X, y, {}),
+            "continuous_labels": (MLPClassifier((5,), max_iter=3), "fit", X, X[:, 0], {}),
+            "short_sample_weight": (MLPClassifier((5,), max_iter=3), "fit", X, y, {"sample_weight": weights[:-1]}),
+            "no_classes": (MLPClassifier((5,)), "partial_fit", X, y, {}),
+            "poisson_negative_y": (MLPRegressor((5,), loss="poisson", max_iter=3), "fit", X, -np.abs(X[:, 0]), {}),
+            "lbfgs_nan_X": (MLPClassifier((5,), solver="lbfgs", max_iter=3), "fit", nan_X, y, {}),
+            "lbfgs_negative_weight": (MLPClassifier((5,), solver="lbfgs", max_iter=3), "fit", X, y,
+                                      {"sample_weight": negative}),
+            "early_stopping_split": (MLPClassifier((5,), early_stopping=True, validation_fraction=0.01,
+                                                   max_iter=3), "fit", X, y, {}),
+            "bad_parameter": (MLPClassifier((5,), alpha=-1.0), "fit", X, y, {}),
+        }[name]
+
+    def good(X, y):
+        return (MLPClassifier((5,), max_iter=3, random_state=0), "fit", X, y, {})
+
+    # which rank gets the spoiled arguments (the other the good ones); None: every rank
+    ON = {"nan_X": 1, "continuous_labels": 0, "short_sample_weight": 1, "no_classes": 1,
+          "poisson_negative_y": 0, "lbfgs_nan_X": 1, "lbfgs_negative_weight": None,
+          "early_stopping_split": None, "bad_parameter": 0}
+
+    def attempt(estimator, method, X, y, keywords):
+        try:
+            getattr(estimator, method)(X, y, **keywords)
+            return ["no error", ""]
+        except Exception as error:
+            return [type(error).__name__, str(error)]
+""")
+
+ESTIMATOR_ERRORS_SCRIPT = COMMON + ESTIMATOR_CASES + textwrap.dedent("""
+    import warnings
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    warnings.simplefilter("ignore")  # ConvergenceWarning
+    X, y = data()
+    outcome = {}
+    for name, on in ON.items():
+        estimator, method, X_rank, y_rank, keywords = spoiled(name, X, y) if on in (None, rank) else good(X, y)
+        estimator.set_params(comm=comm)
+        outcome[name] = attempt(estimator, method, X_rank, y_rank, keywords)
+    # the ranks disagree on the data, or on an option that sets the number of epochs
+    width = X[:, :3] if rank == 1 else X
+    outcome["width"] = attempt(MLPClassifier((5,), max_iter=3, comm=comm), "fit", width, y, {})
+    outcome["max_iter"] = attempt(MLPClassifier((5,), max_iter=3 + rank, comm=comm), "fit", X, y, {})
+    # and after all that the ranks are in step: a good fit, the same bits on both
+    fitted = MLPClassifier((5,), max_iter=3, random_state=0, comm=comm).fit(X, y)
+    outcome["in_step"] = same_on_every_rank(comm, fitted.coefs_[0])
+    every = comm.allgather(outcome)
+    if rank == 0:
+        print(json.dumps(every))
+""")
+
+
+@needs_mpi
+def test_scikit_learn_input_that_fails_on_one_rank_raises_the_same_error_on_every_rank(tmp_path):
+    pytest.importorskip("sklearn")
+    rank0, rank1 = printed_by_rank_0(tmp_path, "estimator_errors", ESTIMATOR_ERRORS_SCRIPT)
+    assert rank0 == rank1
+    namespace = {}
+    exec(ESTIMATOR_CASES, namespace)
+    X, y = namespace["data"]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, on in namespace["ON"].items():
+            if name == "lbfgs_negative_weight":
+                continue  # its rows are cut between the ranks: below
+            # the one-process error, then the rank that raised it (the same on every rank
+            # when every rank had the bad argument: raised after the ranks agreed)
+            kind, message = namespace["attempt"](*namespace["spoiled"](name, X, y))
+            assert kind == "ValueError", (name, kind, message)
+            assert rank0[name] == [kind, message + ("" if on is None else f" (on rank {on} of 2)")], name
+    assert rank0["lbfgs_negative_weight"] == [
+        "ValueError", "sample_weight[15] = -1.0 is negative; weights must be >= 0 (on rank 1 of 2)"]
+    kind, message = rank0["width"]
+    assert kind == "ValueError" and message.startswith("the ranks disagree on the training data")
+    assert "rank 0 has ((60, 4)," in message and "rank 1 has ((60, 3)," in message
+    kind, message = rank0["max_iter"]
+    assert kind == "ValueError" and message.startswith("the ranks disagree on fit's options (epochs, batch_size")
+    assert "rank 0 has (3, " in message and "rank 1 has (4, " in message
+    assert rank0["in_step"] is True
+
+
+FORK_SCRIPT = COMMON + textwrap.dedent("""
+    import copy, os, select, signal, threading
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    X, y, weights = dataset("float32", n=2000)
+    trained = model("float32", dropout=0.1)
+    first_epoch = threading.Event()
+    fit = threading.Thread(target=lambda: trained.fit(X, y, epochs=4, batch_size=4, comm=comm,
+                                                     callbacks=[lambda epoch, logs: first_epoch.set()]))
+    fit.start()
+    first_epoch.wait(timeout=60)
+    report = {"parent_reduces": trained._network.reduces_gradient}
+    reader, writer = os.pipe()
+    child = os.fork()  # while the other thread trains: in epoch 2 of 4
+    if child == 0:
+        try:
+            local = copy.deepcopy(trained)  # a plain model with the same state
+            found = {"reduces": trained._network.reduces_gradient, "stream": int(trained._network.dropout_stream)}
+            found["loss"] = float(trained.train_step(X[:8], y[:8]))
+            local.train_step(X[:8], y[:8])
+            found["same_step"] = trained.flat_parameters.tobytes() == local.flat_parameters.tobytes()
+            found["fit_loss"] = trained.fit(X[:200], y[:200], epochs=1, batch_size=20)["loss"][0]
+            found["predicted"] = trained.predict(X[:5]).tolist()
+        except BaseException as error:
+            found = {"error": repr(error)}
+        os.write(writer, json.dumps(found).encode())
+        os._exit(0)
+    os.close(writer)
+    if select.select([reader], [], [], 30)[0]:
+        report["child"] = json.loads(os.read(reader, 65536).decode())
+    else:
+        report["child"] = {"error": "no answer from the child within 30 s"}
+        os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)
+    fit.join(timeout=120)
+    report["fit_done"] = not fit.is_alive() and int(trained._network.step)
+    report["replicas_same"] = same_on_every_rank(comm, trained.flat_parameters)
+    every = comm.allgather(report)
+    if rank == 0:
+        print(json.dumps(every))
+""")
+
+
+@needs_mpi
+def test_a_process_forked_during_a_data_parallel_fit_holds_a_plain_local_model(tmp_path):
+    for report in printed_by_rank_0(tmp_path, "fork", FORK_SCRIPT):
+        assert report["parent_reduces"] is True  # forked while the fit was summing steps
+        child = report["child"]
+        assert "error" not in child, child
+        assert child["reduces"] is False and child["stream"] == 0
+        assert child["same_step"] is True  # its step is a one-process step, not summed
+        assert np.isfinite(child["loss"]) and np.isfinite(child["fit_loss"])
+        assert len(child["predicted"]) == 5
+        assert report["fit_done"] == 4 * 500  # the parents' fit went on: 4 epochs of 500 steps
+        assert report["replicas_same"] is True
+
+
+SPLIT_SCRIPT = COMMON + textwrap.dedent("""
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    X, y, weights = dataset("float64")
+    # seeds of their own on each rank (as seed=None draws): rank 0's picks the held-out rows
+    trained = fastmlp.MLP([6, 8, 3], seed=100 + rank, dtype="float64")
+    history = trained.fit(X, y, epochs=2, batch_size=16, validation_split=0.25, comm=comm)
+    if rank == 0:
+        print(json.dumps({"parameters": trained.flat_parameters.tolist(), "val_loss": history["val_loss"]}))
+""")
+
+
+@needs_mpi
+def test_validation_split_holds_out_rank_0s_rows_on_every_rank(tmp_path):
+    figures = printed_by_rank_0(tmp_path, "split", SPLIT_SCRIPT)
+    _, (X, y, _, _, _) = one_process_fits("float64")
+    alone = fastmlp.MLP([6, 8, 3], seed=100, dtype="float64")
+    history = alone.fit(X, y, epochs=2, batch_size=16, validation_split=0.25)
+    expected = alone.flat_parameters
+    np.testing.assert_allclose(figures["parameters"], expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+    np.testing.assert_allclose(figures["val_loss"], history["val_loss"], rtol=1e-12)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 import numpy as np
@@ -23,6 +24,30 @@ _STEP_SCALARS = 7
 
 # Exception types a rank's failure is raised as on every rank (anything else: RuntimeError).
 _AGREED_ERRORS = (ValueError, TypeError, FloatingPointError, MemoryError, FileNotFoundError, OSError)
+
+
+# The networks a data-parallel fit of this process has connected (Ranks.connect), until it
+# disconnects them. A child forked meanwhile (another thread of the rank forked: a process
+# pool, a subprocess) holds copies whose steps would wait in a sum over the parent's
+# communicator, which the child cannot use and no other rank would join: there the copies
+# become plain local models, as their locks are made anew (fastmlp.mlp).
+_CONNECTED: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def _make_local(network: Any) -> None:
+    """network's steps its own again: no sum over ranks, a single process's dropout masks."""
+    _CONNECTED.discard(network)
+    network.set_gradient_reduction(None)
+    network.dropout_stream = 0
+
+
+def _disconnect_in_child() -> None:
+    for network in list(_CONNECTED):
+        _make_local(network)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disconnect_in_child)
 
 
 def _mpi() -> Any:
@@ -186,15 +211,18 @@ class Ranks:
         """Make every training step of `network` a data-parallel one: its gradient summed over
         the ranks, and its optimizer sharded (each rank updates its chunk of the parameters,
         then the ranks exchange the chunks). Until disconnect(), the optimizer state is whole
-        only after gather_optimizer_state()."""
+        only after gather_optimizer_state(). A child forked before disconnect() gets the
+        network disconnected (_disconnect_in_child)."""
         self._gradient_sum = FixedOrderSum(self.comm, network.params.size, network.params.dtype)
         network.set_gradient_reduction(self.reduce_step, updates=self._gradient_sum.owned,
                                        all_ranks_finite=self.all_finite,
                                        gather_params=self._gradient_sum.all_gather)
+        network.dropout_stream = self.rank  # masks of its own on each rank
+        _CONNECTED.add(network)
 
     def disconnect(self, network: Any) -> None:
         """Undo connect()."""
-        network.set_gradient_reduction(None)
+        _make_local(network)
         self._gradient_sum = None
 
     def reduce_step(self, gradient: np.ndarray, figures: np.ndarray, partial: np.ndarray) -> None:

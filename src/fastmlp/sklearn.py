@@ -4,6 +4,7 @@ scikit-learn; the rest of fastmlp never does.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import tempfile
@@ -31,6 +32,7 @@ from sklearn.metrics import accuracy_score, r2_score  # type: ignore[import-unty
 from . import optim
 from .distributed import Ranks, ranks_of
 from .mlp import MLP, load
+from .training import require_same_data
 
 __all__ = ["MLPClassifier", "MLPRegressor", "expected_failed_checks"]
 
@@ -323,10 +325,44 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
 
     def _fit(self, X: Any, y: Any, incremental: bool, classes: Any = None,
              sample_weight: Any = None) -> "_BaseMLP":
-        config = self._check_params()
         if incremental and self.solver == "lbfgs":
             raise AttributeError("partial_fit is only available for stochastic optimizers; "
                                  "solver='lbfgs' is not stochastic")
+        ranks = self._ranks()
+        checked = functools.partial(self._checked_input, X, y, incremental, classes, sample_weight)
+        # Across ranks every rank checks its own arguments and all raise the first failing
+        # rank's error (as fastmlp.MLP.fit does); then the ranks make sure they hold the same
+        # data and draw rank 0's random stream. From there on every rank computes the same
+        # thing from the same inputs (validation split, batch size, loss constant, lbfgs's
+        # objective over the ranks), so an error further on is raised on every rank alike.
+        config, continuing, X, y, sample_weight, targets = checked() if ranks is None else ranks.agree(checked)
+        if ranks is not None:  # every rank draws rank 0's stream: one model, one split, one order
+            require_same_data(ranks, X.shape, targets, sample_weight,
+                              np.asarray(getattr(self, "classes_", [])).tolist())
+            self._random_state.set_state(ranks.comm.bcast(self._random_state.get_state(), root=0))
+        if not continuing:
+            self._config = dict(config, dtype_requested=config["dtype"],
+                                dtype=config["dtype"] or X.dtype.name)
+            held_out = int(np.ceil(self.validation_fraction * X.shape[0])) if self.early_stopping else 0
+            self._n_samples_hint = max(1, X.shape[0] - held_out)  # the first optimizer's batch size
+            self.model_ = self._new_model(X.shape[1])
+            self._reset_progress()
+        self.model_.n_threads = self.n_threads
+        self.model_.compute_dtype = self.compute_dtype
+        if self.solver == "lbfgs":
+            self._fit_lbfgs(X, targets, sample_weight)
+        else:
+            self._fit_stochastic(X, targets, y, sample_weight, incremental, continuing)
+        self._set_fitted_attributes()
+        return self
+
+    def _checked_input(self, X: Any, y: Any, incremental: bool, classes: Any,
+                       sample_weight: Any) -> Tuple[Dict[str, Any], bool, Any, np.ndarray,
+                                                    Optional[np.ndarray], np.ndarray]:
+        """_fit's parameters and arrays checked: (config, whether the fit continues the last
+        model, X, y, sample_weight, the targets for fastmlp.MLP). The first fit also sets the
+        output layout (classes_, ...); every call takes random_state afresh."""
+        config = self._check_params()
         continuing = hasattr(self, "model_") and (incremental or self.warm_start)
         if continuing:
             fitted = dict(self._config, dtype=self._config["dtype_requested"])
@@ -348,24 +384,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         # gives the same stream each time): initialisation, then the validation split, then
         # the epochs' shuffles all draw from it, in that order.
         self._random_state = check_random_state(self.random_state)
-        ranks = self._ranks()
-        if ranks is not None:  # every rank draws rank 0's stream: one model, one split, one order
-            self._random_state.set_state(ranks.comm.bcast(self._random_state.get_state(), root=0))
-        if not continuing:
-            self._config = dict(config, dtype_requested=config["dtype"],
-                                dtype=config["dtype"] or X.dtype.name)
-            held_out = int(np.ceil(self.validation_fraction * X.shape[0])) if self.early_stopping else 0
-            self._n_samples_hint = max(1, X.shape[0] - held_out)  # the first optimizer's batch size
-            self.model_ = self._new_model(X.shape[1])
-            self._reset_progress()
-        self.model_.n_threads = self.n_threads
-        self.model_.compute_dtype = self.compute_dtype
-        if self.solver == "lbfgs":
-            self._fit_lbfgs(X, targets, sample_weight)
-        else:
-            self._fit_stochastic(X, targets, y, sample_weight, incremental, continuing)
-        self._set_fitted_attributes()
-        return self
+        return config, continuing, X, y, sample_weight, targets
 
     def _new_model(self, n_features: int) -> MLP:
         """A fastmlp.MLP with scikit-learn's initialisation: Glorot-uniform weights and
@@ -588,7 +607,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         options: Dict[str, Any] = {"maxfun": self.max_fun, "maxiter": self.max_iter,
                                    "gtol": self.tol}
         if _scipy_takes_iprint():
-            options["iprint"] = 1 if self.verbose else -1
+            options["iprint"] = 1 if self._prints() else -1
         result = scipy.optimize.minimize(loss_and_gradient, model.flat_parameters.astype(np.float64),
                                          method="L-BFGS-B", jac=True, options=options)
         if result.status != 0:
@@ -608,6 +627,11 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
     def _ranks(self) -> Optional[Ranks]:
         """The ranks of a data-parallel fit (comm of several processes), else None."""
         return ranks_of(self.comm)
+
+    def _prints(self) -> bool:
+        """Whether this process prints the verbose lines: rank 0 only in a data-parallel fit."""
+        ranks = self._ranks()
+        return bool(self.verbose) and (ranks is None or ranks.rank == 0)
 
     def _set_fitted_attributes(self) -> None:
         self.coefs_ = self.model_.weights
@@ -677,12 +701,16 @@ class _RowsOfThisRank:
     def loss_and_gradient(self, model: MLP, theta: np.ndarray) -> Tuple[float, np.ndarray]:
         if self.ranks is None:
             return model.loss_and_gradient(theta, self.X, self.targets, sample_weight=self.sample_weight)
-        if self.weight > 0:
-            loss, gradient = model.loss_and_gradient(theta, self.X, self.targets,
-                                                     sample_weight=self.sample_weight)
-        else:  # no rows (more ranks than rows), or weights all 0: nothing to add
-            model._network.params[:] = theta
-            loss, gradient = 0.0, np.zeros(theta.size, dtype=model.dtype)
+
+        def own_part() -> Tuple[float, np.ndarray]:
+            if self.weight > 0:
+                return model.loss_and_gradient(theta, self.X, self.targets, sample_weight=self.sample_weight)
+            model._network.params[:] = theta  # no rows (more ranks than rows), or weights all 0
+            return 0.0, np.zeros(theta.size, dtype=model.dtype)
+
+        # A rank's part can fail where the others' do not (a negative sample weight among its
+        # rows): every rank then raises that error instead of waiting in the sum for it.
+        loss, gradient = self.ranks.agree(own_part)
         return self.ranks.weighted_mean(loss, gradient, self.weight)
 
 
@@ -712,6 +740,7 @@ class _StoppingRules:
                  epochs: int) -> None:
         self.estimator, self.n_samples = estimator, n_samples
         self.validation, self.incremental, self.epochs = validation, incremental, epochs
+        self.prints = estimator._prints()
         self.ran_out = False
         self.shuffler: Optional[_ScikitLearnShuffle] = None
         self.batch_size = n_samples
@@ -762,7 +791,7 @@ class _StoppingRules:
         else:
             est.loss_ = float(mean_loss)
         est.loss_curve_.append(est.loss_)
-        if est.verbose:
+        if self.prints:
             print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
         self._update_no_improvement(np.isfinite(mean_loss))
 
@@ -784,7 +813,7 @@ class _StoppingRules:
             else float(est._validation_score(outputs, y_val, w_val))
         assert est.validation_scores_ is not None and est.best_validation_score_ is not None
         est.validation_scores_.append(score)
-        if est.verbose:
+        if self.prints:
             print(f"Validation score: {score:f}")
         if score < est.best_validation_score_ + est.tol:  # NaN resets the count, as there
             est._no_improvement_count += 1
@@ -837,10 +866,10 @@ class _StoppingRules:
         if est.solver == "sgd" and est.learning_rate == "adaptive":
             if est._optimizer.learning_rate > 1e-6:
                 self._set_learning_rate(est._optimizer.learning_rate / 5.0)
-                if est.verbose:
+                if self.prints:
                     print(f"{message} Setting learning rate to {est._optimizer.learning_rate:f}")
                 return False
-        if est.verbose:
+        if self.prints:
             print(message + " Stopping.")
         return True
 
@@ -907,7 +936,7 @@ _SHARED_PARAMETERS = """
         Training stops after more than n_iter_no_change epochs in a row whose loss (or, with
         early_stopping, validation score) did not improve on the best by tol.
     verbose : bool or int, default False
-        Print the loss of every epoch (any true value).
+        Print the loss of every epoch (any true value); on rank 0 only in a data-parallel fit.
     warm_start : bool, default False
         fit starts from the previous solution (with a new optimizer, as scikit-learn).
     momentum : float, default 0.9
@@ -951,7 +980,8 @@ _SHARED_PARAMETERS = """
         random_state stream is used on every rank. sgd and adam: each batch_size batch is
         shared out over the ranks, whose gradients are summed (the batches of a one-process
         fit); lbfgs: each rank computes the loss and gradient of a part of the rows, summed
-        over the ranks before every solver call. Every rank ends with the same model.
+        over the ranks before every solver call. Every rank ends with the same model. Input
+        that fails a check on one rank raises the same error on every rank, naming that rank.
 """
 
 _SHARED_ATTRIBUTES = """

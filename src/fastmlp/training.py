@@ -135,6 +135,9 @@ def fit(model: TrainableModel, X: Any, y: Any, epochs: int, batch_size: int, *,
     if not isinstance(sharded, (bool, np.bool_)):
         raise TypeError(f"sharded must be True or False, got {sharded!r}")
     ranks = ranks_of(comm, bool(sharded))
+    # validation_split holds out the rows rank 0's seed picks, on every rank: ranks whose
+    # models drew seeds of their own (seed=None) would otherwise train on different rows.
+    split_seed = model.seed if ranks is None else int(ranks.comm.bcast(model.seed, root=0))
 
     def prepare() -> Tuple[FitLoop, int, List[CallbackLike], Optional[LRSchedule], int]:
         checked_epochs = _check_positive_int("epochs", epochs)
@@ -150,13 +153,20 @@ def fit(model: TrainableModel, X: Any, y: Any, epochs: int, batch_size: int, *,
         checked_mixup = check_mixup_alpha(mixup, model.class_weights)
         checked_schedule = check_schedule(lr_schedule)
         checked_callbacks = check_callbacks(callbacks)
-        data = _training_data(model, X, y, validation_data, validation_split, sample_weight)
+        data = _training_data(model, X, y, validation_data, validation_split, sample_weight, split_seed)
         loop = FitLoop(model, data, checked_batch_size, shuffle=shuffle, verbose=verbose,
                        mixup=checked_mixup, on_nan=checked_on_nan, ranks=ranks)
         return loop, checked_epochs, checked_callbacks, checked_schedule, checked_patience
 
     loop, epochs, callbacks, lr_schedule, patience = prepare() if ranks is None else ranks.agree(prepare)
     if ranks is not None:
+        # Options that set how many steps and collectives each rank runs, or what it decides
+        # from the agreed figures: a rank with other ones would wait for the rest, or part from them.
+        ranks.require_same("fit's options (epochs, batch_size, shuffle, mixup, on_nan, early stopping's "
+                           "patience, min_delta and restore_best_weights, whether validation data was given)",
+                           (epochs, loop.batch_size, bool(loop.shuffle), loop.mixup, loop.on_nan,
+                            patience if early_stopping else None, float(min_delta), bool(restore_best_weights),
+                            loop.data.X_val is not None))
         loop.join_ranks()
     return loop.run(epochs, callbacks, lr_schedule, patience=patience if early_stopping else None,
                     min_delta=min_delta, restore_best_weights=restore_best_weights)
@@ -174,8 +184,8 @@ def refuse_during_data_parallel_fit(model: TrainableModel, what: str) -> None:
 
 
 def _training_data(model: TrainableModel, X: Any, y: Any, validation_data: Optional[Tuple[Any, ...]],
-                   validation_split: float, sample_weight: Any) -> TrainingData:
-    """fit's arrays checked and converted, validation_split's rows held out."""
+                   validation_split: float, sample_weight: Any, split_seed: int) -> TrainingData:
+    """fit's arrays checked and converted, validation_split's rows (chosen by split_seed) held out."""
     X, y = model._prepare(X, y)
     weights = _as_sample_weight(sample_weight, X.shape[0], model.dtype)
     data = TrainingData(X, y, weights={} if weights is None else {"sample_weight": weights})
@@ -191,7 +201,7 @@ def _training_data(model: TrainableModel, X: Any, y: Any, validation_data: Optio
             weights_val = _as_sample_weight(validation_data[2], data.X_val.shape[0], model.dtype,
                                             "sample_weight_val")
     elif validation_split:
-        data.rows, validation_rows = split_rows(model.seed, X.shape[0], _check_fraction(
+        data.rows, validation_rows = split_rows(split_seed, X.shape[0], _check_fraction(
             "validation_split", validation_split))
         data.X_val, data.y_val = _take_rows(X, validation_rows), y[validation_rows]  # the held-out rows only
         if weights is not None:
@@ -256,9 +266,7 @@ class FitLoop:
         if ranks.sharded:
             self.global_rows = int(ranks.sum([float(data.n_rows)])[0])
         else:
-            ranks.require_same("the training data (unless sharded=True every rank passes the same X, y "
-                               "and sample_weight): rows, and checksums of y and sample_weight",
-                               (data.n_rows, _checksum(data.y), _checksum(data.weights.get("sample_weight"))))
+            require_same_data(ranks, (data.n_rows,), data.y, data.weights.get("sample_weight"))
         if data.X_val is not None and data.y_val is not None:
             X_val = data.X_val
             self.validation_shared = ranks.all_same((
@@ -285,14 +293,12 @@ class FitLoop:
         network = self.model._network
         if self.ranks is not None:
             self.ranks.connect(network)
-            network.dropout_stream = self.ranks.rank
         try:
             return self._epochs(epochs, callbacks, lr_schedule, patience=patience, min_delta=min_delta,
                                 restore_best_weights=restore_best_weights)
         finally:
             if self.ranks is not None:
                 self.ranks.disconnect(network)
-                network.dropout_stream = 0
 
     def _epochs(self, epochs: int, callbacks: Sequence[CallbackLike], lr_schedule: Optional[LRSchedule], *,
                 patience: Optional[int], min_delta: float, restore_best_weights: bool) -> History:
@@ -565,6 +571,16 @@ class FitLoop:
         self._gather_optimizer_state()
         raise _RestoredAfterNonFinite(
             f"{what}; training stopped and the weights after step {last_good['step']} were restored")
+
+
+def require_same_data(ranks: Ranks, shape: Tuple[int, ...], y: np.ndarray, sample_weight: Optional[np.ndarray],
+                      *more: Any) -> None:
+    """ValueError on every rank unless the ranks hold the same training data, as a data-parallel
+    fit of every rank's same X (way (a)) needs: the same `shape` (rows; columns where they
+    make the model), checksums of y and sample_weight, and whatever else `more` says."""
+    ranks.require_same("the training data (unless fit(sharded=True), every rank passes the same X, y "
+                       "and sample_weight): shape, and checksums of y and sample_weight",
+                       (tuple(int(size) for size in shape), _checksum(y), _checksum(sample_weight), *more))
 
 
 def _checksum(array: Optional[np.ndarray]) -> Optional[int]:
