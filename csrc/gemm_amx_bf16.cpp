@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cstring>
 
 #include "avx512_bf16_pairs.h"
@@ -249,25 +248,19 @@ double amx_bf16_peak_gflops(double seconds) {
     _tile_zero(2);
     _tile_zero(3);
     constexpr int64_t iterations = 1 << 14;
-    using clock = std::chrono::steady_clock;
-    const auto started = clock::now();
-    int64_t rounds = 0;
-    double elapsed = 0;
-    do {
+    const double blocks = blocks_per_second(seconds, [&] {
         for (int64_t it = 0; it < iterations; ++it) {
             _tile_dpbf16ps(0, 4, 6);
             _tile_dpbf16ps(1, 4, 7);
             _tile_dpbf16ps(2, 5, 6);
             _tile_dpbf16ps(3, 5, 7);
         }
-        ++rounds;
-        elapsed = std::chrono::duration<double>(clock::now() - started).count();
-    } while (elapsed < seconds);
+    });
     alignas(64) float result[256];
     _tile_stored(0, result, 64);  // the tiles' work is kept
     volatile float sink = result[0];
     (void)sink;
-    return static_cast<double>(rounds) * iterations * 4 * 16384 / elapsed * 1e-9;
+    return blocks * iterations * 4 * 16384 * 1e-9;
 }
 
 int64_t amx_bf16_packed_b_size(const Operands<float>& p) { return packed_b_size<float, AmxKernels>(p); }

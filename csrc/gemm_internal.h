@@ -4,6 +4,7 @@
 // instruction sets and the table of paths each one provides.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 
@@ -19,6 +20,23 @@
 
 namespace fastmlp {
 namespace gemm_detail {
+
+// The peak loops' timing (fma_peak_gflops, bf16_peak_gflops, amx_bf16_peak_gflops): runs
+// `block`, a fixed amount of register-only work, until `seconds` have passed, and returns
+// how many blocks ran per second.
+template <typename Block>
+double blocks_per_second(double seconds, Block&& block) {
+    using clock = std::chrono::steady_clock;
+    const auto started = clock::now();
+    int64_t rounds = 0;
+    double elapsed = 0;
+    do {
+        block();
+        ++rounds;
+        elapsed = std::chrono::duration<double>(clock::now() - started).count();
+    } while (elapsed < seconds);
+    return static_cast<double>(rounds) / elapsed;
+}
 
 // ---------------------------------------------------------------------------------------
 // The canonical summation order. Every path of every instruction set computes element

@@ -10,7 +10,6 @@
 
 #include <immintrin.h>
 
-#include <chrono>
 #include <cstdint>
 
 #include "gemm_internal.h"
@@ -205,18 +204,12 @@ double fma_peak_gflops_of(double seconds) {
         acc[i] = V::broadcast(&start);
     }
     const Reg x = V::broadcast(&x_value), y = V::broadcast(&y_value);
-    using clock = std::chrono::steady_clock;
-    const auto started = clock::now();
-    int64_t rounds = 0;
-    double elapsed = 0;
-    do {
+    const double blocks = blocks_per_second(seconds, [&] {
         for (int64_t it = 0; it < iterations; ++it) {
 #pragma GCC unroll 16
             for (int i = 0; i < chains; ++i) acc[i] = V::fma(acc[i], x, y);
         }
-        ++rounds;
-        elapsed = std::chrono::duration<double>(clock::now() - started).count();
-    } while (elapsed < seconds);
+    });
     // Keep the result alive so the loop is not optimised away.
     Reg total = acc[0];
     for (int i = 1; i < chains; ++i) total = V::add(total, acc[i]);
@@ -224,7 +217,7 @@ double fma_peak_gflops_of(double seconds) {
     V::store(lanes, total);
     volatile float sink = lanes[0];
     (void)sink;
-    return static_cast<double>(rounds) * iterations * chains * V::W * 2 / elapsed * 1e-9;
+    return blocks * iterations * chains * V::W * 2 * 1e-9;
 }
 
 }  // namespace

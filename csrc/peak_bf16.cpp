@@ -3,7 +3,6 @@
 // cpu_supports_isa("avx512_bf16").
 #include <immintrin.h>
 
-#include <chrono>
 #include <cstdint>
 
 #include "gemm_internal.h"
@@ -23,24 +22,18 @@ double avx512_bf16_peak_gflops(double seconds) {
     const __m512bh a = _mm512_cvtne2ps_pbh(small, small), b = a;
     __m512 acc[chains];
     for (int i = 0; i < chains; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
-    using clock = std::chrono::steady_clock;
-    const auto started = clock::now();
-    int64_t rounds = 0;
-    double elapsed = 0;
-    do {
+    const double blocks = blocks_per_second(seconds, [&] {
         for (int64_t it = 0; it < iterations; ++it) {
 #pragma GCC unroll 16
             for (int i = 0; i < chains; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
         }
-        ++rounds;
-        elapsed = std::chrono::duration<double>(clock::now() - started).count();
-    } while (elapsed < seconds);
+    });
     // Keep the result alive so the loop is not optimised away.
     __m512 total = acc[0];
     for (int i = 1; i < chains; ++i) total = _mm512_add_ps(total, acc[i]);
     volatile float sink = _mm512_reduce_add_ps(total);
     (void)sink;
-    return static_cast<double>(rounds) * iterations * chains * 16 * 4 / elapsed * 1e-9;
+    return blocks * iterations * chains * 16 * 4 * 1e-9;
 }
 
 }  // namespace gemm_detail
