@@ -80,7 +80,12 @@ inline T stable_sigmoid(T x) {
 
 template <typename T>
 void softmax_forward(T* probs, const T* logits, int64_t B, int64_t C) {
-#pragma omp parallel for schedule(static) num_threads(threads_for(double(B) * C * 20)) if (B > 64)
+    const int threads = B > 64 ? threads_for(double(B) * C * 20) : 1;
+    if (threads <= 1) {  // no OpenMP region: entering one wakes the idle team (a futex call)
+        for (int64_t i = 0; i < B; ++i) softmax_row(probs + i * C, logits + i * C, C);
+        return;
+    }
+#pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t i = 0; i < B; ++i) softmax_row(probs + i * C, logits + i * C, C);
 }
 
