@@ -207,3 +207,10 @@ def test_bfloat16_accuracy_quick_run_writes_its_table_plot_and_figures(tmp_path,
     assert json.loads(figures.read_text())["results"] == results
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "final test accuracy: float32" in capsys.readouterr().out
+
+
+def test_predict_latency_times_both_precisions_on_one_and_ten_rows(capsys):
+    figures = load_script("predict_latency").main(["--calls", "3", "--rounds", "1"])
+    assert set(figures) == {f"{p} {r}" for p in ("float32", "bfloat16") for r in ("1 row", "10 rows")}
+    assert all(0 < low <= median for median, low in figures.values())
+    assert "load average" in capsys.readouterr().out
