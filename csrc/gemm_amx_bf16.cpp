@@ -170,16 +170,18 @@ void few_rows_columns(const Operands<float>& p, const float* a_packed, int64_t a
             _tile_zero(2);
             _tile_zero(3);
         }
+        // Each tile of b is read once per call: TILELOADDT1 hints that it need not stay in the
+        // nearest cache, which then keeps more of the rest of a one-row call (~0.3 us of ~6).
         for (int64_t q = 0; q < pairs; q += AmxKernels::kPairsPerTile) {
             _tile_loadd(4, a + q * 16, 64);
-            _tile_loadd(6, tiles + q * 16, 64);
+            _tile_stream_loadd(6, tiles + q * 16, 64);
             _tile_dpbf16ps(0, 4, 6);
-            _tile_loadd(7, tiles + tile_stride + q * 16, 64);
+            _tile_stream_loadd(7, tiles + tile_stride + q * 16, 64);
             _tile_dpbf16ps(1, 4, 7);
             if constexpr (kColumnTiles == 4) {
-                _tile_loadd(6, tiles + 2 * tile_stride + q * 16, 64);
+                _tile_stream_loadd(6, tiles + 2 * tile_stride + q * 16, 64);
                 _tile_dpbf16ps(2, 4, 6);
-                _tile_loadd(7, tiles + 3 * tile_stride + q * 16, 64);
+                _tile_stream_loadd(7, tiles + 3 * tile_stride + q * 16, 64);
                 _tile_dpbf16ps(3, 4, 7);
             }
         }
