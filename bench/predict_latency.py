@@ -8,6 +8,7 @@ Each figure is the median and the minimum over every call of every round, in mic
 the load average is printed before and after (timings on a shared machine are noisy).
 """
 import argparse
+import os
 import time
 from typing import Callable, Dict, List
 
@@ -29,7 +30,13 @@ def call_times(call: Callable[[], object], calls: int) -> np.ndarray:
     return times
 
 
+def load_average() -> str:
+    """The 1, 5 and 15-minute load averages."""
+    return " ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
 def fitted_model(compute_dtype, X: np.ndarray) -> fastmlp.MLP:
+    """A one-thread 784-256-10 classifier after one training step (predict needs a fitted model)."""
     model = fastmlp.MLP(SIZES, n_threads=1, seed=0, compute_dtype=compute_dtype)
     model.train_step(X[:32], np.arange(32) % SIZES[-1])
     return model
@@ -46,7 +53,7 @@ def main(argv: List[str] = None) -> Dict[str, List[float]]:
     times: Dict[str, list] = {f"{p} {r}": [] for p in models for r in inputs}
     print(f"{'-'.join(map(str, SIZES))}, kernels {fastmlp.build_info()['isa']}, "
           f"bfloat16 path {fastmlp.build_info()['bfloat16_path']}, 1 thread; "
-          f"load average {open('/proc/loadavg').read().split()[:3]}")
+          f"load average {load_average()}")
     for _ in range(args.rounds):
         for precision, model in models.items():
             for rows, x in inputs.items():
@@ -56,7 +63,7 @@ def main(argv: List[str] = None) -> Dict[str, List[float]]:
         every = np.concatenate(runs) * 1e6
         figures[key] = [float(np.median(every)), float(every.min())]
         print(f"predict {key}: median {figures[key][0]:.2f} us, min {figures[key][1]:.2f} us")
-    print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")
+    print(f"load average after: {load_average()}")
     return figures
 
 
