@@ -97,3 +97,56 @@ def test_a_one_row_predict_allocates_its_labels_and_little_else(fitted):
         tracemalloc.stop()
     assert labels.tolist() == [model.predict(X)[0]]
     assert min(peaks) < 256, peaks
+
+
+def inputs_not_taken_as_they_are(X):
+    """X's first rows in forms the core must not take as they are: MLP.predict converts them."""
+    rows = X[:5]
+    other_dtype = np.float64 if X.dtype == np.float32 else np.float32
+    return {
+        "fortran order": np.asfortranarray(rows),
+        "a strided view": X[:10:2],
+        "another dtype": rows.astype(other_dtype),
+        "an equal dtype object": rows.astype(pickle.loads(pickle.dumps(X.dtype))),
+        "a list": rows.tolist(),
+        "np.matrix": np.asmatrix(rows),
+        "a masked array": np.ma.array(rows),
+        "big-endian": rows.astype(rows.dtype.newbyteorder(">")),
+    }
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("kind", ["fortran order", "a strided view", "another dtype", "an equal dtype object",
+                                  "a list", "np.matrix", "a masked array", "big-endian"])
+def test_the_core_takes_as_they_are_only_rows_it_would_not_convert(fitted, kind):
+    model, X = fitted
+    rows = inputs_not_taken_as_they_are(X)[kind]
+    assert model._network.predict_labels(rows, True, True) is None
+    assert model._network.predict(rows, True, True) is None
+    # MLP.predict converts them: the labels and outputs of the same rows taken as they are.
+    expected = np.ascontiguousarray(np.asarray(rows, dtype=X.dtype))
+    np.testing.assert_array_equal(model.predict(rows), model._network.predict_labels(expected, True, True))
+    np.testing.assert_array_equal(model.predict_proba(rows), model._network.predict(expected, True, True))
+
+
+@pytest.mark.parametrize("rows, message", [(lambda X: X[0], "X must be 2-D"),
+                                           (lambda X: X[:0], "X is empty"),
+                                           (lambda X: np.ascontiguousarray(X[:3, :11]), "X must have 12 columns"),
+                                           (lambda X: None, "X must hold real numbers")])
+def test_rows_the_core_refuses_are_refused_by_the_python_checks(fitted, rows, message):
+    model, X = fitted
+    bad = rows(X)
+    assert model._network.predict_labels(bad, True, True) is None
+    with pytest.raises((ValueError, TypeError), match=message):
+        model.predict(bad)
+    with pytest.raises((ValueError, TypeError), match=message):
+        model.predict_proba(bad)
+
+
+def test_rows_taken_as_they_are_give_the_bits_of_the_checked_call(fitted):
+    model, X = fitted
+    labels = model._network.predict_labels(X, True, True)
+    assert type(labels) is np.ndarray and labels.dtype == np.int64
+    np.testing.assert_array_equal(labels, model._network.predict_labels(X, True))
+    np.testing.assert_array_equal(model._network.predict(X, True, True), model._network.predict(X, True))
+    assert model.predict(X[3:4]).tolist() == [labels[3]]

@@ -4,7 +4,8 @@ Arrays of real numbers must be float32 or float64 (never converted silently); a 
 returns arrays of its first argument's dtype. tests/test_typing.py checks that every name and
 parameter here matches the compiled module.
 """
-from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import (Any, Callable, Dict, Generic, List, Literal, Optional, Sequence, Tuple, TypeVar,
+                    Union, overload)
 
 import numpy as np
 from numpy.typing import NDArray
@@ -164,12 +165,25 @@ class _Network(Generic[_F]):
     def compute_gradients(self, x: _Rows, y: _Targets, training: bool = False,
                           sample_weight: Optional[NDArray[_F]] = None) -> _Totals:
         """Gradients of the batch's (weighted) mean loss into grads, no step."""
-    def predict(self, X: _Rows, check_finite: bool = False) -> NDArray[_F]:
+    @overload
+    def predict(self, X: _Rows, check_finite: bool = False,
+                ready_only: Literal[False] = False) -> NDArray[_F]:
         """Outputs after the loss's link, evaluation mode; check_finite rejects NaN/inf in X.
         The model stays locked for the whole call (one weight set); a pending signal (Ctrl-C)
-        raises its exception between chunks of rows, as in evaluate and predict_labels."""
-    def predict_labels(self, X: _Rows, check_finite: bool = False) -> NDArray[np.int64]:
-        """Class labels (argmax of predict's rows), cross_entropy only."""
+        raises its exception between chunks of rows, as in evaluate and predict_labels.
+        With ready_only, None unless X is taken as it is: an ndarray (not a subclass) of
+        exactly the model's dtype, 2-D, C-contiguous, of its width, with a row at least
+        (MLP.predict's fast path, which converts and checks anything else itself)."""
+    @overload
+    def predict(self, X: object, check_finite: bool, ready_only: Literal[True]) -> Optional[NDArray[_F]]: ...
+    @overload
+    def predict_labels(self, X: _Rows, check_finite: bool = False,
+                       ready_only: Literal[False] = False) -> NDArray[np.int64]:
+        """Class labels (argmax of predict's rows), cross_entropy only; check_finite and
+        ready_only as in predict."""
+    @overload
+    def predict_labels(self, X: object, check_finite: bool,
+                       ready_only: Literal[True]) -> Optional[NDArray[np.int64]]: ...
     def evaluate(self, X: _Rows, y: _Targets, sample_weight: Optional[NDArray[_F]] = None) -> _Totals:
         """Loss and correct count in evaluation mode (weighted with sample_weight)."""
 

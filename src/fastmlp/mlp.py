@@ -21,7 +21,6 @@ from ._checks import ACTIVATIONS, CLASSIFICATION_LOSSES, LOSSES, _INT64_MAX, _UI
     _as_float_matrix, _as_labels, _as_sample_weight, _check_choice, _check_dtype, \
     _check_finite_in_dtype, _check_fraction, _check_positive_int
 from ._files import PathLike, write_atomically
-from ._sparse import CsrRows, is_sparse
 from .feedback import CallbackLike, History
 from .optim import Optimizer, make_optimizer
 from .schedules import LRSchedule
@@ -741,24 +740,15 @@ class MLP:
             raise NotFittedError("this MLP is not fitted yet: call fit, train_step or set_weights "
                                  "before predicting")
 
-    def _ready_rows(self, X: Any) -> Optional[np.ndarray]:
-        """X itself when it already is what the core takes (a C-contiguous (n >= 1, width)
-        array of the model's dtype), so predict can skip the Python-side conversion and
-        checks (the core then checks finiteness); None otherwise."""
-        # `is`: the core takes only the canonical dtype object; an equal one (from a memmap's
-        # header, say) goes through the converting path.
-        if (type(X) is np.ndarray and X.dtype is self.dtype and X.ndim == 2 and X.shape[0] > 0
-                and X.shape[1] == self.layer_sizes[0] and X.flags.c_contiguous):
-            return X
-        return None
-
     def _outputs(self, X: Any) -> np.ndarray:
         self._check_fitted()
-        if is_sparse(X) or isinstance(X, CsrRows):  # densified chunk by chunk in the core
-            return self._network.predict(_as_float_matrix(X, "X", self.dtype, self.layer_sizes[0]))
-        ready = self._ready_rows(X)
-        if ready is not None:
-            return self._network.predict(ready, True)
+        # One call when the core takes X as it is (a C-contiguous (n >= 1, width) ndarray of the
+        # model's dtype object: an equal dtype from a memmap's header is converted below), the
+        # Python checks skipped (the core checks finiteness); None otherwise.
+        outputs = self._network.predict(X, True, True)
+        if outputs is not None:
+            return outputs
+        # Converted and checked here (a sparse X is densified chunk by chunk in the core).
         return self._network.predict(_as_float_matrix(X, "X", self.dtype, self.layer_sizes[0]))
 
     def predict(self, X: Any) -> np.ndarray:
@@ -783,10 +773,11 @@ class MLP:
             such row. predict_proba, predict_distribution and evaluate do the same.
         """
         if self.loss == "cross_entropy" and self.fitted:
-            # One call into the core (argmax there): the latency of one-sample predict.
-            ready = self._ready_rows(X)
-            if ready is not None:
-                return np.asarray(self._network.predict_labels(ready, True))
+            # One call into the core (argmax there): the latency of one-sample predict. None
+            # when X is not taken as it is (see _outputs): X is then converted below.
+            labels = self._network.predict_labels(X, True, True)
+            if labels is not None:
+                return labels
         outputs = self._outputs(X)
         if self.loss == "cross_entropy":
             return np.asarray(np.argmax(outputs, axis=1))
