@@ -167,6 +167,22 @@ def test_malformed_sparse_matrices_are_refused_by_name(rng):
         model.fit(sparse.csr_matrix((0, 12), dtype=np.float32), y[:0])
 
 
+
+def test_a_csr_like_object_whose_shape_is_not_numbers_is_refused_naming_the_types():
+    # The core's cast error names both types in every build (pybind11's detailed errors stay
+    # on where NDEBUG drops its GIL checks).
+    class NotQuiteCsr:
+        format = "csr"
+        shape = ("three", 12)
+        data = np.zeros(0, np.float32)
+        indices = np.zeros(0, np.int32)
+        indptr = np.zeros(4, np.int64)
+
+    model = fastmlp.MLP([12, 4, 3], seed=0)
+    model.train_step(np.zeros((3, 12), np.float32), np.array([0, 1, 2]))
+    with pytest.raises(RuntimeError, match="Unable to cast Python instance of type <class 'str'> to C.. type"):
+        model._network.predict(NotQuiteCsr())
+
 def test_the_core_checks_every_row_it_reads(rng):
     """Past the Python checks (the core called directly), a malformed row is found where the
     batch is densified: a ValueError naming it, after the batches before it, no crash."""
