@@ -499,6 +499,17 @@ void Network<T>::optimizer_step(double decay_scale) {
     const T wd = static_cast<T>(o.weight_decay * decay_scale);
     const int64_t n = static_cast<int64_t>(params.size());
     const auto [first, last] = updated_range();
+    // A state decays by a factor of at most beta1 or momentum a step, so from 2^-60, where the
+    // kernels begin to treat it apart, 16 steps at 0.9 leave it far from the subnormals (and
+    // a state that gets there between two looks, or is written from outside, only slows).
+    OptimizerStateScan scan(scan_optimizer_states || step % 16 == 1);
+    struct ScanResult {  // kept however the step returns
+        Network& network;
+        const OptimizerStateScan& scan;
+        ~ScanResult() {
+            if (scan.check) network.scan_optimizer_states = scan.found;
+        }
+    } keep_result{*this, scan};
     // The part of [begin, end) this process updates (the optimizers are element-wise).
     auto update_owned = [this, first = first, last = last](int64_t begin, int64_t end, T decay) {
         begin = std::max(begin, first);

@@ -227,6 +227,9 @@ public:
     std::vector<std::vector<T>> optimizer_state;  // one buffer per name, params' layout
     std::vector<T> running_mean, running_var;     // hidden widths concatenated (batch norm)
     int64_t step = 0;                             // optimizer steps taken
+    // Whether the optimizer kernels look at their states for subnormals at the next step
+    // (OptimizerStateScan, kernels.h): while the last look found some, and every 16th step.
+    bool scan_optimizer_states = true;
     // scikit-learn's loss_ adds 0.5 alpha ||W||^2 / (a batch's weight sum) for every batch, at
     // the weights that batch saw. With track_weight_squares, each step taken adds the squared
     // norm of all weight matrices before it, times the batch's rows over its weight sum (1

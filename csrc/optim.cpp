@@ -17,15 +17,23 @@ using optim_detail::UpdateLoop;
 using optim_detail::UpdateLoops;
 using optim_detail::UpdateScalars;
 
+// The update scan of this thread's innermost OptimizerStateScan (kernels.h), if any.
+thread_local OptimizerStateScan* g_current_scan = nullptr;
+
+// Whether this thread's float kernels look at their states (behind the subnormal guard).
+bool scanning() { return !g_current_scan || g_current_scan->check; }
+
 // The loops follow the GEMM's instruction set (all builds give the same bits).
 const UpdateLoops<float>& active_loops(float) {
-    static const auto portable = optim_detail::update_loops_of_this_isa<float>();
+    static const auto portable = optim_detail::update_loops_of_this_isa<float>(false);
+    static const auto portable_guarded = optim_detail::update_loops_of_this_isa<float>(true);
+    const bool guarded = scanning();
     switch (gemm_detail::active_float_isa()) {
 #if FASTMLP_X86_KERNELS
-        case gemm_detail::Isa::avx512: return optim_detail::avx512_update_loops_float();
-        case gemm_detail::Isa::avx2: return optim_detail::avx2_update_loops_float();
+        case gemm_detail::Isa::avx512: return optim_detail::avx512_update_loops_float(guarded);
+        case gemm_detail::Isa::avx2: return optim_detail::avx2_update_loops_float(guarded);
 #endif
-        default: return portable;
+        default: return guarded ? portable_guarded : portable;
     }
 }
 const UpdateLoops<double>& active_loops(double) {
@@ -44,27 +52,45 @@ T* shifted(T* buffer, int64_t begin) {
     return buffer ? buffer + begin : nullptr;
 }
 
+// Runs loop(params + begin, ...) over [begin, end) on this thread; true when a guarded loop met
+// a state outside float's plain range.
+template <typename T>
+bool run_part(UpdateLoop<T> loop, T* params, T* state0, T* state1, T* state2, const T* grads,
+              int64_t begin, int64_t end, const UpdateScalars<T>& s) {
+    if (end <= begin) return false;
+    optim_detail::g_guard_found_state_outside_plain_range = false;
+    loop(params + begin, shifted(state0, begin), shifted(state1, begin), shifted(state2, begin), grads + begin,
+         end - begin, s);
+    return optim_detail::g_guard_found_state_outside_plain_range;
+}
+
 // Runs `loop` over [0, n), split among threads in whole cache lines when n is large. Every
 // element is independent, so the split does not change any bits.
 template <typename T>
 void run_update(UpdateLoop<T> loop, T* params, T* state0, T* state1, T* state2, const T* grads,
                 int64_t n, const UpdateScalars<T>& s) {
     const int threads = n > 32768 ? threads_for(static_cast<double>(n) * 16.0) : 1;
-    if (threads <= 1) return loop(params, state0, state1, state2, grads, n, s);
-#pragma omp parallel num_threads(threads)
-    {
-        constexpr int64_t LINE = 64 / sizeof(T);
-        const int64_t lines = (n + LINE - 1) / LINE, parts = omp_get_num_threads();
-        const int64_t part = omp_get_thread_num();
-        const int64_t begin = std::min(n, lines * part / parts * LINE);
-        const int64_t end = std::min(n, lines * (part + 1) / parts * LINE);
-        if (end > begin)
-            loop(params + begin, shifted(state0, begin), shifted(state1, begin),
-                 shifted(state2, begin), grads + begin, end - begin, s);
+    bool found = false;
+    if (threads <= 1) {
+        found = run_part(loop, params, state0, state1, state2, grads, 0, n, s);
+    } else {
+#pragma omp parallel num_threads(threads) reduction(|| : found)
+        {
+            constexpr int64_t LINE = 64 / sizeof(T);
+            const int64_t lines = (n + LINE - 1) / LINE, parts = omp_get_num_threads();
+            const int64_t part = omp_get_thread_num();
+            const int64_t begin = std::min(n, lines * part / parts * LINE);
+            const int64_t end = std::min(n, lines * (part + 1) / parts * LINE);
+            found = run_part(loop, params, state0, state1, state2, grads, begin, end, s);
+        }
     }
+    if (found && g_current_scan) g_current_scan->found = true;
 }
 
 }  // namespace
+
+OptimizerStateScan::OptimizerStateScan(bool check) : check(check), outer_(g_current_scan) { g_current_scan = this; }
+OptimizerStateScan::~OptimizerStateScan() { g_current_scan = outer_; }
 
 template <typename T>
 void sgd_update(T* params, T* momentum_buffer, const T* grads, int64_t n, T lr, T momentum,

@@ -5,9 +5,10 @@
 namespace fastmlp {
 namespace optim_detail {
 
-const UpdateLoops<float>& avx2_update_loops_float() {
-    static const UpdateLoops<float> loops = update_loops_of_this_isa<float>();
-    return loops;
+const UpdateLoops<float>& avx2_update_loops_float(bool guarded) {
+    static const UpdateLoops<float> plain = update_loops_of_this_isa<float>(false);
+    static const UpdateLoops<float> behind_guard = update_loops_of_this_isa<float>(true);
+    return guarded ? behind_guard : plain;
 }
 
 const UpdateLoops<double>& avx2_update_loops_double() {

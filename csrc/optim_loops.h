@@ -3,10 +3,22 @@
 // optim_avx2.cpp with -mavx2 -mfma and by optim_avx512.cpp with AVX-512, which let the
 // compiler vectorise them 8 and 16 floats wide. All three TUs compile with
 // -ffp-contract=off (and sqrt and division are correctly rounded), so they give the same bits.
+//
+// Each loop is also compiled over FloatViaDouble (below) for float: the same bits, without
+// subnormal numbers in the float unit. optim.cpp runs that copy on the blocks where the plain
+// one would meet them (an optimizer state that decays towards zero, Adam's first moment of
+// a weight whose gradient stays 0, gets there after some hundreds of steps).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace fastmlp {
 namespace optim_detail {
@@ -32,7 +44,7 @@ using UpdateLoop = void (*)(T* params, T* state0, T* state1, T* state2, const T*
 // Every variant, with the options that change the loop body as indices, so that each body
 // is branch-free and vectorises.
 template <typename T>
-struct UpdateLoops {
+struct UpdateLoops {  // one ISA's loops; for float, plain or behind the subnormal guard
     UpdateLoop<T> sgd[2][2][2];   // [momentum != 0][nesterov][first step]
     UpdateLoop<T> adagrad;
     UpdateLoop<T> adadelta;
@@ -43,103 +55,174 @@ struct UpdateLoops {
 
 // Defined in optim_avx2.cpp and optim_avx512.cpp: call only when the CPU has AVX2 and FMA,
 // or AVX-512.
-const UpdateLoops<float>& avx2_update_loops_float();
+const UpdateLoops<float>& avx2_update_loops_float(bool guarded);
 const UpdateLoops<double>& avx2_update_loops_double();
-const UpdateLoops<float>& avx512_update_loops_float();
+const UpdateLoops<float>& avx512_update_loops_float(bool guarded);
 const UpdateLoops<double>& avx512_update_loops_double();
 
+// Set by a guarded loop when it met a state outside the plain range; the caller clears it.
+inline thread_local bool g_guard_found_state_outside_plain_range = false;
+
 // TU-local: each including TU compiles its own copy for its own ISA (a shared inline
-// definition would let the linker keep only one of them).
+// definition would let the linker keep only one of them), FloatViaDouble and the guard too.
 namespace {
 
+// Hides a value from the compiler's algebra: GCC (and LLVM) turn float(double(a) * double(b))
+// back into a * b, which is the same value, but computed by the float unit.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#define FASTMLP_OPAQUE(x) __builtin_assoc_barrier(x)
+#else
+#define FASTMLP_OPAQUE(x) (x)  // the same bits; only the speed on subnormals is lost
+#endif
+
+// A float whose arithmetic runs in double, each result rounded back to float. That gives
+// float's own bits: a double holds every float exactly, and rounding a sum, difference,
+// product, quotient or square root to 53 bits and then to 24 gives the once-rounded result
+// (53 >= 2 x 24 + 2), subnormal results included. But no subnormal ever reaches the float
+// unit's multiplier or divider, which Intel's cores hand to microcode at ~100 cycles a
+// vector instruction (measured here: 38 ns per 16-float multiply against 1.7), while
+// conversions, additions and comparisons take them at full speed.
+struct FloatViaDouble {
+    float value;
+    FloatViaDouble(float v) : value(v) {}  // NOLINT: implicit, so formulas read as for float
+    explicit operator float() const { return value; }
+
+    static FloatViaDouble rounded(double x) { return FloatViaDouble(static_cast<float>(FASTMLP_OPAQUE(x))); }
+    friend FloatViaDouble operator+(FloatViaDouble a, FloatViaDouble b) {
+        return rounded(static_cast<double>(a.value) + static_cast<double>(b.value));
+    }
+    friend FloatViaDouble operator-(FloatViaDouble a, FloatViaDouble b) {
+        return rounded(static_cast<double>(a.value) - static_cast<double>(b.value));
+    }
+    friend FloatViaDouble operator*(FloatViaDouble a, FloatViaDouble b) {
+        return rounded(static_cast<double>(a.value) * static_cast<double>(b.value));
+    }
+    friend FloatViaDouble operator/(FloatViaDouble a, FloatViaDouble b) {
+        return rounded(static_cast<double>(a.value) / static_cast<double>(b.value));
+    }
+    friend bool operator>(FloatViaDouble a, FloatViaDouble b) {
+        return static_cast<double>(a.value) > static_cast<double>(b.value);
+    }
+    friend FloatViaDouble square_root(FloatViaDouble a) { return rounded(std::sqrt(static_cast<double>(a.value))); }
+};
+
+inline float square_root(float x) { return std::sqrt(x); }
+inline double square_root(double x) { return std::sqrt(x); }
+
+// Each loop computes in C: T itself, or FloatViaDouble for T = float (the same bits). Every
+// value read is converted to C, every value stored back to T.
+
 //   params, momentum_buffer (state0, used when momentum != 0), grads are (n)
-template <typename T, bool has_momentum, bool nesterov, bool first_step>
+template <typename T, typename C, bool has_momentum, bool nesterov, bool first_step>
 void sgd_loop(T* params, T* momentum_buffer, T*, T*, const T* grads, int64_t n,
               const UpdateScalars<T>& s) {
+    // The scalars in locals (in every loop): stores could alias s, which would keep them in
+    // memory and the loop from vectorising.
+    const C weight_decay = s.weight_decay, momentum = s.momentum, one_minus_dampening = T(1) - s.dampening;
+    const C lr = s.lr;
     for (int64_t i = 0; i < n; ++i) {
-        T g = grads[i] + s.weight_decay * params[i];
+        const C p = params[i];
+        C g = C(grads[i]) + weight_decay * p;
         if (has_momentum) {
-            T& buf = momentum_buffer[i];
-            buf = first_step ? g : s.momentum * buf + (T(1) - s.dampening) * g;
-            g = nesterov ? g + s.momentum * buf : buf;
+            const C buf = first_step ? g : momentum * C(momentum_buffer[i]) + one_minus_dampening * g;
+            momentum_buffer[i] = static_cast<T>(buf);
+            g = nesterov ? g + momentum * buf : buf;
         }
-        params[i] -= s.lr * g;
+        params[i] = static_cast<T>(p - lr * g);
     }
 }
 
 //   params, state_sum (state0), grads are (n)
-template <typename T>
+template <typename T, typename C>
 void adagrad_loop(T* params, T* state_sum, T*, T*, const T* grads, int64_t n,
                   const UpdateScalars<T>& s) {
+    const C weight_decay = s.weight_decay, lr = s.lr, eps = s.eps;
     for (int64_t i = 0; i < n; ++i) {
-        const T g = grads[i] + s.weight_decay * params[i];
-        state_sum[i] += g * g;
-        params[i] -= s.lr * g / (std::sqrt(state_sum[i]) + s.eps);
+        const C p = params[i];
+        const C g = C(grads[i]) + weight_decay * p;
+        const C sum = C(state_sum[i]) + g * g;
+        state_sum[i] = static_cast<T>(sum);
+        params[i] = static_cast<T>(p - lr * g / (square_root(sum) + eps));
     }
 }
 
 //   params, square_avg (state0), acc_delta (state1), grads are (n)
-template <typename T>
+template <typename T, typename C>
 void adadelta_loop(T* params, T* square_avg, T* acc_delta, T*, const T* grads, int64_t n,
                    const UpdateScalars<T>& s) {
-    const T rho = s.decay;
+    const C rho = s.decay, one_minus_rho = T(1) - s.decay, eps = s.eps;
+    const C weight_decay = s.weight_decay, lr = s.lr;
     for (int64_t i = 0; i < n; ++i) {
-        const T g = grads[i] + s.weight_decay * params[i];
-        square_avg[i] = rho * square_avg[i] + (T(1) - rho) * g * g;
-        const T delta = std::sqrt(acc_delta[i] + s.eps) / std::sqrt(square_avg[i] + s.eps) * g;
-        acc_delta[i] = rho * acc_delta[i] + (T(1) - rho) * delta * delta;
-        params[i] -= s.lr * delta;
+        const C p = params[i];
+        const C g = C(grads[i]) + weight_decay * p;
+        const C square = rho * C(square_avg[i]) + one_minus_rho * g * g;
+        const C delta = square_root(C(acc_delta[i]) + eps) / square_root(square + eps) * g;
+        square_avg[i] = static_cast<T>(square);
+        acc_delta[i] = static_cast<T>(rho * C(acc_delta[i]) + one_minus_rho * delta * delta);
+        params[i] = static_cast<T>(p - lr * delta);
     }
 }
 
 //   params, square_avg (state0), grad_avg (state1, centered), momentum_buffer (state2,
 //   momentum > 0), grads are (n)
-template <typename T, bool centered, bool has_momentum>
+template <typename T, typename C, bool centered, bool has_momentum>
 void rmsprop_loop(T* params, T* square_avg, T* grad_avg, T* momentum_buffer, const T* grads,
                   int64_t n, const UpdateScalars<T>& s) {
-    const T alpha = s.decay;
+    const C alpha = s.decay, one_minus_alpha = T(1) - s.decay, eps = s.eps;
+    const C weight_decay = s.weight_decay, lr = s.lr, momentum = s.momentum;
     for (int64_t i = 0; i < n; ++i) {
-        const T g = grads[i] + s.weight_decay * params[i];
-        square_avg[i] = alpha * square_avg[i] + (T(1) - alpha) * g * g;
-        T avg;
-        if (centered) {
-            grad_avg[i] = alpha * grad_avg[i] + (T(1) - alpha) * g;
-            avg = std::sqrt(square_avg[i] - grad_avg[i] * grad_avg[i]) + s.eps;
-        } else {
-            avg = std::sqrt(square_avg[i]) + s.eps;
-        }
+        const C p = params[i];
+        const C g = C(grads[i]) + weight_decay * p;
+        const C square = alpha * C(square_avg[i]) + one_minus_alpha * g * g;
+        square_avg[i] = static_cast<T>(square);
+        // centered: the square's deviation from the running mean of g
+        const C mean = centered ? alpha * C(grad_avg[i]) + one_minus_alpha * g : C(T(0));
+        if (centered) grad_avg[i] = static_cast<T>(mean);
+        const C avg = square_root(centered ? square - mean * mean : square) + eps;
         if (has_momentum) {
-            momentum_buffer[i] = s.momentum * momentum_buffer[i] + g / avg;
-            params[i] -= s.lr * momentum_buffer[i];
+            const C buf = momentum * C(momentum_buffer[i]) + g / avg;
+            momentum_buffer[i] = static_cast<T>(buf);
+            params[i] = static_cast<T>(p - lr * buf);
         } else {
-            params[i] -= s.lr * g / avg;
+            params[i] = static_cast<T>(p - lr * g / avg);
         }
     }
 }
 
+// Adam's loops take two compute types: M for the first moment's chain (beta1 m, step_size m
+// and its quotient), C for the rest. The subnormal guard runs M = FloatViaDouble alone where
+// only m has left the normal range: the common case, a weight whose gradient has stayed 0
+// (a dead ReLU unit's column), which then avoids the second moment's square root and the
+// denominator in double. Every mixture gives the same bits.
+
 //   params, exp_avg (state0), exp_avg_sq (state1), max_exp_avg_sq (state2, amsgrad only),
 //   grads are (n)
-template <typename T, bool amsgrad, bool decoupled_weight_decay>
+template <typename T, typename C, bool amsgrad, bool decoupled_weight_decay, typename M = C>
 void adam_loop(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const T* grads,
                int64_t n, const UpdateScalars<T>& s) {
+    const C one_minus_beta1 = T(1) - s.beta1, beta2 = s.beta2, one_minus_beta2 = T(1) - s.beta2;
+    const C decay_factor = s.decay_factor, weight_decay = s.weight_decay, eps = s.eps;
+    const C sqrt_bias_correction2 = s.sqrt_bias_correction2;
+    const M beta1 = s.beta1, step_size = s.step_size;
     for (int64_t i = 0; i < n; ++i) {
-        T g = grads[i];
-        T p = params[i];
+        C g = grads[i];
+        C p = params[i];
         if (decoupled_weight_decay)
-            p *= s.decay_factor;
+            p = p * decay_factor;
         else
-            g += s.weight_decay * p;
-        const T m = s.beta1 * exp_avg[i] + (T(1) - s.beta1) * g;
-        const T v = s.beta2 * exp_avg_sq[i] + (T(1) - s.beta2) * g * g;
-        exp_avg[i] = m;
-        exp_avg_sq[i] = v;
-        T second_moment = v;
+            g = g + weight_decay * p;
+        const M m = beta1 * M(exp_avg[i]) + M(static_cast<T>(one_minus_beta1 * g));
+        const C v = beta2 * C(exp_avg_sq[i]) + one_minus_beta2 * g * g;
+        exp_avg[i] = static_cast<T>(m);
+        exp_avg_sq[i] = static_cast<T>(v);
+        C second_moment = v;
         if (amsgrad) {
-            second_moment = max_exp_avg_sq[i] > v ? max_exp_avg_sq[i] : v;
-            max_exp_avg_sq[i] = second_moment;
+            const C previous_max = max_exp_avg_sq[i];
+            second_moment = previous_max > v ? previous_max : v;
+            max_exp_avg_sq[i] = static_cast<T>(second_moment);
         }
-        const T denom = std::sqrt(second_moment) / s.sqrt_bias_correction2 + s.eps;
-        params[i] = p - s.step_size * m / denom;
+        const C denom = square_root(second_moment) / sqrt_bias_correction2 + eps;
+        params[i] = static_cast<T>(M(static_cast<T>(p)) - step_size * m / M(static_cast<T>(denom)));
     }
 }
 
@@ -148,56 +231,182 @@ void adam_loop(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const T*
 // p -= (step_size m) / (sqrt(v) + eps), step_size = lr sqrt(bc2) / bc1 a scalar.
 //   params, exp_avg (state0), exp_avg_sq (state1), max_exp_avg_sq (state2, amsgrad only),
 //   grads are (n)
-template <typename T, bool amsgrad, bool decoupled_weight_decay>
+template <typename T, typename C, bool amsgrad, bool decoupled_weight_decay, typename M = C>
 void adam_eps_hat_loop(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const T* grads,
                        int64_t n, const UpdateScalars<T>& s) {
+    const C one_minus_beta1 = T(1) - s.beta1, beta2 = s.beta2, one_minus_beta2 = T(1) - s.beta2;
+    const C decay_factor = s.decay_factor, weight_decay = s.weight_decay, eps = s.eps;
+    const M beta1 = s.beta1, step_size = s.step_size;
     for (int64_t i = 0; i < n; ++i) {
-        T g = grads[i];
-        T p = params[i];
+        C g = grads[i];
+        C p = params[i];
         if (decoupled_weight_decay)
-            p *= s.decay_factor;
+            p = p * decay_factor;
         else
-            g += s.weight_decay * p;
-        const T m = s.beta1 * exp_avg[i] + (T(1) - s.beta1) * g;
-        const T v = s.beta2 * exp_avg_sq[i] + (T(1) - s.beta2) * (g * g);
-        exp_avg[i] = m;
-        exp_avg_sq[i] = v;
-        T second_moment = v;
+            g = g + weight_decay * p;
+        const M m = beta1 * M(exp_avg[i]) + M(static_cast<T>(one_minus_beta1 * g));
+        const C v = beta2 * C(exp_avg_sq[i]) + one_minus_beta2 * (g * g);
+        exp_avg[i] = static_cast<T>(m);
+        exp_avg_sq[i] = static_cast<T>(v);
+        C second_moment = v;
         if (amsgrad) {
-            second_moment = max_exp_avg_sq[i] > v ? max_exp_avg_sq[i] : v;
-            max_exp_avg_sq[i] = second_moment;
+            const C previous_max = max_exp_avg_sq[i];
+            second_moment = previous_max > v ? previous_max : v;
+            max_exp_avg_sq[i] = static_cast<T>(second_moment);
         }
-        params[i] = p - s.step_size * m / (std::sqrt(second_moment) + s.eps);
+        const C denom = square_root(second_moment) + eps;
+        params[i] = static_cast<T>(M(static_cast<T>(p)) - step_size * m / M(static_cast<T>(denom)));
     }
 }
 
+// ---- The subnormal guard (float) ---------------------------------------------------------------
+//
+// The elements go 64 at a time to the plain float loop, or to a twin computing over
+// FloatViaDouble when one of the 64 has an optimizer state whose products could leave float's
+// normal range: a magnitude below 2^-60 but not zero (a state decaying towards zero,
+// subnormals included) or of 2^50 and more (infinities and NaN too). Runs of consecutive 64s
+// of one kind go in one call. Every twin gives the IEEE result, so the choice changes no
+// bits, only the speed: the plain loop then meets a subnormal only from a tiny gradient or
+// parameter, a sum of normal numbers that cancels that far or an lr below 2^-20, and is
+// merely slow there. Only the states are looked at, since they are what decays (checking the
+// gradient and parameters as well cost a third of Adam's time). Why 2^-60: with lr >= 2^-20
+// and gradients below 2^20, Adam's step_size m / denom, RMSprop's centred mean^2 and the
+// momentum buffers' lr buf stay normal for states above it.
+constexpr int64_t kGuardLanes = 64;  // lanes per decision: four zmm compares per state
+constexpr int64_t kGuardRun = 1024;  // at most, lanes per call: the run's arrays fit in L1
+constexpr uint32_t kSmallestPlainMagnitude = (127u - 60u) << 23;  // 2^-60's bits
+constexpr uint32_t kLargestPlainMagnitude = (127u + 50u) << 23;   // 2^50's bits
+
+// Whether x[i] is a value the plain loop should not multiply.
+inline bool outside_plain_range(const float* x, int64_t i) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    const uint32_t magnitude = bits & 0x7fffffffu;
+    return (magnitude != 0 && magnitude < kSmallestPlainMagnitude) || magnitude >= kLargestPlainMagnitude;
+}
+
+// Whether any of x[0, n), n <= kGuardLanes, is (x null: no): a few vector compares where the
+// instruction set has them.
+inline bool needs_exact_loop(const float* x, int64_t n) {
+    if (!x) return false;
+#if defined(__AVX512F__)
+    if (n == kGuardLanes) {
+        // magnitude 0 passes; otherwise magnitude - smallest must be below largest - smallest
+        const __m512i sign_off = _mm512_set1_epi32(0x7fffffff), smallest = _mm512_set1_epi32(kSmallestPlainMagnitude);
+        const __m512i range = _mm512_set1_epi32(kLargestPlainMagnitude - kSmallestPlainMagnitude);
+        __mmask16 found = 0;
+        for (int64_t i = 0; i < kGuardLanes; i += 16) {
+            const __m512i magnitude = _mm512_and_si512(_mm512_loadu_si512(x + i), sign_off);
+            found |= _mm512_mask_cmpge_epu32_mask(_mm512_test_epi32_mask(magnitude, magnitude),
+                                                  _mm512_sub_epi32(magnitude, smallest), range);
+        }
+        return found != 0;
+    }
+#elif defined(__AVX2__)
+    if (n == kGuardLanes) {
+        const __m256i sign_off = _mm256_set1_epi32(0x7fffffff), zero = _mm256_setzero_si256();
+        const __m256i smallest = _mm256_set1_epi32(kSmallestPlainMagnitude);
+        const __m256i largest_below = _mm256_set1_epi32(kLargestPlainMagnitude - 1);
+        __m256i found = zero;
+        for (int64_t i = 0; i < kGuardLanes; i += 8) {  // magnitudes fit int32: signed compares
+            const __m256i magnitude =
+                _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)), sign_off);
+            const __m256i small = _mm256_and_si256(_mm256_cmpgt_epi32(magnitude, zero), _mm256_cmpgt_epi32(smallest, magnitude));
+            found = _mm256_or_si256(found, _mm256_or_si256(small, _mm256_cmpgt_epi32(magnitude, largest_below)));
+        }
+        return !_mm256_testz_si256(found, found);
+    }
+#endif
+    bool found = false;
+    for (int64_t i = 0; i < n; ++i) found |= outside_plain_range(x, i);
+    return found;
+}
+
+// plain, first_state_exact and exact: one loop over float; with the ops on state0 (and what
+// comes of it) over FloatViaDouble; and wholly over FloatViaDouble. A loop without a special
+// first-state variant passes exact there.
+//   params, state0, state1, state2 (each null when unused), grads are (n)
+template <UpdateLoop<float> plain, UpdateLoop<float> first_state_exact, UpdateLoop<float> exact>
+void guarded_loop(float* params, float* state0, float* state1, float* state2, const float* grads,
+                  int64_t n, const UpdateScalars<float>& s) {
+    enum Kind { plain_kind, first_state_kind, exact_kind };
+    auto at = [](float* x, int64_t i) { return x ? x + i : nullptr; };
+    auto run = [&](int64_t begin, int64_t end, Kind kind) {
+        if (end <= begin) return;
+        const UpdateLoop<float> loop = kind == plain_kind ? plain : kind == first_state_kind ? first_state_exact : exact;
+        loop(params + begin, at(state0, begin), at(state1, begin), at(state2, begin), grads + begin, end - begin, s);
+    };
+    int64_t run_begin = 0;
+    Kind run_kind = plain_kind;
+    bool found = false;
+    for (int64_t begin = 0; begin < n; begin += kGuardLanes) {
+        const int64_t count = std::min(kGuardLanes, n - begin);
+        const Kind kind = needs_exact_loop(at(state1, begin), count) | needs_exact_loop(at(state2, begin), count)
+                              ? exact_kind
+                              : needs_exact_loop(at(state0, begin), count) ? first_state_kind : plain_kind;
+        // A run ends at a change of kind, or at kGuardRun lanes, while what the scan read is
+        // still in L1 for the loop.
+        found = found || kind != plain_kind;
+        if (kind == run_kind && begin - run_begin < kGuardRun) continue;
+        run(run_begin, begin, run_kind);
+        run_begin = begin;
+        run_kind = kind;
+    }
+    run(run_begin, n, run_kind);
+    if (found) g_guard_found_state_outside_plain_range = true;
+}
+
+// An entry of T's table: the loop over T; for float and guarded, that loop behind the subnormal
+// guard with its FloatViaDouble twins.
 template <typename T>
-UpdateLoops<T> update_loops_of_this_isa() {
+constexpr UpdateLoop<T> table_entry(bool guarded, UpdateLoop<T> plain, UpdateLoop<float> guarded_loop) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (guarded) return guarded_loop;
+    }
+    (void)guarded_loop;
+    return plain;
+}
+#define FASTMLP_UPDATE_LOOP(loop, ...)                                                                   \
+    table_entry<T>(guarded, &loop<T, T, ##__VA_ARGS__>,                                                  \
+                   &guarded_loop<&loop<float, float, ##__VA_ARGS__>, &loop<float, FloatViaDouble, ##__VA_ARGS__>, \
+                                 &loop<float, FloatViaDouble, ##__VA_ARGS__>>)
+// Adam's loops, with their first-moment-only variant.
+#define FASTMLP_ADAM_LOOP(loop, amsgrad, decoupled)                                                       \
+    table_entry<T>(guarded, &loop<T, T, amsgrad, decoupled>,                                             \
+                   &guarded_loop<&loop<float, float, amsgrad, decoupled>,                                 \
+                                 &loop<float, float, amsgrad, decoupled, FloatViaDouble>,                 \
+                                 &loop<float, FloatViaDouble, amsgrad, decoupled>>)
+
+// Every loop of this instruction set (guarded: for float, behind the subnormal guard).
+template <typename T>
+UpdateLoops<T> update_loops_of_this_isa(bool guarded = false) {
     UpdateLoops<T> loops{};
-    loops.sgd[0][0][0] = &sgd_loop<T, false, false, false>;
-    loops.sgd[0][0][1] = &sgd_loop<T, false, false, true>;
-    loops.sgd[0][1][0] = &sgd_loop<T, false, true, false>;
-    loops.sgd[0][1][1] = &sgd_loop<T, false, true, true>;
-    loops.sgd[1][0][0] = &sgd_loop<T, true, false, false>;
-    loops.sgd[1][0][1] = &sgd_loop<T, true, false, true>;
-    loops.sgd[1][1][0] = &sgd_loop<T, true, true, false>;
-    loops.sgd[1][1][1] = &sgd_loop<T, true, true, true>;
-    loops.adagrad = &adagrad_loop<T>;
-    loops.adadelta = &adadelta_loop<T>;
-    loops.rmsprop[0][0] = &rmsprop_loop<T, false, false>;
-    loops.rmsprop[0][1] = &rmsprop_loop<T, false, true>;
-    loops.rmsprop[1][0] = &rmsprop_loop<T, true, false>;
-    loops.rmsprop[1][1] = &rmsprop_loop<T, true, true>;
-    loops.adam[0][0] = &adam_loop<T, false, false>;
-    loops.adam[0][1] = &adam_loop<T, false, true>;
-    loops.adam[1][0] = &adam_loop<T, true, false>;
-    loops.adam[1][1] = &adam_loop<T, true, true>;
-    loops.adam_eps_hat[0][0] = &adam_eps_hat_loop<T, false, false>;
-    loops.adam_eps_hat[0][1] = &adam_eps_hat_loop<T, false, true>;
-    loops.adam_eps_hat[1][0] = &adam_eps_hat_loop<T, true, false>;
-    loops.adam_eps_hat[1][1] = &adam_eps_hat_loop<T, true, true>;
+    loops.sgd[0][0][0] = FASTMLP_UPDATE_LOOP(sgd_loop, false, false, false);
+    loops.sgd[0][0][1] = FASTMLP_UPDATE_LOOP(sgd_loop, false, false, true);
+    loops.sgd[0][1][0] = FASTMLP_UPDATE_LOOP(sgd_loop, false, true, false);
+    loops.sgd[0][1][1] = FASTMLP_UPDATE_LOOP(sgd_loop, false, true, true);
+    loops.sgd[1][0][0] = FASTMLP_UPDATE_LOOP(sgd_loop, true, false, false);
+    loops.sgd[1][0][1] = FASTMLP_UPDATE_LOOP(sgd_loop, true, false, true);
+    loops.sgd[1][1][0] = FASTMLP_UPDATE_LOOP(sgd_loop, true, true, false);
+    loops.sgd[1][1][1] = FASTMLP_UPDATE_LOOP(sgd_loop, true, true, true);
+    loops.adagrad = FASTMLP_UPDATE_LOOP(adagrad_loop);
+    loops.adadelta = FASTMLP_UPDATE_LOOP(adadelta_loop);
+    loops.rmsprop[0][0] = FASTMLP_UPDATE_LOOP(rmsprop_loop, false, false);
+    loops.rmsprop[0][1] = FASTMLP_UPDATE_LOOP(rmsprop_loop, false, true);
+    loops.rmsprop[1][0] = FASTMLP_UPDATE_LOOP(rmsprop_loop, true, false);
+    loops.rmsprop[1][1] = FASTMLP_UPDATE_LOOP(rmsprop_loop, true, true);
+    loops.adam[0][0] = FASTMLP_ADAM_LOOP(adam_loop, false, false);
+    loops.adam[0][1] = FASTMLP_ADAM_LOOP(adam_loop, false, true);
+    loops.adam[1][0] = FASTMLP_ADAM_LOOP(adam_loop, true, false);
+    loops.adam[1][1] = FASTMLP_ADAM_LOOP(adam_loop, true, true);
+    loops.adam_eps_hat[0][0] = FASTMLP_ADAM_LOOP(adam_eps_hat_loop, false, false);
+    loops.adam_eps_hat[0][1] = FASTMLP_ADAM_LOOP(adam_eps_hat_loop, false, true);
+    loops.adam_eps_hat[1][0] = FASTMLP_ADAM_LOOP(adam_eps_hat_loop, true, false);
+    loops.adam_eps_hat[1][1] = FASTMLP_ADAM_LOOP(adam_eps_hat_loop, true, true);
     return loops;
 }
+#undef FASTMLP_UPDATE_LOOP
+#undef FASTMLP_ADAM_LOOP
 
 }  // namespace
 
