@@ -341,6 +341,30 @@ void gemm_fused(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, b
     run_path(active_paths<T>(), p, threads_for(static_cast<double>(M) * N * K));
 }
 
+const void* float32_packing() { return &active_paths<float>(); }
+
+int64_t float32_packed_b_size(int64_t K, int64_t N) {
+    static const GemmEpilogue<float> none;
+    return active_paths<float>().packed_b_size(Operands<float>{nullptr, nullptr, nullptr, 0, N, K, false, false,
+                                                               false, none});
+}
+
+void pack_float32_b(float* out, const float* b, int64_t K, int64_t N) {
+    static const GemmEpilogue<float> none;
+    active_paths<float>().pack_b(out, Operands<float>{nullptr, nullptr, b, 0, N, K, false, false, false, none});
+}
+
+void gemm_fused_packed_b(float* c, const float* a, const float* b, PackedFloat32B packed, int64_t M, int64_t N,
+                         int64_t K, const GemmEpilogue<float>& epilogue) {
+    const gemm_detail::GemmPaths<float>& paths = active_paths<float>();
+    if (!packed.data || packed.kernels != &paths || N <= 0 || M <= 0 || K <= 0 ||
+        choose_path(M, N, false) != GemmPath::packed)
+        return gemm_fused(c, a, b, M, N, K, false, false, false, epilogue);
+    Operands<float> p{c, a, b, M, N, K, false, false, false, epilogue};
+    p.packed_b = packed.data;
+    paths.packed(p, threads_for(static_cast<double>(M) * N * K));
+}
+
 template <typename T>
 void gemm(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool transpose_a,
           bool transpose_b, bool accumulate) {

@@ -471,8 +471,8 @@ void packed_or_few_rows_gemm(const Operands<T>& p, int threads, int64_t few_rows
 
 template <typename T, typename Kernels>
 const GemmPaths<T>& paths_around() {
-    static const GemmPaths<T> paths{&packed_gemm<T, Kernels>, &skinny_gemm<T, Kernels>,
-                                    &row_gemm<T, Kernels>};
+    static const GemmPaths<T> paths{&packed_gemm<T, Kernels>, &skinny_gemm<T, Kernels>, &row_gemm<T, Kernels>,
+                                    &packed_b_size<T, Kernels>, &pack_whole_b<T, Kernels>};
     return paths;
 }
 

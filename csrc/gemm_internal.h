@@ -99,8 +99,9 @@ struct Operands {
     // be in pairs.
     bool bfloat16_pairs = false;
     bool a_in_pairs = false, b_in_pairs = false;
-    // A bfloat16 product's b packed whole beforehand by pack_whole_b (gemm_driver.h) for the
-    // kernels that pack pairs, read in place of packing b (null: b is packed as it is read).
+    // b packed whole beforehand by pack_whole_b (gemm_driver.h), read in place of packing b
+    // (null: b is packed as it is read): a bfloat16 product's for the kernels that pack
+    // pairs, a float32 one's for the packed path (a float32 model's weights, pack_float32_b).
     const T* packed_b = nullptr;
     KBlocking blocking() const { return KBlocking(K, bfloat16_pairs); }
 };
@@ -130,12 +131,15 @@ T* packed_a_scratch(int64_t count);   // this thread's packed block of A
 template <typename T>
 T* shared_b_scratch(int64_t count);   // the calling thread's packed B, read by its team
 
-// The three paths of one instruction set (gemm_driver.h builds them around its kernels).
+// The three paths of one instruction set (gemm_driver.h builds them around its kernels), and
+// b packed whole for its packed path (p.packed_b): its size in elements, and the packing.
 template <typename T>
 struct GemmPaths {
     void (*packed)(const Operands<T>& p, int threads);  // BLIS-style, any shape
     void (*skinny)(const Operands<T>& p, int threads);  // N <= kSkinnyColumns, no A packing
     void (*row)(const Operands<T>& p, int threads);     // M == 1 and b not transposed
+    int64_t (*packed_b_size)(const Operands<T>& p);
+    void (*pack_b)(T* out, const Operands<T>& p);      // out: packed_b_size(p), 64-byte aligned
 };
 
 // Widest c the skinny path takes (the 10-wide output layer, a 1-output regressor).

@@ -272,6 +272,29 @@ void pack_bfloat16_b(float* out, Bfloat16Packing packing, const float* b, int64_
 void gemm_bfloat16_packed_b(float* c, const float* a, PackedBfloat16B b, int64_t M, int64_t N, int64_t K,
                             bool transpose_a, bool accumulate, const GemmEpilogue<float>& epilogue);
 
+// A float32 b packed once for many gemm_fused products of a few rows or more (a float32
+// model's weights, for its predictions), in the packed path's layout of the kernels that
+// packed it.
+struct PackedFloat32B {
+    const float* data = nullptr;   // 64-byte aligned
+    const void* kernels = nullptr;  // float32_packing() when it was packed
+};
+// The float32 kernels in use, as an identity: set_isa (or the AVX-512 tile) changes it, and
+// with it the layout pack_float32_b makes.
+const void* float32_packing();
+// The floats a packed (K, N) b takes under the kernels in use.
+int64_t float32_packed_b_size(int64_t K, int64_t N);
+// out = b packed for the kernels in use.
+//   out is (float32_packed_b_size) floats, 64-byte aligned; b is (K, N)
+void pack_float32_b(float* out, const float* b, int64_t K, int64_t N);
+// gemm_fused(c, a, b, M, N, K, false, false, false, epilogue), reading b as `packed` holds it
+// when the packed path takes the product and `packed` is the kernels' in use, b itself
+// otherwise (one row, 16 columns or fewer, set_isa since): the same bits either way, as
+// packing moves b's elements and changes no sum. The epilogue must not ask for b_column_sums.
+//   c is (M, N); a is (M, K); b is (K, N)
+void gemm_fused_packed_b(float* c, const float* a, const float* b, PackedFloat32B packed, int64_t M, int64_t N,
+                         int64_t K, const GemmEpilogue<float>& epilogue);
+
 // gemm_bfloat16 when bfloat16_operands, else gemm_fused: a float model's compute dtype
 // (network.h). Float only with bfloat16_operands (a double model never has it).
 template <typename T>
@@ -421,11 +444,13 @@ int64_t csr_rows_to_dense(T* out, const T* data, const Index* indices, const int
 //   y is (B, OUT); may equal z when act is identity
 //   x is (B, IN); w is (IN, OUT); b is (OUT)
 // bfloat16_operands: x @ w as gemm_bfloat16 (float only); with bfloat16_weights.data, w as
-// pack_bfloat16_b packed it, read in place of w (gemm_bfloat16_packed_b).
+// pack_bfloat16_b packed it, read in place of w (gemm_bfloat16_packed_b). Without
+// bfloat16_operands, float32_weights.data: w as pack_float32_b packed it, where the packed
+// path takes x @ w (gemm_fused_packed_b; float only).
 template <typename T>
 void dense_forward(T* z, T* y, const T* x, const T* w, const T* b, int64_t B, int64_t IN,
                    int64_t OUT, Activation act, T slope, bool bfloat16_operands = false,
-                   PackedBfloat16B bfloat16_weights = {});
+                   PackedBfloat16B bfloat16_weights = {}, PackedFloat32B float32_weights = {});
 
 // Dense layer backward:
 //   dz = dy * act'(z)         written into dz (B, OUT); dz may alias dy

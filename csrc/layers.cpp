@@ -11,7 +11,7 @@ namespace fastmlp {
 template <typename T>
 void dense_forward(T* z, T* y, const T* x, const T* w, const T* b, int64_t B, int64_t IN,
                    int64_t OUT, Activation act, T slope, bool bfloat16_operands,
-                   PackedBfloat16B bfloat16_weights) {
+                   PackedBfloat16B bfloat16_weights, PackedFloat32B float32_weights) {
     // Bias and activation are applied to each tile of x @ w as the GEMM finishes it.
     GemmEpilogue<T> epilogue;
     epilogue.kind = GemmEpilogueKind::bias_activation;
@@ -22,6 +22,8 @@ void dense_forward(T* z, T* y, const T* x, const T* w, const T* b, int64_t B, in
     if constexpr (std::is_same_v<T, float>) {
         if (bfloat16_operands && bfloat16_weights.data)
             return gemm_bfloat16_packed_b(y, x, bfloat16_weights, B, OUT, IN, false, false, epilogue);
+        if (!bfloat16_operands && float32_weights.data)
+            return gemm_fused_packed_b(y, x, w, float32_weights, B, OUT, IN, epilogue);
     }
     gemm_fused_in(bfloat16_operands, y, x, w, B, OUT, IN, false, false, false, epilogue);
 }
@@ -135,7 +137,7 @@ void batchnorm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* xhat, 
 
 #define FASTMLP_INSTANTIATE(T)                                                                 \
     template void dense_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t,      \
-                                   int64_t, Activation, T, bool, PackedBfloat16B);              \
+                                   int64_t, Activation, T, bool, PackedBfloat16B, PackedFloat32B); \
     template void dense_backward<T>(T*, T*, T*, T*, const T*, const T*, const T*, const T*,     \
                                     const T*, int64_t, int64_t, int64_t, Activation, T);        \
     template void dropout_forward<T>(T*, T*, const T*, int64_t, T, uint64_t, uint64_t);         \

@@ -248,10 +248,10 @@ const T* Network<T>::forward_eval(const T* x, int64_t B, std::vector<std::vector
             // mode runs backward after this); the others skip storing it.
             T* pre_activation = act == Activation::gelu ? z[l].data() : nullptr;
             dense_forward(pre_activation, y[l].data(), input, w, b, B, s.fan_in, s.fan_out, act, slope,
-                          bfloat16_compute, bfloat16_weights(l));
+                          bfloat16_compute, bfloat16_weights(l), float32_weights(l));
         } else {
             dense_forward<T>(nullptr, z[l].data(), input, w, b, B, s.fan_in, s.fan_out,
-                             Activation::identity, slope, bfloat16_compute, bfloat16_weights(l));
+                             Activation::identity, slope, bfloat16_compute, bfloat16_weights(l), float32_weights(l));
             batchnorm_forward_eval(normed[l].data(), z[l].data(), params.data() + s.gamma,
                                    params.data() + s.beta, running_mean.data() + running_offsets_[l],
                                    running_var.data() + running_offsets_[l], B, s.fan_out, eps);
@@ -933,6 +933,7 @@ PredictionProgress Network<T>::run_prediction_chunks(int64_t first, int64_t N, D
     PredictionProgress progress{first, -1};
     if (first >= N) return progress;
     prepare_bfloat16_weights();
+    if (N - first > 1) prepare_float32_weights();
     const int64_t rows = N - first;
     int threads = num_threads();
     const int64_t chunk = prediction_chunk_rows(rows, threads);
@@ -1015,6 +1016,35 @@ PackedBfloat16B Network<T>::bfloat16_weights(int64_t l) const {
 }
 
 template <typename T>
+void Network<T>::prepare_float32_weights() {
+    if constexpr (std::is_same_v<T, float>) {
+        if (bfloat16_compute) return;
+        float32_weights_.resize(layers_.size());
+        const void* kernels = float32_packing();
+        bool current = float32_weights_current_;
+        for (const PackedFloat32Weights& packed : float32_weights_)  // set_isa may have changed the kernels
+            current = current && packed.kernels == kernels;
+        if (current) return;
+        // Not current until every layer is packed: a fork meanwhile leaves a child that packs again.
+        float32_weights_current_ = false;
+        for (size_t l = 0; l < layers_.size(); ++l) {
+            const LayerSlices& s = layers_[l];
+            PackedFloat32Weights& packed = float32_weights_[l];
+            packed.kernels = kernels;
+            packed.data.resize(static_cast<size_t>(float32_packed_b_size(s.fan_in, s.fan_out)));
+            pack_float32_b(packed.data.data(), params.data() + s.weight, s.fan_in, s.fan_out);
+        }
+        float32_weights_current_ = true;
+    }
+}
+
+template <typename T>
+PackedFloat32B Network<T>::float32_weights(int64_t l) const {
+    if (bfloat16_compute || !float32_weights_current_) return {};
+    return {float32_weights_[l].data.data(), float32_weights_[l].kernels};
+}
+
+template <typename T>
 void Network<T>::note_nonfinite_rows(std::atomic<int64_t>& first, const T* outputs, int64_t start, int64_t B,
                                      int64_t C) {
     if (all_finite(outputs, B * C)) return;
@@ -1082,6 +1112,7 @@ template <typename T>
 RunTotals Network<T>::evaluate(InputRows<T> X, Targets<T> targets, int64_t N) {
     ensure_workspace(std::min(N, eval_chunk_rows));
     prepare_bfloat16_weights();
+    if (N > 1) prepare_float32_weights();
     const int64_t tw = target_width();
     RunTotals totals;
     for (int64_t start = 0; start < N; start += eval_chunk_rows) {

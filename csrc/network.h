@@ -281,10 +281,13 @@ public:
     // gradients, optimizer state, activations, losses and every other sum stay T. May
     // change between calls (a float32-trained model switched to bfloat16 prediction).
     bool bfloat16_compute = false;
-    // Says that the parameters (or bfloat16_compute) may have changed: the bfloat16 weights
-    // packed for prediction are made again before the next one. Every writer of params outside
-    // an optimizer step (the bindings' assign and params view) calls it.
-    void weights_changed() { bfloat16_weights_current_ = false; }
+    // Says that the parameters (or bfloat16_compute) may have changed: the weights packed for
+    // prediction (bfloat16, and float32) are made again before the next one. Every writer of
+    // params outside an optimizer step (the bindings' assign and params view) calls it.
+    void weights_changed() {
+        bfloat16_weights_current_ = false;
+        float32_weights_current_ = false;
+    }
 
     // Rows predict and evaluate compute at a time (a caller slicing a call in multiples of it
     // gets the same bits as one call).
@@ -353,6 +356,13 @@ private:
     void prepare_bfloat16_weights();
     // Layer l's packed bfloat16 weights when they are current and in use, else data null.
     PackedBfloat16B bfloat16_weights(int64_t l) const;
+    // Without bfloat16_compute, in a float model: each W_l packed for the packed path of the
+    // float32 kernels in use (pack_float32_b) once per change of the weights or of the
+    // kernels, for the evaluation forwards of more than one row that follow (one row takes
+    // the row path, which reads W_l in place). Called with the model locked, as above.
+    void prepare_float32_weights();
+    // Layer l's packed float32 weights when they are current and in use, else data null.
+    PackedFloat32B float32_weights(int64_t l) const;
     // Notes in `first` the first of rows [start, start + B) whose C outputs are not all
     // finite, unless an earlier row is noted already (chunks finish in any order).
     static void note_nonfinite_rows(std::atomic<int64_t>& first, const T* outputs, int64_t start, int64_t B,
@@ -446,6 +456,13 @@ private:
     };
     std::vector<PackedWeights> bfloat16_weights_;
     bool bfloat16_weights_current_ = false;
+    // Per layer: the packed W_l (64-byte aligned) and the float32 kernels it is packed for.
+    struct PackedFloat32Weights {
+        std::vector<float, CacheLineAllocator<float>> data;
+        const void* kernels = nullptr;
+    };
+    std::vector<PackedFloat32Weights> float32_weights_;
+    bool float32_weights_current_ = false;
 };
 
 }  // namespace fastmlp

@@ -472,3 +472,87 @@ def test_build_info_reports_the_build():
     assert "portable" in info["simd_compiled"]
     assert info["gemm_kernel"] in info["simd_compiled"]
     assert info["compiler"]
+
+
+# ---- float32 prediction weights packed once ---------------------------------------------------------
+
+FLOAT_ISAS = [isa for isa in ("portable", "avx2", "avx512") if fastmlp._core.kernels.cpu_supports_isa(isa)]
+
+
+@pytest.fixture(params=FLOAT_ISAS)
+def float_isa(request):
+    fastmlp._core.kernels.set_isa(request.param)
+    yield request.param
+    fastmlp._core.kernels.set_isa("auto")
+
+
+def forward_with_gemm(model, X):
+    """A relu network's outputs (mse: no link) through kernels.gemm layer by layer, which packs
+    W_l as it goes; bias and relu in NumPy (float32 adds and max, the epilogue's bits)."""
+    h = X
+    for layer, (w, b) in enumerate(zip(model.weights, model.biases)):
+        h = fastmlp._core.kernels.gemm(h, w) + b
+        if layer < len(model.weights) - 1:
+            h = np.maximum(h, np.float32(0))
+    return h
+
+
+def assert_same_bits(actual, expected):
+    assert actual.dtype == expected.dtype == np.float32
+    np.testing.assert_array_equal(actual.view(np.uint32), expected.view(np.uint32))
+
+
+def test_float32_predictions_read_weights_packed_once_with_the_bits_of_the_product(float_isa):
+    # Several rows read each W_l packed once per change of the weights (one row reads W_l in
+    # place): every batch size and thread count gives each row the product's bits.
+    model = fastmlp.MLP([784, 256, 40, 10], activation="relu", loss="mse", seed=3)
+    model.fitted = True
+    X = np.random.default_rng(23).standard_normal((300, 784)).astype(np.float32)
+    expected = forward_with_gemm(model, X)
+    assert_same_bits(model.predict(X), expected)
+    for first, last in ((0, 1), (7, 10), (20, 37), (100, 300), (0, 2)):
+        assert_same_bits(model.predict(X[first:last]), expected[first:last])
+    model.n_threads = 2
+    assert_same_bits(model.predict(X), expected)
+    assert_same_bits(model.predict(X[5:15]), expected[5:15])
+
+
+def test_float32_packed_prediction_weights_follow_every_change_of_weights_dtype_and_isa(float_isa, tmp_path):
+    # Bit for bit against the product after each change the packed weights must follow: a
+    # step, fit, set_weights, a write through the parameter view, assign, load, a detour
+    # through compute_dtype="bfloat16" with training there, set_isa.
+    model = fastmlp.MLP([30, 48, 20, 3], activation="relu", loss="mse", seed=3)
+    model.fitted = True
+    rng = np.random.default_rng(24)
+    X = rng.standard_normal((64, 30)).astype(np.float32)
+    y = rng.standard_normal((64, 3)).astype(np.float32)
+
+    def assert_current(m=model):
+        assert_same_bits(m.predict(X), forward_with_gemm(m, X))
+        assert_same_bits(m.predict(X[3:13]), forward_with_gemm(m, X[3:13]))
+
+    assert_current()
+    model.train_step(X, y)
+    assert_current()
+    model.fit(X, y, epochs=2, batch_size=16)
+    assert_current()
+    model.set_weights([w[:, ::-1].copy() if w.shape[1] > 3 else w for w in model.weights], model.biases)
+    assert_current()
+    model._network.params[:] *= 1.5
+    assert_current()
+    model._network.assign("params", model.flat_parameters[::-1].copy())
+    assert_current()
+    model.save(tmp_path / "model.npz")
+    loaded = fastmlp.load(tmp_path / "model.npz")
+    assert_current(loaded)
+    before = model.predict(X)
+    model.compute_dtype = "bfloat16"
+    model.train_step(X, y)  # in bfloat16: the float32 packed weights are stale now
+    model.compute_dtype = None
+    assert_current()
+    assert not np.array_equal(model.predict(X), before)
+    if float_isa != "portable":  # another instruction set packs for its own kernels
+        fastmlp._core.kernels.set_isa("portable")
+        assert_current()
+        fastmlp._core.kernels.set_isa(float_isa)
+        assert_current()
