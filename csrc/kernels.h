@@ -514,7 +514,7 @@ void batchnorm_backward(T* dx, T* dgamma, T* dbeta, const T* dy, const T* xhat, 
 // whose products could leave float's normal range (subnormals: a state decaying towards
 // zero), and compute those elements in double (optim_loops.h): the same bits, without the
 // microcode assists that subnormal operands cost on Intel's cores (~25x a normal vector
-// multiply). The look costs about a fifth of Adam's time, so a caller that steps again and
+// multiply). The look costs about 30% of Adam's loop, so a caller that steps again and
 // again may skip it while it finds nothing: while an OptimizerStateScan lives, the update
 // kernels called from its thread look only when `check` is true, and set `found` when they
 // find such a state. Without one, they always look.

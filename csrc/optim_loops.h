@@ -269,7 +269,7 @@ void adam_eps_hat_loop(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, 
 // bits, only the speed: the plain loop then meets a subnormal only from a tiny gradient or
 // parameter, a sum of normal numbers that cancels that far or an lr below 2^-20, and is
 // merely slow there. Only the states are looked at, since they are what decays (checking the
-// gradient and parameters as well cost a third of Adam's time). Why 2^-60: with lr >= 2^-20
+// gradient and parameters as well doubled the look's cost). Why 2^-60: with lr >= 2^-20
 // and gradients below 2^20, Adam's step_size m / denom, RMSprop's centred mean^2 and the
 // momentum buffers' lr buf stay normal for states above it.
 constexpr int64_t kGuardLanes = 64;  // lanes per decision: four zmm compares per state
