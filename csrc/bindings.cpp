@@ -98,7 +98,7 @@ bool is_ready_rows(const py::handle& X, int64_t width) {
 // ---- sparse input -------------------------------------------------------------------------------
 
 // A py::array_t holding no array (a null handle). A default-constructed py::array_t is a new
-// empty NumPy array instead: CheckedRows' five of them cost ~1 us of a one-row predict.
+// empty NumPy array instead: CheckedRows' five of them cost ~0.6 us of a one-row predict.
 template <typename Array>
 Array no_array() {
     return py::reinterpret_steal<Array>(py::handle());

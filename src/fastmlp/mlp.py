@@ -742,13 +742,13 @@ class MLP:
 
     def _outputs(self, X: Any) -> np.ndarray:
         self._check_fitted()
-        # One call when the core takes X as it is (a C-contiguous (n >= 1, width) ndarray of the
-        # model's dtype object: an equal dtype from a memmap's header is converted below), the
-        # Python checks skipped (the core checks finiteness); None otherwise.
+        # The core takes X as it is when it can (a C-contiguous (n >= 1, width) ndarray of the
+        # model's dtype object; an equal dtype from a memmap's header does not count) and checks
+        # its finiteness itself; anything else gives None and is converted and checked here (a
+        # sparse X is then densified chunk by chunk in the core).
         outputs = self._network.predict(X, True, True)
         if outputs is not None:
             return outputs
-        # Converted and checked here (a sparse X is densified chunk by chunk in the core).
         return self._network.predict(_as_float_matrix(X, "X", self.dtype, self.layer_sizes[0]))
 
     def predict(self, X: Any) -> np.ndarray:
