@@ -933,7 +933,7 @@ PredictionProgress Network<T>::run_prediction_chunks(int64_t first, int64_t N, D
     PredictionProgress progress{first, -1};
     if (first >= N) return progress;
     prepare_bfloat16_weights();
-    if (N - first > 1) prepare_float32_weights();
+    if (keeps_float32_weights_packed_for(N - first)) prepare_float32_weights();
     const int64_t rows = N - first;
     int threads = num_threads();
     const int64_t chunk = prediction_chunk_rows(rows, threads);
@@ -1112,7 +1112,7 @@ template <typename T>
 RunTotals Network<T>::evaluate(InputRows<T> X, Targets<T> targets, int64_t N) {
     ensure_workspace(std::min(N, eval_chunk_rows));
     prepare_bfloat16_weights();
-    if (N > 1) prepare_float32_weights();
+    if (keeps_float32_weights_packed_for(N)) prepare_float32_weights();
     const int64_t tw = target_width();
     RunTotals totals;
     for (int64_t start = 0; start < N; start += eval_chunk_rows) {

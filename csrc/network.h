@@ -359,8 +359,12 @@ private:
     // Without bfloat16_compute, in a float model: each W_l packed for the packed path of the
     // float32 kernels in use (pack_float32_b) once per change of the weights or of the
     // kernels, for the evaluation forwards of more than one row that follow (one row takes
-    // the row path, which reads W_l in place). Called with the model locked, as above.
+    // the row path, which reads W_l in place). Called with the model locked, as above, by
+    // calls of 2 to float32_packing_rows rows: packing W_l costs ~10 rows' products, a few
+    // per cent of a larger call, which is not worth a packed copy of the weights held on to.
     void prepare_float32_weights();
+    static bool keeps_float32_weights_packed_for(int64_t rows) { return rows > 1 && rows <= float32_packing_rows; }
+    static constexpr int64_t float32_packing_rows = 256;
     // Layer l's packed float32 weights when they are current and in use, else data null.
     PackedFloat32B float32_weights(int64_t l) const;
     // Notes in `first` the first of rows [start, start + B) whose C outputs are not all
