@@ -39,6 +39,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <new>
 #include <type_traits>
 
@@ -55,10 +56,26 @@ namespace {
 // in k order: every instruction set's copy gives the same bits.
 // ---------------------------------------------------------------------------------------
 
-// Rows [i, i + rows) x columns [j, j + cols) of c get the epilogue.
+// Whether any of x[0, n) is NaN or infinite: an all-ones exponent, tested on the bits so that
+// the loop vectorises.
+template <typename T>
+bool any_non_finite_in(const T* x, int64_t n) {
+    using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+    constexpr Bits exponent = sizeof(T) == 4 ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
+    Bits found = 0;
+    for (int64_t k = 0; k < n; ++k) {
+        Bits bits;
+        std::memcpy(&bits, x + k, sizeof bits);
+        found |= (bits & exponent) == exponent;
+    }
+    return found != 0;
+}
+
+// Rows [i, i + rows) x columns [j, j + cols) of c get the epilogue, and the finiteness look.
 template <typename T>
 void finish_block(const Operands<T>& p, int64_t i, int64_t j, int64_t rows, int64_t cols) {
     const GemmEpilogue<T>& e = p.epilogue;
+    bool non_finite = false;
     for (int64_t r = i; r < i + rows; ++r) {
         T* c_row = p.c + r * p.N + j;
         const int64_t at = r * p.N + j;
@@ -69,7 +86,9 @@ void finish_block(const Operands<T>& p, int64_t i, int64_t j, int64_t rows, int6
             activation_math::activation_derivative_row(c_row, c_row, e.x ? e.x + at : nullptr,
                                                        e.y ? e.y + at : nullptr, cols, e.activation,
                                                        e.slope);
+        if (e.non_finite_found) non_finite = non_finite || any_non_finite_in(c_row, cols);
     }
+    if (non_finite) e.non_finite_found->store(true, std::memory_order_relaxed);
 }
 
 // epilogue.b_column_sums (if asked): sums over k of op(b)[k, j], in k order. For the paths
@@ -275,7 +294,7 @@ void macro_kernel(const Operands<T>& p, const T* a_block, const T* b_panel, int6
                   int64_t i0, int64_t mc, int64_t j0, int64_t s0, int64_t s1, int64_t kc, bool load_c,
                   bool last_k_block) {
     constexpr int64_t MR = Kernels::MR, NR = Kernels::NR;
-    const bool finish = last_k_block && p.epilogue.kind != GemmEpilogueKind::none;
+    const bool finish = last_k_block && p.epilogue.finishes_tiles();
     alignas(64) T edge_tile[MR * NR];
     for (int64_t s = s0; s < s1; ++s) {
         const int64_t j = j0 + s * NR, cols = std::min(NR, p.N - j);

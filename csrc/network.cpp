@@ -427,12 +427,15 @@ void Network<T>::backward(const T* x, int64_t B) {
     // dz: gradient with respect to layer l's dense pre-activation. For the output layer the
     // loss gives it directly (no activation).
     T* dz = loss_out_.data();
+    weight_gradient_non_finite_.store(false, std::memory_order_relaxed);
     for (int64_t l = L - 1; l >= 0; --l) {
         const LayerSlices& s = layers_[l];
         const T* input = l > 0 ? layer_output(l - 1) : x;
-        // dw = input^T dz, with db summed while dz is packed.
+        // dw = input^T dz, with db summed while dz is packed, and dw's finiteness looked at
+        // tile by tile while each is in L1 (gradient_finite).
         GemmEpilogue<T> bias_gradient;
         bias_gradient.b_column_sums = grads.data() + s.bias;
+        bias_gradient.non_finite_found = &weight_gradient_non_finite_;
         gemm_fused_in(bfloat16_compute, grads.data() + s.weight, input, dz, s.fan_in, s.fan_out, B,
                       /*transpose_a=*/true, false, false, bias_gradient);
         if (l == 0) break;  // the first layer never needs its input's gradient
@@ -584,6 +587,22 @@ bool Network<T>::take_labels(Targets<T>& targets, int64_t B, int64_t first_row, 
 }
 
 template <typename T>
+bool Network<T>::gradient_finite(int64_t B) const {
+    // A step without rows filled grads with zeros, and backward did not run.
+    if (!(B > 1 || (B == 1 && !options_.batch_norm))) return true;
+    if (weight_gradient_non_finite_.load(std::memory_order_relaxed)) return false;
+    // The rest -- each layer's bias and batch norm's gamma and beta, after its weights -- is
+    // read: a few thousand values.
+    const int64_t n = static_cast<int64_t>(grads.size());
+    for (size_t l = 0; l < layers_.size(); ++l) {
+        const int64_t begin = layers_[l].bias;
+        const int64_t end = l + 1 < layers_.size() ? layers_[l + 1].weight : n;
+        if (!all_finite(grads.data() + begin, end - begin)) return false;
+    }
+    return true;
+}
+
+template <typename T>
 RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     ensure_workspace(B);
     RunTotals totals;
@@ -616,7 +635,7 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     if (reduce_gradient)
         totals = reduce_across_ranks(totals, logits_finite, normaliser);
     else
-        totals.finite = std::isfinite(totals.loss_sum) && all_finite(grads.data(), static_cast<int64_t>(grads.size()));
+        totals.finite = std::isfinite(totals.loss_sum) && gradient_finite(B);
     // Only on the rare refusal: whether the parameters themselves overflowed the forward pass
     // (across ranks: on any rank's rows, which the reduction said).
     if (!totals.finite && !reduce_gradient) totals.outputs_finite = all_finite(y_.back().data(), B * output_width());

@@ -163,6 +163,44 @@ def test_train_step_refuses_a_non_finite_step():
     assert model._network.step == 0 and not model.fitted
 
 
+def weight_gradient_overflow(sizes, compute_dtype=None):
+    """A model and a batch whose loss is finite but whose first weight gradient overflows:
+    feature 0 is 1e24 with its row of first-layer weights 0 (so the outputs stay small), the
+    targets -1e18 (squares of 1e36), so dW[0], about 1e24 x 1e18 / outputs over 4 rows, passes 3.4e38."""
+    rng = np.random.default_rng(6)
+    model = fastmlp.MLP(sizes, activation="relu", loss="mse", optimizer=optim.SGD(lr=1e-30), seed=2,
+                        compute_dtype=compute_dtype)
+    weights, biases = model.weights, model.biases
+    weights[0][0, :] = 0
+    model.set_weights(weights, biases)
+    X = rng.normal(size=(4, sizes[0])).astype(np.float32)
+    X[:, 0] = 1e24
+    Y = np.full((4, sizes[-1]), -1e18, np.float32)
+    return model, X, Y
+
+
+@pytest.mark.parametrize("compute_dtype", [None, "bfloat16"])
+@pytest.mark.parametrize("sizes", [[5, 3], [5, 8, 3], [40, 64, 20]])
+def test_a_weight_gradient_that_overflows_under_a_finite_loss_refuses_the_step(sizes, compute_dtype):
+    # The weight gradients' finiteness is looked at tile by tile in their GEMMs' epilogue;
+    # this is the case only that look catches (the loss and the biases' gradient are finite).
+    model, X, Y = weight_gradient_overflow(sizes, compute_dtype)
+    loss, gradient = model.gradients(X, Y)
+    assert np.isfinite(loss) and not np.all(np.isfinite(gradient))
+    before = model.flat_parameters
+    with pytest.raises(FloatingPointError, match="at step 1; the step was not applied"):
+        model.train_step(X, Y)
+    np.testing.assert_array_equal(model.flat_parameters, before)
+    with pytest.raises(FloatingPointError, match=r"in epoch 1, step 1"):
+        model.fit(X, Y, epochs=1, batch_size=4, shuffle=False)
+    np.testing.assert_array_equal(model.flat_parameters, before)
+    # The same model a step later, on rows whose gradient is finite, steps again: the look's
+    # flag does not stick to the next step.
+    X[:, 0] = 1.0
+    model.train_step(X, Y * 1e-18)
+    assert not np.array_equal(model.flat_parameters, before)
+
+
 # ---- model files -----------------------------------------------------------------------------------------
 
 
