@@ -502,7 +502,7 @@ void Network<T>::optimizer_step(double decay_scale) {
     const T wd = static_cast<T>(o.weight_decay * decay_scale);
     const int64_t n = static_cast<int64_t>(params.size());
     const auto [first, last] = updated_range();
-    // A state decays by a factor of at most beta1 or momentum a step, so from 2^-60, where the
+    // A state decays by a factor of beta1 or momentum a step, so from 2^-100, where the
     // kernels begin to treat it apart, 16 steps at 0.9 leave it far from the subnormals (and
     // a state that gets there between two looks, or is written from outside, only slows).
     OptimizerStateScan scan(scan_optimizer_states || step % 16 == 1);

@@ -263,18 +263,20 @@ void adam_eps_hat_loop(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, 
 //
 // The elements go 64 at a time to the plain float loop, or to a twin computing over
 // FloatViaDouble when one of the 64 has an optimizer state whose products could leave float's
-// normal range: a magnitude below 2^-60 but not zero (a state decaying towards zero,
+// normal range: a magnitude below 2^-100 but not zero (a state decaying towards zero,
 // subnormals included) or of 2^50 and more (infinities and NaN too). Runs of consecutive 64s
 // of one kind go in one call. Every twin gives the IEEE result, so the choice changes no
-// bits, only the speed: the plain loop then meets a subnormal only from a tiny gradient or
-// parameter, a sum of normal numbers that cancels that far or an lr below 2^-20, and is
-// merely slow there. Only the states are looked at, since they are what decays (checking the
-// gradient and parameters as well doubled the look's cost). Why 2^-60: with lr >= 2^-20
-// and gradients below 2^20, Adam's step_size m / denom, RMSprop's centred mean^2 and the
-// momentum buffers' lr buf stay normal for states above it.
+// bits, only the speed. Only the states are looked at, since they are what decays (checking
+// the gradient and parameters as well doubled the look's cost). Why 2^-100: Adam's
+// step_size m / denom stays normal for first moments above it with lr >= 2^-20 and a
+// denominator below 2^6, and a momentum buffer's lr buf too; so the plain loop meets a
+// subnormal only from a tiny gradient or parameter, a larger second moment, a sum of normal
+// numbers that cancels that far, or RMSprop's centred mean^2 for means below 2^-63, and is
+// merely slow there. (2^-60 sent the states of units that died in the first epoch to the
+// twins some 260 steps earlier, which slowed a first bf16 epoch of 784-256-10 by 10-20%.)
 constexpr int64_t kGuardLanes = 64;  // lanes per decision: four zmm compares per state
 constexpr int64_t kGuardRun = 1024;  // at most, lanes per call: the run's arrays fit in L1
-constexpr uint32_t kSmallestPlainMagnitude = (127u - 60u) << 23;  // 2^-60's bits
+constexpr uint32_t kSmallestPlainMagnitude = (127u - 100u) << 23;  // 2^-100's bits
 constexpr uint32_t kLargestPlainMagnitude = (127u + 50u) << 23;   // 2^50's bits
 
 // Whether x[i] is a value the plain loop should not multiply.

@@ -16,8 +16,9 @@ TINY = float(np.finfo(np.float32).tiny)  # 2^-126, the smallest normal float
 
 
 def mixed_magnitudes(rng, n):
-    """n float32 values of every kind the guard sorts: zeros, normal values, values between
-    2^-126 and 2^-60, subnormals, values of 2^50 and more, each sign, in runs and alone."""
+    """n float32 values of every kind the guard sorts: zeros, normal values, small normal
+    values on both sides of its 2^-100, subnormals, values of 2^50 and more, each sign, in
+    runs and alone."""
     kinds = [
         lambda k: np.zeros(k),
         lambda k: rng.uniform(1e-6, 1.0, k),
