@@ -56,26 +56,57 @@ namespace {
 // in k order: every instruction set's copy gives the same bits.
 // ---------------------------------------------------------------------------------------
 
-// Whether any of x[0, n) is NaN or infinite: an all-ones exponent, tested on the bits so that
-// the loop vectorises.
+// The exponent field of T, and a 64-byte vector of T's bit patterns (GCC's vector extension:
+// one zmm, two ymm or four xmm registers, whatever the translation unit's instruction set).
 template <typename T>
-bool any_non_finite_in(const T* x, int64_t n) {
-    using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-    constexpr Bits exponent = sizeof(T) == 4 ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
-    Bits found = 0;
-    for (int64_t k = 0; k < n; ++k) {
-        Bits bits;
-        std::memcpy(&bits, x + k, sizeof bits);
-        found |= (bits & exponent) == exponent;
+struct ExponentBits;
+template <>
+struct ExponentBits<float> {
+    using Bits = int32_t;
+    typedef int32_t Lanes __attribute__((vector_size(64)));
+    static constexpr Bits all_ones = 0x7f800000;
+};
+template <>
+struct ExponentBits<double> {
+    using Bits = int64_t;
+    typedef int64_t Lanes __attribute__((vector_size(64)));
+    static constexpr Bits all_ones = 0x7ff0000000000000ll;
+};
+
+// Whether an element of the rows x cols block at c (row stride ldc) is NaN or infinite (an
+// all-ones exponent, tested on the bits). The flags of 64 bytes of lanes are kept across the
+// rows and reduced once, so a block costs a load, an and and a compare per 64 bytes (a loop
+// per row with its own reduction cost as much as reading the whole gradient again).
+template <typename T>
+bool block_has_non_finite(const T* c, int64_t ldc, int64_t rows, int64_t cols) {
+    using E = ExponentBits<T>;
+    using Bits = typename E::Bits;
+    using Lanes = typename E::Lanes;
+    constexpr int64_t L = 64 / sizeof(T);
+    Lanes found = {};
+    Bits tail = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* row = c + r * ldc;
+        int64_t k = 0;
+        for (; k + L <= cols; k += L) {
+            Lanes bits;
+            std::memcpy(&bits, row + k, sizeof bits);
+            found |= (bits & E::all_ones) == E::all_ones;
+        }
+        for (; k < cols; ++k) {
+            Bits bits;
+            std::memcpy(&bits, row + k, sizeof bits);
+            tail |= (bits & E::all_ones) == E::all_ones;
+        }
     }
-    return found != 0;
+    for (int64_t l = 0; l < L; ++l) tail |= found[l];
+    return tail != 0;
 }
 
 // Rows [i, i + rows) x columns [j, j + cols) of c get the epilogue, and the finiteness look.
 template <typename T>
 void finish_block(const Operands<T>& p, int64_t i, int64_t j, int64_t rows, int64_t cols) {
     const GemmEpilogue<T>& e = p.epilogue;
-    bool non_finite = false;
     for (int64_t r = i; r < i + rows; ++r) {
         T* c_row = p.c + r * p.N + j;
         const int64_t at = r * p.N + j;
@@ -86,9 +117,9 @@ void finish_block(const Operands<T>& p, int64_t i, int64_t j, int64_t rows, int6
             activation_math::activation_derivative_row(c_row, c_row, e.x ? e.x + at : nullptr,
                                                        e.y ? e.y + at : nullptr, cols, e.activation,
                                                        e.slope);
-        if (e.non_finite_found) non_finite = non_finite || any_non_finite_in(c_row, cols);
     }
-    if (non_finite) e.non_finite_found->store(true, std::memory_order_relaxed);
+    if (e.non_finite_found && block_has_non_finite(p.c + i * p.N + j, p.N, rows, cols))
+        e.non_finite_found->store(true, std::memory_order_relaxed);
 }
 
 // epilogue.b_column_sums (if asked): sums over k of op(b)[k, j], in k order. For the paths
