@@ -39,7 +39,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstring>
 #include <new>
 #include <type_traits>
 
@@ -56,54 +55,7 @@ namespace {
 // in k order: every instruction set's copy gives the same bits.
 // ---------------------------------------------------------------------------------------
 
-// The exponent field of T, and a 64-byte vector of T's bit patterns (GCC's vector extension:
-// one zmm, two ymm or four xmm registers, whatever the translation unit's instruction set).
-template <typename T>
-struct ExponentBits;
-template <>
-struct ExponentBits<float> {
-    using Bits = int32_t;
-    typedef int32_t Lanes __attribute__((vector_size(64)));
-    static constexpr Bits all_ones = 0x7f800000;
-};
-template <>
-struct ExponentBits<double> {
-    using Bits = int64_t;
-    typedef int64_t Lanes __attribute__((vector_size(64)));
-    static constexpr Bits all_ones = 0x7ff0000000000000ll;
-};
-
-// Whether an element of the rows x cols block at c (row stride ldc) is NaN or infinite (an
-// all-ones exponent, tested on the bits). The flags of 64 bytes of lanes are kept across the
-// rows and reduced once, so a block costs a load, an and and a compare per 64 bytes (a loop
-// per row with its own reduction cost as much as reading the whole gradient again).
-template <typename T>
-bool block_has_non_finite(const T* c, int64_t ldc, int64_t rows, int64_t cols) {
-    using E = ExponentBits<T>;
-    using Bits = typename E::Bits;
-    using Lanes = typename E::Lanes;
-    constexpr int64_t L = 64 / sizeof(T);
-    Lanes found = {};
-    Bits tail = 0;
-    for (int64_t r = 0; r < rows; ++r) {
-        const T* row = c + r * ldc;
-        int64_t k = 0;
-        for (; k + L <= cols; k += L) {
-            Lanes bits;
-            std::memcpy(&bits, row + k, sizeof bits);
-            found |= (bits & E::all_ones) == E::all_ones;
-        }
-        for (; k < cols; ++k) {
-            Bits bits;
-            std::memcpy(&bits, row + k, sizeof bits);
-            tail |= (bits & E::all_ones) == E::all_ones;
-        }
-    }
-    for (int64_t l = 0; l < L; ++l) tail |= found[l];
-    return tail != 0;
-}
-
-// Rows [i, i + rows) x columns [j, j + cols) of c get the epilogue, and the finiteness look.
+// Rows [i, i + rows) x columns [j, j + cols) of c get the epilogue.
 template <typename T>
 void finish_block(const Operands<T>& p, int64_t i, int64_t j, int64_t rows, int64_t cols) {
     const GemmEpilogue<T>& e = p.epilogue;
@@ -118,8 +70,6 @@ void finish_block(const Operands<T>& p, int64_t i, int64_t j, int64_t rows, int6
                                                        e.y ? e.y + at : nullptr, cols, e.activation,
                                                        e.slope);
     }
-    if (e.non_finite_found && block_has_non_finite(p.c + i * p.N + j, p.N, rows, cols))
-        e.non_finite_found->store(true, std::memory_order_relaxed);
 }
 
 // epilogue.b_column_sums (if asked): sums over k of op(b)[k, j], in k order. For the paths
@@ -325,7 +275,7 @@ void macro_kernel(const Operands<T>& p, const T* a_block, const T* b_panel, int6
                   int64_t i0, int64_t mc, int64_t j0, int64_t s0, int64_t s1, int64_t kc, bool load_c,
                   bool last_k_block) {
     constexpr int64_t MR = Kernels::MR, NR = Kernels::NR;
-    const bool finish = last_k_block && p.epilogue.finishes_tiles();
+    const bool finish = last_k_block && p.epilogue.kind != GemmEpilogueKind::none;
     alignas(64) T edge_tile[MR * NR];
     for (int64_t s = s0; s < s1; ++s) {
         const int64_t j = j0 + s * NR, cols = std::min(NR, p.N - j);

@@ -7,7 +7,6 @@
 // Each is templated on T in {float, double} and explicitly instantiated for both.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <new>
 #include <mutex>
@@ -206,12 +205,6 @@ struct GemmEpilogue {
     const T* x = nullptr;          // (M, N) pre-activation (gelu), activation_derivative
     const T* y = nullptr;          // (M, N) act(x), activation_derivative
     T* b_column_sums = nullptr;    // (N) or null: sum over k of op(b)[k, j], in k order
-    // Set (never cleared) when an element of c, after the epilogue, is NaN or infinite: the
-    // check made on each finished tile while it is in L1, instead of a pass over c after.
-    std::atomic<bool>* non_finite_found = nullptr;
-
-    // Whether finished tiles need a look at all.
-    bool finishes_tiles() const { return kind != GemmEpilogueKind::none || non_finite_found; }
 };
 
 // gemm (same arguments, same bits for c before the epilogue), then the epilogue applied to

@@ -413,10 +413,10 @@ private:
     // Rows classified correctly: their count, and their sample weights summed (*weighted).
     int64_t count_correct(const T* logits, Targets<T> targets, int64_t B, double* weighted) const;
     void backward(const T* x, int64_t B);
-    // Whether the gradient backward left in grads (for a step of B rows) is finite: the weight
-    // gradients' GEMMs looked at their tiles; the biases and batch norm's are read here.
+    // Whether the gradient backward left in grads (for a step of B rows) is finite: backward
+    // bounded each weight gradient or read it; the biases and batch norm's are read here.
     bool gradient_finite(int64_t B) const;
-    std::atomic<bool> weight_gradient_non_finite_{false};  // set by the weight gradients' GEMMs
+    bool weight_gradient_checked_finite_ = true;  // by the last backward
     void to_pre_activation_gradient(int64_t l, T* gradient, int64_t B);
     bool derivative_fuses_into_gemm(int64_t l) const;
     // One update of every parameter (with a sharded optimizer, of this rank's range), the

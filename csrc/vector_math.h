@@ -38,6 +38,9 @@ struct ElementwiseLoops {
     void (*gelu_derivative_row)(T* dx, const T* dy, const T* x, int64_t n);
     // 1 when some element of data is NaN or infinite, else 0.  data is (n).
     int (*any_non_finite)(const T* data, int64_t n);
+    // The largest |data[i]|'s bit pattern (sign cleared), widened: at least the all-ones
+    // exponent's when some element is NaN or infinite.  data is (n).
+    uint64_t (*largest_magnitude_bits)(const T* data, int64_t n);
 };
 
 // Defined in elementwise_avx2.cpp / elementwise_avx512.cpp: call only when the CPU has
@@ -402,11 +405,27 @@ int any_non_finite(const T* data, int64_t n) {
     return found != 0;
 }
 
+// A magnitude's bits order as its value (NaN and infinities above every finite one): an
+// integer max-reduction, which vectorises.
+template <typename T>
+uint64_t largest_magnitude_bits(const T* data, int64_t n) {
+    using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+    const Bits sign_off = sizeof(T) == 4 ? Bits(0x7fffffffu) : Bits(0x7fffffffffffffffull);
+    Bits largest = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        Bits bits;
+        std::memcpy(&bits, data + i, sizeof(T));
+        bits &= sign_off;
+        largest = bits > largest ? bits : largest;
+    }
+    return largest;
+}
+
 template <bool kFma, typename T>
 ElementwiseLoops<T> elementwise_loops_of_this_isa() {
     return {&exp_row<kFma, T>,  &sigmoid_row<kFma, T>, &tanh_row<kFma, T>,
             &erf_row<kFma, T>,  &gelu_row<kFma, T>,    &gelu_derivative_row<kFma, T>,
-            &any_non_finite<T>};
+            &any_non_finite<T>, &largest_magnitude_bits<T>};
 }
 
 }  // namespace

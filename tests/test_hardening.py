@@ -182,8 +182,9 @@ def weight_gradient_overflow(sizes, compute_dtype=None):
 @pytest.mark.parametrize("compute_dtype", [None, "bfloat16"])
 @pytest.mark.parametrize("sizes", [[5, 3], [5, 8, 3], [40, 64, 20]])
 def test_a_weight_gradient_that_overflows_under_a_finite_loss_refuses_the_step(sizes, compute_dtype):
-    # The weight gradients' finiteness is looked at tile by tile in their GEMMs' epilogue;
-    # this is the case only that look catches (the loss and the biases' gradient are finite).
+    # A weight gradient's finiteness comes from a bound on its operands, and the gradient is
+    # read only when the bound cannot rule an overflow out: this is the case only that read
+    # catches (the loss and the biases' gradient are finite).
     model, X, Y = weight_gradient_overflow(sizes, compute_dtype)
     loss, gradient = model.gradients(X, Y)
     assert np.isfinite(loss) and not np.all(np.isfinite(gradient))
