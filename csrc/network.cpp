@@ -1043,12 +1043,13 @@ void Network<T>::prepare_bfloat16_weights() {
     if constexpr (std::is_same_v<T, float>) {
         if (!bfloat16_compute) return;
         bfloat16_weights_.resize(layers_.size());
-        bool current = bfloat16_weights_current_;
+        const uint64_t generation = weights_generation_.load(std::memory_order_acquire);
+        bool current = bfloat16_weights_generation_.load(std::memory_order_acquire) == generation;
         for (size_t l = 0; l < layers_.size(); ++l)  // set_isa may have changed the packing
             current = current && bfloat16_weights_[l].packing == bfloat16_packing(layers_[l].fan_out);
         if (current) return;
         // Not current until every layer is packed: a fork meanwhile leaves a child that packs again.
-        bfloat16_weights_current_ = false;
+        bfloat16_weights_generation_.store(kNotPacked, std::memory_order_release);
         for (size_t l = 0; l < layers_.size(); ++l) {
             const LayerSlices& s = layers_[l];
             PackedWeights& packed = bfloat16_weights_[l];
@@ -1056,13 +1057,15 @@ void Network<T>::prepare_bfloat16_weights() {
             packed.data.resize(static_cast<size_t>(bfloat16_packed_b_size(packed.packing, s.fan_in, s.fan_out)));
             pack_bfloat16_b(packed.data.data(), packed.packing, params.data() + s.weight, s.fan_in, s.fan_out, false);
         }
-        bfloat16_weights_current_ = true;
+        bfloat16_weights_generation_.store(generation, std::memory_order_release);
     }
 }
 
 template <typename T>
 PackedBfloat16B Network<T>::bfloat16_weights(int64_t l) const {
-    if (!bfloat16_compute || !bfloat16_weights_current_) return {};
+    if (!bfloat16_compute || bfloat16_weights_generation_.load(std::memory_order_acquire) !=
+                                 weights_generation_.load(std::memory_order_acquire))
+        return {};
     return {bfloat16_weights_[l].data.data(), bfloat16_weights_[l].packing};
 }
 
@@ -1072,12 +1075,13 @@ void Network<T>::prepare_float32_weights() {
         if (bfloat16_compute) return;
         float32_weights_.resize(layers_.size());
         const void* kernels = float32_packing();
-        bool current = float32_weights_current_;
+        const uint64_t generation = weights_generation_.load(std::memory_order_acquire);
+        bool current = float32_weights_generation_.load(std::memory_order_acquire) == generation;
         for (const PackedFloat32Weights& packed : float32_weights_)  // set_isa may have changed the kernels
             current = current && packed.kernels == kernels;
         if (current) return;
         // Not current until every layer is packed: a fork meanwhile leaves a child that packs again.
-        float32_weights_current_ = false;
+        float32_weights_generation_.store(kNotPacked, std::memory_order_release);
         for (size_t l = 0; l < layers_.size(); ++l) {
             const LayerSlices& s = layers_[l];
             PackedFloat32Weights& packed = float32_weights_[l];
@@ -1085,13 +1089,15 @@ void Network<T>::prepare_float32_weights() {
             packed.data.resize(static_cast<size_t>(float32_packed_b_size(s.fan_in, s.fan_out)));
             pack_float32_b(packed.data.data(), params.data() + s.weight, s.fan_in, s.fan_out);
         }
-        float32_weights_current_ = true;
+        float32_weights_generation_.store(generation, std::memory_order_release);
     }
 }
 
 template <typename T>
 PackedFloat32B Network<T>::float32_weights(int64_t l) const {
-    if (bfloat16_compute || !float32_weights_current_) return {};
+    if (bfloat16_compute || float32_weights_generation_.load(std::memory_order_acquire) !=
+                                weights_generation_.load(std::memory_order_acquire))
+        return {};
     return {float32_weights_[l].data.data(), float32_weights_[l].kernels};
 }
 

@@ -284,10 +284,10 @@ public:
     // Says that the parameters (or bfloat16_compute) may have changed: the weights packed for
     // prediction (bfloat16, and float32) are made again before the next one. Every writer of
     // params outside an optimizer step (the bindings' assign and params view) calls it.
-    void weights_changed() {
-        bfloat16_weights_current_ = false;
-        float32_weights_current_ = false;
-    }
+    // Lock-free: the bindings' params view calls it without the model's lock, possibly while
+    // another thread predicts; packing then records the generation it packed, so a change
+    // during packing leaves the packed weights stale for the next call, never current.
+    void weights_changed() { weights_generation_.fetch_add(1, std::memory_order_acq_rel); }
 
     // Rows predict and evaluate compute at a time (a caller slicing a call in multiples of it
     // gets the same bits as one call).
@@ -463,14 +463,18 @@ private:
         Bfloat16Packing packing = Bfloat16Packing::float_pairs;
     };
     std::vector<PackedWeights> bfloat16_weights_;
-    bool bfloat16_weights_current_ = false;
+    // weights_changed() counts; the packed weights are current while the generation they
+    // were packed at (kNotPacked while packing or before) is the count.
+    static constexpr uint64_t kNotPacked = ~uint64_t(0);
+    std::atomic<uint64_t> weights_generation_{0};
+    std::atomic<uint64_t> bfloat16_weights_generation_{kNotPacked};
     // Per layer: the packed W_l (64-byte aligned) and the float32 kernels it is packed for.
     struct PackedFloat32Weights {
         std::vector<float, CacheLineAllocator<float>> data;
         const void* kernels = nullptr;
     };
     std::vector<PackedFloat32Weights> float32_weights_;
-    bool float32_weights_current_ = false;
+    std::atomic<uint64_t> float32_weights_generation_{kNotPacked};
 };
 
 }  // namespace fastmlp
