@@ -77,8 +77,8 @@ double largest_magnitude(const T* x, int64_t n) {
 // Whether dw = input^T dz (K = rows terms per element) is finite for certain, from its
 // operands' largest magnitudes: every partial sum stays below K max|input| max|dz| times a
 // rounding factor under 1.1 (K < 2^20; bfloat16's operand rounding adds under 1%), so a bound
-// an eighth of T's largest value leaves no room to overflow. Finite operands are known: the
-// input batch was checked, activations and dz come from a finite loss.
+// an eighth of T's largest value leaves no room to overflow. A NaN or infinite operand makes
+// the bound infinite, and dw is then read.
 //   input is (rows, fan_in), dz (rows, fan_out)
 template <typename T>
 bool weight_gradient_cannot_overflow(const T* input, const T* dz, int64_t rows, int64_t fan_in, int64_t fan_out) {
