@@ -63,14 +63,7 @@ bool add_scale_all_finite(T* x, const T* partial, int64_t n, T factor) {
 // The largest |x[i]| for i < n, as a double: infinity when an element is NaN or infinite.
 template <typename T>
 double largest_magnitude(const T* x, int64_t n) {
-    const uint64_t bits = activation_math::active_elementwise_loops<T>().largest_magnitude_bits(x, n);
-    T magnitude;
-    if constexpr (sizeof(T) == 4) {
-        const uint32_t narrow = static_cast<uint32_t>(bits);
-        std::memcpy(&magnitude, &narrow, sizeof magnitude);
-    } else {
-        std::memcpy(&magnitude, &bits, sizeof magnitude);
-    }
+    const T magnitude = activation_math::active_elementwise_loops<T>().largest_magnitude(x, n);
     return std::isfinite(magnitude) ? static_cast<double>(magnitude) : std::numeric_limits<double>::infinity();
 }
 

@@ -5,9 +5,10 @@
 // -ffp-contract=off (and sqrt and division are correctly rounded), so they give the same bits.
 //
 // Each loop is also compiled over FloatViaDouble (below) for float: the same bits, without
-// subnormal numbers in the float unit. optim.cpp runs that copy on the blocks where the plain
-// one would meet them (an optimizer state that decays towards zero, Adam's first moment of
-// a weight whose gradient stays 0, gets there after some hundreds of steps).
+// subnormal numbers in the float unit. The subnormal guard (below) runs that copy on the
+// groups of 64 elements whose states have left float's normal range (an optimizer state
+// that decays towards zero, Adam's first moment of a weight whose gradient stays 0, gets
+// there after some hundreds of steps).
 #pragma once
 
 #include <algorithm>

@@ -38,9 +38,8 @@ struct ElementwiseLoops {
     void (*gelu_derivative_row)(T* dx, const T* dy, const T* x, int64_t n);
     // 1 when some element of data is NaN or infinite, else 0.  data is (n).
     int (*any_non_finite)(const T* data, int64_t n);
-    // The largest |data[i]|'s bit pattern (sign cleared), widened: at least the all-ones
-    // exponent's when some element is NaN or infinite.  data is (n).
-    uint64_t (*largest_magnitude_bits)(const T* data, int64_t n);
+    // The largest |data[i]| (0 for n == 0): NaN or infinite when some element is.  data is (n).
+    T (*largest_magnitude)(const T* data, int64_t n);
 };
 
 // Defined in elementwise_avx2.cpp / elementwise_avx512.cpp: call only when the CPU has
@@ -390,42 +389,49 @@ void gelu_derivative_row(T* dx, const T* dy, const T* x, int64_t n) {
     for (int64_t j = 0; j < n; ++j) dx[j] = dy[j] * gelu_derivative_of<kFma>(x[j]);
 }
 
+// T's bit pattern as an unsigned integer of its width, and the masks of its fields.
+template <typename T>
+struct FloatBits {
+    using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+    static constexpr Bits exponent = sizeof(T) == 4 ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
+    static constexpr Bits magnitude = sizeof(T) == 4 ? Bits(0x7fffffffu) : Bits(0x7fffffffffffffffull);
+    static Bits of(const T* x) {
+        Bits bits;
+        std::memcpy(&bits, x, sizeof(T));  // compiles to a plain load
+        return bits;
+    }
+};
+
 // Tested on the bits (an all-ones exponent field), an integer OR-reduction that vectorises;
 // a scalar isfinite loop does not.
 template <typename T>
 int any_non_finite(const T* data, int64_t n) {
-    using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-    const Bits exponent = sizeof(T) == 4 ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
-    Bits found = 0;
-    for (int64_t i = 0; i < n; ++i) {
-        Bits bits;
-        std::memcpy(&bits, data + i, sizeof(T));  // compiles to a plain load
-        found |= Bits((bits & exponent) == exponent);
-    }
+    using F = FloatBits<T>;
+    typename F::Bits found = 0;
+    for (int64_t i = 0; i < n; ++i) found |= typename F::Bits((F::of(data + i) & F::exponent) == F::exponent);
     return found != 0;
 }
 
 // A magnitude's bits order as its value (NaN and infinities above every finite one): an
 // integer max-reduction, which vectorises.
 template <typename T>
-uint64_t largest_magnitude_bits(const T* data, int64_t n) {
-    using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-    const Bits sign_off = sizeof(T) == 4 ? Bits(0x7fffffffu) : Bits(0x7fffffffffffffffull);
-    Bits largest = 0;
+T largest_magnitude(const T* data, int64_t n) {
+    using F = FloatBits<T>;
+    typename F::Bits largest = 0;
     for (int64_t i = 0; i < n; ++i) {
-        Bits bits;
-        std::memcpy(&bits, data + i, sizeof(T));
-        bits &= sign_off;
+        const typename F::Bits bits = F::of(data + i) & F::magnitude;
         largest = bits > largest ? bits : largest;
     }
-    return largest;
+    T magnitude;
+    std::memcpy(&magnitude, &largest, sizeof(T));
+    return magnitude;
 }
 
 template <bool kFma, typename T>
 ElementwiseLoops<T> elementwise_loops_of_this_isa() {
     return {&exp_row<kFma, T>,  &sigmoid_row<kFma, T>, &tanh_row<kFma, T>,
             &erf_row<kFma, T>,  &gelu_row<kFma, T>,    &gelu_derivative_row<kFma, T>,
-            &any_non_finite<T>, &largest_magnitude_bits<T>};
+            &any_non_finite<T>, &largest_magnitude<T>};
 }
 
 }  // namespace
