@@ -12,6 +12,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -194,69 +195,144 @@ void rmsprop_loop(T* params, T* square_avg, T* grad_avg, T* momentum_buffer, con
 // and its quotient), C for the rest. The subnormal guard runs M = FloatViaDouble alone where
 // only m has left the normal range: the common case, a weight whose gradient has stayed 0
 // (a dead ReLU unit's column), which then avoids the second moment's square root and the
-// denominator in double. Every mixture gives the same bits.
+// denominator in double. Every mixture gives the same bits. eps_hat: Kingma & Ba's "epsilon
+// hat" in scikit-learn's operation order (AdamOptimizer._get_updates): v = b2 v + (1 - b2)
+// (g g), denominator sqrt(v) + eps, step_size = lr sqrt(bc2) / bc1 a scalar.
+
+// Adam's scalars as locals of a loop (see sgd_loop).
+template <typename T, typename C, typename M>
+struct AdamConstants {
+    C one_minus_beta1, beta2, one_minus_beta2, decay_factor, weight_decay, eps, sqrt_bias_correction2;
+    M beta1, step_size;
+    explicit AdamConstants(const UpdateScalars<T>& s)
+        : one_minus_beta1(T(1) - s.beta1), beta2(s.beta2), one_minus_beta2(T(1) - s.beta2),
+          decay_factor(s.decay_factor), weight_decay(s.weight_decay), eps(s.eps),
+          sqrt_bias_correction2(s.sqrt_bias_correction2), beta1(s.beta1), step_size(s.step_size) {}
+};
+
+// Element i of an Adam step but its update: the moments (and the maximum) are stored; the
+// parameter after weight decay, the new first moment and the denominator are returned (plain
+// T values: a FloatViaDouble member would keep the loops from vectorising).
+template <typename T>
+struct AdamElement {
+    T decayed_param, first_moment, denom;
+};
+
+// The update's denominator from the second moment (the maximum, amsgrad).
+template <bool eps_hat, typename T, typename C, typename M>
+inline C adam_denominator(const AdamConstants<T, C, M>& k, C second_moment) {
+    return eps_hat ? square_root(second_moment) + k.eps : square_root(second_moment) / k.sqrt_bias_correction2 + k.eps;
+}
+
+//   params, exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad only), grads are (> i)
+template <typename T, typename C, bool amsgrad, bool decoupled_weight_decay, bool eps_hat, typename M>
+inline AdamElement<T> adam_element(const AdamConstants<T, C, M>& k, const T* params, T* exp_avg,
+                                      T* exp_avg_sq, T* max_exp_avg_sq, const T* grads, int64_t i) {
+    C g = grads[i];
+    C p = params[i];
+    if (decoupled_weight_decay)
+        p = p * k.decay_factor;
+    else
+        g = g + k.weight_decay * p;
+    const M m = k.beta1 * M(exp_avg[i]) + M(static_cast<T>(k.one_minus_beta1 * g));
+    const C v = eps_hat ? k.beta2 * C(exp_avg_sq[i]) + k.one_minus_beta2 * (g * g)
+                        : k.beta2 * C(exp_avg_sq[i]) + k.one_minus_beta2 * g * g;
+    exp_avg[i] = static_cast<T>(m);
+    exp_avg_sq[i] = static_cast<T>(v);
+    C second_moment = v;
+    if (amsgrad) {
+        const C previous_max = max_exp_avg_sq[i];
+        second_moment = previous_max > v ? previous_max : v;
+        max_exp_avg_sq[i] = static_cast<T>(second_moment);
+    }
+    return {static_cast<T>(p), static_cast<T>(m), static_cast<T>(adam_denominator<eps_hat>(k, second_moment))};
+}
 
 //   params, exp_avg (state0), exp_avg_sq (state1), max_exp_avg_sq (state2, amsgrad only),
 //   grads are (n)
-template <typename T, typename C, bool amsgrad, bool decoupled_weight_decay, typename M = C>
-void adam_loop(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const T* grads,
-               int64_t n, const UpdateScalars<T>& s) {
-    const C one_minus_beta1 = T(1) - s.beta1, beta2 = s.beta2, one_minus_beta2 = T(1) - s.beta2;
-    const C decay_factor = s.decay_factor, weight_decay = s.weight_decay, eps = s.eps;
-    const C sqrt_bias_correction2 = s.sqrt_bias_correction2;
-    const M beta1 = s.beta1, step_size = s.step_size;
+template <typename T, typename C, bool amsgrad, bool decoupled_weight_decay, bool eps_hat, typename M = C>
+void adam_loop(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const T* grads, int64_t n,
+               const UpdateScalars<T>& s) {
+    const AdamConstants<T, C, M> k(s);
     for (int64_t i = 0; i < n; ++i) {
-        C g = grads[i];
-        C p = params[i];
-        if (decoupled_weight_decay)
-            p = p * decay_factor;
-        else
-            g = g + weight_decay * p;
-        const M m = beta1 * M(exp_avg[i]) + M(static_cast<T>(one_minus_beta1 * g));
-        const C v = beta2 * C(exp_avg_sq[i]) + one_minus_beta2 * g * g;
-        exp_avg[i] = static_cast<T>(m);
-        exp_avg_sq[i] = static_cast<T>(v);
-        C second_moment = v;
-        if (amsgrad) {
-            const C previous_max = max_exp_avg_sq[i];
-            second_moment = previous_max > v ? previous_max : v;
-            max_exp_avg_sq[i] = static_cast<T>(second_moment);
-        }
-        const C denom = square_root(second_moment) / sqrt_bias_correction2 + eps;
-        params[i] = static_cast<T>(M(static_cast<T>(p)) - step_size * m / M(static_cast<T>(denom)));
+        const auto e = adam_element<T, C, amsgrad, decoupled_weight_decay, eps_hat>(k, params, exp_avg, exp_avg_sq,
+                                                                                    max_exp_avg_sq, grads, i);
+        params[i] = static_cast<T>(M(e.decayed_param) - k.step_size * M(e.first_moment) / M(e.denom));
     }
 }
 
-// Adam with Kingma & Ba's "epsilon hat", in scikit-learn's operation order
-// (AdamOptimizer._get_updates): m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) (g g);
-// p -= (step_size m) / (sqrt(v) + eps), step_size = lr sqrt(bc2) / bc1 a scalar.
+// The smallest |p| denom for which a first moment below 2^-100 cannot move p: p - step_size m
+// / denom, each op rounded to float, is p itself when |p| >= 2^-100 and |p| denom >=
+// step_size 2^-72 (rounded up to a float). For then the exact quotient is below |p| 2^-27
+// (a product rounded to float loses at most a factor 1 - 2^-24), the quotient rounded twice
+// stays below |p| 2^-25 (relative error 2^-23, or 2^-149 absolute where subnormal), and that
+// is half the gap below p at a power of two, less elsewhere.
+inline float unmoved_param_denom_product(float step_size) {
+    const double product = static_cast<double>(step_size) * 0x1p-72;
+    const float rounded = static_cast<float>(product);
+    return static_cast<double>(rounded) < product ? std::nextafter(rounded, INFINITY) : rounded;
+}
+
+// Whether a first moment below 2^-100 leaves decayed_param as it is (see above). Float
+// compares and one product of normal numbers: cheap beside the quotient it avoids. (Not
+// ruled: p near 0, infinite or NaN, a denominator 0 or NaN.)
+inline bool small_moment_leaves_param(float decayed_param, float denom, float smallest_product) {
+    const float magnitude = std::fabs(decayed_param);
+    // & rather than &&: no branches, so the loop around it vectorises
+    return (magnitude >= 0x1p-100f) & (magnitude <= FLT_MAX) & (denom > 0.0f) &
+           (magnitude * denom >= smallest_product);
+}
+
+// Adam with the first moment's chain over FloatViaDouble: the guard's common twin, for
+// elements whose first moment has left float's normal range while the rest has not. A first
+// moment below 2^-100 cannot move a parameter of ordinary size (small_moment_leaves_param),
+// so the update's quotient, the dearest op of the loop in double, is computed in float: from
+// the moment and its denominator where the moment is not that small, and as 0 / 1 where it is
+// (its subnormal would stall the float unit; the denominator may be 0), which leaves the
+// parameter as it is. The few elements where the bound does not rule (a parameter near 0)
+// are computed again in double, from the stored moments and the parameter after weight decay
+// that the quotient 0 / 1 left. The same bits as adam_loop<float, float, ..., FloatViaDouble>.
+//
+// The quotients' operands pass from one loop to the next in arrays: in one loop, GCC 12 moves
+// the choice of 0 / 1 past the division (a float division of the moment itself, subnormal or
+// not, then the choice of its result). And not a fixed 16-element loop: GCC 12's straight-line
+// vectoriser dropped FloatViaDouble's roundings to float in one such attempt.
 //   params, exp_avg (state0), exp_avg_sq (state1), max_exp_avg_sq (state2, amsgrad only),
 //   grads are (n)
-template <typename T, typename C, bool amsgrad, bool decoupled_weight_decay, typename M = C>
-void adam_eps_hat_loop(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, const T* grads,
-                       int64_t n, const UpdateScalars<T>& s) {
-    const C one_minus_beta1 = T(1) - s.beta1, beta2 = s.beta2, one_minus_beta2 = T(1) - s.beta2;
-    const C decay_factor = s.decay_factor, weight_decay = s.weight_decay, eps = s.eps;
-    const M beta1 = s.beta1, step_size = s.step_size;
-    for (int64_t i = 0; i < n; ++i) {
-        C g = grads[i];
-        C p = params[i];
-        if (decoupled_weight_decay)
-            p = p * decay_factor;
-        else
-            g = g + weight_decay * p;
-        const M m = beta1 * M(exp_avg[i]) + M(static_cast<T>(one_minus_beta1 * g));
-        const C v = beta2 * C(exp_avg_sq[i]) + one_minus_beta2 * (g * g);
-        exp_avg[i] = static_cast<T>(m);
-        exp_avg_sq[i] = static_cast<T>(v);
-        C second_moment = v;
-        if (amsgrad) {
-            const C previous_max = max_exp_avg_sq[i];
-            second_moment = previous_max > v ? previous_max : v;
-            max_exp_avg_sq[i] = static_cast<T>(second_moment);
+template <bool amsgrad, bool decoupled_weight_decay, bool eps_hat>
+void adam_first_moment_twin(float* params, float* exp_avg, float* exp_avg_sq, float* max_exp_avg_sq,
+                            const float* grads, int64_t n, const UpdateScalars<float>& s) {
+    const AdamConstants<float, float, FloatViaDouble> k(s);
+    const float step_size = s.step_size;
+    const float smallest_product = unmoved_param_denom_product(s.step_size);
+    constexpr int64_t CHUNK = 256;  // 1 KiB of each array below
+    float numerators[CHUNK], denominators[CHUNK];
+    int unruled = 0;
+    for (int64_t begin = 0; begin < n; begin += CHUNK) {
+        const int64_t count = std::min(CHUNK, n - begin);
+        float* p = params + begin;
+        for (int64_t i = 0; i < count; ++i) {
+            const auto e = adam_element<float, float, amsgrad, decoupled_weight_decay, eps_hat>(
+                k, p, exp_avg + begin, exp_avg_sq + begin, max_exp_avg_sq ? max_exp_avg_sq + begin : nullptr,
+                grads + begin, i);
+            const bool small = std::fabs(e.first_moment) < 0x1p-100f;
+            p[i] = e.decayed_param;
+            numerators[i] = small ? 0.0f : e.first_moment;
+            denominators[i] = small ? 1.0f : e.denom;
+            unruled |= small & !small_moment_leaves_param(e.decayed_param, e.denom, smallest_product);
         }
-        const C denom = square_root(second_moment) + eps;
-        params[i] = static_cast<T>(M(static_cast<T>(p)) - step_size * m / M(static_cast<T>(denom)));
+        for (int64_t i = 0; i < count; ++i)
+            p[i] = p[i] - step_size * numerators[i] / denominators[i];
+    }
+    if (!unruled) return;
+    const AdamConstants<float, float, float> plain_k(s);
+    for (int64_t i = 0; i < n; ++i) {
+        if (!(std::fabs(exp_avg[i]) < 0x1p-100f)) continue;
+        const float decayed = params[i];
+        const float denom = adam_denominator<eps_hat>(plain_k, amsgrad ? max_exp_avg_sq[i] : exp_avg_sq[i]);
+        if (!small_moment_leaves_param(decayed, denom, smallest_product))
+            params[i] = static_cast<float>(FloatViaDouble(decayed) -
+                                           k.step_size * FloatViaDouble(exp_avg[i]) / FloatViaDouble(denom));
     }
 }
 
@@ -265,9 +341,12 @@ void adam_eps_hat_loop(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, 
 // The elements go 64 at a time to the plain float loop, or to a twin computing over
 // FloatViaDouble when one of the 64 has an optimizer state whose products could leave float's
 // normal range: a magnitude below 2^-100 but not zero (a state decaying towards zero,
-// subnormals included) or of 2^50 and more (infinities and NaN too). Runs of consecutive 64s
-// of one kind go in one call. Every twin gives the IEEE result, so the choice changes no
-// bits, only the speed. Only the states are looked at, since they are what decays (checking
+// subnormals included) or of 2^50 and more (infinities and NaN too). Each 64 goes in a call
+// of its own right after its look, while what the look read is in L1: runs of up to 1024
+// elements of one kind in one call took 15-25% longer on the states of a 3-epoch fit, and
+// 20% longer than the plain loop alone on states without a small value (5% so). Every twin
+// gives the IEEE result, so the choice changes no bits, only the speed. Only the states are
+// looked at, since they are what decays (checking
 // the gradient and parameters as well doubled the look's cost). Why 2^-100: Adam's
 // step_size m / denom stays normal for first moments above it with lr >= 2^-20 and a
 // denominator below 2^6, and a momentum buffer's lr buf too; so the plain loop meets a
@@ -276,7 +355,6 @@ void adam_eps_hat_loop(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, 
 // merely slow there. (2^-60 sent the states of units that died in the first epoch to the
 // twins some 260 steps earlier, which slowed a first bf16 epoch of 784-256-10 by 10-20%.)
 constexpr int64_t kGuardLanes = 64;  // lanes per decision: four zmm compares per state
-constexpr int64_t kGuardRun = 1024;  // at most, lanes per call: the run's arrays fit in L1
 constexpr uint32_t kSmallestPlainMagnitude = (127u - 100u) << 23;  // 2^-100's bits
 constexpr uint32_t kLargestPlainMagnitude = (127u + 50u) << 23;   // 2^50's bits
 
@@ -332,30 +410,17 @@ inline bool needs_exact_loop(const float* x, int64_t n) {
 template <UpdateLoop<float> plain, UpdateLoop<float> first_state_exact, UpdateLoop<float> exact>
 void guarded_loop(float* params, float* state0, float* state1, float* state2, const float* grads,
                   int64_t n, const UpdateScalars<float>& s) {
-    enum Kind { plain_kind, first_state_kind, exact_kind };
     auto at = [](float* x, int64_t i) { return x ? x + i : nullptr; };
-    auto run = [&](int64_t begin, int64_t end, Kind kind) {
-        if (end <= begin) return;
-        const UpdateLoop<float> loop = kind == plain_kind ? plain : kind == first_state_kind ? first_state_exact : exact;
-        loop(params + begin, at(state0, begin), at(state1, begin), at(state2, begin), grads + begin, end - begin, s);
-    };
-    int64_t run_begin = 0;
-    Kind run_kind = plain_kind;
     bool found = false;
     for (int64_t begin = 0; begin < n; begin += kGuardLanes) {
         const int64_t count = std::min(kGuardLanes, n - begin);
-        const Kind kind = needs_exact_loop(at(state1, begin), count) | needs_exact_loop(at(state2, begin), count)
-                              ? exact_kind
-                              : needs_exact_loop(at(state0, begin), count) ? first_state_kind : plain_kind;
-        // A run ends at a change of kind, or at kGuardRun lanes, while what the scan read is
-        // still in L1 for the loop.
-        found = found || kind != plain_kind;
-        if (kind == run_kind && begin - run_begin < kGuardRun) continue;
-        run(run_begin, begin, run_kind);
-        run_begin = begin;
-        run_kind = kind;
+        const UpdateLoop<float> loop =
+            needs_exact_loop(at(state1, begin), count) | needs_exact_loop(at(state2, begin), count) ? exact
+            : needs_exact_loop(at(state0, begin), count)                                            ? first_state_exact
+                                                                                                    : plain;
+        found = found || loop != plain;
+        loop(params + begin, at(state0, begin), at(state1, begin), at(state2, begin), grads + begin, count, s);
     }
-    run(run_begin, n, run_kind);
     if (found) g_guard_found_state_outside_plain_range = true;
 }
 
@@ -373,12 +438,12 @@ constexpr UpdateLoop<T> table_entry(bool guarded, UpdateLoop<T> plain, UpdateLoo
     table_entry<T>(guarded, &loop<T, T, ##__VA_ARGS__>,                                                  \
                    &guarded_loop<&loop<float, float, ##__VA_ARGS__>, &loop<float, FloatViaDouble, ##__VA_ARGS__>, \
                                  &loop<float, FloatViaDouble, ##__VA_ARGS__>>)
-// Adam's loops, with their first-moment-only variant.
-#define FASTMLP_ADAM_LOOP(loop, amsgrad, decoupled)                                                       \
-    table_entry<T>(guarded, &loop<T, T, amsgrad, decoupled>,                                             \
-                   &guarded_loop<&loop<float, float, amsgrad, decoupled>,                                 \
-                                 &loop<float, float, amsgrad, decoupled, FloatViaDouble>,                 \
-                                 &loop<float, FloatViaDouble, amsgrad, decoupled>>)
+// Adam's loops, with their first-moment-only twin.
+#define FASTMLP_ADAM_LOOP(amsgrad, decoupled, eps_hat)                                                   \
+    table_entry<T>(guarded, &adam_loop<T, T, amsgrad, decoupled, eps_hat>,                               \
+                   &guarded_loop<&adam_loop<float, float, amsgrad, decoupled, eps_hat>,                  \
+                                 &adam_first_moment_twin<amsgrad, decoupled, eps_hat>,                   \
+                                 &adam_loop<float, FloatViaDouble, amsgrad, decoupled, eps_hat>>)
 
 // Every loop of this instruction set (guarded: for float, behind the subnormal guard).
 template <typename T>
@@ -398,14 +463,14 @@ UpdateLoops<T> update_loops_of_this_isa(bool guarded = false) {
     loops.rmsprop[0][1] = FASTMLP_UPDATE_LOOP(rmsprop_loop, false, true);
     loops.rmsprop[1][0] = FASTMLP_UPDATE_LOOP(rmsprop_loop, true, false);
     loops.rmsprop[1][1] = FASTMLP_UPDATE_LOOP(rmsprop_loop, true, true);
-    loops.adam[0][0] = FASTMLP_ADAM_LOOP(adam_loop, false, false);
-    loops.adam[0][1] = FASTMLP_ADAM_LOOP(adam_loop, false, true);
-    loops.adam[1][0] = FASTMLP_ADAM_LOOP(adam_loop, true, false);
-    loops.adam[1][1] = FASTMLP_ADAM_LOOP(adam_loop, true, true);
-    loops.adam_eps_hat[0][0] = FASTMLP_ADAM_LOOP(adam_eps_hat_loop, false, false);
-    loops.adam_eps_hat[0][1] = FASTMLP_ADAM_LOOP(adam_eps_hat_loop, false, true);
-    loops.adam_eps_hat[1][0] = FASTMLP_ADAM_LOOP(adam_eps_hat_loop, true, false);
-    loops.adam_eps_hat[1][1] = FASTMLP_ADAM_LOOP(adam_eps_hat_loop, true, true);
+    loops.adam[0][0] = FASTMLP_ADAM_LOOP(false, false, false);
+    loops.adam[0][1] = FASTMLP_ADAM_LOOP(false, true, false);
+    loops.adam[1][0] = FASTMLP_ADAM_LOOP(true, false, false);
+    loops.adam[1][1] = FASTMLP_ADAM_LOOP(true, true, false);
+    loops.adam_eps_hat[0][0] = FASTMLP_ADAM_LOOP(false, false, true);
+    loops.adam_eps_hat[0][1] = FASTMLP_ADAM_LOOP(false, true, true);
+    loops.adam_eps_hat[1][0] = FASTMLP_ADAM_LOOP(true, false, true);
+    loops.adam_eps_hat[1][1] = FASTMLP_ADAM_LOOP(true, true, true);
     return loops;
 }
 #undef FASTMLP_UPDATE_LOOP
