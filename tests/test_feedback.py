@@ -262,11 +262,11 @@ def test_ctrl_c_before_the_first_step_of_an_epoch_adds_no_record(rng):
     model = small_model()
     training_state, calls = model._training_state, []
 
-    def interrupted_in_epoch_2(*args):
+    def interrupted_in_epoch_2(*args, **kwargs):
         calls.append(model.epochs_trained)
         if model.epochs_trained == 2:
             raise KeyboardInterrupt
-        return training_state(*args)
+        return training_state(*args, **kwargs)
 
     model._training_state = interrupted_in_epoch_2  # taken before each core call with on_nan="restore"
     history = model.fit(X, y, epochs=5, batch_size=16, on_nan="restore")

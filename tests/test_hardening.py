@@ -147,6 +147,52 @@ def test_on_nan_restore_goes_back_to_the_start_of_the_run_of_batches():
     np.testing.assert_array_equal(model.flat_parameters, expected.flat_parameters)
 
 
+def test_on_nan_restore_after_many_runs_puts_back_that_runs_state():
+    # fit keeps the state before each run of batches in the arrays of the state it no longer
+    # needs (from the third run on): a failure in batch 27 restores the state after batch 24,
+    # parameters and optimizer state, not an older one whose arrays were reused.
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(40, 5)).astype(np.float32)
+    Y = rng.normal(size=(40, 3)).astype(np.float32)
+    Y[26] = 1e30
+    model = mse_model()
+    with pytest.warns(RuntimeWarning, match="step 27 .* after step 24 were restored"):
+        model.fit(X, Y, epochs=1, batch_size=1, shuffle=False, on_nan="restore")
+    expected = model_after_clean_steps(X, Y, 24, 1)
+    np.testing.assert_array_equal(model.flat_parameters, expected.flat_parameters)
+    for name, buffer in model._network.optimizer_state.items():
+        np.testing.assert_array_equal(buffer, expected._network.optimizer_state[name])
+    assert model._network.step == 24
+
+
+def test_fit_reuses_only_the_state_two_runs_old_and_fills_it_with_the_current_one():
+    # The states fit keeps before each run of batches: the last (restored when a run fails)
+    # and the one before it (restored when the last run's final update overflowed the
+    # parameters). Only the state before those may take the next copy.
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(40, 5)).astype(np.float32)
+    Y = rng.normal(size=(40, 3)).astype(np.float32)
+    model = fastmlp.MLP([5, 8, 3], activation="tanh", loss="mse", optimizer=optim.Adam(lr=0.01), seed=4)
+    take_state, returned = model._training_state, []
+
+    def recording(reuse=None):
+        if len(returned) >= 2:
+            assert reuse is returned[-2]  # two runs old: neither of the states fit keeps
+        state = take_state(reuse=reuse)
+        fresh = take_state()
+        for name in ("params", "running_mean", "running_var"):
+            np.testing.assert_array_equal(state[name], fresh[name])
+        for name in fresh["optimizer"]:
+            np.testing.assert_array_equal(state["optimizer"][name], fresh["optimizer"][name])
+        assert state["step"] == fresh["step"] == model._network.step
+        returned.append(state)
+        return state
+
+    model._training_state = recording
+    model.fit(X, Y, epochs=1, batch_size=1, shuffle=False, on_nan="restore")
+    assert len(returned) == 10 and len({id(state) for state in returned}) == 2  # two sets of arrays
+
+
 def test_on_nan_must_be_a_known_choice():
     X, y = blobs()
     with pytest.raises(ValueError, match="unknown on_nan 'ignore'; valid: raise, restore"):

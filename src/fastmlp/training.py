@@ -64,7 +64,7 @@ class TrainableModel(Protocol):
 
     def _restore(self, snapshot: Dict[str, np.ndarray]) -> None: ...
 
-    def _training_state(self) -> Dict[str, Any]: ...
+    def _training_state(self, reuse: Optional[Dict[str, Any]] = ...) -> Dict[str, Any]: ...
 
     def _set_training_state(self, state: Dict[str, Any]) -> None: ...
 
@@ -415,12 +415,14 @@ class FitLoop:
             for first in range(0, n_batches, per_call):
                 count = min(per_call, n_batches - first)
                 # Kept under both policies: an update can overflow the parameters although its
-                # gradient was finite, and the core finds that only after it (3 copies of the
-                # parameters per tenth of an epoch: ~1% of a 784-256-10 epoch). The state
+                # gradient was finite, and the core finds that only after it (a copy of the
+                # parameters and the optimizer state per tenth of an epoch, into the arrays of
+                # the state dropped here: ~1% of an epoch of 784-1024-1024-10). The state
                 # before is kept too (no copy): when the call's first step finds its logits
                 # NaN/inf, the previous call's last update overflowed the forward pass, which
                 # only the last call of an epoch checks directly (a forward of its last batch).
-                self.before_good, last_good = self.last_good, model._training_state()
+                dropped = self.before_good
+                self.before_good, last_good = self.last_good, model._training_state(reuse=dropped)
                 self.last_good = last_good
                 try:
                     part = network.train_batches(data.X, data.y, order, batch_size, first, count, *mixing,
