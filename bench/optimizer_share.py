@@ -3,7 +3,13 @@
 compute_dtype="bfloat16".
 
     python bench/optimizer_share.py             # medians of 30, both networks (about a minute)
+    python bench/optimizer_share.py --trained-epochs 3   # after 3 epochs of Fashion-MNIST
     python bench/optimizer_share.py --quick     # a smoke run (3 repetitions)
+
+With --trained-epochs N the Adam models first train N epochs on Fashion-MNIST (generated blob
+images where its files are missing): their optimizer states then hold what training leaves,
+first moments stuck among the subnormals included (docs/guide/performance.md, "Optimizer states
+near zero"), and the step is timed on a batch of those images.
 
 Per network and precision, four contestants run interleaved on the same 128-row batch:
 `train_step` (gradients + Adam + the finiteness check of the parameters), `gradients` (the
@@ -22,7 +28,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -47,17 +53,31 @@ def make_model(sizes: Sequence[int], optimizer: str, compute_dtype: str, n_threa
                        n_threads=n_threads, **options)
 
 
-def contestants(sizes: Sequence[int], compute_dtype: str, n_threads: int) -> Dict[str, Callable[[], object]]:
+def training_images() -> Tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST's training rows (or blob images of their shape where it is missing)."""
+    import fastmlp.datasets
+    (X, y, _, _), _ = fastmlp.datasets.load_fashion_mnist_or_blob_images()
+    return X, y
+
+
+def contestants(sizes: Sequence[int], compute_dtype: str, n_threads: int,
+                trained_epochs: int = 0) -> Dict[str, Callable[[], object]]:
     rng = np.random.default_rng(0)
     x = rng.random((BATCH, sizes[0]), dtype=np.float32)
     y = rng.integers(0, sizes[-1], BATCH).astype(np.int64)
     adam = make_model(sizes, "adam", compute_dtype, n_threads)
+    if trained_epochs:
+        X, labels = training_images()
+        adam.fit(X, labels, epochs=trained_epochs, batch_size=BATCH, verbose=0)
+        x, y = np.ascontiguousarray(X[:BATCH]), labels[:BATCH].astype(np.int64)
     sgd = make_model(sizes, "sgd", compute_dtype, n_threads)
     return {
         "train_step": lambda: adam.train_step(x, y),
-        "gradients": lambda: adam.gradients(x, y),
-        # What `gradients` calls, without its copy of the gradient into a new array.
-        "core gradients": lambda: adam._network.compute_gradients(x, y, False),
+        "gradients": lambda: adam.gradients(x, y),  # evaluation mode, and a copy of the gradient
+        # The gradients alone (no copy into a new array), by train_step's own forward pass: in
+        # training mode, whose products convert the weights each call (an evaluation-mode pass
+        # would read the weights packed once per change, which a step's forward cannot).
+        "core gradients": lambda: adam._network.compute_gradients(x, y, True),
         "train_step SGD": lambda: sgd.train_step(x, y),
     }
 
@@ -119,7 +139,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--repetitions", type=int, default=None, help="interleaved repetitions (default 30)")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                         help="the models' n_threads (default 2)")
+    parser.add_argument("--trained-epochs", type=int, default=0,
+                        help="epochs of Fashion-MNIST the Adam models train first (default 0: fresh)")
     args = parser.parse_args(argv)
+    if args.trained_epochs < 0:
+        parser.error(f"--trained-epochs must be >= 0, got {args.trained_epochs}")
     if args.repetitions is None:
         args.repetitions = 3 if args.quick else 30
     if args.repetitions < 1:
@@ -133,7 +157,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     args = parse_args(argv)
     precisions = ["float32"] + (["bfloat16"] if has_bf16_model() else [])
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    print(f"# The optimizer's share of a training step: batch {BATCH}, Adam, {args.threads} threads, "
+    trained = (f"Adam models trained {args.trained_epochs} epochs of Fashion-MNIST first" if args.trained_epochs
+               else "fresh models")
+    print(f"# The optimizer's share of a training step: batch {BATCH}, Adam, {args.threads} threads, {trained}, "
           f"medians of {args.repetitions} interleaved repetitions; load average at start "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     if not has_bf16_model():
@@ -141,7 +167,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     rows = []
     for sizes in NETWORKS:
         for precision in precisions:
-            seconds = interleaved_medians(contestants(sizes, precision, args.threads), args.repetitions)
+            functions = contestants(sizes, precision, args.threads, args.trained_epochs)
+            seconds = interleaved_medians(functions, args.repetitions)
             rows.append(summarise(sizes, precision, seconds))
     print("\n".join([""] + table(rows) + [""]))
     print(f"Step beyond the gradients = train_step - core gradients (Adam's flat loop over {ADAM_BYTES} "

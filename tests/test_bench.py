@@ -173,6 +173,22 @@ def test_optimizer_share_times_every_contestant_per_network_and_precision(restor
     assert rows[0]["parameters"] == 203530
     with pytest.raises(SystemExit):
         share.parse_args(["--repetitions", "0"])
+    with pytest.raises(SystemExit):
+        share.parse_args(["--trained-epochs", "-1"])
+
+
+def test_optimizer_share_times_a_trained_model_on_training_images(restore_threads, monkeypatch):
+    share = load_script("optimizer_share")
+    rng = np.random.default_rng(0)
+    images = rng.random((300, 784), dtype=np.float32), rng.integers(0, 10, 300)
+    monkeypatch.setattr(share, "training_images", lambda: images)  # a small stand-in for the data
+    made, make_model = [], share.make_model
+    monkeypatch.setattr(share, "make_model", lambda *args: made.append(make_model(*args)) or made[-1])
+    functions = share.contestants([784, 16, 10], "float32", 1, trained_epochs=2)
+    adam, sgd = made
+    assert adam._network.step == 2 * 3 and sgd._network.step == 0  # 2 epochs of 3 batches of 128
+    functions["train_step"]()
+    assert adam._network.step == 7
 
 
 def test_bfloat16_training_times_every_product_of_a_step_and_the_four_epochs(restore_threads, capsys):
