@@ -68,7 +68,6 @@ def _holding_model_lock(method: Callable[..., _T]) -> Callable[..., _T]:
 # ---- the model ----------------------------------------------------------------------------------------
 
 
-
 def _same_layout(state: Dict[str, Any], arrays: Dict[str, np.ndarray], optimizer: Dict[str, np.ndarray]) -> bool:
     """Whether a training state's arrays have the shapes and dtypes of the model's now."""
     def fits(old: Any, new: np.ndarray) -> bool:
@@ -76,6 +75,7 @@ def _same_layout(state: Dict[str, Any], arrays: Dict[str, np.ndarray], optimizer
     return (all(fits(state.get(name), array) for name, array in arrays.items())
             and state["optimizer"].keys() == optimizer.keys()
             and all(fits(state["optimizer"][name], buffer) for name, buffer in optimizer.items()))
+
 
 class MLP:
     """A multi-layer perceptron trained by the C++ core.
