@@ -134,35 +134,24 @@ def test_on_nan_restore_puts_back_the_last_good_weights_and_warns():
     assert np.all(np.isfinite(model.predict(X)))
 
 
-def test_on_nan_restore_goes_back_to_the_start_of_the_run_of_batches():
-    # 40 batches in 10 runs of 4: a failure in batch 7 restores the state after batch 4.
+@pytest.mark.parametrize("bad_step,restored_step", [(7, 4), (27, 24)])
+def test_on_nan_restore_goes_back_to_the_start_of_the_run_of_batches(bad_step, restored_step):
+    # 40 batches in 10 runs of 4: a failure in batch 7 restores the state after batch 4. From
+    # the third run on, fit keeps that state in the arrays of a state it no longer needs: a
+    # failure in batch 27 restores the state after batch 24, not an older one whose arrays
+    # were reused. Parameters and optimizer state both.
     rng = np.random.default_rng(2)
     X = rng.normal(size=(40, 5)).astype(np.float32)
     Y = rng.normal(size=(40, 3)).astype(np.float32)
-    Y[6] = 1e30
+    Y[bad_step - 1] = 1e30
     model = mse_model()
-    with pytest.warns(RuntimeWarning, match="step 7 .* after step 4 were restored"):
+    with pytest.warns(RuntimeWarning, match=f"step {bad_step} .* after step {restored_step} were restored"):
         model.fit(X, Y, epochs=1, batch_size=1, shuffle=False, on_nan="restore")
-    expected = model_after_clean_steps(X, Y, 4, 1)
-    np.testing.assert_array_equal(model.flat_parameters, expected.flat_parameters)
-
-
-def test_on_nan_restore_after_many_runs_puts_back_that_runs_state():
-    # fit keeps the state before each run of batches in the arrays of the state it no longer
-    # needs (from the third run on): a failure in batch 27 restores the state after batch 24,
-    # parameters and optimizer state, not an older one whose arrays were reused.
-    rng = np.random.default_rng(4)
-    X = rng.normal(size=(40, 5)).astype(np.float32)
-    Y = rng.normal(size=(40, 3)).astype(np.float32)
-    Y[26] = 1e30
-    model = mse_model()
-    with pytest.warns(RuntimeWarning, match="step 27 .* after step 24 were restored"):
-        model.fit(X, Y, epochs=1, batch_size=1, shuffle=False, on_nan="restore")
-    expected = model_after_clean_steps(X, Y, 24, 1)
+    expected = model_after_clean_steps(X, Y, restored_step, 1)
     np.testing.assert_array_equal(model.flat_parameters, expected.flat_parameters)
     for name, buffer in model._network.optimizer_state.items():
         np.testing.assert_array_equal(buffer, expected._network.optimizer_state[name])
-    assert model._network.step == 24
+    assert model._network.step == restored_step
 
 
 def test_fit_reuses_only_the_state_two_runs_old_and_fills_it_with_the_current_one():
