@@ -759,6 +759,14 @@ void bind_network(py::module_& m, const char* name) {
                           model.network.weights_changed(); },
                       "when True (float32 models), every GEMM rounds its operands to bfloat16 and sums "
                       "in float32 (kernels.gemm_bfloat16); parameters and everything else stay float32")
+        .def_property("update_in_weight_gradients",
+                      [](Model& model) { return model.network.update_in_weight_gradients; },
+                      [](Model& model, bool on) {
+                          py::gil_scoped_release release;
+                          std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                          model.network.update_in_weight_gradients = on; },
+                      "when True (default), a step in one process updates each weight matrix inside the GEMM "
+                      "that makes its gradient, block by block; False makes the whole gradient first (the same bits)")
         .def_property("track_weight_squares", [](Model& model) { return model.network.track_weight_squares; },
                       [](Model& model, bool on) {
                           py::gil_scoped_release release;

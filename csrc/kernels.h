@@ -7,11 +7,14 @@
 // Each is templated on T in {float, double} and explicitly instantiated for both.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <new>
 #include <mutex>
 #include <string>
 #include <type_traits>
+
+#include "optim_scalars.h"
 
 namespace fastmlp {
 
@@ -193,7 +196,12 @@ enum class GemmEpilogueKind : int {
     none = 0,
     bias_activation = 1,        // c = act(c + bias); pre_activation, if set, gets c + bias
     activation_derivative = 2,  // c = c * act'(x, y), activation_backward's rule
+    update = 3,                 // c is the gradient of an (M, N) parameter block: update->run
+                                // on each finished block of it (c itself unchanged)
 };
+
+template <typename T>
+struct PreparedUpdate;
 
 template <typename T>
 struct GemmEpilogue {
@@ -205,6 +213,10 @@ struct GemmEpilogue {
     const T* x = nullptr;          // (M, N) pre-activation (gelu), activation_derivative
     const T* y = nullptr;          // (M, N) act(x), activation_derivative
     T* b_column_sums = nullptr;    // (N) or null: sum over k of op(b)[k, j], in k order
+    // update: the optimizer step of the parameters whose gradient c is, element (i, j) at
+    // i N + j of its buffers; *found_state_outside_plain_range set when a run says so.
+    const PreparedUpdate<T>* update = nullptr;
+    std::atomic<bool>* found_state_outside_plain_range = nullptr;
 };
 
 // gemm (same arguments, same bits for c before the epilogue), then the epilogue applied to
@@ -529,6 +541,50 @@ struct OptimizerStateScan {
    private:
     OptimizerStateScan* outer_;
 };
+
+// One step of an element-wise optimizer over the flat buffers, prepared once -- the loop and
+// the scalars that its *_update kernel below would use -- and run on any pieces of them: the
+// network runs it on each block of a weight gradient as the GEMM finishes the block, while it
+// is still in cache. Every element is independent, so any split among calls and threads gives
+// the bits of one *_update call over the whole. Prepared on a thread, it looks at its states
+// as that thread's OptimizerStateScan says (below).
+template <typename T>
+struct PreparedUpdate {
+    optim_detail::UpdateLoop<T> loop = nullptr;
+    optim_detail::UpdateScalars<T> scalars{};
+    T* params = nullptr;
+    T* states[3] = {nullptr, nullptr, nullptr};  // null where the optimizer keeps fewer
+    // Updates elements [at, at + n) of params and of the states from their gradient. True when
+    // a guarded loop met a state outside float's plain range there.
+    //   gradient is (n)
+    bool run(int64_t at, const T* gradient, int64_t n) const;
+};
+// Runs `update` over elements [0, n), split among threads when n is large, and tells this
+// thread's OptimizerStateScan when it met a state outside the plain range.
+//   grads is (n)
+template <typename T>
+void run_update(const PreparedUpdate<T>& update, const T* grads, int64_t n);
+// Tells this thread's OptimizerStateScan (if any) that an update met a state outside the
+// plain range (for runs of a PreparedUpdate on other threads).
+void note_state_outside_plain_range();
+
+// The updates of the kernels below, prepared: the same arguments but the gradient and n.
+template <typename T>
+PreparedUpdate<T> prepare_sgd_update(T* params, T* momentum_buffer, T lr, T momentum, T dampening, bool nesterov,
+                                     T weight_decay, int64_t step);
+template <typename T>
+PreparedUpdate<T> prepare_adagrad_update(T* params, T* state_sum, T lr, T lr_decay, T weight_decay, T eps,
+                                         int64_t step);
+template <typename T>
+PreparedUpdate<T> prepare_adadelta_update(T* params, T* square_avg, T* acc_delta, T lr, T rho, T eps,
+                                          T weight_decay);
+template <typename T>
+PreparedUpdate<T> prepare_rmsprop_update(T* params, T* square_avg, T* grad_avg, T* momentum_buffer, T lr, T alpha,
+                                         T eps, T weight_decay, T momentum, bool centered);
+template <typename T>
+PreparedUpdate<T> prepare_adam_update(T* params, T* exp_avg, T* exp_avg_sq, T* max_exp_avg_sq, T lr, T beta1,
+                                      T beta2, T eps, T weight_decay, bool amsgrad, bool decoupled_weight_decay,
+                                      int64_t step, bool eps_hat);
 
 // torch.optim.SGD: g += wd * p; if momentum != 0: buf = g at step 1, else
 // buf = momentum * buf + (1 - dampening) * g; g = nesterov ? g + momentum * buf : buf.

@@ -67,17 +67,18 @@ double largest_magnitude(const T* x, int64_t n) {
     return std::isfinite(magnitude) ? static_cast<double>(magnitude) : std::numeric_limits<double>::infinity();
 }
 
-// Whether dw = input^T dz (K = rows terms per element) is finite for certain, from its
-// operands' largest magnitudes: every partial sum stays below K max|input| max|dz| times a
-// rounding factor under 1.1 (K < 2^20; bfloat16's operand rounding adds under 1%), so a bound
-// an eighth of T's largest value leaves no room to overflow. A NaN or infinite operand makes
-// the bound infinite, and dw is then read.
+// Whether dw = input^T dz and db = the column sums of dz (K = rows terms per element) are
+// finite for certain, from their operands' largest magnitudes: every partial sum stays below
+// K max|input| max|dz| (dw) or K max|dz| (db) times a rounding factor under 1.1 (K < 2^20;
+// bfloat16's operand rounding adds under 1%), so bounds an eighth of T's largest value leave
+// no room to overflow. A NaN or infinite operand makes a bound infinite.
 //   input is (rows, fan_in), dz (rows, fan_out)
 template <typename T>
-bool weight_gradient_cannot_overflow(const T* input, const T* dz, int64_t rows, int64_t fan_in, int64_t fan_out) {
-    const double bound = largest_magnitude(input, rows * fan_in) * largest_magnitude(dz, rows * fan_out) *
-                         static_cast<double>(rows);
-    return rows < (int64_t(1) << 20) && bound < static_cast<double>(std::numeric_limits<T>::max()) / 8;
+bool layer_gradient_cannot_overflow(const T* input, const T* dz, int64_t rows, int64_t fan_in, int64_t fan_out) {
+    const double largest_dz = largest_magnitude(dz, rows * fan_out), K = static_cast<double>(rows);
+    const double limit = static_cast<double>(std::numeric_limits<T>::max()) / 8;
+    return rows < (int64_t(1) << 20) && largest_dz * K < limit &&
+           largest_magnitude(input, rows * fan_in) * largest_dz * K < limit;
 }
 
 }  // namespace
@@ -89,7 +90,7 @@ std::string network_size_problem(const std::vector<int64_t>& sizes, bool batch_n
         return !__builtin_mul_overflow(a, b, out) && !__builtin_add_overflow(*out, c, out) && *out <= kMaxBytes;
     };
     const size_t L = sizes.size() - 1;
-    int64_t parameters = 0, row = sizes.front() + 2, widest = sizes.front();
+    int64_t parameters = 0, row = sizes.front() + 2;
     for (size_t l = 0; l < L; ++l) {
         const int64_t fan_in = sizes[l], fan_out = sizes[l + 1];
         const int64_t per_unit = (batch_norm && l + 1 < L) ? 3 : 1;  // bias, [gamma, beta]
@@ -98,13 +99,12 @@ std::string network_size_problem(const std::vector<int64_t>& sizes, bool batch_n
             !multiply_add(1, weights, parameters, &parameters))
             return "need more parameters than the core can hold (layer " + std::to_string(l) + ", " +
                    std::to_string(fan_in) + " x " + std::to_string(fan_out) + ", and those before it)";
-        widest = std::max(widest, fan_out);
-        // Up to six (rows, fan_out) buffers per layer: z, y, xhat, normed, mask, dropped.
-        if (!multiply_add(6, fan_out, row, &row)) return "need a workspace row larger than the core can hold";
+        // Up to seven (rows, fan_out) buffers per layer: z, y, xhat, normed, mask, dropped, delta.
+        if (!multiply_add(7, fan_out, row, &row)) return "need a workspace row larger than the core can hold";
     }
-    // The two gradient buffers of the widest layer, the loss gradient, targets and probabilities.
+    // The loss gradient, targets and probabilities.
     int64_t bytes = 0;
-    if (!multiply_add(2, widest, row, &row) || !multiply_add(3, sizes.back(), row, &row) ||
+    if (!multiply_add(3, sizes.back(), row, &row) ||
         !multiply_add(row, element_size, 0, &bytes))
         return "need a workspace row larger than the core can hold";
     if (!multiply_add(parameters, element_size, 0, &bytes))
@@ -170,17 +170,16 @@ int64_t Network<T>::target_width() const {
 // Per layer l (width OUT = s_{l+1}), each (rows, OUT): z_ the dense output x W + b; normed_
 // batch norm's output and xhat_ its normalised input (mean_/invstd_ per feature); y_ the
 // activation's output (the logits for the output layer); mask_ and dropped_ dropout's mask
-// and output. Plus the ping-pong gradient buffers, the loss gradient and a gathered batch.
+// and output; deltas_ the gradient with respect to z (hidden layers; the output layer's is
+// loss_out_). Plus the loss gradient and a gathered batch.
 template <typename T>
 void Network<T>::ensure_workspace(int64_t rows) {
     if (rows <= workspace_rows_) return;
     const int64_t L = static_cast<int64_t>(layers_.size());
     for (auto* buffers : {&z_, &y_, &xhat_, &normed_, &mean_, &invstd_, &mask_, &dropped_})
         buffers->resize(L);
-    int64_t widest = 0;
     for (int64_t l = 0; l < L; ++l) {
         const int64_t width = layers_[l].fan_out;
-        widest = std::max({widest, width, layers_[l].fan_in});
         resize_rows(z_[l], rows, width);
         resize_rows(y_[l], rows, width);
         if (layers_[l].gamma >= 0) {
@@ -194,8 +193,8 @@ void Network<T>::ensure_workspace(int64_t rows) {
             resize_rows(dropped_[l], rows, width);
         }
     }
-    resize_rows(grad_a_, rows, widest);
-    resize_rows(grad_b_, rows, widest);
+    deltas_.resize(L);
+    for (int64_t l = 0; l + 1 < L; ++l) resize_rows(deltas_[l], rows, layers_[l].fan_out);
     resize_rows(loss_out_, rows, output_width());
     resize_rows(batch_x_, rows, input_width());
     resize_rows(batch_values_, rows, target_width());
@@ -441,32 +440,22 @@ bool Network<T>::derivative_fuses_into_gemm(int64_t l) const {
     return options_.dropout == 0 && layers_[l].gamma < 0;
 }
 
+// The gradient with respect to layer l's dense pre-activation.
 template <typename T>
-void Network<T>::backward(const T* x, int64_t B) {
-    const int64_t L = static_cast<int64_t>(layers_.size());
-    // dz: gradient with respect to layer l's dense pre-activation. For the output layer the
-    // loss gives it directly (no activation).
-    T* dz = loss_out_.data();
-    weight_gradient_checked_finite_ = true;
-    for (int64_t l = L - 1; l >= 0; --l) {
+const T* Network<T>::delta(int64_t l) const {
+    return l + 1 == static_cast<int64_t>(layers_.size()) ? loss_out_.data() : deltas_[l].data();
+}
+
+// Every layer's delta, from the output layer's (the loss gave it) down, with the weights as
+// they are: all of them before any weight gradient, so that a step can update each W_l while
+// its gradient is made (train_step).
+template <typename T>
+void Network<T>::propagate_deltas(int64_t B) {
+    for (int64_t l = static_cast<int64_t>(layers_.size()) - 1; l >= 1; --l) {
         const LayerSlices& s = layers_[l];
-        const T* input = l > 0 ? layer_output(l - 1) : x;
-        // dw = input^T dz, with db summed while dz is packed. Its finiteness (for the step)
-        // from a bound on its operands, B (fan_in + fan_out) values in cache against fan_in
-        // fan_out in memory (3.5 times fewer for 784-1024-1024-10's first layer at 128 rows):
-        // dw itself is read only when the bound cannot rule an overflow out. Across ranks
-        // the reduction checks the summed gradient instead.
-        GemmEpilogue<T> bias_gradient;
-        bias_gradient.b_column_sums = grads.data() + s.bias;
-        const bool bounded = reduce_gradient || weight_gradient_cannot_overflow(input, dz, B, s.fan_in, s.fan_out);
-        gemm_fused_in(bfloat16_compute, grads.data() + s.weight, input, dz, s.fan_in, s.fan_out, B,
-                      /*transpose_a=*/true, false, false, bias_gradient);
-        if (!bounded && !all_finite(grads.data() + s.weight, s.fan_in * s.fan_out))
-            weight_gradient_checked_finite_ = false;
-        if (l == 0) break;  // the first layer never needs its input's gradient
-        // dx = dz w^T into whichever ping-pong buffer does not hold dz; when layer l - 1 is
-        // plain, its activation derivative is applied to each tile as it is finished.
-        T* dx = dz == grad_a_.data() ? grad_b_.data() : grad_a_.data();
+        // dx = dz w^T; when layer l - 1 is plain, its activation derivative is applied to each
+        // tile as it is finished.
+        T* dx = deltas_[l - 1].data();
         GemmEpilogue<T> derivative;
         const bool fused = derivative_fuses_into_gemm(l - 1);
         if (fused) {
@@ -476,41 +465,96 @@ void Network<T>::backward(const T* x, int64_t B) {
             derivative.x = z_[l - 1].data();
             derivative.y = y_[l - 1].data();
         }
-        gemm_fused_in(bfloat16_compute, dx, dz, params.data() + s.weight, B, s.fan_in, s.fan_out, false,
+        gemm_fused_in(bfloat16_compute, dx, delta(l), params.data() + s.weight, B, s.fan_in, s.fan_out, false,
                       /*transpose_b=*/true, false, derivative);
         if (!fused) to_pre_activation_gradient(l - 1, dx, B);
-        dz = dx;
     }
 }
 
+// dw = input^T dz into grads, with db summed while dz is packed; with `update`, the optimizer's
+// step of W_l run on each block of dw the GEMM finishes (found: as GemmEpilogue's).
 template <typename T>
-void Network<T>::update_range(int64_t begin, int64_t end, T weight_decay) {
+void Network<T>::weight_gradient(int64_t l, const T* x, int64_t B, const PreparedUpdate<T>* update,
+                                 std::atomic<bool>* found) {
+    const LayerSlices& s = layers_[l];
+    GemmEpilogue<T> epilogue;
+    epilogue.b_column_sums = grads.data() + s.bias;
+    if (update) {
+        epilogue.kind = GemmEpilogueKind::update;
+        epilogue.update = update;
+        epilogue.found_state_outside_plain_range = found;
+    }
+    gemm_fused_in(bfloat16_compute, grads.data() + s.weight, l > 0 ? layer_output(l - 1) : x, delta(l), s.fan_in,
+                  s.fan_out, B, /*transpose_a=*/true, false, false, epilogue);
+}
+
+template <typename T>
+void Network<T>::backward(const T* x, int64_t B) {
+    propagate_deltas(B);
+    weight_gradients(x, B);
+}
+
+template <typename T>
+void Network<T>::weight_gradients(const T* x, int64_t B) {
+    weight_gradient_checked_finite_ = true;
+    for (int64_t l = 0; l < static_cast<int64_t>(layers_.size()); ++l) {
+        const LayerSlices& s = layers_[l];
+        // Finiteness (for the step) from a bound on the operands, B (fan_in + fan_out) values in
+        // cache against fan_in fan_out in memory (3.5 times fewer for 784-1024-1024-10's first
+        // layer at 128 rows): dw itself is read only when the bound cannot rule an overflow
+        // out. Across ranks the reduction checks the summed gradient instead.
+        const bool bounded = reduce_gradient ||
+                             layer_gradient_cannot_overflow(l > 0 ? layer_output(l - 1) : x, delta(l), B, s.fan_in,
+                                                            s.fan_out);
+        weight_gradient(l, x, B, nullptr, nullptr);
+        if (!bounded && !all_finite(grads.data() + s.weight, s.fan_in * s.fan_out))
+            weight_gradient_checked_finite_ = false;
+    }
+}
+
+// Whether the gradient of the step whose deltas propagate_deltas left is finite for certain
+// before its weight gradients and biases' are made: bounds on each layer's operands, and batch
+// norm's gamma and beta gradients (made with the deltas) read.
+template <typename T>
+bool Network<T>::gradient_finite_before_weight_gradients(const T* x, int64_t B) const {
+    for (int64_t l = 0; l < static_cast<int64_t>(layers_.size()); ++l) {
+        const LayerSlices& s = layers_[l];
+        if (!layer_gradient_cannot_overflow(l > 0 ? layer_output(l - 1) : x, delta(l), B, s.fan_in, s.fan_out))
+            return false;
+        if (s.gamma >= 0 &&
+            !(all_finite(grads.data() + s.gamma, s.fan_out) && all_finite(grads.data() + s.beta, s.fan_out)))
+            return false;
+    }
+    return true;
+}
+
+template <typename T>
+PreparedUpdate<T> Network<T>::prepare_update(int64_t begin, T weight_decay) {
     const OptimizerOptions& o = options_.optimizer;
-    const int64_t n = end - begin;
     T* p = params.data() + begin;
-    const T* g = grads.data() + begin;
     auto state = [this, begin](size_t k) { return optimizer_state[k].data() + begin; };
     const T lr = static_cast<T>(o.lr), wd = weight_decay, eps = static_cast<T>(o.eps);
     switch (o.kind) {
         case OptimizerKind::sgd:
-            sgd_update(p, state(0), g, n, lr, T(o.momentum), T(o.dampening), o.nesterov, wd, step);
-            break;
+            return prepare_sgd_update(p, state(0), lr, T(o.momentum), T(o.dampening), o.nesterov, wd, step);
         case OptimizerKind::adagrad:
-            adagrad_update(p, state(0), g, n, lr, T(o.lr_decay), wd, eps, step);
-            break;
+            return prepare_adagrad_update(p, state(0), lr, T(o.lr_decay), wd, eps, step);
         case OptimizerKind::adadelta:
-            adadelta_update(p, state(0), state(1), g, n, lr, T(o.rho), eps, wd);
-            break;
+            return prepare_adadelta_update(p, state(0), state(1), lr, T(o.rho), eps, wd);
         case OptimizerKind::rmsprop:
-            rmsprop_update(p, state(0), state(1), state(2), g, n, lr, T(o.alpha), eps, wd,
-                           T(o.momentum), o.centered);
-            break;
+            return prepare_rmsprop_update(p, state(0), state(1), state(2), lr, T(o.alpha), eps, wd, T(o.momentum),
+                                          o.centered);
         case OptimizerKind::adam:
         case OptimizerKind::adamw:
-            adam_update(p, state(0), state(1), state(2), g, n, lr, T(o.beta1), T(o.beta2), eps, wd,
-                        o.amsgrad, o.kind == OptimizerKind::adamw, step, o.eps_hat);
             break;
     }
+    return prepare_adam_update(p, state(0), state(1), state(2), lr, T(o.beta1), T(o.beta2), eps, wd, o.amsgrad,
+                               o.kind == OptimizerKind::adamw, step, o.eps_hat);
+}
+
+template <typename T>
+void Network<T>::update_range(int64_t begin, int64_t end, T weight_decay) {
+    run_update(prepare_update(begin, weight_decay), grads.data() + begin, end - begin);
 }
 
 template <typename T>
@@ -520,7 +564,7 @@ std::pair<int64_t, int64_t> Network<T>::updated_range() const {
 }
 
 template <typename T>
-void Network<T>::optimizer_step(double decay_scale) {
+void Network<T>::optimizer_step(double decay_scale, const T* x_of_fused_step, int64_t B) {
     ++step;
     weights_changed();
     const OptimizerOptions& o = options_.optimizer;
@@ -538,6 +582,7 @@ void Network<T>::optimizer_step(double decay_scale) {
             if (scan.check) network.scan_optimizer_states = scan.found;
         }
     } keep_result{*this, scan};
+    if (x_of_fused_step) return step_in_weight_gradients(x_of_fused_step, B, wd);
     // The part of [begin, end) this process updates (the optimizers are element-wise).
     auto update_owned = [this, first = first, last = last](int64_t begin, int64_t end, T decay) {
         begin = std::max(begin, first);
@@ -557,6 +602,25 @@ void Network<T>::optimizer_step(double decay_scale) {
         update_owned(layers_[l].weight, weights_end, wd);
         update_owned(weights_end, layer_end, T(0));
     }
+}
+
+// The step of a batch whose deltas propagate_deltas left and whose gradient is finite for
+// certain: each layer's weight-gradient GEMM runs the optimizer on every block of W_l as it
+// finishes the block's gradient, which the optimizer then reads from cache, not memory (on
+// 784-1024-1024-10, 7.4 MB of gradient a step); then the layer's bias (its gradient summed
+// by that GEMM) and batch norm's gamma and beta. Element-wise, so the same bits as
+// weight_gradients and then optimizer_step.
+template <typename T>
+void Network<T>::step_in_weight_gradients(const T* x, int64_t B, T weight_decay) {
+    const T bias_decay = options_.optimizer.decay_biases ? weight_decay : T(0);
+    std::atomic<bool> found{false};
+    const int64_t L = static_cast<int64_t>(layers_.size()), n = static_cast<int64_t>(params.size());
+    for (int64_t l = 0; l < L; ++l) {
+        const PreparedUpdate<T> update = prepare_update(layers_[l].weight, weight_decay);
+        weight_gradient(l, x, B, &update, &found);
+        update_range(layers_[l].bias, l + 1 < L ? layers_[l + 1].weight : n, bias_decay);
+    }
+    if (found.load()) note_state_outside_plain_range();
 }
 
 template <typename T>
@@ -642,6 +706,7 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     // row, which batch norm cannot train on: the rank then adds a zero gradient to the step.
     bool logits_finite = true;  // this rank's, for the ranks' agreement on why a step is refused
     double normaliser = 0;      // what the loss divided by: the rows' weight (class weights included)
+    bool fused_step = false;
     if (B > 1 || (B == 1 && !options_.batch_norm)) {
         forward(x, B, /*training=*/true, /*update_running_stats=*/true);
         totals = loss_forward_backward(targets, B, /*backward=*/true);
@@ -653,14 +718,19 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
             // summed, which the ranks add up (B x C values, where scaling grads would touch all).
             scale_in_place(loss_out_.data(), B * output_width(), static_cast<T>(normaliser));
         }
-        backward(x, B);
+        propagate_deltas(B);
+        // In one process, a step whose gradient is finite for certain before its weight
+        // gradients exist updates each W_l as its gradient is made (step_in_weight_gradients).
+        fused_step = update_in_weight_gradients && !reduce_gradient && totals.weight_sum > 0 && std::isfinite(totals.loss_sum) &&
+                     gradient_finite_before_weight_gradients(x, B);
+        if (!fused_step) weight_gradients(x, B);
     } else {
         std::fill(grads.begin(), grads.end(), T(0));
     }
     if (reduce_gradient)
         totals = reduce_across_ranks(totals, logits_finite, normaliser);
     else
-        totals.finite = std::isfinite(totals.loss_sum) && gradient_finite(B);
+        totals.finite = fused_step || (std::isfinite(totals.loss_sum) && gradient_finite(B));
     // Only on the rare refusal: whether the parameters themselves overflowed the forward pass
     // (across ranks: on any rank's rows, which the reduction said).
     if (!totals.finite && !reduce_gradient) totals.outputs_finite = all_finite(y_.back().data(), B * output_width());
@@ -672,7 +742,8 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
         if (track_weight_squares)
             weight_squares_sum += weight_squares() * rows / totals.weight_sum;
         batch_mean_loss_sum += totals.mean_loss * rows;
-        optimizer_step(decay_reference_weight > 0 ? decay_reference_weight / totals.weight_sum : 1.0);
+        optimizer_step(decay_reference_weight > 0 ? decay_reference_weight / totals.weight_sum : 1.0,
+                       fused_step ? x : nullptr, B);
         if (gather_params) {
             // The GIL again: a fork meanwhile sees this rank's range of params updated, the
             // rest not yet (the hook must take the GIL, which a forking thread holds).

@@ -230,6 +230,10 @@ public:
     // Whether the optimizer kernels look at their states for subnormals at the next step
     // (OptimizerStateScan, kernels.h): while the last look found some, and every 16th step.
     bool scan_optimizer_states = true;
+    // Whether a step in one process whose gradient is finite for certain before its weight
+    // gradients are made updates each W_l inside its weight-gradient GEMM (train_step); false
+    // makes the whole gradient first, then updates (the same bits: for tests and benchmarks).
+    bool update_in_weight_gradients = true;
     // scikit-learn's loss_ adds 0.5 alpha ||W||^2 / (a batch's weight sum) for every batch, at
     // the weights that batch saw. With track_weight_squares, each step taken adds the squared
     // norm of all weight matrices before it, times the batch's rows over its weight sum (1
@@ -412,16 +416,25 @@ private:
     double label_weight_total(Targets<T> targets, int64_t B) const;
     // Rows classified correctly: their count, and their sample weights summed (*weighted).
     int64_t count_correct(const T* logits, Targets<T> targets, int64_t B, double* weighted) const;
+    // backward: propagate_deltas, then weight_gradients (the gradient of every parameter in grads).
     void backward(const T* x, int64_t B);
+    const T* delta(int64_t l) const;  // (B, fan_out of layer l): the gradient with respect to z_l
+    void propagate_deltas(int64_t B);
+    void weight_gradients(const T* x, int64_t B);
+    void weight_gradient(int64_t l, const T* x, int64_t B, const PreparedUpdate<T>* update,
+                         std::atomic<bool>* found);
+    bool gradient_finite_before_weight_gradients(const T* x, int64_t B) const;
     // Whether the gradient backward left in grads (for a step of B rows) is finite: backward
     // bounded each weight gradient or read it; the biases and batch norm's are read here.
     bool gradient_finite(int64_t B) const;
-    bool weight_gradient_checked_finite_ = true;  // by the last backward
+    bool weight_gradient_checked_finite_ = true;  // by the last weight_gradients
     void to_pre_activation_gradient(int64_t l, T* gradient, int64_t B);
     bool derivative_fuses_into_gemm(int64_t l) const;
     // One update of every parameter (with a sharded optimizer, of this rank's range), the
-    // weight decay times decay_scale.
-    void optimizer_step(double decay_scale);
+    // weight decay times decay_scale; with x_of_fused_step, the weight gradients of that
+    // batch of B rows are made by it (step_in_weight_gradients), else grads holds the gradient.
+    void optimizer_step(double decay_scale, const T* x_of_fused_step = nullptr, int64_t B = 0);
+    void step_in_weight_gradients(const T* x, int64_t B, T weight_decay);
     // The parameters this process updates: [update_begin, update_end) with a sharded
     // optimizer, else all of them.
     std::pair<int64_t, int64_t> updated_range() const;
@@ -437,6 +450,8 @@ private:
     // The optimizer kernel over params[begin, end) and the same range of grads and of every
     // state buffer, with `weight_decay` in place of the option's.
     void update_range(int64_t begin, int64_t end, T weight_decay);
+    // That kernel's update prepared for params[begin, ...) (and the states'), to run on pieces.
+    PreparedUpdate<T> prepare_update(int64_t begin, T weight_decay);
 
     NetworkOptions options_;
     std::vector<LayerSlices> layers_;
@@ -445,7 +460,8 @@ private:
     std::vector<T> class_weights_;
     // Workspace, sized for workspace_rows_ rows (network.cpp: ensure_workspace).
     std::vector<std::vector<T>> z_, y_, xhat_, normed_, mean_, invstd_, mask_, dropped_;
-    std::vector<T> grad_a_, grad_b_, loss_out_, batch_x_, batch_values_, batch_probabilities_;
+    std::vector<std::vector<T>> deltas_;
+    std::vector<T> loss_out_, batch_x_, batch_values_, batch_probabilities_;
     std::vector<T> batch_weights_, partner_x_;  // gathered sample weights; a mixup partner's row
     std::vector<int64_t> batch_labels_;
     // Batch norm's running statistics before the step in progress (put back when it is refused).

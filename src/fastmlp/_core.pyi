@@ -88,6 +88,9 @@ class _Network(Generic[_F]):
     bfloat16_compute: bool
     """When True (float32 models), every GEMM rounds its operands to bfloat16 and sums in
     float32 (kernels.gemm_bfloat16); parameters and everything else stay float32."""
+    update_in_weight_gradients: bool
+    """When True (default), a step in one process updates each weight matrix inside the GEMM
+    that makes its gradient, block by block; False makes the whole gradient first (the same bits)."""
     track_weight_squares: bool
     """When True, every optimizer step adds ||W||^2 before it (all weight matrices), times the
     batch's rows over its weight sum, to weight_squares_sum."""
