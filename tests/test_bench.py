@@ -164,11 +164,14 @@ def test_optimizer_share_times_every_contestant_per_network_and_precision(restor
     assert [(row["sizes"], row["compute_dtype"]) for row in rows] == [
         (list(sizes), p) for sizes in share.NETWORKS for p in precisions]
     for row in rows:
-        assert set(row["seconds"]) == {"train_step", "gradients", "core gradients", "train_step SGD"}
+        assert set(row["seconds"]) == {"train_step", "train_step, update after the gradient", "gradients",
+                                       "core gradients", "train_step SGD"}
         assert all(len(s) == 2 and min(s) > 0 for s in row["seconds"].values())
         median = row["median_seconds"]
+        unfused = median["train_step, update after the gradient"]
         assert row["beyond_gradients"] == pytest.approx(median["train_step"] - median["core gradients"])
-        assert row["fused_saving"] == pytest.approx(max(row["beyond_gradients"], 0) * 8 / 28)
+        assert row["fused_saved"] == pytest.approx(unfused - median["train_step"])
+        assert row["fused_saving"] == pytest.approx(max(unfused - median["core gradients"], 0) * 8 / 28)
     # 784-256-10: 784*256 + 256 + 256*10 + 10 parameters.
     assert rows[0]["parameters"] == 203530
     with pytest.raises(SystemExit):
@@ -188,7 +191,14 @@ def test_optimizer_share_times_a_trained_model_on_training_images(restore_thread
     adam, sgd = made
     assert adam._network.step == 2 * 3 and sgd._network.step == 0  # 2 epochs of 3 batches of 128
     functions["train_step"]()
+    functions["train_step, update after the gradient"]()
     assert adam._network.step == 7
+    # The copy that updates after the gradient took the same step: the same bits.
+    after = functions["train_step, update after the gradient"].__closure__
+    copies = [cell.cell_contents for cell in after if isinstance(cell.cell_contents, fastmlp.MLP)]
+    assert len(copies) == 1 and copies[0] is not adam
+    assert not copies[0]._network.update_in_weight_gradients
+    np.testing.assert_array_equal(copies[0].flat_parameters, adam.flat_parameters)
 
 
 def test_bfloat16_training_times_every_product_of_a_step_and_the_four_epochs(restore_threads, capsys):
