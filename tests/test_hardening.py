@@ -632,3 +632,53 @@ def test_validation_split_trains_as_on_the_rows_it_keeps(tmp_path, mixup):
     np.testing.assert_array_equal(split.flat_parameters, explicit.flat_parameters)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert history[key] == expected[key]
+
+
+# ---- masked arrays ----------------------------------------------------------------------------------
+
+
+def masked_inputs():
+    X, y = blobs(n=40)
+    weights = np.linspace(0.5, 2.0, len(y))
+    return X, y, weights
+
+
+@pytest.mark.parametrize("where", ["X", "y", "sample_weight"])
+def test_masked_entries_are_refused_naming_the_argument(where):
+    # np.asarray keeps the values under a mask: reading them as data would be silently wrong.
+    X, y, weights = masked_inputs()
+    arguments = {"X": X, "y": y, "sample_weight": weights}
+    value = arguments[where]
+    mask = np.zeros(value.shape, dtype=bool)
+    mask.flat[3] = True
+    arguments[where] = np.ma.masked_array(value, mask=mask)
+    model = fastmlp.MLP([X.shape[1], 8, 3], seed=0)
+    with pytest.raises(ValueError, match=rf"^{where} is a masked array with 1 masked entries"):
+        model.fit(arguments["X"], arguments["y"], sample_weight=arguments["sample_weight"], epochs=1)
+    assert not model.fitted
+    step_names = {"X": "x", "y": "y", "sample_weight": "sample_weight"}
+    with pytest.raises(ValueError, match=rf"^{step_names[where]} is a masked array"):
+        model.train_step(arguments["X"], arguments["y"], sample_weight=arguments["sample_weight"])
+    assert model._network.step == 0
+    if where == "X":
+        model.fit(X, y, epochs=1)
+        with pytest.raises(ValueError, match="^X is a masked array"):
+            model.predict(arguments["X"])
+
+
+def test_masked_regression_targets_are_refused():
+    X, _, _ = masked_inputs()
+    targets = np.ma.masked_invalid(np.where(np.arange(len(X))[:, None] == 5, np.nan, X[:, :2]))
+    model = fastmlp.MLP([X.shape[1], 8, 2], loss="mse", seed=0)
+    with pytest.raises(ValueError, match="^y is a masked array with 2 masked entries"):
+        model.fit(X, targets, epochs=1)
+
+
+def test_a_masked_array_without_masked_entries_trains_as_its_data():
+    X, y, weights = masked_inputs()
+    plain, masked = (fastmlp.MLP([X.shape[1], 8, 3], seed=0) for _ in range(2))
+    plain.fit(X, y, sample_weight=weights, epochs=2, batch_size=16)
+    masked.fit(np.ma.masked_array(X), np.ma.masked_array(y), sample_weight=np.ma.masked_array(weights),
+               epochs=2, batch_size=16)
+    np.testing.assert_array_equal(plain.flat_parameters, masked.flat_parameters)
+    np.testing.assert_array_equal(plain.predict_proba(X), masked.predict_proba(np.ma.masked_array(X)))

@@ -16,12 +16,22 @@ LOSSES = ("cross_entropy", "mse", "bce", "gaussian_nll", "poisson")
 CLASSIFICATION_LOSSES = ("cross_entropy", "bce")
 
 
+def _unmasked(value: Any, name: str) -> np.ndarray:
+    """np.asarray(value), refusing a masked array with masked entries: np.asarray keeps the
+    values under the mask, which fastmlp would then read as data."""
+    if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
+        raise ValueError(f"{name} is a masked array with {np.ma.count_masked(value)} masked entries, whose "
+                         f"values fastmlp would read as data: fill them ({name}.filled(value)) or drop "
+                         "their rows")
+    return np.asarray(value)
+
+
 def _as_float_matrix(X: Any, name: str, dtype: np.dtype, width: Optional[int] = None) -> Any:
     """X as a C-contiguous (n, width) array of dtype, converted once; rejects what is not numeric.
     A scipy.sparse X becomes checked CSR arrays instead (fastmlp._sparse), never densified here."""
     if isinstance(X, CsrRows) or is_sparse(X):
         return X if isinstance(X, CsrRows) else as_csr_rows(X, name, dtype, width)
-    array = np.asarray(X)
+    array = _unmasked(X, name)
     if array.dtype == object or array.dtype.kind in "cUSVMm":
         raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
     if array.ndim == 1 and width == 1:
@@ -56,7 +66,7 @@ def _all_finite(array: np.ndarray) -> bool:
 
 
 def _as_labels(y: Any, name: str, n_rows: int, n_classes: int) -> np.ndarray:
-    labels = np.asarray(y)
+    labels = _unmasked(y, name)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1:
@@ -84,7 +94,7 @@ def _as_sample_weight(sample_weight: Any, n_rows: int, dtype: np.dtype,
     non-negative and not all zero (a scalar weighs every row alike)."""
     if sample_weight is None:
         return None
-    weights = np.asarray(sample_weight)
+    weights = _unmasked(sample_weight, name)
     if weights.dtype == object or weights.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {weights.dtype}")
     if weights.ndim == 0:

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _core, training
 from ._checks import ACTIVATIONS, CLASSIFICATION_LOSSES, LOSSES, _INT64_MAX, _UINT64_MAX, _all_finite, \
-    _as_float_matrix, _as_labels, _as_sample_weight, _check_choice, _check_dtype, \
+    _as_float_matrix, _as_labels, _as_sample_weight, _check_choice, _check_dtype, _unmasked, \
     _check_finite_in_dtype, _check_fraction, _check_positive_int
 from ._files import PathLike, write_atomically
 from .feedback import CallbackLike, History
@@ -386,7 +386,7 @@ class MLP:
         if self.loss == "cross_entropy":
             return _as_labels(y, name, n_rows, self.layer_sizes[-1])
         width = self.layer_sizes[-1]
-        values = np.asarray(y)
+        values = _unmasked(y, name)
         if values.dtype == object or values.dtype.kind in "cUSVMm":
             raise TypeError(f"{name} must hold real numbers, got dtype {values.dtype}")
         if values.ndim == 1 and width == 1:
