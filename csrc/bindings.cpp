@@ -17,6 +17,7 @@
 #include <sstream>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kernels.h"
@@ -705,9 +706,23 @@ py::array_t<T> view_of(std::vector<T>& buffer, py::handle owner) {
     return py::array_t<T>({static_cast<py::ssize_t>(buffer.size())}, {sizeof(T)}, buffer.data(), owner);
 }
 
+// The getter and setter of one of the network's flags, the setter under the model's lock.
+template <typename T>
+auto locked_flag(bool Network<T>::*flag) {
+    auto get = [flag](PyNetwork<T>& model) { return model.network.*flag; };
+    auto set = [flag](PyNetwork<T>& model, bool on) {
+        py::gil_scoped_release release;
+        std::lock_guard<std::recursive_mutex> lock(model.mutex);
+        model.network.*flag = on;
+    };
+    return std::make_pair(get, set);
+}
+
 template <typename T>
 void bind_network(py::module_& m, const char* name) {
     using Model = PyNetwork<T>;
+    const auto update_in_weight_gradients = locked_flag<T>(&Network<T>::update_in_weight_gradients);
+    const auto track_weight_squares = locked_flag<T>(&Network<T>::track_weight_squares);
     py::class_<Model>(m, name, "An MLP's flat buffers, workspace and training loop in C++")
         .def(py::init([](const std::vector<int64_t>& sizes, const std::vector<std::string>& activations,
                          const std::string& loss, const py::dict& optimizer, double dropout,
@@ -759,19 +774,10 @@ void bind_network(py::module_& m, const char* name) {
                           model.network.weights_changed(); },
                       "when True (float32 models), every GEMM rounds its operands to bfloat16 and sums "
                       "in float32 (kernels.gemm_bfloat16); parameters and everything else stay float32")
-        .def_property("update_in_weight_gradients",
-                      [](Model& model) { return model.network.update_in_weight_gradients; },
-                      [](Model& model, bool on) {
-                          py::gil_scoped_release release;
-                          std::lock_guard<std::recursive_mutex> lock(model.mutex);
-                          model.network.update_in_weight_gradients = on; },
-                      "when True (default), a step in one process updates each weight matrix inside the GEMM "
+        .def_property("update_in_weight_gradients", update_in_weight_gradients.first,
+                      update_in_weight_gradients.second, "when True (default), a step in one process updates each weight matrix inside the GEMM "
                       "that makes its gradient, block by block; False makes the whole gradient first (the same bits)")
-        .def_property("track_weight_squares", [](Model& model) { return model.network.track_weight_squares; },
-                      [](Model& model, bool on) {
-                          py::gil_scoped_release release;
-                          std::lock_guard<std::recursive_mutex> lock(model.mutex);
-                          model.network.track_weight_squares = on; },
+        .def_property("track_weight_squares", track_weight_squares.first, track_weight_squares.second,
                       "when True, every optimizer step adds ||W||^2 before it (all weight matrices), "
                       "times the batch's rows over its weight sum, to weight_squares_sum")
         .def_property("weight_squares_sum", [](Model& model) { return model.network.weight_squares_sum; },
