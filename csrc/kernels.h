@@ -554,6 +554,9 @@ struct PreparedUpdate {
     optim_detail::UpdateScalars<T> scalars{};
     T* params = nullptr;
     T* states[3] = {nullptr, nullptr, nullptr};  // null where the optimizer keeps fewer
+    // When set, run also looks at the parameters it wrote (in cache) and sets it when one is
+    // NaN or infinite.
+    std::atomic<bool>* params_nonfinite = nullptr;
     // Updates elements [at, at + n) of params and of the states from their gradient. True when
     // a guarded loop met a state outside float's plain range there.
     //   gradient is (n)

@@ -610,17 +610,26 @@ void Network<T>::optimizer_step(double decay_scale, const T* x_of_fused_step, in
 // 784-1024-1024-10, 7.4 MB of gradient a step); then the layer's bias (its gradient summed
 // by that GEMM) and batch norm's gamma and beta. Element-wise, so the same bits as
 // weight_gradients and then optimizer_step.
+//
+// Each block's parameters are also looked at as they are written, so that params_finite
+// (MLP.train_step's check after every step) need not read them all again: 0.17 ms a step on
+// 784-1024-1024-10 at 2 threads.
 template <typename T>
 void Network<T>::step_in_weight_gradients(const T* x, int64_t B, T weight_decay) {
+    const uint64_t generation = weights_generation_.load(std::memory_order_acquire);  // after this step's change
     const T bias_decay = options_.optimizer.decay_biases ? weight_decay : T(0);
-    std::atomic<bool> found{false};
+    std::atomic<bool> found{false}, nonfinite{false};
     const int64_t L = static_cast<int64_t>(layers_.size()), n = static_cast<int64_t>(params.size());
     for (int64_t l = 0; l < L; ++l) {
-        const PreparedUpdate<T> update = prepare_update(layers_[l].weight, weight_decay);
+        PreparedUpdate<T> update = prepare_update(layers_[l].weight, weight_decay);
+        update.params_nonfinite = &nonfinite;
         weight_gradient(l, x, B, &update, &found);
-        update_range(layers_[l].bias, l + 1 < L ? layers_[l + 1].weight : n, bias_decay);
+        const int64_t begin = layers_[l].bias, end = l + 1 < L ? layers_[l + 1].weight : n;
+        update_range(begin, end, bias_decay);
+        if (!all_finite(params.data() + begin, end - begin)) nonfinite.store(true);
     }
     if (found.load()) note_state_outside_plain_range();
+    if (!nonfinite.load()) params_finite_at_generation_.store(generation, std::memory_order_release);
 }
 
 template <typename T>
@@ -646,6 +655,11 @@ double Network<T>::weight_squares() const {
 
 template <typename T>
 bool Network<T>::params_finite() const {
+    // A step inside the weight gradients looked at every parameter it wrote; any write since
+    // (another step, a view of params, load) has changed the generation.
+    if (params_finite_at_generation_.load(std::memory_order_acquire) ==
+        weights_generation_.load(std::memory_order_acquire))
+        return true;
     return all_finite(params.data(), static_cast<int64_t>(params.size()));
 }
 

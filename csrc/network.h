@@ -491,6 +491,9 @@ private:
     };
     std::vector<PackedFloat32Weights> float32_weights_;
     std::atomic<uint64_t> float32_weights_generation_{kNotPacked};
+    // The generation at which step_in_weight_gradients found every parameter it wrote finite
+    // (kNotPacked: none), which params_finite then need not read again.
+    std::atomic<uint64_t> params_finite_at_generation_{kNotPacked};
 };
 
 }  // namespace fastmlp

@@ -75,6 +75,7 @@ bool PreparedUpdate<T>::run(int64_t at, const T* gradient, int64_t n) const {
     if (n <= 0) return false;
     optim_detail::g_guard_found_state_outside_plain_range = false;
     loop(params + at, shifted(states[0], at), shifted(states[1], at), shifted(states[2], at), gradient, n, scalars);
+    if (params_nonfinite && !all_finite(params + at, n)) params_nonfinite->store(true, std::memory_order_relaxed);
     return optim_detail::g_guard_found_state_outside_plain_range;
 }
 

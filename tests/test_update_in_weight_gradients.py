@@ -120,3 +120,31 @@ def test_huge_activations_give_the_same_bits(x_scale):
     assert all(isinstance(loss, float) and loss > x_scale / 100 for loss in losses), losses
     assert_same_bits(fused, unfused)
     assert fused["step"] == 4
+
+
+def test_the_finiteness_the_step_saw_is_forgotten_at_the_next_write_of_the_parameters():
+    # A step inside the weight gradients looks at every parameter it writes, so params_finite
+    # (train_step's check) need not read them again -- until anything else writes them.
+    X, y = blobs(n=130, features=70)
+    model = fastmlp.MLP([70, 301, 133, 3], seed=2, optimizer=optim.Adam(lr=1e-2), n_threads=2)
+    model.train_step(X, y)
+    network = model._network
+    assert network.params_finite()
+    network.params[5] = np.inf  # through a fresh view, as every writer of the core's buffer does
+    assert not network.params_finite()
+    network.params[5] = 0.0
+    assert network.params_finite()
+    model.train_step(X, y)
+    assert network.params_finite()
+    network.params[-1] = np.nan
+    assert not network.params_finite()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_an_update_that_overflows_the_parameters_is_reported_either_way(fused):
+    X, y = blobs(n=130, features=70)
+    model = fastmlp.MLP([70, 301, 133, 3], seed=2, optimizer=optim.SGD(lr=1e38), n_threads=2)
+    model._network.update_in_weight_gradients = fused
+    with pytest.raises(FloatingPointError, match="step 1 made parameters NaN or infinite"):
+        model.train_step(X * 1e3, y)
+    assert model._network.step == 1 and not model._network.params_finite()
