@@ -653,7 +653,7 @@ def test_masked_entries_are_refused_naming_the_argument(where):
     mask.flat[3] = True
     arguments[where] = np.ma.masked_array(value, mask=mask)
     model = fastmlp.MLP([X.shape[1], 8, 3], seed=0)
-    with pytest.raises(ValueError, match=rf"^{where} is a masked array with 1 masked entries"):
+    with pytest.raises(ValueError, match=rf"^{where} is a masked array with 1 masked entry,"):
         model.fit(arguments["X"], arguments["y"], sample_weight=arguments["sample_weight"], epochs=1)
     assert not model.fitted
     step_names = {"X": "x", "y": "y", "sample_weight": "sample_weight"}
@@ -670,7 +670,7 @@ def test_masked_regression_targets_are_refused():
     X, _, _ = masked_inputs()
     targets = np.ma.masked_invalid(np.where(np.arange(len(X))[:, None] == 5, np.nan, X[:, :2]))
     model = fastmlp.MLP([X.shape[1], 8, 2], loss="mse", seed=0)
-    with pytest.raises(ValueError, match="^y is a masked array with 2 masked entries"):
+    with pytest.raises(ValueError, match="^y is a masked array with 2 masked entries,"):
         model.fit(X, targets, epochs=1)
 
 
