@@ -20,7 +20,7 @@ def _unmasked(value: Any, name: str) -> np.ndarray:
     """np.asarray(value), refusing a masked array with masked entries: np.asarray keeps the
     values under the mask, which fastmlp would then read as data."""
     if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
-        count = int(np.ma.count_masked(value))
+        count = int(np.count_nonzero(value.mask))
         raise ValueError(f"{name} is a masked array with {count} masked {'entry' if count == 1 else 'entries'}, "
                          f"whose values fastmlp would read as data: fill them ({name}.filled(value)) or drop "
                          "their rows")
