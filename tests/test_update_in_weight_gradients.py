@@ -108,11 +108,12 @@ def test_optimizer_states_among_the_subnormals_give_the_same_bits():
     assert_same_bits(*results)
 
 
-@pytest.mark.parametrize("x_scale", [1e30, 1e37])
+@pytest.mark.parametrize("x_scale", [1e30, 2e37])
 def test_huge_activations_give_the_same_bits(x_scale):
     # Activations of 1e30 keep the weight gradients' bound (max |input| max |dz| rows) far
-    # below float32's largest value / 8: the step runs inside the GEMMs. At 1e37 the output
-    # layer's bound passes that limit: the gradient is made, read, then the step taken.
+    # below float32's largest value / 8: the step runs inside the GEMMs. At 2e37 the first and
+    # output layers' bounds pass that limit (1.1 and 1.5 times it at the first step): the
+    # gradient is made, read, then the step taken.
     options = {"activation": "identity"}.items()
     fused_losses, fused = steps(True, "adam", "float32", 2, options, x_scale=x_scale)
     losses, unfused = steps(False, "adam", "float32", 2, options, x_scale=x_scale)
