@@ -5,6 +5,7 @@ imported only here, and only when a communicator is handed to fit."""
 from __future__ import annotations
 
 import builtins
+import importlib
 import os
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
@@ -51,8 +52,9 @@ if hasattr(os, "register_at_fork"):
 
 
 def _mpi() -> Any:
-    from mpi4py import MPI  # the caller already uses mpi4py: it handed us a communicator
-    return MPI
+    # The caller already uses mpi4py: it handed us a communicator. Imported by name so that
+    # mypy checks this module the same with the `mpi` extra installed or not.
+    return importlib.import_module("mpi4py.MPI")
 
 
 def check_comm(comm: Any) -> Any:
