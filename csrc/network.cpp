@@ -484,8 +484,8 @@ void Network<T>::weight_gradient(int64_t l, const T* x, int64_t B, const Prepare
         epilogue.update = update;
         epilogue.found_state_outside_plain_range = found;
     }
-    gemm_fused_in(bfloat16_compute, grads.data() + s.weight, l > 0 ? layer_output(l - 1) : x, delta(l), s.fan_in,
-                  s.fan_out, B, /*transpose_a=*/true, false, false, epilogue);
+    gemm_fused_in(bfloat16_compute, grads.data() + s.weight, layer_input(l, x), delta(l), s.fan_in, s.fan_out, B,
+                  /*transpose_a=*/true, false, false, epilogue);
 }
 
 template <typename T>
@@ -504,8 +504,7 @@ void Network<T>::weight_gradients(const T* x, int64_t B) {
         // layer at 128 rows): dw itself is read only when the bound cannot rule an overflow
         // out. Across ranks the reduction checks the summed gradient instead.
         const bool bounded = reduce_gradient ||
-                             layer_gradient_cannot_overflow(l > 0 ? layer_output(l - 1) : x, delta(l), B, s.fan_in,
-                                                            s.fan_out);
+                             layer_gradient_cannot_overflow(layer_input(l, x), delta(l), B, s.fan_in, s.fan_out);
         weight_gradient(l, x, B, nullptr, nullptr);
         if (!bounded && !all_finite(grads.data() + s.weight, s.fan_in * s.fan_out))
             weight_gradient_checked_finite_ = false;
@@ -519,7 +518,7 @@ template <typename T>
 bool Network<T>::gradient_finite_before_weight_gradients(const T* x, int64_t B) const {
     for (int64_t l = 0; l < static_cast<int64_t>(layers_.size()); ++l) {
         const LayerSlices& s = layers_[l];
-        if (!layer_gradient_cannot_overflow(l > 0 ? layer_output(l - 1) : x, delta(l), B, s.fan_in, s.fan_out))
+        if (!layer_gradient_cannot_overflow(layer_input(l, x), delta(l), B, s.fan_in, s.fan_out))
             return false;
         if (s.gamma >= 0 &&
             !(all_finite(grads.data() + s.gamma, s.fan_out) && all_finite(grads.data() + s.beta, s.fan_out)))
@@ -624,9 +623,11 @@ void Network<T>::step_in_weight_gradients(const T* x, int64_t B, T weight_decay)
         PreparedUpdate<T> update = prepare_update(layers_[l].weight, weight_decay);
         update.params_nonfinite = &nonfinite;
         weight_gradient(l, x, B, &update, &found);
+        // The layer's bias (its gradient summed by that GEMM), batch norm's gamma and beta.
         const int64_t begin = layers_[l].bias, end = l + 1 < L ? layers_[l + 1].weight : n;
-        update_range(begin, end, bias_decay);
-        if (!all_finite(params.data() + begin, end - begin)) nonfinite.store(true);
+        PreparedUpdate<T> rest = prepare_update(begin, bias_decay);
+        rest.params_nonfinite = &nonfinite;
+        run_update(rest, grads.data() + begin, end - begin);
     }
     if (found.load()) note_state_outside_plain_range();
     if (!nonfinite.load()) params_finite_at_generation_.store(generation, std::memory_order_release);

@@ -410,6 +410,8 @@ private:
     void batch_norm_forward_train(int64_t l, int64_t B, bool update_running_stats);
     // What layer l hands to layer l + 1 (after dropout in a training forward).
     const T* layer_output(int64_t l) const;
+    // What layer l reads: x for the first layer, else layer_output(l - 1).
+    const T* layer_input(int64_t l, const T* x) const { return l > 0 ? layer_output(l - 1) : x; }
     RunTotals loss_forward_backward(Targets<T> targets, int64_t B, bool backward);
     // sum_i s_i class_weights[y_i] over the batch's labelled rows (s_i = 1 without sample
     // weights): the cross-entropy's normaliser; 1 (not a factor) without class weights.
