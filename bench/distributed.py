@@ -7,9 +7,11 @@ Epochs of 784-256-10 and 784-1024-1024-10 (global batch 128, Adam, float32) run 
 1 process x 2 threads, 2 ranks x 1 thread (mpiexec -n 2 python -m mpi4py) and 1 x 1, the
 configurations interleaved round by round; each run times one warm-up epoch and then
 --epochs epochs, and its median epoch counts. The 2-rank runs also time the step's
-communication (the hooks of the sharded step: the reduce-scatter of the gradient with the
-figures, the agreement on its finiteness, the all-gather of the updated parameters; waiting
-for the other rank included), giving its share of a step, and time the
+communication (the hooks of the sharded step: the sum of the step's figures, the gathering of
+the rows of a step by rows, or the reduce-scatter of the gradient of a batch-norm network, the
+agreements on finiteness, and the all-gather of the updated parameters or, in shared memory on
+one node, the barrier that replaces it; waiting for the other rank included), giving its share
+of a step, and time the
 fixed-order sum alone against MPI's in-place Allreduce and a shared-memory sum (the candidate
 that docs/guide/distributed.md measured and did not keep) at both gradient sizes. Last, the
 scaling model: a ring allreduce costs about 2 (P - 1) latency + 2 (P - 1) / P x buffer /
@@ -55,7 +57,9 @@ def worker(args: argparse.Namespace) -> None:
     if args.mpi:
         from mpi4py import MPI
         comm = MPI.COMM_WORLD
-        for owner, name in ((Ranks, "reduce_step"), (Ranks, "all_finite"), (FixedOrderSum, "all_gather")):
+        hooks = ((Ranks, "sum_figures"), (Ranks, "gather_rows"), (Ranks, "all_finite"),
+                 (FixedOrderSum, "reduce_scatter"), (FixedOrderSum, "all_gather"))
+        for owner, name in hooks:
             setattr(owner, name, timed(getattr(owner, name), reduce_seconds))
     fastmlp.set_num_threads(args.threads)
     X, y, _, _ = datasets.load_fashion_mnist(args.data)

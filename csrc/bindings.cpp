@@ -552,6 +552,9 @@ struct PyNetwork {
     // when a signal handler's exception (Ctrl-C) ends the call, they still say which steps it
     // took and at what loss (MLP.fit records the interrupted epoch from them).
     RunTotals last_run;
+    // The memory lent to network.params by share_params (an MPI shared window's array), kept
+    // alive while lent.
+    py::object lent_params;
 };
 
 // The rows a prediction entry point takes: X checked for dtype and width, and for NaN/inf
@@ -701,8 +704,9 @@ int64_t train_batches_for(Network<T>& network, RunTotals& totals, InputRows<T> X
 }
 
 // A NumPy view of a buffer owned by the model (kept alive by the view's base).
-template <typename T>
-py::array_t<T> view_of(std::vector<T>& buffer, py::handle owner) {
+template <typename Buffer>
+auto view_of(Buffer& buffer, py::handle owner) {
+    using T = std::remove_pointer_t<decltype(buffer.data())>;
     return py::array_t<T>({static_cast<py::ssize_t>(buffer.size())}, {sizeof(T)}, buffer.data(), owner);
 }
 
@@ -814,15 +818,24 @@ void bind_network(py::module_& m, const char* name) {
                           std::lock_guard<std::recursive_mutex> lock(model.mutex);
                           model.network.optimizer_options().lr = lr; })
         .def("set_gradient_reduction", [](Model& model, const py::object& reduce, const py::object& updates,
-                                           const py::object& all_ranks_finite, const py::object& gather_params) {
-            const bool sharded = !updates.is_none();
+                                           const py::object& all_ranks_finite, const py::object& gather_params,
+                                           const py::object& sum_figures, const py::object& gather_rows,
+                                           const py::object& params_written) {
+            const bool sharded = !updates.is_none(), by_rows = !sum_figures.is_none();
+            const bool shared = !params_written.is_none();  // else gather_params
+            const py::object& after_update = shared ? params_written : gather_params;
             if (!reduce.is_none() && !PyCallable_Check(reduce.ptr()))
                 throw py::type_error("reduce must be callable or None");
-            if (sharded != !all_ranks_finite.is_none() || sharded != !gather_params.is_none() ||
-                (sharded && reduce.is_none()))
-                throw py::value_error("updates, all_ranks_finite and gather_params go together, with reduce");
-            if (sharded && (!PyCallable_Check(all_ranks_finite.ptr()) || !PyCallable_Check(gather_params.ptr())))
-                throw py::type_error("all_ranks_finite and gather_params must be callable");
+            if (sharded != !all_ranks_finite.is_none() || sharded != !after_update.is_none() ||
+                (shared && !gather_params.is_none()) || (sharded && reduce.is_none()))
+                throw py::value_error("updates, all_ranks_finite and one of gather_params and params_written "
+                                      "go together, with reduce");
+            if (sharded && (!PyCallable_Check(all_ranks_finite.ptr()) || !PyCallable_Check(after_update.ptr())))
+                throw py::type_error("all_ranks_finite, gather_params and params_written must be callable");
+            if (by_rows == gather_rows.is_none() || (by_rows && !sharded))
+                throw py::value_error("sum_figures and gather_rows go together, with updates");
+            if (by_rows && (!PyCallable_Check(sum_figures.ptr()) || !PyCallable_Check(gather_rows.ptr())))
+                throw py::type_error("sum_figures and gather_rows must be callable");
             Network<T>& network = model.network;
             int64_t begin = 0, end = 0;
             if (sharded) {
@@ -831,8 +844,8 @@ void bind_network(py::module_& m, const char* name) {
                 if (!(0 <= begin && begin <= end && end <= static_cast<int64_t>(network.params.size())))
                     throw py::value_error("updates must be a range (begin, end) of the parameters");
             }
-            std::function<void()> hook, gather;
-            std::function<bool(bool)> agree;
+            std::function<void()> hook, gather, figures_hook, rows_hook;
+            std::function<bool(bool)> agree, written;
             // Called by each training step from the thread that released the GIL, outside any
             // parallel region; their exceptions (an MPI error) end the call like Ctrl-C's.
             if (!reduce.is_none()) hook = [reduce, &network]() {
@@ -850,10 +863,58 @@ void bind_network(py::module_& m, const char* name) {
                     py::gil_scoped_acquire acquire;
                     return all_ranks_finite(finite).template cast<bool>();
                 };
-                gather = [gather_params, &network]() {
+                if (shared) {
+                    written = [params_written](bool seen_finite) {
+                        py::gil_scoped_acquire acquire;
+                        return params_written(seen_finite).template cast<bool>();
+                    };
+                } else {
+                    gather = [gather_params, &network]() {
+                        py::gil_scoped_acquire acquire;
+                        gather_params(py::array_t<T>({static_cast<py::ssize_t>(network.params.size())}, {sizeof(T)},
+                                                     network.params.data(), py::none()));
+                    };
+                }
+            }
+            if (by_rows) {
+                figures_hook = [sum_figures, &network]() {
                     py::gil_scoped_acquire acquire;
-                    gather_params(py::array_t<T>({static_cast<py::ssize_t>(network.params.size())}, {sizeof(T)},
-                                                 network.params.data(), py::none()));
+                    sum_figures(py::array_t<double>({static_cast<py::ssize_t>(network.reduction_figures.size())},
+                                                    {sizeof(double)}, network.reduction_figures.data(), py::none()));
+                };
+                rows_hook = [gather_rows, &network]() {
+                    py::gil_scoped_acquire acquire;
+                    py::list pairs;
+                    for (const auto& rows : network.rows_to_gather) {
+                        const py::ssize_t width = rows.width;
+                        const std::vector<py::ssize_t> strides{width * static_cast<py::ssize_t>(sizeof(T)),
+                                                               static_cast<py::ssize_t>(sizeof(T))};
+                        py::array_t<T> local(std::vector<py::ssize_t>{network.local_rows, width}, strides, rows.local,
+                                             py::none());
+                        local.attr("flags").attr("writeable") = false;  // may be the caller's X
+                        py::array_t<T> gathered(std::vector<py::ssize_t>{network.gathered_rows, width}, strides,
+                                                rows.gathered, py::none());
+                        pairs.append(py::make_tuple(local, gathered));
+                    }
+                    const py::array_t<double> magnitudes({static_cast<py::ssize_t>(network.row_magnitudes.size())},
+                                                         {sizeof(double)}, network.row_magnitudes.data(), py::none());
+                    const py::object kept_elsewhere = gather_rows(pairs, magnitudes);
+                    if (kept_elsewhere.is_none()) return;
+                    // The hook's own arrays of the gathered rows, one per pair, which it keeps alive.
+                    const auto arrays = kept_elsewhere.cast<py::list>();
+                    if (arrays.size() != network.rows_to_gather.size())
+                        throw py::value_error("gather_rows must return None or one array per pair");
+                    for (size_t i = 0; i < arrays.size(); ++i) {
+                        auto& rows = network.rows_to_gather[i];
+                        if (!py::isinstance<py::array_t<T>>(arrays[i]))
+                            throw py::type_error("gather_rows returned an array of another dtype");
+                        const auto array = arrays[i].template cast<py::array>();
+                        if (array.ndim() != 2 || array.shape(0) != network.gathered_rows || array.shape(1) != rows.width ||
+                            !(array.flags() & py::array::c_style))
+                            throw py::value_error("gather_rows returned an array of shape " + shape_string(array) +
+                                                  " where (gathered rows, width) C-contiguous was due");
+                        rows.rows = static_cast<const T*>(array.data());
+                    }
                 };
             }
             {  // not while another thread's step runs the old hooks
@@ -862,12 +923,16 @@ void bind_network(py::module_& m, const char* name) {
                 network.reduce_gradient.swap(hook);
                 network.all_ranks_finite.swap(agree);
                 network.gather_params.swap(gather);
+                network.params_written.swap(written);
+                network.sum_figures.swap(figures_hook);
+                network.gather_rows.swap(rows_hook);
                 network.update_begin = begin;
                 network.update_end = end;
             }
             // the old hooks are destroyed here, with the GIL (they hold Python callables)
         }, py::arg("reduce"), py::arg("updates") = py::none(), py::arg("all_ranks_finite") = py::none(),
-           py::arg("gather_params") = py::none(),
+           py::arg("gather_params") = py::none(), py::arg("sum_figures") = py::none(),
+           py::arg("gather_rows") = py::none(), py::arg("params_written") = py::none(),
            "data-parallel training: reduce(gradient, figures, partial) is called by every "
            "training step between its gradient and its update (None: no longer). gradient is "
            "this process's gradient of its rows' loss summed (the hook may use it as scratch); "
@@ -880,7 +945,55 @@ void bind_network(py::module_& m, const char* name) {
            "the optimizer: then the step calls all_ranks_finite(bool) -> whether that range is "
            "finite on every process, updates params[begin:end] only, and gather_params(params) "
            "must copy the other processes' ranges in; the optimizer state outside the range is "
-           "not updated")
+           "not updated. With sum_figures and gather_rows too (and updates from parameter_chunks), "
+           "a network without batch norm steps by rows: sum_figures(figures) replaces the figures "
+           "after the loss as reduce does, then gather_rows([(local, gathered), ...], magnitudes) must "
+           "copy every process's rows of each local array (its layer inputs and deltas) into "
+           "gathered, rank 0's first, or return a list of arrays of its own holding them (kept alive "
+           "until its next call), and replace magnitudes by their largest over the processes; each "
+           "process then makes and updates the gradient of its range from all the rows. With "
+           "params_written instead of gather_params (params shared: share_params), the step calls "
+           "params_written(whether it saw its range finite as it wrote it) -> whether every process "
+           "did, returning once every process has updated its range")
+        .def("share_params", [](Model& model, const py::object& memory) {
+            Network<T>& network = model.network;
+            if (!memory.is_none()) {
+                if (!py::isinstance<py::array_t<T>>(memory))
+                    throw py::type_error("memory must be a NumPy array of the parameters' dtype or None");
+                auto array = memory.cast<py::array>();
+                if (array.ndim() != 1 || array.shape(0) != static_cast<py::ssize_t>(network.params.size()) ||
+                    !(array.flags() & py::array::c_style) || !array.writeable())
+                    throw py::value_error("memory must be a writable contiguous array of " +
+                                          std::to_string(network.params.size()) + " elements, got shape " +
+                                          shape_string(array));
+                py::gil_scoped_release release;
+                std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                const ModelStateWrite write;
+                network.params.take_back();
+                network.params.lend(static_cast<T*>(array.mutable_data()));
+                network.weights_changed();
+            } else {
+                py::gil_scoped_release release;
+                std::lock_guard<std::recursive_mutex> lock(model.mutex);
+                const ModelStateWrite write;
+                network.params.take_back();
+                network.weights_changed();
+            }
+            model.lent_params = memory;  // the old one released with the GIL
+        }, py::arg("memory"),
+           "data-parallel training on one node: the network's parameters from now on are `memory` "
+           "(which must hold them already: an MPI shared window every process of the node "
+           "steps in), until share_params(None) copies them back into the network's own memory")
+        .def_property_readonly("params_shared", [](Model& model) { return model.network.params.is_lent(); },
+            "whether the parameters are memory lent by share_params")
+        .def("parameter_chunks", [](Model& model, int64_t P) {
+            if (P < 1) throw py::value_error("P must be at least 1, got " + std::to_string(P));
+            return model.network.parameter_chunks(P); }, py::arg("P"),
+            "P + 1 offsets into params cutting it into P ranges as even as whole rows of the "
+            "weights allow (a layer's bias, gamma and beta with its last row): the ranges of "
+            "set_gradient_reduction's steps by rows")
+        .def_property_readonly("steps_by_rows", [](Model& model) { return model.network.steps_by_rows(); },
+            "whether a training step now is a data-parallel step by rows (set_gradient_reduction)")
         .def_property_readonly("reduces_gradient", [](Model& model) {
             return static_cast<bool>(model.network.reduce_gradient); },
             "whether set_gradient_reduction's hook is set (a data-parallel fit is running)")
@@ -900,21 +1013,21 @@ void bind_network(py::module_& m, const char* name) {
                                "the thread count the model's last training or prediction call used")
         .def("assign", [](Model& model, const std::string& name, const py::handle& values) {
             std::vector<T>* buffer = nullptr;
-            if (name == "params") buffer = &model.network.params;
-            else if (name == "running_mean") buffer = &model.network.running_mean;
+            if (name == "running_mean") buffer = &model.network.running_mean;
             else if (name == "running_var") buffer = &model.network.running_var;
             const auto& names = model.network.optimizer_state_names();
             for (size_t k = 0; k < names.size() && !buffer; ++k)
                 if (name == names[k]) buffer = &model.network.optimizer_state[k];
-            if (!buffer) throw py::value_error("no buffer named '" + name + "'");
+            if (!buffer && name != "params") throw py::value_error("no buffer named '" + name + "'");
+            const size_t size = buffer ? buffer->size() : model.network.params.size();
             auto array = as_contiguous<T>(values, "values", 1);
-            if (array.shape(0) != static_cast<py::ssize_t>(buffer->size()))
-                throw py::value_error("values must have shape (" + std::to_string(buffer->size()) +
+            if (array.shape(0) != static_cast<py::ssize_t>(size))
+                throw py::value_error("values must have shape (" + std::to_string(size) +
                                       ",), got " + shape_string(array));
             py::gil_scoped_release release;
             std::lock_guard<std::recursive_mutex> lock(model.mutex);
             const ModelStateWrite write;  // a fork sees the old values or the new, not a mix
-            std::copy(array.data(), array.data() + array.shape(0), buffer->begin());
+            std::copy(array.data(), array.data() + array.shape(0), buffer ? buffer->data() : model.network.params.data());
             model.network.weights_changed();
         }, py::arg("name"), py::arg("values"),
            "copy values into the buffer `name` (params, running_mean, running_var or an optimizer "

@@ -74,11 +74,15 @@ double largest_magnitude(const T* x, int64_t n) {
 // no room to overflow. A NaN or infinite operand makes a bound infinite.
 //   input is (rows, fan_in), dz (rows, fan_out)
 template <typename T>
+bool gradient_cannot_overflow(double largest_input, double largest_dz, int64_t rows) {
+    const double K = static_cast<double>(rows), limit = static_cast<double>(std::numeric_limits<T>::max()) / 8;
+    return rows < (int64_t(1) << 20) && largest_dz * K < limit && largest_input * largest_dz * K < limit;
+}
+
+template <typename T>
 bool layer_gradient_cannot_overflow(const T* input, const T* dz, int64_t rows, int64_t fan_in, int64_t fan_out) {
-    const double largest_dz = largest_magnitude(dz, rows * fan_out), K = static_cast<double>(rows);
-    const double limit = static_cast<double>(std::numeric_limits<T>::max()) / 8;
-    return rows < (int64_t(1) << 20) && largest_dz * K < limit &&
-           largest_magnitude(input, rows * fan_in) * largest_dz * K < limit;
+    return gradient_cannot_overflow<T>(largest_magnitude(input, rows * fan_in), largest_magnitude(dz, rows * fan_out),
+                                       rows);
 }
 
 }  // namespace
@@ -476,7 +480,25 @@ void Network<T>::propagate_deltas(int64_t B) {
 template <typename T>
 void Network<T>::weight_gradient(int64_t l, const T* x, int64_t B, const PreparedUpdate<T>* update,
                                  std::atomic<bool>* found) {
+    weight_gradient_rows(l, {0, layers_[l].fan_in}, layer_input(l, x), delta(l), B, update, found);
+}
+
+// Rows [first, last) of weight_gradient's dw (db whole), from K rows of the layer's input and delta.
+//   input (K, fan_in), dz (K, fan_out)
+template <typename T>
+void Network<T>::weight_gradient_rows(int64_t l, std::pair<int64_t, int64_t> rows, const T* input, const T* dz,
+                                      int64_t K, const PreparedUpdate<T>* update, std::atomic<bool>* found) {
     const LayerSlices& s = layers_[l];
+    const auto [first, last] = rows;
+    const int64_t M = last - first;
+    // dw's rows [first, last) read columns [first, last) of the input rows: copied out when they
+    // are not all of them (the GEMM reads its operands whole).
+    if (M < s.fan_in) {
+        if (static_cast<int64_t>(input_columns_.size()) < K * M) input_columns_.resize(static_cast<size_t>(K * M));
+        for (int64_t k = 0; k < K; ++k)
+            std::copy(input + k * s.fan_in + first, input + k * s.fan_in + last, input_columns_.data() + k * M);
+        input = input_columns_.data();
+    }
     GemmEpilogue<T> epilogue;
     epilogue.b_column_sums = grads.data() + s.bias;
     if (update) {
@@ -484,7 +506,7 @@ void Network<T>::weight_gradient(int64_t l, const T* x, int64_t B, const Prepare
         epilogue.update = update;
         epilogue.found_state_outside_plain_range = found;
     }
-    gemm_fused_in(bfloat16_compute, grads.data() + s.weight, layer_input(l, x), delta(l), s.fan_in, s.fan_out, B,
+    gemm_fused_in(bfloat16_compute, grads.data() + s.weight + first * s.fan_out, input, dz, M, s.fan_out, K,
                   /*transpose_a=*/true, false, false, epilogue);
 }
 
@@ -563,7 +585,7 @@ std::pair<int64_t, int64_t> Network<T>::updated_range() const {
 }
 
 template <typename T>
-void Network<T>::optimizer_step(double decay_scale, const T* x_of_fused_step, int64_t B) {
+void Network<T>::optimizer_step(double decay_scale, bool in_weight_gradients, const T* x, int64_t B) {
     ++step;
     weights_changed();
     const OptimizerOptions& o = options_.optimizer;
@@ -581,7 +603,9 @@ void Network<T>::optimizer_step(double decay_scale, const T* x_of_fused_step, in
             if (scan.check) network.scan_optimizer_states = scan.found;
         }
     } keep_result{*this, scan};
-    if (x_of_fused_step) return step_in_weight_gradients(x_of_fused_step, B, wd);
+    owned_params_seen_finite_ = false;
+    if (in_weight_gradients)
+        return steps_by_rows() ? step_in_owned_weight_gradients(wd) : step_in_weight_gradients(x, B, wd);
     // The part of [begin, end) this process updates (the optimizers are element-wise).
     auto update_owned = [this, first = first, last = last](int64_t begin, int64_t end, T decay) {
         begin = std::max(begin, first);
@@ -717,6 +741,7 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     // The forward moves the running statistics before the step is known to be finite.
     std::copy(running_mean.begin(), running_mean.end(), saved_running_mean_.begin());
     std::copy(running_var.begin(), running_var.end(), saved_running_var_.begin());
+    if (steps_by_rows()) return train_step_by_rows(x, targets, B);
     // In data-parallel training a rank's share of a global batch may be empty, or a single
     // row, which batch norm cannot train on: the rank then adds a zero gradient to the step.
     bool logits_finite = true;  // this rank's, for the ranks' agreement on why a step is refused
@@ -752,25 +777,41 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     // A batch whose sample weights are all 0 has nothing to learn from: no step (a step of
     // zero gradient would still move momentum and weight decay). A step not taken changes
     // nothing: batch norm's running statistics go back to what they were.
-    if (totals.finite && totals.weight_sum > 0) {
-        const double rows = static_cast<double>(totals.rows);
-        if (track_weight_squares)
-            weight_squares_sum += weight_squares() * rows / totals.weight_sum;
-        batch_mean_loss_sum += totals.mean_loss * rows;
-        optimizer_step(decay_reference_weight > 0 ? decay_reference_weight / totals.weight_sum : 1.0,
-                       fused_step ? x : nullptr, B);
-        if (gather_params) {
-            // The GIL again: a fork meanwhile sees this rank's range of params updated, the
-            // rest not yet (the hook must take the GIL, which a forking thread holds).
-            const ModelStateWritePause pause;
-            gather_params();
-        }
-        last_step_x_ = x;
-        last_step_rows_ = x == batch_x_.data() ? B : 0;
-    } else {
+    if (totals.finite && totals.weight_sum > 0)
+        take_step(totals, fused_step, x, B);
+    else
         restore_running_statistics();
-    }
     return totals;
+}
+
+// The update of a step whose gradient is finite (in grads, or made by the update: in_weight_
+// gradients), its figures counted, and across ranks the ranks' ranges of params exchanged.
+template <typename T>
+void Network<T>::take_step(const RunTotals& totals, bool in_weight_gradients, const T* x, int64_t B) {
+    const double rows = static_cast<double>(totals.rows);
+    if (track_weight_squares)
+        weight_squares_sum += weight_squares() * rows / totals.weight_sum;
+    batch_mean_loss_sum += totals.mean_loss * rows;
+    optimizer_step(decay_reference_weight > 0 ? decay_reference_weight / totals.weight_sum : 1.0,
+                   in_weight_gradients, x, B);
+    if (params_written) {
+        // Shared parameters: the ranks wait for each other's ranges, and learn whether all
+        // were seen finite as they were written (then params_finite need not read them).
+        const uint64_t generation = weights_generation_.load(std::memory_order_acquire);
+        bool all_seen_finite = false;
+        {
+            const ModelStateWritePause pause;
+            all_seen_finite = params_written(owned_params_seen_finite_);
+        }
+        if (all_seen_finite) params_finite_at_generation_.store(generation, std::memory_order_release);
+    } else if (gather_params) {
+        // The GIL again: a fork meanwhile sees this rank's range of params updated, the
+        // rest not yet (the hook must take the GIL, which a forking thread holds).
+        const ModelStateWritePause pause;
+        gather_params();
+    }
+    last_step_x_ = x;
+    last_step_rows_ = x == batch_x_.data() ? B : 0;
 }
 
 template <typename T>
@@ -780,7 +821,7 @@ void Network<T>::restore_running_statistics() {
 }
 
 template <typename T>
-RunTotals Network<T>::reduce_across_ranks(const RunTotals& local, bool logits_finite, double normaliser) {
+void Network<T>::fill_reduction_figures(const RunTotals& local, bool logits_finite, double normaliser) {
     constexpr size_t scalars = 7;
     const size_t hidden = running_mean.size();
     reduction_figures.resize(scalars + 2 * hidden);
@@ -794,10 +835,42 @@ RunTotals Network<T>::reduce_across_ranks(const RunTotals& local, bool logits_fi
     figures[6] = normaliser;
     std::copy(running_mean.begin(), running_mean.end(), figures + scalars);
     std::copy(running_var.begin(), running_var.end(), figures + scalars + hidden);
-    // The hook takes the GIL, which a thread in os.fork() holds while it waits for the state
-    // writes in progress: the write pauses around the hook, the model as before the step (the
+    // The hooks take the GIL, which a thread in os.fork() holds while it waits for the state
+    // writes in progress: the write pauses around a hook, the model as before the step (the
     // statistics this rank's forward moved are in figures), so a fork then sees a whole step.
     restore_running_statistics();
+}
+
+template <typename T>
+RunTotals Network<T>::totals_from_reduction_figures(double* normaliser) {
+    const double* figures = reduction_figures.data();
+    RunTotals totals;
+    totals.weight_sum = figures[1];
+    totals.rows = static_cast<int64_t>(figures[2]);
+    totals.correct = static_cast<int64_t>(figures[3]);
+    totals.weighted_correct = figures[4];
+    totals.outputs_finite = figures[5] == 0;
+    *normaliser = figures[6];
+    if (*normaliser > 0) {
+        // The global batch's mean, as one process computes it; loss_sum weighs it as there.
+        totals.mean_loss = figures[0] / *normaliser;
+        totals.loss_sum = totals.mean_loss * totals.weight_sum;
+    }
+    return totals;
+}
+
+template <typename T>
+void Network<T>::adopt_first_ranks_statistics() {
+    constexpr size_t scalars = 7;
+    const size_t hidden = running_mean.size();
+    const double* figures = reduction_figures.data();
+    std::copy(figures + scalars, figures + scalars + hidden, running_mean.begin());
+    std::copy(figures + scalars + hidden, figures + scalars + 2 * hidden, running_var.begin());
+}
+
+template <typename T>
+RunTotals Network<T>::reduce_across_ranks(const RunTotals& local, bool logits_finite, double normaliser) {
+    fill_reduction_figures(local, logits_finite, normaliser);
     // The range of grads this rank sums, scales and updates: the hook leaves the other ranks'
     // sum of it in reduction_partial.
     const auto [begin, end] = updated_range();
@@ -806,18 +879,8 @@ RunTotals Network<T>::reduce_across_ranks(const RunTotals& local, bool logits_fi
         const ModelStateWritePause pause;
         reduce_gradient();
     }
-    RunTotals totals;
-    totals.weight_sum = figures[1];
-    totals.rows = static_cast<int64_t>(figures[2]);
-    totals.correct = static_cast<int64_t>(figures[3]);
-    totals.weighted_correct = figures[4];
-    totals.outputs_finite = figures[5] == 0;
-    const double global_normaliser = figures[6];
-    if (global_normaliser > 0) {
-        // The global batch's mean, as one process computes it; loss_sum weighs it as there.
-        totals.mean_loss = figures[0] / global_normaliser;
-        totals.loss_sum = totals.mean_loss * totals.weight_sum;
-    }
+    double global_normaliser = 0;
+    RunTotals totals = totals_from_reduction_figures(&global_normaliser);
     const T factor = global_normaliser > 0 ? static_cast<T>(1.0 / global_normaliser) : T(1);
     const bool finite = add_scale_all_finite(grads.data() + begin, reduction_partial.data(), end - begin, factor);
     totals.finite = std::isfinite(totals.loss_sum) && finite;
@@ -826,9 +889,180 @@ RunTotals Network<T>::reduce_across_ranks(const RunTotals& local, bool logits_fi
         totals.finite = all_ranks_finite(totals.finite);
     }
     // Rank 0's running statistics, after the pauses (a fork in them sees the state before the step).
-    std::copy(figures + scalars, figures + scalars + hidden, running_mean.begin());
-    std::copy(figures + scalars + hidden, figures + scalars + 2 * hidden, running_var.begin());
+    adopt_first_ranks_statistics();
     return totals;
+}
+
+// ---- data-parallel steps by rows ------------------------------------------------------------------------
+
+template <typename T>
+std::vector<int64_t> Network<T>::parameter_chunks(int64_t P) const {
+    const int64_t n = static_cast<int64_t>(params.size());
+    // Where a chunk may begin: the start of a row of some layer's weights, or the end.
+    auto nearest_row_start = [this, n](int64_t target) {
+        int64_t best = n;
+        for (const LayerSlices& s : layers_) {
+            const int64_t row = std::clamp<int64_t>((target - s.weight + s.fan_out / 2) / s.fan_out, 0, s.fan_in - 1);
+            const int64_t start = target < s.weight ? s.weight : s.weight + row * s.fan_out;
+            if (std::llabs(start - target) < std::llabs(best - target)) best = start;
+        }
+        return best;
+    };
+    std::vector<int64_t> edges(static_cast<size_t>(P) + 1, n);
+    edges[0] = 0;
+    for (int64_t c = 1; c < P; ++c)
+        edges[c] = std::max(edges[c - 1], nearest_row_start(static_cast<int64_t>((static_cast<double>(c) * n) / P)));
+    return edges;
+}
+
+template <typename T>
+std::pair<int64_t, int64_t> Network<T>::owned_rows(int64_t l) const {
+    const LayerSlices& s = layers_[l];
+    const int64_t begin = std::clamp(update_begin, s.weight, s.bias), end = std::clamp(update_end, s.weight, s.bias);
+    return {(begin - s.weight) / s.fan_out, (end - s.weight) / s.fan_out};
+}
+
+template <typename T>
+bool Network<T>::owns_layer_rest(int64_t l) const {
+    const int64_t end = l + 1 < static_cast<int64_t>(layers_.size()) ? layers_[l + 1].weight
+                                                                     : static_cast<int64_t>(params.size());
+    return update_begin <= layers_[l].bias && end <= update_end;
+}
+
+// Steps by rows need the hooks, no batch norm (its statistics are each rank's: the ranks sum
+// gamma's and beta's gradients with the rest), and a range that begins and ends on rows of
+// the weights (a layer's rest owned with its last row).
+template <typename T>
+bool Network<T>::steps_by_rows() const {
+    if (!(sum_figures && gather_rows && (gather_params || params_written)) || options_.batch_norm) return false;
+    const int64_t n = static_cast<int64_t>(params.size());
+    auto on_a_row = [this, n](int64_t offset) {
+        if (offset == n) return true;
+        for (const LayerSlices& s : layers_)
+            if (offset >= s.weight && offset < s.bias) return (offset - s.weight) % s.fan_out == 0;
+        return false;
+    };
+    return on_a_row(update_begin) && on_a_row(update_end);
+}
+
+// A data-parallel step by rows: this rank's loss, the ranks' figures summed, this rank's deltas
+// for the global batch's mean loss, the ranks' rows shared, and then the gradient of this rank's
+// range of the parameters from every row of the global batch, updated as it is made (as in one
+// process) when bounds on those rows rule out an overflow; the ranks' ranges then exchanged.
+// Every rank decides from the same figures and the same gathered rows, so all take the same path.
+template <typename T>
+RunTotals Network<T>::train_step_by_rows(const T* x, Targets<T> targets, int64_t B) {
+    RunTotals local;
+    bool logits_finite = true;
+    double normaliser = 0;  // what this rank's loss divided by
+    if (B > 0) {
+        forward(x, B, /*training=*/true, /*update_running_stats=*/true);
+        local = loss_forward_backward(targets, B, /*backward=*/true);
+        logits_finite = all_finite(y_.back().data(), B * output_width());
+        normaliser = class_weights_.empty() || local.weight_sum == 0 ? local.weight_sum
+                                                                    : label_weight_total(targets, B);
+    }
+    fill_reduction_figures(local, logits_finite, normaliser);
+    {
+        const ModelStateWritePause pause;
+        sum_figures();
+    }
+    double global_normaliser = 0;
+    RunTotals totals = totals_from_reduction_figures(&global_normaliser);
+    totals.finite = std::isfinite(totals.loss_sum);
+    if (!totals.finite || totals.weight_sum == 0) return totals;  // no step, on every rank
+    if (B > 0) {
+        // The gradient of the global batch's weighted mean loss: this rank's mean's times its
+        // share of the normaliser, then the deltas.
+        scale_in_place(loss_out_.data(), B * output_width(), static_cast<T>(normaliser / global_normaliser));
+        propagate_deltas(B);
+    }
+    gather_layer_rows(x, B);
+    // The bounds of one process's step, from the largest magnitudes over every rank's rows.
+    bool bounded = true;
+    for (size_t l = 0; l < layers_.size() && bounded; ++l)
+        bounded = gradient_cannot_overflow<T>(row_magnitudes[2 * l], row_magnitudes[2 * l + 1], gathered_rows);
+    const bool fused = update_in_weight_gradients && bounded;
+    if (!fused) {
+        const bool finite = owned_weight_gradients_finite();
+        const ModelStateWritePause pause;
+        totals.finite = all_ranks_finite(finite);
+    }
+    if (totals.finite) take_step(totals, fused, x, B);
+    return totals;
+}
+
+template <typename T>
+void Network<T>::gather_layer_rows(const T* x, int64_t B) {
+    const int64_t L = static_cast<int64_t>(layers_.size());
+    const int64_t rows = static_cast<int64_t>(reduction_figures[2]);  // summed over the ranks
+    gathered_inputs_.resize(static_cast<size_t>(L));
+    gathered_deltas_.resize(static_cast<size_t>(L));
+    rows_to_gather.clear();
+    row_magnitudes.assign(2 * static_cast<size_t>(L), 0.0);
+    for (int64_t l = 0; l < L; ++l) {
+        const LayerSlices& s = layers_[l];
+        if (static_cast<int64_t>(gathered_inputs_[l].size()) < rows * s.fan_in) resize_rows(gathered_inputs_[l], rows, s.fan_in);
+        if (static_cast<int64_t>(gathered_deltas_[l].size()) < rows * s.fan_out) resize_rows(gathered_deltas_[l], rows, s.fan_out);
+        const T* input = B > 0 ? layer_input(l, x) : gathered_inputs_[l].data();
+        const T* dz = B > 0 ? delta(l) : gathered_deltas_[l].data();
+        rows_to_gather.push_back({input, gathered_inputs_[l].data(), gathered_inputs_[l].data(), s.fan_in});
+        rows_to_gather.push_back({dz, gathered_deltas_[l].data(), gathered_deltas_[l].data(), s.fan_out});
+        // (read while this rank's rows are in cache; the hook takes the largest over the ranks)
+        row_magnitudes[2 * l] = largest_magnitude(input, B * s.fan_in);
+        row_magnitudes[2 * l + 1] = largest_magnitude(dz, B * s.fan_out);
+    }
+    local_rows = B;
+    gathered_rows = rows;
+    const ModelStateWritePause pause;
+    gather_rows();
+}
+
+template <typename T>
+const T* Network<T>::gathered_input(int64_t l) const {
+    return rows_to_gather[2 * static_cast<size_t>(l)].rows;
+}
+
+template <typename T>
+const T* Network<T>::gathered_delta(int64_t l) const {
+    return rows_to_gather[2 * static_cast<size_t>(l) + 1].rows;
+}
+
+template <typename T>
+bool Network<T>::owned_weight_gradients_finite() {
+    for (int64_t l = 0; l < static_cast<int64_t>(layers_.size()); ++l) {
+        const auto rows = owned_rows(l);
+        if (rows.first < rows.second)
+            weight_gradient_rows(l, rows, gathered_input(l), gathered_delta(l), gathered_rows, nullptr, nullptr);
+    }
+    return all_finite(grads.data() + update_begin, update_end - update_begin);
+}
+
+// step_in_weight_gradients for this rank's range: each layer's owned rows of dw made from the
+// gathered rows with the update run on every finished strip, then the layer's bias when owned.
+// (Each rank's parameters are read after the step by params_finite, identical on every rank
+// once the ranges are exchanged, so they are not looked at here.)
+template <typename T>
+void Network<T>::step_in_owned_weight_gradients(T weight_decay) {
+    const T bias_decay = options_.optimizer.decay_biases ? weight_decay : T(0);
+    std::atomic<bool> found{false}, nonfinite{false};
+    const int64_t L = static_cast<int64_t>(layers_.size()), n = static_cast<int64_t>(params.size());
+    for (int64_t l = 0; l < L; ++l) {
+        const auto rows = owned_rows(l);
+        if (rows.first == rows.second) continue;
+        const LayerSlices& s = layers_[l];
+        PreparedUpdate<T> update = prepare_update(s.weight + rows.first * s.fan_out, weight_decay);
+        update.params_nonfinite = &nonfinite;
+        weight_gradient_rows(l, rows, gathered_input(l), gathered_delta(l), gathered_rows, &update, &found);
+        if (owns_layer_rest(l)) {
+            const int64_t begin = s.bias, end = l + 1 < L ? layers_[l + 1].weight : n;
+            PreparedUpdate<T> rest = prepare_update(begin, bias_decay);
+            rest.params_nonfinite = &nonfinite;
+            run_update(rest, grads.data() + begin, end - begin);
+        }
+    }
+    if (found.load()) note_state_outside_plain_range();
+    owned_params_seen_finite_ = !nonfinite.load();
 }
 
 template <typename T>

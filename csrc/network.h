@@ -209,6 +209,50 @@ struct RunTotals {
 // every product computed without overflow. Checked before anything is allocated.
 std::string network_size_problem(const std::vector<int64_t>& sizes, bool batch_norm, int64_t element_size);
 
+// The flat parameters: the network's own memory, or, while the ranks of a data-parallel fit
+// on one node share one copy of them (an MPI shared window), memory lent from outside. The
+// network reads and writes them through data() either way.
+template <typename T>
+class ParameterBuffer {
+public:
+    ParameterBuffer() = default;
+    ParameterBuffer(const ParameterBuffer& other) : owned_(other.begin(), other.end()) {}
+    ParameterBuffer& operator=(const ParameterBuffer& other) {
+        if (this != &other) {
+            owned_.assign(other.begin(), other.end());
+            lent_ = nullptr;
+        }
+        return *this;
+    }
+    void assign(size_t n, T value) {
+        owned_.assign(n, value);
+        lent_ = nullptr;
+    }
+    size_t size() const { return owned_.size(); }
+    bool empty() const { return owned_.empty(); }
+    T* data() { return lent_ ? lent_ : owned_.data(); }
+    const T* data() const { return lent_ ? lent_ : owned_.data(); }
+    T* begin() { return data(); }
+    T* end() { return data() + size(); }
+    const T* begin() const { return data(); }
+    const T* end() const { return data() + size(); }
+    T& operator[](size_t i) { return data()[i]; }
+    const T& operator[](size_t i) const { return data()[i]; }
+    // From now on the parameters are memory[0, size()), which must hold them already.
+    void lend(T* memory) { lent_ = memory; }
+    // The network's own memory again, with the lent memory's values.
+    void take_back() {
+        if (!lent_) return;
+        std::copy(lent_, lent_ + size(), owned_.begin());
+        lent_ = nullptr;
+    }
+    bool is_lent() const { return lent_ != nullptr; }
+
+private:
+    std::vector<T> owned_;
+    T* lent_ = nullptr;
+};
+
 template <typename T>
 class Network {
 public:
@@ -223,7 +267,8 @@ public:
     int64_t target_width() const;
     const std::vector<std::string>& optimizer_state_names() const { return state_names_; }
 
-    std::vector<T> params, grads;
+    ParameterBuffer<T> params;
+    std::vector<T> grads;
     std::vector<std::vector<T>> optimizer_state;  // one buffer per name, params' layout
     std::vector<T> running_mean, running_var;     // hidden widths concatenated (batch norm)
     int64_t step = 0;                             // optimizer steps taken
@@ -275,6 +320,44 @@ public:
     std::function<bool(bool)> all_ranks_finite;
     std::function<void()> gather_params;
     int64_t update_begin = 0, update_end = 0;
+    // Data-parallel steps by rows (set with the sharded optimizer, used by networks without
+    // batch norm when [update_begin, update_end) begins and ends on rows of the weights:
+    // parameter_chunks). Instead of each rank making the weight gradient of its rows and the
+    // ranks summing it (reduce_gradient: 2 (P - 1) / P of the gradient through every rank), the
+    // ranks share what the weight gradients are made from -- each layer's input and delta, a
+    // few hundred rows -- and each rank makes the gradient of its own range of parameters
+    // from all the global batch's rows, updating it as the GEMM finishes each strip (as one
+    // process does): on 784-1024-1024-10 at batch 128, 1.2 MB of rows per step instead of
+    // 7.4 MB of gradient, and no sum. The step calls sum_figures after its loss (the hook
+    // replaces reduction_figures, as filled for reduce_gradient, by the ranks' sums), then,
+    // after its deltas, gather_rows: every rank's rows_to_gather[i].local (local_rows rows of
+    // width columns) into rows_to_gather[i].gathered (gathered_rows rows, rank 0's first).
+    // The hook may instead leave the gathered rows in memory of its own (a node's shared
+    // window) and set rows_to_gather[i].rows to it. It also replaces row_magnitudes (per layer:
+    // the largest magnitude of this rank's input rows, then of its delta rows; infinity for
+    // NaN/inf) by their largest over the ranks: the bounds that let the update run in the GEMMs.
+    std::function<void()> sum_figures;
+    std::function<void()> gather_rows;
+    struct RowsToGather {
+        const T* local;  // (local_rows, width)
+        T* gathered;     // (gathered_rows, width), the step's own buffer
+        const T* rows;   // (gathered_rows, width): where the step reads them (gathered, or the hook's)
+        int64_t width;
+    };
+    std::vector<RowsToGather> rows_to_gather;
+    int64_t local_rows = 0, gathered_rows = 0;
+    std::vector<double> row_magnitudes;  // (2 L)
+    // With parameters shared by the ranks of one node (params lent a shared window): called
+    // after this rank's update instead of gather_params, with whether this rank saw every
+    // parameter of its range finite as it wrote them; returns, once every rank's update is
+    // done, whether every rank did.
+    std::function<bool(bool)> params_written;
+    // P + 1 offsets into params cutting it into P chunks as even as whole rows of the weights
+    // allow (a layer's bias, gamma and beta go with its last row): the ranges for a sharded
+    // optimizer that steps by rows.
+    std::vector<int64_t> parameter_chunks(int64_t P) const;
+    // Whether a training step now is a data-parallel step by rows.
+    bool steps_by_rows() const;
     // Added to dropout's counter (times 2^40): each rank draws masks of its own. 0: a
     // single process's masks.
     uint64_t dropout_stream = 0;
@@ -425,6 +508,8 @@ private:
     void weight_gradients(const T* x, int64_t B);
     void weight_gradient(int64_t l, const T* x, int64_t B, const PreparedUpdate<T>* update,
                          std::atomic<bool>* found);
+    void weight_gradient_rows(int64_t l, std::pair<int64_t, int64_t> rows, const T* input, const T* dz, int64_t K,
+                              const PreparedUpdate<T>* update, std::atomic<bool>* found);
     bool gradient_finite_before_weight_gradients(const T* x, int64_t B) const;
     // Whether the gradient backward left in grads (for a step of B rows) is finite: backward
     // bounded each weight gradient or read it; the biases and batch norm's are read here.
@@ -433,9 +518,11 @@ private:
     void to_pre_activation_gradient(int64_t l, T* gradient, int64_t B);
     bool derivative_fuses_into_gemm(int64_t l) const;
     // One update of every parameter (with a sharded optimizer, of this rank's range), the
-    // weight decay times decay_scale; with x_of_fused_step, the weight gradients of that
-    // batch of B rows are made by it (step_in_weight_gradients), else grads holds the gradient.
-    void optimizer_step(double decay_scale, const T* x_of_fused_step = nullptr, int64_t B = 0);
+    // weight decay times decay_scale; in_weight_gradients: the weight gradients of the batch x
+    // of B rows (across ranks by rows: the gathered rows) are made by it
+    // (step_in_weight_gradients), else grads holds the gradient.
+    void optimizer_step(double decay_scale, bool in_weight_gradients = false, const T* x = nullptr, int64_t B = 0);
+    void take_step(const RunTotals& totals, bool in_weight_gradients, const T* x, int64_t B);
     void step_in_weight_gradients(const T* x, int64_t B, T weight_decay);
     // The parameters this process updates: [update_begin, update_end) with a sharded
     // optimizer, else all of them.
@@ -445,6 +532,26 @@ private:
     // ranks' totals, grads then the gradient of the global batch's weighted mean loss (in
     // updated_range()) and totals.finite whether every rank may take the step.
     RunTotals reduce_across_ranks(const RunTotals& local, bool logits_finite, double normaliser);
+    // The step's figures for the hooks (the totals, then running_mean and running_var); the
+    // totals from the ranks' figures (*normaliser: the global batch's); rank 0's running
+    // statistics from them.
+    void fill_reduction_figures(const RunTotals& local, bool logits_finite, double normaliser);
+    RunTotals totals_from_reduction_figures(double* normaliser);
+    void adopt_first_ranks_statistics();
+    RunTotals train_step_by_rows(const T* x, Targets<T> targets, int64_t B);
+    // Rows [first, last) of layer l's weights owned by this rank (first == last: none), and
+    // whether the layer's bias, gamma and beta are.
+    std::pair<int64_t, int64_t> owned_rows(int64_t l) const;
+    bool owns_layer_rest(int64_t l) const;
+    // Every rank's rows of each layer's input and delta (gathered_input(l), gathered_delta(l)).
+    void gather_layer_rows(const T* x, int64_t B);
+    const T* gathered_input(int64_t l) const;  // (gathered_rows, fan_in of layer l)
+    const T* gathered_delta(int64_t l) const;  // (gathered_rows, fan_out of layer l)
+    bool owned_params_seen_finite_ = false;   // by the last optimizer_step, in this rank's range
+    // The unfused order: this rank's range of the gradient made, whether it is finite.
+    bool owned_weight_gradients_finite();
+    // step_in_weight_gradients over this rank's range, from the gathered rows.
+    void step_in_owned_weight_gradients(T weight_decay);
     // Batch norm's running statistics back to what they were before the step's forward.
     void restore_running_statistics();
     // Sum of the squares of every weight matrix's entries (not biases, gamma or beta), in double.
@@ -463,6 +570,10 @@ private:
     // Workspace, sized for workspace_rows_ rows (network.cpp: ensure_workspace).
     std::vector<std::vector<T>> z_, y_, xhat_, normed_, mean_, invstd_, mask_, dropped_;
     std::vector<std::vector<T>> deltas_;
+    // Steps by rows: per layer, the global batch's input and delta rows (gathered_rows rows);
+    // weight_gradient_rows's copy of the input columns it reads, when not all of them.
+    std::vector<std::vector<T>> gathered_inputs_, gathered_deltas_;
+    std::vector<T> input_columns_;
     std::vector<T> loss_out_, batch_x_, batch_values_, batch_probabilities_;
     std::vector<T> batch_weights_, partner_x_;  // gathered sample weights; a mixup partner's row
     std::vector<int64_t> batch_labels_;

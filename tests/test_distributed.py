@@ -737,6 +737,83 @@ def test_a_process_forked_during_a_data_parallel_fit_holds_a_plain_local_model(t
         assert report["replicas_same"] is True
 
 
+BY_ROWS_SCRIPT = COMMON + textwrap.dedent("""
+    from mpi4py import MPI
+    from fastmlp.distributed import Ranks
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    report = {}
+
+    def fit_watched(name, trained, X, y, **options):
+        seen = []
+        def watch(epoch, logs):
+            seen.append([bool(trained._network.steps_by_rows), bool(trained._network.params_shared)])
+        trained.fit(X, y, callbacks=[watch], comm=comm, **options)
+        report[name] = {"during": seen, "shared_after": bool(trained._network.params_shared),
+                        "parameters": trained_state(trained).tolist(),
+                        "same_on_every_rank": same_on_every_rank(comm, trained_state(trained))}
+
+    for dtype in ("float64", "float32"):
+        X, y, weights = dataset(dtype, n=128)
+        for shared in (True, False):  # on this node: one shared copy of the parameters, or MPI copies
+            Ranks.node_shared_memory = shared
+            fit_watched(f"{dtype}_shared_{shared}", model(dtype), X, y, epochs=2, batch_size=32, shuffle=False)
+            fit_watched(f"{dtype}_weighted_shared_{shared}", model(dtype), X, y, epochs=2, batch_size=32,
+                        sample_weight=weights)
+        Ranks.node_shared_memory = True
+        fit_watched(f"{dtype}_batch_norm", model(dtype, batch_norm=True), X, y, epochs=2, batch_size=32)
+
+    # a fit that every rank leaves by an exception: each rank's parameters its own again
+    X, y, _ = dataset("float64", n=128)
+    failing = model("float64")
+    def fail(epoch, logs):
+        raise ValueError("stop here")
+    try:
+        failing.fit(X, y, epochs=3, batch_size=32, comm=comm, callbacks=[fail])
+    except ValueError as error:
+        report["failed"] = str(error)
+    report["failed_shared_after"] = bool(failing._network.params_shared)
+    report["failed_same"] = same_on_every_rank(comm, failing.flat_parameters)
+    failing.fit(X, y, epochs=1, batch_size=32, comm=comm)  # and the model trains on
+    report["after_failure_same"] = same_on_every_rank(comm, failing.flat_parameters)
+    if rank == 0:
+        print(json.dumps(report))
+""")
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_networks_without_batch_norm_step_by_rows_in_one_shared_copy_of_the_parameters(tmp_path, ranks):
+    report = printed_by_rank_0(tmp_path, "by_rows", BY_ROWS_SCRIPT, ranks=ranks)
+    namespace = {}
+    exec(COMMON, namespace)
+    for dtype in ("float64", "float32"):
+        X, y, weights = namespace["dataset"](dtype, n=128)
+        for weighted in (False, True):
+            kind = "_weighted" if weighted else ""
+            shared, copied = report[f"{dtype}{kind}_shared_True"], report[f"{dtype}{kind}_shared_False"]
+            assert shared["during"] == [[True, True]] * 2  # steps by rows, in the window
+            assert copied["during"] == [[True, False]] * 2  # steps by rows, parameters copied by MPI
+            assert not shared["shared_after"] and shared["same_on_every_rank"] and copied["same_on_every_rank"]
+            # the two exchanges move the same bits
+            assert shared["parameters"] == copied["parameters"]
+            alone = namespace["model"](dtype)
+            options = {"sample_weight": weights} if weighted else {"shuffle": False}
+            alone.fit(X, y, epochs=2, batch_size=32, **options)
+            expected = namespace["trained_state"](alone)
+            if ranks == 2 and not weighted:
+                # Equal shares of 16 rows: each rank's loss gradient is its mean's times 16/32, exact,
+                # and every rank's rows meet in the weight-gradient GEMMs in one process's order.
+                np.testing.assert_array_equal(shared["parameters"], expected)
+            rtol = 1e-12 if dtype == "float64" else 1e-5
+            np.testing.assert_allclose(shared["parameters"], expected, rtol=0, atol=rtol * np.abs(expected).max())
+        batch_norm = report[f"{dtype}_batch_norm"]
+        assert batch_norm["during"] == [[False, True]] * 2  # the ranks sum gradients, in the window
+        assert batch_norm["same_on_every_rank"]
+    assert report["failed"].startswith("stop here")
+    assert report["failed_shared_after"] is False and report["failed_same"] and report["after_failure_same"]
+
+
 SPLIT_SCRIPT = COMMON + textwrap.dedent("""
     from mpi4py import MPI
     comm = MPI.COMM_WORLD

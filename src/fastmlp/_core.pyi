@@ -116,7 +116,11 @@ class _Network(Generic[_F]):
     def set_gradient_reduction(
         self, reduce: Optional[Callable[[NDArray[_F], NDArray[np.float64], NDArray[_F]], Any]],
         updates: Optional[Tuple[int, int]] = None, all_ranks_finite: Optional[Callable[[bool], bool]] = None,
-        gather_params: Optional[Callable[[NDArray[_F]], Any]] = None) -> None:
+        gather_params: Optional[Callable[[NDArray[_F]], Any]] = None,
+        sum_figures: Optional[Callable[[NDArray[np.float64]], Any]] = None,
+        gather_rows: Optional[Callable[[List[Tuple[NDArray[_F], NDArray[_F]]], NDArray[np.float64]],
+                                       Optional[List[NDArray[_F]]]]] = None,
+        params_written: Optional[Callable[[bool], bool]] = None) -> None:
         """Data-parallel training: every training step calls reduce(gradient, figures, partial)
         between its gradient and its update (None: no longer). gradient is this process's
         gradient of its rows' loss summed (scratch for the hook); reduce writes to partial the
@@ -128,7 +132,28 @@ class _Network(Generic[_F]):
         updates=(begin, end) shards the optimizer: the step then asks all_ranks_finite(bool)
         whether that range is finite on every process, updates params[begin:end] only, and
         gather_params(params) copies the other processes' ranges in; the optimizer state outside
-        the range is not updated."""
+        the range is not updated. With sum_figures and gather_rows too (updates from
+        parameter_chunks), a network without batch norm steps by rows: sum_figures(figures)
+        replaces the figures after the loss as reduce does; gather_rows(pairs, magnitudes) copies
+        every process's rows of each pair's local array (layer inputs and deltas) into its
+        gathered array, rank 0's first, or returns arrays of its own holding them, and replaces
+        magnitudes by their largest over the processes; each process then makes and updates the
+        gradient of its range from all the rows. params_written(seen_finite) -> bool replaces
+        gather_params when the parameters are shared (share_params): it returns once every
+        process has updated its range, whether every one saw its range finite."""
+    def share_params(self, memory: Optional[NDArray[_F]]) -> None:
+        """The network's parameters from now on are `memory` (which must hold them already: an
+        MPI shared window the processes of a node step in), until share_params(None) copies
+        them back into the network's own memory."""
+    @property
+    def params_shared(self) -> bool:
+        """Whether the parameters are memory lent by share_params."""
+    def parameter_chunks(self, P: int) -> List[int]:
+        """P + 1 offsets into params cutting it into P ranges as even as whole rows of the
+        weights allow (a layer's bias, gamma and beta with its last row)."""
+    @property
+    def steps_by_rows(self) -> bool:
+        """Whether a training step now is a data-parallel step by rows."""
     @property
     def last_call_threads(self) -> int:
         """The thread count the model's last training or prediction call used."""

@@ -36,9 +36,11 @@ _CONNECTED: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
 def _make_local(network: Any) -> None:
-    """network's steps its own again: no sum over ranks, a single process's dropout masks."""
+    """network's steps its own again: no sum over ranks, a single process's dropout masks, its
+    parameters in its own memory (copied out of a node's shared window)."""
     _CONNECTED.discard(network)
     network.set_gradient_reduction(None)
+    network.share_params(None)
     network.dropout_stream = 0
 
 
@@ -88,9 +90,12 @@ class FixedOrderSum:
     buffer's chunks (the updated parameters).
     """
 
-    def __init__(self, comm: Any, size: int, dtype: np.dtype) -> None:
+    def __init__(self, comm: Any, size: int, dtype: np.dtype, edges: Optional[List[int]] = None) -> None:
+        """`edges`: where the ranks' chunks begin (P + 1 offsets from 0 to size); by default
+        as even as the elements allow."""
         self.comm, self.rank, self.ranks = comm, comm.Get_rank(), comm.Get_size()
-        self.edges = [(chunk * size) // self.ranks for chunk in range(self.ranks + 1)]
+        self.edges = (list(edges) if edges is not None
+                      else [(chunk * size) // self.ranks for chunk in range(self.ranks + 1)])
         self.owned = (self.edges[self.rank], self.edges[self.rank + 1])
         self.received = np.empty(max(b - a for a, b in zip(self.edges, self.edges[1:])), dtype=dtype)
 
@@ -130,14 +135,48 @@ class FixedOrderSum:
                                recvbuf=self._chunk(buffer, self.rank - step - 1), source=left)
 
 
+class SharedWindow:
+    """`count` elements of `dtype` that every rank of a node reads and writes in place: an MPI-3
+    shared-memory window (MPI.Win.Allocate_shared), in one passive-target epoch for its whole
+    life. After synchronise() every rank sees what every rank wrote before it."""
+
+    def __init__(self, comm: Any, count: int, dtype: np.dtype) -> None:
+        MPI = _mpi()
+        dtype = np.dtype(dtype)
+        self.comm = comm
+        size = count * dtype.itemsize if comm.Get_rank() == 0 else 0  # one block, rank 0's
+        self.window = MPI.Win.Allocate_shared(size, dtype.itemsize, comm=comm)
+        memory, _ = self.window.Shared_query(0)
+        self.array = np.frombuffer(memory, dtype=dtype, count=count)
+        self.window.Lock_all(MPI.MODE_NOCHECK)
+
+    def synchronise(self) -> None:
+        self.window.Sync()
+        self.comm.Barrier()
+        self.window.Sync()
+
+    def free(self) -> None:
+        """Collective: every rank at once."""
+        self.window.Unlock_all()
+        self.window.Free()
+
+
 class Ranks:
     """The ranks of one data-parallel fit: who this process is, how the ranks agree on errors
-    and figures, and the step's reduction (Network.set_gradient_reduction's hook)."""
+    and figures, and the step's reduction (Network.set_gradient_reduction's hooks)."""
+
+    # When every rank runs on one node, the ranks step in one copy of the parameters in shared
+    # memory, and share the rows of a step by rows through it, instead of exchanging copies
+    # through MPI (False: always through MPI, as ranks on several nodes do).
+    node_shared_memory = True
 
     def __init__(self, comm: Any, sharded: bool) -> None:
         self.comm, self.sharded = comm, sharded
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self._gradient_sum: Optional[FixedOrderSum] = None
+        self._rows_per_rank = np.zeros(self.size, dtype=np.int64)  # of the step in progress
+        self._shared_params: Optional[SharedWindow] = None
+        self._shared_rows: Optional[SharedWindow] = None
 
     # ---- agreement ----
 
@@ -215,17 +254,61 @@ class Ranks:
         then the ranks exchange the chunks). Until disconnect(), the optimizer state is whole
         only after gather_optimizer_state(). A child forked before disconnect() gets the
         network disconnected (_disconnect_in_child)."""
-        self._gradient_sum = FixedOrderSum(self.comm, network.params.size, network.params.dtype)
+        # Chunks on rows of the weights, so that a network without batch norm steps by rows
+        # (the ranks share each layer's input and delta rows, and each makes the gradient of
+        # its chunk from all of them); with batch norm the ranks sum their gradients.
+        self._gradient_sum = FixedOrderSum(self.comm, network.params.size, network.params.dtype,
+                                           network.parameter_chunks(self.size))
+        if self.node_shared_memory and self._on_one_node():
+            self._shared_params = self._share_parameters(network)
+        exchange: Dict[str, Any] = ({"gather_params": self._gradient_sum.all_gather} if self._shared_params is None
+                                    else {"params_written": self._parameters_written})
         network.set_gradient_reduction(self.reduce_step, updates=self._gradient_sum.owned,
-                                       all_ranks_finite=self.all_finite,
-                                       gather_params=self._gradient_sum.all_gather)
+                                       all_ranks_finite=self.all_finite, sum_figures=self.sum_figures,
+                                       gather_rows=self.gather_rows, **exchange)
         network.dropout_stream = self.rank  # masks of its own on each rank
         _CONNECTED.add(network)
 
-    def disconnect(self, network: Any) -> None:
-        """Undo connect()."""
-        _make_local(network)
+    def disconnect(self, network: Any, cleanly: bool = True) -> None:
+        """Undo connect(). `cleanly`: every rank disconnects at this point (the fit ended on all
+        of them); else (an exception) no collective is called, and the shared windows are left
+        to the end of the process rather than wait for ranks that may not come."""
+        _make_local(network)  # the parameters copied out of the shared window, if any
         self._gradient_sum = None
+        windows = [window for window in (self._shared_params, self._shared_rows) if window is not None]
+        self._shared_params = self._shared_rows = None
+        if cleanly and windows:
+            self.comm.Barrier()  # every rank has copied the parameters out
+            for window in windows:
+                window.free()
+
+    def _on_one_node(self) -> bool:
+        node = self.comm.Split_type(_mpi().COMM_TYPE_SHARED)
+        try:
+            return bool(node.Get_size() == self.size)
+        finally:
+            node.Free()
+
+    def _share_parameters(self, network: Any) -> SharedWindow:
+        """One copy of the parameters (rank 0's: every rank's, after broadcast_state) in a window
+        that network steps in from now on: each rank updates its chunk in place, and a barrier
+        replaces the all-gather."""
+        window = SharedWindow(self.comm, network.params.size, network.params.dtype)
+        if self.rank == 0:
+            window.array[:] = network.params
+        window.synchronise()
+        network.share_params(window.array)
+        return window
+
+    def _parameters_written(self, seen_finite: bool) -> bool:
+        """With shared parameters, after this rank's update of its chunk: returns once every
+        rank's is done (and seen by this rank), whether every rank saw its chunk finite."""
+        assert self._shared_params is not None
+        window = self._shared_params.window
+        window.Sync()
+        every_rank = self.all_finite(seen_finite)  # (a collective: the barrier)
+        window.Sync()
+        return every_rank
 
     def reduce_step(self, gradient: np.ndarray, figures: np.ndarray, partial: np.ndarray) -> None:
         """Network.set_gradient_reduction's hook: the other ranks' sum of this rank's chunk of
@@ -234,10 +317,62 @@ class Ranks:
         the same bits on every rank."""
         assert self._gradient_sum is not None
         self._gradient_sum.reduce_scatter(gradient, partial)
+        self.sum_figures(figures)
+
+    def sum_figures(self, figures: np.ndarray) -> None:
+        """The step's figures (Network.set_gradient_reduction's) replaced by their sums over
+        the ranks in rank order, the running statistics by rank 0's; each rank's row count kept
+        for gather_rows."""
         gathered = np.empty((self.size, figures.size), dtype=np.float64)
         self.comm.Allgather(figures, gathered)
+        self._rows_per_rank = gathered[:, 2].astype(np.int64)
         figures[:_STEP_SCALARS] = _sum_rows_in_order(gathered[:, :_STEP_SCALARS])
         figures[_STEP_SCALARS:] = gathered[0, _STEP_SCALARS:]
+
+    def gather_rows(self, pairs: List[Tuple[np.ndarray, np.ndarray]],
+                    magnitudes: np.ndarray) -> Optional[List[np.ndarray]]:
+        """A step by rows' hook: every rank's rows of each `local` array, in rank order (copies:
+        the same bits on every rank), and `magnitudes` replaced by their largest over the ranks.
+        Through MPI the rows go into each `gathered`; on one node into a shared window, whose
+        views are returned for the step to read in place."""
+        if self._shared_params is None:
+            for local, gathered in pairs:
+                self.comm.Allgatherv(local, [gathered, self._rows_per_rank * gathered.shape[1]])
+            every = np.empty((self.size, magnitudes.size), dtype=np.float64)
+            self.comm.Allgather(magnitudes, every)
+            magnitudes[:] = every.max(axis=0)
+            return None
+        every, regions = self._shared_row_regions(pairs, magnitudes.size)
+        every[self.rank] = magnitudes
+        first = int(self._rows_per_rank[:self.rank].sum())
+        for (local, _), region in zip(pairs, regions):
+            region[first:first + local.shape[0]] = local
+        assert self._shared_rows is not None
+        self._shared_rows.synchronise()
+        magnitudes[:] = every.max(axis=0)
+        # No rank writes the window again before every rank has read it: the next step's
+        # sum_figures waits for all of them.
+        return regions
+
+    def _shared_row_regions(self, pairs: List[Tuple[np.ndarray, np.ndarray]],
+                            count: int) -> Tuple[np.ndarray, List[np.ndarray]]:
+        """Views of the shared window for rows (made larger when this step needs it: every rank
+        at once, as every rank needs the same): (ranks, count) float64 magnitudes, then one
+        region shaped like each pair's `gathered`, each at a 64-byte boundary."""
+        def aligned(size: int) -> int:
+            return -(-size // 64) * 64
+        sizes = [aligned(self.size * count * 8)] + [aligned(gathered.nbytes) for _, gathered in pairs]
+        if self._shared_rows is None or self._shared_rows.array.size < sum(sizes):
+            if self._shared_rows is not None:
+                self._shared_rows.free()
+            self._shared_rows = SharedWindow(self.comm, sum(sizes), np.dtype(np.uint8))
+        memory = self._shared_rows.array
+        every = memory[:self.size * count * 8].view(np.float64).reshape(self.size, count)
+        regions, offset = [], sizes[0]
+        for (_, gathered), size in zip(pairs, sizes[1:]):
+            regions.append(memory[offset:offset + gathered.nbytes].view(gathered.dtype).reshape(gathered.shape))
+            offset += size
+        return every, regions
 
     def all_finite(self, finite: bool) -> bool:
         """Whether `finite` is True on every rank."""

@@ -291,14 +291,18 @@ class FitLoop:
             patience: Optional[int], min_delta: float, restore_best_weights: bool) -> History:
         """Train `epochs` epochs; early stopping when `patience` is not None."""
         network = self.model._network
-        if self.ranks is not None:
-            self.ranks.connect(network)
-        try:
+        if self.ranks is None:
             return self._epochs(epochs, callbacks, lr_schedule, patience=patience, min_delta=min_delta,
                                 restore_best_weights=restore_best_weights)
-        finally:
-            if self.ranks is not None:
-                self.ranks.disconnect(network)
+        self.ranks.connect(network)
+        try:
+            history = self._epochs(epochs, callbacks, lr_schedule, patience=patience, min_delta=min_delta,
+                                   restore_best_weights=restore_best_weights)
+        except BaseException:
+            self.ranks.disconnect(network, cleanly=False)  # no collective: other ranks may be gone
+            raise
+        self.ranks.disconnect(network)
+        return history
 
     def _epochs(self, epochs: int, callbacks: Sequence[CallbackLike], lr_schedule: Optional[LRSchedule], *,
                 patience: Optional[int], min_delta: float, restore_best_weights: bool) -> History:
