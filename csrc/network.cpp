@@ -741,6 +741,9 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
     // The forward moves the running statistics before the step is known to be finite.
     std::copy(running_mean.begin(), running_mean.end(), saved_running_mean_.begin());
     std::copy(running_var.begin(), running_var.end(), saved_running_var_.begin());
+    // The weights as the step reads them, before any exchange: ranks sharing one copy of the
+    // parameters begin to update their chunks as soon as they have met the others.
+    step_weight_squares_ = track_weight_squares ? weight_squares() : 0.0;
     if (steps_by_rows()) return train_step_by_rows(x, targets, B);
     // In data-parallel training a rank's share of a global batch may be empty, or a single
     // row, which batch norm cannot train on: the rank then adds a zero gradient to the step.
@@ -790,7 +793,7 @@ template <typename T>
 void Network<T>::take_step(const RunTotals& totals, bool in_weight_gradients, const T* x, int64_t B) {
     const double rows = static_cast<double>(totals.rows);
     if (track_weight_squares)
-        weight_squares_sum += weight_squares() * rows / totals.weight_sum;
+        weight_squares_sum += step_weight_squares_ * rows / totals.weight_sum;
     batch_mean_loss_sum += totals.mean_loss * rows;
     optimizer_step(decay_reference_weight > 0 ? decay_reference_weight / totals.weight_sum : 1.0,
                    in_weight_gradients, x, B);
@@ -1040,8 +1043,8 @@ bool Network<T>::owned_weight_gradients_finite() {
 
 // step_in_weight_gradients for this rank's range: each layer's owned rows of dw made from the
 // gathered rows with the update run on every finished strip, then the layer's bias when owned.
-// (Each rank's parameters are read after the step by params_finite, identical on every rank
-// once the ranges are exchanged, so they are not looked at here.)
+// The parameters are looked at as they are written (owned_params_seen_finite_), which ranks
+// sharing one copy of them agree on instead of reading them all again after the step.
 template <typename T>
 void Network<T>::step_in_owned_weight_gradients(T weight_decay) {
     const T bias_decay = options_.optimizer.decay_biases ? weight_decay : T(0);

@@ -548,6 +548,7 @@ private:
     const T* gathered_input(int64_t l) const;  // (gathered_rows, fan_in of layer l)
     const T* gathered_delta(int64_t l) const;  // (gathered_rows, fan_out of layer l)
     bool owned_params_seen_finite_ = false;   // by the last optimizer_step, in this rank's range
+    double step_weight_squares_ = 0;          // weight_squares() at the start of the step (track_weight_squares)
     // The unfused order: this rank's range of the gradient made, whether it is finite.
     bool owned_weight_gradients_finite();
     // step_in_weight_gradients over this rank's range, from the gathered rows.
