@@ -763,8 +763,18 @@ BY_ROWS_SCRIPT = COMMON + textwrap.dedent("""
         Ranks.node_shared_memory = True
         fit_watched(f"{dtype}_batch_norm", model(dtype, batch_norm=True), X, y, epochs=2, batch_size=32)
 
-    # a fit that every rank leaves by an exception: each rank's parameters its own again
+    # /dev/shm with room for neither window, or for the parameters' only: copies through MPI instead
+    import fastmlp.distributed
+    real_statvfs = fastmlp.distributed.os.statvfs
     X, y, _ = dataset("float64", n=128)
+    for name, room in (("no_room", 100), ("no_room_for_rows", 2000)):  # bytes; parameters: 664
+        class Room:
+            f_bavail, f_frsize = room, 1
+        fastmlp.distributed.os.statvfs = lambda path: Room()
+        fit_watched(name, model("float64"), X, y, epochs=2, batch_size=32, shuffle=False)
+    fastmlp.distributed.os.statvfs = real_statvfs
+
+    # a fit that every rank leaves by an exception: each rank's parameters its own again
     failing = model("float64")
     def fail(epoch, logs):
         raise ValueError("stop here")
@@ -810,6 +820,10 @@ def test_networks_without_batch_norm_step_by_rows_in_one_shared_copy_of_the_para
         batch_norm = report[f"{dtype}_batch_norm"]
         assert batch_norm["during"] == [[False, True]] * 2  # the ranks sum gradients, in the window
         assert batch_norm["same_on_every_rank"]
+    assert report["no_room"]["during"] == [[True, False]] * 2
+    assert report["no_room_for_rows"]["during"] == [[True, True]] * 2
+    for name in ("no_room", "no_room_for_rows"):
+        assert report[name]["parameters"] == report["float64_shared_True"]["parameters"]
     assert report["failed"].startswith("stop here")
     assert report["failed_shared_after"] is False and report["failed_same"] and report["after_failure_same"]
 

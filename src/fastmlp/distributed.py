@@ -177,6 +177,7 @@ class Ranks:
         self._rows_per_rank = np.zeros(self.size, dtype=np.int64)  # of the step in progress
         self._shared_params: Optional[SharedWindow] = None
         self._shared_rows: Optional[SharedWindow] = None
+        self._rows_through_mpi = False  # (no room for them in shared memory)
 
     # ---- agreement ----
 
@@ -259,7 +260,7 @@ class Ranks:
         # its chunk from all of them); with batch norm the ranks sum their gradients.
         self._gradient_sum = FixedOrderSum(self.comm, network.params.size, network.params.dtype,
                                            network.parameter_chunks(self.size))
-        if self.node_shared_memory and self._on_one_node():
+        if self.node_shared_memory and self._on_one_node() and self._shared_memory_has_room(network.params.nbytes):
             self._shared_params = self._share_parameters(network)
         exchange: Dict[str, Any] = ({"gather_params": self._gradient_sum.all_gather} if self._shared_params is None
                                     else {"params_written": self._parameters_written})
@@ -277,6 +278,7 @@ class Ranks:
         self._gradient_sum = None
         windows = [window for window in (self._shared_params, self._shared_rows) if window is not None]
         self._shared_params = self._shared_rows = None
+        self._rows_through_mpi = False
         if cleanly and windows:
             self.comm.Barrier()  # every rank has copied the parameters out
             for window in windows:
@@ -288,6 +290,18 @@ class Ranks:
             return bool(node.Get_size() == self.size)
         finally:
             node.Free()
+
+    def _shared_memory_has_room(self, nbytes: int) -> bool:
+        """Whether every rank sees room for twice `nbytes` more in /dev/shm, where MPICH and Open
+        MPI place shared windows (a container's is often 64 MB): a window larger than the room
+        left would be allocated, then kill the process with SIGBUS when first written. Unknown
+        (no /dev/shm): yes."""
+        try:
+            stats = os.statvfs("/dev/shm")
+            room = stats.f_bavail * stats.f_frsize
+        except OSError:
+            room = None
+        return not self.any(room is not None and room < 2 * nbytes)
 
     def _share_parameters(self, network: Any) -> SharedWindow:
         """One copy of the parameters (rank 0's: every rank's, after broadcast_state) in a window
@@ -335,14 +349,17 @@ class Ranks:
         the same bits on every rank), and `magnitudes` replaced by their largest over the ranks.
         Through MPI the rows go into each `gathered`; on one node into a shared window, whose
         views are returned for the step to read in place."""
-        if self._shared_params is None:
+        if self._shared_params is None or self._rows_through_mpi:
             for local, gathered in pairs:
                 self.comm.Allgatherv(local, [gathered, self._rows_per_rank * gathered.shape[1]])
             every = np.empty((self.size, magnitudes.size), dtype=np.float64)
             self.comm.Allgather(magnitudes, every)
             magnitudes[:] = every.max(axis=0)
             return None
-        every, regions = self._shared_row_regions(pairs, magnitudes.size)
+        shared = self._shared_row_regions(pairs, magnitudes.size)
+        if shared is None:  # no room in shared memory: through MPI from now on
+            return self.gather_rows(pairs, magnitudes)
+        every, regions = shared
         every[self.rank] = magnitudes
         first = int(self._rows_per_rank[:self.rank].sum())
         for (local, _), region in zip(pairs, regions):
@@ -355,16 +372,21 @@ class Ranks:
         return regions
 
     def _shared_row_regions(self, pairs: List[Tuple[np.ndarray, np.ndarray]],
-                            count: int) -> Tuple[np.ndarray, List[np.ndarray]]:
+                            count: int) -> Optional[Tuple[np.ndarray, List[np.ndarray]]]:
         """Views of the shared window for rows (made larger when this step needs it: every rank
         at once, as every rank needs the same): (ranks, count) float64 magnitudes, then one
-        region shaped like each pair's `gathered`, each at a 64-byte boundary."""
+        region shaped like each pair's `gathered`, each at a 64-byte boundary. None, and the
+        rows through MPI from now on, when /dev/shm has no room for them."""
         def aligned(size: int) -> int:
             return -(-size // 64) * 64
         sizes = [aligned(self.size * count * 8)] + [aligned(gathered.nbytes) for _, gathered in pairs]
         if self._shared_rows is None or self._shared_rows.array.size < sum(sizes):
             if self._shared_rows is not None:
                 self._shared_rows.free()
+                self._shared_rows = None
+            if not self._shared_memory_has_room(sum(sizes)):
+                self._rows_through_mpi = True
+                return None
             self._shared_rows = SharedWindow(self.comm, sum(sizes), np.dtype(np.uint8))
         memory = self._shared_rows.array
         every = memory[:self.size * count * 8].view(np.float64).reshape(self.size, count)
