@@ -380,6 +380,11 @@ double Network<T>::label_weight_total(Targets<T> targets, int64_t B) const {
 }
 
 template <typename T>
+double Network<T>::loss_normaliser(const RunTotals& totals, Targets<T> targets, int64_t B) const {
+    return class_weights_.empty() || totals.weight_sum == 0 ? totals.weight_sum : label_weight_total(targets, B);
+}
+
+template <typename T>
 int64_t Network<T>::count_correct(const T* logits, Targets<T> targets, int64_t B,
                                   double* weighted) const {
     const int64_t C = output_width();
@@ -755,8 +760,7 @@ RunTotals Network<T>::train_step(const T* x, Targets<T> targets, int64_t B) {
         totals = loss_forward_backward(targets, B, /*backward=*/true);
         if (reduce_gradient) {
             logits_finite = all_finite(y_.back().data(), B * output_width());
-            normaliser = class_weights_.empty() || totals.weight_sum == 0 ? totals.weight_sum
-                                                                         : label_weight_total(targets, B);
+            normaliser = loss_normaliser(totals, targets, B);
             // The mean's gradient times its normaliser: the gradient of the rows' weighted loss
             // summed, which the ranks add up (B x C values, where scaling grads would touch all).
             scale_in_place(loss_out_.data(), B * output_width(), static_cast<T>(normaliser));
@@ -962,8 +966,7 @@ RunTotals Network<T>::train_step_by_rows(const T* x, Targets<T> targets, int64_t
         forward(x, B, /*training=*/true, /*update_running_stats=*/true);
         local = loss_forward_backward(targets, B, /*backward=*/true);
         logits_finite = all_finite(y_.back().data(), B * output_width());
-        normaliser = class_weights_.empty() || local.weight_sum == 0 ? local.weight_sum
-                                                                    : label_weight_total(targets, B);
+        normaliser = loss_normaliser(local, targets, B);
     }
     fill_reduction_figures(local, logits_finite, normaliser);
     {

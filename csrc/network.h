@@ -499,6 +499,9 @@ private:
     // sum_i s_i class_weights[y_i] over the batch's labelled rows (s_i = 1 without sample
     // weights): the cross-entropy's normaliser; 1 (not a factor) without class weights.
     double label_weight_total(Targets<T> targets, int64_t B) const;
+    // What a batch's loss (totals from loss_forward_backward) divided by: its rows' weight,
+    // with class weights their sum of sample weight times class weight.
+    double loss_normaliser(const RunTotals& totals, Targets<T> targets, int64_t B) const;
     // Rows classified correctly: their count, and their sample weights summed (*weighted).
     int64_t count_correct(const T* logits, Targets<T> targets, int64_t B, double* weighted) const;
     // backward: propagate_deltas, then weight_gradients (the gradient of every parameter in grads).

@@ -178,6 +178,7 @@ class Ranks:
         self._shared_params: Optional[SharedWindow] = None
         self._shared_rows: Optional[SharedWindow] = None
         self._rows_through_mpi = False  # (no room for them in shared memory)
+        self._row_views: Optional[Tuple[Any, np.ndarray, List[np.ndarray]]] = None  # of _shared_rows
 
     # ---- agreement ----
 
@@ -277,7 +278,7 @@ class Ranks:
         _make_local(network)  # the parameters copied out of the shared window, if any
         self._gradient_sum = None
         windows = [window for window in (self._shared_params, self._shared_rows) if window is not None]
-        self._shared_params = self._shared_rows = None
+        self._shared_params = self._shared_rows = self._row_views = None
         self._rows_through_mpi = False
         if cleanly and windows:
             self.comm.Barrier()  # every rank has copied the parameters out
@@ -383,18 +384,22 @@ class Ranks:
         if self._shared_rows is None or self._shared_rows.array.size < sum(sizes):
             if self._shared_rows is not None:
                 self._shared_rows.free()
-                self._shared_rows = None
+                self._shared_rows = self._row_views = None
             if not self._shared_memory_has_room(sum(sizes)):
                 self._rows_through_mpi = True
                 return None
             self._shared_rows = SharedWindow(self.comm, sum(sizes), np.dtype(np.uint8))
-        memory = self._shared_rows.array
-        every = memory[:self.size * count * 8].view(np.float64).reshape(self.size, count)
-        regions, offset = [], sizes[0]
-        for (_, gathered), size in zip(pairs, sizes[1:]):
-            regions.append(memory[offset:offset + gathered.nbytes].view(gathered.dtype).reshape(gathered.shape))
-            offset += size
-        return every, regions
+        # The views, made once per window and batch shape (the last batch of an epoch differs).
+        key = (id(self._shared_rows), count, tuple((gathered.shape, gathered.dtype.str) for _, gathered in pairs))
+        if self._row_views is None or self._row_views[0] != key:
+            memory = self._shared_rows.array
+            every = memory[:self.size * count * 8].view(np.float64).reshape(self.size, count)
+            regions, offset = [], sizes[0]
+            for (_, gathered), size in zip(pairs, sizes[1:]):
+                regions.append(memory[offset:offset + gathered.nbytes].view(gathered.dtype).reshape(gathered.shape))
+                offset += size
+            self._row_views = (key, every, regions)
+        return self._row_views[1], self._row_views[2]
 
     def all_finite(self, finite: bool) -> bool:
         """Whether `finite` is True on every rank."""
