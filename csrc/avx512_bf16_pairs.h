@@ -62,12 +62,14 @@ void pack_pairs_lines_contiguous(float* dst, const float* src, int64_t ld, int64
     }
 }
 
-// The pair_rows slivers of up to 32 lines contiguous in two 16-line halves, the second
-// `half_stride` floats after the first: pack_pairs_lines_contiguous of each half, but k is
-// walked once, so each k row's 32 floats (two adjacent cache lines) are read together instead
-// of one line per pass over a panel whose rows lie ld floats apart.
-void pack_pair_rows_in_two_halves(float* dst, int64_t half_stride, const float* src, int64_t ld, int64_t lines,
-                                  int64_t kc, int64_t pairs_out) {
+// The pair rows of up to 32 lines contiguous, as two 16-line halves: half x of pair row q
+// at dst + x * half_offset + q * row_stride (AMX's B: two slivers, half_offset a sliver
+// apart, row_stride 16; VDPBF16PS's 32-column slivers: half_offset 16, row_stride 32). It is
+// pack_pairs_lines_contiguous of each half, but k is walked once, so each k row's 32 floats
+// (two adjacent cache lines) are read together instead of one line per pass over a panel
+// whose rows lie ld floats apart.
+void pack_pair_rows_in_two_halves(float* dst, int64_t half_offset, const float* src, int64_t ld, int64_t lines,
+                                  int64_t kc, int64_t pairs_out, int64_t row_stride = 16) {
     const __mmask16 low = first_lanes(lines), high = first_lanes(lines - 16);
     for (int64_t q = 0; q < pairs_out; ++q) {
         const int64_t k = 2 * q;
@@ -75,10 +77,10 @@ void pack_pair_rows_in_two_halves(float* dst, int64_t half_stride, const float* 
         const float* odd = even + ld;
         const bool has_even = k < kc, has_odd = k + 1 < kc;
         const __m512 zero = _mm512_setzero_ps();
-        _mm512_store_ps(dst + q * 16,
+        _mm512_store_ps(dst + q * row_stride,
                         interleaved_pairs(has_even ? _mm512_maskz_loadu_ps(low, even) : zero,
                                           has_odd ? _mm512_maskz_loadu_ps(low, odd) : zero));
-        _mm512_store_ps(dst + half_stride + q * 16,
+        _mm512_store_ps(dst + half_offset + q * row_stride,
                         interleaved_pairs(has_even ? _mm512_maskz_loadu_ps(high, even + 16) : zero,
                                           has_odd ? _mm512_maskz_loadu_ps(high, odd + 16) : zero));
     }
@@ -87,9 +89,11 @@ void pack_pair_rows_in_two_halves(float* dst, int64_t half_stride, const float* 
 // k contiguous (op(a) of a plain a, op(b) of a transposed b): element(x, k) = src[x * ld + k],
 // x < lines <= 16. 32 k of each line become 16 words (a line row), transposed for pair rows.
 // Line rows past `lines` are not written: they are rows of an A tile, whose products land in
-// rows of c that are never kept (the few-rows kernels do not even load them).
+// rows of c that are never kept (the few-rows kernels do not even load them). Pair rows lie
+// row_stride words apart (16 lines of a 32-column sliver: row_stride 32, dst 16 words in for
+// the second half).
 void pack_pairs_k_contiguous(float* dst, const float* src, int64_t ld, int64_t lines, int64_t kc,
-                             int64_t pairs_out, PairLayout layout) {
+                             int64_t pairs_out, PairLayout layout, int64_t row_stride = 16) {
     for (int64_t k = 0; k < 2 * pairs_out; k += 32) {
         const __mmask16 low = first_lanes(kc - k), high = first_lanes(kc - k - 16);
         __m512 words[16];
@@ -106,7 +110,8 @@ void pack_pairs_k_contiguous(float* dst, const float* src, int64_t ld, int64_t l
             if (layout == PairLayout::line_rows) _mm512_store_ps(dst + k / 2 * 16 + x * 16, words[x]);
         }
         if (layout == PairLayout::pair_rows)
-            transpose_16x16_store(dst + k / 2 * 16, words, static_cast<int>(std::min<int64_t>(16, pairs_out - k / 2)));
+            transpose_16x16_store(dst + k / 2 * row_stride, words,
+                                  static_cast<int>(std::min<int64_t>(16, pairs_out - k / 2)), row_stride);
     }
 }
 

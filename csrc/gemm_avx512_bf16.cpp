@@ -15,14 +15,18 @@ namespace gemm_detail {
 
 namespace {
 
-// 16 x 16 tile of c, VDPBF16PS over pair panels: 16 accumulators, one load of B and 16
-// broadcasts of A per 16 instructions (each 32 multiply-adds per lane pair).
+// 16 x 32 tile of c, VDPBF16PS over pair panels, as two 8 x 32 halves: 16 accumulators per
+// half, two loads of B and 8 broadcasts of A per 16 instructions (each 32 multiply-adds per
+// lane pair). Zen 4 runs VDPBF16PS at ~95% of its peak this way, but at ~71% from a 16 x 16
+// tile, whose broadcast per instruction it cannot keep up with (measured in L1: 224 against
+// 168 GFLOP/s per core). Each element is the same chain of pairs either way.
 struct Bfloat16Kernels {
-    static constexpr int64_t MR = 16, NR = 16, MC = 192, NC = 2048;
+    static constexpr int64_t MR = 16, NR = 32, MC = 192, NC = 2048;
+    static constexpr int64_t HALF_ROWS = 8, LINES = 16;  // rows per pass; lines per pair row
     static constexpr bool kPacksRowsOfA = false;
     static constexpr bool kPacksColumnsOfB = false;
     static constexpr bool kPacksBfloat16Pairs = true;
-    // A panel of kc k holds ceil(kc / 2) pair rows of 16 words.
+    // A panel of kc k holds ceil(kc / 2) pair rows of MR (A) or NR (B) words.
     static int64_t panel_depth(int64_t kc) { return (kc + 1) / 2; }
     static void enter_thread() {}
 
@@ -34,36 +38,52 @@ struct Bfloat16Kernels {
         pack_pairs_k_contiguous(dst, p.a + i0 * p.K + k0, p.K, rows, kc, pairs, PairLayout::pair_rows);
     }
 
+    // A 32-column sliver: pair row q is 32 words, columns j0 .. j0 + 15 then j0 + 16 .. j0 + 31.
     static void pack_b_pairs(float* dst, const Operands<float>& p, int64_t j0, int64_t k0, int64_t kc) {
         const int64_t cols = std::min(NR, p.N - j0);
         const int64_t pairs = (kc + 1) / 2;
-        if (p.transpose_b)
-            return pack_pairs_k_contiguous(dst, p.b + j0 * p.K + k0, p.K, cols, kc, pairs, PairLayout::pair_rows);
-        pack_pairs_lines_contiguous(dst, p.b + k0 * p.N + j0, p.N, cols, kc, pairs, PairLayout::pair_rows);
+        if (!p.transpose_b)
+            return pack_pair_rows_in_two_halves(dst, LINES, p.b + k0 * p.N + j0, p.N, cols, kc, pairs, NR);
+        for (int64_t half = 0; half < NR / LINES; ++half) {  // lines <= 0: a half of zeros
+            const int64_t first = half * LINES, lines = std::min(LINES, cols - first);
+            pack_pairs_k_contiguous(dst + first, p.b + (j0 + first) * p.K + k0, p.K, lines, kc, pairs,
+                                    PairLayout::pair_rows, NR);
+        }
     }
 
-    // c[16, 16] = (load_c ? c : 0) + the pair panels' products over `pairs` pairs.  a_panel
-    // and b_panel are (pairs, 16) words of two bfloat16.
+    // c rows [8 * half, 8 * half + 8) x 32 columns of the tile.
+    template <int half>
+    static void micro_tile_half(int64_t pairs, const float* a_panel, const float* b_panel, float* c, int64_t ldc,
+                                bool load_c) {
+        __m512 acc[HALF_ROWS][2];
+#pragma GCC unroll 8
+        for (int64_t i = 0; i < HALF_ROWS; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+        a_panel += half * HALF_ROWS;
+        for (int64_t q = 0; q < pairs; ++q) {
+            const __m512bh left = reinterpret_cast<__m512bh>(_mm512_load_ps(b_panel + q * NR));
+            const __m512bh right = reinterpret_cast<__m512bh>(_mm512_load_ps(b_panel + q * NR + LINES));
+#pragma GCC unroll 8
+            for (int64_t i = 0; i < HALF_ROWS; ++i) {
+                const __m512bh a = reinterpret_cast<__m512bh>(_mm512_set1_ps(a_panel[q * MR + i]));
+                acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, left);
+                acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, right);
+            }
+        }
+        c += half * HALF_ROWS * ldc;
+#pragma GCC unroll 8
+        for (int64_t i = 0; i < HALF_ROWS; ++i)
+            for (int64_t u = 0; u < 2; ++u) {
+                float* row = c + i * ldc + u * LINES;
+                _mm512_storeu_ps(row, load_c ? _mm512_add_ps(_mm512_loadu_ps(row), acc[i][u]) : acc[i][u]);
+            }
+    }
+
+    // c[16, 32] = (load_c ? c : 0) + the pair panels' products over `pairs` pairs.  a_panel
+    // is (pairs, 16) and b_panel (pairs, 32) words of two bfloat16.
     static void micro_tile(int64_t pairs, const float* a_panel, const float* b_panel, float* c, int64_t ldc,
                            bool load_c) {
-        __m512 acc[MR];
-#pragma GCC unroll 16
-        for (int64_t i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
-        for (int64_t q = 0; q < pairs; ++q) {
-            const __m512bh b = reinterpret_cast<__m512bh>(_mm512_load_ps(b_panel));
-#pragma GCC unroll 16
-            for (int64_t i = 0; i < MR; ++i) {
-                const __m512bh a = reinterpret_cast<__m512bh>(_mm512_set1_ps(a_panel[i]));
-                acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
-            }
-            a_panel += MR;
-            b_panel += NR;
-        }
-#pragma GCC unroll 16
-        for (int64_t i = 0; i < MR; ++i) {
-            float* row = c + i * ldc;
-            _mm512_storeu_ps(row, load_c ? _mm512_add_ps(_mm512_loadu_ps(row), acc[i]) : acc[i]);
-        }
+        micro_tile_half<0>(pairs, a_panel, b_panel, c, ldc, load_c);
+        micro_tile_half<1>(pairs, a_panel, b_panel, c, ldc, load_c);
     }
 };
 
@@ -75,7 +95,14 @@ struct Bfloat16Kernels {
 
 constexpr int64_t kFewRows = 4;
 
-// Row i of c, columns of kSlivers 16-column slivers from sliver s0, over every K block (8
+// Pair row q of 16-column unit u (columns 16u .. 16u + 15) in a block of b packed whole:
+// half u % 2 of 32-column sliver u / 2.
+inline const float* unit_pair_row(const float* block, int64_t pairs, int64_t u, int64_t q) {
+    constexpr int64_t NR = Bfloat16Kernels::NR, LINES = Bfloat16Kernels::LINES;
+    return block + ((u / 2) * pairs + q) * NR + (u % 2) * LINES;
+}
+
+// Row i of c, columns of kSlivers 16-column units from unit s0, over every K block (8
 // independent chains hide VDPBF16PS's latency), then the epilogue. a_packed holds each
 // block's rows as line rows (avx512_bf16_pairs.h), a_block_stride floats apart.
 template <int kSlivers>
@@ -86,15 +113,15 @@ void few_rows_slivers(const Operands<float>& p, const float* a_packed, int64_t a
     for (int64_t b = 0; b < kb.count; ++b) {
         const int64_t kc = std::min(kb.size, p.K - b * kb.size), pairs = (kc + 1) / 2;
         const float* a = a_packed + b * a_block_stride + i * 16;
-        const float* slivers = packed_b_block<float, Bfloat16Kernels>(p, b) + j0 * pairs;
+        const float* block = packed_b_block<float, Bfloat16Kernels>(p, b);
         __m512 acc[kSlivers];
         for (int u = 0; u < kSlivers; ++u) acc[u] = _mm512_setzero_ps();
         for (int64_t q = 0; q < pairs; ++q) {
             const __m512bh pair = reinterpret_cast<__m512bh>(_mm512_set1_ps(a[(q >> 4) * 256 + (q & 15)]));
 #pragma GCC unroll 8
             for (int u = 0; u < kSlivers; ++u)
-                acc[u] = _mm512_dpbf16_ps(acc[u], pair,
-                                          reinterpret_cast<__m512bh>(_mm512_load_ps(slivers + (u * pairs + q) * 16)));
+                acc[u] = _mm512_dpbf16_ps(
+                    acc[u], pair, reinterpret_cast<__m512bh>(_mm512_load_ps(unit_pair_row(block, pairs, s0 + u, q))));
         }
         const bool load_c = p.accumulate || b > 0;
         for (int u = 0; u < kSlivers; ++u) {
@@ -108,7 +135,7 @@ void few_rows_slivers(const Operands<float>& p, const float* a_packed, int64_t a
 }
 
 // p.M <= kFewRows, p.packed_b set: A packed once (line rows of 16 pairs, as a 16-line sliver
-// of AMX's A), slivers shared among threads in groups of 8.
+// of AMX's A), 16-column units of b shared among threads in groups of 8.
 void few_rows_gemm(const Operands<float>& p, int threads) {
     const KBlocking kb = p.blocking();
     const int64_t a_block_stride = ceil_div(kb.size, 32) * 256;

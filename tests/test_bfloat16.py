@@ -23,7 +23,7 @@ needs_amx = pytest.mark.skipif(not AMX, reason="needs a CPU with AMX-BF16 and an
 # 128 pairs; 258 = 2 blocks of 130 and 128), non-multiples of every tile, the MLP's layers,
 # the skinny (N <= 16) and row (M == 1) paths.
 SHAPES = [(1, 1, 1), (3, 5, 7), (17, 33, 19), (40, 513, 33), (1, 300, 70), (5, 258, 16),
-          (70, 1, 40), (33, 600, 10), (128, 784, 64), (20, 257, 300), (1, 784, 256)]
+          (70, 1, 40), (33, 600, 10), (128, 784, 64), (20, 257, 300), (1, 784, 256), (6, 129, 59)]
 
 
 @pytest.fixture(params=ISAS)
