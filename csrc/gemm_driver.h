@@ -39,6 +39,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <new>
 #include <type_traits>
 
@@ -213,35 +214,39 @@ void pack_b_sliver(T* dst, const Operands<T>& p, int64_t j0, int64_t k0, int64_t
 }
 
 // Slivers [slivers.begin, slivers.end) of the B panel of columns from j0 and k [k0, k0 + kc),
-// sliver s at panel + s * sliver_stride, as pack_b_sliver makes them. A plain float b (K, N)
-// is read row by row, each row's part once and in order: sliver by sliver, a 16-column sliver
-// reads one cache line per k, N floats apart -- with N = 1024 the same L1 set and a new page
-// each time, which the prefetchers do not follow (the forward products' packing was ~10% of a
-// float32 784-1024-1024-10 epoch on Zen 4, nearly all of it waiting for those lines).
+// sliver s at panel + s * sliver_stride, as pack_b_sliver makes them (sums too). A plain float
+// b (K, N) is read row by row, each row's part once and in order: sliver by sliver, a 16-column
+// sliver reads one cache line per k, N floats apart -- with N = 1024 the same L1 set and a new
+// page each time, which the prefetchers do not follow (the packing of dz, b of the weight
+// gradients, was ~10% of a float32 784-1024-1024-10 epoch on Zen 4, nearly all of it waiting
+// for those lines). Each column's sum still runs in k order.
 template <typename T, typename Kernels>
 void pack_b_slivers(T* panel, int64_t sliver_stride, const Operands<T>& p, int64_t j0, Range slivers, int64_t k0,
                     int64_t kc, T* sums) {
     constexpr int64_t NR = Kernels::NR;
-    const bool plain_float_rows = !Kernels::kPacksBfloat16Pairs && !p.bfloat16_pairs && !p.transpose_b && !sums;
-    if (!plain_float_rows) {
+    if (Kernels::kPacksBfloat16Pairs || p.bfloat16_pairs || p.transpose_b) {
         for (int64_t s = slivers.begin; s < slivers.end; ++s) {
             const int64_t j = j0 + s * NR;
             pack_b_sliver<T, Kernels>(panel + s * sliver_stride, p, j, k0, kc, sums ? sums + j : nullptr);
         }
         return;
     }
+    const int64_t j_begin = j0 + slivers.begin * NR, j_end = std::min(p.N, j0 + slivers.end * NR);
+    if (sums && k0 == 0 && j_begin < j_end) std::fill(sums + j_begin, sums + j_end, T(0));
     for (int64_t k = 0; k < kc; ++k) {
         const T* row = p.b + (k0 + k) * p.N;
         for (int64_t s = slivers.begin; s < slivers.end; ++s) {
             const int64_t j = j0 + s * NR, cols = std::min(NR, p.N - j);
             T* out = panel + s * sliver_stride + k * NR;
-            if (cols == NR) {
-                std::copy(row + j, row + j + NR, out);
-            } else {
-                std::copy(row + j, row + j + cols, out);
-                std::fill(out + cols, out + NR, T(0));
+            if (cols == NR) {  // a constant size: moved inline, where std::copy called memmove
+                std::memcpy(out, row + j, sizeof(T) * NR);
+                continue;
             }
+            std::copy(row + j, row + j + cols, out);
+            std::fill(out + cols, out + NR, T(0));
         }
+        if (sums)
+            for (int64_t j = j_begin; j < j_end; ++j) sums[j] += row[j];
     }
 }
 
