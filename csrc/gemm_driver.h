@@ -217,9 +217,9 @@ void pack_b_sliver(T* dst, const Operands<T>& p, int64_t j0, int64_t k0, int64_t
 // sliver s at panel + s * sliver_stride, as pack_b_sliver makes them (sums too). A plain float
 // b (K, N) is read row by row, each row's part once and in order: sliver by sliver, a 16-column
 // sliver reads one cache line per k, N floats apart -- with N = 1024 the same L1 set and a new
-// page each time, which the prefetchers do not follow (the packing of dz, b of the weight
-// gradients, was ~10% of a float32 784-1024-1024-10 epoch on Zen 4, nearly all of it waiting
-// for those lines). Each column's sum still runs in k order.
+// page each time, which the prefetchers do not follow (packing the forward's weights and dz,
+// b of the weight gradients, was ~10% of a float32 784-1024-1024-10 epoch on Zen 4, nearly all
+// of it waiting for those lines). Each column's sum still runs in k order.
 template <typename T, typename Kernels>
 void pack_b_slivers(T* panel, int64_t sliver_stride, const Operands<T>& p, int64_t j0, Range slivers, int64_t k0,
                     int64_t kc, T* sums) {
