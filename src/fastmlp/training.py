@@ -554,7 +554,13 @@ class FitLoop:
         nothing (it was not applied), and FloatingPointError follows."""
         model = self.model
         if params_overflowed:
-            how = ("NaN or infinite" if not model._network.params_finite() else
+            finite = model._network.params_finite()
+            if self.ranks is not None:
+                # Ranks stepping in one shared copy of the parameters look before any of them
+                # puts last_good back into it, and say what every rank saw: alone, a later rank
+                # could find the copy a faster one had already restored.
+                finite = self.ranks.all_finite(finite)
+            how = ("NaN or infinite" if not finite else
                    "so large that the network's outputs on a batch are NaN or infinite")
             what = (f"parameters became {how} in epoch {model.epochs_trained}, by step "
                     f"{int(model._network.step)} at the latest (batch {batch + 1} of {n_batches} of "
