@@ -1341,6 +1341,9 @@ py::dict build_info() {
     info["isa"] = gemm_kernel_name();
     info["gemm_kernel"] = gemm_kernel_name();
     info["avx512_tile"] = avx512_tile_name();
+    // Whether the float optimizer loops send groups with states near 0 to their twins over
+    // double ("on", Intel CPUs) or not ("off"): the same bits either way.
+    info["subnormal_guard"] = subnormal_guard_name();
     info["num_threads"] = num_threads();
     // Multiply-adds below which a parallel region, and a whole call, run on one thread.
     info["parallel_work_threshold"] = parallel_work_threshold();

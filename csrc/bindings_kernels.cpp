@@ -710,6 +710,20 @@ void check_flat_buffers(const py::array& grads, const std::vector<std::pair<cons
 }
 
 void bind_optimizers(py::module_& m) {
+    m.def(
+        "set_subnormal_guard",
+        [](const std::string& guard) {
+            if (!fastmlp::set_subnormal_guard(guard))
+                throw py::value_error("guard must be 'on', 'off' or 'auto', got '" + guard + "'");
+        },
+        py::arg("guard"),
+        R"doc(The subnormal guard of the float32 optimizer kernels: 'on' (groups of 64 elements with a
+state near 0 are computed over double, for Intel cores that multiply subnormals in microcode),
+'off' (the plain float loops everywhere: Zen 4 takes subnormals in its float unit, more cheaply
+than the guard costs) or 'auto' (on for Intel CPUs, off elsewhere). The same bits either way.
+Process-wide.)doc");
+    m.def("subnormal_guard", &fastmlp::subnormal_guard_name,
+          "Whether the float32 optimizer kernels run behind the subnormal guard: 'on' or 'off'.");
     m.def("sgd_update", [](const py::array& params_in, const py::array& buf_in, const py::array& grads_in,
                            double lr, double momentum, double dampening, bool nesterov, double weight_decay,
                            int64_t step) {

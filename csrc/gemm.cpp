@@ -150,6 +150,20 @@ template double* shared_b_scratch<double>(int64_t);
 // Instruction set: the widest the CPU has, unless set_isa / FASTMLP_ISA chose another.
 // ---------------------------------------------------------------------------------------
 
+bool gemm_detail::cpu_is_intel() {
+#if FASTMLP_X86_KERNELS
+    unsigned eax, ebx, ecx, edx;
+    if (__get_cpuid(0, &eax, &ebx, &ecx, &edx)) {
+        char vendor[12];  // EBX, EDX, ECX spell it
+        std::memcpy(vendor, &ebx, 4);
+        std::memcpy(vendor + 4, &edx, 4);
+        std::memcpy(vendor + 8, &ecx, 4);
+        return std::memcmp(vendor, "GenuineIntel", 12) == 0;
+    }
+#endif
+    return false;
+}
+
 namespace {
 
 constexpr const char* kIsaNames[] = {"portable", "avx2", "avx512", "avx512_bf16", "amx_bf16"};
@@ -209,19 +223,7 @@ std::atomic<int> g_isa{static_cast<int>(g_widest_isa)};
 using gemm_detail::Avx512Tile;
 constexpr const char* kTileNames[] = {"16x16", "8x32"};
 
-Avx512Tile cpu_avx512_tile() {
-#if FASTMLP_X86_KERNELS
-    unsigned eax, ebx, ecx, edx;
-    if (__get_cpuid(0, &eax, &ebx, &ecx, &edx)) {
-        char vendor[12];  // EBX, EDX, ECX spell it
-        std::memcpy(vendor, &ebx, 4);
-        std::memcpy(vendor + 4, &edx, 4);
-        std::memcpy(vendor + 8, &ecx, 4);
-        if (std::memcmp(vendor, "GenuineIntel", 12) == 0) return Avx512Tile::wide;
-    }
-#endif
-    return Avx512Tile::square;
-}
+Avx512Tile cpu_avx512_tile() { return gemm_detail::cpu_is_intel() ? Avx512Tile::wide : Avx512Tile::square; }
 
 const Avx512Tile g_cpu_tile = cpu_avx512_tile();
 std::atomic<int> g_tile{static_cast<int>(g_cpu_tile)};

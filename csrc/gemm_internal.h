@@ -200,6 +200,10 @@ double avx512_bf16_peak_gflops(double seconds);
 // instruction. Call it only when cpu_supports_isa("amx_bf16").
 double amx_bf16_peak_gflops(double seconds);
 
+// Whether the CPU's vendor is Intel (CPUID leaf 0 says GenuineIntel): the tile of the AVX-512
+// kernels and the optimizer loops' subnormal guard follow it (gemm.cpp, optim.cpp).
+bool cpu_is_intel();
+
 // The instruction set in use (gemm.cpp): the widest the CPU has, unless forced.
 Isa active_isa();
 // The one whose float kernels (GEMM, element-wise and optimizer loops) run: avx512_bf16 and

@@ -146,6 +146,14 @@ void force_portable_gemm(bool force);
 // returns false, changing nothing, for another name. Both give the same bits.
 const char* avx512_tile_name();
 bool set_avx512_tile(const std::string& name);
+// The subnormal guard of the float optimizer loops (optim_loops.h): "on" on Intel CPUs, whose
+// cores multiply and divide subnormals in microcode, "off" elsewhere -- Zen 4 takes them in
+// its float unit at 2-3x the usual cost (a division or square root; products at full speed),
+// less than the guard's look and its twins over double cost. set_subnormal_guard(name)
+// forces one ("" or "auto": the CPU's again) and returns false, changing nothing, for
+// another name. Both give the same bits.
+const char* subnormal_guard_name();
+bool set_subnormal_guard(const std::string& name);
 
 // ---------------------------------------------------------------------------------------
 // Activations (activations.cpp)

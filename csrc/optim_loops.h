@@ -8,7 +8,9 @@
 // subnormal numbers in the float unit. The subnormal guard (below) runs that copy on the
 // groups of 64 elements whose states have left float's normal range (an optimizer state
 // that decays towards zero, Adam's first moment of a weight whose gradient stays 0, gets
-// there after some hundreds of steps).
+// there after some hundreds of steps). The guard is for Intel's cores; optim.cpp runs the plain
+// loops elsewhere (kernels.h, set_subnormal_guard): Zen 4 takes subnormals in its float unit,
+// for less than the guard's look and twins cost.
 #pragma once
 
 #include <algorithm>

@@ -201,6 +201,23 @@ def test_optimizer_share_times_a_trained_model_on_training_images(restore_thread
     np.testing.assert_array_equal(copies[0].flat_parameters, adam.flat_parameters)
 
 
+def test_subnormal_guard_times_steps_and_epochs_both_ways_and_restores_the_cpus_choice(restore_threads):
+    script = load_script("subnormal_guard")
+    choice = fastmlp._core.kernels.subnormal_guard()
+    results = script.main(["--quick"])
+    precisions = ["float32"] + (["bfloat16"] if script.run.has_bf16_model() else [])
+    assert [(r["sizes"], r["precision"]) for r in results] == [(list(s), p) for s in script.NETWORKS for p in precisions]
+    for result in results:
+        assert set(result["steps"]) == set(result["epochs"]) == {"on", "off"}
+        assert all(len(samples.seconds) == 2 and min(samples.seconds) > 0 for samples in result["steps"].values())
+        assert all(len(samples.seconds) == 1 for samples in result["epochs"].values())
+        assert 0 <= result["tiny_first_moments"] < 1
+    assert fastmlp._core.kernels.subnormal_guard() == choice
+    for bad in (["--repetitions", "0"], ["--trained-epochs", "0"], ["--threads", "0"]):
+        with pytest.raises(SystemExit):
+            script.parse_args(bad)
+
+
 def test_bfloat16_training_times_every_product_of_a_step_and_the_four_epochs(restore_threads, capsys):
     script = load_script("bfloat16_training")
     results = script.main(["--quick", "--repetitions", "1"])

@@ -1,9 +1,10 @@
-"""Optimizer states near zero: the float32 kernels compute the elements whose states have left
-float's normal range (subnormals, tiny or huge values) over double (optim_loops.h's
-FloatViaDouble) so that Intel's microcode assists do not slow them down. That must change no
-bit: each kernel is compared, bit for bit, with a float32 mirror of its own formula written
-here in NumPy (IEEE float32 arithmetic with subnormals), on states that mix every range, and
-a model's steps with the kernels' results."""
+"""Optimizer states near zero: behind the subnormal guard (on by default on Intel CPUs) the
+float32 kernels compute the elements whose states have left float's normal range (subnormals,
+tiny or huge values) over double (optim_loops.h's FloatViaDouble) so that Intel's microcode
+assists do not slow them down; without it (elsewhere) the plain float loops take them. Neither
+may change a bit: each kernel is compared, bit for bit, with a float32 mirror of its own formula
+written here in NumPy (IEEE float32 arithmetic with subnormals), on states that mix every range,
+and a model's steps with the kernels' results -- every test with the guard on and off."""
 import numpy as np
 import pytest
 
@@ -13,6 +14,28 @@ from fastmlp import _core
 K = _core.kernels
 F32 = np.float32
 TINY = float(np.finfo(np.float32).tiny)  # 2^-126, the smallest normal float
+
+
+@pytest.fixture(autouse=True, params=["on", "off"])
+def subnormal_guard(request):
+    """Each test with the guard forced on (the twins over double) and off (the plain loops)."""
+    K.set_subnormal_guard(request.param)
+    yield request.param
+    K.set_subnormal_guard("auto")
+
+
+def test_the_guard_follows_the_cpu_vendor_and_can_be_forced():
+    with open("/proc/cpuinfo") as cpuinfo:
+        intel = "GenuineIntel" in cpuinfo.read()
+    K.set_subnormal_guard("auto")
+    assert K.subnormal_guard() == ("on" if intel else "off")
+    assert fastmlp.build_info()["subnormal_guard"] == K.subnormal_guard()
+    for guard in ("on", "off"):
+        K.set_subnormal_guard(guard)
+        assert K.subnormal_guard() == guard
+    with pytest.raises(ValueError, match="guard must be 'on', 'off' or 'auto', got 'sometimes'"):
+        K.set_subnormal_guard("sometimes")
+    assert K.subnormal_guard() == "off"
 
 
 def mixed_magnitudes(rng, n):

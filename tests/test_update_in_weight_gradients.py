@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastmlp
-from fastmlp import optim
+from fastmlp import _core, optim
 
 OPTIMIZERS = {
     "sgd": lambda: optim.SGD(lr=0.05),
@@ -89,23 +89,35 @@ def test_the_same_bits_with_batch_norm_or_dropout_at_any_thread_count(model_opti
 
 def test_optimizer_states_among_the_subnormals_give_the_same_bits():
     # Adam's first moments of weights whose gradient stays 0 decay into float32's subnormals;
-    # the guarded loops then compute those groups in double, inside the GEMM as outside it.
+    # behind the subnormal guard the loops then compute those groups in double, without it in
+    # float: the same bits, inside the GEMM as outside it.
     results = []
-    for fused in (True, False):
-        X, y = blobs(n=260, features=70)
-        model = fastmlp.MLP([70, 301, 133, 3], seed=2, optimizer=optim.Adam(lr=1e-2), n_threads=2)
-        model._network.update_in_weight_gradients = fused
-        model.train_step(X[:130], y[:130])
-        state = model._network.optimizer_state
-        tiny = np.float32(np.finfo(np.float32).smallest_subnormal)
-        state["exp_avg"][::7] = tiny * np.arange(1, 5, dtype=np.float32)[np.arange(state["exp_avg"][::7].size) % 4]
-        state["exp_avg_sq"][::11] = tiny
-        model._network.step = 16  # the next step looks at the states (every 16th does)
-        for _ in range(3):
-            model.train_step(X[130:], y[130:])
-        results.append(model_state(model))
+    try:
+        for guard in ("on", "off"):
+            _core.kernels.set_subnormal_guard(guard)
+            for fused in (True, False):
+                results.append(subnormal_steps(fused))
+    finally:
+        _core.kernels.set_subnormal_guard("auto")
     assert np.count_nonzero(np.abs(results[0]["exp_avg"]) < np.finfo(np.float32).tiny) > 100
-    assert_same_bits(*results)
+    for other in results[1:]:
+        assert_same_bits(results[0], other)
+
+
+def subnormal_steps(fused):
+    """The state after four steps of a model whose Adam states were set among the subnormals."""
+    X, y = blobs(n=260, features=70)
+    model = fastmlp.MLP([70, 301, 133, 3], seed=2, optimizer=optim.Adam(lr=1e-2), n_threads=2)
+    model._network.update_in_weight_gradients = fused
+    model.train_step(X[:130], y[:130])
+    state = model._network.optimizer_state
+    tiny = np.float32(np.finfo(np.float32).smallest_subnormal)
+    state["exp_avg"][::7] = tiny * np.arange(1, 5, dtype=np.float32)[np.arange(state["exp_avg"][::7].size) % 4]
+    state["exp_avg_sq"][::11] = tiny
+    model._network.step = 16  # the next step looks at the states (every 16th does)
+    for _ in range(3):
+        model.train_step(X[130:], y[130:])
+    return model_state(model)
 
 
 @pytest.mark.parametrize("x_scale", [1e30, 2e37])

@@ -378,6 +378,12 @@ class _Kernels:
     def avx512_tile() -> str:
         """The float tile the AVX-512 kernels use: '16x16' or '8x32'."""
     @staticmethod
+    def set_subnormal_guard(guard: str) -> None:
+        """The float32 optimizer loops' subnormal guard: 'on' (Intel), 'off' (elsewhere) or 'auto' (by CPU vendor)."""
+    @staticmethod
+    def subnormal_guard() -> str:
+        """Whether the float32 optimizer loops run behind the subnormal guard: 'on' or 'off'."""
+    @staticmethod
     def cpu_supports_isa(isa: str) -> bool: ...
     @staticmethod
     def fma_peak_gflops(seconds: float = 0.2) -> float: ...
