@@ -55,6 +55,8 @@ struct Bfloat16Kernels {
     template <int half>
     static void micro_tile_half(int64_t pairs, const float* a_panel, const float* b_panel, float* c, int64_t ldc,
                                 bool load_c) {
+        c += half * HALF_ROWS * ldc;
+        if (load_c) prefetch_half(c, ldc);
         __m512 acc[HALF_ROWS][2];
 #pragma GCC unroll 8
         for (int64_t i = 0; i < HALF_ROWS; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
@@ -69,13 +71,24 @@ struct Bfloat16Kernels {
                 acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, right);
             }
         }
-        c += half * HALF_ROWS * ldc;
 #pragma GCC unroll 8
         for (int64_t i = 0; i < HALF_ROWS; ++i)
             for (int64_t u = 0; u < 2; ++u) {
                 float* row = c + i * ldc + u * LINES;
                 _mm512_storeu_ps(row, load_c ? _mm512_add_ps(_mm512_loadu_ps(row), acc[i][u]) : acc[i][u]);
             }
+    }
+
+    // Asks for the 16 lines of a half's 8 x 32 block of c, which it adds to after its pair
+    // loop: they arrive while VDPBF16PS runs (c's rows are ldc apart, in a few L1 sets when ldc
+    // is a power of two; without this their misses stall the end of each half). A half at a
+    // time: both halves' 32 lines would overfill those sets.
+    static void prefetch_half(const float* c, int64_t ldc) {
+#pragma GCC unroll 8
+        for (int64_t i = 0; i < HALF_ROWS; ++i) {
+            _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + LINES), _MM_HINT_T0);
+        }
     }
 
     // c[16, 32] = (load_c ? c : 0) + the pair panels' products over `pairs` pairs.  a_panel
