@@ -3,6 +3,7 @@ No timing is asserted: only that every section runs, reports and writes its file
 import importlib.util
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -201,7 +202,19 @@ def test_optimizer_share_times_a_trained_model_on_training_images(restore_thread
     np.testing.assert_array_equal(copies[0].flat_parameters, adam.flat_parameters)
 
 
-def test_subnormal_guard_times_steps_and_epochs_both_ways_and_restores_the_cpus_choice(restore_threads):
+@pytest.fixture
+def bench_dir_on_path():
+    """Undoes what a script that imports bench/run.py as `run` does to sys.path and sys.modules:
+    left in place, bench/distributed.py would shadow dask's `distributed` in later tests."""
+    path, had_run = list(sys.path), "run" in sys.modules
+    yield
+    sys.path[:] = path
+    if not had_run:
+        sys.modules.pop("run", None)
+
+
+def test_subnormal_guard_times_steps_and_epochs_both_ways_and_restores_the_cpus_choice(restore_threads,
+                                                                                       bench_dir_on_path):
     script = load_script("subnormal_guard")
     choice = fastmlp._core.kernels.subnormal_guard()
     results = script.main(["--quick"])
