@@ -148,8 +148,8 @@ const char* avx512_tile_name();
 bool set_avx512_tile(const std::string& name);
 // The subnormal guard of the float optimizer loops (optim_loops.h): "on" on Intel CPUs, whose
 // cores multiply and divide subnormals in microcode, "off" elsewhere -- Zen 4 takes them in
-// its float unit at 2-3x the usual cost (a division or square root; products at full speed),
-// less than the guard's look and its twins over double cost. set_subnormal_guard(name)
+// its float unit (a division or square root at 1.5-2.6x its usual time, a product at full
+// speed), for less than the guard's look and its twins over double cost. set_subnormal_guard(name)
 // forces one ("" or "auto": the CPU's again) and returns false, changing nothing, for
 // another name. Both give the same bits.
 const char* subnormal_guard_name();
