@@ -225,8 +225,7 @@ constexpr const char* kTileNames[] = {"16x16", "8x32"};
 
 Avx512Tile cpu_avx512_tile() { return gemm_detail::cpu_is_intel() ? Avx512Tile::wide : Avx512Tile::square; }
 
-const Avx512Tile g_cpu_tile = cpu_avx512_tile();
-std::atomic<int> g_tile{static_cast<int>(g_cpu_tile)};
+gemm_detail::NamedChoice<2> g_tile{kTileNames, static_cast<int>(cpu_avx512_tile())};
 
 template <typename T>
 const gemm_detail::GemmPaths<T>& active_paths();
@@ -235,7 +234,7 @@ const gemm_detail::GemmPaths<float>& active_paths<float>() {
     switch (gemm_detail::active_float_isa()) {
 #if FASTMLP_X86_KERNELS
         case Isa::avx512:
-            return gemm_detail::avx512_paths_float(static_cast<Avx512Tile>(g_tile.load(std::memory_order_relaxed)));
+            return gemm_detail::avx512_paths_float(static_cast<Avx512Tile>(g_tile.get()));
         case Isa::avx2: return gemm_detail::avx2_paths_float();
 #endif
         default: return gemm_detail::portable_paths_float();
@@ -246,7 +245,7 @@ const gemm_detail::GemmPaths<double>& active_paths<double>() {
     switch (gemm_detail::active_float_isa()) {
 #if FASTMLP_X86_KERNELS
         case Isa::avx512:
-            return gemm_detail::avx512_paths_double(static_cast<Avx512Tile>(g_tile.load(std::memory_order_relaxed)));
+            return gemm_detail::avx512_paths_double(static_cast<Avx512Tile>(g_tile.get()));
         case Isa::avx2: return gemm_detail::avx2_paths_double();
 #endif
         default: return gemm_detail::portable_paths_double();
@@ -319,20 +318,9 @@ bool set_isa(const std::string& name) {
 
 void force_portable_gemm(bool force) { set_isa(force ? "portable" : ""); }
 
-const char* avx512_tile_name() { return kTileNames[g_tile.load(std::memory_order_relaxed)]; }
+const char* avx512_tile_name() { return g_tile.name(); }
 
-bool set_avx512_tile(const std::string& name) {
-    if (name.empty() || name == "auto") {
-        g_tile.store(static_cast<int>(g_cpu_tile));
-        return true;
-    }
-    for (int i = 0; i < static_cast<int>(std::size(kTileNames)); ++i)
-        if (name == kTileNames[i]) {
-            g_tile.store(i);
-            return true;
-        }
-    return false;
-}
+bool set_avx512_tile(const std::string& name) { return g_tile.set(name); }
 
 template <typename T>
 void gemm_fused(T* c, const T* a, const T* b, int64_t M, int64_t N, int64_t K, bool transpose_a,

@@ -4,9 +4,12 @@
 // instruction sets and the table of paths each one provides.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
 
 #include "kernels.h"
 
@@ -203,6 +206,31 @@ double amx_bf16_peak_gflops(double seconds);
 // Whether the CPU's vendor is Intel (CPUID leaf 0 says GenuineIntel): the tile of the AVX-512
 // kernels and the optimizer loops' subnormal guard follow it (gemm.cpp, optim.cpp).
 bool cpu_is_intel();
+
+// A process-wide choice among `names` (the AVX-512 tile, the subnormal guard): the CPU's
+// unless set() forced another by name ("" or "auto": the CPU's again; false, changing nothing,
+// for a name not among them).
+template <size_t N>
+struct NamedChoice {
+    const char* const (&names)[N];
+    const int cpu_choice;
+    std::atomic<int> current{cpu_choice};
+
+    int get() const { return current.load(std::memory_order_relaxed); }
+    const char* name() const { return names[get()]; }
+    bool set(const std::string& name) {
+        if (name.empty() || name == "auto") {
+            current.store(cpu_choice);
+            return true;
+        }
+        for (size_t i = 0; i < N; ++i)
+            if (name == names[i]) {
+                current.store(static_cast<int>(i));
+                return true;
+            }
+        return false;
+    }
+};
 
 // The instruction set in use (gemm.cpp): the widest the CPU has, unless forced.
 Isa active_isa();

@@ -1,7 +1,6 @@
 // One update kernel per optimizer over the flat parameter buffer, torch.optim's formulas
 // (kernels.h gives each one). Every element is independent, so the loops split freely.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <string>
 
@@ -24,11 +23,10 @@ thread_local OptimizerStateScan* g_current_scan = nullptr;
 
 // The subnormal guard: the CPU's choice (kernels.h), unless set_subnormal_guard forced one.
 constexpr const char* kGuardNames[] = {"off", "on"};
-const bool g_cpu_guard = gemm_detail::cpu_is_intel();
-std::atomic<int> g_guard{g_cpu_guard ? 1 : 0};
+gemm_detail::NamedChoice<2> g_guard{kGuardNames, gemm_detail::cpu_is_intel() ? 1 : 0};
 
 // Whether this thread's float kernels look at their states (behind the subnormal guard).
-bool scanning() { return g_guard.load(std::memory_order_relaxed) && (!g_current_scan || g_current_scan->check); }
+bool scanning() { return g_guard.get() && (!g_current_scan || g_current_scan->check); }
 
 // The loops follow the GEMM's instruction set (all builds give the same bits).
 const UpdateLoops<float>& active_loops(float) {
@@ -74,20 +72,9 @@ PreparedUpdate<T> prepared(UpdateLoop<T> loop, const UpdateScalars<T>& s, T* par
 
 }  // namespace
 
-const char* subnormal_guard_name() { return kGuardNames[g_guard.load(std::memory_order_relaxed)]; }
+const char* subnormal_guard_name() { return g_guard.name(); }
 
-bool set_subnormal_guard(const std::string& name) {
-    if (name.empty() || name == "auto") {
-        g_guard.store(g_cpu_guard ? 1 : 0);
-        return true;
-    }
-    for (int i = 0; i < 2; ++i)
-        if (name == kGuardNames[i]) {
-            g_guard.store(i);
-            return true;
-        }
-    return false;
-}
+bool set_subnormal_guard(const std::string& name) { return g_guard.set(name); }
 
 OptimizerStateScan::OptimizerStateScan(bool check) : check(check), outer_(g_current_scan) { g_current_scan = this; }
 OptimizerStateScan::~OptimizerStateScan() { g_current_scan = outer_; }
